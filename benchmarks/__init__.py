@@ -1,0 +1,1 @@
+"""recops benchmarks: each module backs one `recops bench <name>` command."""

@@ -1,0 +1,53 @@
+"""Configuration of the data section: where events come from and how they are split."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+InputFormat = Literal["auto", "csv", "parquet", "recbole", "seq", "pairs", "movielens"]
+
+
+class ColumnMapping(BaseModel):
+    """Names of the contract columns in a generic csv/parquet input."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = "user_id"
+    item_id: str = "item_id"
+    timestamp: str = "timestamp"
+    event_type: str | None = "event_type"
+    value: str | None = "value"
+
+
+class SyntheticConfig(BaseModel):
+    """The bundled synthetic generator (used when ``data.path`` is not set)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_users: int = Field(2000, ge=1)
+    n_items: int = Field(500, ge=2)
+    n_events: int = Field(60_000, ge=1)
+    n_clusters: int = Field(8, ge=1)
+    zipf_a: float = Field(1.1, gt=0)
+    markov_strength: float = Field(0.7, ge=0, le=1)
+    drift: float = Field(0.05, ge=0, le=1)
+    start: str = "2026-01-01T00:00:00Z"
+    seed: int = 7
+
+
+class DataConfig(BaseModel):
+    """Where the events come from and how they are turned into training examples."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = None
+    format: InputFormat = "auto"
+    columns: ColumnMapping = ColumnMapping()
+    default_event_type: str = "interaction"
+    synthetic: SyntheticConfig = SyntheticConfig()
+    split: Literal["leave_one_out", "temporal"] = "leave_one_out"
+    temporal_test_fraction: float = Field(0.1, gt=0, lt=1)
+    max_len: int = Field(50, ge=2, le=4096)
+    min_user_events: int = Field(3, ge=1)

@@ -1,0 +1,152 @@
+"""The event contract: the one table shape every recops stage speaks.
+
+Columns (in this order, side columns after):
+
+============  ==========================  ==========================================
+column        dtype                        meaning
+============  ==========================  ==========================================
+user_id       string (pyarrow)            raw user token, never null
+item_id       string (pyarrow)            raw item token, never null
+timestamp     datetime64[ns, UTC]         when the event happened (UTC)
+event_type    string (pyarrow)            view / click / cart / purchase / rating / ...
+value         float64 (nullable)          rating, price, dwell time...; NaN when absent
+============  ==========================  ==========================================
+
+Loaders produce it (:func:`normalize_events`), GX checks it, everything downstream
+consumes only it. Order inside a user is (timestamp, original row order): a stable sort.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from components.errors import DataError
+
+USER = "user_id"
+ITEM = "item_id"
+TIME = "timestamp"
+EVENT = "event_type"
+VALUE = "value"
+CONTRACT_COLUMNS: tuple[str, ...] = (USER, ITEM, TIME, EVENT, VALUE)
+REQUIRED_COLUMNS: tuple[str, ...] = (USER, ITEM, TIME)
+EVENT_TYPES: tuple[str, ...] = ("view", "click", "cart", "purchase", "rating", "interaction")
+
+STRING_DTYPE = pd.ArrowDtype(__import__("pyarrow").string())
+
+
+def _as_string(series: pd.Series, column: str, source: str) -> pd.Series:
+    if series.isna().any():
+        row = int(np.flatnonzero(series.isna().to_numpy())[0])
+        raise DataError(f"{source}: column {column!r} is empty at data row {row + 1}")
+    if pd.api.types.is_float_dtype(series) and (series % 1 == 0).all():
+        series = series.astype("int64")
+    return series.astype(str).astype(STRING_DTYPE)
+
+
+def parse_timestamps(series: pd.Series, source: str, unit: str | None = None) -> pd.Series:
+    """Parse numbers (unix seconds unless ``unit``) or ISO strings into UTC datetimes.
+
+    Raises :class:`DataError` naming the first row that cannot be parsed.
+    """
+    if pd.api.types.is_datetime64_any_dtype(series):
+        parsed = pd.to_datetime(series, utc=True)
+    elif pd.api.types.is_numeric_dtype(series):
+        if series.isna().any():
+            row = int(np.flatnonzero(series.isna().to_numpy())[0])
+            raise DataError(f"{source}: column 'timestamp' is empty at data row {row + 1}")
+        parsed = pd.to_datetime(series.astype("float64"), unit=unit or "s", utc=True)
+    else:
+        numeric = pd.to_numeric(series, errors="coerce")
+        if numeric.notna().all():
+            return parse_timestamps(numeric, source, unit)
+        parsed = pd.to_datetime(series, utc=True, errors="coerce", format="mixed")
+        bad = parsed.isna().to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"{source}: column 'timestamp' has a value that is not a time "
+                f"at data row {row + 1}: {series.iloc[row]!r}"
+            )
+    return parsed.astype("datetime64[ns, UTC]")
+
+
+def normalize_events(
+    frame: pd.DataFrame,
+    *,
+    source: str,
+    columns: Mapping[str, str | None] | None = None,
+    default_event_type: str = "interaction",
+    timestamp_unit: str | None = None,
+) -> pd.DataFrame:
+    """Rename, type and order ``frame`` into the event contract.
+
+    ``columns`` maps contract names to the input's names (``None`` = absent). Missing
+    required columns raise :class:`DataError` naming the file and the column. Extra
+    columns are kept as side columns after the contract columns.
+    """
+    mapping = {name: name for name in CONTRACT_COLUMNS}
+    if columns:
+        mapping.update(columns)
+    missing = [
+        f"{name!r} (looked for {mapping[name]!r})"
+        for name in REQUIRED_COLUMNS
+        if mapping.get(name) is None or mapping[name] not in frame.columns
+    ]
+    if missing:
+        raise DataError(
+            f"{source}: missing required column {', '.join(missing)}; "
+            f"found columns {list(frame.columns)}",
+            hint="map your column names with data.columns.* (or --col user_id=YourName)",
+        )
+    used = {mapping[n] for n in CONTRACT_COLUMNS if mapping.get(n) in frame.columns}
+    out = pd.DataFrame(
+        {
+            USER: _as_string(frame[mapping[USER]], USER, source),
+            ITEM: _as_string(frame[mapping[ITEM]], ITEM, source),
+            TIME: parse_timestamps(frame[mapping[TIME]], source, timestamp_unit),
+        }
+    )
+    event_col = mapping.get(EVENT)
+    if event_col and event_col in frame.columns:
+        out[EVENT] = frame[event_col].fillna(default_event_type).astype(str).str.lower()
+        out[EVENT] = out[EVENT].astype(STRING_DTYPE)
+    else:
+        out[EVENT] = pd.Series([default_event_type] * len(frame), dtype=STRING_DTYPE)
+    value_col = mapping.get(VALUE)
+    if value_col and value_col in frame.columns:
+        values = pd.to_numeric(frame[value_col], errors="coerce")
+        bad = values.isna() & frame[value_col].notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(
+                f"{source}: column {value_col!r} is not numeric at data row {row + 1}: "
+                f"{frame[value_col].iloc[row]!r}"
+            )
+        out[VALUE] = values.astype("float64")
+    else:
+        out[VALUE] = np.nan
+    for extra in frame.columns:
+        if extra not in used and extra not in out.columns:
+            out[extra] = frame[extra].to_numpy()
+    return out.reset_index(drop=True)
+
+
+def sort_events(events: pd.DataFrame) -> pd.DataFrame:
+    """Events ordered by (user, timestamp), stable so same-time events keep input order."""
+    return events.sort_values([USER, TIME], kind="stable").reset_index(drop=True)
+
+
+def empty_events() -> pd.DataFrame:
+    """A zero-row frame with the contract's columns and dtypes."""
+    return pd.DataFrame(
+        {
+            USER: pd.Series([], dtype=STRING_DTYPE),
+            ITEM: pd.Series([], dtype=STRING_DTYPE),
+            TIME: pd.Series([], dtype="datetime64[ns, UTC]"),
+            EVENT: pd.Series([], dtype=STRING_DTYPE),
+            VALUE: pd.Series([], dtype="float64"),
+        }
+    )

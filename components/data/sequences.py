@@ -1,0 +1,170 @@
+"""Per-user item sequences and the id vocabulary.
+
+Raw ids become contiguous integer indices: users 0..U-1, items 1..I with **0 reserved for
+padding**. Sequences are kept as CSR arrays (``values`` + ``offsets``), never as Python
+lists of lists, and turn into left-padded ``[N, max_len]`` tensors in one vectorised step
+(most recent item in the last column).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from components.data.schema import ITEM, TIME, USER, sort_events
+from components.errors import DataError
+
+PAD = 0
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Raw token <-> index maps. Items are indexed from 1 (0 is padding)."""
+
+    users: tuple[str, ...]
+    items: tuple[str, ...]
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        """Number of real items (the score tensor has ``n_items + 1`` columns)."""
+        return len(self.items)
+
+    @classmethod
+    def from_events(cls, events: pd.DataFrame) -> Vocabulary:
+        """Vocabulary of the users and items in ``events`` (sorted tokens, deterministic)."""
+        users = np.sort(events[USER].astype(str).unique())
+        items = np.sort(events[ITEM].astype(str).unique())
+        return cls(tuple(users.tolist()), tuple(items.tolist()))
+
+    def user_index(self, tokens: Iterable[str]) -> np.ndarray:
+        """Index per user token; -1 for unknown users."""
+        return _lookup(self.users, tokens, offset=0, missing=-1)
+
+    def item_index(self, tokens: Iterable[str]) -> np.ndarray:
+        """Index per item token (1-based); 0 (padding) for unknown items."""
+        return _lookup(self.items, tokens, offset=1, missing=PAD)
+
+    def item_tokens(self, indices: Iterable[int]) -> list[str]:
+        """Raw item tokens for 1-based indices."""
+        return [self.items[int(i) - 1] for i in indices]
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps({"users": self.users, "items": self.items}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vocabulary:
+        raw = json.loads(Path(path).read_text())
+        return cls(tuple(raw["users"]), tuple(raw["items"]))
+
+
+def _lookup(vocab: Sequence[str], tokens: Iterable[str], *, offset: int, missing: int) -> np.ndarray:
+    keys = pd.Index(vocab)
+    positions = keys.get_indexer(pd.Index([str(t) for t in tokens]))
+    return np.where(positions >= 0, positions + offset, missing).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Sequences:
+    """CSR-packed item sequences: user ``u`` has ``values[offsets[u]:offsets[u+1]]``."""
+
+    values: np.ndarray  # int64 item indices (1-based)
+    offsets: np.ndarray  # int64, length n + 1
+    timestamps: np.ndarray | None = None  # int64 ns since epoch, aligned with values
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def row(self, i: int) -> np.ndarray:
+        return self.values[self.offsets[i] : self.offsets[i + 1]]
+
+    def truncate_tail(self, drop: int) -> Sequences:
+        """Drop the last ``drop`` items of every sequence (never below zero length)."""
+        lengths = np.maximum(self.lengths - drop, 0)
+        return self.take_prefix(lengths)
+
+    def take_prefix(self, lengths: np.ndarray) -> Sequences:
+        """Keep the first ``lengths[u]`` items of each sequence ``u``."""
+        lengths = np.minimum(lengths.astype(np.int64), self.lengths)
+        starts = self.offsets[:-1]
+        mask = _prefix_mask(starts, lengths, len(self.values))
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        ts = self.timestamps[mask] if self.timestamps is not None else None
+        return Sequences(self.values[mask], offsets, ts)
+
+    def select(self, rows: np.ndarray) -> Sequences:
+        """Sub-collection of the sequences at ``rows`` (in that order)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        lengths = self.lengths[rows]
+        starts = self.offsets[rows]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        gather = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+        ts = self.timestamps[gather] if self.timestamps is not None else None
+        return Sequences(self.values[gather], offsets, ts)
+
+    def last(self, n: int = 1) -> np.ndarray:
+        """The item ``n`` positions from the end of each sequence (0 where too short)."""
+        pos = self.offsets[1:] - n
+        ok = pos >= self.offsets[:-1]
+        out = np.zeros(len(self), dtype=np.int64)
+        out[ok] = self.values[pos[ok]]
+        return out
+
+    def padded(self, max_len: int) -> torch.Tensor:
+        """Left-padded ``[n, max_len]`` LongTensor of the last ``max_len`` items."""
+        return torch.from_numpy(pad_left(self.values, self.offsets, max_len))
+
+
+def _prefix_mask(starts: np.ndarray, lengths: np.ndarray, total: int) -> np.ndarray:
+    mask = np.zeros(total + 1, dtype=np.int64)
+    np.add.at(mask, starts, 1)
+    np.add.at(mask, starts + lengths, -1)
+    return np.cumsum(mask[:-1]) > 0
+
+
+def pad_left(values: np.ndarray, offsets: np.ndarray, max_len: int) -> np.ndarray:
+    """Vectorised left padding: row ``u`` ends with the last ``max_len`` items of ``u``."""
+    n = len(offsets) - 1
+    out = np.zeros((n, max_len), dtype=np.int64)
+    lengths = np.minimum(np.diff(offsets), max_len)
+    if lengths.sum() == 0:
+        return out
+    rows = np.repeat(np.arange(n), lengths)
+    # position inside the kept window, counted from the end
+    ends = offsets[1:]
+    within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    src = np.repeat(ends - lengths, lengths) + within
+    cols = max_len - np.repeat(lengths, lengths) + within
+    out[rows, cols] = values[src]
+    return out
+
+
+def build_sequences(events: pd.DataFrame, vocab: Vocabulary) -> Sequences:
+    """One sequence per vocabulary user, items in (timestamp, input order) order.
+
+    Users in ``vocab`` without events get empty sequences; events whose user or item is
+    not in ``vocab`` raise :class:`DataError` (callers filter unknowns explicitly).
+    """
+    ordered = sort_events(events)
+    users = vocab.user_index(ordered[USER].astype(str))
+    items = vocab.item_index(ordered[ITEM].astype(str))
+    if (users < 0).any() or (items == PAD).any():
+        raise DataError("events contain users or items outside the vocabulary")
+    order = np.argsort(users, kind="stable")
+    counts = np.bincount(users, minlength=vocab.n_users)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    ts = ordered[TIME].astype("int64").to_numpy()
+    return Sequences(items[order], offsets, ts[order])

@@ -1,0 +1,135 @@
+"""Train / validation / test splits over per-user sequences.
+
+``leave_one_out`` (the standard protocol): a user's last item is the test target, the
+second-to-last the validation target, the rest is training history. Test histories are
+``seq[:-1]`` and validation histories ``seq[:-2]``; training never sees either target.
+Users with fewer than ``min_user_events`` events (default 3) are kept for training only
+and counted in :attr:`Split.train_only_users` — never silently dropped.
+
+``temporal``: one global cut time per boundary. Events after the test cut are held out; a
+user's first held-out event is their test target with everything before it as history.
+The validation cut works the same way inside the training period.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from components.data.sequences import Sequences
+from components.errors import DataError
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Evaluation examples: left-padded histories, one target per user."""
+
+    users: np.ndarray  # user indices, int64 [n]
+    histories: torch.Tensor  # LongTensor [n, max_len], left padded
+    targets: torch.Tensor  # LongTensor [n], item indices (1-based)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+@dataclass(frozen=True)
+class Split:
+    """What a model trains on and is evaluated against."""
+
+    train: Sequences  # training sequences for every user (may be empty)
+    valid: EvalSet
+    test: EvalSet
+    n_items: int
+    max_len: int
+    strategy: str
+    train_only_users: int  # users too short to evaluate; still trained on
+
+    def summary(self) -> dict[str, int | str]:
+        return {
+            "strategy": self.strategy,
+            "train_users": int((self.train.lengths > 0).sum()),
+            "train_events": int(self.train.lengths.sum()),
+            "valid_users": len(self.valid),
+            "test_users": len(self.test),
+            "train_only_users": self.train_only_users,
+            "n_items": self.n_items,
+            "max_len": self.max_len,
+        }
+
+
+def _eval_set(seqs: Sequences, rows: np.ndarray, drop: int, max_len: int) -> EvalSet:
+    chosen = seqs.select(rows)
+    history = chosen.truncate_tail(drop + 1)
+    targets = chosen.last(drop + 1)
+    return EvalSet(rows, history.padded(max_len), torch.from_numpy(targets))
+
+
+def leave_one_out(
+    seqs: Sequences, n_items: int, max_len: int, min_user_events: int = 3
+) -> Split:
+    """Last item -> test, second-to-last -> validation, the rest -> train."""
+    if min_user_events < 3:
+        raise DataError("leave-one-out needs min_user_events >= 3 (train, valid, test)")
+    lengths = seqs.lengths
+    evaluable = np.flatnonzero(lengths >= min_user_events)
+    if len(evaluable) == 0:
+        raise DataError(
+            f"no user has at least {min_user_events} events; cannot build a test split"
+        )
+    drop = np.where(lengths >= min_user_events, 2, 0)
+    train = seqs.take_prefix(lengths - drop)
+    return Split(
+        train=train,
+        valid=_eval_set(seqs, evaluable, 1, max_len),
+        test=_eval_set(seqs, evaluable, 0, max_len),
+        n_items=n_items,
+        max_len=max_len,
+        strategy="leave_one_out",
+        train_only_users=int(len(lengths) - len(evaluable)),
+    )
+
+
+def _first_after(seqs: Sequences, cut: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per user: number of events at or before ``cut`` and whether one comes after."""
+    assert seqs.timestamps is not None
+    before = np.add.reduceat(
+        (seqs.timestamps <= cut).astype(np.int64), seqs.offsets[:-1].clip(max=len(seqs.values) - 1)
+    )
+    before = np.where(seqs.lengths > 0, before, 0)
+    before = np.minimum(before, seqs.lengths)
+    return before, seqs.lengths > before
+
+
+def temporal(seqs: Sequences, n_items: int, max_len: int, test_fraction: float = 0.1) -> Split:
+    """Global time cuts: last ``test_fraction`` of events -> test, the fraction before -> valid."""
+    if seqs.timestamps is None or len(seqs.values) == 0:
+        raise DataError("temporal split needs timestamps")
+    ts = np.sort(seqs.timestamps)
+    test_cut = int(ts[int(len(ts) * (1 - test_fraction)) - 1])
+    valid_cut = int(ts[int(len(ts) * (1 - 2 * test_fraction)) - 1])
+    n_test_hist, has_test = _first_after(seqs, test_cut)
+    n_valid_hist, has_valid = _first_after(seqs, valid_cut)
+    has_valid &= n_valid_hist > 0
+    has_test &= n_test_hist > 0
+    test_rows = np.flatnonzero(has_test)
+    valid_rows = np.flatnonzero(has_valid)
+    if len(test_rows) == 0:
+        raise DataError("temporal split: no user has history before and an event after the cut")
+
+    def at(rows: np.ndarray, n_hist: np.ndarray) -> EvalSet:
+        chosen = seqs.select(rows)
+        hist = chosen.take_prefix(n_hist[rows])
+        targets = chosen.values[chosen.offsets[:-1] + n_hist[rows]]
+        return EvalSet(rows, hist.padded(max_len), torch.from_numpy(targets))
+
+    return Split(
+        train=seqs.take_prefix(n_valid_hist),
+        valid=at(valid_rows, n_valid_hist),
+        test=at(test_rows, n_test_hist),
+        n_items=n_items,
+        max_len=max_len,
+        strategy="temporal",
+        train_only_users=int(len(seqs) - len(test_rows)),
+    )

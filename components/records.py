@@ -1,0 +1,66 @@
+"""The run record: one per training run, written once, read by registry, gate, service, CLI.
+
+No stage re-derives what another already recorded: the registry stores this record as
+the model's metadata, the gate adds its decision, the deploy step adds what it deployed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def code_revision(repo: Path | None = None) -> str:
+    """Git revision of the recops code (``-dirty`` suffix when modified; ``unknown`` outside git)."""
+    where = repo or Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=where, capture_output=True,
+            text=True, check=True, timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+            capture_output=True, text=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{rev}-dirty" if dirty else rev
+
+
+class RunRecord(BaseModel):
+    """What one training run produced and where it came from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    created_at: datetime = Field(default_factory=utc_now)
+    model_name: str
+    config: dict[str, Any]
+    config_hash: str
+    code_rev: str
+    data_version: str | None = None
+    split: dict[str, Any] = {}
+    train_seconds: float | None = None
+    epochs: int | None = None
+    metrics_valid: dict[str, float] = {}
+    metrics_test: dict[str, float] = {}
+    artifact_dir: str | None = None
+    model_version: str | None = None  # registry tag once stored
+    gate: dict[str, Any] | None = None
+    deployed_version: str | None = None
+    status: str = "candidate"
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.model_dump_json(indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunRecord:
+        return cls.model_validate_json(Path(path).read_text())

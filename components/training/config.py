@@ -1,0 +1,32 @@
+"""Trainer settings shared by every neural model."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainConfig(BaseModel):
+    """Optimisation, loss, early stopping and hardware settings for Lightning."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_epochs: int = Field(200, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    loss: Literal["ce", "bce", "sampled_softmax"] = "ce"
+    num_negatives: int = Field(100, ge=1)
+    patience: int = Field(10, ge=1)
+    monitor_k: int = Field(10, ge=1)
+    grad_clip: float | None = 5.0
+    seed: int = 42
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    strategy: str = "auto"
+    precision: str = "32-true"
+    num_workers: int = Field(0, ge=0)
+    eval_batch_size: int = Field(1024, ge=1)
+    max_time_minutes: float | None = None
+    progress_bar: bool = True

@@ -1,0 +1,15 @@
+"""``recops`` CLI: importing this package registers every command on :data:`app`."""
+
+from __future__ import annotations
+
+from flows.cli import (  # noqa: F401  (imported for their command registrations)
+    data_cmds,
+    deploy_cmds,
+    features_cmds,
+    models_cmds,
+    run_cmds,
+    train_cmds,
+)
+from flows.cli.app import app, main
+
+__all__ = ["app", "main"]
