@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from components.data.config import DataConfig
 from components.deploy.config import DeployConfig, ServeConfig
-from components.evaluation.config import EvalConfig, GateConfig
 from components.errors import ConfigError
+from components.evaluation.config import EvalConfig, GateConfig
 from components.features.config import FeaturesConfig
 from components.models.config import ModelConfig
 from components.training.config import TrainConfig
@@ -124,9 +124,7 @@ def validate_config(raw: Mapping[str, Any]) -> RecopsConfig:
         raise ConfigError(_format_validation_error(exc)) from None
 
 
-def load_config(
-    paths: Iterable[str | Path] = (), overrides: Iterable[str] = ()
-) -> RecopsConfig:
+def load_config(paths: Iterable[str | Path] = (), overrides: Iterable[str] = ()) -> RecopsConfig:
     """Merge the default config, then ``paths`` in order, then ``overrides``; validate."""
     raw: dict[str, Any] = _read_yaml(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else {}
     for path in paths:

@@ -38,8 +38,9 @@ STRING_DTYPE = pd.ArrowDtype(__import__("pyarrow").string())
 
 
 def _as_string(series: pd.Series, column: str, source: str) -> pd.Series:
-    if series.isna().any():
-        row = int(np.flatnonzero(series.isna().to_numpy())[0])
+    missing = series.isna() | (series.astype(str).str.strip() == "")
+    if missing.any():
+        row = int(np.flatnonzero(missing.to_numpy())[0])
         raise DataError(f"{source}: column {column!r} is empty at data row {row + 1}")
     if pd.api.types.is_float_dtype(series) and (series % 1 == 0).all():
         series = series.astype("int64")
@@ -62,7 +63,10 @@ def parse_timestamps(series: pd.Series, source: str, unit: str | None = None) ->
         numeric = pd.to_numeric(series, errors="coerce")
         if numeric.notna().all():
             return parse_timestamps(numeric, source, unit)
-        parsed = pd.to_datetime(series, utc=True, errors="coerce", format="mixed")
+        text = series.where(numeric.isna())
+        parsed = pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
+        from_numbers = pd.to_datetime(numeric.where(numeric.notna()), unit=unit or "s", utc=True)
+        parsed = parsed.fillna(from_numbers)
         bad = parsed.isna().to_numpy()
         if bad.any():
             row = int(np.flatnonzero(bad)[0])

@@ -67,7 +67,9 @@ class Vocabulary:
         return cls(tuple(raw["users"]), tuple(raw["items"]))
 
 
-def _lookup(vocab: Sequence[str], tokens: Iterable[str], *, offset: int, missing: int) -> np.ndarray:
+def _lookup(
+    vocab: Sequence[str], tokens: Iterable[str], *, offset: int, missing: int
+) -> np.ndarray:
     keys = pd.Index(vocab)
     positions = keys.get_indexer(pd.Index([str(t) for t in tokens]))
     return np.where(positions >= 0, positions + offset, missing).astype(np.int64)

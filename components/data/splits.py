@@ -66,18 +66,14 @@ def _eval_set(seqs: Sequences, rows: np.ndarray, drop: int, max_len: int) -> Eva
     return EvalSet(rows, history.padded(max_len), torch.from_numpy(targets))
 
 
-def leave_one_out(
-    seqs: Sequences, n_items: int, max_len: int, min_user_events: int = 3
-) -> Split:
+def leave_one_out(seqs: Sequences, n_items: int, max_len: int, min_user_events: int = 3) -> Split:
     """Last item -> test, second-to-last -> validation, the rest -> train."""
     if min_user_events < 3:
         raise DataError("leave-one-out needs min_user_events >= 3 (train, valid, test)")
     lengths = seqs.lengths
     evaluable = np.flatnonzero(lengths >= min_user_events)
     if len(evaluable) == 0:
-        raise DataError(
-            f"no user has at least {min_user_events} events; cannot build a test split"
-        )
+        raise DataError(f"no user has at least {min_user_events} events; cannot build a test split")
     drop = np.where(lengths >= min_user_events, 2, 0)
     train = seqs.take_prefix(lengths - drop)
     return Split(
@@ -107,8 +103,13 @@ def temporal(seqs: Sequences, n_items: int, max_len: int, test_fraction: float =
     if seqs.timestamps is None or len(seqs.values) == 0:
         raise DataError("temporal split needs timestamps")
     ts = np.sort(seqs.timestamps)
-    test_cut = int(ts[int(len(ts) * (1 - test_fraction)) - 1])
-    valid_cut = int(ts[int(len(ts) * (1 - 2 * test_fraction)) - 1])
+
+    def cut_at(share_before: float) -> int:
+        index = min(max(round(len(ts) * share_before) - 1, 0), len(ts) - 1)
+        return int(ts[index])
+
+    test_cut = cut_at(1 - test_fraction)
+    valid_cut = cut_at(1 - 2 * test_fraction)
     n_test_hist, has_test = _first_after(seqs, test_cut)
     n_valid_hist, has_valid = _first_after(seqs, valid_cut)
     has_valid &= n_valid_hist > 0

@@ -31,11 +31,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-data_app = typer.Typer(help="Inspect, validate, version and restore event datasets.", no_args_is_help=True)
-features_app = typer.Typer(help="Feast feature store: apply, materialize, look up.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Inspect, validate, version and restore event datasets.", no_args_is_help=True
+)
+features_app = typer.Typer(
+    help="Feast feature store: apply, materialize, look up.", no_args_is_help=True
+)
 models_app = typer.Typer(help="The model registry: list, show, promote.", no_args_is_help=True)
-serve_app = typer.Typer(help="The local serving deployment: start, status, stop.", no_args_is_help=True)
-bench_app = typer.Typer(help="Benchmarks: print a table and write the same figures as JSON.", no_args_is_help=True)
+serve_app = typer.Typer(
+    help="The local serving deployment: start, status, stop.", no_args_is_help=True
+)
+bench_app = typer.Typer(
+    help="Benchmarks: print a table and write the same figures as JSON.", no_args_is_help=True
+)
 stage_app = typer.Typer(help="Single pipeline stages (what dvc.yaml runs).", no_args_is_help=True)
 
 app.add_typer(data_app, name="data")
@@ -48,11 +56,17 @@ app.add_typer(stage_app, name="stage")
 # Shared option types -----------------------------------------------------------------
 ConfigOpt = Annotated[
     list[Path] | None,
-    typer.Option("--config", "-c", help="YAML config file(s), merged left to right over configs/default.yaml."),
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML config file(s), merged left to right over configs/default.yaml.",
+    ),
 ]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Override a config value, e.g. --set model.name=gru4rec (repeatable)."),
+    typer.Option(
+        "--set", "-s", help="Override a config value, e.g. --set model.name=gru4rec (repeatable)."
+    ),
 ]
 WorkspaceOpt = Annotated[
     Path | None,

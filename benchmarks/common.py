@@ -1,0 +1,111 @@
+"""Shared benchmark plumbing: stage timing with peak-RSS sampling, tables, JSON output.
+
+Every ``recops bench ...`` prints a readable table and writes the same figures as JSON
+(with machine facts and the code revision) so runs can be compared across commits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from components.records import code_revision, utc_now
+
+
+@dataclass
+class StageFigures:
+    """Wall time and peak resident memory of one measured stage."""
+
+    name: str
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _RssSampler(threading.Thread):
+    def __init__(self, interval_s: float = 0.01) -> None:
+        super().__init__(daemon=True)
+        self.interval_s = interval_s
+        self.process = psutil.Process()
+        self.peak = self.process.memory_info().rss
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            self._stop_event.wait(self.interval_s)
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join()
+        return max(self.peak, self.process.memory_info().rss)
+
+
+@contextmanager
+def measure(name: str) -> Iterator[StageFigures]:
+    """Time the block and sample this process's RSS every 10 ms to find its peak."""
+    figures = StageFigures(name)
+    sampler = _RssSampler()
+    sampler.start()
+    start = time.perf_counter()
+    try:
+        yield figures
+    finally:
+        figures.seconds = time.perf_counter() - start
+        figures.peak_rss_mb = sampler.stop() / 2**20
+
+
+def machine_facts() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Render ``rows`` as a rich table on stdout."""
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="right" if col not in (columns[0],) else "left")
+    for row in rows:
+        table.add_row(*[_fmt(v) for v in row])
+    Console().print(table)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4f}" if abs(value) < 10 else f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def write_report(path: Path | None, benchmark: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Add metadata (benchmark, time, code rev, machine) and write JSON when ``path`` is set."""
+    report = {
+        "benchmark": benchmark,
+        "created_at": utc_now().isoformat(),
+        "code_rev": code_revision(),
+        "machine": machine_facts(),
+        **payload,
+    }
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return report
