@@ -159,7 +159,7 @@ def iter_event_chunks(
         np.cumsum(lengths), np.arange(events_per_chunk, int(lengths.sum()), events_per_chunk)
     )
     edges = np.unique(np.concatenate([[0], bounds + 1, [cfg.n_users]]).clip(0, cfg.n_users))
-    for chunk_no, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+    for chunk_no, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
         users = np.arange(lo, hi)
         yield _chunk_events(cfg, world, users, lengths[lo:hi], chunk_no)
 
