@@ -8,7 +8,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class FeaturesConfig(BaseModel):
-    """Feast settings: which store backends, and the shape of the features."""
+    """Feast settings: which store backends, and the shape of the features.
+
+    Backends are chosen here, never in code: ``online_store: redis`` takes the
+    ``online_store`` section of ``feature_repo/feature_store.redis.yaml`` (connection from
+    ``redis_connection_string``); ``registry: sql`` takes the ``registry`` section of
+    ``feature_repo/feature_store.sql.yaml`` with ``registry_path`` as its SQLAlchemy URL.
+    With ``registry: file``, ``registry_path`` (optional) is relative to the workspace's
+    features folder.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -19,3 +27,7 @@ class FeaturesConfig(BaseModel):
     registry_path: str | None = None
     history_length: int = Field(50, ge=1)
     windows_days: list[int] = [1, 7, 30]
+    # How often a long-lived process (the bento) re-reads the registry; 0 = every call.
+    registry_cache_ttl_seconds: int = Field(60, ge=0)
+    # The Feast repo holding the declarations (default: feature_repo/ beside components/).
+    repo_dir: str | None = None

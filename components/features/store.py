@@ -1,0 +1,484 @@
+"""The Feast feature store of a workspace: write tables, apply, materialize, look up.
+
+The declarations live only in ``feature_repo/definitions.py``; the store settings come
+from ``feature_repo/feature_store*.yaml`` selected by :class:`FeaturesConfig`, with the
+repo path set to ``workspace.features_dir`` so the Parquet sources, the SQLite online
+store and the file registry of one workspace stay inside it.
+
+The serving path (:func:`online_recent_items`) keeps one ``FeatureStore`` per
+(workspace, config) alive for the process and lets Feast cache the registry for
+``registry_cache_ttl_seconds``, so a lookup is one online-store read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+from components.data.schema import ITEM, TIME, USER
+from components.errors import FeatureStoreError
+from components.features.config import FeaturesConfig
+from components.features.tables import EVENT_TS, item_feature_table, user_feature_table
+from components.workspace import Workspace
+
+if TYPE_CHECKING:
+    import feast
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REPO_DIR = Path(__file__).resolve().parents[2] / "feature_repo"
+DEFINITIONS_FILE = "definitions.py"
+USER_VIEW = "user_features"
+ITEM_VIEW = "item_features"
+SERVING_SERVICE = "recommender_serving"
+TRAINING_SERVICE = "recommender_training"
+# Feast joins the newest row with timestamp <= the entity time; we ask for one tick
+# earlier so a label event is never part of its own features.
+PIT_EPSILON = timedelta(microseconds=1)
+
+
+class ViewMaterialization(BaseModel):
+    """What one feature view's materialization covered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    view: str
+    start: datetime
+    end: datetime
+    rows: int  # offline snapshot rows with start <= event_timestamp <= end
+    entities: int  # distinct entities among them (what the online store received)
+
+
+class MaterializeResult(BaseModel):
+    """The outcome of a materialization, recorded by the retrain flow."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    end: datetime
+    incremental: bool
+    online_store: str
+    seconds: float
+    views: list[ViewMaterialization]
+
+    @property
+    def rows(self) -> int:
+        return sum(view.rows for view in self.views)
+
+
+# --- repo and configuration -----------------------------------------------------------
+def repo_dir(cfg: FeaturesConfig) -> Path:
+    """The Feast repo holding the declarations and the store YAML files."""
+    return Path(cfg.repo_dir).expanduser().resolve() if cfg.repo_dir else DEFAULT_REPO_DIR
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(os.path.expandvars(path.read_text()))
+    except FileNotFoundError as exc:
+        raise FeatureStoreError(f"feature store settings not found: {path}") from exc
+    return raw or {}
+
+
+def store_settings(workspace: Workspace, cfg: FeaturesConfig) -> dict[str, Any]:
+    """The feature_store.yaml mapping for this workspace and config (before validation)."""
+    base = repo_dir(cfg)
+    settings = _read_yaml(base / "feature_store.yaml")
+    if cfg.online_store == "redis":
+        online = dict(_read_yaml(base / "feature_store.redis.yaml")["online_store"])
+        online["connection_string"] = cfg.redis_connection_string
+        settings["online_store"] = online
+    registry = dict(settings["registry"])
+    if cfg.registry == "sql":
+        registry = dict(_read_yaml(base / "feature_store.sql.yaml")["registry"])
+        if not cfg.registry_path:
+            raise FeatureStoreError(
+                "features.registry is 'sql' but features.registry_path is not set",
+                hint="set features.registry_path to a SQLAlchemy URL (postgresql+psycopg://...)",
+            )
+        registry["path"] = cfg.registry_path
+    elif cfg.registry_path:
+        registry["path"] = cfg.registry_path
+    registry["cache_ttl_seconds"] = cfg.registry_cache_ttl_seconds
+    settings["registry"] = registry
+    return settings
+
+
+def repo_config(workspace: Workspace, cfg: FeaturesConfig) -> feast.RepoConfig:
+    """A validated Feast RepoConfig rooted at ``workspace.features_dir``."""
+    from feast import RepoConfig
+
+    workspace.features_dir.mkdir(parents=True, exist_ok=True)
+    settings = store_settings(workspace, cfg)
+    try:
+        return RepoConfig(repo_path=workspace.features_dir, **settings)
+    except Exception as exc:  # pydantic errors from Feast's config classes
+        raise FeatureStoreError(f"invalid feature store settings: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Definitions:
+    """The Feast objects declared in the repo."""
+
+    module: ModuleType
+    entities: list[Any]
+    feature_views: list[Any]
+    feature_services: list[Any]
+
+    @property
+    def windows_days(self) -> list[int]:
+        return sorted(int(w) for w in self.module.WINDOWS_DAYS)
+
+    @property
+    def source_paths(self) -> dict[str, str]:
+        """Feature view name -> its (repo-relative) Parquet source path."""
+        return {fv.name: fv.batch_source.path for fv in self.feature_views}
+
+
+@lru_cache(maxsize=8)
+def _load_definitions(path: Path) -> Definitions:
+    from feast import Entity, FeatureService, FeatureView
+
+    spec = importlib.util.spec_from_file_location("recops_feature_repo_definitions", path)
+    if spec is None or spec.loader is None:
+        raise FeatureStoreError(f"cannot import Feast definitions from {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    values = list(vars(module).values())
+    return Definitions(
+        module=module,
+        entities=[v for v in values if isinstance(v, Entity)],
+        feature_views=[v for v in values if isinstance(v, FeatureView)],
+        feature_services=[v for v in values if isinstance(v, FeatureService)],
+    )
+
+
+def definitions(cfg: FeaturesConfig) -> Definitions:
+    """Import ``definitions.py`` of the repo once per process."""
+    path = repo_dir(cfg) / DEFINITIONS_FILE
+    if not path.exists():
+        raise FeatureStoreError(f"Feast definitions not found: {path}")
+    return _load_definitions(path)
+
+
+def _check_windows(cfg: FeaturesConfig) -> Definitions:
+    defs = definitions(cfg)
+    if sorted(cfg.windows_days) != defs.windows_days:
+        raise FeatureStoreError(
+            f"features.windows_days {sorted(cfg.windows_days)} differs from the windows "
+            f"declared in the feature repo {defs.windows_days}",
+            hint=f"edit WINDOWS_DAYS in {repo_dir(cfg) / DEFINITIONS_FILE} or the config",
+        )
+    return defs
+
+
+# --- the store object -----------------------------------------------------------------
+_STORES: dict[tuple[str, str], feast.FeatureStore] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def feature_store(workspace: Workspace, cfg: FeaturesConfig) -> feast.FeatureStore:
+    """The process-wide FeatureStore for (workspace, cfg); created on first use."""
+    key = (str(workspace.root), cfg.model_dump_json())
+    store = _STORES.get(key)
+    if store is not None:
+        return store
+    with _STORES_LOCK:
+        store = _STORES.get(key)
+        if store is None:
+            from feast import FeatureStore
+
+            store = FeatureStore(
+                repo_path=str(workspace.features_dir), config=repo_config(workspace, cfg)
+            )
+            _STORES[key] = store
+    return store
+
+
+def forget_stores() -> None:
+    """Drop cached FeatureStore objects (tests; after a workspace is deleted)."""
+    with _STORES_LOCK:
+        _STORES.clear()
+
+
+# --- offline tables -------------------------------------------------------------------
+def source_paths(workspace: Workspace, cfg: FeaturesConfig) -> dict[str, Path]:
+    """Feature view name -> absolute path of its Parquet source in this workspace."""
+    return {
+        name: workspace.features_dir / rel for name, rel in definitions(cfg).source_paths.items()
+    }
+
+
+def write_feature_tables(
+    events: pd.DataFrame,
+    workspace: Workspace,
+    cfg: FeaturesConfig,
+    item_side: pd.DataFrame | None = None,
+) -> dict[str, Path]:
+    """Compute the user and item tables from ``events`` and (over)write their Parquet sources.
+
+    Returns feature view name -> written path. Writes to a temporary file first, so a
+    concurrent reader never sees a half-written source.
+    """
+    _check_windows(cfg)
+    paths = source_paths(workspace, cfg)
+    tables = {
+        USER_VIEW: user_feature_table(events, cfg.history_length, cfg.windows_days),
+        ITEM_VIEW: item_feature_table(events, cfg.windows_days, item_side),
+    }
+    for name, table in tables.items():
+        path = paths[name]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".parquet.tmp")
+        # plain Arrow schema: pandas metadata (ArrowDtype) confuses Feast's Dask reader
+        arrow = pa.Table.from_pandas(table, preserve_index=False).replace_schema_metadata(None)
+        pq.write_table(arrow, tmp)
+        tmp.replace(path)
+        log.info("wrote %s rows of %s to %s", len(table), name, path)
+    return paths
+
+
+# --- apply / materialize --------------------------------------------------------------
+def apply_repo(workspace: Workspace, cfg: FeaturesConfig) -> None:
+    """Register the repo's entities, feature views and services (a programmatic ``feast apply``)."""
+    defs = _check_windows(cfg)
+    store = feature_store(workspace, cfg)
+    try:
+        with _feast_output_to_log():
+            store.apply([*defs.entities, *defs.feature_views, *defs.feature_services])
+    except Exception as exc:
+        raise FeatureStoreError(f"feast apply failed: {exc}") from exc
+    log.info(
+        "applied %d entities, %d feature views, %d services",
+        len(defs.entities),
+        len(defs.feature_views),
+        len(defs.feature_services),
+    )
+
+
+def _source_window(
+    path: Path, key: str, start: datetime | None, end: datetime
+) -> tuple[int, int, datetime | None]:
+    """(rows, distinct entities, earliest timestamp) of a source within [start, end]."""
+    if not path.exists():
+        return 0, 0, None
+    table = pq.read_table(path, columns=[key, EVENT_TS])
+    ts = table[EVENT_TS]
+    mask = pc.less_equal(ts, pd.Timestamp(end))
+    if start is not None:
+        mask = pc.and_(mask, pc.greater_equal(ts, pd.Timestamp(start)))
+    inside = table.filter(mask)
+    earliest = pd.Timestamp(pc.min(ts).as_py()).to_pydatetime() if len(table) else None
+    return len(inside), pc.count_distinct(inside[key]).as_py(), earliest
+
+
+def _default_end(paths: dict[str, Path]) -> datetime:
+    """Now, or just past the newest snapshot when the data's clock runs ahead of ours."""
+    end = datetime.now(timezone.utc)
+    for path in paths.values():
+        if path.exists():
+            newest = pc.max(pq.read_table(path, columns=[EVENT_TS])[EVENT_TS]).as_py()
+            if newest is not None:
+                end = max(end, pd.Timestamp(newest).to_pydatetime() + timedelta(seconds=1))
+    return end
+
+
+def materialize(
+    workspace: Workspace,
+    cfg: FeaturesConfig,
+    end: datetime | None = None,
+    incremental: bool = True,
+) -> MaterializeResult:
+    """Load snapshots up to ``end`` (UTC; default now) into the online store.
+
+    Incremental: each view starts where its last materialization ended; the first run
+    (or ``incremental=False``) starts at the view's earliest snapshot. Progress is kept
+    in the Feast registry. Returns what was covered, with offline row counts.
+    """
+    store = feature_store(workspace, cfg)
+    defs = definitions(cfg)
+    paths = source_paths(workspace, cfg)
+    end = _utc(end) if end is not None else _default_end(paths)
+    started = time.perf_counter()
+    views: list[ViewMaterialization] = []
+    for fv in defs.feature_views:
+        try:
+            registered = store.get_feature_view(fv.name)
+        except Exception as exc:
+            raise FeatureStoreError(
+                f"feature view {fv.name!r} is not registered", hint="run `recops features apply`"
+            ) from exc
+        key = fv.entity_columns[0].name if fv.entity_columns else fv.join_keys[0]
+        previous = registered.most_recent_end_time if incremental else None
+        rows, entities, earliest = _source_window(paths[fv.name], key, previous, end)
+        start = previous or (earliest - timedelta(seconds=1) if earliest else end)
+        if earliest is None:
+            log.warning(
+                "no source table for %s at %s; nothing to materialize", fv.name, paths[fv.name]
+            )
+        elif start < end:
+            try:
+                with _feast_output_to_log():
+                    store.materialize(start_date=start, end_date=end, feature_views=[fv.name])
+            except Exception as exc:
+                raise FeatureStoreError(f"materializing {fv.name} failed: {exc}") from exc
+        views.append(
+            ViewMaterialization(view=fv.name, start=start, end=end, rows=rows, entities=entities)
+        )
+    result = MaterializeResult(
+        end=end,
+        incremental=incremental,
+        online_store=cfg.online_store,
+        seconds=round(time.perf_counter() - started, 3),
+        views=views,
+    )
+    log.info("materialized %d rows up to %s in %.1fs", result.rows, end.isoformat(), result.seconds)
+    return result
+
+
+def refresh_features(
+    events: pd.DataFrame,
+    workspace: Workspace,
+    cfg: FeaturesConfig,
+    item_side: pd.DataFrame | None = None,
+    end: datetime | None = None,
+) -> MaterializeResult:
+    """Write the tables from ``events``, apply the repo, materialize incrementally."""
+    write_feature_tables(events, workspace, cfg, item_side)
+    apply_repo(workspace, cfg)
+    return materialize(workspace, cfg, end=end, incremental=True)
+
+
+# --- online ---------------------------------------------------------------------------
+def _serving_features(workspace: Workspace, cfg: FeaturesConfig) -> list[str]:
+    fv = next(v for v in definitions(cfg).feature_views if v.name == USER_VIEW)
+    return [f"{USER_VIEW}:{field.name}" for field in fv.features]
+
+
+def _online(
+    workspace: Workspace, cfg: FeaturesConfig, user_ids: list[str], features: list[str]
+) -> dict[str, list[Any]]:
+    store = feature_store(workspace, cfg)
+    try:
+        response = store.get_online_features(
+            features=features, entity_rows=[{USER: str(u)} for u in user_ids]
+        )
+        return response.to_dict()
+    except Exception as exc:
+        raise FeatureStoreError(f"online feature lookup failed: {exc}") from exc
+
+
+def online_recent_items(
+    workspace: Workspace, cfg: FeaturesConfig, user_ids: list[str]
+) -> dict[str, list[str]]:
+    """Each user's last-N item ids (oldest -> newest) from the online store; unknown -> []."""
+    if not user_ids:
+        return {}
+    values = _online(workspace, cfg, user_ids, [f"{USER_VIEW}:recent_items"])["recent_items"]
+    return {str(u): list(v) if v is not None else [] for u, v in zip(user_ids, values, strict=True)}
+
+
+def online_user_features(
+    workspace: Workspace, cfg: FeaturesConfig, user_ids: list[str]
+) -> list[dict[str, Any]]:
+    """All user features per user, in input order; unknown users get ``None`` values."""
+    if not user_ids:
+        return []
+    columns = _online(workspace, cfg, user_ids, _serving_features(workspace, cfg))
+    names = list(columns)
+    return [{name: columns[name][i] for name in names} for i in range(len(user_ids))]
+
+
+# --- offline (training) ---------------------------------------------------------------
+def historical_features(
+    workspace: Workspace, cfg: FeaturesConfig, entity_df: pd.DataFrame
+) -> pd.DataFrame:
+    """Point-in-time features for each row of ``entity_df``, rows in input order.
+
+    ``entity_df`` has ``user_id`` and ``event_timestamp`` (or ``timestamp``) and
+    optionally ``item_id``. A feature row is joined only when its timestamp is strictly
+    before the entity row's (so a label event is never in its own features). With
+    ``item_id`` the training service (user + item views) is used, otherwise the user
+    view only. Feature columns are named ``<view>__<feature>``.
+    """
+    store = feature_store(workspace, cfg)
+    frame = entity_df.copy()
+    if EVENT_TS not in frame.columns and TIME in frame.columns:
+        frame = frame.rename(columns={TIME: EVENT_TS})
+    if USER not in frame.columns or EVENT_TS not in frame.columns:
+        raise FeatureStoreError(
+            f"entity_df needs columns '{USER}' and '{EVENT_TS}'; got {list(entity_df.columns)}"
+        )
+    keys = [USER, ITEM] if ITEM in frame.columns else [USER]
+    for key in keys:
+        frame[key] = frame[key].astype(str).astype(object)
+    frame[EVENT_TS] = pd.to_datetime(frame[EVENT_TS], utc=True).astype("datetime64[ns, UTC]")
+    # Feast's file store drops entity rows whose every snapshot is later than the entity
+    # time and collapses duplicate (keys, time) rows, so query unique rows and join back.
+    query = frame[[*keys, EVENT_TS]].drop_duplicates().reset_index(drop=True)
+    query[EVENT_TS] = query[EVENT_TS] - PIT_EPSILON
+    features: Any = (
+        store.get_feature_service(TRAINING_SERVICE)
+        if ITEM in keys
+        else _serving_features(workspace, cfg)
+    )
+    try:
+        found = store.get_historical_features(
+            entity_df=query, features=features, full_feature_names=True
+        ).to_df()
+    except Exception as exc:
+        raise FeatureStoreError(f"historical feature retrieval failed: {exc}") from exc
+    for key in keys:
+        found[key] = found[key].astype(str).astype(object)
+    found[EVENT_TS] = (
+        pd.to_datetime(found[EVENT_TS], utc=True).astype("datetime64[ns, UTC]") + PIT_EPSILON
+    )
+    return frame.merge(found, on=[*keys, EVENT_TS], how="left", validate="many_to_one")
+
+
+def is_reachable(workspace: Workspace, cfg: FeaturesConfig) -> bool:
+    """True when the registry holds the user view and the online store answers a lookup."""
+    try:
+        feature_store(workspace, cfg).get_feature_view(USER_VIEW)
+        online_recent_items(workspace, cfg, ["__readyz__"])
+    except Exception as exc:  # readiness probes report, they do not raise
+        log.warning("feature store not reachable: %s", exc)
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _feast_output_to_log() -> Iterator[None]:
+    """Feast prints progress to stdout; library code logs instead."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        yield
+    text = buffer.getvalue().strip()
+    if text:
+        log.debug("feast: %s", text)
+
+
+def _utc(moment: datetime) -> datetime:
+    return (
+        moment.replace(tzinfo=timezone.utc)
+        if moment.tzinfo is None
+        else moment.astimezone(timezone.utc)
+    )
