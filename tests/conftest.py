@@ -20,7 +20,9 @@ from components.workspace import Workspace  # noqa: E402
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-TINY_SYNTHETIC = SyntheticConfig(n_users=300, n_items=80, n_events=6000, n_clusters=4, seed=3)
+TINY_SYNTHETIC = SyntheticConfig(
+    n_users=300, n_items=80, n_events=6000, n_clusters=4, seed=3, start="2026-01-01T00:00:00Z"
+)
 
 
 @pytest.fixture

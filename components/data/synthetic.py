@@ -88,10 +88,23 @@ def sequence_lengths(cfg: SyntheticConfig) -> np.ndarray:
     return floor + extra
 
 
+def synthetic_start(start: str) -> pd.Timestamp:
+    """The first timestamp of a batch: ``start`` (UTC), or 30 days before today for ``auto``."""
+    if start == "auto":
+        return pd.Timestamp.now(tz="UTC").floor("D") - pd.Timedelta(days=30)
+    stamp = pd.Timestamp(start)
+    return stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")
+
+
 def _chunk_events(
-    cfg: SyntheticConfig, world: _World, users: np.ndarray, lengths: np.ndarray, chunk_no: int
+    cfg: SyntheticConfig,
+    world: _World,
+    users: np.ndarray,
+    lengths: np.ndarray,
+    chunk_no: int,
+    batch: int,
 ) -> pd.DataFrame:
-    rng = np.random.default_rng([cfg.seed, 2, chunk_no])
+    rng = np.random.default_rng([cfg.seed, 2, chunk_no, batch])
     n_users = len(users)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     total = int(offsets[-1])
@@ -125,11 +138,7 @@ def _chunk_events(
     cum = np.cumsum(gaps)
     user_of_event = np.repeat(np.arange(n_users), lengths)
     cum -= np.concatenate([[0.0], cum])[offsets[:-1]][user_of_event]
-    start = (
-        pd.Timestamp(cfg.start).tz_convert("UTC")
-        if pd.Timestamp(cfg.start).tzinfo
-        else pd.Timestamp(cfg.start, tz="UTC")
-    )
+    start = synthetic_start(cfg.start)
     user_start = rng.uniform(0, 30 * 86_400.0, size=n_users)
     seconds = user_start[user_of_event] + cum
     names = np.array([name for name, _ in EVENT_FUNNEL])
@@ -150,9 +159,15 @@ def _chunk_events(
 
 
 def iter_event_chunks(
-    cfg: SyntheticConfig, events_per_chunk: int = 1_000_000
+    cfg: SyntheticConfig, events_per_chunk: int = 1_000_000, batch: int = 0
 ) -> Iterator[pd.DataFrame]:
-    """Yield contract-shaped event frames, a block of users at a time, in user order."""
+    """Yield contract-shaped event frames, a block of users at a time, in user order.
+
+    ``batch`` > 0 gives another batch of the same world (same users, items, clusters and
+    chains; new behaviour), which is what a scheduled retrain sees arrive. Timestamps start
+    at ``cfg.start``; ``"auto"`` means 30 days before today (UTC midnight), so every batch
+    is recent and passes the contract's time checks.
+    """
     world = _World(cfg)
     lengths = sequence_lengths(cfg)
     bounds = np.searchsorted(
@@ -161,23 +176,23 @@ def iter_event_chunks(
     edges = np.unique(np.concatenate([[0], bounds + 1, [cfg.n_users]]).clip(0, cfg.n_users))
     for chunk_no, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
         users = np.arange(lo, hi)
-        yield _chunk_events(cfg, world, users, lengths[lo:hi], chunk_no)
+        yield _chunk_events(cfg, world, users, lengths[lo:hi], chunk_no, batch)
 
 
-def generate_events(cfg: SyntheticConfig) -> pd.DataFrame:
-    """All events of ``cfg`` as one frame in the event contract (plus ``category``)."""
-    return pd.concat(list(iter_event_chunks(cfg)), ignore_index=True)
+def generate_events(cfg: SyntheticConfig, batch: int = 0) -> pd.DataFrame:
+    """All events of ``cfg`` (period ``batch``) as one frame in the event contract (plus ``category``)."""
+    return pd.concat(list(iter_event_chunks(cfg, batch=batch)), ignore_index=True)
 
 
 def write_events_parquet(
-    cfg: SyntheticConfig, path: str | Path, events_per_chunk: int = 1_000_000
+    cfg: SyntheticConfig, path: str | Path, events_per_chunk: int = 1_000_000, batch: int = 0
 ) -> Path:
     """Stream the generated events into one Parquet file; memory stays O(chunk)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     writer: pq.ParquetWriter | None = None
     try:
-        for frame in iter_event_chunks(cfg, events_per_chunk):
+        for frame in iter_event_chunks(cfg, events_per_chunk, batch):
             table = pa.Table.from_pandas(frame, preserve_index=False)
             if writer is None:
                 writer = pq.ParquetWriter(path, table.schema)
