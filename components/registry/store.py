@@ -1,0 +1,489 @@
+"""The model registry: BentoML's model store + a champion pointer + an append-only history.
+
+Weights, vocabulary and the run record live in BentoML's model store (one model per
+training run, tag ``recops-<model name>:<version>``, labelled with model name, data
+version, config hash, code revision and status; metadata carries the metrics per K and
+the gate decision). Which version is champion, and how it got there, lives in
+``Workspace.registry_dir``:
+
+* ``history.jsonl`` - append-only events (see :mod:`components.registry.history`), the
+  source of truth for statuses and the champion;
+* ``champion.json`` - the pointer, derived from the history, rewritten atomically;
+* ``Workspace.lock_dir / "registry.lock"`` - every transition is one read-validate-
+  append-pointer transaction under this file lock, so concurrent flows serialise.
+
+Crash safety: a model is written to the store *before* its ``register`` event (an orphan
+model without the event is invisible, never half-registered); a transition is committed
+by its history line alone, the pointer and the BentoML status label are repaired from
+the history by the next transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+from filelock import FileLock, Timeout
+from pydantic import BaseModel, ConfigDict
+
+from components.errors import RegistryError
+from components.records import RunRecord
+from components.registry.history import (
+    Action,
+    HistoryEvent,
+    HistoryLog,
+    RegistryState,
+    Status,
+    apply_event,
+    replay,
+    write_json_atomic,
+)
+from components.workspace import Workspace
+
+if TYPE_CHECKING:
+    from bentoml._internal.models.model import Model, ModelStore
+
+    from components.models.bundle import ModelBundle
+
+log = logging.getLogger(__name__)
+
+TAG_PREFIX = "recops-"
+RECORD_FILE = "run_record.json"
+LOCK_TIMEOUT_S = 120.0
+
+
+class ModelVersion(BaseModel):
+    """One registered model as the registry sees it now."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str  # the BentoML tag's version
+    tag: str  # full BentoML tag, e.g. "recops-sasrec:abcd1234efgh5678"
+    model_name: str
+    status: Literal["candidate", "champion", "retired", "rejected"]
+    created_at: datetime
+    record: RunRecord  # with model_version / status / gate filled in
+    path: str  # the BentoML model directory (the bundle is saved there)
+
+    def summary(self, metric: str = "ndcg@10") -> dict[str, Any]:
+        """Flat view for tables and ``--json``: version, model, data version, metric, status."""
+        return {
+            "version": self.version,
+            "tag": self.tag,
+            "model": self.model_name,
+            "data_version": self.record.data_version,
+            metric: self.record.metrics_test.get(metric),
+            "status": self.status,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+def tag_name_for(model_name: str) -> str:
+    """BentoML tag name for a model family (lowercase, ``[a-z0-9_.-]``)."""
+    slug = re.sub(r"[^a-z0-9_.-]+", "-", model_name.lower()).strip("-.") or "model"
+    return f"{TAG_PREFIX}{slug}"
+
+
+def _labels(record: RunRecord) -> dict[str, str]:
+    return {
+        "recops": "model",
+        "model": record.model_name,
+        "data_version": record.data_version or "none",
+        "config_hash": record.config_hash,
+        "code_rev": record.code_rev,
+        "run_id": record.run_id,
+        "status": "candidate",
+    }
+
+
+def _metadata(record: RunRecord) -> dict[str, Any]:
+    """BentoML metadata (basic types only: BentoML refuses ``None``, so absent keys are left out)."""
+    raw = {
+        "created_at": record.created_at.isoformat(),
+        "train_seconds": record.train_seconds,
+        "epochs": record.epochs,
+        "split": record.model_dump(mode="json")["split"],
+        "metrics_valid": dict(record.metrics_valid),
+        "metrics_test": dict(record.metrics_test),
+    }
+    return _bento_safe(raw)
+
+
+def _bento_safe(value: Any) -> Any:
+    """``value`` with ``None`` entries dropped (recursively): BentoML metadata refuses them."""
+    if isinstance(value, dict):
+        return {k: _bento_safe(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_bento_safe(v) for v in value if v is not None]
+    return value
+
+
+class ModelRegistry:
+    """Model versions with lineage, the champion pointer and its history (one workspace)."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace.ensure()
+        self._history = HistoryLog(workspace.registry_dir / "history.jsonl")
+        self._pointer = workspace.registry_dir / "champion.json"
+        self._lock = FileLock(str(workspace.lock_dir / "registry.lock"), timeout=LOCK_TIMEOUT_S)
+
+    # --- storage --------------------------------------------------------------------
+    @property
+    def model_store(self) -> ModelStore:
+        """BentoML store of *this* workspace (BentoML's global store is a process singleton,
+        so we address ours explicitly; ``Workspace.activate()`` points the global one here)."""
+        from bentoml._internal.models.model import ModelStore
+
+        path = self.workspace.bentoml_home / "models"
+        path.mkdir(parents=True, exist_ok=True)
+        return ModelStore(path)
+
+    @property
+    def pointer_path(self) -> Path:
+        """``champion.json``: ``{"version", "tag", "seq", "at"}`` or ``{"version": null}``."""
+        return self._pointer
+
+    @contextmanager
+    def _transaction(self) -> Iterator[tuple[list[HistoryEvent], RegistryState]]:
+        try:
+            with self._lock:
+                events = self._history.read()
+                state = replay(events)
+                self._sync_pointer(events, state)
+                yield events, state
+        except Timeout as exc:
+            raise RegistryError(
+                f"registry is locked by another process (waited {LOCK_TIMEOUT_S:.0f}s)",
+                hint=f"lock file: {self._lock.lock_file}",
+            ) from exc
+
+    def _append(self, state: RegistryState, event: HistoryEvent) -> HistoryEvent:
+        event = event.model_copy(update={"seq": state.last_seq + 1})
+        self._history.append(event)
+        apply_event(state, event)
+        self._write_pointer(state)
+        return event
+
+    def _sync_pointer(self, events: list[HistoryEvent], state: RegistryState) -> None:
+        """Repair the pointer if a crash left it behind the history."""
+        try:
+            current = json.loads(self._pointer.read_text()) if self._pointer.exists() else None
+        except (OSError, ValueError):
+            current = None
+        if not events and current is None:
+            return
+        if current is None or current.get("version") != state.champion:
+            log.warning("registry: champion pointer disagreed with the history; rewritten")
+            self._write_pointer(state)
+
+    def _write_pointer(self, state: RegistryState) -> None:
+        tags = self._tags()
+        champion = state.champion
+        write_json_atomic(
+            self._pointer,
+            {
+                "version": champion,
+                "tag": tags.get(champion) if champion else None,
+                "seq": state.champion_seq,
+                "at": datetime.now().astimezone().isoformat(),
+            },
+        )
+
+    def _tags(self) -> dict[str, str]:
+        return {e.version: e.tag for e in self._history.read() if e.action == "register" and e.tag}
+
+    # --- writing --------------------------------------------------------------------
+    def register(self, bundle: ModelBundle, record: RunRecord) -> ModelVersion:
+        """Store ``bundle`` (weights + vocabulary + config) and ``record`` as a new candidate.
+
+        The model is saved into BentoML's store first, then the ``register`` event is
+        appended; the returned version's record has ``model_version`` set.
+        """
+        import bentoml
+
+        store = self.model_store
+        with bentoml.models.create(
+            tag_name_for(record.model_name),
+            labels=_labels(record),
+            metadata=_metadata(record),
+            _model_store=store,
+        ) as bento_model:
+            version = str(bento_model.tag.version)
+            bundle.save(Path(bento_model.path))
+            stored = record.model_copy(update={"model_version": version, "status": "candidate"})
+            stored.save(Path(bento_model.path) / RECORD_FILE)
+        tag = str(bento_model.tag)
+        with self._transaction() as (_, state):
+            self._append(
+                state,
+                HistoryEvent(
+                    action="register",
+                    version=version,
+                    tag=tag,
+                    previous_champion=state.champion,
+                    actor=f"run:{record.run_id}",
+                    reason=f"trained {record.model_name} on data {record.data_version or 'n/a'}",
+                    metrics={"test": dict(record.metrics_test)},
+                ),
+            )
+        log.info("registered %s (%s)", tag, record.model_name)
+        return self.get(version)
+
+    def promote(
+        self, version: str, *, actor: str, reason: str, gate: dict[str, Any] | None = None
+    ) -> ModelVersion:
+        """Make ``version`` the champion (the old one is retired), atomically.
+
+        With ``gate`` (the gate's decision) the event is ``promote``; without it the
+        promotion is a manual override, recorded as ``manual_promote``.
+        """
+        action: Action = "promote" if gate is not None else "manual_promote"
+        version = self._transition(
+            action,
+            version,
+            actor=actor,
+            reason=reason,
+            gate=gate,
+            refusal="{v} is already the champion",
+        )
+        log.info("%s: %s is champion (%s)", action, version, reason)
+        return self.get(version)
+
+    def reject(
+        self, version: str, *, actor: str, reason: str, gate: dict[str, Any] | None = None
+    ) -> ModelVersion:
+        """Mark ``version`` rejected (never the champion) and record why."""
+        version = self._transition(
+            "reject",
+            version,
+            actor=actor,
+            reason=reason,
+            gate=gate,
+            refusal="{v} is the champion and cannot be rejected; roll back first",
+        )
+        return self.get(version)
+
+    def retire(self, version: str, *, actor: str, reason: str) -> ModelVersion:
+        """Retire a non-champion version: it stays loadable but rollbacks skip it."""
+        version = self._transition(
+            "retire",
+            version,
+            actor=actor,
+            reason=reason,
+            gate=None,
+            refusal="{v} is the champion; promote or roll back to another version first",
+        )
+        return self.get(version)
+
+    def rollback(self, to: str | None = None, *, actor: str, reason: str = "") -> ModelVersion:
+        """Bring back an earlier model: by default the champion before the current one.
+
+        ``to`` may name any registered version other than the current champion. The
+        replaced champion is retired.
+        """
+        with self._transaction() as (events, state):
+            current = state.champion
+            if current is None:
+                raise RegistryError("there is no champion to roll back")
+            target = state.previous_champion if to is None else self._resolve(events, to)
+            if target is None:
+                raise RegistryError(
+                    f"{current} is the only champion so far; nothing to roll back to",
+                    hint="name a version with --to",
+                )
+            if target == current:
+                raise RegistryError(f"{target} is already the champion")
+            self._append(
+                state,
+                HistoryEvent(
+                    action="rollback",
+                    version=target,
+                    previous_champion=current,
+                    actor=actor,
+                    reason=reason or f"rollback from {current}",
+                    metrics=self._both_sides(None, target, current, "restored", "replaced"),
+                ),
+            )
+            self._mirror_statuses(state, {target, current})
+        log.info("rollback: %s -> %s", current, target)
+        return self.get(target)
+
+    def _transition(
+        self,
+        action: Action,
+        version: str,
+        *,
+        actor: str,
+        reason: str,
+        gate: dict[str, Any] | None,
+        refusal: str,
+    ) -> str:
+        """One promote/reject/retire transaction; refuses (``refusal``) on the champion."""
+        with self._transaction() as (events, state):
+            version = self._resolve(events, version)
+            previous = state.champion
+            if previous == version:
+                raise RegistryError(refusal.format(v=version))
+            metrics = (
+                {}
+                if action == "retire"
+                else self._both_sides(gate, version, previous, "challenger", "champion")
+            )
+            self._append(
+                state,
+                HistoryEvent(
+                    action=action,
+                    version=version,
+                    previous_champion=previous,
+                    actor=actor,
+                    reason=reason,
+                    metrics=metrics,
+                    gate=gate,
+                ),
+            )
+            self._mirror_statuses(state, {version, previous})
+        return version
+
+    # --- reading --------------------------------------------------------------------
+    def history(self) -> list[HistoryEvent]:
+        """Every event, oldest first."""
+        return self._history.read()
+
+    def state(self) -> RegistryState:
+        """Statuses and champion lineage replayed from the history."""
+        return replay(self._history.read())
+
+    def champion(self) -> ModelVersion | None:
+        """The current champion (from the history, never from a possibly stale pointer)."""
+        champion = self.state().champion
+        return self.get(champion) if champion else None
+
+    def list(self) -> list[ModelVersion]:
+        """Every registered version, oldest first (models missing from the store are skipped)."""
+        events = self._history.read()
+        state = replay(events)
+        out: list[ModelVersion] = []
+        for event in events:
+            if event.action != "register":
+                continue
+            try:
+                out.append(self._version_from_store(event, state))
+            except RegistryError as exc:
+                log.warning("registry: %s", exc)
+        return out
+
+    def get(self, version: str) -> ModelVersion:
+        """The registered version ``version`` (a full tag or a unique version prefix works)."""
+        events = self._history.read()
+        version = self._resolve(events, version)
+        event = next(e for e in events if e.action == "register" and e.version == version)
+        return self._version_from_store(event, replay(events))
+
+    def load_bundle(self, version: str, device: str = "cpu") -> ModelBundle:
+        """Load the stored :class:`ModelBundle` of ``version`` onto ``device``."""
+        from components.models.bundle import ModelBundle
+
+        return ModelBundle.load(Path(self.get(version).path), device)
+
+    # --- helpers --------------------------------------------------------------------
+    def _resolve(self, events: list[HistoryEvent], ref: str) -> str:
+        registered = [e.version for e in events if e.action == "register"]
+        ref = ref.split(":", 1)[1] if ":" in ref else ref
+        if ref in registered:
+            return ref
+        matches = [v for v in registered if v.startswith(ref)] if ref else []
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise RegistryError(f"version prefix {ref!r} is ambiguous: {', '.join(matches)}")
+        raise RegistryError(f"no registered model version {ref!r}", hint="see `recops models list`")
+
+    def _bento_model(self, tag: str) -> Model:
+        from bentoml.exceptions import NotFound
+
+        try:
+            return self.model_store.get(tag)
+        except NotFound as exc:
+            raise RegistryError(
+                f"model {tag} is registered but missing from the BentoML store"
+            ) from exc
+
+    def _version_from_store(self, event: HistoryEvent, state: RegistryState) -> ModelVersion:
+        assert event.tag is not None
+        bento_model = self._bento_model(event.tag)
+        record_path = Path(bento_model.path) / RECORD_FILE
+        status: Status = state.statuses.get(event.version, "candidate")
+        record = RunRecord.load(record_path).model_copy(
+            update={
+                "model_version": event.version,
+                "status": status,
+                "gate": state.gates.get(event.version),
+            }
+        )
+        return ModelVersion(
+            version=event.version,
+            tag=event.tag,
+            model_name=record.model_name,
+            status=status,
+            created_at=bento_model.creation_time,
+            record=record,
+            path=str(bento_model.path),
+        )
+
+    def _stored_metrics(self, version: str | None) -> dict[str, float] | None:
+        if version is None:
+            return None
+        for event in self._history.read():
+            if event.action == "register" and event.version == version:
+                return dict(event.metrics.get("test", {}))
+        return None
+
+    def _both_sides(
+        self,
+        gate: dict[str, Any] | None,
+        version: str,
+        other: str | None,
+        name: str,
+        other_name: str,
+    ) -> dict[str, Any]:
+        """Metrics on both sides of a transition: the gate's re-scored numbers when there
+        is a gate decision, else the stored test metrics of each version."""
+        if gate is not None and "challenger" in gate:
+            return {name: gate.get("challenger"), other_name: gate.get("champion")}
+        return {name: self._stored_metrics(version), other_name: self._stored_metrics(other)}
+
+    def _mirror_statuses(self, state: RegistryState, versions: set[str | None]) -> None:
+        """Copy status (and gate) into the BentoML models' labels/metadata, best effort.
+
+        The history stays the truth; this keeps `bentoml models list` and the bento's own
+        view of a model informative.
+        """
+        from bentoml._internal.models.model import ModelInfo
+        from bentoml.exceptions import BentoMLException
+
+        tags = self._tags()
+        for version in versions:
+            if version is None or version not in tags:
+                continue
+            name, _, ver = tags[version].partition(":")
+            path = self.workspace.bentoml_home / "models" / name / ver / "model.yaml"
+            try:
+                info = yaml.safe_load(path.read_text())
+                info.setdefault("labels", {})["status"] = state.statuses.get(version, "candidate")
+                if version in state.gates:
+                    info.setdefault("metadata", {})["gate"] = _bento_safe(state.gates[version])
+                tmp = path.with_name(f".model.yaml.{os.getpid()}.tmp")
+                tmp.write_text(yaml.safe_dump(info, sort_keys=False))
+                with tmp.open() as fh:  # never replace a readable model.yaml by one BentoML refuses
+                    ModelInfo.from_yaml_file(fh)
+                os.replace(tmp, path)
+            except (OSError, yaml.YAMLError, AttributeError, BentoMLException) as exc:
+                log.warning("registry: could not mirror status into %s: %s", path, exc)
