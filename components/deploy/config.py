@@ -19,6 +19,8 @@ class ServeConfig(BaseModel):
     max_history: int = Field(1000, ge=1)
     max_batch_size: int = Field(64, ge=1)
     max_latency_ms: int = Field(20, ge=1)
+    max_concurrency: int = Field(256, ge=1)
+    timeout_s: int = Field(30, ge=1)
 
 
 class DeployConfig(BaseModel):
@@ -32,3 +34,6 @@ class DeployConfig(BaseModel):
     k8s_namespace: str = "recops"
     k8s_replicas: int = Field(2, ge=1)
     image: str | None = None
+    cuda_version: str = "12.1"
+    switch_drain_s: float = Field(1.0, ge=0)
+    k8s_output_dir: str | None = None  # default: <workspace>/deploy/k8s

@@ -1,0 +1,161 @@
+"""Build the recommendation bento for one registered model version.
+
+The bento carries the service code (``services/``), the library it imports
+(``components/``), the Feast declarations (``feature_repo/``), the model (declared by the
+service as a ``BentoModel``, so BentoML copies it in), Python requirements pinned to the
+versions installed here, and Docker options for a CUDA base image (``bentoml
+containerize``). The version, model name, data version and headline metrics travel as
+bento labels and as the service's bento arguments (see ``services/settings.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from components.deploy.config import DeployConfig, ServeConfig
+from components.errors import DeployFailed, RecopsError
+from components.features.config import FeaturesConfig
+from components.workspace import Workspace
+
+if TYPE_CHECKING:
+    from components.registry.store import ModelVersion
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SERVICE_IMPORT = "services.recommender:Recommender"
+BENTO_NAME = "recops-recommender"
+INCLUDE = ["services/**/*.py", "components/**/*.py", "feature_repo/**/*.py",
+           "feature_repo/**/*.yaml"]
+EXCLUDE = ["**/__pycache__", "**/*.pyc", "tests/"]
+# Distributions the service imports at run time (pinned to what is installed here).
+RUNTIME_PACKAGES = ["torch", "numpy", "pandas", "pyarrow", "pydantic", "pyyaml", "filelock",
+                    "feast", "bentoml", "httpx", "scipy", "lightning"]
+HEADLINE_METRICS = ("ndcg@10", "recall@10", "hr@10", "mrr@10")
+
+
+@dataclass(frozen=True)
+class BuiltBento:
+    """A bento in the workspace's BentoML store."""
+
+    tag: str
+    version: str  # the model version it pins
+    path: Path
+
+
+def pinned_requirements(packages: list[str] = RUNTIME_PACKAGES) -> list[str]:
+    """``name==version`` for each installed distribution (missing ones left unpinned)."""
+    out = []
+    for name in packages:
+        try:
+            out.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            out.append(name)
+    return out
+
+
+def service_args(
+    workspace: Workspace,
+    model: ModelVersion,
+    serve_cfg: ServeConfig,
+    features_cfg: FeaturesConfig,
+) -> dict[str, object]:
+    """Bento arguments for ``services.settings.ServiceSettings`` (JSON-serialisable)."""
+    metrics = {k: float(v) for k, v in model.record.metrics_test.items()}
+    return {
+        "model_tag": model.tag,
+        "model_version": model.version,
+        "model_name": model.model_name,
+        "data_version": model.record.data_version,
+        "metrics": metrics,
+        "workspace": str(workspace.root),
+        "serve": serve_cfg.model_dump(mode="json"),
+        "features": features_cfg.model_dump(mode="json"),
+    }
+
+
+def bento_labels(model: ModelVersion) -> dict[str, str]:
+    """Labels on the bento: what it serves and how good it was (strings only)."""
+    labels = {
+        "recops": "recommender",
+        "model_version": model.version,
+        "model_name": model.model_name,
+        "data_version": model.record.data_version or "none",
+    }
+    for name in HEADLINE_METRICS:
+        value = model.record.metrics_test.get(name)
+        if value is not None:
+            labels[name.replace("@", "_at_")] = f"{value:.6f}"
+    return labels
+
+
+def docker_options(deploy_cfg: DeployConfig) -> dict[str, object]:
+    """``bentoml containerize`` base: Debian + CUDA runtime when the deployment wants a GPU."""
+    options: dict[str, object] = {"distro": "debian", "python_version": "3.11",
+                                  "system_packages": ["libgomp1"]}
+    if deploy_cfg.gpu:
+        options["cuda_version"] = deploy_cfg.cuda_version
+    return options
+
+
+def write_bentofile(workspace: Workspace, model: ModelVersion, deploy_cfg: DeployConfig) -> Path:
+    """Write ``deploy_dir/bentofiles/<version>.yaml`` (kept: it documents the build)."""
+    spec = {
+        "service": SERVICE_IMPORT,
+        "name": BENTO_NAME,
+        "description": f"recops recommender serving {model.model_name} {model.version}",
+        "labels": bento_labels(model),
+        "include": INCLUDE,
+        "exclude": EXCLUDE,
+        "python": {"packages": pinned_requirements(), "lock_packages": False},
+        "docker": docker_options(deploy_cfg),
+    }
+    path = workspace.deploy_dir / "bentofiles" / f"{model.version}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def build_bento(
+    workspace: Workspace,
+    version: str,
+    serve_cfg: ServeConfig,
+    deploy_cfg: DeployConfig,
+    features_cfg: FeaturesConfig,
+) -> BuiltBento:
+    """Build (into ``workspace.bentoml_home``) the bento serving registered ``version``.
+
+    Raises :class:`DeployFailed` when the version is unknown or BentoML refuses the build.
+    """
+    import bentoml
+
+    from components.registry.store import ModelRegistry
+
+    workspace.activate()
+    for sub in ("tmp", "bentos", "models"):  # BentoML creates these only for its default home
+        (workspace.bentoml_home / sub).mkdir(parents=True, exist_ok=True)
+    try:
+        model = ModelRegistry(workspace).get(version)
+    except RecopsError as exc:
+        raise DeployFailed(f"cannot build a bento for {version}: {exc}") from exc
+    bentofile = write_bentofile(workspace, model, deploy_cfg)
+    try:
+        # reload=True: a process that built another version before has the service
+        # module imported with that version's arguments (and model tag) baked in.
+        bento = bentoml.bentos.build_bentofile(
+            str(bentofile),
+            build_ctx=str(REPO_ROOT),
+            args=service_args(workspace, model, serve_cfg, features_cfg),
+            reload=True,
+        )
+    except Exception as exc:  # BentoML raises many types; the user needs one line
+        log.exception("bento build failed")
+        raise DeployFailed(f"bento build for {model.version} failed: {exc}".splitlines()[0]) from exc
+    log.info("built bento %s for model %s", bento.tag, model.version)
+    return BuiltBento(tag=str(bento.tag), version=model.version, path=Path(bento.path))

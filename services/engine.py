@@ -1,0 +1,211 @@
+"""Request -> model call -> response, without HTTP.
+
+The service, the in-process benchmark and the unit tests share this code, so what the
+bento answers is what they measure. Three steps:
+
+1. :meth:`Engine.plan` turns one validated request (raw item ids) into a
+   :class:`ScoreQuery` over vocabulary indices, or into a cold start when no known item
+   is left; unknown ids are dropped and named in ``warnings``.
+2. :meth:`Engine.score` runs many queries as one padded ``[B, max_len]`` batch through
+   ``bundle.recommend`` (the service routes it through BentoML's adaptive batching).
+3. :meth:`Engine.respond` renders either result as the public response.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from components.data.sequences import PAD, pad_left
+
+logger = logging.getLogger(__name__)
+
+Source = Literal["model", "cold_start"]
+
+
+# --- wire models ------------------------------------------------------------------------
+def request_model(max_k: int, max_history: int) -> type[BaseModel]:
+    """The ``/recommend`` body schema with this deployment's limits baked in."""
+
+    class RecommendRequest(BaseModel):
+        """One recommendation request. Give ``user_id`` (history from the online store),
+        ``history`` (raw item ids, oldest first), or both (``history`` wins)."""
+
+        model_config = ConfigDict(extra="forbid", strict=False)
+
+        user_id: str | None = Field(None, min_length=1, max_length=256)
+        history: list[str] | None = Field(None, max_length=max_history)
+        k: int = Field(10, ge=1, le=max_k)
+        exclude_seen: bool = True
+        exclude: list[str] = Field(default_factory=list, max_length=max_history)
+
+        @model_validator(mode="after")
+        def _needs_user_or_history(self) -> RecommendRequest:
+            if self.user_id is None and self.history is None:
+                raise ValueError("give user_id or history")
+            return self
+
+    return RecommendRequest
+
+
+class ScoreQuery(BaseModel):
+    """What the batched model call needs: known item indices, oldest first."""
+
+    history: list[int]
+    k: int
+    exclude: list[int] = []
+
+
+class Scored(BaseModel):
+    """Top-k item indices and their scores, best first."""
+
+    items: list[int]
+    scores: list[float]
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float
+
+
+class RecommendResponse(BaseModel):
+    items: list[RecommendedItem]
+    model_version: str
+    source: Source
+    warnings: list[str] = []
+
+
+@dataclass
+class Plan:
+    """How one request will be answered."""
+
+    query: ScoreQuery | None  # None -> popularity fallback
+    k: int
+    exclude: list[int]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def source(self) -> Source:
+        return "model" if self.query is not None else "cold_start"
+
+
+# --- the engine -------------------------------------------------------------------------
+class Engine:
+    """A loaded bundle plus the per-deployment constants the request path needs."""
+
+    def __init__(self, bundle: Any, version: str, device: torch.device) -> None:
+        self.bundle = bundle
+        self.vocab = bundle.vocab
+        self.version = version
+        self.device = device
+        self.max_len = int(bundle.max_len)
+        self.n_items = int(self.vocab.n_items)
+        popularity = np.asarray(bundle.item_popularity, dtype=np.float64).copy()
+        popularity[PAD] = -np.inf
+        # most popular first; ties by index so answers are deterministic
+        self._popular_order = np.lexsort((np.arange(len(popularity)), -popularity))
+        self._popular_order = self._popular_order[self._popular_order != PAD]
+        self._popularity = popularity
+
+    # 1. plan --------------------------------------------------------------------------
+    def plan(
+        self,
+        history: list[str] | None,
+        k: int,
+        exclude_seen: bool,
+        exclude: list[str],
+        *,
+        from_store: bool = False,
+    ) -> Plan:
+        """Map raw ids to indices; unknown ids are dropped and reported."""
+        tokens = history or []
+        indices = self.vocab.item_index(tokens) if tokens else np.zeros(0, dtype=np.int64)
+        warnings: list[str] = []
+        unknown = [t for t, i in zip(tokens, indices, strict=True) if i == PAD]
+        if unknown:
+            where = "online history" if from_store else "history"
+            warnings.append(f"unknown item ids dropped from {where}: {_short_list(unknown)}")
+        known = indices[indices != PAD].tolist()
+        excluded = self.vocab.item_index(exclude).tolist() if exclude else []
+        excluded = [i for i in excluded if i != PAD]
+        if exclude_seen:
+            excluded = sorted(set(excluded) | set(known))
+        k = min(k, self.n_items)
+        if not known:
+            return Plan(None, k, excluded, warnings)
+        return Plan(ScoreQuery(history=known[-self.max_len :], k=k, exclude=excluded), k,
+                    excluded, warnings)
+
+    # 2. score -------------------------------------------------------------------------
+    @torch.inference_mode()
+    def score(self, queries: list[ScoreQuery]) -> list[Scored]:
+        """One forward pass for all queries; each gets its own ``k`` and exclusions."""
+        if not queries:
+            return []
+        histories = _left_padded([q.history for q in queries], self.max_len)
+        excluded = _right_padded([q.exclude or [PAD] for q in queries])
+        top = min(max(q.k for q in queries) , self.n_items)
+        indices, scores = self.bundle.recommend(
+            histories.to(self.device), top, exclude_seen=False, exclude=excluded.to(self.device)
+        )
+        indices, scores = indices.cpu().numpy(), scores.float().cpu().numpy()
+        out: list[Scored] = []
+        for row, query in enumerate(queries):
+            keep = np.isfinite(scores[row, : query.k]) & (indices[row, : query.k] != PAD)
+            out.append(Scored(items=indices[row, : query.k][keep].tolist(),
+                              scores=scores[row, : query.k][keep].tolist()))
+        return out
+
+    def popular(self, k: int, exclude: list[int]) -> Scored:
+        """The ``k`` most popular items outside ``exclude`` (the cold-start answer)."""
+        candidates = self._popular_order[: k + len(exclude)]
+        if exclude:
+            candidates = candidates[~np.isin(candidates, np.asarray(exclude))]
+        chosen = candidates[:k]
+        return Scored(items=chosen.tolist(), scores=self._popularity[chosen].tolist())
+
+    # 3. respond -----------------------------------------------------------------------
+    def respond(self, plan: Plan, scored: Scored | None) -> RecommendResponse:
+        """The public answer for a planned request (``scored`` is None for cold starts)."""
+        if scored is None:
+            scored = self.popular(plan.k, plan.exclude)
+        tokens = self.vocab.item_tokens(scored.items)
+        items = [RecommendedItem(item_id=t, score=_finite(s)) for t, s in zip(tokens, scored.scores, strict=True)]
+        return RecommendResponse(items=items, model_version=self.version, source=plan.source,
+                                 warnings=plan.warnings)
+
+    def recommend_local(self, plans: list[Plan]) -> list[RecommendResponse]:
+        """All three steps in-process (benchmarks, tests): no HTTP, no adaptive batching."""
+        queries = [p.query for p in plans if p.query is not None]
+        scored = iter(self.score(queries))
+        return [self.respond(p, next(scored) if p.query is not None else None) for p in plans]
+
+
+def _left_padded(rows: list[list[int]], max_len: int) -> torch.Tensor:
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    values = np.fromiter((i for r in rows for i in r), dtype=np.int64, count=int(offsets[-1]))
+    return torch.from_numpy(pad_left(values, offsets, max_len))
+
+
+def _right_padded(rows: list[list[int]]) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    out = np.full((len(rows), width), PAD, dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return torch.from_numpy(out)
+
+
+def _finite(x: float) -> float:
+    return float(x) if math.isfinite(x) else 0.0
+
+
+def _short_list(tokens: list[str], limit: int = 10) -> str:
+    shown = ", ".join(tokens[:limit])
+    return shown + (f" (+{len(tokens) - limit} more)" if len(tokens) > limit else "")

@@ -1,0 +1,219 @@
+"""The recops recommendation service (BentoML 1.4 new-style API).
+
+Built into a bento by ``components.deploy.bento.build_bento``, which passes
+:class:`services.settings.ServiceSettings` as bento arguments: the bento pins one model
+version (declared below as a ``BentoModel`` so the bento carries its weights).
+
+Endpoints
+    POST /recommend        {user_id?, history?, k, exclude_seen, exclude?} -> items
+    POST /recommend_batch  {requests: [...]} -> {results: [...]}
+    GET  /metadata         model version/name, data version, metrics, loaded_at
+    GET  /healthz /livez   process alive (BentoML built-in)
+    GET  /readyz           model loaded and feature store reachable (``__is_ready__``)
+    GET  /metrics          Prometheus (BentoML built-ins + recops_recommend_requests_total)
+
+The model call goes through ``score_batch``, a batchable API reached via the service's
+in-process proxy, so BentoML's adaptive batching merges concurrent requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import anyio.to_thread
+import bentoml
+import torch
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from services.engine import (
+    Engine,
+    Plan,
+    RecommendResponse,
+    Scored,
+    ScoreQuery,
+    request_model,
+)
+from services.guard import INTERNAL_HEADER, INTERNAL_TOKEN, GuardMiddleware
+from services.settings import SERVICE_NAME, ServiceSettings
+
+logger = logging.getLogger("recops.service")
+
+SETTINGS = bentoml.use_arguments(ServiceSettings)
+RecommendRequest = request_model(SETTINGS.serve.max_k, SETTINGS.serve.max_history)
+READY_CACHE_S = 5.0
+
+REQUESTS_BY_SOURCE = bentoml.metrics.Counter(
+    name="recops_recommend_requests_total",
+    documentation="Recommendation requests answered, by source (model or cold_start).",
+    labelnames=["source"],
+)
+
+
+class BatchRequest(bentoml.IODescriptor):
+    """Body of ``/recommend_batch``."""
+
+    requests: list[RecommendRequest]  # type: ignore[valid-type]
+
+
+async def _metadata(request: Request) -> JSONResponse:
+    service = bentoml.get_current_service()
+    return JSONResponse(service.metadata())
+
+
+metadata_app = Starlette(routes=[Route("/metadata", _metadata, methods=["GET"])])
+
+
+@bentoml.asgi_app(metadata_app, path="/")
+@bentoml.service(
+    name=SERVICE_NAME,
+    resources={"gpu": 1},  # a request for deployment targets; CPU fallback is in __init__
+    traffic={"timeout": SETTINGS.serve.timeout_s, "max_concurrency": SETTINGS.serve.max_concurrency},
+    workers=1,
+    labels={"model_version": SETTINGS.model_version},
+)
+class Recommender:
+    """Serves the pinned model version; popularity fallback for cold starts."""
+
+    bento_model = bentoml.models.BentoModel(SETTINGS.model_tag)
+
+    def __init__(self) -> None:
+        from components.models.bundle import ModelBundle
+
+        self.settings = SETTINGS
+        self.workspace = SETTINGS.resolved_workspace()
+        if torch.cuda.is_available():
+            self.device = torch.device("cuda")
+        else:
+            self.device = torch.device("cpu")
+            logger.warning("CUDA is not available: serving %s on CPU", SETTINGS.model_version)
+        bundle = ModelBundle.load(self.bento_model.path, self.device)
+        self.engine = Engine(bundle, SETTINGS.model_version, self.device)
+        self.loaded_at = datetime.now(timezone.utc)
+        self._ready_at = 0.0
+        self._ready = False
+        self._proxy_ready = False
+        logger.info("loaded %s (%s) on %s", SETTINGS.model_version, SETTINGS.model_name,
+                    self.device)
+
+    # --- probes and metadata -----------------------------------------------------------
+    def __is_ready__(self) -> bool:
+        """Model loaded and (when features are on) the online store answers; cached 5 s."""
+        now = time.monotonic()
+        if now - self._ready_at > READY_CACHE_S:
+            self._ready = self.engine is not None and self._feature_store_reachable()
+            self._ready_at = now
+        return self._ready
+
+    def _feature_store_reachable(self) -> bool:
+        if not SETTINGS.features.enabled:
+            return True
+        from components.features.store import is_reachable
+
+        try:
+            return bool(is_reachable(self.workspace, SETTINGS.features))
+        except Exception:  # a probe never raises; the reason is in the log
+            logger.exception("feature store probe failed")
+            return False
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "model_version": SETTINGS.model_version,
+            "model_tag": SETTINGS.model_tag,
+            "model_name": SETTINGS.model_name,
+            "data_version": SETTINGS.data_version,
+            "metrics": SETTINGS.metrics,
+            "loaded_at": self.loaded_at.isoformat(),
+            "device": str(self.device),
+            "n_items": self.engine.n_items,
+            "max_len": self.engine.max_len,
+            "limits": {"max_k": SETTINGS.serve.max_k, "max_history": SETTINGS.serve.max_history},
+        }
+
+    # --- public API --------------------------------------------------------------------
+    @bentoml.api(input_spec=RecommendRequest, route="/recommend")
+    async def recommend(self, **fields: Any) -> RecommendResponse:
+        """Top-k items for one user id and/or explicit history."""
+        return (await self._recommend_many([RecommendRequest.model_construct(**fields)]))[0]
+
+    @bentoml.api(input_spec=BatchRequest, route="/recommend_batch")
+    async def recommend_batch(self, requests: list[Any]) -> dict[str, list[RecommendResponse]]:
+        """Many requests in one call; answers come back in request order."""
+        return {"results": await self._recommend_many(requests)}
+
+    # --- the batched model call --------------------------------------------------------
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=SETTINGS.serve.max_batch_size,
+        max_latency_ms=SETTINGS.serve.max_latency_ms,
+        route="/internal/score_batch",
+    )
+    def score_batch(self, queries: list[ScoreQuery]) -> list[Scored]:
+        """Internal: one forward pass for queries merged across concurrent requests."""
+        return self.engine.score([ScoreQuery.model_validate(q) for q in queries])
+
+    async def _recommend_many(self, requests: list[Any]) -> list[RecommendResponse]:
+        recent, store_failed = await self._online_histories(
+            [r.user_id for r in requests if r.history is None and r.user_id is not None]
+        )
+        plans: list[Plan] = []
+        for r in requests:
+            from_store = r.history is None
+            history = recent.get(r.user_id, []) if from_store else r.history
+            plan = self.engine.plan(history, r.k, r.exclude_seen, r.exclude, from_store=from_store)
+            if from_store and store_failed:
+                plan.warnings.append("feature store unavailable: popularity fallback")
+            plans.append(plan)
+        queries = [p.query for p in plans if p.query is not None]
+        scored = iter(await self._score(queries))
+        responses = []
+        for plan in plans:
+            responses.append(self.engine.respond(plan, next(scored) if plan.query else None))
+            REQUESTS_BY_SOURCE.labels(source=plan.source).inc()
+        return responses
+
+    async def _online_histories(self, user_ids: list[str]) -> tuple[dict[str, list[str]], bool]:
+        """Recent raw item ids per user from the Feast online store ([] when unknown),
+        and whether the lookup failed (the users then get the popularity fallback)."""
+        if not user_ids or not SETTINGS.features.enabled:
+            return {}, False
+        from components.features.store import online_recent_items
+
+        try:
+            found = await anyio.to_thread.run_sync(
+                online_recent_items, self.workspace, SETTINGS.features, user_ids
+            )
+        except Exception:
+            logger.exception("online feature lookup failed for %d users", len(user_ids))
+            return {}, True
+        return found, False
+
+    async def _score(self, queries: list[ScoreQuery]) -> list[Scored]:
+        """Through the in-process proxy so the dispatcher can merge concurrent calls."""
+        if not queries:
+            return []
+        client = self.to_async  # type: ignore[attr-defined]  (set by BentoML at start-up)
+        if not self._proxy_ready:
+            # the proxy's sessions are built from this dict, so the internal route's
+            # guard (services/guard.py) lets its calls through
+            client.default_headers[INTERNAL_HEADER] = INTERNAL_TOKEN
+            self._proxy_ready = True
+        size = SETTINGS.serve.max_batch_size
+        out: list[Scored] = []
+        for start in range(0, len(queries), size):
+            chunk = queries[start : start + size]
+            answers = await client.score_batch(queries=chunk)
+            out.extend(Scored.model_validate(a) for a in answers)
+        return out
+
+
+Recommender.add_asgi_middleware(
+    GuardMiddleware,
+    api_key=SETTINGS.api_key(),
+    internal_paths=frozenset({"/internal/score_batch"}),
+)
