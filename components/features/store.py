@@ -316,7 +316,7 @@ def materialize(
     store = feature_store(workspace, cfg)
     defs = definitions(cfg)
     paths = source_paths(workspace, cfg)
-    end = _utc(end) if end is not None else _default_end(paths)
+    end = _utc(end if end is not None else _default_end(paths))
     started = time.perf_counter()
     views: list[ViewMaterialization] = []
     for fv in defs.feature_views:
@@ -328,6 +328,7 @@ def materialize(
             ) from exc
         key = fv.entity_columns[0].name if fv.entity_columns else fv.join_keys[0]
         previous = registered.most_recent_end_time if incremental else None
+        previous = _utc(previous) if previous is not None else None
         rows, entities, earliest = _source_window(paths[fv.name], key, previous, end)
         start = previous or (earliest - timedelta(seconds=1) if earliest else end)
         if earliest is None:
@@ -431,15 +432,28 @@ def historical_features(
     for key in keys:
         frame[key] = frame[key].astype(str).astype(object)
     frame[EVENT_TS] = pd.to_datetime(frame[EVENT_TS], utc=True).astype("datetime64[ns, UTC]")
-    # Feast's file store drops entity rows whose every snapshot is later than the entity
-    # time and collapses duplicate (keys, time) rows, so query unique rows and join back.
-    query = frame[[*keys, EVENT_TS]].drop_duplicates().reset_index(drop=True)
+    service = store.get_feature_service(TRAINING_SERVICE if ITEM in keys else SERVING_SERVICE)
+    for projection in service.feature_view_projections:
+        view = store.get_feature_view(projection.name)
+        join_keys = [column.name for column in view.entity_columns]
+        features = [f"{view.name}:{feature.name}" for feature in projection.features]
+        found = _point_in_time(store, frame[[*join_keys, EVENT_TS]], features)
+        frame = frame.merge(found, on=[*join_keys, EVENT_TS], how="left", validate="many_to_one")
+    return frame
+
+
+def _point_in_time(
+    store: feast.FeatureStore, entities: pd.DataFrame, features: list[str]
+) -> pd.DataFrame:
+    """One view's features for unique (join keys, time) rows, strictly before each time.
+
+    Queried one view at a time: Feast's file store drops an entity row when every
+    snapshot of *one* view is later than the row's time (and collapses duplicate rows),
+    so the caller left-joins the unique answers back onto its frame.
+    """
+    query = entities.drop_duplicates().reset_index(drop=True)
+    keys = [column for column in query.columns if column != EVENT_TS]
     query[EVENT_TS] = query[EVENT_TS] - PIT_EPSILON
-    features: Any = (
-        store.get_feature_service(TRAINING_SERVICE)
-        if ITEM in keys
-        else _serving_features(workspace, cfg)
-    )
     try:
         found = store.get_historical_features(
             entity_df=query, features=features, full_feature_names=True
@@ -451,7 +465,7 @@ def historical_features(
     found[EVENT_TS] = (
         pd.to_datetime(found[EVENT_TS], utc=True).astype("datetime64[ns, UTC]") + PIT_EPSILON
     )
-    return frame.merge(found, on=[*keys, EVENT_TS], how="left", validate="many_to_one")
+    return found[[*keys, EVENT_TS, *[f.replace(":", "__") for f in features]]]
 
 
 def is_reachable(workspace: Workspace, cfg: FeaturesConfig) -> bool:
@@ -477,8 +491,7 @@ def _feast_output_to_log() -> Iterator[None]:
 
 
 def _utc(moment: datetime) -> datetime:
-    return (
-        moment.replace(tzinfo=timezone.utc)
-        if moment.tzinfo is None
-        else moment.astimezone(timezone.utc)
-    )
+    """A tz-aware UTC ``datetime`` at microsecond precision (what the registry stores)."""
+    stamp = pd.Timestamp(moment)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.floor("us").to_pydatetime()
