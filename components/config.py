@@ -124,6 +124,12 @@ def validate_config(raw: Mapping[str, Any]) -> RecopsConfig:
         raise ConfigError(_format_validation_error(exc)) from None
 
 
+def config_from_mapping(raw: Mapping[str, Any]) -> RecopsConfig:
+    """Validate ``raw`` merged over the default config (used for flow parameters)."""
+    base = _read_yaml(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else {}
+    return validate_config(_deep_merge(base, raw))
+
+
 def load_config(paths: Iterable[str | Path] = (), overrides: Iterable[str] = ()) -> RecopsConfig:
     """Merge the default config, then ``paths`` in order, then ``overrides``; validate."""
     raw: dict[str, Any] = _read_yaml(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else {}

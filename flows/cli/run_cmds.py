@@ -1,5 +1,141 @@
-"""Commands: see flows/cli/app.py for the tree."""
+"""``recops run`` (the main job), ``recops schedule`` and ``recops rollback``."""
 
 from __future__ import annotations
 
-from flows.cli.app import app  # noqa: F401
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from flows.cli.app import ConfigOpt, SetOpt, WorkspaceOpt, app, console, load_run_config
+
+DataOpt = Annotated[
+    Path | None,
+    typer.Option("--data", "-d", help="Event file to ingest (default: a new synthetic batch)."),
+]
+FormatOpt = Annotated[
+    str, typer.Option("--format", "-f", help="auto, csv, parquet, recbole, seq, pairs, movielens.")
+]
+
+
+def curl_example(url: str, user_id: str | None) -> str:
+    """A ready-to-paste request against the deployed service."""
+    body = f'{{"user_id": "{user_id}", "k": 10}}' if user_id else '{"history": [], "k": 10}'
+    return f"curl -s -X POST {url}/recommend -H 'content-type: application/json' -d '{body}'"
+
+
+def _pinned_workspace(config, overrides, workspace):
+    """The run config with an absolute workspace, so flow runs elsewhere agree on it."""
+    from components.workspace import Workspace
+
+    cfg = load_run_config(config, overrides, workspace)
+    return cfg.model_copy(update={"workspace": str(Workspace.at(cfg.workspace).root)})
+
+
+def print_run_summary(result: dict[str, Any]) -> None:
+    """What happened in one retrain run, for people."""
+    gate = result.get("gate") or {}
+    outcome = result["outcome"]
+    shown = ("hr@10", "ndcg@10", "mrr")
+    metrics = ", ".join(
+        f"{k}={result['metrics_test'][k]:.4f}" for k in shown if k in result["metrics_test"]
+    )
+    console.rule("recops run")
+    console.print(f"data version   {result['data_version']}")
+    console.print(f"model          {result['model_name']} -> version {result['model_version']}")
+    console.print(f"test metrics   {metrics}")
+    verdict = "PROMOTED" if gate.get("promote") else "REJECTED"
+    console.print(f"gate           {verdict} (reference: {gate.get('reference')})")
+    for reason in gate.get("reasons", []):
+        console.print(f"               - {reason}")
+    serving = outcome.get("serving_version")
+    console.print(f"serving        {serving or 'nothing deployed'} {outcome.get('url') or ''}")
+    if outcome.get("url"):
+        console.print("\ntry it:\n  " + curl_example(outcome["url"], outcome.get("example_user")))
+
+
+@app.command("run")
+def run(
+    data: DataOpt = None,
+    fmt: FormatOpt = "auto",
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Run the retrain flow: validate -> version -> features -> train -> gate -> deploy.
+
+    With no arguments it ingests a new batch of the bundled synthetic dataset into
+    ./.recops and ends with the champion bento serving on localhost. Running it again is
+    safe: a new challenger, a new gate decision; the champion keeps serving unless beaten.
+    """
+    from flows.retrain import retrain_flow
+
+    cfg = _pinned_workspace(config, overrides, workspace)
+    result = retrain_flow(
+        config=cfg.model_dump(mode="json"),
+        data_path=str(data) if data else None,
+        data_format=fmt,
+        actor="cli",
+    )
+    print_run_summary(result)
+
+
+@app.command("rollback")
+def rollback(
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="Version to restore (default: the previous champion)."),
+    ] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why, for the history.")] = "",
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Make an earlier model version champion again and redeploy it (a Prefect flow)."""
+    from flows.rollback import rollback_flow
+
+    cfg = _pinned_workspace(config, overrides, workspace)
+    result = rollback_flow(config=cfg.model_dump(mode="json"), to=to, actor="cli", reason=reason)
+    console.print(f"champion: {result['from']} -> {result['to']}")
+    if result.get("url"):
+        console.print(f"serving {result['to']} at {result['url']}")
+
+
+@app.command("schedule")
+def schedule(
+    cron: Annotated[str, typer.Option("--cron", help="Cron expression, e.g. '0 3 * * *'.")],
+    flow: Annotated[str, typer.Option("--flow", help="retrain or materialize.")] = "retrain",
+    work_pool: Annotated[
+        str | None,
+        typer.Option(
+            "--work-pool",
+            help="Register on a Prefect server for this work pool's workers instead of serving here.",
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Schedule a flow with a cron.
+
+    Without --work-pool this process serves the schedule (flow.serve) until stopped. With
+    --work-pool it registers a deployment on the Prefect server at PREFECT_API_URL and
+    exits; start workers with `prefect worker start --pool NAME` (see infra/prefect/).
+    """
+    from flows.schedules import deploy_to_work_pool, serve_on_schedule, validate_cron
+
+    validate_cron(cron)
+    if flow not in ("retrain", "materialize"):
+        from components.errors import ConfigError
+
+        raise ConfigError(f"unknown flow {flow!r}; choose retrain or materialize")
+    cfg = _pinned_workspace(config, overrides, workspace)
+    parameters = {"config": cfg.model_dump(mode="json")}
+    if work_pool:
+        deployment_id = deploy_to_work_pool(flow, cron, parameters, work_pool)  # type: ignore[arg-type]
+        console.print(f"deployment {deployment_id} scheduled '{cron}' on work pool {work_pool}")
+        return
+    console.print(
+        f"serving recops-{flow} on schedule '{cron}' (Ctrl-C stops; the schedule stays active)"
+    )
+    serve_on_schedule(flow, cron, parameters)  # type: ignore[arg-type]

@@ -1,0 +1,159 @@
+"""``recops stage ...``: the pipeline's stages one at a time, for ``dvc repro``.
+
+Each stage reads and writes plain files inside the repo (what ``dvc.yaml`` declares as
+deps/outs/metrics) and calls the same components as the retrain flow's tasks. The run
+configuration is a normal recops config file (``params.yaml``), so DVC tracks exactly the
+parameters the model depends on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.cli.app import (
+    ConfigOpt,
+    SetOpt,
+    WorkspaceOpt,
+    console,
+    load_run_config,
+    open_workspace,
+    stage_app,
+)
+
+InOpt = Annotated[
+    Path, typer.Option("--events", help="Contract events (Parquet) from the prepare stage.")
+]
+
+
+@stage_app.command("prepare")
+def stage_prepare(
+    out: Annotated[
+        Path, typer.Option("--out", help="Where to write the contract events (Parquet).")
+    ],
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Load data.path (or generate data.synthetic) into the event contract."""
+    from components.data.loaders import load_events
+    from components.data.synthetic import generate_events
+
+    cfg = load_run_config(config, overrides, None)
+    if cfg.data.path:
+        events = load_events(cfg.data.path, cfg.data.format, columns=cfg.data.columns)
+    else:
+        events = generate_events(cfg.data.synthetic)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    events.to_parquet(out, index=False)
+    console.print(f"prepare: {len(events):,} events -> {out}")
+
+
+@stage_app.command("validate")
+def stage_validate(
+    events_path: InOpt,
+    out: Annotated[Path, typer.Option("--out", help="Validation report (JSON).")],
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Run the GX event-contract suite; exit non-zero (ValidationFailed) on failure."""
+    import pandas as pd
+
+    from components.errors import ValidationFailed
+    from components.validation.runner import validate_events
+
+    cfg = load_run_config(config, overrides, workspace)
+    ws = open_workspace(cfg)
+    events = pd.read_parquet(events_path)
+    report = validate_events(events, cfg.validation, ws, batch_id=events_path.stem)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report.model_dump_json(indent=2))
+    console.print(f"validate: {report.summary}")
+    if not report.passed:
+        raise ValidationFailed(report.summary, report_path=str(out))
+
+
+@stage_app.command("features")
+def stage_features(
+    events_path: InOpt,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the user/item feature tables.")],
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Compute the user and item feature tables (the Feast offline sources)."""
+    import pandas as pd
+
+    from components.features.tables import item_feature_table, user_feature_table
+
+    cfg = load_run_config(config, overrides, None)
+    events = pd.read_parquet(events_path)
+    out.mkdir(parents=True, exist_ok=True)
+    users = user_feature_table(events, cfg.features.history_length, cfg.features.windows_days)
+    items = item_feature_table(events, cfg.features.windows_days)
+    users.to_parquet(out / "user_features.parquet", index=False)
+    items.to_parquet(out / "item_features.parquet", index=False)
+    console.print(f"features: {len(users):,} user rows, {len(items):,} item rows -> {out}")
+
+
+@stage_app.command("train")
+def stage_train(
+    events_path: InOpt,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the trained model bundle.")],
+    metrics: Annotated[Path, typer.Option("--metrics", help="Validation metrics (JSON).")],
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Train the configured model on the split of the events; save the bundle."""
+    import tempfile
+
+    import pandas as pd
+
+    from components.data.prepare import prepare
+    from components.training.trainer import train_model
+
+    cfg = load_run_config(config, overrides, None)
+    prepared = prepare(pd.read_parquet(events_path), cfg.data)
+    with tempfile.TemporaryDirectory(prefix="recops-stage-") as tmp:
+        result = train_model(prepared, cfg.model, cfg.train, cfg.eval, Path(tmp))
+        out.mkdir(parents=True, exist_ok=True)
+        result.bundle.save(out)
+    metrics.parent.mkdir(parents=True, exist_ok=True)
+    metrics.write_text(
+        json.dumps({"valid": result.metrics_valid, "epochs": result.epochs}, indent=2)
+    )
+    console.print(f"train: {cfg.model.name} in {result.epochs} epochs -> {out}")
+
+
+@stage_app.command("evaluate")
+def stage_evaluate(
+    events_path: InOpt,
+    model: Annotated[
+        Path, typer.Option("--model", help="Model bundle folder from the train stage.")
+    ],
+    metrics: Annotated[
+        Path, typer.Option("--metrics", help="Test metrics (JSON) for `dvc metrics`.")
+    ],
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Full-ranking test metrics of the saved bundle on the same split."""
+    import pandas as pd
+
+    from components.data.prepare import prepare
+    from components.evaluation.gate import rescore_on
+    from components.models.bundle import ModelBundle
+
+    cfg = load_run_config(config, overrides, None)
+    prepared = prepare(pd.read_parquet(events_path), cfg.data)
+    bundle = ModelBundle.load(model)
+    result = rescore_on(bundle, prepared.split.test, prepared.vocab, cfg.eval)
+    summary = {k: float(v) for k, v in result.summary.items()}
+    metrics.parent.mkdir(parents=True, exist_ok=True)
+    metrics.write_text(json.dumps({"test": summary}, indent=2, sort_keys=True))
+    console.print(
+        "evaluate: "
+        + ", ".join(f"{k}={v:.4f}" for k, v in summary.items() if "@10" in k or k == "mrr")
+    )
