@@ -132,6 +132,7 @@ class Recommender:
             "device": str(self.device),
             "n_items": self.engine.n_items,
             "max_len": self.engine.max_len,
+            "sample_items": self.engine.vocab.item_tokens(self.engine.popular(3, []).items),
             "limits": {"max_k": SETTINGS.serve.max_k, "max_history": SETTINGS.serve.max_history},
         }
 
