@@ -1,5 +1,203 @@
-"""Commands: see flows/cli/app.py for the tree."""
+"""``recops data add|versions|show|checkout`` and ``recops bench validation``.
+
+Exit codes: 0 accepted / done; ValidationFailed (4) when a batch is rejected, after the
+failed expectations and the quarantine folder are printed; VersioningError (5) for DVC.
+"""
 
 from __future__ import annotations
 
-from flows.cli.app import app  # noqa: F401
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.cli.app import (
+    ConfigOpt,
+    JsonOutOpt,
+    SetOpt,
+    WorkspaceOpt,
+    bench_app,
+    console,
+    data_app,
+    err_console,
+    load_run_config,
+    open_workspace,
+    write_json,
+)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _store(config, overrides, workspace):
+    from components.versioning.dvc_store import DatasetStore
+
+    cfg = load_run_config(config, overrides, workspace)
+    return DatasetStore(open_workspace(cfg), cfg.versioning)
+
+
+def _read_catalogue(path: Path) -> set[str]:
+    import pandas as pd
+
+    from components.errors import DataError
+
+    try:
+        frame = (
+            pd.read_parquet(path)
+            if path.suffix in (".parquet", ".pq")
+            else pd.read_csv(path, dtype=str)
+        )
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read the item catalogue ({exc})") from None
+    if "item_id" not in frame.columns:
+        raise DataError(f"{path}: the item catalogue needs an 'item_id' column")
+    return set(frame["item_id"].astype(str))
+
+
+@data_app.command("add")
+def add(
+    path: Annotated[Path, typer.Argument(help="Event file (csv, parquet, RecBole .inter, ...).")],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="Input format (default: guessed).")
+    ] = "auto",
+    batch_id: Annotated[
+        str | None, typer.Option("--batch-id", help="Batch id (default: time-based).")
+    ] = None,
+    catalogue: Annotated[
+        Path | None, typer.Option("--catalogue", help="Item catalogue (csv/parquet with item_id).")
+    ] = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Validate a batch with the GX suite; accept it as a new dataset version or quarantine it."""
+    from components.errors import ValidationFailed
+    from components.validation.ingest import ingest_batch
+
+    cfg = load_run_config(config, overrides, workspace)
+    ws = open_workspace(cfg)
+    try:
+        result = ingest_batch(
+            path,
+            ws,
+            cfg.validation,
+            cfg.versioning,
+            fmt=fmt,
+            columns=cfg.data.columns,
+            batch_id=batch_id,
+            catalogue_items=_read_catalogue(catalogue) if catalogue else None,
+            default_event_type=cfg.data.default_event_type,
+        )
+    except ValidationFailed as exc:
+        err_console.print(f"[bold red]rejected[/bold red] {path}", highlight=False)
+        report = json.loads(Path(exc.report_path).read_text()) if exc.report_path else {}
+        for item in report.get("results", []):
+            if not item["success"] and item["severity"] == "failure":
+                err_console.print(f"  x {item['name']}: {item['details']}", highlight=False)
+        err_console.print(f"quarantine: {exc.quarantine_path}", highlight=False)
+        raise
+    version = result.version
+    console.print(
+        f"[green]accepted[/green] batch {result.batch_id}: {result.report.n_rows} events, "
+        f"{len(result.report.warnings)} warnings",
+        highlight=False,
+    )
+    for warning in result.report.warnings:
+        console.print(f"  ! {warning.name}: {warning.details}", highlight=False)
+    console.print(
+        f"dataset version {version.version} (git {(version.git_rev or '-')[:10]}): "
+        f"{version.n_rows} events, {version.n_users} users, {version.n_items} items, "
+        f"{len(version.batches)} batches",
+        highlight=False,
+    )
+
+
+@data_app.command("versions")
+def versions(
+    as_json: JsonFlag = False,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """List dataset versions (id, time, rows, users, items, batches, validation)."""
+    from rich.table import Table
+
+    store = _store(config, overrides, workspace)
+    listed = store.versions()
+    current = store.current()
+    if as_json:
+        payload = [
+            {**v.model_dump(mode="json"), "current": bool(current and v.version == current.version)}
+            for v in listed
+        ]
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    table = Table(
+        "", "version", "git", "created (UTC)", "rows", "users", "items", "batches", "validation"
+    )
+    for v in listed:
+        table.add_row(
+            "*" if current and v.version == current.version else "",
+            v.short,
+            (v.git_rev or "-")[:10],
+            v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            str(v.n_rows),
+            str(v.n_users),
+            str(v.n_items),
+            str(len(v.batches)),
+            v.validation,
+        )
+    console.print(
+        table if listed else "no dataset versions yet: add a batch with `recops data add PATH`"
+    )
+
+
+@data_app.command("show")
+def show(
+    version: Annotated[str, typer.Argument(help="Version id or a unique prefix (6+ hex digits).")],
+    as_json: JsonFlag = False,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Show one dataset version."""
+    found = _store(config, overrides, workspace).show(version)
+    payload = found.model_dump(mode="json")
+    if as_json:
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    for key, value in payload.items():
+        console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
+
+
+@data_app.command("checkout")
+def checkout(
+    version: Annotated[str, typer.Argument(help="Version id or a unique prefix (6+ hex digits).")],
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Restore the accepted dataset to VERSION exactly (verified by its DVC md5)."""
+    restored = _store(config, overrides, workspace).checkout(version)
+    console.print(
+        f"checked out dataset version {restored.version}: {restored.n_rows} events, "
+        f"{len(restored.batches)} batches (hash verified)",
+        highlight=False,
+    )
+
+
+@bench_app.command("validation")
+def bench_validation(
+    events: Annotated[
+        int, typer.Option("--events", "-n", help="Synthetic events to validate.")
+    ] = 1_000_000,
+    chunk_rows: Annotated[int | None, typer.Option("--chunk-rows", help="Rows per GX run.")] = None,
+    json_out: JsonOutOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Time the GX suite on N synthetic events; print time and peak RSS."""
+    from benchmarks.validation import print_table, run_validation_benchmark
+
+    figures = run_validation_benchmark(events, workspace=workspace, chunk_rows=chunk_rows)
+    print_table(figures, console)
+    write_json(json_out, figures)

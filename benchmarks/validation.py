@@ -1,0 +1,117 @@
+"""``recops bench validation``: GX suite throughput and memory on synthetic events.
+
+Figures: GX import and context creation time, the fixed per-call overhead (a 100-row
+batch on a warm context), validation time and rows/s on N events, resident memory before
+validation (the batch itself) and the peak during validation (sampled every 50 ms).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+
+class _PeakRss:
+    """Samples this process's RSS in a thread; ``peak`` is the maximum seen (bytes)."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._process = psutil.Process()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __enter__(self) -> _PeakRss:
+        self.peak = self._process.memory_info().rss
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
+
+
+def _events(n_events: int):
+    from components.data.config import SyntheticConfig
+    from components.data.synthetic import generate_events
+
+    cfg = SyntheticConfig(
+        n_users=max(10, n_events // 40),
+        n_items=max(10, min(100_000, n_events // 100)),
+        n_events=n_events,
+        start="2024-01-01T00:00:00Z",
+    )
+    return generate_events(cfg)
+
+
+def run_validation_benchmark(
+    n_events: int, *, workspace: str | Path | None = None, chunk_rows: int | None = None
+) -> dict[str, Any]:
+    """Validate ``n_events`` synthetic events with the full suite; return the figures."""
+    mib = 1024 * 1024
+    started = time.perf_counter()
+    import great_expectations  # noqa: F401
+
+    import_s = time.perf_counter() - started
+    from components.validation.config import ValidationConfig
+    from components.validation.runner import gx_context, validate_events
+    from components.workspace import Workspace
+
+    root = Path(workspace) if workspace else Path(tempfile.mkdtemp(prefix="recops-bench-"))
+    ws = Workspace.at(root).ensure()
+    cfg = ValidationConfig() if chunk_rows is None else ValidationConfig(chunk_rows=chunk_rows)
+    started = time.perf_counter()
+    gx_context(ws)
+    context_s = time.perf_counter() - started
+
+    events = _events(n_events)
+    small = events.iloc[:100].copy()
+    validate_events(small, cfg, ws, batch_id="bench-warmup")
+    started = time.perf_counter()
+    validate_events(small, cfg, ws, batch_id="bench-overhead")
+    overhead_s = time.perf_counter() - started
+
+    rss_before = psutil.Process().memory_info().rss
+    with _PeakRss() as peak:
+        started = time.perf_counter()
+        report = validate_events(events, cfg, ws, batch_id=f"bench-{n_events}")
+        seconds = time.perf_counter() - started
+    return {
+        "events": n_events,
+        "chunk_rows": cfg.chunk_rows,
+        "chunks": report.n_chunks,
+        "passed": report.passed,
+        "failed": [r.name for r in report.failures],
+        "gx_import_s": round(import_s, 3),
+        "gx_context_s": round(context_s, 3),
+        "per_call_overhead_s": round(overhead_s, 3),
+        "validation_s": round(seconds, 3),
+        "rows_per_s": round(n_events / seconds) if seconds else None,
+        "rss_before_mib": round(rss_before / mib, 1),
+        "peak_rss_mib": round(peak.peak / mib, 1),
+        "peak_minus_before_mib": round((peak.peak - rss_before) / mib, 1),
+        "cpu_count": os.cpu_count(),
+        "workspace": str(root),
+    }
+
+
+def print_table(figures: dict[str, Any], console) -> None:
+    """A two-column table of the figures."""
+    from rich.table import Table
+
+    table = Table("figure", "value", title="recops bench validation")
+    for key, value in figures.items():
+        table.add_row(key, str(value))
+    console.print(table)

@@ -1,0 +1,395 @@
+"""Run the event-contract suite with Great Expectations 1.x and return a typed report.
+
+One file-backed GX context per workspace per process (``workspace.gx_dir``), quiet (no
+analytics, no progress bars). A batch is validated in chunks of ``cfg.chunk_rows`` rows,
+each chunk through the same Checkpoint (which also updates Data Docs); the chunk results
+are merged into one :class:`ValidationReport` (counts summed, ``mostly`` re-applied to the
+batch-wide share). Duplicates are flagged over the whole batch before chunking, so a
+duplicate pair split across two chunks is still caught.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import pandas as pd
+from filelock import FileLock
+
+from components.data.schema import ITEM, USER, VALUE
+from components.validation.config import ValidationConfig
+from components.validation.report import BatchStats, ExpectationResult, ValidationReport, summarize
+from components.validation.suite import (
+    DRIFT_SUITE,
+    EVENTS_SUITE,
+    USER_RATIO,
+    VOLUME_RATIO,
+    CheckSpec,
+    check_spec,
+    drift_expectations,
+    duplicate_flags,
+    event_expectations,
+    with_derived_columns,
+)
+from components.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+DATASOURCE = "recops"
+_CONTEXTS: dict[Path, Any] = {}
+_CONTEXT_GUARD = threading.Lock()
+_EXAMPLES = 5
+NOT_EVALUATED = "not evaluated"
+
+
+def _quiet_gx() -> None:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    for name in (
+        "great_expectations",
+        "great_expectations.core",
+        "great_expectations.data_context",
+    ):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def gx_context(workspace: Workspace):
+    """The file-backed GX context of ``workspace`` (created once per process, then reused)."""
+    key = workspace.gx_dir
+    with _CONTEXT_GUARD:
+        if key not in _CONTEXTS:
+            _quiet_gx()
+            import great_expectations as gx
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+
+            started = time.perf_counter()
+            key.mkdir(parents=True, exist_ok=True)
+            context = gx.get_context(mode="file", project_root_dir=str(key))
+            context.variables.progress_bars = ProgressBarsConfig(globally=False)
+            _CONTEXTS[key] = context
+            log.debug("GX context at %s in %.2fs", key, time.perf_counter() - started)
+        return _CONTEXTS[key]
+
+
+def _batch_definition(context, asset_name: str):
+    # get_datasource() binds the context; data_sources.all() returns unbound copies when
+    # the datasource was loaded from great_expectations.yml.
+    if DATASOURCE in context.data_sources.all():
+        source = context.get_datasource(DATASOURCE)
+    else:
+        source = context.data_sources.add_pandas(DATASOURCE)
+    if asset_name in {asset.name for asset in source.assets}:
+        asset = source.get_asset(asset_name)
+    else:
+        asset = source.add_dataframe_asset(asset_name)
+    if "whole" in {bd.name for bd in asset.batch_definitions}:
+        return asset.get_batch_definition("whole")
+    return asset.add_batch_definition_whole_dataframe("whole")
+
+
+def _checkpoint(context, name: str, expectations: list):
+    """(Re)register suite ``name`` with ``expectations`` and its checkpoint; return it."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+
+    suite = context.suites.add_or_update(gx.ExpectationSuite(name=name, expectations=expectations))
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=name, data=_batch_definition(context, name), suite=suite)
+    )
+    return context.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=name,
+            validation_definitions=[definition],
+            actions=[UpdateDataDocsAction(name="update_data_docs")],
+            result_format="SUMMARY",
+        )
+    )
+
+
+@dataclass
+class _Run:
+    """One checkpoint run: its expectation results and Data Docs page."""
+
+    results: list
+    docs_page: str | None
+
+
+def _run_checkpoint(context, checkpoint, frame: pd.DataFrame, run_name: str) -> _Run:
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    outcome = checkpoint.run(
+        batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name)
+    )
+    identifier, result = next(iter(outcome.run_results.items()))
+    page = None
+    for site in context.get_docs_sites_urls(resource_identifier=identifier):
+        url = site.get("site_url") or ""
+        if url.startswith("file://"):
+            page = unquote(urlparse(url).path)
+    return _Run(results=list(result.results), docs_page=page)
+
+
+def _exception_text(er) -> str | None:
+    info = er.exception_info or {}
+    if "raised_exception" in info:
+        infos = [info]
+    else:
+        infos = [v for v in info.values() if isinstance(v, dict)]
+    for item in infos:
+        if item.get("raised_exception"):
+            return str(item.get("exception_message") or "error").splitlines()[0][:200]
+    return None
+
+
+@dataclass
+class _Merged:
+    """Running totals of one check over chunks."""
+
+    spec: CheckSpec
+    column: str | None
+    expectation_type: str
+    severity: str
+    success: bool = True
+    element_count: int = 0
+    missing_count: int = 0
+    unexpected_count: int = 0
+    rows: int = 0
+    observed: Any = None
+    error: str | None = None
+    examples: list = field(default_factory=list)
+    column_missing: bool = False
+
+    def add(self, er) -> None:
+        result = er.result or {}
+        error = _exception_text(er)
+        if error and self.error is None:
+            self.error = error
+        if self.spec.kind == "rows":
+            self.rows += int(result.get("observed_value") or 0)
+            return
+        if self.spec.kind == "schema":
+            if not er.success:
+                self.success = False
+                if self.observed is None:
+                    self.observed = result.get("observed_value")
+            return
+        self.element_count += int(result.get("element_count") or 0)
+        self.missing_count += int(result.get("missing_count") or 0)
+        self.unexpected_count += int(result.get("unexpected_count") or 0)
+        if not result and not er.success:
+            self.success = False
+        for value in result.get("partial_unexpected_list") or []:
+            if len(self.examples) < _EXAMPLES and not isinstance(value, bool):
+                self.examples.append(value)
+
+    def finish(self) -> ExpectationResult:
+        success, observed, details = self._verdict()
+        return ExpectationResult(
+            name=self.spec.check,
+            column=self.column,
+            success=success,
+            severity="warning" if self.severity == "warning" else "failure",
+            observed=_jsonable(observed),
+            details=details,
+            expectation_type=self.expectation_type,
+        )
+
+    def _verdict(self) -> tuple[bool, Any, str]:
+        if self.column_missing and self.expectation_type != "expect_column_to_exist":
+            return False, None, f"{NOT_EVALUATED}: column {self.column!r} is missing"
+        if self.error is not None:
+            return False, None, f"{self.expectation_type} could not run: {self.error}"
+        if self.spec.kind == "rows":
+            minimum = int(self.spec.min_value or 0)
+            return self.rows >= minimum, self.rows, f"{self.rows} rows (minimum {minimum})"
+        if self.spec.kind == "schema":
+            if self.success:
+                return True, None, f"{self.expectation_type} ok"
+            if self.expectation_type == "expect_column_to_exist":
+                return False, None, f"column {self.column!r} is missing"
+            return False, self.observed, f"column {self.column!r} has type {self.observed}"
+        if not self.success and self.element_count == 0:
+            return False, None, f"{self.expectation_type} failed (column {self.column!r} missing?)"
+        considered = self.element_count - self.missing_count
+        if self.expectation_type == "expect_column_values_to_not_be_null":
+            considered = self.element_count
+        share = self.unexpected_count / considered if considered else 0.0
+        allowed = 1.0 - self.spec.mostly if self.spec.mostly is not None else 0.0
+        ok = self.unexpected_count == 0 if self.spec.mostly is None else share <= allowed + 1e-12
+        text = (
+            f"{self.unexpected_count} of {considered} rows unexpected ({share:.2%}, "
+            f"allowed {allowed:.2%})"
+        )
+        if self.examples and not ok:
+            text += f"; e.g. {', '.join(str(v) for v in self.examples)}"
+        return ok, share, text
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _severity(er) -> str:
+    raw = getattr(er.expectation_config, "severity", "critical")
+    return str(getattr(raw, "value", raw))
+
+
+def _chunks(events: pd.DataFrame, size: int) -> list[tuple[int, int]]:
+    n = len(events)
+    return [(lo, min(lo + size, n)) for lo in range(0, n, size)] or [(0, 0)]
+
+
+def _validate_rows(
+    context,
+    events: pd.DataFrame,
+    cfg: ValidationConfig,
+    batch_id: str,
+    catalogue: set[str] | None,
+) -> tuple[list[ExpectationResult], list[str]]:
+    expectations = event_expectations(
+        cfg, with_catalogue=catalogue is not None, with_value=VALUE in events.columns
+    )
+    checkpoint = _checkpoint(context, EVENTS_SUITE, expectations)
+    duplicates = duplicate_flags(events)
+    merged: dict[str, _Merged] = {}
+    pages: list[str] = []
+    chunks = _chunks(events, cfg.chunk_rows)
+    for number, (lo, hi) in enumerate(chunks):
+        frame = with_derived_columns(
+            events.iloc[lo:hi], None if duplicates is None else duplicates[lo:hi], catalogue
+        )
+        run = _run_checkpoint(context, checkpoint, frame, f"{batch_id}-part{number}")
+        if run.docs_page:
+            pages.append(run.docs_page)
+        for er in run.results:
+            config = er.expectation_config
+            check = config.meta["check"]
+            if check not in merged:
+                merged[check] = _Merged(
+                    spec=check_spec(config),
+                    column=config.kwargs.get("column"),
+                    expectation_type=config.type,
+                    severity=_severity(er),
+                )
+            column = config.kwargs.get("column")
+            if column is not None and column not in frame.columns:
+                merged[check].column_missing = True
+            merged[check].add(er)
+        del frame
+        log.debug("validated rows %d-%d of batch %s", lo, hi, batch_id)
+    order = [e.meta["check"] for e in expectations]
+    return [merged[c].finish() for c in order if c in merged], pages
+
+
+def _validate_drift(
+    context, stats: BatchStats, previous: BatchStats, cfg: ValidationConfig, batch_id: str
+) -> tuple[list[ExpectationResult], str | None]:
+    summary = pd.DataFrame(
+        {
+            VOLUME_RATIO: [stats.n_rows / max(previous.n_rows, 1)],
+            USER_RATIO: [stats.n_users / max(previous.n_users, 1)],
+        }
+    )
+    checkpoint = _checkpoint(context, DRIFT_SUITE, drift_expectations(cfg))
+    run = _run_checkpoint(context, checkpoint, summary, f"{batch_id}-drift")
+    out = []
+    for er in run.results:
+        config = er.expectation_config
+        ratio = float(summary[config.kwargs["column"]].iloc[0])
+        low, high = config.kwargs.get("min_value"), config.kwargs.get("max_value")
+        out.append(
+            ExpectationResult(
+                name=config.meta["check"],
+                column=config.kwargs["column"],
+                success=bool(er.success),
+                severity="warning" if _severity(er) == "warning" else "failure",
+                observed=round(ratio, 6),
+                details=(
+                    f"ratio {ratio:.3g} vs previous batch {previous.batch_id or ''} "
+                    f"(allowed {low:.3g}..{high:.3g})"
+                ),
+                expectation_type=config.type,
+            )
+        )
+    return out, run.docs_page
+
+
+def batch_stats(events: pd.DataFrame, batch_id: str | None = None) -> BatchStats:
+    """Row, user and item counts (and time range) of a contract-shaped frame."""
+    from components.data.schema import TIME
+
+    has_time = TIME in events.columns and isinstance(events[TIME].dtype, pd.DatetimeTZDtype)
+    return BatchStats(
+        batch_id=batch_id,
+        n_rows=len(events),
+        n_users=int(events[USER].nunique()) if USER in events.columns else 0,
+        n_items=int(events[ITEM].nunique()) if ITEM in events.columns else 0,
+        min_timestamp=events[TIME].min() if has_time and len(events) else None,
+        max_timestamp=events[TIME].max() if has_time and len(events) else None,
+    )
+
+
+def validate_events(
+    events: pd.DataFrame,
+    cfg: ValidationConfig,
+    workspace: Workspace,
+    *,
+    batch_id: str,
+    catalogue_items: set[str] | None = None,
+    previous: BatchStats | None = None,
+) -> ValidationReport:
+    """Validate ``events`` with the event-contract suite; never raises for bad data.
+
+    ``catalogue_items`` enables the unknown-item check; ``previous`` (the last accepted
+    batch) enables the drift checks. GX results and Data Docs are written under
+    ``workspace.gx_dir``; ``report.data_docs_path`` is the HTML page of the batch (the
+    site index when the batch was validated in several chunks).
+    """
+    started = time.perf_counter()
+    workspace.lock_dir.mkdir(parents=True, exist_ok=True)
+    context = gx_context(workspace)
+    stats = batch_stats(events, batch_id)
+    with FileLock(str(workspace.lock_dir / "gx.lock")):
+        results, pages = _validate_rows(context, events, cfg, batch_id, catalogue_items)
+        if previous is not None and stats.n_rows > 0:
+            drift, page = _validate_drift(context, stats, previous, cfg, batch_id)
+            results += drift
+            if page:
+                pages.append(page)
+    n_chunks = len(_chunks(events, cfg.chunk_rows))
+    docs = pages[0] if n_chunks == 1 and pages else _site_index(pages)
+    passed = not any(not r.success and r.severity == "failure" for r in results)
+    seconds = time.perf_counter() - started
+    log.info("batch %s: %s in %.1fs", batch_id, "passed" if passed else "FAILED", seconds)
+    return ValidationReport(
+        batch_id=batch_id,
+        passed=passed,
+        n_rows=stats.n_rows,
+        n_users=stats.n_users,
+        n_items=stats.n_items,
+        results=results,
+        data_docs_path=docs,
+        summary=summarize(results, stats.n_rows),
+        validated_at=datetime.now(timezone.utc),
+        seconds=round(seconds, 3),
+        n_chunks=n_chunks,
+        data_docs_pages=pages,
+    )
+
+
+def _site_index(pages: list[str]) -> str | None:
+    """The Data Docs ``index.html`` above the validation pages, if any."""
+    for page in pages:
+        parts = Path(page).parts
+        if "validations" in parts:
+            root = Path(*parts[: parts.index("validations")])
+            return str(root / "index.html")
+    return None

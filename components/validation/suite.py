@@ -1,0 +1,189 @@
+"""The event-contract expectation suite, kept in code.
+
+Two GX suites:
+
+- ``recops_events`` runs on the rows of a batch (chunk by chunk for large batches). It sees
+  the contract columns plus three derived columns added by :func:`with_derived_columns`:
+  ``timestamp_utc`` (the timestamp parsed to UTC, null when unparseable), ``is_duplicate``
+  (the row repeats an earlier (user, item, timestamp, event_type) of the same batch) and,
+  when a catalogue is given, ``item_in_catalogue``.
+- ``recops_batch_drift`` runs on a one-row summary of the batch (volume and active-user
+  ratios against the previous accepted batch).
+
+Every expectation carries ``meta.check``: the stable name reports and messages use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+
+from components.data.schema import EVENT, ITEM, TIME, USER, VALUE
+from components.validation.config import ValidationConfig
+
+EVENTS_SUITE = "recops_events"
+DRIFT_SUITE = "recops_batch_drift"
+TS_UTC = "timestamp_utc"
+IS_DUP = "is_duplicate"
+IN_CATALOGUE = "item_in_catalogue"
+VOLUME_RATIO = "volume_ratio"
+USER_RATIO = "active_user_ratio"
+REQUIRED = (USER, ITEM, TIME, EVENT)
+DUPLICATE_KEY = (USER, ITEM, TIME, EVENT)
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """How to merge one row-level expectation over chunks.
+
+    ``kind``: ``map`` (per-row; merged by summing unexpected counts, then ``mostly``),
+    ``rows`` (table row count; merged by summing), ``schema`` (column presence or dtype;
+    merged by requiring every chunk to succeed).
+    """
+
+    check: str
+    kind: str
+    mostly: float | None = None
+    min_value: float | None = None
+
+
+def future_bound(cfg: ValidationConfig, now: datetime | None = None) -> pd.Timestamp:
+    """Latest acceptable event time: now plus the configured tolerance (UTC)."""
+    now = now or datetime.now(timezone.utc)
+    return pd.Timestamp(now + timedelta(hours=cfg.future_tolerance_hours)).tz_convert("UTC")
+
+
+def event_expectations(
+    cfg: ValidationConfig,
+    *,
+    with_catalogue: bool,
+    with_value: bool = True,
+    now: datetime | None = None,
+) -> list:
+    """The row-level expectations (GX objects) of the event contract."""
+    import great_expectations.expectations as gxe
+
+    def meta(check: str) -> dict[str, str]:
+        return {"check": check}
+
+    exps: list = [gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_rows, meta=meta("min_rows"))]
+    for col in REQUIRED:
+        exps.append(gxe.ExpectColumnToExist(column=col, meta=meta(f"column_present_{col}")))
+    exps += [
+        gxe.ExpectColumnValuesToBeOfType(column=USER, type_="str", meta=meta("user_id_is_string")),
+        gxe.ExpectColumnValuesToBeOfType(column=ITEM, type_="str", meta=meta("item_id_is_string")),
+        gxe.ExpectColumnValuesToBeOfType(
+            column=TIME, type_="Timestamp", meta=meta("timestamp_is_utc_datetime")
+        ),
+        gxe.ExpectColumnValuesToNotBeNull(column=USER, meta=meta("user_id_not_null")),
+        gxe.ExpectColumnValuesToNotBeNull(column=ITEM, meta=meta("item_id_not_null")),
+        gxe.ExpectColumnValuesToNotBeNull(column=TS_UTC, meta=meta("timestamp_parseable")),
+        gxe.ExpectColumnValuesToBeBetween(
+            column=TS_UTC, max_value=future_bound(cfg, now), meta=meta("timestamp_not_in_future")
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column=TS_UTC,
+            min_value=pd.Timestamp(cfg.timestamp_floor).tz_convert("UTC"),
+            meta=meta("timestamp_after_floor"),
+        ),
+        gxe.ExpectColumnValuesToBeInSet(
+            column=EVENT, value_set=list(cfg.event_types), meta=meta("event_type_known")
+        ),
+        gxe.ExpectColumnValuesToBeInSet(
+            column=IS_DUP,
+            value_set=[False],
+            mostly=1.0 - cfg.max_duplicate_share,
+            meta=meta("duplicate_share_below_threshold"),
+        ),
+    ]
+    if with_value:
+        exps.append(
+            gxe.ExpectColumnValuesToBeOfType(
+                column=VALUE, type_="float64", meta=meta("value_is_float")
+            )
+        )
+    if with_catalogue:
+        exps.append(
+            gxe.ExpectColumnValuesToBeInSet(
+                column=IN_CATALOGUE,
+                value_set=[True],
+                mostly=1.0 - cfg.max_unknown_item_share,
+                meta=meta("unknown_item_share_below_threshold"),
+            )
+        )
+    return exps
+
+
+def drift_expectations(cfg: ValidationConfig) -> list:
+    """Summary-row expectations: volume and active users within a factor of the last batch."""
+    import great_expectations.expectations as gxe
+
+    severity = "warning" if cfg.drift_severity == "warning" else "critical"
+    return [
+        gxe.ExpectColumnValuesToBeBetween(
+            column=VOLUME_RATIO,
+            min_value=1.0 / cfg.max_volume_change,
+            max_value=cfg.max_volume_change,
+            severity=severity,
+            meta={"check": "volume_change_within_bounds"},
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column=USER_RATIO,
+            min_value=1.0 / cfg.max_active_user_change,
+            max_value=cfg.max_active_user_change,
+            severity=severity,
+            meta={"check": "active_user_change_within_bounds"},
+        ),
+    ]
+
+
+def check_spec(config) -> CheckSpec:
+    """The merge rule of one row-level expectation, from its GX ``ExpectationConfiguration``."""
+    check = config.meta["check"]
+    if check == "min_rows":
+        return CheckSpec(check, "rows", min_value=config.kwargs.get("min_value"))
+    if config.type in ("expect_column_to_exist", "expect_column_values_to_be_of_type"):
+        return CheckSpec(check, "schema")
+    return CheckSpec(check, "map", mostly=config.kwargs.get("mostly"))
+
+
+def duplicate_flags(events: pd.DataFrame) -> np.ndarray | None:
+    """True for each row that repeats an earlier (user, item, timestamp, event_type) row.
+
+    Rows are compared through a 64-bit hash of the key (8 bytes a row, so a 10M-row
+    batch costs ~80 MB); None when a key column is missing.
+    """
+    if any(col not in events.columns for col in DUPLICATE_KEY):
+        return None
+    hashes = pd.util.hash_pandas_object(events[list(DUPLICATE_KEY)], index=False)
+    return hashes.duplicated(keep="first").to_numpy()
+
+
+def parse_utc(series: pd.Series) -> pd.Series:
+    """Timestamps as ``datetime64[ns, UTC]``; NaT where a value cannot be parsed."""
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        return series.dt.tz_convert("UTC")
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return series.dt.tz_localize("UTC")
+    if pd.api.types.is_numeric_dtype(series):
+        return pd.to_datetime(series.astype("float64"), unit="s", utc=True, errors="coerce")
+    return pd.to_datetime(series.astype(object), utc=True, errors="coerce", format="mixed")
+
+
+def with_derived_columns(
+    chunk: pd.DataFrame,
+    duplicates: np.ndarray | None,
+    catalogue: set[str] | None,
+) -> pd.DataFrame:
+    """``chunk`` plus the derived columns the events suite checks (a shallow copy)."""
+    out = chunk.copy(deep=False)
+    if TIME in chunk.columns:
+        out[TS_UTC] = parse_utc(chunk[TIME])
+    if duplicates is not None:
+        out[IS_DUP] = duplicates
+    if catalogue is not None and ITEM in chunk.columns:
+        out[IN_CATALOGUE] = chunk[ITEM].isin(catalogue).to_numpy()
+    return out

@@ -1,0 +1,447 @@
+"""Versioned accepted events: a DVC-tracked directory inside a git repository.
+
+Layout of ``workspace.data_dir`` (a git repo and a DVC repo):
+
+- ``accepted/``: one Parquet file per accepted batch (``<batch_id>.parquet``), tracked by
+  DVC as one directory output (``accepted.dvc``);
+- ``versions.jsonl``: one line per dataset version ever created (git-tracked);
+- git history: one commit per accepted batch (``accept <batch> -> <md5>``) and per checkout.
+
+A **version id** is the full DVC md5 of the accepted directory (32 hex digits, without the
+``.dir`` suffix); commands accept any unique prefix of 6+ digits. Every DVC/git call runs
+under a file lock in ``workspace.lock_dir``. ``accept`` is atomic: on any error (or after
+a crash, detected through a journal file on the next call) the previous version is
+restored and verified by hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from filelock import FileLock
+from pydantic import BaseModel, ConfigDict
+
+from components.data.schema import EVENT, ITEM, STRING_DTYPE, TIME, USER, empty_events
+from components.errors import VersioningError
+from components.validation.report import BatchStats, ValidationReport
+from components.versioning.config import VersioningConfig
+from components.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+DVC_FILE = "accepted.dvc"
+INDEX_FILE = "versions.jsonl"
+JOURNAL = "accept.journal.json"
+BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_GIT_IDENTITY = {"user.name": "recops", "user.email": "recops@localhost"}
+
+
+class DatasetVersion(BaseModel):
+    """One version of the accepted dataset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str
+    git_rev: str | None = None
+    created_at: datetime
+    n_rows: int
+    n_users: int
+    n_items: int
+    batches: list[str]
+    validation: str = "passed"
+    parent: str | None = None
+    last_batch: BatchStats | None = None
+    n_files: int = 0
+    size_bytes: int = 0
+
+    @property
+    def short(self) -> str:
+        """The first 12 hex digits, for tables."""
+        return self.version[:12]
+
+
+def dir_md5(directory: Path) -> str:
+    """DVC's md5 of a directory: md5 of the sorted JSON list of ``{md5, relpath}`` entries.
+
+    Computed here, independently of DVC, to verify what a checkout restored.
+    """
+    entries = []
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest = hashlib.md5()
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        entries.append(
+            {"md5": digest.hexdigest(), "relpath": path.relative_to(directory).as_posix()}
+        )
+    entries.sort(key=lambda e: e["relpath"])
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _quiet_dvc() -> None:
+    """No analytics, and no "to track the changes with git, run" hints: we commit ourselves."""
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    logging.getLogger("dvc").setLevel(logging.WARNING)
+
+
+def _contract_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    for col in (USER, ITEM, EVENT):
+        if col in frame.columns and frame[col].dtype != STRING_DTYPE:
+            frame[col] = frame[col].astype(STRING_DTYPE)
+    if TIME in frame.columns:
+        frame[TIME] = pd.to_datetime(frame[TIME], utc=True).astype("datetime64[ns, UTC]")
+    return frame
+
+
+class DatasetStore:
+    """Accepted events of one workspace, versioned with DVC (and git)."""
+
+    def __init__(self, workspace: Workspace, cfg: VersioningConfig | None = None) -> None:
+        self.workspace = workspace
+        self.cfg = cfg or VersioningConfig()
+        self.root = workspace.data_dir
+        self.accepted = workspace.accepted_dir
+        self.dvc_file = self.root / DVC_FILE
+        self.index_file = self.root / INDEX_FILE
+
+    # --- plumbing -----------------------------------------------------------------------
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.workspace.lock_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.workspace.lock_dir / "dvc.lock")):
+            yield
+
+    def _git(self, *args: str, check: bool = True) -> str:
+        done = subprocess.run(
+            ["git", "-c", "commit.gpgsign=false", *args],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+        )
+        if check and done.returncode != 0:
+            raise VersioningError(
+                f"git {args[0]} failed in {self.root}: {done.stderr.strip()[:300]}"
+            )
+        return done.stdout.strip()
+
+    @contextmanager
+    def _dvc(self):
+        _quiet_dvc()
+        from dvc.repo import Repo
+
+        try:
+            with Repo(str(self.root)) as repo:
+                yield repo
+        except VersioningError:
+            raise
+        except Exception as exc:  # DVC raises many types; the user needs one line
+            raise VersioningError(f"dvc failed in {self.root}: {exc}") from exc
+
+    # --- setup --------------------------------------------------------------------------
+    def init(self) -> None:
+        """git init + dvc init + the configured remote, each only when missing (idempotent)."""
+        with self._locked():
+            self._init()
+
+    def _init(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not (self.root / ".git").exists():
+            self._git("init", "-q")
+        for key, value in _GIT_IDENTITY.items():
+            if not self._git("config", "--get", key, check=False):
+                self._git("config", key, value)
+        if not (self.root / ".dvc").exists():
+            _quiet_dvc()
+            from dvc.repo import Repo
+
+            Repo.init(str(self.root)).close()
+        self._configure_remote()
+        if not self._git("rev-parse", "--verify", "-q", "HEAD", check=False):
+            self._git("add", ".dvc/config", ".dvc/.gitignore", ".dvcignore")
+            self._git("commit", "-q", "-m", "recops: initialise dataset repository")
+
+    def remote_url(self) -> str:
+        """The remote's URL: the configured one, else the workspace's local remote folder."""
+        return self.cfg.remote_url or str(self.workspace.dvc_remote_dir)
+
+    def _configure_remote(self) -> None:
+        url = self.remote_url()
+        if not self.cfg.remote_url:
+            Path(url).mkdir(parents=True, exist_ok=True)
+        wanted = {"url": url}
+        if self.cfg.remote_endpoint_url:
+            wanted["endpointurl"] = self.cfg.remote_endpoint_url
+        with self._dvc() as repo:
+            current = repo.config.read("repo")
+            remote = current.get("remote", {}).get(self.cfg.remote_name, {})
+            core = current.get("core", {})
+            if (
+                all(remote.get(k) == v for k, v in wanted.items())
+                and core.get("remote") == self.cfg.remote_name
+                and core.get("analytics") is False
+            ):
+                return
+            with repo.config.edit("repo") as conf:
+                conf["remote"][self.cfg.remote_name] = {**remote, **wanted}
+                conf["core"]["remote"] = self.cfg.remote_name
+                conf["core"]["analytics"] = False
+        if self._git("rev-parse", "--verify", "-q", "HEAD", check=False):
+            self._git("add", ".dvc/config")
+            if self._git("status", "--porcelain", "--", ".dvc/config"):
+                self._git("commit", "-q", "-m", f"recops: remote {self.cfg.remote_name} -> {url}")
+
+    # --- reading ------------------------------------------------------------------------
+    def _index(self) -> list[DatasetVersion]:
+        if not self.index_file.exists():
+            return []
+        lines = self.index_file.read_text().splitlines()
+        return [DatasetVersion.model_validate_json(line) for line in lines if line.strip()]
+
+    def _revs(self) -> dict[str, str]:
+        """version md5 -> the commit that created it."""
+        if not (self.root / ".git").exists():
+            return {}
+        log_text = self._git("log", "--format=%H %s", check=False)
+        revs: dict[str, str] = {}
+        for line in log_text.splitlines():
+            rev, _, subject = line.partition(" ")
+            found = re.match(r"recops: accept \S+ -> ([0-9a-f]{32})$", subject)
+            if found:
+                revs.setdefault(found.group(1), rev)
+        return revs
+
+    def _tracked_md5(self, text: str | None = None) -> str | None:
+        if text is None:
+            if not self.dvc_file.exists():
+                return None
+            text = self.dvc_file.read_text()
+        found = re.search(r"md5: ([0-9a-f]{32})\.dir", text)
+        return found.group(1) if found else None
+
+    def versions(self) -> list[DatasetVersion]:
+        """Every version ever created, oldest first, with its git rev."""
+        revs = self._revs()
+        return [v.model_copy(update={"git_rev": revs.get(v.version)}) for v in self._index()]
+
+    def current(self) -> DatasetVersion | None:
+        """The version the accepted folder holds now (None before the first batch)."""
+        md5 = self._tracked_md5()
+        if md5 is None:
+            return None
+        return self.show(md5)
+
+    def show(self, version: str) -> DatasetVersion:
+        """The version whose id starts with ``version`` (6+ hex digits)."""
+        wanted = version.strip().lower()
+        if len(wanted) < 6 or not re.fullmatch(r"[0-9a-f]+", wanted):
+            raise VersioningError(f"{version!r} is not a version id (6+ hex digits of an md5)")
+        matches = {v.version: v for v in self.versions() if v.version.startswith(wanted)}
+        if not matches:
+            raise VersioningError(
+                f"no dataset version {version!r}", hint="list them with `recops data versions`"
+            )
+        if len(matches) > 1:
+            raise VersioningError(f"version prefix {version!r} is ambiguous: {sorted(matches)}")
+        return next(iter(matches.values()))
+
+    def stats(self) -> BatchStats | None:
+        """Stats of the last batch of the current version (the drift baseline), if any."""
+        current = self.current()
+        return current.last_batch if current else None
+
+    def _cache_path(self, md5: str) -> Path:
+        return self.root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+
+    def _version_files(self, version: DatasetVersion) -> list[Path]:
+        """Parquet files of ``version`` in batch order (from the working tree or DVC cache)."""
+        if version.version == self._tracked_md5():
+            return [self.accepted / f"{batch}.parquet" for batch in version.batches]
+        manifest = Path(str(self._cache_path(version.version)) + ".dir")
+        if not manifest.exists():
+            self._fetch(version)
+        by_name = {
+            e["relpath"]: self._cache_path(e["md5"]) for e in json.loads(manifest.read_text())
+        }
+        return [by_name[f"{batch}.parquet"] for batch in version.batches]
+
+    def load_events(self, version: str | None = None) -> pd.DataFrame:
+        """Accepted events of the current (or given) version, in batch order, contract dtypes."""
+        chosen = self.current() if version is None else self.show(version)
+        if chosen is None:
+            return empty_events()
+        tables = [pq.read_table(path) for path in self._version_files(chosen)]
+        if not tables:
+            return empty_events()
+        table = pa.concat_tables(tables, promote_options="default")
+        return _contract_dtypes(table.to_pandas())
+
+    # --- writing ------------------------------------------------------------------------
+    def accept(
+        self, events: pd.DataFrame, batch_id: str, report: ValidationReport
+    ) -> DatasetVersion:
+        """Append a validated batch and record a new version (dvc add, push, git commit).
+
+        Raises :class:`VersioningError` when the report did not pass, the batch id is
+        invalid or already accepted, or DVC/git fail; the previous version is then intact.
+        """
+        if not report.passed:
+            raise VersioningError(
+                f"batch {batch_id} did not pass validation; refusing to accept it"
+            )
+        if not BATCH_ID.match(batch_id):
+            raise VersioningError(f"bad batch id {batch_id!r}: use letters, digits, '.', '_', '-'")
+        with self._locked():
+            self._init()
+            self._recover()
+            parent = self.current()
+            if parent and batch_id in parent.batches:
+                raise VersioningError(f"batch {batch_id} is already in version {parent.short}")
+            journal = self.workspace.lock_dir / JOURNAL
+            journal.write_text(json.dumps({"batch_id": batch_id}))
+            try:
+                version = self._accept(events, batch_id, report, parent)
+            except BaseException:
+                self._rollback(batch_id)
+                raise
+            finally:
+                journal.unlink(missing_ok=True)
+        log.info("accepted batch %s -> dataset version %s", batch_id, version.short)
+        return version
+
+    def _accept(
+        self,
+        events: pd.DataFrame,
+        batch_id: str,
+        report: ValidationReport,
+        parent: DatasetVersion | None,
+    ) -> DatasetVersion:
+        from components.validation.runner import batch_stats
+
+        self.accepted.mkdir(parents=True, exist_ok=True)
+        target = self.accepted / f"{batch_id}.parquet"
+        partial = self.root / f".{batch_id}.parquet.partial"
+        events.to_parquet(partial, index=False)
+        partial.replace(target)
+        batches = [*(parent.batches if parent else []), batch_id]
+        with self._dvc() as repo:
+            repo.add([str(self.accepted)])
+            md5 = self._tracked_md5()
+            if md5 is None:
+                raise VersioningError(f"dvc add did not record {self.accepted}")
+            if self.cfg.push:
+                repo.push(targets=[str(self.dvc_file)], remote=self.cfg.remote_name)
+        counts = self._dataset_counts(batches)
+        version = DatasetVersion(
+            version=md5,
+            created_at=datetime.now(timezone.utc),
+            batches=batches,
+            validation="passed",
+            parent=parent.version if parent else None,
+            last_batch=batch_stats(events, batch_id),
+            **counts,
+        )
+        with self.index_file.open("a") as fh:
+            fh.write(version.model_dump_json() + "\n")
+        self._git("add", DVC_FILE, INDEX_FILE, ".gitignore")
+        self._git("commit", "-q", "-m", f"recops: accept {batch_id} -> {md5}")
+        return version.model_copy(update={"git_rev": self._git("rev-parse", "HEAD")})
+
+    def _dataset_counts(self, batches: list[str]) -> dict[str, int]:
+        paths = [self.accepted / f"{b}.parquet" for b in batches]
+        table = pa.concat_tables(
+            [pq.read_table(p, columns=[USER, ITEM]) for p in paths], promote_options="default"
+        )
+        return {
+            "n_rows": table.num_rows,
+            "n_users": pc.count_distinct(table[USER]).as_py(),
+            "n_items": pc.count_distinct(table[ITEM]).as_py(),
+            "n_files": len(paths),
+            "size_bytes": sum(p.stat().st_size for p in paths),
+        }
+
+    def _rollback(self, batch_id: str) -> None:
+        """Restore the last committed version after a failed or interrupted accept."""
+        log.warning("rolling back interrupted accept of batch %s", batch_id)
+        (self.accepted / f"{batch_id}.parquet").unlink(missing_ok=True)
+        (self.root / f".{batch_id}.parquet.partial").unlink(missing_ok=True)
+        committed = self._git("ls-tree", "--name-only", "HEAD", check=False).splitlines()
+        for name in (DVC_FILE, INDEX_FILE, ".gitignore"):
+            if name in committed:
+                self._git("checkout", "HEAD", "--", name)
+            else:
+                (self.root / name).unlink(missing_ok=True)
+        if DVC_FILE in committed:
+            self._restore_tracked()
+        elif self.accepted.exists():
+            for path in self.accepted.iterdir():
+                path.unlink()
+
+    def _recover(self) -> None:
+        journal = self.workspace.lock_dir / JOURNAL
+        if not journal.exists():
+            return
+        batch_id = json.loads(journal.read_text()).get("batch_id", "")
+        committed = batch_id and batch_id in self._git("log", "-1", "--format=%s", check=False)
+        if not committed:
+            self._rollback(batch_id)
+        journal.unlink(missing_ok=True)
+
+    def _fetch(self, version: DatasetVersion) -> None:
+        if not version.git_rev:
+            raise VersioningError(f"version {version.short} has no git commit to fetch from")
+        with self._dvc() as repo:
+            repo.fetch(
+                targets=[str(self.dvc_file)], revs=[version.git_rev], remote=self.cfg.remote_name
+            )
+
+    def _restore_tracked(self) -> str:
+        """``dvc checkout`` of accepted.dvc, then verify the folder's md5; returns it."""
+        wanted = self._tracked_md5()
+        with self._dvc() as repo:
+            repo.checkout(targets=[str(self.dvc_file)], force=True)
+        actual = dir_md5(self.accepted)
+        if actual != wanted:
+            raise VersioningError(
+                f"restored {self.accepted} hashes to {actual}, expected {wanted}",
+                hint="the DVC cache may be corrupted; try `dvc pull` in the data folder",
+            )
+        return actual
+
+    def checkout(self, version: str) -> DatasetVersion:
+        """Restore the accepted folder to ``version`` exactly (verified by md5) and commit it."""
+        target = self.show(version)
+        with self._locked():
+            self._init()
+            self._recover()
+            if target.git_rev is None:
+                raise VersioningError(f"version {target.short} has no git commit")
+            manifest = Path(str(self._cache_path(target.version)) + ".dir")
+            if not manifest.exists():
+                self._fetch(target)
+            old_dvc = self.dvc_file.read_text() if self.dvc_file.exists() else None
+            self.dvc_file.write_text(self._git("show", f"{target.git_rev}:{DVC_FILE}") + "\n")
+            try:
+                self._restore_tracked()
+            except BaseException:
+                if old_dvc is not None:
+                    self.dvc_file.write_text(old_dvc)
+                    self._restore_tracked()
+                raise
+            self._git("add", DVC_FILE)
+            if self._git("status", "--porcelain", "--", DVC_FILE):
+                self._git("commit", "-q", "-m", f"recops: checkout {target.version}")
+        log.info("checked out dataset version %s", target.short)
+        return target

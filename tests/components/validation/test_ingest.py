@@ -1,0 +1,144 @@
+"""Ingest with real GX and DVC: clean batches become versions, bad ones are quarantined."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from components.errors import ValidationFailed
+from components.validation.config import ValidationConfig
+from components.validation.ingest import ingest_batch
+from components.versioning.config import VersioningConfig
+from components.versioning.dvc_store import DatasetStore, dir_md5
+from tests.components.validation.conftest import make_events
+
+
+def _snapshot(ws) -> tuple[str, str, str]:
+    """(md5 of the accepted folder, accepted.dvc text, versions index text)."""
+    data = ws.data_dir
+    return (
+        dir_md5(ws.accepted_dir),
+        (data / "accepted.dvc").read_text(),
+        (data / "versions.jsonl").read_text(),
+    )
+
+
+def _future(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.loc[:49, "timestamp"] = pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=30)
+    return frame
+
+
+def _with(frame: pd.DataFrame, column: str, value, rows: slice = slice(0, 9)) -> pd.DataFrame:
+    frame = frame.copy().astype({column: object})
+    frame.loc[rows, column] = value
+    return frame
+
+
+BAD_BATCHES = {
+    "missing_column": (lambda ev: ev.drop(columns=["item_id"]), "column_present_item_id"),
+    "null_ids": (lambda ev: _with(ev, "user_id", None), "user_id_not_null"),
+    "future_timestamps": (_future, "timestamp_not_in_future"),
+    "unparseable_timestamps": (
+        lambda ev: _with(ev, "timestamp", "not a time"),
+        "timestamp_parseable",
+    ),
+    "unknown_event_type": (lambda ev: _with(ev, "event_type", "teleport"), "event_type_known"),
+    "mass_duplicates": (
+        lambda ev: pd.concat([ev.iloc[:200], ev.iloc[:200]], ignore_index=True),
+        "duplicate_share_below_threshold",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_BATCHES))
+def test_bad_file_is_quarantined_and_dataset_untouched(kind, accepted_ws, csv_of):
+    make_bad, expected = BAD_BATCHES[kind]
+    path = csv_of(make_bad(make_events(seed=5)), f"{kind}.csv")
+    original = path.read_bytes()
+    before = _snapshot(accepted_ws)
+
+    with pytest.raises(ValidationFailed) as caught:
+        ingest_batch(
+            path, accepted_ws, ValidationConfig(), VersioningConfig(), batch_id=f"bad-{kind}"
+        )
+
+    err = caught.value
+    assert expected in str(err)
+    folder = Path(err.quarantine_path)
+    assert folder.parent == accepted_ws.quarantine_dir and folder.name == f"bad-{kind}"
+    assert (folder / path.name).read_bytes() == original
+    assert path.read_bytes() == original
+    report = json.loads(Path(err.report_path).read_text())
+    assert report["passed"] is False
+    assert expected in [r["name"] for r in report["results"] if not r["success"]]
+    assert list((folder / "data_docs").glob("*.html"))
+    assert _snapshot(accepted_ws) == before
+
+
+def test_empty_file_is_quarantined(accepted_ws, tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("")
+    before = _snapshot(accepted_ws)
+    with pytest.raises(ValidationFailed, match="min_rows") as caught:
+        ingest_batch(
+            path, accepted_ws, ValidationConfig(), VersioningConfig(), batch_id="bad-empty"
+        )
+    assert (Path(caught.value.quarantine_path) / "empty.csv").exists()
+    assert "file is empty" in Path(caught.value.report_path).read_text()
+    assert _snapshot(accepted_ws) == before
+
+
+def test_bad_dataframe_batch_is_quarantined_as_parquet(accepted_ws):
+    bad = _with(make_events(seed=6), "item_id", None)
+    with pytest.raises(ValidationFailed, match="item_id_not_null") as caught:
+        ingest_batch(bad, accepted_ws, ValidationConfig(), VersioningConfig(), batch_id="bad-frame")
+    kept = pd.read_parquet(Path(caught.value.quarantine_path) / "events.parquet")
+    assert len(kept) == len(bad) and kept["item_id"].isna().sum() == 10
+
+
+def test_clean_batches_create_successive_versions(tmp_path, csv_of):
+    ws_root = tmp_path / "ws"
+    from components.workspace import Workspace
+
+    ws = Workspace.at(ws_root).ensure()
+    first = ingest_batch(csv_of(make_events(seed=1)), ws, ValidationConfig(), VersioningConfig())
+    assert first.report.passed and first.version.n_rows == 400
+    assert len(first.version.version) == 32 and first.version.git_rev
+    assert Path(first.report.data_docs_path).is_file()
+
+    second = ingest_batch(
+        make_events(seed=2, start="2025-07-01"), ws, ValidationConfig(), VersioningConfig()
+    )
+    assert second.version.version != first.version.version
+    assert second.version.parent == first.version.version
+    assert second.version.batches == [first.batch_id, second.batch_id]
+    assert second.version.n_rows == 800
+    store = DatasetStore(ws, VersioningConfig())
+    assert [v.version for v in store.versions()] == [first.version.version, second.version.version]
+    assert dir_md5(ws.accepted_dir) == second.version.version
+
+
+def test_drift_is_a_warning_by_default_and_a_failure_when_configured(accepted_ws):
+    tiny = make_events(n=20, seed=7, start="2025-08-01")
+    strict = ValidationConfig(drift_severity="failure", max_volume_change=5)
+    with pytest.raises(ValidationFailed, match="volume_change_within_bounds"):
+        ingest_batch(tiny, accepted_ws, strict, VersioningConfig(), batch_id="tiny-strict")
+
+    result = ingest_batch(
+        tiny, accepted_ws, ValidationConfig(max_volume_change=5), VersioningConfig()
+    )
+    assert result.report.passed
+    assert "volume_change_within_bounds" in [w.name for w in result.report.warnings]
+
+
+def test_unknown_items_fail_against_a_catalogue(accepted_ws):
+    events = make_events(seed=8, start="2025-09-01")
+    catalogue = {f"i{i}" for i in range(20)}  # half of the 40 items are unknown
+    with pytest.raises(ValidationFailed, match="unknown_item_share_below_threshold"):
+        ingest_batch(
+            events, accepted_ws, ValidationConfig(), VersioningConfig(), catalogue_items=catalogue
+        )
