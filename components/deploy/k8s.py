@@ -1,0 +1,133 @@
+"""The Kubernetes target: render the manifests for a bento image and check them.
+
+Templates live in ``infra/k8s/`` (``string.Template`` placeholders); rendered files go
+to ``deploy.k8s_output_dir`` or ``workspace.deploy_dir/k8s``. No cluster is contacted:
+:func:`validate_manifests` parses every document and checks the fields a cluster would
+reject or that this project relies on (GPU request, probes on ``/readyz``/``/healthz``,
+selector matching the pod labels, the Service targeting the container port).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import yaml
+
+from components.deploy.config import DeployConfig, ServeConfig
+from components.errors import DeployFailed
+from components.workspace import Workspace
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "infra" / "k8s"
+TEMPLATES = ("deployment.yaml", "service.yaml")
+APP_NAME = "recops-recommender"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+@dataclass(frozen=True)
+class RenderedManifests:
+    directory: Path
+    files: list[Path]
+    image: str
+
+
+def image_for(bento_tag: str, deploy_cfg: DeployConfig) -> str:
+    """``deploy.image`` or the tag ``bentoml containerize <bento_tag>`` produces."""
+    return deploy_cfg.image or bento_tag
+
+
+def render_manifests(
+    workspace: Workspace,
+    version: str,
+    bento_tag: str,
+    serve_cfg: ServeConfig,
+    deploy_cfg: DeployConfig,
+) -> RenderedManifests:
+    """Fill the templates for ``version`` and write them; validated before returning."""
+    out = Path(deploy_cfg.k8s_output_dir) if deploy_cfg.k8s_output_dir else workspace.deploy_dir / "k8s"
+    out.mkdir(parents=True, exist_ok=True)
+    gpu = f"              {GPU_RESOURCE}: 1" if deploy_cfg.gpu else ""
+    values = {
+        "name": APP_NAME,
+        "namespace": deploy_cfg.k8s_namespace,
+        "replicas": str(deploy_cfg.k8s_replicas),
+        "image": image_for(bento_tag, deploy_cfg),
+        "model_version": version,
+        "api_key_env": serve_cfg.api_key_env,
+        "gpu_limit": gpu,
+    }
+    files = []
+    for name in TEMPLATES:
+        text = Template((TEMPLATE_DIR / name).read_text()).substitute(values)
+        path = out / name
+        path.write_text(text)
+        files.append(path)
+    validate_manifests(files, expect_gpu=deploy_cfg.gpu)
+    return RenderedManifests(directory=out, files=files, image=values["image"])
+
+
+def _load_documents(paths: list[Path]) -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            loaded = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        except yaml.YAMLError as exc:
+            raise DeployFailed(f"{path.name}: not valid YAML ({exc.__class__.__name__})") from exc
+        for doc in loaded:
+            if not isinstance(doc, dict):
+                raise DeployFailed(f"{path.name}: a manifest must be a mapping")
+            docs.append(doc)
+    return docs
+
+
+def _require(doc: dict[str, Any], dotted: str) -> Any:
+    node: Any = doc
+    for part in dotted.split("."):
+        if isinstance(node, list):
+            node = node[0] if node else None
+        if not isinstance(node, dict) or part not in node:
+            raise DeployFailed(f"{doc.get('kind', '?')} manifest is missing {dotted}")
+        node = node[part]
+    return node
+
+
+def validate_manifests(paths: list[Path], expect_gpu: bool = True) -> None:
+    """Structural checks a cluster (or this project) needs; DeployFailed names the first gap."""
+    docs = _load_documents(paths)
+    kinds = {d.get("kind"): d for d in docs}
+    for kind in ("Deployment", "Service"):
+        if kind not in kinds:
+            raise DeployFailed(f"no {kind} among the rendered manifests")
+    for doc in docs:
+        for field in ("apiVersion", "kind", "metadata.name"):
+            _require(doc, field)
+    dep, svc = kinds["Deployment"], kinds["Service"]
+    selector = _require(dep, "spec.selector.matchLabels")
+    pod_labels = _require(dep, "spec.template.metadata.labels")
+    if any(pod_labels.get(k) != v for k, v in selector.items()):
+        raise DeployFailed("Deployment selector does not match its pod labels")
+    containers = _require(dep, "spec.template.spec.containers")
+    if not containers:
+        raise DeployFailed("Deployment has no containers")
+    container = containers[0]
+    for field in ("name", "image", "ports"):
+        _require(container, field)
+    if _require(container, "readinessProbe.httpGet.path") != "/readyz":
+        raise DeployFailed("the readiness probe must call /readyz")
+    if _require(container, "livenessProbe.httpGet.path") != "/healthz":
+        raise DeployFailed("the liveness probe must call /healthz")
+    limits = container.get("resources", {}).get("limits", {}) or {}
+    if expect_gpu and int(limits.get(GPU_RESOURCE, 0)) < 1:
+        raise DeployFailed(f"the container does not request {GPU_RESOURCE}")
+    if any(svc_sel := _require(svc, "spec.selector")) and any(
+        pod_labels.get(k) != v for k, v in svc_sel.items()
+    ):
+        raise DeployFailed("Service selector does not match the Deployment's pods")
+    port_names = {p.get("name") for p in container["ports"]}
+    port_numbers = {p.get("containerPort") for p in container["ports"]}
+    for port in _require(svc, "spec.ports"):
+        target = port.get("targetPort", port.get("port"))
+        if target not in port_names and target not in port_numbers:
+            raise DeployFailed(f"Service targetPort {target!r} is not a container port")

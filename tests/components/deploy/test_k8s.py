@@ -1,0 +1,59 @@
+"""Rendering and validating the Kubernetes manifests (no cluster needed)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from components.deploy.config import DeployConfig, ServeConfig
+from components.deploy.k8s import render_manifests, validate_manifests
+from components.errors import DeployFailed
+from components.workspace import Workspace
+
+
+def test_rendered_manifests_request_a_gpu_and_probe_readyz(tmp_path) -> None:
+    ws = Workspace.at(tmp_path).ensure()
+    out = render_manifests(ws, "v123", "recops-recommender:abc", ServeConfig(),
+                           DeployConfig(k8s_replicas=3, k8s_namespace="recs"))
+    docs = {d["kind"]: d for p in out.files for d in yaml.safe_load_all(p.read_text())}
+    dep = docs["Deployment"]
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert out.directory == ws.deploy_dir / "k8s"
+    assert dep["metadata"]["namespace"] == "recs" and dep["spec"]["replicas"] == 3
+    assert container["image"] == "recops-recommender:abc"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert dep["metadata"]["labels"]["recops/model-version"] == "v123"
+    assert docs["Service"]["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+
+
+def test_cpu_only_deployment_has_no_gpu_limit(tmp_path) -> None:
+    ws = Workspace.at(tmp_path).ensure()
+    out = render_manifests(ws, "v1", "img:1", ServeConfig(), DeployConfig(gpu=False, image="reg/x:1"))
+    dep = yaml.safe_load(out.files[0].read_text())
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    assert container["image"] == "reg/x:1"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]
+         .update(path="/"), "readiness probe"),
+        (lambda d: d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+         .pop("nvidia.com/gpu"), "nvidia.com/gpu"),
+        (lambda d: d["spec"]["selector"]["matchLabels"].update({"app.kubernetes.io/name": "x"}),
+         "selector"),
+        (lambda d: d["spec"]["template"]["spec"]["containers"][0].pop("image"), "image"),
+    ],
+)
+def test_validation_names_the_broken_field(tmp_path, edit, message) -> None:
+    ws = Workspace.at(tmp_path).ensure()
+    out = render_manifests(ws, "v1", "img:1", ServeConfig(), DeployConfig())
+    dep = yaml.safe_load(out.files[0].read_text())
+    edit(dep)
+    out.files[0].write_text(yaml.safe_dump(dep))
+    with pytest.raises(DeployFailed, match=message):
+        validate_manifests(out.files)

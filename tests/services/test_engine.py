@@ -1,0 +1,70 @@
+"""The request path without HTTP: planning, batched scoring, cold start (real bundle)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from components.data.config import SyntheticConfig
+from components.data.synthetic import generate_events
+from services.engine import Engine, request_model
+from tests.services.conftest import make_bundle
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    events = generate_events(SyntheticConfig(n_users=30, n_items=25, n_events=600, seed=5))
+    return Engine(make_bundle(events, seed=0), "v-test", torch.device("cpu"))
+
+
+def test_unknown_items_are_dropped_and_reported(engine: Engine) -> None:
+    known = list(engine.vocab.items[:3])
+    plan = engine.plan([*known, "no-such-item"], 5, True, [])
+    assert plan.source == "model"
+    assert plan.query is not None and len(plan.query.history) == 3
+    assert plan.warnings == ["unknown item ids dropped from history: no-such-item"]
+
+
+def test_only_unknown_items_is_a_cold_start_with_popular_items(engine: Engine) -> None:
+    (answer,) = engine.recommend_local([engine.plan(["nope"], 4, True, [])])
+    assert answer.source == "cold_start"
+    popular = engine.vocab.item_tokens(engine.popular(4, []).items)
+    assert [i.item_id for i in answer.items] == popular
+    scores = [i.score for i in answer.items]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_seen_and_excluded_items_never_come_back(engine: Engine) -> None:
+    history = list(engine.vocab.items[:5])
+    excluded = list(engine.vocab.items[5:8])
+    (answer,) = engine.recommend_local([engine.plan(history, 10, True, excluded)])
+    returned = {i.item_id for i in answer.items}
+    assert len(returned) == 10 and not returned & (set(history) | set(excluded))
+    (kept,) = engine.recommend_local([engine.plan(history, engine.n_items, False, [])])
+    assert set(history) <= {i.item_id for i in kept.items}
+
+
+def test_batched_scoring_matches_one_by_one(engine: Engine) -> None:
+    histories = [list(engine.vocab.items[i : i + 4]) for i in range(0, 12, 2)]
+    plans = [engine.plan(h, k, True, []) for h, k in zip(histories, [1, 3, 5, 7, 9, 11], strict=True)]
+    together = engine.recommend_local(plans)
+    alone = [engine.recommend_local([p])[0] for p in plans]
+    for a, b, plan in zip(together, alone, plans, strict=True):
+        assert [i.item_id for i in a.items] == [i.item_id for i in b.items]
+        assert len(a.items) == plan.k
+
+
+def test_k_larger_than_catalogue_is_clipped(engine: Engine) -> None:
+    (answer,) = engine.recommend_local([engine.plan(list(engine.vocab.items[:2]), 500, True, [])])
+    assert len(answer.items) == engine.n_items - 2
+
+
+def test_request_limits_are_enforced() -> None:
+    model = request_model(max_k=50, max_history=3)
+    with pytest.raises(ValueError, match="less than or equal to 50"):
+        model(history=["a"], k=51)
+    with pytest.raises(ValueError, match="at most 3"):
+        model(history=["a", "b", "c", "d"])
+    with pytest.raises(ValueError, match="give user_id or history"):
+        model(k=3)
+    assert model(user_id="u1").k == 10
