@@ -12,9 +12,11 @@ are misses, and both are counted in the decision.
 1. the primary metric (default ``ndcg@10``) improves, by at least ``min_delta``
    (absolute, or relative to the reference);
 2. the improvement is significant under a paired, one-sided test over per-user values
-   (paired bootstrap of the mean difference, or Wilcoxon signed-rank) at ``alpha``;
+   (paired bootstrap of the mean difference, or Wilcoxon signed-rank) at ``alpha``
+   (``test: none`` switches this rule off);
 3. no guardrail metric (``hr@10``, ``mrr``, ``coverage@10`` by default) drops by more
-   than its tolerance;
+   than its tolerance (absolute, or relative with ``guardrail_mode``); a guardrail that
+   either side does not report is skipped (logged);
 4. with no champion yet, the reference is the ``pop`` baseline trained and evaluated on
    the same split: the first model ever must beat it by the same rules.
 """
@@ -261,6 +263,10 @@ def _significance_check(
     challenger: _Result, reference: _Result, cfg: GateConfig
 ) -> tuple[GateCheck, float | None]:
     metric = cfg.primary_metric
+    if cfg.test == "none":
+        return GateCheck(
+            name="significance", passed=True, detail="significance test disabled (gate.test=none)"
+        ), None
     c_users, r_users = challenger.per_user.get(metric), reference.per_user.get(metric)
     if c_users is None or r_users is None:
         return GateCheck(
@@ -291,10 +297,13 @@ def _guardrail_checks(
             log.info("gate: guardrail %s not reported on both sides; skipped", metric)
             continue
         drop = reference[metric] - challenger[metric]
+        if cfg.guardrail_mode == "relative":
+            drop = drop / abs(reference[metric]) if reference[metric] else 0.0
         passed = drop <= tolerance
+        unit = "" if cfg.guardrail_mode == "absolute" else " relative"
         detail = (
             f"guardrail {metric}: {challenger[metric]:.4f} vs {reference[metric]:.4f} "
-            f"(drop {max(drop, 0.0):.4f}, tolerance {tolerance:g})"
+            f"(drop {max(drop, 0.0):.4f}{unit}, tolerance {tolerance:g})"
         )
         checks.append(GateCheck(name=f"guardrail:{metric}", passed=passed, detail=detail))
     return checks

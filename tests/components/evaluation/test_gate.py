@@ -164,3 +164,22 @@ def test_remap_eval_set_drops_unknown_history_and_counts_unknowns() -> None:
     with_users = remap_eval_set(eval_set, current, old, max_len=3, users_matter=True)[0]
     assert with_users.targets.tolist() == [1, 0, 0]  # unknown user u3 is a miss
     assert with_users.histories.shape == (3, 3)
+
+
+def test_significance_rule_can_be_switched_off(base_scores: np.ndarray) -> None:
+    rng = np.random.default_rng(1)
+    noisy = base_scores + rng.normal(0.002, 0.15, N_USERS)
+    noisy += 0.002 - (noisy - base_scores).mean()
+    cfg = GateConfig(test="none", guardrails={})
+    decision = decide(result(noisy), result(base_scores), None, cfg)
+    assert decision.promote and decision.p_value is None
+
+
+def test_relative_guardrail_tolerance(base_scores: np.ndarray) -> None:
+    champion = result(base_scores, **{"coverage@10": 0.50})
+    challenger = result(base_scores + 0.1, **{"coverage@10": 0.46})  # -0.04 = -8% relative
+    lenient = GateConfig(guardrails={"coverage@10": 0.10}, guardrail_mode="relative")
+    strict = GateConfig(guardrails={"coverage@10": 0.05}, guardrail_mode="relative")
+    assert decide(challenger, champion, None, lenient).promote
+    rejected = decide(challenger, champion, None, strict)
+    assert not rejected.promote and "0.0800 relative" in rejected.reasons[0]
