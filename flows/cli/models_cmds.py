@@ -83,10 +83,8 @@ def models_show(
         shown = "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k != "n_users")
         console.print(f"{'metrics ' + name:>13}  {shown or '-'}", highlight=False)
     if rec.gate:
-        from components.evaluation.gate import GateDecision
-
         console.print("\ngate decision:")
-        console.print(GateDecision.model_validate(rec.gate).table(), highlight=False)
+        console.print(_gate_text(rec.gate), highlight=False)
     console.print("\nhistory:")
     for e in events:
         console.print(
@@ -106,3 +104,15 @@ def models_promote(
 
     change = promote_manually(_registry(workspace), version, actor=default_actor(), reason=reason)
     console.print(change.describe(), highlight=False)
+
+
+def _gate_text(gate: dict) -> str:
+    """The gate's table, or its raw JSON when it was not written by the gate."""
+    from pydantic import ValidationError
+
+    from components.evaluation.gate import GateDecision
+
+    try:
+        return GateDecision.model_validate(gate).table()
+    except ValidationError:
+        return json.dumps(gate, indent=2)

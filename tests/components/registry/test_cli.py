@@ -84,6 +84,8 @@ def test_apply_gate_and_rollback_changes(registry: ModelRegistry) -> None:
     assert (second.before, second.after, second.event.action) == (v1, v1, "reject")
     assert not second.changed and second.event.reason == "not significant"
     assert registry.get(v2).record.gate["reasons"] == ["not significant"]
+    shown = recops("models", "show", v1, workspace=registry.workspace.root).stdout
+    assert "gate decision:" in shown and "decision: PROMOTE" in shown
     registry.promote(v2, actor="ops", reason="override")
     back = rollback_champion(registry, actor="ops")
     assert (back.before, back.after) == (v2, v1) and "rollback" in back.describe()
