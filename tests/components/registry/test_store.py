@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,27 @@ def test_concurrent_promotions_leave_one_champion_and_complete_history(
     champion = registry.champion().version
     assert champion == promotions[-1].version == pointer(registry)["version"]
     assert replay(events).champion == champion
+
+
+def _promote_then_die_before_pointer(root: str, version: str) -> None:
+    registry = ModelRegistry(Workspace.at(root))
+    registry._write_pointer = lambda state: os._exit(3)  # the process dies right after the append
+    registry.promote(version, actor="doomed", reason="crash test")
+
+
+def test_process_killed_between_history_and_pointer_leaves_consistent_state(
+    registry: ModelRegistry,
+) -> None:
+    v1, v2 = register_n(registry, 2)
+    registry.promote(v1, actor="t", reason="first")
+    proc = mp.get_context("fork").Process(
+        target=_promote_then_die_before_pointer, args=(str(registry.workspace.root), v2)
+    )
+    proc.start()
+    proc.join(timeout=60)
+    assert proc.exitcode == 3
+    assert pointer(registry)["version"] == v1  # the pointer never got written...
+    assert registry.champion().version == v2  # ...but the committed history decides
+    assert [m.status for m in registry.list()] == ["retired", "champion"]
+    registry.rollback(actor="t")  # the lock was released by the dying process
+    assert pointer(registry)["version"] == v1 == registry.champion().version
