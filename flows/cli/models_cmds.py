@@ -78,18 +78,17 @@ def models_show(
         ("epochs", rec.epochs if rec.epochs is not None else "-"),
         ("path", mv.path),
     ):
-        console.print(f"{key:>13}  {value}", highlight=False)
+        typer.echo(f"{key:>13}  {value}")
     for name, metrics in (("valid", rec.metrics_valid), ("test", rec.metrics_test)):
         shown = "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k != "n_users")
-        console.print(f"{'metrics ' + name:>13}  {shown or '-'}", highlight=False)
+        typer.echo(f"{'metrics ' + name:>13}  {shown or '-'}")
     if rec.gate:
-        console.print("\ngate decision:")
-        console.print(_gate_text(rec.gate), highlight=False)
-    console.print("\nhistory:")
+        typer.echo("\ngate decision:")
+        typer.echo(_gate_text(rec.gate))
+    typer.echo("\nhistory:")
     for e in events:
-        console.print(
-            f"  {e.at.isoformat(timespec='seconds')}  {e.action:<15} by {e.actor}: {e.reason}",
-            highlight=False,
+        typer.echo(
+            f"  {e.at.isoformat(timespec='seconds')}  {e.action:<15} by {e.actor}: {e.reason}"
         )
 
 
@@ -103,7 +102,7 @@ def models_promote(
     from components.registry.changes import default_actor, promote_manually
 
     change = promote_manually(_registry(workspace), version, actor=default_actor(), reason=reason)
-    console.print(change.describe(), highlight=False)
+    typer.echo(change.describe())
 
 
 def _gate_text(gate: dict) -> str:
