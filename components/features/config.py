@@ -29,5 +29,10 @@ class FeaturesConfig(BaseModel):
     windows_days: list[int] = [1, 7, 30]
     # How often a long-lived process (the bento) re-reads the registry; 0 = every call.
     registry_cache_ttl_seconds: int = Field(60, ge=0)
+    # How snapshots reach the online store. "arrow": pick each entity's newest row in the
+    # window with pyarrow and write it through Feast's write_to_online_store (then record
+    # the interval in the registry, as Feast's materialize does); "feast": Feast's own
+    # materialize over the Dask file store (same result, much slower on list features).
+    materialize_engine: Literal["arrow", "feast"] = "arrow"
     # The Feast repo holding the declarations (default: feature_repo/ beside components/).
     repo_dir: str | None = None

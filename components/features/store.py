@@ -301,6 +301,40 @@ def _default_end(paths: dict[str, Path]) -> datetime:
     return end
 
 
+def latest_snapshots(path: Path, key: str, start: datetime, end: datetime) -> pd.DataFrame:
+    """Each entity's newest snapshot with ``start <= event_timestamp <= end`` (pyarrow)."""
+    table = pq.read_table(path)
+    ts = table[EVENT_TS]
+    inside = table.filter(
+        pc.and_(pc.greater_equal(ts, pd.Timestamp(start)), pc.less_equal(ts, pd.Timestamp(end)))
+    )
+    if not len(inside):
+        return inside.to_pandas()
+    keys = inside.select([key, EVENT_TS]).to_pandas()
+    newest = keys.groupby(key, sort=False)[EVENT_TS].idxmax().to_numpy()
+    return inside.take(pa.array(newest)).to_pandas()
+
+
+def _materialize_view(
+    store: feast.FeatureStore,
+    cfg: FeaturesConfig,
+    view: str,
+    path: Path,
+    key: str,
+    start: datetime,
+    end: datetime,
+) -> None:
+    """Load one view's snapshots in [start, end] into the online store; record the interval."""
+    if cfg.materialize_engine == "feast":
+        with _feast_output_to_log():
+            store.materialize(start_date=start, end_date=end, feature_views=[view])
+        return
+    rows = latest_snapshots(path, key, start, end)
+    if len(rows):
+        store.write_to_online_store(view, rows)
+    store.registry.apply_materialization(store.get_feature_view(view), store.project, start, end)
+
+
 def materialize(
     workspace: Workspace,
     cfg: FeaturesConfig,
@@ -316,7 +350,7 @@ def materialize(
     store = feature_store(workspace, cfg)
     defs = definitions(cfg)
     paths = source_paths(workspace, cfg)
-    end = _utc(end if end is not None else _default_end(paths))
+    end = as_utc(end if end is not None else _default_end(paths))
     started = time.perf_counter()
     views: list[ViewMaterialization] = []
     for fv in defs.feature_views:
@@ -328,7 +362,7 @@ def materialize(
             ) from exc
         key = fv.entity_columns[0].name if fv.entity_columns else fv.join_keys[0]
         previous = registered.most_recent_end_time if incremental else None
-        previous = _utc(previous) if previous is not None else None
+        previous = as_utc(previous) if previous is not None else None
         rows, entities, earliest = _source_window(paths[fv.name], key, previous, end)
         start = previous or (earliest - timedelta(seconds=1) if earliest else end)
         if earliest is None:
@@ -337,8 +371,7 @@ def materialize(
             )
         elif start < end:
             try:
-                with _feast_output_to_log():
-                    store.materialize(start_date=start, end_date=end, feature_views=[fv.name])
+                _materialize_view(store, cfg, fv.name, paths[fv.name], key, start, end)
             except Exception as exc:
                 raise FeatureStoreError(f"materializing {fv.name} failed: {exc}") from exc
         views.append(
@@ -403,8 +436,9 @@ def online_user_features(
     """All user features per user, in input order; unknown users get ``None`` values."""
     if not user_ids:
         return []
-    columns = _online(workspace, cfg, user_ids, _serving_features(workspace, cfg))
-    names = list(columns)
+    features = _serving_features(workspace, cfg)
+    columns = _online(workspace, cfg, user_ids, features)
+    names = [USER, *(feature.split(":", 1)[1] for feature in features)]  # declared order
     return [{name: columns[name][i] for name in names} for i in range(len(user_ids))]
 
 
@@ -490,7 +524,7 @@ def _feast_output_to_log() -> Iterator[None]:
         log.debug("feast: %s", text)
 
 
-def _utc(moment: datetime) -> datetime:
+def as_utc(moment: datetime) -> datetime:
     """A tz-aware UTC ``datetime`` at microsecond precision (what the registry stores)."""
     stamp = pd.Timestamp(moment)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")

@@ -1,0 +1,203 @@
+"""``recops bench features``: materialization time and online lookup latency.
+
+For each dataset (ml-100k when its files are present, and N synthetic events) and each
+online store (SQLite, and Redis when ``redis-server`` is installed): time building the
+feature tables, ``apply`` and a full materialization, then the latency of
+``online_recent_items`` for one user and for a batch of users (p50/p99 over many calls,
+after a warm-up, the FeatureStore kept alive as the serving bento keeps it).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.common import measure, print_table, write_report
+from components.data.config import SyntheticConfig
+from components.data.schema import USER
+from components.features.config import FeaturesConfig
+from components.features.local_redis import local_redis, redis_server_binary
+from components.features.store import (
+    apply_repo,
+    definitions,
+    forget_stores,
+    materialize,
+    online_recent_items,
+    write_feature_tables,
+)
+from components.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+def default_ml100k() -> Path | None:
+    """ml-100k in ../shared/data beside the checkout, when it is there."""
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "ml-100k.inter"
+    return path if path.exists() else None
+
+
+def _datasets(
+    n_events: int, ml100k: Path | None
+) -> Iterator[tuple[str, pd.DataFrame, pd.DataFrame | None]]:
+    """(name, events, item side table) for ml-100k (when present) and synthetic events."""
+    if ml100k is not None and ml100k.exists():
+        from components.data.loaders import load_events, load_side_tables
+
+        yield "ml-100k", load_events(ml100k, "recbole"), load_side_tables(ml100k).items
+    elif ml100k is not None:
+        log.warning("skipping ml-100k: %s not found", ml100k)
+    if n_events > 0:
+        from components.data.synthetic import generate_events
+
+        synth = SyntheticConfig(
+            n_users=max(1, n_events // 50), n_items=max(100, n_events // 200), n_events=n_events
+        )
+        yield f"synthetic-{n_events:,}", generate_events(synth), None
+
+
+def _latencies_ms(call: Any, batches: list[list[str]], warmup: int = 20) -> dict[str, float]:
+    for batch in batches[:warmup]:
+        call(batch)
+    samples = []
+    for batch in batches:
+        start = time.perf_counter()
+        call(batch)
+        samples.append((time.perf_counter() - start) * 1000)
+    values = np.asarray(samples)
+    return {
+        "p50_ms": float(np.percentile(values, 50)),
+        "p99_ms": float(np.percentile(values, 99)),
+        "mean_ms": float(values.mean()),
+        "calls": len(values),
+    }
+
+
+def _bench_one(
+    name: str,
+    events: pd.DataFrame,
+    item_side: pd.DataFrame | None,
+    cfg: FeaturesConfig,
+    lookups: int,
+    batch_size: int,
+    seed: int,
+) -> dict[str, Any]:
+    figures: dict[str, Any] = {"dataset": name, "online_store": cfg.online_store}
+    figures["events"] = len(events)
+    with tempfile.TemporaryDirectory(prefix="recops-bench-features-") as tmp:
+        workspace = Workspace.at(tmp).ensure()
+        definitions(cfg)  # import Feast and the repo outside the timed stages
+        with measure("tables") as tables:
+            write_feature_tables(events, workspace, cfg, item_side)
+        with measure("apply") as applied:
+            apply_repo(workspace, cfg)
+        with measure("materialize") as mat:
+            result = materialize(workspace, cfg, incremental=False)
+        figures |= {
+            "tables_s": tables.seconds,
+            "apply_s": applied.seconds,
+            "materialize_s": mat.seconds,
+            "materialize_peak_rss_mb": mat.peak_rss_mb,
+            "rows": {v.view: v.rows for v in result.views},
+            "entities_written": {v.view: v.entities for v in result.views},
+        }
+        users = events[USER].astype(str).unique()
+        rng = np.random.default_rng(seed)
+
+        def lookup(batch: list[str]) -> None:
+            online_recent_items(workspace, cfg, batch)
+
+        singles = [[str(u)] for u in rng.choice(users, size=lookups)]
+        many = [list(map(str, rng.choice(users, size=batch_size))) for _ in range(lookups // 4)]
+        figures["single"] = _latencies_ms(lookup, singles)
+        figures[f"batch{batch_size}"] = _latencies_ms(lookup, many)
+        forget_stores()
+    return figures
+
+
+def run_features_benchmark(
+    n_events: int = 1_000_000,
+    ml100k: Path | None = None,
+    lookups: int = 2000,
+    batch_size: int = 64,
+    history_length: int = 50,
+    use_redis: bool = True,
+    json_out: Path | None = None,
+    seed: int = 7,
+) -> dict[str, Any]:
+    """Measure every (dataset, online store) pair; print a table; write JSON when asked."""
+    results: list[dict[str, Any]] = []
+    with ExitStack() as stack:
+        stores = [FeaturesConfig(history_length=history_length)]
+        if use_redis and redis_server_binary() is not None:
+            url = stack.enter_context(local_redis())
+            stores.append(
+                FeaturesConfig(
+                    history_length=history_length,
+                    online_store="redis",
+                    redis_connection_string=url,
+                )
+            )
+        elif use_redis:
+            log.warning("redis-server not on PATH: Redis figures skipped")
+        for name, events, side in _datasets(n_events, ml100k):
+            for cfg in stores:
+                with _quiet_feast():
+                    results.append(_bench_one(name, events, side, cfg, lookups, batch_size, seed))
+    key = f"batch{batch_size}"
+    rows = [
+        (
+            r["dataset"],
+            r["online_store"],
+            r["events"],
+            r["tables_s"],
+            r["materialize_s"],
+            r["materialize_peak_rss_mb"],
+            r["single"]["p50_ms"],
+            r["single"]["p99_ms"],
+            r[key]["p50_ms"],
+            r[key]["p99_ms"],
+        )
+        for r in results
+    ]
+    print_table(
+        f"bench features: history {history_length}, {lookups} single / "
+        f"{lookups // 4} batch-of-{batch_size} lookups",
+        [
+            "dataset",
+            "store",
+            "events",
+            "tables s",
+            "materialize s",
+            "peak RSS MB",
+            "1 user p50 ms",
+            "1 user p99 ms",
+            f"{batch_size} users p50 ms",
+            f"{batch_size} users p99 ms",
+        ],
+        rows,
+    )
+    return write_report(
+        json_out,
+        "features",
+        {"history_length": history_length, "batch_size": batch_size, "results": results},
+    )
+
+
+@contextmanager
+def _quiet_feast() -> Iterator[None]:
+    """Feast's materialization progress bars would drown the table."""
+    feast_logger = logging.getLogger("feast")
+    level = feast_logger.level
+    feast_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        feast_logger.setLevel(level)
