@@ -48,11 +48,6 @@ SETTINGS = bentoml.use_arguments(ServiceSettings)
 RecommendRequest = request_model(SETTINGS.serve.max_k, SETTINGS.serve.max_history)
 READY_CACHE_S = 5.0
 
-REQUESTS_BY_SOURCE = bentoml.metrics.Counter(
-    name="recops_recommend_requests_total",
-    documentation="Recommendation requests answered, by source (model or cold_start).",
-    labelnames=["source"],
-)
 
 
 class BatchRequest(bentoml.IODescriptor):
@@ -94,6 +89,13 @@ class Recommender:
             logger.warning("CUDA is not available: serving %s on CPU", SETTINGS.model_version)
         bundle = ModelBundle.load(self.bento_model.path, self.device)
         self.engine = Engine(bundle, SETTINGS.model_version, self.device)
+        # created here, not at import: building a bento re-imports this module, and a
+        # second registration in the same process would clash in Prometheus' registry
+        self.requests_by_source = bentoml.metrics.Counter(
+            name="recops_recommend_requests_total",
+            documentation="Recommendation requests answered, by source (model or cold_start).",
+            labelnames=["source"],
+        )
         self.loaded_at = datetime.now(timezone.utc)
         self._ready_at = 0.0
         self._ready = False
@@ -175,7 +177,7 @@ class Recommender:
         responses = []
         for plan in plans:
             responses.append(self.engine.respond(plan, next(scored) if plan.query else None))
-            REQUESTS_BY_SOURCE.labels(source=plan.source).inc()
+            self.requests_by_source.labels(source=plan.source).inc()
         return responses
 
     async def _online_histories(self, user_ids: list[str]) -> tuple[dict[str, list[str]], bool]:

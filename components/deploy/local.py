@@ -225,6 +225,8 @@ def wait_ready(info: ProcessInfo, host: str, timeout: float) -> None:
             if not info.alive():
                 raise DeployFailed(f"the new server exited before it was ready: "
                                    f"{_last_error(info.log)} (log: {info.log})")
+            if (failure := startup_failure(info.log)) is not None:
+                raise DeployFailed(f"the new server failed to load: {failure} (log: {info.log})")
             try:
                 if client.get(url).status_code == 200:
                     return
@@ -252,6 +254,26 @@ def smoke_test(base_url: str, version: str, serve_cfg: ServeConfig) -> None:
         raise DeployFailed(f"smoke test against {base_url} failed: {exc}") from exc
     if sample and (body.get("source") != "model" or not body.get("items")):
         raise DeployFailed(f"smoke test: /recommend did not answer from the model: {body}")
+
+
+STARTUP_ERROR_MARKER = "Initializing service error"  # BentoML logs it when __init__ raises
+
+
+def startup_failure(log_path: str) -> str | None:
+    """The exception line when BentoML reported a failing service ``__init__``, else None
+    (its arbiter would keep retrying the worker; we fail fast instead)."""
+    try:
+        text = Path(log_path).read_text(errors="replace")
+    except OSError:
+        return None
+    at = text.find(STARTUP_ERROR_MARKER)
+    if at < 0:
+        return None
+    for line in text[at:].splitlines()[1:]:
+        head = line.split(":", 1)[0]
+        if head.endswith(("Error", "Exception")) and " " not in head.strip():
+            return line.strip()[:300]
+    return "service initialisation raised"
 
 
 def _last_error(log_path: str) -> str:

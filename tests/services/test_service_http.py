@@ -1,0 +1,166 @@
+"""The real bento over HTTP on loopback: deployed, switched over, failed switch-over.
+
+One module-scoped deployment (v1, API key on) serves the API tests; the switch-over
+tests then move it to v2 (API key off) and try a broken v3. Server start-ups: three.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from components.deploy.config import DeployConfig, ServeConfig
+from components.deploy.local import Deployment, deploy_version, free_port, serve_status, stop_local
+from components.errors import DeployFailed
+from components.features.store import online_recent_items
+from components.registry.store import ModelRegistry
+from tests.services.conftest import ServedWorkspace, register
+
+pytestmark = pytest.mark.slow
+API_KEY = "test-key-123"
+KEY_ENV = "RECOPS_TEST_API_KEY"
+
+
+@pytest.fixture(scope="module")
+def serve_cfg() -> ServeConfig:
+    return ServeConfig(port=free_port(), api_key_env=KEY_ENV, max_k=100, max_history=50)
+
+
+@pytest.fixture(scope="module")
+def deploy_cfg() -> DeployConfig:
+    return DeployConfig(readiness_timeout_s=90, switch_drain_s=0.2)
+
+
+@pytest.fixture(scope="module")
+def deployed(served_workspace: ServedWorkspace, serve_cfg: ServeConfig,
+             deploy_cfg: DeployConfig) -> Iterator[Deployment]:
+    mp = pytest.MonkeyPatch()
+    mp.setenv(KEY_ENV, API_KEY)
+    try:
+        d = deploy_version(served_workspace.workspace, served_workspace.v1.version, serve_cfg,
+                           deploy_cfg, served_workspace.features)
+    finally:
+        mp.undo()
+    yield d
+    stop_local(served_workspace.workspace)
+
+
+@pytest.fixture()
+def client(deployed: Deployment) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=deployed.url, timeout=30, headers={"X-API-Key": API_KEY}) as c:
+        yield c
+
+
+def test_recommend_by_user_id_reads_the_online_store(served_workspace, client) -> None:
+    ws, feats = served_workspace.workspace, served_workspace.features
+    user = served_workspace.events["user_id"].iloc[0]
+    recent = online_recent_items(ws, feats, [user])[user]
+    assert recent, "the fixture user has online history"
+    by_user = client.post("/recommend", json={"user_id": user, "k": 5}).json()
+    by_history = client.post("/recommend", json={"history": recent, "k": 5}).json()
+    assert by_user["source"] == "model" and len(by_user["items"]) == 5
+    assert by_user["items"] == by_history["items"]
+    assert not {i["item_id"] for i in by_user["items"]} & set(recent)
+    assert by_user["model_version"] == served_workspace.v1.version
+
+
+def test_explicit_history_drops_unknown_items_with_a_warning(client) -> None:
+    answer = client.post("/recommend", json={"history": ["i1", "i2", "not-an-item"], "k": 3,
+                                             "exclude": ["i3"]}).json()
+    assert answer["source"] == "model"
+    assert answer["warnings"] == ["unknown item ids dropped from history: not-an-item"]
+    assert not {i["item_id"] for i in answer["items"]} & {"i1", "i2", "i3"}
+
+
+def test_unknown_user_gets_popular_items_marked_cold_start(served_workspace, client) -> None:
+    answer = client.post("/recommend", json={"user_id": "never-seen", "k": 4}).json()
+    counts = served_workspace.events["item_id"].value_counts()
+    assert answer["source"] == "cold_start"
+    assert [i["item_id"] for i in answer["items"]] == list(counts.index[:4])
+    empty = client.post("/recommend", json={"history": [], "k": 2}).json()
+    assert empty["source"] == "cold_start" and len(empty["items"]) == 2
+
+
+def test_batch_answers_in_request_order(client) -> None:
+    reqs = [{"user_id": "never-seen", "k": 2}, {"history": ["i5"], "k": 3}]
+    results = client.post("/recommend_batch", json={"requests": reqs}).json()["results"]
+    assert [r["source"] for r in results] == ["cold_start", "model"]
+    assert [len(r["items"]) for r in results] == [2, 3]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ('{"history": ["i1"], "k": 0}', 422, "k:"),
+        ('{"history": ["i1"], "k": 101}', 422, "k:"),
+        ('{"history": "i1"}', 422, "history:"),
+        ('{"user_id": 42}', 422, "user_id:"),
+        ('{"history": [' + ",".join(['"i1"'] * 51) + "]}", 422, "history:"),
+        ('{"history": ["i1"], "colour": "red"}', 422, "colour:"),
+        ("{}", 422, "give user_id or history"),
+        ('{"history": [', 400, "not valid JSON"),
+        ("", 422, "give user_id or history"),
+    ],
+)
+def test_bad_input_is_a_one_line_4xx(client, body: str, status: int, fragment: str) -> None:
+    resp = client.post("/recommend", content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == status
+    message = resp.json()["error"]
+    assert fragment in message and "\n" not in message and "Traceback" not in resp.text
+
+
+def test_internal_scoring_route_is_hidden(client) -> None:
+    assert client.post("/internal/score_batch", json={"queries": []}).status_code == 404
+
+
+def test_api_key_is_required_except_for_probes(deployed: Deployment) -> None:
+    body = {"history": ["i1"], "k": 2}
+    with httpx.Client(base_url=deployed.url, timeout=30) as anon:
+        assert anon.post("/recommend", json=body).status_code == 401
+        assert anon.get("/metadata").status_code == 401
+        assert anon.get("/healthz").status_code == 200
+        assert anon.get("/readyz").status_code == 200
+        wrong = anon.post("/recommend", json=body, headers={"X-API-Key": "nope"})
+        assert wrong.status_code == 401 and "API key" in wrong.json()["error"]
+        bearer = anon.post("/recommend", json=body, headers={"Authorization": f"Bearer {API_KEY}"})
+        assert bearer.status_code == 200
+
+
+def test_metadata_and_metrics(served_workspace, client) -> None:
+    meta = client.get("/metadata").json()
+    assert meta["model_version"] == served_workspace.v1.version
+    assert meta["model_name"] == "sasrec" and meta["data_version"] == "data-v1"
+    assert meta["metrics"] == {"ndcg@10": 0.11} and meta["loaded_at"]
+    metrics = client.get("/metrics").text
+    assert 'recops_recommend_requests_total{source="cold_start"}' in metrics
+    assert "bentoml_service_adaptive_batch_size" in metrics
+
+
+def test_switch_over_then_failed_switch_keeps_serving(served_workspace, deployed, serve_cfg,
+                                                      deploy_cfg) -> None:
+    ws = served_workspace.workspace
+    # v2 with the API key off: a clean switch, the public port now serves v2 without auth
+    d2 = deploy_version(ws, served_workspace.v2.version, serve_cfg, deploy_cfg,
+                        served_workspace.features)
+    assert d2.previous_version == served_workspace.v1.version and d2.port == deployed.port
+    with httpx.Client(base_url=deployed.url, timeout=30) as anon:
+        assert anon.get("/metadata").json()["model_version"] == served_workspace.v2.version
+        assert anon.post("/recommend", json={"history": ["i1"], "k": 2}).status_code == 200
+    status = serve_status(ws, serve_cfg)
+    assert status["version"] == served_workspace.v2.version and status["readyz"] == 200
+    assert status["pid"] == d2.pid and status["backend_alive"]
+
+    # v3's weights are corrupt: the new server never gets ready, v2 keeps serving
+    registry = ModelRegistry(ws)
+    v3 = register(registry, served_workspace.events, seed=3, ndcg=0.13)
+    Path(v3.path, "weights.pt").write_bytes(b"not a checkpoint")
+    quick = deploy_cfg.model_copy(update={"readiness_timeout_s": 40})
+    with pytest.raises(DeployFailed, match="new server"):
+        deploy_version(ws, v3.version, serve_cfg, quick, served_workspace.features)
+    with httpx.Client(base_url=deployed.url, timeout=30) as anon:
+        assert anon.get("/metadata").json()["model_version"] == served_workspace.v2.version
+    after = serve_status(ws, serve_cfg)
+    assert after["version"] == served_workspace.v2.version and after["pid"] == d2.pid
