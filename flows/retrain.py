@@ -64,6 +64,8 @@ def retrain_flow(
     with promotion_lock(ws):
         decision, champion_before = evaluation_gate(cfg, ws, prepared, trained.bundle, run_id)
         outcome = promote_or_reject(cfg, ws, version.version, decision, actor)
+    outcome |= serving_summary(ws)
+    outcome["example_user"] = prepared.vocab.users[0] if prepared.vocab.n_users else None
 
     record = record.model_copy(
         update={
@@ -98,11 +100,17 @@ def promote_or_reject(
             registry.reject(version, actor=actor, reason=f"deploy failed: {exc}", gate=gate)
             raise
     registry.promote(version, actor=actor, reason="; ".join(decision.reasons), gate=gate)
-    return {
-        "status": "champion",
-        "deployed_version": version if deployed is not None else None,
-        "url": getattr(deployed, "url", None),
-    }
+    return {"status": "champion", "deployed_version": version if deployed is not None else None}
+
+
+def serving_summary(ws: Workspace) -> dict[str, Any]:
+    """Which version the local deployment serves now, and where (None when nothing is)."""
+    from components.deploy.local import read_state
+
+    state = read_state(ws)
+    if state is None or state.version is None:
+        return {"serving_version": None, "url": None}
+    return {"serving_version": state.version, "url": f"http://{state.host}:{state.public_port}"}
 
 
 def publish_rejected_batch(batch_id: str, exc: ValidationFailed) -> None:

@@ -33,7 +33,7 @@ class SyntheticConfig(BaseModel):
     zipf_a: float = Field(1.1, gt=0)
     markov_strength: float = Field(0.7, ge=0, le=1)
     drift: float = Field(0.05, ge=0, le=1)
-    start: str = "auto"  # ISO time of the first event, or "auto" = 30 days before today
+    start: str = "auto"  # ISO time of the first event, or "auto" = 120 days before today
     seed: int = 7
 
 

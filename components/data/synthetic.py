@@ -30,6 +30,7 @@ SESSION_BREAK_P = 0.12
 IN_SESSION_GAP_S = 90.0
 BETWEEN_SESSION_GAP_S = 86_400.0
 GLOBAL_NOISE_P = 0.1
+AUTO_START_DAYS_AGO = 120
 
 
 class _World:
@@ -89,9 +90,11 @@ def sequence_lengths(cfg: SyntheticConfig) -> np.ndarray:
 
 
 def synthetic_start(start: str) -> pd.Timestamp:
-    """The first timestamp of a batch: ``start`` (UTC), or 30 days before today for ``auto``."""
+    """The first timestamp of a batch: ``start`` (UTC), or 120 days before today for ``auto``
+    (users start within 30 days of it; sessions a day apart keep all but extreme users'
+    histories in the past)."""
     if start == "auto":
-        return pd.Timestamp.now(tz="UTC").floor("D") - pd.Timedelta(days=30)
+        return pd.Timestamp.now(tz="UTC").floor("D") - pd.Timedelta(days=AUTO_START_DAYS_AGO)
     stamp = pd.Timestamp(start)
     return stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")
 
@@ -165,7 +168,7 @@ def iter_event_chunks(
 
     ``batch`` > 0 gives another batch of the same world (same users, items, clusters and
     chains; new behaviour), which is what a scheduled retrain sees arrive. Timestamps start
-    at ``cfg.start``; ``"auto"`` means 30 days before today (UTC midnight), so every batch
+    at ``cfg.start``; ``"auto"`` means 120 days before today (UTC midnight), so every batch
     is recent and passes the contract's time checks.
     """
     world = _World(cfg)

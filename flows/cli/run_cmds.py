@@ -7,7 +7,15 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.cli.app import ConfigOpt, SetOpt, WorkspaceOpt, app, console, load_run_config
+from flows.cli.app import (
+    ConfigOpt,
+    SetOpt,
+    WorkspaceOpt,
+    app,
+    console,
+    load_run_config,
+    quiet_user_error_tracebacks,
+)
 
 DataOpt = Annotated[
     Path | None,
@@ -70,6 +78,7 @@ def run(
     """
     from flows.retrain import retrain_flow
 
+    quiet_user_error_tracebacks()
     cfg = _pinned_workspace(config, overrides, workspace)
     result = retrain_flow(
         config=cfg.model_dump(mode="json"),
@@ -94,6 +103,7 @@ def rollback(
     """Make an earlier model version champion again and redeploy it (a Prefect flow)."""
     from flows.rollback import rollback_flow
 
+    quiet_user_error_tracebacks()
     cfg = _pinned_workspace(config, overrides, workspace)
     result = rollback_flow(config=cfg.model_dump(mode="json"), to=to, actor="cli", reason=reason)
     console.print(f"champion: {result['from']} -> {result['to']}")
