@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -331,7 +332,10 @@ def _materialize_view(
         return
     rows = latest_snapshots(path, key, start, end)
     if len(rows):
-        store.write_to_online_store(view, rows)
+        with warnings.catch_warnings():
+            # the online store keeps microseconds; nanosecond clocks lose nothing we read
+            warnings.filterwarnings("ignore", "Discarding nonzero nanoseconds", UserWarning)
+            store.write_to_online_store(view, rows)
     store.registry.apply_materialization(store.get_feature_view(view), store.project, start, end)
 
 
