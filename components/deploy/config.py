@@ -18,7 +18,9 @@ class ServeConfig(BaseModel):
     max_k: int = Field(1000, ge=1)
     max_history: int = Field(1000, ge=1)
     max_batch_size: int = Field(64, ge=1)
-    max_latency_ms: int = Field(20, ge=1)
+    # BentoML cancels (503) queued requests whose estimated wait exceeds this: keep it
+    # well above the model call time on a busy machine
+    max_latency_ms: int = Field(250, ge=1)
     max_concurrency: int = Field(256, ge=1)
     timeout_s: int = Field(30, ge=1)
 
