@@ -30,3 +30,8 @@ class TrainConfig(BaseModel):
     eval_batch_size: int = Field(1024, ge=1)
     max_time_minutes: float | None = None
     progress_bar: bool = True
+    check_val_every_n_epoch: int = Field(1, ge=1)
+    deterministic: bool = False
+    #: CPU threads for torch (None = torch's default). On a CPU shared with other jobs,
+    #: fewer threads than cores avoids OpenMP oversubscription stalls.
+    num_threads: int | None = Field(None, ge=1)

@@ -1,0 +1,148 @@
+"""A trained model packaged with everything needed to use it elsewhere.
+
+``ModelBundle.save(dir)`` writes ``weights.pt`` (state dict, data-dependent buffers
+included), ``vocab.json``, ``popularity.npy`` and ``bundle.json`` (model name, validated
+hyperparameters, sizes); ``ModelBundle.load(dir)`` rebuilds the same model from those
+files alone, so serving and registry code never need the training data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from components.data.sequences import PAD, Vocabulary, pad_left
+from components.errors import RegistryError
+from components.models.base import Recommender
+from components.models.registry import get_model_class, validate_params
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+def build_model(name: str, params: dict[str, Any], n_items: int, n_users: int, max_len: int) -> Recommender:
+    """Instantiate the registered model ``name`` with validated ``params``."""
+    cls = get_model_class(name)
+    return cls(validate_params(name, params), n_items, n_users, max_len)
+
+
+@dataclass
+class ModelBundle:
+    """Model + vocabulary + the config that built it + training popularity (cold-start fallback)."""
+
+    model: Recommender
+    vocab: Vocabulary
+    model_name: str
+    params: dict[str, Any]
+    max_len: int
+    item_popularity: np.ndarray  # [n_items + 1] training counts; index 0 is 0
+
+    @property
+    def device(self) -> torch.device:
+        tensor = next(iter(self.model.state_dict().values()), None)
+        return tensor.device if tensor is not None else torch.device("cpu")
+
+    # --- persistence ------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        """Write a self-contained bundle into ``directory`` (created if missing)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        torch.save(state, directory / "weights.pt")
+        self.vocab.save(directory / "vocab.json")
+        np.save(directory / "popularity.npy", np.asarray(self.item_popularity, dtype=np.float64))
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "model_name": self.model_name,
+            "params": self.params,
+            "max_len": self.max_len,
+            "n_items": self.vocab.n_items,
+            "n_users": self.vocab.n_users,
+        }
+        (directory / "bundle.json").write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, directory: Path, device: str | torch.device = "cpu") -> ModelBundle:
+        """Rebuild a bundle written by :meth:`save`; missing files raise RegistryError."""
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / "bundle.json").read_text())
+            vocab = Vocabulary.load(directory / "vocab.json")
+            state = torch.load(directory / "weights.pt", map_location=device, weights_only=True)
+            popularity = np.load(directory / "popularity.npy")
+        except FileNotFoundError as exc:
+            raise RegistryError(f"{directory} is not a model bundle (missing {Path(exc.filename).name})") from None
+        model = build_model(meta["model_name"], meta["params"], vocab.n_items, vocab.n_users, meta["max_len"])
+        model.load_state_dict(state)
+        model.to(device).eval()
+        return cls(model, vocab, meta["model_name"], meta["params"], int(meta["max_len"]), popularity)
+
+    # --- inference --------------------------------------------------------------------
+    @torch.no_grad()
+    def score(self, histories: Tensor, users: Tensor | None = None) -> Tensor:
+        """``[B, n_items + 1]`` scores in eval mode on the model's device (column 0 = ``-inf``)."""
+        self.model.eval()
+        device = self.device
+        histories = histories.to(device)
+        users = users.to(device) if users is not None else None
+        return self.model.score_all(histories, users)
+
+    @torch.no_grad()
+    def recommend(
+        self,
+        histories: Tensor,
+        k: int,
+        exclude_seen: bool = True,
+        exclude: Tensor | None = None,
+        users: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Top-``k`` ``(items [B, k], scores [B, k])``; never item 0, ``k`` clipped to n_items.
+
+        Rows with an empty history and no known user get the training popularity ranking
+        (cold start). Excluded items rank below every other item; their score is ``-inf``.
+        """
+        histories = histories.to(self.device)
+        scores = self.score(histories, users).float()
+        cold = (histories == PAD).all(dim=1)
+        if users is not None:
+            cold &= (users.to(self.device) < 0) | (users.to(self.device) >= self.vocab.n_users)
+        if bool(cold.any()):
+            popularity = torch.as_tensor(self.item_popularity, dtype=scores.dtype, device=scores.device)
+            scores[cold] = popularity
+        banned = torch.zeros_like(scores, dtype=torch.bool)
+        banned[:, 0] = True
+        if exclude_seen:
+            banned.scatter_(1, histories, True)
+        if exclude is not None:
+            banned.scatter_(1, exclude.to(self.device).clamp(min=0), True)
+        k = max(0, min(int(k), self.vocab.n_items))
+        lowest = torch.finfo(scores.dtype).min
+        # Banned items sit just above padding so top-k never reaches padding.
+        ranked = scores.nan_to_num(nan=lowest / 4, neginf=lowest / 4).masked_fill(banned, lowest / 2)
+        ranked[:, 0] = lowest
+        top = ranked.topk(k, dim=1)
+        top_scores = scores.gather(1, top.indices).masked_fill(banned.gather(1, top.indices), float("-inf"))
+        return top.indices, top_scores
+
+    def encode_histories(self, item_tokens: list[list[str]]) -> tuple[Tensor, list[list[str]]]:
+        """Raw item tokens per row -> ``([B, max_len]`` left-padded indices, unknown tokens per row)."""
+        lengths = np.array([len(row) for row in item_tokens], dtype=np.int64)
+        flat = [str(token) for row in item_tokens for token in row]
+        indices = self.vocab.item_index(flat)
+        known = indices != PAD
+        row_of = np.repeat(np.arange(len(item_tokens)), lengths)
+        unknown: list[list[str]] = [[] for _ in item_tokens]
+        for row, position in zip(row_of[~known], np.flatnonzero(~known), strict=True):
+            unknown[row].append(flat[position])
+        kept_lengths = np.bincount(row_of[known], minlength=len(item_tokens)).astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(kept_lengths)]).astype(np.int64)
+        padded = pad_left(indices[known], offsets, self.max_len)
+        return torch.from_numpy(padded), unknown

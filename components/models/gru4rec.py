@@ -1,0 +1,65 @@
+"""GRU4Rec: Session-based Recommendations with Recurrent Neural Networks (Hidasi et al., ICLR 2016).
+
+Item embeddings feed a GRU whose state at each step scores the next item.
+
+Departures from the paper:
+- trained on whole (left-padded) user histories with a loss at every position, not
+  session-parallel mini-batches; full softmax cross-entropy by default (the paper's
+  TOP1/BPR ranking losses are replaced by ``train.loss: bce``/``sampled_softmax``);
+- an input embedding instead of one-hot inputs, and a projection to the tied item table;
+- the GRU has no bias terms: with zero input and zero state a bias-free GRU stays at zero,
+  so leading padding leaves the state untouched and never changes a score.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from torch import Tensor, nn
+
+from components.models.base import ModelParams, Recommender, TrainingPairs
+from components.models.registry import register
+
+
+class GRU4RecParams(ModelParams):
+    """GRU4Rec hyperparameters."""
+
+    embedding_size: int = Field(64, ge=8, description="item embedding width")
+    hidden_size: int = Field(128, ge=8, description="GRU state width")
+    num_layers: int = Field(1, ge=1, description="stacked GRU layers")
+    dropout: float = Field(0.3, ge=0, lt=1, description="dropout on embeddings and outputs")
+
+
+@register("gru4rec")
+class GRU4Rec(Recommender):
+    """A bias-free GRU over the history; its state is projected onto the item table."""
+
+    Params = GRU4RecParams
+    input_kind = "causal"
+
+    def __init__(self, params: GRU4RecParams, n_items: int, n_users: int, max_len: int) -> None:
+        super().__init__(params, n_items, n_users, max_len)
+        self.items = nn.Embedding(n_items + 1, params.embedding_size, padding_idx=0)
+        nn.init.normal_(self.items.weight, std=0.02)
+        self.items.weight.data[0].zero_()
+        self.drop = nn.Dropout(params.dropout)
+        self.gru = nn.GRU(
+            params.embedding_size, params.hidden_size, num_layers=params.num_layers,
+            batch_first=True, bias=False,
+        )
+        self.project = nn.Linear(params.hidden_size, params.embedding_size, bias=False)
+
+    def hidden_states(self, histories: Tensor) -> Tensor:
+        """``[B, L, E]``: the state after reading each position (causal by construction)."""
+        out, _ = self.gru(self.drop(self.items(histories)))
+        return self.project(self.drop(out))
+
+    def training_pairs(self, batch: dict[str, Tensor]) -> TrainingPairs:
+        hidden = self.hidden_states(batch["inputs"])
+        keep = batch["targets"] != 0
+        return TrainingPairs(hidden[keep], batch["targets"][keep], self.output_embeddings())
+
+    def output_embeddings(self) -> Tensor:
+        return self.items.weight
+
+    def encode(self, histories: Tensor, users: Tensor | None = None) -> Tensor:
+        return self.hidden_states(histories)[:, -1]

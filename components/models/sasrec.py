@@ -1,0 +1,52 @@
+"""SASRec: Self-Attentive Sequential Recommendation (Kang & McAuley, ICDM 2018).
+
+A causal Transformer over the item history; the hidden state at each position scores the
+next item against the (tied) item embedding table.
+
+Departures from the paper:
+- trained with full softmax cross-entropy over all items at every position by default
+  (the paper samples one negative per position with BCE; ``train.loss: bce`` restores
+  that), which is the variant RecBole reports about 0.083 HR@10 / 0.0416 NDCG@10 with on Beauty;
+- pre-LayerNorm blocks with GELU, and position embeddings counted from the most recent
+  item, so left padding never changes a score;
+- padding keys are masked in attention instead of zeroing padded timesteps afterwards.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from components.models.base import Recommender, TrainingPairs
+from components.models.layers import TransformerParams
+from components.models.registry import register
+
+
+class SASRecParams(TransformerParams):
+    """SASRec hyperparameters (see :class:`TransformerParams` for each field)."""
+
+
+@register("sasrec")
+class SASRec(Recommender):
+    """Causal self-attention over the history; tied input/output item embeddings."""
+
+    Params = SASRecParams
+    input_kind = "causal"
+
+    def __init__(self, params: SASRecParams, n_items: int, n_users: int, max_len: int) -> None:
+        super().__init__(params, n_items, n_users, max_len)
+        self.encoder = params.encoder(n_items + 1, max_len)
+
+    def hidden_states(self, histories: Tensor) -> Tensor:
+        """``[B, L, D]``: position ``t`` sees only items at positions ``<= t``."""
+        return self.encoder(histories, causal=True)
+
+    def training_pairs(self, batch: dict[str, Tensor]) -> TrainingPairs:
+        hidden = self.hidden_states(batch["inputs"])
+        keep = batch["targets"] != 0
+        return TrainingPairs(hidden[keep], batch["targets"][keep], self.output_embeddings())
+
+    def output_embeddings(self) -> Tensor:
+        return self.encoder.items.weight
+
+    def encode(self, histories: Tensor, users: Tensor | None = None) -> Tensor:
+        return self.hidden_states(histories)[:, -1]

@@ -1,0 +1,203 @@
+"""Lightning DataModules keyed by a model's input kind, over pre-tensorised sequences.
+
+Every kind turns the training :class:`~components.data.sequences.Sequences` into a few
+tensors once; a batch is one vectorised gather from them (the sampler yields whole index
+batches, the dataset answers with a dict of tensors), never per-sample Python.
+
+- ``causal``:  ``inputs [B, L]`` / ``targets [B, L]``: each sequence's last ``L + 1`` items,
+  shifted by one, so every position is a training example (next-item prediction).
+- ``masked``:  ``sequences [B, L]``: the model applies its own Cloze masking.
+- ``session_graph``: ``inputs [B, L]`` / ``targets [B]``: every prefix of every sequence.
+- ``interaction_graph``: ``users [B]`` / ``targets [B]``: every training (user, item) pair.
+
+Batches are formed from similar-length sequences (shuffled within and across buckets) and
+leading all-padding columns are trimmed, which on short-sequence data like Beauty cuts
+the work per epoch several-fold without changing any result (models ignore padding).
+Validation batches carry ``histories``, ``targets`` and ``users`` of an :class:`EvalSet`.
+Under DDP each rank takes every ``world_size``-th batch (``use_distributed_sampler=False``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from components.data.sequences import Sequences
+from components.data.splits import EvalSet
+from components.models.base import InputKind, trim_left_padding
+
+BUCKET_BATCHES = 32  # batches per length-sorted bucket
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Yields index batches of similar length; reshuffled every epoch; sharded by rank."""
+
+    def __init__(
+        self, lengths: np.ndarray, batch_size: int, shuffle: bool, seed: int,
+        rank: int = 0, world_size: int = 1,
+    ) -> None:
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[np.ndarray]:
+        n = len(self.lengths)
+        if not self.shuffle:
+            return [np.arange(i, min(i + self.batch_size, n)) for i in range(0, n, self.batch_size)]
+        rng = np.random.default_rng((self.seed, self.epoch))
+        order = rng.permutation(n)
+        bucket = self.batch_size * BUCKET_BATCHES
+        batches: list[np.ndarray] = []
+        for start in range(0, n, bucket):
+            chunk = order[start : start + bucket]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches.extend(np.array_split(chunk, max(1, -(-len(chunk) // self.batch_size))))
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._batches()
+        if self.world_size > 1:
+            if self.shuffle:  # DDP needs the same number of training steps on every rank
+                batches = batches[: max(self.world_size, len(batches) - len(batches) % self.world_size)]
+            batches = batches[self.rank :: self.world_size]
+        if self.shuffle:
+            self.epoch += 1  # fresh order next time even if nobody calls set_epoch
+        return iter([b.tolist() for b in batches])
+
+    def __len__(self) -> int:
+        n_batches = -(-len(self.lengths) // self.batch_size)
+        return max(1, n_batches // self.world_size) if self.world_size > 1 else n_batches
+
+
+class TensorBatches(Dataset):
+    """``dataset[list_of_indices]`` -> dict of tensors gathered in one step."""
+
+    def __init__(self, tensors: dict[str, Tensor], trim: tuple[str, ...] = ()) -> None:
+        self.tensors = tensors
+        self.trim = trim
+        self.size = len(next(iter(tensors.values())))
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, indices: list[int]) -> dict[str, Tensor]:  # type: ignore[override]
+        index = torch.as_tensor(indices, dtype=torch.long)
+        batch = {name: t[index] for name, t in self.tensors.items()}
+        if self.trim:
+            trimmed = trim_left_padding(*(batch[name] for name in self.trim))
+            batch.update(zip(self.trim, trimmed, strict=True))
+        return batch
+
+
+class PrefixBatches(TensorBatches):
+    """Session-graph examples: history ``window[row, :end]`` (right-aligned) -> ``window[row, end]``."""
+
+    def __init__(self, window: Tensor, rows: Tensor, ends: Tensor, max_len: int) -> None:
+        super().__init__({"rows": rows, "ends": ends})
+        self.window = window
+        self.max_len = max_len
+
+    def __getitem__(self, indices: list[int]) -> dict[str, Tensor]:  # type: ignore[override]
+        index = torch.as_tensor(indices, dtype=torch.long)
+        rows, ends = self.tensors["rows"][index], self.tensors["ends"][index]
+        cols = ends[:, None] - self.max_len + torch.arange(self.max_len)[None]
+        inputs = self.window[rows[:, None], cols.clamp(min=0)].masked_fill(cols < 0, 0)
+        (inputs,) = trim_left_padding(inputs)
+        return {"inputs": inputs, "targets": self.window[rows, ends]}
+
+
+def training_dataset(kind: InputKind, train: Sequences, max_len: int) -> tuple[TensorBatches, np.ndarray]:
+    """The training examples of ``kind`` and each example's length (for bucketing)."""
+    lengths = train.lengths
+    if kind == "causal":
+        rows = np.flatnonzero(lengths >= 2)
+        window = train.select(rows).padded(max_len + 1)
+        example_lengths = np.minimum(lengths[rows], max_len + 1) - 1
+        inputs = window[:, :-1]
+        targets = window[:, 1:].masked_fill(inputs == 0, 0)  # the first item has no context
+        data = TensorBatches({"inputs": inputs, "targets": targets}, trim=("inputs", "targets"))
+        return data, example_lengths
+    if kind == "masked":
+        rows = np.flatnonzero(lengths >= 1)
+        data = TensorBatches({"sequences": train.select(rows).padded(max_len)}, trim=("sequences",))
+        return data, np.minimum(lengths[rows], max_len)
+    if kind == "session_graph":
+        seqs = train.select(np.flatnonzero(lengths >= 2))
+        window = seqs.padded(max_len + 1)
+        real = window != 0
+        is_example = real[:, 1:] & real[:, :-1]
+        rows, ends = is_example.nonzero(as_tuple=True)
+        ends = ends + 1
+        example_lengths = real.cumsum(dim=1)[rows, ends - 1].numpy()
+        return PrefixBatches(window, rows, ends, max_len), np.minimum(example_lengths, max_len)
+    if kind == "interaction_graph":
+        users = torch.from_numpy(np.repeat(np.arange(len(train)), lengths))
+        data = TensorBatches({"users": users, "targets": torch.from_numpy(train.values.copy())})
+        return data, np.ones(len(users), dtype=np.int64)
+    raise ValueError(f"input kind {kind!r} has no training data")
+
+
+def eval_dataset(eval_set: EvalSet) -> TensorBatches:
+    return TensorBatches(
+        {
+            "histories": eval_set.histories,
+            "targets": eval_set.targets,
+            "users": torch.as_tensor(np.asarray(eval_set.users), dtype=torch.long),
+        }
+    )
+
+
+class RecDataModule(pl.LightningDataModule):
+    """Training batches of one input kind plus full-ranking validation batches."""
+
+    def __init__(
+        self, kind: InputKind, train: Sequences, valid: EvalSet, max_len: int,
+        batch_size: int, eval_batch_size: int, seed: int, num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.kind = kind
+        self.train_data, self.train_lengths = training_dataset(kind, train, max_len)
+        self.valid_data = eval_dataset(valid)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.seed = seed
+        self.num_workers = num_workers
+
+    @property
+    def n_train_examples(self) -> int:
+        return len(self.train_data)
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def _loader(self, data: TensorBatches, sampler: BucketBatchSampler) -> DataLoader:
+        return DataLoader(
+            data, sampler=sampler, batch_size=None, num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = self._rank()
+        sampler = BucketBatchSampler(self.train_lengths, self.batch_size, True, self.seed, rank, world)
+        return self._loader(self.train_data, sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        rank, world = self._rank()
+        lengths = np.zeros(len(self.valid_data), dtype=np.int64)
+        sampler = BucketBatchSampler(lengths, self.eval_batch_size, False, self.seed, rank, world)
+        return self._loader(self.valid_data, sampler)

@@ -1,0 +1,57 @@
+"""Training objectives over :class:`~components.models.base.TrainingPairs`.
+
+- ``ce``: softmax cross-entropy over the whole catalogue (padding excluded) -- the default
+  and the most accurate; cost grows with ``n_items``.
+- ``sampled_softmax``: cross-entropy of the target against ``num_negatives`` items drawn
+  uniformly and shared by the batch (uniform sampling needs no logQ correction; accidental
+  hits of the target are masked).
+- ``bce``: binary cross-entropy, target vs the same shared negatives (SASRec's and
+  LightGCN/BPR-style training for very large catalogues).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from components.models.base import TrainingPairs
+
+
+def full_cross_entropy(pairs: TrainingPairs) -> Tensor:
+    logits = pairs.hidden @ pairs.item_table.T
+    logits[:, 0] = float("-inf")
+    return F.cross_entropy(logits, pairs.targets)
+
+
+def _shared_negatives(pairs: TrainingPairs, num_negatives: int) -> tuple[Tensor, Tensor]:
+    """``(negative logits [N, K], accidental-hit mask [N, K])`` for K uniform negatives."""
+    n_items = pairs.item_table.shape[0] - 1
+    negatives = torch.randint(1, n_items + 1, (num_negatives,), device=pairs.hidden.device)
+    logits = pairs.hidden @ pairs.item_table[negatives].T
+    return logits, negatives[None, :] == pairs.targets[:, None]
+
+
+def sampled_softmax(pairs: TrainingPairs, num_negatives: int) -> Tensor:
+    positive = (pairs.hidden * pairs.item_table[pairs.targets]).sum(dim=1, keepdim=True)
+    negative, hit = _shared_negatives(pairs, num_negatives)
+    logits = torch.cat([positive, negative.masked_fill(hit, float("-inf"))], dim=1)
+    return F.cross_entropy(logits, torch.zeros_like(pairs.targets))
+
+
+def binary_cross_entropy(pairs: TrainingPairs, num_negatives: int) -> Tensor:
+    positive = (pairs.hidden * pairs.item_table[pairs.targets]).sum(dim=1)
+    negative, hit = _shared_negatives(pairs, num_negatives)
+    neg_loss = -(F.logsigmoid(-negative) * ~hit).sum(dim=1) / (~hit).sum(dim=1).clamp(min=1)
+    return (-F.logsigmoid(positive) + neg_loss).mean()
+
+
+def compute_loss(pairs: TrainingPairs, loss: str, num_negatives: int) -> Tensor:
+    """The configured objective (``ce`` | ``sampled_softmax`` | ``bce``) for one batch."""
+    if loss == "ce":
+        return full_cross_entropy(pairs)
+    if loss == "sampled_softmax":
+        return sampled_softmax(pairs, num_negatives)
+    if loss == "bce":
+        return binary_cross_entropy(pairs, num_negatives)
+    raise ValueError(f"unknown loss {loss!r}")

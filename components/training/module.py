@@ -1,0 +1,106 @@
+"""One LightningModule for every registered backbone.
+
+It owns the optimiser, the loss (``train.loss``) and full-ranking validation; the
+backbone (a :class:`~components.models.base.Recommender`) only maps batches to
+representations and scores. Validation logs ``valid_ndcg@K`` / ``valid_hr@K`` (K =
+``train.monitor_k``) for early stopping and checkpointing, reduced over DDP ranks, and
+keeps a per-epoch history with wall-clock seconds since training started.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from components.evaluation.metrics import exclude_items, per_user_metrics, rank_of_targets
+from components.models.base import Recommender
+from components.training.config import TrainConfig
+from components.training.losses import compute_loss
+
+log = logging.getLogger(__name__)
+
+
+class RecommenderModule(pl.LightningModule):
+    """Wraps a backbone: training loss, optimiser, validation NDCG/HR@K."""
+
+    def __init__(self, model: Recommender, cfg: TrainConfig, exclude_seen: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.exclude_seen = exclude_seen
+        self.monitor = f"valid_ndcg@{cfg.monitor_k}"
+        self.history: list[dict[str, float]] = []
+        self.samples_seen = 0
+        self.train_seconds = 0.0
+        self._fit_started = 0.0
+        self._epoch_started = 0.0
+        self._valid_sums: Tensor | None = None
+        self._valid_started = 0.0
+        self._valid_seconds = 0.0
+
+    # --- training ---------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        self._fit_started = time.perf_counter()
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_started = time.perf_counter()
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        pairs = self.model.training_pairs(batch)
+        loss = compute_loss(pairs, self.cfg.loss, self.cfg.num_negatives)
+        self.samples_seen += len(next(iter(batch.values())))
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(pairs.targets))
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        # Lightning validates before this hook; validation time is not training time.
+        self.train_seconds += time.perf_counter() - self._epoch_started - self._valid_seconds
+        self._valid_seconds = 0.0
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+    # --- validation -------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._valid_started = time.perf_counter()
+        self._valid_sums = torch.zeros(3, device=self.device, dtype=torch.float64)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        histories = batch["histories"]
+        scores = self.model.score_all(histories, batch["users"]).float()
+        scores[:, 0] = float("-inf")
+        if self.exclude_seen:
+            exclude_items(scores, histories)
+        k = self.cfg.monitor_k
+        metrics = per_user_metrics(rank_of_targets(scores, batch["targets"]), [k])
+        assert self._valid_sums is not None
+        self._valid_sums += torch.stack(
+            [metrics[f"ndcg@{k}"].sum(), metrics[f"hr@{k}"].sum(), torch.tensor(len(histories), dtype=torch.float64, device=self.device)]
+        )
+
+    def on_validation_epoch_end(self) -> None:
+        assert self._valid_sums is not None
+        sums = self.all_gather(self._valid_sums)
+        if sums.dim() > 1:
+            sums = sums.sum(dim=0)
+        count = float(sums[2].clamp(min=1))
+        ndcg, hr = float(sums[0]) / count, float(sums[1]) / count
+        k = self.cfg.monitor_k
+        self.log(self.monitor, ndcg, prog_bar=True, sync_dist=False)
+        self.log(f"valid_hr@{k}", hr, prog_bar=False, sync_dist=False)
+        self._valid_seconds += time.perf_counter() - self._valid_started
+        if not self.trainer.sanity_checking:
+            if self.trainer.is_global_zero:
+                log.info("epoch %d: %s=%.4f valid_hr@%d=%.4f", self.current_epoch + 1, self.monitor, ndcg, k, hr)
+            self.history.append(
+                {
+                    "epoch": float(self.current_epoch + 1),
+                    f"ndcg@{k}": ndcg,
+                    f"hr@{k}": hr,
+                    "elapsed_s": time.perf_counter() - self._fit_started if self._fit_started else 0.0,
+                }
+            )

@@ -1,0 +1,184 @@
+"""``train_model``: prepared data + configs -> a trained, evaluated :class:`ModelBundle`.
+
+Neural models go through Lightning (seeding, early stopping on validation NDCG@K,
+best-checkpoint restore, gradient clipping, accelerator/devices/strategy/precision from
+:class:`TrainConfig`); models with ``trainable = False`` are fit by ``fit_data`` alone.
+Both end the same way: full-ranking evaluation on the validation and test sets and the
+bundle saved under ``run_dir/model``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from components.data.prepare import PreparedData
+from components.errors import TrainingError
+from components.evaluation.config import EvalConfig
+from components.evaluation.metrics import evaluate
+from components.models.bundle import ModelBundle
+from components.models.config import ModelConfig
+from components.models.registry import get_model_class, validate_params
+from components.training.config import TrainConfig
+from components.training.datamodules import RecDataModule
+from components.training.module import RecommenderModule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What one training run produced (the bundle is also saved under ``run_dir/model``)."""
+
+    bundle: ModelBundle
+    metrics_valid: dict[str, float]
+    metrics_test: dict[str, float]
+    per_user_test: dict[str, np.ndarray]
+    epochs: int
+    train_seconds: float
+    samples_per_second: float
+    best_checkpoint: Path | None
+    history: list[dict[str, float]] = field(default_factory=list)  # per-epoch valid metrics + elapsed_s
+    bundle_dir: Path | None = None
+    exclude_seen: bool = False
+
+
+@dataclass
+class _FitOutcome:
+    epochs: int = 0
+    train_seconds: float = 0.0
+    samples_per_second: float = 0.0
+    best_checkpoint: Path | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _eval_device(train_cfg: TrainConfig) -> torch.device:
+    wants_gpu = train_cfg.accelerator in ("auto", "gpu", "cuda")
+    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
+
+
+def _trainer(train_cfg: TrainConfig, monitor: str, run_dir: Path) -> tuple[pl.Trainer, ModelCheckpoint]:
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode="max",
+        save_top_k=1, save_weights_only=True, enable_version_counter=False,
+    )
+    stopper = EarlyStopping(monitor=monitor, mode="max", patience=train_cfg.patience)
+    trainer = pl.Trainer(
+        max_epochs=train_cfg.max_epochs,
+        max_time=timedelta(minutes=train_cfg.max_time_minutes) if train_cfg.max_time_minutes else None,
+        accelerator=train_cfg.accelerator,
+        devices=train_cfg.devices,
+        strategy=train_cfg.strategy,
+        precision=train_cfg.precision,
+        gradient_clip_val=train_cfg.grad_clip,
+        callbacks=[checkpoint, stopper],
+        logger=CSVLogger(save_dir=str(run_dir), name="logs", version=""),
+        enable_progress_bar=train_cfg.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=train_cfg.check_val_every_n_epoch,
+        deterministic=train_cfg.deterministic,
+        use_distributed_sampler=False,
+        default_root_dir=str(run_dir),
+    )
+    return trainer, checkpoint
+
+
+def _fit(bundle: ModelBundle, prepared: PreparedData, train_cfg: TrainConfig, eval_cfg: EvalConfig, run_dir: Path) -> _FitOutcome:
+    model = bundle.model
+    data = RecDataModule(
+        model.input_kind, prepared.split.train, prepared.split.valid, prepared.split.max_len,
+        train_cfg.batch_size, train_cfg.eval_batch_size, train_cfg.seed, train_cfg.num_workers,
+    )
+    if data.n_train_examples == 0:
+        raise TrainingError(f"no training examples for {bundle.model_name}: every training sequence is too short")
+    module = RecommenderModule(model, train_cfg, exclude_seen=eval_cfg.exclude_seen)
+    trainer, checkpoint = _trainer(train_cfg, module.monitor, run_dir)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*sync_dist.*")
+        trainer.fit(module, datamodule=data)
+    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+    if best is not None and best.exists():
+        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+        module.load_state_dict(state)
+        log.info("restored best checkpoint %s (%s=%.4f)", best, module.monitor, float(checkpoint.best_model_score or 0))
+    seconds = module.train_seconds
+    return _FitOutcome(
+        epochs=trainer.current_epoch,
+        train_seconds=seconds,
+        samples_per_second=module.samples_seen / seconds if seconds > 0 else 0.0,
+        best_checkpoint=best,
+        history=module.history,
+    )
+
+
+def build_bundle(prepared: PreparedData, model_cfg: ModelConfig) -> ModelBundle:
+    """An untrained bundle: the configured model with its data-dependent state fit."""
+    split = prepared.split
+    cls = get_model_class(model_cfg.name)
+    params = validate_params(model_cfg.name, model_cfg.params)
+    model = cls(params, split.n_items, prepared.vocab.n_users, split.max_len)
+    model.fit_data(split.train)
+    popularity = np.bincount(split.train.values, minlength=split.n_items + 1).astype(np.float64)
+    return ModelBundle(model, prepared.vocab, model_cfg.name, params.model_dump(mode="json"), split.max_len, popularity)
+
+
+def train_model(
+    prepared: PreparedData,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    eval_cfg: EvalConfig,
+    run_dir: Path,
+) -> TrainResult:
+    """Train ``model_cfg`` on ``prepared``'s split, restore the best epoch, evaluate, save.
+
+    Raises :class:`ConfigError` for unknown models/hyperparameters and
+    :class:`TrainingError` when there is nothing to train on.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(train_cfg.seed, workers=True, verbose=False)
+    if train_cfg.num_threads is not None:
+        torch.set_num_threads(train_cfg.num_threads)
+    started = time.perf_counter()
+    bundle = build_bundle(prepared, model_cfg)
+    if bundle.model.trainable:
+        outcome = _fit(bundle, prepared, train_cfg, eval_cfg, run_dir)
+    else:
+        seconds = time.perf_counter() - started
+        n = int(prepared.split.train.lengths.sum())
+        outcome = _FitOutcome(epochs=0, train_seconds=seconds, samples_per_second=n / max(seconds, 1e-9))
+    bundle.model.to(_eval_device(train_cfg)).eval()
+    kw = dict(ks=eval_cfg.ks, exclude_seen=eval_cfg.exclude_seen, batch_size=eval_cfg.batch_size)
+    valid = evaluate(bundle, prepared.split.valid, **kw)
+    test = evaluate(bundle, prepared.split.test, **kw)
+    bundle_dir = run_dir / "model"
+    bundle.save(bundle_dir)
+    log.info(
+        "%s: valid ndcg@10=%s test ndcg@10=%s after %d epochs (%.1fs)",
+        model_cfg.name, valid.summary.get("ndcg@10"), test.summary.get("ndcg@10"), outcome.epochs, outcome.train_seconds,
+    )
+    return TrainResult(
+        bundle=bundle,
+        metrics_valid=valid.summary,
+        metrics_test=test.summary,
+        per_user_test=test.per_user,
+        epochs=outcome.epochs,
+        train_seconds=outcome.train_seconds,
+        samples_per_second=outcome.samples_per_second,
+        best_checkpoint=outcome.best_checkpoint,
+        history=outcome.history,
+        bundle_dir=bundle_dir,
+        exclude_seen=eval_cfg.exclude_seen,
+    )
