@@ -81,14 +81,13 @@ def deploy_to_work_pool(
 
     validate_cron(cron)
     remote = prefect_flow.from_source(source=str(source), entrypoint=ENTRYPOINTS[name])
-    deployment_id = remote.deploy(
+    # RunnerDeployment.apply registers without flow.deploy()'s worker lookup, whose
+    # null limit/offset this Prefect client sends and FastAPI >= 0.150 rejects.
+    deployment = remote.to_deployment(
         name=deployment_name(name),
         work_pool_name=work_pool,
         cron=cron,
         parameters=parameters,
         tags=["recops", name],
-        build=False,
-        push=False,
-        print_next_steps=False,
     )
-    return str(deployment_id)
+    return str(deployment.apply(work_pool_name=work_pool))
