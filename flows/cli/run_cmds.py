@@ -9,9 +9,11 @@ import typer
 
 from flows.cli.app import (
     ConfigOpt,
+    JsonOutOpt,
     SetOpt,
     WorkspaceOpt,
     app,
+    bench_app,
     console,
     load_run_config,
     quiet_user_error_tracebacks,
@@ -149,3 +151,20 @@ def schedule(
         f"serving recops-{flow} on schedule '{cron}' (Ctrl-C stops; the schedule stays active)"
     )
     serve_on_schedule(flow, cron, parameters)  # type: ignore[arg-type]
+
+
+@bench_app.command("pipeline")
+def bench_pipeline(
+    data: DataOpt = None,
+    fmt: FormatOpt = "auto",
+    json_out: JsonOutOpt = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Run the retrain flow once; print wall time per stage and the orchestration share."""
+    from benchmarks.pipeline import run_pipeline_benchmark
+
+    quiet_user_error_tracebacks()
+    cfg = _pinned_workspace(config, overrides, workspace)
+    run_pipeline_benchmark(cfg, data, fmt, json_out)
