@@ -23,7 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from components.data.sequences import Vocabulary
 from components.data.splits import EvalSet
+from components.models.base import trim_left_padding
 
 if TYPE_CHECKING:
     from components.models.bundle import ModelBundle
@@ -57,6 +59,11 @@ def rank_of_targets(scores: Tensor, targets: Tensor) -> Tensor:
     ahead = (real >= target_scores).sum(dim=1) - 1  # minus the target itself
     ahead = ahead.clamp(min=0)
     return torch.where(targets > 0, ahead, torch.full_like(ahead, n_items))
+
+
+def by_history_length(histories: Tensor) -> Tensor:
+    """Row order that sorts histories by their number of real items (stable)."""
+    return torch.argsort((histories != 0).sum(dim=1), stable=True)
 
 
 def per_user_metrics(ranks: Tensor, ks: Sequence[int]) -> dict[str, Tensor]:
@@ -98,13 +105,16 @@ def evaluate(
     device = torch.device(device) if device is not None else (model_device or torch.device("cpu"))
     ks = sorted(set(int(k) for k in ks))
     users = torch.as_tensor(np.asarray(eval_set.users), dtype=torch.long)
+    # Short histories batch together so their leading padding columns can be dropped.
+    order = by_history_length(eval_set.histories)
     ranks_all: list[Tensor] = []
     seen_in_topk: Tensor | None = None
     n_items = 0
     for start in range(0, len(eval_set), batch_size):
-        histories = eval_set.histories[start : start + batch_size].to(device)
-        targets = eval_set.targets[start : start + batch_size].to(device)
-        scores = score(histories, users[start : start + batch_size].to(device)).float()
+        rows = order[start : start + batch_size]
+        (histories,) = trim_left_padding(eval_set.histories[rows].to(device))
+        targets = eval_set.targets[rows].to(device)
+        scores = score(histories, users[rows].to(device)).float()
         n_items = scores.shape[1] - 1
         scores[:, 0] = float("-inf")
         if exclude_seen:
@@ -116,7 +126,9 @@ def evaluate(
                 seen_in_topk = torch.full((n_items + 1, len(ks)), False)
             for j, k in enumerate(ks):
                 seen_in_topk[top[:, :k].reshape(-1), j] = True
-    ranks = torch.cat(ranks_all) if ranks_all else torch.zeros(0, dtype=torch.long)
+    ranks = torch.zeros(len(eval_set), dtype=torch.long)
+    if ranks_all:
+        ranks[order] = torch.cat(ranks_all)
     metrics = per_user_metrics(ranks, ks)
     summary = {name: float(values.mean()) if len(values) else 0.0 for name, values in metrics.items()}
     if seen_in_topk is not None:
@@ -125,3 +137,21 @@ def evaluate(
     summary["n_users"] = float(len(ranks))
     per_user = {name: values.numpy() for name, values in metrics.items()}
     return EvalResult(summary, per_user, exclude_seen, ranks.numpy())
+
+
+def align_eval_set(eval_set: EvalSet, data_vocab: Vocabulary, model_vocab: Vocabulary) -> EvalSet:
+    """Re-index an eval set built with ``data_vocab`` into ``model_vocab``'s indices.
+
+    History items the model does not know are dropped (rows re-packed to the left
+    padding layout); unknown targets become 0 (counted as misses); unknown users -1.
+    """
+    item_map = torch.from_numpy(
+        np.concatenate([[0], model_vocab.item_index(data_vocab.items)]).astype(np.int64)
+    )
+    histories = item_map[eval_set.histories]
+    # stable sort on "is real" moves the dropped (0) entries left, keeping item order
+    order = torch.sort((histories != 0).to(torch.int8), dim=1, stable=True).indices
+    histories = histories.gather(1, order)
+    user_tokens = [data_vocab.users[int(u)] for u in np.asarray(eval_set.users)]
+    users = model_vocab.user_index(user_tokens)
+    return EvalSet(users, histories, item_map[eval_set.targets])

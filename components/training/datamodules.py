@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from components.data.sequences import Sequences
 from components.data.splits import EvalSet
+from components.evaluation.metrics import by_history_length
 from components.models.base import InputKind, trim_left_padding
 
 BUCKET_BATCHES = 32  # batches per length-sorted bucket
@@ -150,12 +151,12 @@ def training_dataset(kind: InputKind, train: Sequences, max_len: int) -> tuple[T
 
 
 def eval_dataset(eval_set: EvalSet) -> TensorBatches:
+    """Validation rows sorted by history length, leading padding trimmed per batch."""
+    order = by_history_length(eval_set.histories)
+    users = torch.as_tensor(np.asarray(eval_set.users), dtype=torch.long)
     return TensorBatches(
-        {
-            "histories": eval_set.histories,
-            "targets": eval_set.targets,
-            "users": torch.as_tensor(np.asarray(eval_set.users), dtype=torch.long),
-        }
+        {"histories": eval_set.histories[order], "targets": eval_set.targets[order], "users": users[order]},
+        trim=("histories",),
     )
 
 

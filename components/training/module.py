@@ -94,13 +94,12 @@ class RecommenderModule(pl.LightningModule):
         self.log(f"valid_hr@{k}", hr, prog_bar=False, sync_dist=False)
         self._valid_seconds += time.perf_counter() - self._valid_started
         if not self.trainer.sanity_checking:
+            elapsed = time.perf_counter() - self._fit_started if self._fit_started else 0.0
             if self.trainer.is_global_zero:
-                log.info("epoch %d: %s=%.4f valid_hr@%d=%.4f", self.current_epoch + 1, self.monitor, ndcg, k, hr)
+                log.info(
+                    "epoch %d: %s=%.4f valid_hr@%d=%.4f (%.0fs since start, validation %.1fs)",
+                    self.current_epoch + 1, self.monitor, ndcg, k, hr, elapsed, self._valid_seconds,
+                )
             self.history.append(
-                {
-                    "epoch": float(self.current_epoch + 1),
-                    f"ndcg@{k}": ndcg,
-                    f"hr@{k}": hr,
-                    "elapsed_s": time.perf_counter() - self._fit_started if self._fit_started else 0.0,
-                }
+                {"epoch": float(self.current_epoch + 1), f"ndcg@{k}": ndcg, f"hr@{k}": hr, "elapsed_s": elapsed}
             )

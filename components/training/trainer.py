@@ -22,7 +22,8 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from components.data.prepare import PreparedData
+from components.data.config import DataConfig
+from components.data.prepare import PreparedData, prepare
 from components.errors import TrainingError
 from components.evaluation.config import EvalConfig
 from components.evaluation.metrics import evaluate
@@ -90,6 +91,7 @@ def _trainer(train_cfg: TrainConfig, monitor: str, run_dir: Path) -> tuple[pl.Tr
         deterministic=train_cfg.deterministic,
         use_distributed_sampler=False,
         default_root_dir=str(run_dir),
+        log_every_n_steps=10,
     )
     return trainer, checkpoint
 
@@ -107,6 +109,8 @@ def _fit(bundle: ModelBundle, prepared: PreparedData, train_cfg: TrainConfig, ev
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*sync_dist.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
         trainer.fit(module, datamodule=data)
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
     if best is not None and best.exists():
@@ -121,6 +125,21 @@ def _fit(bundle: ModelBundle, prepared: PreparedData, train_cfg: TrainConfig, ev
         best_checkpoint=best,
         history=module.history,
     )
+
+
+def prepare_from_config(data_cfg: DataConfig) -> PreparedData:
+    """Events from ``data_cfg`` (its file, else the synthetic generator), prepared and split."""
+    from components.data.loaders import load_events
+    from components.data.synthetic import generate_events
+
+    if data_cfg.path:
+        events = load_events(
+            data_cfg.path, data_cfg.format, columns=data_cfg.columns,
+            default_event_type=data_cfg.default_event_type,
+        )
+    else:
+        events = generate_events(data_cfg.synthetic)
+    return prepare(events, data_cfg)
 
 
 def build_bundle(prepared: PreparedData, model_cfg: ModelConfig) -> ModelBundle:

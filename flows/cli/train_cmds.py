@@ -1,5 +1,162 @@
-"""Commands: see flows/cli/app.py for the tree."""
+"""``recops train``, ``recops evaluate`` and ``recops bench accuracy``.
+
+Train the configured model on a dataset (path + format, or the bundled synthetic
+generator), evaluate a saved model bundle on a dataset, and benchmark the zoo.
+"""
 
 from __future__ import annotations
 
-from flows.cli.app import app  # noqa: F401
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from flows.cli.app import (
+    ConfigOpt,
+    JsonOutOpt,
+    SetOpt,
+    WorkspaceOpt,
+    app,
+    bench_app,
+    console,
+    load_run_config,
+    open_workspace,
+    write_json,
+)
+
+DataOpt = Annotated[Path | None, typer.Option("--data", "-d", help="Event file (default: data.path, else synthetic).")]
+FormatOpt = Annotated[
+    str | None, typer.Option("--format", "-f", help="auto, csv, parquet, recbole, seq, pairs or movielens.")
+]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model name (same as --set model.name=...).")]
+EpochsOpt = Annotated[int | None, typer.Option("--max-epochs", help="Cap on training epochs.")]
+METRIC_ORDER = ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr", "coverage@10")
+
+
+def _data_overrides(data: Path | None, fmt: str | None) -> list[str]:
+    out = []
+    if data is not None:
+        out.append(f"data.path={data}")
+    if fmt is not None:
+        out.append(f"data.format={fmt}")
+    return out
+
+
+def load_prepared(cfg: Any):
+    """Events from ``cfg.data`` (file or synthetic generator) -> PreparedData."""
+    from components.training.trainer import prepare_from_config
+
+    return prepare_from_config(cfg.data)
+
+
+def print_metrics(title: str, valid: dict[str, float] | None, test: dict[str, float]) -> None:
+    """One table: metric, valid, test."""
+    console.print(f"[bold]{title}[/bold]")
+    names = [m for m in METRIC_ORDER if m in test] + [m for m in sorted(test) if m not in METRIC_ORDER and m != "n_users"]
+    typer.echo(f"{'metric':<14}{'valid':>10}{'test':>10}")
+    for name in names:
+        v = "-" if valid is None or name not in valid else f"{valid[name]:.4f}"
+        typer.echo(f"{name:<14}{v:>10}{test[name]:>10.4f}")
+    typer.echo(f"{'users':<14}{'-' if valid is None else int(valid['n_users']):>10}{int(test['n_users']):>10}")
+
+
+@app.command("train")
+def train(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    workspace: WorkspaceOpt = None,
+    data: DataOpt = None,
+    fmt: FormatOpt = None,
+    model: ModelOpt = None,
+    max_epochs: EpochsOpt = None,
+    json_out: JsonOutOpt = None,
+) -> None:
+    """Train the configured model, restore its best epoch, print validation and test metrics."""
+    from components.training.trainer import train_model
+
+    overrides = _data_overrides(data, fmt) + list(set_ or [])
+    if model:
+        overrides.append(f"model.name={model}")
+    if max_epochs:
+        overrides.append(f"train.max_epochs={max_epochs}")
+    cfg = load_run_config(config, overrides, workspace)
+    ws = open_workspace(cfg)
+    prepared = load_prepared(cfg)
+    run_id = f"{cfg.model.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{cfg.fingerprint()[:6]}"
+    run_dir = ws.runs_dir / run_id
+    console.print(f"training {cfg.model.name} on {prepared.split.summary()}")
+    result = train_model(prepared, cfg.model, cfg.train, cfg.eval, run_dir)
+    protocol = "history items excluded" if cfg.eval.exclude_seen else "history items NOT excluded"
+    print_metrics(
+        f"{cfg.model.name}: {result.epochs} epochs, {result.train_seconds:.1f}s training; "
+        f"full ranking over {prepared.split.n_items} items, {protocol}",
+        result.metrics_valid, result.metrics_test,
+    )
+    console.print(f"model bundle: {result.bundle_dir}")
+    write_json(
+        json_out,
+        {
+            "run_id": run_id, "model": cfg.model.name, "params": result.bundle.params,
+            "epochs": result.epochs, "train_seconds": result.train_seconds,
+            "samples_per_second": result.samples_per_second, "exclude_seen": cfg.eval.exclude_seen,
+            "valid": result.metrics_valid, "test": result.metrics_test, "history": result.history,
+            "bundle_dir": str(result.bundle_dir), "split": prepared.split.summary(),
+        },
+    )
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="A saved model bundle (run_dir/model).")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    data: DataOpt = None,
+    fmt: FormatOpt = None,
+    split: Annotated[str, typer.Option("--split", help="test or valid.")] = "test",
+    exclude_seen: Annotated[
+        bool | None, typer.Option("--exclude-seen/--keep-seen", help="Default: eval.exclude_seen.")
+    ] = None,
+    json_out: JsonOutOpt = None,
+) -> None:
+    """Full-ranking metrics of a saved model bundle on a dataset's split."""
+    from components.errors import ConfigError
+    from components.evaluation.metrics import align_eval_set, evaluate
+    from components.models.bundle import ModelBundle
+
+    if split not in ("test", "valid"):
+        raise ConfigError(f"--split must be test or valid, not {split!r}")
+    bundle = ModelBundle.load(model_dir)
+    overrides = _data_overrides(data, fmt) + list(set_ or []) + [f"data.max_len={bundle.max_len}"]
+    cfg = load_run_config(config, overrides, None)
+    prepared = load_prepared(cfg)
+    eval_set = align_eval_set(getattr(prepared.split, split), prepared.vocab, bundle.vocab)
+    exclude = cfg.eval.exclude_seen if exclude_seen is None else exclude_seen
+    result = evaluate(bundle, eval_set, cfg.eval.ks, exclude, cfg.eval.batch_size)
+    protocol = "history items excluded" if exclude else "history items NOT excluded"
+    print_metrics(f"{bundle.model_name} on {split}: full ranking over {bundle.vocab.n_items} items, {protocol}", None, result.summary)
+    write_json(json_out, {"model": bundle.model_name, "split": split, "exclude_seen": exclude, "metrics": result.summary})
+
+
+@bench_app.command("accuracy")
+def bench_accuracy(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Event file to benchmark on.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Its format (seq for Beauty.txt).")] = "auto",
+    models: Annotated[str, typer.Option("--models", help="Comma-separated model names.")] = "pop,sasrec",
+    max_epochs: EpochsOpt = None,
+    target_ndcg: Annotated[
+        float, typer.Option("--target-ndcg", help="Report wall seconds until valid NDCG@10 first reaches this.")
+    ] = 0.035,
+    set_: SetOpt = None,
+    json_out: JsonOutOpt = None,
+) -> None:
+    """Train each model (its configs/models/<name>.yaml) and print one accuracy/speed table."""
+    from benchmarks.accuracy import format_table, run_accuracy_benchmark
+
+    rows = run_accuracy_benchmark(
+        data, fmt, [m.strip() for m in models.split(",") if m.strip()],
+        max_epochs=max_epochs, target_ndcg=target_ndcg, overrides=list(set_ or []),
+        progress=lambda line: console.print(line, highlight=False),
+    )
+    typer.echo(format_table(rows, target_ndcg))
+    write_json(json_out, {"data": str(data), "format": fmt, "target_ndcg": target_ndcg, "rows": rows})

@@ -1,0 +1,136 @@
+"""``recops bench accuracy``: train models on one dataset, report accuracy and speed.
+
+Each model uses ``configs/models/<name>.yaml`` over ``configs/default.yaml`` (plus
+``--set`` overrides), the dataset's leave-one-out split and full ranking. Reported per
+model: test HR@10 / NDCG@10 / MRR, epochs, training seconds per epoch (validation
+excluded), training samples/s, peak RSS during that model's run (sampled every 0.2 s),
+and wall seconds from the start of fitting until validation NDCG@10 first reached the
+target (validation time included; ``None`` if never reached).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+MODEL_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "models"
+
+
+class PeakRSS:
+    """Context manager sampling this process's resident memory; ``.peak_mb`` afterwards."""
+
+    def __init__(self, interval_s: float = 0.2) -> None:
+        self.interval_s = interval_s
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._process = psutil.Process(os.getpid())
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, self._process.memory_info().rss / 2**20)
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self._process.memory_info().rss / 2**20)
+
+
+def seconds_to_target(history: list[dict[str, float]], target: float, key: str = "ndcg@10") -> float | None:
+    """Elapsed seconds at the first validation whose ``key`` reached ``target``."""
+    for entry in history:
+        if entry.get(key, 0.0) >= target:
+            return entry["elapsed_s"]
+    return None
+
+
+def _model_config(name: str, data: Path, fmt: str, max_epochs: int | None, overrides: list[str]):
+    from components.config import load_config
+
+    path = MODEL_CONFIGS / f"{name}.yaml"
+    extra = [f"model.name={name}", f"data.path={data}", f"data.format={fmt}", "train.progress_bar=false"]
+    if max_epochs:
+        extra.append(f"train.max_epochs={max_epochs}")
+    return load_config([path] if path.exists() else [], extra + overrides)
+
+
+def benchmark_one(name: str, data: Path, fmt: str, max_epochs: int | None, target_ndcg: float, overrides: list[str]) -> dict[str, Any]:
+    """Train and evaluate one model; the row of the table."""
+    from components.training.trainer import prepare_from_config, train_model
+
+    cfg = _model_config(name, data, fmt, max_epochs, overrides)
+    prepared = prepare_from_config(cfg.data)
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp, PeakRSS() as rss:
+        started = time.perf_counter()
+        result = train_model(prepared, cfg.model, cfg.train, cfg.eval, Path(tmp))
+        wall = time.perf_counter() - started
+    epochs = max(result.epochs, 0)
+    return {
+        "model": name,
+        "hr@10": result.metrics_test.get("hr@10"),
+        "ndcg@10": result.metrics_test.get("ndcg@10"),
+        "mrr": result.metrics_test.get("mrr"),
+        "valid_ndcg@10": result.metrics_valid.get("ndcg@10"),
+        "epochs": epochs,
+        "train_s_per_epoch": result.train_seconds / epochs if epochs else None,
+        "train_samples_per_s": result.samples_per_second if epochs else None,
+        "peak_rss_mb": rss.peak_mb,
+        "seconds_to_target": seconds_to_target(result.history, target_ndcg),
+        "wall_s": wall,
+        "exclude_seen": cfg.eval.exclude_seen,
+        "n_users": result.metrics_test.get("n_users"),
+        "n_items": prepared.split.n_items,
+        "params": result.bundle.params,
+        "train": cfg.train.model_dump(mode="json"),
+        "history": result.history,
+        "torch_threads": __import__("torch").get_num_threads(),
+    }
+
+
+def run_accuracy_benchmark(
+    data: Path, fmt: str, models: list[str], *, max_epochs: int | None = None,
+    target_ndcg: float = 0.035, overrides: list[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per model, in the order given."""
+    rows = []
+    for name in models:
+        row = benchmark_one(name, Path(data), fmt, max_epochs, target_ndcg, overrides or [])
+        if progress:
+            progress(f"{name}: test NDCG@10 {row['ndcg@10']:.4f} after {row['epochs']} epochs ({row['wall_s']:.0f}s)")
+        rows.append(row)
+    return rows
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(rows: list[dict[str, Any]], target_ndcg: float) -> str:
+    """The human-readable table (same figures as the JSON)."""
+    header = (
+        f"{'model':<10}{'HR@10':>8}{'NDCG@10':>9}{'MRR':>8}{'epochs':>7}{'s/epoch':>9}"
+        f"{'samples/s':>11}{'peak RSS MB':>12}{f's to NDCG>={target_ndcg:g}':>18}"
+    )
+    lines = [header]
+    for r in rows:
+        lines.append(
+            f"{r['model']:<10}{_fmt(r['hr@10'], '.4f'):>8}{_fmt(r['ndcg@10'], '.4f'):>9}{_fmt(r['mrr'], '.4f'):>8}"
+            f"{r['epochs']:>7}{_fmt(r['train_s_per_epoch'], '.1f'):>9}{_fmt(r['train_samples_per_s'], ',.0f'):>11}"
+            f"{r['peak_rss_mb']:>12.0f}{_fmt(r['seconds_to_target'], '.0f'):>18}"
+        )
+    protocol = "excluded" if rows and rows[0]["exclude_seen"] else "not excluded"
+    lines.append(f"full ranking over all items; history items {protocol}; test split, leave-one-out")
+    return "\n".join(lines)

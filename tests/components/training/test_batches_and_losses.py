@@ -1,0 +1,77 @@
+"""Training batches are built right and every loss trains."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from components.data.sequences import Sequences
+from components.models.base import TrainingPairs
+from components.training.datamodules import BucketBatchSampler, training_dataset
+from components.training.losses import compute_loss
+
+
+def _seqs(rows: list[list[int]]) -> Sequences:
+    values = np.array([i for r in rows for i in r], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    return Sequences(values, offsets)
+
+
+def test_causal_batches_shift_by_one_and_never_target_the_first_item() -> None:
+    data, lengths = training_dataset("causal", _seqs([[1, 2, 3], [4, 5], [6]]), max_len=4)
+    assert lengths.tolist() == [2, 1]  # the 1-item sequence has nothing to predict
+    batch = data[[0, 1]]
+    assert batch["inputs"].tolist() == [[1, 2], [0, 4]]  # leading all-padding columns trimmed
+    assert batch["targets"].tolist() == [[2, 3], [0, 5]]
+
+
+def test_prefix_batches_cover_every_prefix() -> None:
+    data, _ = training_dataset("session_graph", _seqs([[1, 2, 3], [4, 5]]), max_len=2)
+    batch = data[list(range(len(data)))]
+    pairs = sorted(zip(batch["inputs"].tolist(), batch["targets"].tolist(), strict=True))
+    assert pairs == [([0, 1], 2), ([0, 4], 5), ([1, 2], 3)]
+
+
+def test_interaction_batches_are_user_item_pairs() -> None:
+    data, _ = training_dataset("interaction_graph", _seqs([[1, 2], [3]]), max_len=4)
+    batch = data[[0, 1, 2]]
+    assert batch["users"].tolist() == [0, 0, 1] and batch["targets"].tolist() == [1, 2, 3]
+
+
+def test_bucket_sampler_yields_each_example_once_and_shards_ranks() -> None:
+    lengths = np.random.default_rng(0).integers(1, 50, 1000)
+    seen = [i for batch in BucketBatchSampler(lengths, 64, True, seed=1) for i in batch]
+    assert sorted(seen) == list(range(1000))
+    shards = [
+        {i for b in BucketBatchSampler(lengths, 64, True, seed=1, rank=r, world_size=2) for i in b}
+        for r in (0, 1)
+    ]
+    assert not shards[0] & shards[1]
+    epoch0 = list(BucketBatchSampler(lengths, 64, True, seed=1))
+    sampler = BucketBatchSampler(lengths, 64, True, seed=1)
+    sampler.set_epoch(1)
+    assert list(sampler) != epoch0
+
+
+@pytest.mark.parametrize("loss", ["ce", "sampled_softmax", "bce"])
+def test_every_loss_learns_to_rank_the_target_first(loss: str) -> None:
+    torch.manual_seed(0)
+    items = torch.nn.Parameter(torch.randn(51, 8) * 0.1)
+    hidden = torch.nn.Parameter(torch.randn(20, 8) * 0.1)
+    targets = torch.arange(1, 21)
+    optimiser = torch.optim.Adam([items, hidden], lr=0.05)
+    for _ in range(150):
+        value = compute_loss(TrainingPairs(hidden, targets, items), loss, num_negatives=10)
+        optimiser.zero_grad()
+        value.backward()
+        optimiser.step()
+    scores = hidden @ items.T
+    scores[:, 0] = float("-inf")
+    assert (scores.argmax(dim=1) == targets).float().mean() >= 0.9
+
+
+def test_unknown_loss_is_rejected() -> None:
+    pairs = TrainingPairs(torch.zeros(1, 2), torch.ones(1, dtype=torch.long), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="unknown loss"):
+        compute_loss(pairs, "hinge", 5)

@@ -1,0 +1,78 @@
+"""train_model end to end on tiny synthetic data with sequential structure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from components.data.config import DataConfig
+from components.data.prepare import PreparedData, prepare
+from components.errors import ConfigError
+from components.evaluation.config import EvalConfig
+from components.models.bundle import ModelBundle
+from components.models.config import ModelConfig
+from components.training.config import TrainConfig
+from components.training.trainer import train_model
+
+FAST = TrainConfig(max_epochs=4, batch_size=32, lr=5e-3, patience=3, progress_bar=False, seed=0)
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_events: pd.DataFrame) -> PreparedData:
+    return prepare(tiny_events, DataConfig(max_len=20))
+
+
+@pytest.fixture(scope="module")
+def pop_result(prepared: PreparedData, tmp_path_factory: pytest.TempPathFactory):
+    return train_model(prepared, ModelConfig(name="pop"), FAST, EvalConfig(), tmp_path_factory.mktemp("pop"))
+
+
+@pytest.mark.slow
+def test_trained_sasrec_beats_pop_and_restores_its_best_epoch(
+    prepared: PreparedData, pop_result, tmp_path: Path
+) -> None:
+    params = {"hidden_size": 32, "num_layers": 1, "dropout": 0.2}
+    result = train_model(prepared, ModelConfig(name="sasrec", params=params), FAST, EvalConfig(), tmp_path)
+    assert result.metrics_test["ndcg@10"] > 1.5 * pop_result.metrics_test["ndcg@10"]
+    assert result.epochs == 4 and len(result.history) == 4
+    assert result.best_checkpoint is not None and result.best_checkpoint.exists()
+    # the bundle holds the best epoch's weights: its valid NDCG@10 is the best seen
+    best_seen = max(h["ndcg@10"] for h in result.history)
+    assert result.metrics_valid["ndcg@10"] == pytest.approx(best_seen, abs=1e-6)
+    assert result.samples_per_second > 0 and result.train_seconds > 0
+    assert set(result.per_user_test) >= {"hr@10", "ndcg@10", "mrr"}
+    assert len(result.per_user_test["ndcg@10"]) == len(prepared.split.test)
+    reloaded = ModelBundle.load(result.bundle_dir)
+    histories = prepared.split.test.histories[:16]
+    assert torch.allclose(reloaded.score(histories), result.bundle.score(histories))
+
+
+def test_non_neural_models_fit_without_epochs(prepared: PreparedData, pop_result, tmp_path: Path) -> None:
+    knn = train_model(prepared, ModelConfig(name="itemknn"), FAST, EvalConfig(), tmp_path)
+    assert knn.epochs == 0 and pop_result.epochs == 0
+    assert knn.metrics_test["ndcg@10"] > pop_result.metrics_test["ndcg@10"]
+    assert (knn.bundle_dir / "weights.pt").exists()
+
+
+def test_exclude_seen_is_applied_and_reported(prepared: PreparedData, tmp_path: Path) -> None:
+    kept = train_model(prepared, ModelConfig(name="pop"), FAST, EvalConfig(exclude_seen=False), tmp_path / "a")
+    excluded = train_model(prepared, ModelConfig(name="pop"), FAST, EvalConfig(exclude_seen=True), tmp_path / "b")
+    assert excluded.exclude_seen and not kept.exclude_seen
+    assert excluded.metrics_test["ndcg@10"] != kept.metrics_test["ndcg@10"]
+
+
+def test_bad_model_config_is_a_config_error(prepared: PreparedData, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="num_layer"):
+        train_model(prepared, ModelConfig(name="sasrec", params={"num_layer": 2}), FAST, EvalConfig(), tmp_path)
+
+
+def test_seeded_runs_are_reproducible(prepared: PreparedData, tmp_path: Path) -> None:
+    cfg = FAST.model_copy(update={"max_epochs": 1})
+    params = {"embedding_size": 16, "hidden_size": 16}
+    a = train_model(prepared, ModelConfig(name="gru4rec", params=params), cfg, EvalConfig(), tmp_path / "a")
+    b = train_model(prepared, ModelConfig(name="gru4rec", params=params), cfg, EvalConfig(), tmp_path / "b")
+    np.testing.assert_allclose(a.per_user_test["mrr"], b.per_user_test["mrr"], rtol=1e-5)
