@@ -118,3 +118,31 @@ def test_bad_batch_is_quarantined_and_nothing_changes(served, tmp_path: Path) ->
     assert len(quarantined) == 1
     assert bad.read_bytes() == original  # the user's file is never modified
     assert _metadata(port)["model_version"] == before
+
+
+@pytest.mark.slow
+def test_manual_promote_deploy_then_rollback_serves_the_earlier_model(served) -> None:
+    ws, port, common, first = served
+    assert first.returncode == 0
+    original = _metadata(port)["model_version"]
+    listed = json.loads(_recops("models", "list", "--json", "-w", str(ws)).stdout)
+    other = next(m["version"] for m in listed if m["version"] != original)
+
+    promoted = _recops("models", "promote", other, "--reason", "e2e manual override", "-w", str(ws))
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    deployed = _recops("deploy", *common)
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    assert _metadata(port)["model_version"] == other
+
+    rolled = _recops("rollback", *common)
+    assert rolled.returncode == 0, rolled.stdout[-3000:] + rolled.stderr[-3000:]
+    assert _metadata(port)["model_version"] == original
+    champion = [
+        m["version"]
+        for m in json.loads(_recops("models", "list", "--json", "-w", str(ws)).stdout)
+        if m["status"] == "champion"
+    ]
+    assert champion == [original]
+    history = (ws / "registry" / "history.jsonl").read_text().splitlines()
+    actions = [json.loads(line)["action"] for line in history]
+    assert actions[-2:] == ["manual_promote", "rollback"]
