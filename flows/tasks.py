@@ -19,6 +19,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from components.config import RecopsConfig
+from components.errors import VersioningError
 from components.workspace import Workspace
 
 
@@ -60,9 +61,13 @@ def fetch_batch(
         return BatchRef(str(path), data_format, batch_id, synthetic=False)
     current = DatasetStore(ws, cfg.versioning).current()
     batch_no = len(current.batches) if current is not None else 0
-    path = ws.inbox_dir / f"synthetic-{batch_no:04d}.parquet"
-    write_events_parquet(cfg.data.synthetic, path, batch=batch_no)
-    batch_id = f"synthetic-{batch_no:04d}-{_file_digest(path)[:10]}"
+    # written under a private name, then renamed by content: concurrent runs never read
+    # a half-written batch, and identical batches share one file and one batch id
+    partial = ws.inbox_dir / f".synthetic-{batch_no:04d}-{uuid.uuid4().hex}.parquet"
+    write_events_parquet(cfg.data.synthetic, partial, batch=batch_no)
+    batch_id = f"synthetic-{batch_no:04d}-{_file_digest(partial)[:10]}"
+    path = ws.inbox_dir / f"{batch_id}.parquet"
+    partial.replace(path)
     logger.info("generated synthetic batch %s (%s)", batch_id, path)
     return BatchRef(str(path), "parquet", batch_id, synthetic=True)
 
@@ -88,15 +93,27 @@ def validate_and_version(cfg: RecopsConfig, ws: Workspace, batch: BatchRef):
             current.version,
         )
         return None, current
-    result = ingest_batch(
-        Path(batch.path),
-        ws,
-        cfg.validation,
-        cfg.versioning,
-        fmt=batch.fmt,
-        columns=cfg.data.columns,
-        batch_id=batch.batch_id,
-    )
+    try:
+        result = ingest_batch(
+            Path(batch.path),
+            ws,
+            cfg.validation,
+            cfg.versioning,
+            fmt=batch.fmt,
+            columns=cfg.data.columns,
+            batch_id=batch.batch_id,
+        )
+    except VersioningError:
+        # a concurrent run accepted the same batch between our check and our accept
+        current = store.current()
+        if current is not None and batch.batch_id in current.batches:
+            logger.info(
+                "batch %s was accepted by a concurrent run: version %s",
+                batch.batch_id,
+                current.version,
+            )
+            return None, current
+        raise
     logger.info("batch %s accepted: dataset version %s", batch.batch_id, result.version.version)
     return result.report, result.version
 
