@@ -86,6 +86,7 @@ def benchmark_one(name: str, data: Path, fmt: str, max_epochs: int | None, targe
         "epochs": epochs,
         "train_s_per_epoch": result.train_seconds / epochs if epochs else None,
         "train_samples_per_s": result.samples_per_second if epochs else None,
+        "train_targets_per_s": result.targets_per_second if epochs else None,
         "peak_rss_mb": rss.peak_mb,
         "seconds_to_target": seconds_to_target(result.history, target_ndcg),
         "wall_s": wall,

@@ -77,9 +77,11 @@ class LightGCN(Recommender):
         )
         layer = self.embeddings.weight
         total = layer
-        for _ in range(self.params.num_layers):
-            layer = torch.sparse.mm(adjacency, layer)
-            total = total + layer
+        # sparse matmul has no reduced-precision kernels: keep it float32 under autocast
+        with torch.autocast(layer.device.type, enabled=False):
+            for _ in range(self.params.num_layers):
+                layer = torch.sparse.mm(adjacency, layer.float())
+                total = total + layer
         final = total / (self.params.num_layers + 1)
         return final[: self.n_users], final[self.n_users :]
 

@@ -34,7 +34,8 @@ class RecommenderModule(pl.LightningModule):
         self.exclude_seen = exclude_seen
         self.monitor = f"valid_ndcg@{cfg.monitor_k}"
         self.history: list[dict[str, float]] = []
-        self.samples_seen = 0
+        self.samples_seen = 0  # training examples (sequences, prefixes or pairs)
+        self.targets_seen = 0  # predicted positions (several per sequence for causal/masked)
         self.train_seconds = 0.0
         self._fit_started = 0.0
         self._epoch_started = 0.0
@@ -53,6 +54,7 @@ class RecommenderModule(pl.LightningModule):
         pairs = self.model.training_pairs(batch)
         loss = compute_loss(pairs, self.cfg.loss, self.cfg.num_negatives)
         self.samples_seen += len(next(iter(batch.values())))
+        self.targets_seen += len(pairs.targets)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(pairs.targets))
         return loss
 

@@ -52,6 +52,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)  # per-epoch valid metrics + elapsed_s
     bundle_dir: Path | None = None
     exclude_seen: bool = False
+    targets_per_second: float = 0.0  # predicted positions/s (causal models predict every position)
 
 
 @dataclass
@@ -59,8 +60,10 @@ class _FitOutcome:
     epochs: int = 0
     train_seconds: float = 0.0
     samples_per_second: float = 0.0
+    targets_per_second: float = 0.0
     best_checkpoint: Path | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    is_global_zero: bool = True
 
 
 def _eval_device(train_cfg: TrainConfig) -> torch.device:
@@ -122,8 +125,10 @@ def _fit(bundle: ModelBundle, prepared: PreparedData, train_cfg: TrainConfig, ev
         epochs=trainer.current_epoch,
         train_seconds=seconds,
         samples_per_second=module.samples_seen / seconds if seconds > 0 else 0.0,
+        targets_per_second=module.targets_seen / seconds if seconds > 0 else 0.0,
         best_checkpoint=best,
         history=module.history,
+        is_global_zero=trainer.is_global_zero,
     )
 
 
@@ -183,7 +188,8 @@ def train_model(
     valid = evaluate(bundle, prepared.split.valid, **kw)
     test = evaluate(bundle, prepared.split.test, **kw)
     bundle_dir = run_dir / "model"
-    bundle.save(bundle_dir)
+    if outcome.is_global_zero:  # under DDP only rank 0 writes the bundle
+        bundle.save(bundle_dir)
     log.info(
         "%s: valid ndcg@10=%s test ndcg@10=%s after %d epochs (%.1fs)",
         model_cfg.name, valid.summary.get("ndcg@10"), test.summary.get("ndcg@10"), outcome.epochs, outcome.train_seconds,
@@ -200,4 +206,5 @@ def train_model(
         history=outcome.history,
         bundle_dir=bundle_dir,
         exclude_seen=eval_cfg.exclude_seen,
+        targets_per_second=outcome.targets_per_second,
     )

@@ -151,8 +151,15 @@ def bench_accuracy(
     json_out: JsonOutOpt = None,
 ) -> None:
     """Train each model (its configs/models/<name>.yaml) and print one accuracy/speed table."""
+    import logging
+
     from benchmarks.accuracy import format_table, run_accuracy_benchmark
 
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    progress_log = logging.getLogger("components.training")
+    progress_log.addHandler(handler)
+    progress_log.setLevel(logging.INFO)  # one line per epoch: the progress bar is off here
     rows = run_accuracy_benchmark(
         data, fmt, [m.strip() for m in models.split(",") if m.strip()],
         max_epochs=max_epochs, target_ndcg=target_ndcg, overrides=list(set_ or []),
