@@ -65,10 +65,12 @@ def _start_echo(workspace: Workspace):
 
 
 def _in_process(workspace: Workspace, version: str, body: dict[str, Any], levels: list[int],
-                duration: float) -> list[dict[str, Any]]:
+                duration: float, cpu_threads: int = 0) -> list[dict[str, Any]]:
     import numpy as np
     import torch
 
+    if cpu_threads:  # as the service does on CPU (serve.cpu_threads)
+        torch.set_num_threads(cpu_threads)
     from components.registry.store import ModelRegistry
     from services.engine import Engine
 
@@ -120,7 +122,8 @@ def run_serving_benchmark(workspace: Workspace, cfg: RecopsConfig, levels: list[
                 f"http://127.0.0.1:{echo.port}/recommend", level, duration_s, body, {})})
     finally:
         stop_process(echo)
-    rows += _in_process(workspace, state.version, body, levels, duration_s)
+    rows += _in_process(workspace, state.version, body, levels, duration_s,
+                        cfg.serve.cpu_threads)
     return {
         "benchmark": "serving",
         "model_version": state.version,

@@ -5,9 +5,10 @@ Three jobs, all at the edge so the service methods stay about recommending:
 * **API key** (optional): when a key is configured every path except the probes
   (``/healthz``, ``/livez``, ``/readyz``) needs ``X-API-Key: <key>`` or
   ``Authorization: Bearer <key>``; otherwise 401 with a one-line JSON error.
-* **Internal routes**: the batchable scoring endpoint is reached only through the
-  service's in-process proxy, which carries a per-process random token; outside callers
-  get 404 (it takes vocabulary indices, not a public contract).
+* **Internal routes**: the batchable scoring endpoint is called in-process through its
+  batch dispatcher (``services/batching.py``); its HTTP route needs a per-process random
+  token nobody outside holds, so outside callers get 404 (it takes vocabulary indices,
+  not a public contract).
 * **One-line client errors**: BentoML answers bad input with a 400 carrying pydantic's
   error list; we rewrite every 4xx JSON body to ``{"error": "<field>: <message>"}`` and
   use 400 for unreadable JSON, 422 for well-formed JSON that breaks the schema.

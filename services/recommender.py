@@ -12,8 +12,9 @@ Endpoints
     GET  /readyz           model loaded and feature store reachable (``__is_ready__``)
     GET  /metrics          Prometheus (BentoML built-ins + recops_recommend_requests_total)
 
-The model call goes through ``score_batch``, a batchable API reached via the service's
-in-process proxy, so BentoML's adaptive batching merges concurrent requests.
+The model call goes through ``score_batch``, a batchable API whose BentoML batch dispatcher
+(CorkDispatcher) the public endpoints call in-process (``services.batching``), so adaptive
+batching merges concurrent requests without an HTTP hop.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from services.batching import BatchCall, batch_dispatch
 from services.engine import (
     Engine,
     Plan,
@@ -39,7 +41,7 @@ from services.engine import (
     ScoreQuery,
     request_model,
 )
-from services.guard import INTERNAL_HEADER, INTERNAL_TOKEN, GuardMiddleware
+from services.guard import GuardMiddleware
 from services.settings import SERVICE_NAME, ServiceSettings
 
 logger = logging.getLogger("recops.service")
@@ -87,6 +89,8 @@ class Recommender:
         else:
             self.device = torch.device("cpu")
             logger.warning("CUDA is not available: serving %s on CPU", SETTINGS.model_version)
+            if SETTINGS.serve.cpu_threads:
+                torch.set_num_threads(SETTINGS.serve.cpu_threads)
         bundle = ModelBundle.load(self.bento_model.path, self.device)
         self.engine = Engine(bundle, SETTINGS.model_version, self.device)
         # created here, not at import: building a bento re-imports this module, and a
@@ -99,7 +103,7 @@ class Recommender:
         self.loaded_at = datetime.now(timezone.utc)
         self._ready_at = 0.0
         self._ready = False
-        self._proxy_ready = False
+        self._dispatch: BatchCall | None = None
         logger.info("loaded %s (%s) on %s", SETTINGS.model_version, SETTINGS.model_name,
                     self.device)
 
@@ -197,20 +201,16 @@ class Recommender:
         return found, False
 
     async def _score(self, queries: list[ScoreQuery]) -> list[Scored]:
-        """Through the in-process proxy so the dispatcher can merge concurrent calls."""
+        """Through BentoML's batch dispatcher for ``score_batch`` (in-process, no HTTP), so
+        concurrent requests are merged into one forward pass."""
         if not queries:
             return []
-        client = self.to_async  # type: ignore[attr-defined]  (set by BentoML at start-up)
-        if not self._proxy_ready:
-            # the proxy's sessions are built from this dict, so the internal route's
-            # guard (services/guard.py) lets its calls through
-            client.default_headers[INTERNAL_HEADER] = INTERNAL_TOKEN
-            self._proxy_ready = True
+        if self._dispatch is None:
+            self._dispatch = batch_dispatch(self, "score_batch")
         size = SETTINGS.serve.max_batch_size
         out: list[Scored] = []
         for start in range(0, len(queries), size):
-            chunk = queries[start : start + size]
-            answers = await client.score_batch(queries=chunk)
+            answers = await self._dispatch(queries[start : start + size])
             out.extend(Scored.model_validate(a) for a in answers)
         return out
 
