@@ -19,6 +19,10 @@ class TrainConfig(BaseModel):
     loss: Literal["ce", "bce", "sampled_softmax"] = "ce"
     num_negatives: int = Field(100, ge=1)
     patience: int = Field(10, ge=1)
+    #: multiply the learning rate by this when validation NDCG@K has not improved for
+    #: ``lr_decay_patience`` validations (None = constant learning rate)
+    lr_decay_factor: float | None = Field(None, gt=0, lt=1)
+    lr_decay_patience: int = Field(2, ge=1)
     monitor_k: int = Field(10, ge=1)
     grad_clip: float | None = 5.0
     seed: int = 42

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -63,8 +64,19 @@ class RecommenderModule(pl.LightningModule):
         self.train_seconds += time.perf_counter() - self._epoch_started - self._valid_seconds
         self._valid_seconds = 0.0
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        if self.cfg.lr_decay_factor is None:
+            return optimizer
+        # a high learning rate gets to good accuracy fast; decaying it on a validation
+        # plateau then removes the noise that caps the peak
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=self.cfg.lr_decay_factor, patience=self.cfg.lr_decay_patience - 1
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch", "strict": False},
+        }
 
     # --- validation -------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:

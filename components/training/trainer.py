@@ -19,7 +19,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from components.data.config import DataConfig
@@ -77,6 +77,9 @@ def _trainer(train_cfg: TrainConfig, monitor: str, run_dir: Path) -> tuple[pl.Tr
         save_top_k=1, save_weights_only=True, enable_version_counter=False,
     )
     stopper = EarlyStopping(monitor=monitor, mode="max", patience=train_cfg.patience)
+    callbacks: list[pl.Callback] = [checkpoint, stopper]
+    if train_cfg.lr_decay_factor is not None:
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     trainer = pl.Trainer(
         max_epochs=train_cfg.max_epochs,
         max_time=timedelta(minutes=train_cfg.max_time_minutes) if train_cfg.max_time_minutes else None,
@@ -85,7 +88,7 @@ def _trainer(train_cfg: TrainConfig, monitor: str, run_dir: Path) -> tuple[pl.Tr
         strategy=train_cfg.strategy,
         precision=train_cfg.precision,
         gradient_clip_val=train_cfg.grad_clip,
-        callbacks=[checkpoint, stopper],
+        callbacks=callbacks,
         logger=CSVLogger(save_dir=str(run_dir), name="logs", version=""),
         enable_progress_bar=train_cfg.progress_bar,
         enable_model_summary=False,

@@ -76,3 +76,12 @@ def test_seeded_runs_are_reproducible(prepared: PreparedData, tmp_path: Path) ->
     a = train_model(prepared, ModelConfig(name="gru4rec", params=params), cfg, EvalConfig(), tmp_path / "a")
     b = train_model(prepared, ModelConfig(name="gru4rec", params=params), cfg, EvalConfig(), tmp_path / "b")
     np.testing.assert_allclose(a.per_user_test["mrr"], b.per_user_test["mrr"], rtol=1e-5)
+
+
+def test_learning_rate_decays_on_a_validation_plateau(prepared: PreparedData, tmp_path: Path) -> None:
+    cfg = FAST.model_copy(update={"max_epochs": 3, "lr": 1e-7, "lr_decay_factor": 0.5, "lr_decay_patience": 1})
+    params = {"embedding_size": 16, "hidden_size": 16}
+    result = train_model(prepared, ModelConfig(name="gru4rec", params=params), cfg, EvalConfig(), tmp_path)
+    assert result.epochs == 3
+    lrs = pd.read_csv(tmp_path / "logs" / "metrics.csv")["lr-Adam"].dropna().tolist()
+    assert lrs[0] == pytest.approx(1e-7) and lrs[-1] < lrs[0]
