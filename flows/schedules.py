@@ -7,7 +7,7 @@ Two ways, same flows:
   ``PREFECT_API_URL`` Prefect starts a local server for it).
 - :func:`deploy_to_work_pool` — a deployment on a Prefect server whose runs are picked up
   by workers of a work pool (``prefect worker start --pool NAME``) on any machine that has
-  this repo installed; see ``infra/prefect/``.
+  this repo installed; see ``prefect.yaml`` and ``infra/README.md``.
 """
 
 from __future__ import annotations

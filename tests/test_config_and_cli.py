@@ -77,3 +77,10 @@ def test_cli_data_stats_json(tmp_path: Path) -> None:
 
     stats = json.loads(out.read_text())
     assert (stats["events"], stats["users"], stats["items"]) == (3, 2, 2)
+
+
+def test_cli_error_is_one_line_even_when_long(tmp_path: Path) -> None:
+    deep = tmp_path / ("a-rather-long-folder-name-" * 6) / "missing.csv"
+    result = _recops("data", "stats", str(deep))
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and str(deep) in lines[0]

@@ -103,7 +103,7 @@ def normalize_events(
         raise DataError(
             f"{source}: missing required column {', '.join(missing)}; "
             f"found columns {list(frame.columns)}",
-            hint="map your column names with data.columns.* (or --col user_id=YourName)",
+            hint="map your column names with --set data.columns.user_id=YourName (and item_id, timestamp, ...)",
         )
     used = {mapping[n] for n in CONTRACT_COLUMNS if mapping.get(n) in frame.columns}
     out = pd.DataFrame(

@@ -150,9 +150,10 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except RecopsError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc.message}", highlight=False)
+        # one line each, whatever the terminal width: scripts grep these
+        err_console.print(f"[bold red]error:[/bold red] {exc.message}", highlight=False, soft_wrap=True)
         if exc.hint:
-            err_console.print(f"[dim]hint: {exc.hint}[/dim]", highlight=False)
+            err_console.print(f"[dim]hint: {exc.hint}[/dim]", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")

@@ -61,7 +61,8 @@ def print_run_summary(result: dict[str, Any]) -> None:
     serving = outcome.get("serving_version")
     console.print(f"serving        {serving or 'nothing deployed'} {outcome.get('url') or ''}")
     if outcome.get("url"):
-        console.print("\ntry it:\n  " + curl_example(outcome["url"], outcome.get("example_user")))
+        console.print("\ntry it:")
+        console.print("  " + curl_example(outcome["url"], outcome.get("example_user")), soft_wrap=True)
 
 
 @app.command("run")
@@ -132,7 +133,7 @@ def schedule(
 
     Without --work-pool this process serves the schedule (flow.serve) until stopped. With
     --work-pool it registers a deployment on the Prefect server at PREFECT_API_URL and
-    exits; start workers with `prefect worker start --pool NAME` (see infra/prefect/).
+    exits; start workers with `prefect worker start --pool NAME` (see prefect.yaml and infra/README.md).
     """
     from flows.schedules import deploy_to_work_pool, serve_on_schedule, validate_cron
 
