@@ -134,6 +134,9 @@ QUIET_ENV = {
     "GX_ANALYTICS_ENABLED": "false",
     "BENTOML_DO_NOT_TRACK": "true",
     "DO_NOT_TRACK": "1",
+    # route recops' own INFO logs (per-epoch metrics, stage summaries) through Prefect's
+    # handlers so a flow run shows progress in the terminal and in the run's logs
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "components,services",
 }
 
 
@@ -145,6 +148,10 @@ def main() -> None:
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    import logging
+
+    # Lightning prints through its own handler; stop the root (Prefect) handler repeating it
+    logging.getLogger("lightning.pytorch").propagate = False
     import flows.cli  # noqa: F401  (registers every command module)
 
     try:
