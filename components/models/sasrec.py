@@ -7,13 +7,19 @@ Departures from the paper:
 - trained with full softmax cross-entropy over all items at every position by default
   (the paper samples one negative per position with BCE; ``train.loss: bce`` restores
   that), which is the variant RecBole reports about 0.083 HR@10 / 0.0416 NDCG@10 with on Beauty;
-- pre-LayerNorm blocks with GELU, and position embeddings counted from the most recent
-  item, so left padding never changes a score;
+- post-LayerNorm blocks (LayerNorm on the summed embeddings, eps 1e-12) with GELU, as in
+  RecBole's SASRec; on Beauty this learns about twice as fast per epoch as pre-LN;
+- position embeddings counted from the oldest item of the window, so the hidden state at
+  step ``t`` of a training sequence sees exactly what inference on that prefix sees (every
+  position is a faithful training example) and left padding never changes a score;
 - padding keys are masked in attention instead of zeroing padded timesteps afterwards.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
 from torch import Tensor
 
 from components.models.base import Recommender, TrainingPairs
@@ -22,7 +28,15 @@ from components.models.registry import register
 
 
 class SASRecParams(TransformerParams):
-    """SASRec hyperparameters (see :class:`TransformerParams` for each field)."""
+    """SASRec hyperparameters (see :class:`TransformerParams` for each field).
+
+    Defaults are the Beauty settings behind the benchmark table (RecBole's SASRec-CE recipe).
+    """
+
+    attn_dropout: float = Field(0.5, ge=0, lt=1, description="dropout on attention weights")
+    positions_from: Literal["first", "last"] = Field("first", description="position 0 = oldest item in the window")
+    norm_first: bool = Field(False, description="pre-LN (True) or post-LN with embedding LayerNorm (False)")
+    layer_norm_eps: float = Field(1e-12, gt=0, description="LayerNorm epsilon")
 
 
 @register("sasrec")
