@@ -8,7 +8,8 @@ Departures from the paper:
   (the paper samples one negative per position with BCE; ``train.loss: bce`` restores
   that), which is the variant RecBole reports about 0.083 HR@10 / 0.0416 NDCG@10 with on Beauty;
 - post-LayerNorm blocks (LayerNorm on the summed embeddings, eps 1e-12) with GELU, as in
-  RecBole's SASRec; on Beauty this learns about twice as fast per epoch as pre-LN;
+  RecBole's SASRec, linear weights initialised N(0, 0.02); on Beauty this learns about
+  three times as fast per epoch as pre-LN with torch's default init;
 - position embeddings counted from the oldest item of the window, so the hidden state at
   step ``t`` of a training sequence sees exactly what inference on that prefix sees (every
   position is a faithful training example) and left padding never changes a score;
@@ -37,6 +38,7 @@ class SASRecParams(TransformerParams):
     positions_from: Literal["first", "last"] = Field("first", description="position 0 = oldest item in the window")
     norm_first: bool = Field(False, description="pre-LN (True) or post-LN with embedding LayerNorm (False)")
     layer_norm_eps: float = Field(1e-12, gt=0, description="LayerNorm epsilon")
+    linear_init_std: float | None = Field(0.02, gt=0, description="normal init std for linear weights")
 
 
 @register("sasrec")
