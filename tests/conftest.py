@@ -12,6 +12,9 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Prefect's console handler logs "Stopping temporary server" at interpreter exit, after
+# pytest closed the stream; INFO from Prefect adds nothing to test output anyway
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 from components.data.config import SyntheticConfig  # noqa: E402
 from components.data.synthetic import generate_events  # noqa: E402
