@@ -5,13 +5,9 @@ worker."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,15 +16,10 @@ import pytest
 from components.config import load_config
 from components.validation.ingest import ingest_batch
 from components.workspace import Workspace
+from tests.conftest import stop_process_group
 
 BIN = Path(sys.executable).parent
 CRON = "0 3 * * *"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
@@ -44,51 +35,6 @@ def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = 
             return value
         time.sleep(1.0)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
-@pytest.fixture(scope="module")
-def prefect_server(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[str, dict[str, str]]]:
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-        "PREFECT_WORKER_QUERY_SECONDS": "2",
-        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
-    }
-    log = (home / "server.log").open("w")
-    server = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        _wait(
-            lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200,
-            120,
-            "prefect server",
-            server,
-        )
-        yield api, {**env, "PREFECT_API_URL": api}
-    finally:
-        _stop(server)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +91,7 @@ def test_served_schedule_runs_when_triggered_through_the_api(
         state = _run_to_completion(api, deployment["id"])
         assert state["type"] == "COMPLETED", state
     finally:
-        _stop(serving)
+        stop_process_group(serving)
 
 
 @pytest.mark.slow
@@ -205,4 +151,4 @@ def test_work_pool_deployment_runs_on_a_worker(prefect_server, workspace_with_da
             -3000:
         ]
     finally:
-        _stop(worker)
+        stop_process_group(worker)

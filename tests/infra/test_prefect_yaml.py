@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,8 +15,6 @@ import pytest
 import yaml
 
 from components.config import config_from_mapping
-
-from .conftest import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PREFECT_YAML = REPO_ROOT / "prefect.yaml"
@@ -102,59 +97,23 @@ def test_pull_steps_clone_the_repo_and_enter_it(raw: dict, tmp_path: Path, monke
         assert (here / entry.split(":")[0]).is_file()
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
-    """A real `prefect server start` on loopback (SQLite in a temporary PREFECT_HOME)."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-    }
-    log = (home / "server.log").open("w")
-    server = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert server.poll() is None, (home / "server.log").read_text()[-2000:]
-            try:
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise AssertionError("prefect server did not become healthy in 120 s")
-        yield api, {**env, "PREFECT_API_URL": api}
-    finally:
-        _stop(server)
-
-
 @pytest.mark.slow
-def test_prefect_deploy_all_registers_both_deployments(prefect_api) -> None:
-    api, env = prefect_api
-    env = {**env, "RECOPS_GIT_URL": "https://git.example.com/recops.git", "RECOPS_GIT_BRANCH": "main"}
+def test_prefect_deploy_all_registers_both_deployments(prefect_server) -> None:
+    api, env = prefect_server
+    env = {
+        **env,
+        "RECOPS_GIT_URL": "https://git.example.com/recops.git",
+        "RECOPS_GIT_BRANCH": "main",
+    }
 
     def prefect(*args: str) -> subprocess.CompletedProcess:
         done = subprocess.run(
             [str(BIN / "prefect"), "--no-prompt", *args],
-            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180,
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         return done
