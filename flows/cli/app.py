@@ -72,6 +72,9 @@ WorkspaceOpt = Annotated[
     Path | None,
     typer.Option("--workspace", "-w", help="State folder (default: $RECOPS_HOME or ./.recops)."),
 ]
+FormatOpt = Annotated[
+    str, typer.Option("--format", "-f", help="auto, csv, parquet, recbole, seq, pairs, movielens.")
+]
 JsonOutOpt = Annotated[
     Path | None, typer.Option("--json", help="Also write the figures as JSON to this file.")
 ]
@@ -158,7 +161,9 @@ def main() -> None:
         app(standalone_mode=False)
     except RecopsError as exc:
         # one line each, whatever the terminal width: scripts grep these
-        err_console.print(f"[bold red]error:[/bold red] {exc.message}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[bold red]error:[/bold red] {exc.message}", highlight=False, soft_wrap=True
+        )
         if exc.hint:
             err_console.print(f"[dim]hint: {exc.hint}[/dim]", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)

@@ -9,6 +9,7 @@ import typer
 
 from flows.cli.app import (
     ConfigOpt,
+    FormatOpt,
     JsonOutOpt,
     SetOpt,
     WorkspaceOpt,
@@ -22,9 +23,6 @@ from flows.cli.app import (
 DataOpt = Annotated[
     Path | None,
     typer.Option("--data", "-d", help="Event file to ingest (default: a new synthetic batch)."),
-]
-FormatOpt = Annotated[
-    str, typer.Option("--format", "-f", help="auto, csv, parquet, recbole, seq, pairs, movielens.")
 ]
 
 
@@ -62,7 +60,9 @@ def print_run_summary(result: dict[str, Any]) -> None:
     console.print(f"serving        {serving or 'nothing deployed'} {outcome.get('url') or ''}")
     if outcome.get("url"):
         console.print("\ntry it:")
-        console.print("  " + curl_example(outcome["url"], outcome.get("example_user")), soft_wrap=True)
+        console.print(
+            "  " + curl_example(outcome["url"], outcome.get("example_user")), soft_wrap=True
+        )
 
 
 @app.command("run")

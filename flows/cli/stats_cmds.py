@@ -7,11 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.app import JsonOutOpt, bench_app, console, data_app, write_json
-
-FormatOpt = Annotated[
-    str, typer.Option("--format", "-f", help="auto, csv, parquet, recbole, seq, pairs, movielens.")
-]
+from flows.cli.app import FormatOpt, JsonOutOpt, bench_app, console, data_app, write_json
 
 
 @data_app.command("stats")
