@@ -12,6 +12,14 @@ over the whole catalogue. Lightning, data loading and losses live in
   (:meth:`Recommender.training_pairs`), scored against :meth:`output_embeddings`,
 - and how to score all items for a history (:meth:`Recommender.score_all`).
 
+Repeat-aware scoring (``seen_bias``): a model whose params enable it learns one logit
+offset that is added to every item already in the history it scores from, in training
+(the items visible at each predicted position) and at inference alike. It starts at 0
+and follows the data: on logs where people rarely consume an item twice (Amazon Beauty has
+no repeats at all) it becomes strongly negative, where repeat purchases are common it
+becomes positive. Without it a tied-embedding model ranks the item it has just read near
+the top, because an embedding is most similar to itself.
+
 Data-dependent state (popularity counts, similarity tables, the interaction graph) is
 built by :meth:`Recommender.fit_data` from the training sequences and kept in buffers, so
 ``state_dict`` round-trips it; buffers whose size depends on the data are resized on load.
@@ -22,7 +30,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from components.data.sequences import Sequences
@@ -32,17 +40,55 @@ InputKind = Literal["causal", "masked", "session_graph", "interaction_graph", "n
 
 class TrainingPairs(NamedTuple):
     """What one training batch yields: representation ``hidden[i]`` should score
-    ``targets[i]`` highest among the rows of ``item_table`` (row 0 = padding)."""
+    ``targets[i]`` highest among the rows of ``item_table`` (row 0 = padding).
+
+    With repeat-aware scoring, ``seen[i]`` lists the items visible when predicting row
+    ``i`` (0 = none) and ``seen_bias`` is the learned logit offset for them."""
 
     hidden: Tensor  # [N, D]
     targets: Tensor  # [N], item indices >= 1
     item_table: Tensor  # [n_items + 1, D]
+    seen: Tensor | None = None  # [N, H] item indices, 0 = padding
+    seen_bias: Tensor | None = None  # scalar
+
+
+#: The seen-item offset is stored divided by this gain, so Adam (whose steps are about
+#: ``lr`` in parameter units) moves the offset this much faster than ordinary weights:
+#: it must travel several logits within the first epoch to be useful.
+SEEN_BIAS_GAIN = 10.0
 
 
 class ModelParams(BaseModel):
     """Base of every model's hyperparameter class: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class SeenBiasParams(ModelParams):
+    """Hyperparameters of a model that can learn repeat-aware scoring."""
+
+    seen_bias: bool = Field(
+        True,
+        description="learn one logit offset for items already in the history (repeat-aware "
+        "scoring; strongly negative on data without repeats, positive with many repeats)",
+    )
+
+
+def seen_mask(seen: Tensor, n_columns: int) -> Tensor:
+    """``[N, n_columns]`` bool: True where the column's item is in row ``i`` of ``seen``
+    (padding 0 never counts)."""
+    mask = torch.zeros(seen.shape[0], n_columns, dtype=torch.bool, device=seen.device)
+    mask.scatter_(1, seen, True)
+    mask[:, 0] = False
+    return mask
+
+
+def causal_seen(inputs: Tensor) -> Tensor:
+    """``[B, L, L]``: row ``t`` of sequence ``b`` holds ``inputs[b, :t + 1]`` (later steps
+    are 0), the items a causal model has read when it predicts from step ``t``."""
+    length = inputs.shape[1]
+    visible = torch.ones(length, length, dtype=torch.bool, device=inputs.device).tril()
+    return inputs[:, None, :].expand(-1, length, -1).masked_fill(~visible, 0)
 
 
 class Recommender(torch.nn.Module):
@@ -60,6 +106,34 @@ class Recommender(torch.nn.Module):
         self.n_items = int(n_items)
         self.n_users = int(n_users)
         self.max_len = int(max_len)
+        uses_seen_bias = isinstance(params, SeenBiasParams) and params.seen_bias
+        self.seen_bias_raw = torch.nn.Parameter(torch.zeros(())) if uses_seen_bias else None
+
+    @property
+    def seen_bias(self) -> Tensor | None:
+        """The learned logit offset for items already in the history (``None`` = off)."""
+        return None if self.seen_bias_raw is None else self.seen_bias_raw * SEEN_BIAS_GAIN
+
+    def pairs(self, hidden: Tensor, targets: Tensor, seen: Tensor | None = None) -> TrainingPairs:
+        """:class:`TrainingPairs` against :meth:`output_embeddings`, carrying ``seen`` when
+        this model learns the seen-item offset."""
+        bias = self.seen_bias
+        return TrainingPairs(hidden, targets, self.output_embeddings(), seen if bias is not None else None, bias)
+
+    def causal_pairs(self, hidden: Tensor, inputs: Tensor, targets: Tensor) -> TrainingPairs:
+        """Pairs of a causal model: hidden state ``[B, L, D]`` at each real position of
+        ``inputs`` scores the next item ``targets [B, L]`` (0 = no target), having read
+        ``inputs[:, :t + 1]``."""
+        keep = targets != 0
+        seen = causal_seen(inputs)[keep] if self.seen_bias is not None else None
+        return self.pairs(hidden[keep], targets[keep], seen)
+
+    def add_seen_bias(self, scores: Tensor, histories: Tensor) -> Tensor:
+        """``scores [B, n_items + 1]`` with the learned offset added to each row's history items."""
+        bias = self.seen_bias
+        if bias is None:
+            return scores
+        return scores + bias.to(scores.dtype) * seen_mask(histories, scores.shape[1])
 
     # --- data-dependent setup ---------------------------------------------------------
     def fit_data(self, train: Sequences) -> None:
@@ -83,7 +157,7 @@ class Recommender(torch.nn.Module):
     def score_all(self, histories: Tensor, users: Tensor | None = None) -> Tensor:
         """``[B, n_items + 1]`` scores; column 0 (padding) is ``-inf``."""
         scores = self.encode(histories, users) @ self.output_embeddings().T
-        return mask_padding_column(scores)
+        return mask_padding_column(self.add_seen_bias(scores, histories))
 
     # --- persistence of data-sized buffers --------------------------------------------
     def _load_from_state_dict(  # type: ignore[override]

@@ -65,7 +65,10 @@ class BERT4Rec(Recommender):
         inputs, targets = self.mask_batch(batch["sequences"])
         hidden = self.encoder(inputs, causal=False)
         keep = targets != 0
-        return TrainingPairs(hidden[keep], targets[keep], self.output_embeddings())
+        # every masked position sees the items left visible in its sequence
+        visible = inputs.masked_fill(inputs == self.mask_token, 0)
+        seen = visible[:, None, :].expand(-1, inputs.shape[1], -1)[keep]
+        return self.pairs(hidden[keep], targets[keep], seen)
 
     def output_embeddings(self) -> Tensor:
         return self.encoder.items.weight[: self.n_items + 1]

@@ -16,11 +16,11 @@ from __future__ import annotations
 from pydantic import Field
 from torch import Tensor, nn
 
-from components.models.base import ModelParams, Recommender, TrainingPairs
+from components.models.base import Recommender, SeenBiasParams, TrainingPairs
 from components.models.registry import register
 
 
-class GRU4RecParams(ModelParams):
+class GRU4RecParams(SeenBiasParams):
     """GRU4Rec hyperparameters."""
 
     embedding_size: int = Field(64, ge=8, description="item embedding width")
@@ -54,9 +54,7 @@ class GRU4Rec(Recommender):
         return self.project(self.drop(out))
 
     def training_pairs(self, batch: dict[str, Tensor]) -> TrainingPairs:
-        hidden = self.hidden_states(batch["inputs"])
-        keep = batch["targets"] != 0
-        return TrainingPairs(hidden[keep], batch["targets"][keep], self.output_embeddings())
+        return self.causal_pairs(self.hidden_states(batch["inputs"]), batch["inputs"], batch["targets"])
 
     def output_embeddings(self) -> Tensor:
         return self.items.weight

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from components.models.base import ModelParams
+from components.models.base import SeenBiasParams
 
 
-class TransformerParams(ModelParams):
+class TransformerParams(SeenBiasParams):
     """Hyperparameters shared by the Transformer models (defaults suit Beauty-sized data)."""
 
     hidden_size: int = Field(64, ge=8, description="embedding and hidden width")

@@ -11,7 +11,11 @@ Departures from the paper:
   L2 regularisation comes from ``train.weight_decay``;
 - scores from a history alone as well: when ``users`` is ``None`` or a user is unknown
   (index < 0 or beyond the training users) the user vector is the mean of the propagated
-  embeddings of the history items (fold-in), so serving works with only a history.
+  embeddings of the history items (fold-in), so serving works with only a history;
+- repeat-aware scoring (``seen_bias``): a training pair (user, item) sees the user's other
+  training items (the last ``max_len``), so the offset learns how often an item a user
+  already has is the one to predict; at inference it applies to the scored history.
+  Without it a transductive model ranks the user's own training items first.
 """
 
 from __future__ import annotations
@@ -22,11 +26,11 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from components.data.sequences import Sequences
-from components.models.base import ModelParams, Recommender, TrainingPairs, mask_padding_column
+from components.models.base import Recommender, SeenBiasParams, TrainingPairs, mask_padding_column
 from components.models.registry import register
 
 
-class LightGCNParams(ModelParams):
+class LightGCNParams(SeenBiasParams):
     """LightGCN hyperparameters."""
 
     embedding_size: int = Field(64, ge=8, description="user and item embedding width")
@@ -61,12 +65,15 @@ class LightGCN(Recommender):
         nn.init.normal_(self.embeddings.weight, std=0.1)
         self.register_buffer("edge_index", torch.zeros(2, 0, dtype=torch.long))
         self.register_buffer("edge_weight", torch.zeros(0))
+        self.register_buffer("user_history", torch.zeros(0, max_len, dtype=torch.int32))
 
     def fit_data(self, train: Sequences) -> None:
         index, weight = normalized_edges(train, self.n_users, self.n_items)
         device = self.embeddings.weight.device
         self.edge_index = index.to(device)
         self.edge_weight = weight.to(device)
+        if self.seen_bias is not None:
+            self.user_history = train.padded(self.max_len).to(device=device, dtype=torch.int32)
 
     def propagate(self) -> tuple[Tensor, Tensor]:
         """``(users [U, D], items [n_items + 1, D])`` after mean-over-layers smoothing."""
@@ -87,7 +94,11 @@ class LightGCN(Recommender):
 
     def training_pairs(self, batch: dict[str, Tensor]) -> TrainingPairs:
         users, items = self.propagate()
-        return TrainingPairs(users[batch["users"]], batch["targets"], items)
+        seen = None
+        if self.seen_bias is not None:
+            others = self.user_history[batch["users"]].long()
+            seen = others.masked_fill(others == batch["targets"][:, None], 0)
+        return TrainingPairs(users[batch["users"]], batch["targets"], items, seen, self.seen_bias)
 
     def output_embeddings(self) -> Tensor:
         return self.propagate()[1]
@@ -110,4 +121,4 @@ class LightGCN(Recommender):
     def score_all(self, histories: Tensor, users: Tensor | None = None) -> Tensor:
         tables = self.propagate()
         scores = self._user_vectors(tables, histories, users) @ tables[1].T
-        return mask_padding_column(scores)
+        return mask_padding_column(self.add_seen_bias(scores, histories))

@@ -57,9 +57,7 @@ class SASRec(Recommender):
         return self.encoder(histories, causal=True)
 
     def training_pairs(self, batch: dict[str, Tensor]) -> TrainingPairs:
-        hidden = self.hidden_states(batch["inputs"])
-        keep = batch["targets"] != 0
-        return TrainingPairs(hidden[keep], batch["targets"][keep], self.output_embeddings())
+        return self.causal_pairs(self.hidden_states(batch["inputs"]), batch["inputs"], batch["targets"])
 
     def output_embeddings(self) -> Tensor:
         return self.encoder.items.weight

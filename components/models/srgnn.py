@@ -22,11 +22,11 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from components.models.base import ModelParams, Recommender, TrainingPairs
+from components.models.base import Recommender, SeenBiasParams, TrainingPairs
 from components.models.registry import register
 
 
-class SRGNNParams(ModelParams):
+class SRGNNParams(SeenBiasParams):
     """SR-GNN hyperparameters."""
 
     hidden_size: int = Field(64, ge=8, description="item embedding and node state width")
@@ -101,4 +101,4 @@ class SRGNN(Recommender):
         return self.items.weight
 
     def training_pairs(self, batch: dict[str, Tensor]) -> TrainingPairs:
-        return TrainingPairs(self.encode(batch["inputs"]), batch["targets"], self.output_embeddings())
+        return self.pairs(self.encode(batch["inputs"]), batch["targets"], batch["inputs"])

@@ -7,6 +7,9 @@
   hits of the target are masked).
 - ``bce``: binary cross-entropy, target vs the same shared negatives (SASRec's and
   LightGCN/BPR-style training for very large catalogues).
+
+Every objective adds the model's learned seen-item offset (``pairs.seen_bias``) to the
+logits of items in ``pairs.seen``, so the offset is trained by the same loss it serves.
 """
 
 from __future__ import annotations
@@ -15,32 +18,48 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from components.models.base import TrainingPairs
+from components.models.base import TrainingPairs, seen_mask
 
 
 def full_cross_entropy(pairs: TrainingPairs) -> Tensor:
     logits = pairs.hidden @ pairs.item_table.T
+    if pairs.seen is not None and pairs.seen_bias is not None:
+        logits = logits + pairs.seen_bias * seen_mask(pairs.seen, logits.shape[1])
     logits[:, 0] = float("-inf")
     return F.cross_entropy(logits, pairs.targets)
+
+
+def _seen_offset(pairs: TrainingPairs, candidates: Tensor) -> Tensor | float:
+    """Seen-item offset ``[N, C]`` for candidate items ``[N, C]`` (per row) or ``[1, C]`` (shared)."""
+    if pairs.seen is None or pairs.seen_bias is None:
+        return 0.0
+    hit = (pairs.seen[:, :, None] == candidates[:, None, :]).any(dim=1)
+    return pairs.seen_bias * hit
+
+
+def _positive_logits(pairs: TrainingPairs) -> Tensor:
+    """``[N, 1]`` logit of each row's target."""
+    positive = (pairs.hidden * pairs.item_table[pairs.targets]).sum(dim=1, keepdim=True)
+    return positive + _seen_offset(pairs, pairs.targets[:, None])
 
 
 def _shared_negatives(pairs: TrainingPairs, num_negatives: int) -> tuple[Tensor, Tensor]:
     """``(negative logits [N, K], accidental-hit mask [N, K])`` for K uniform negatives."""
     n_items = pairs.item_table.shape[0] - 1
     negatives = torch.randint(1, n_items + 1, (num_negatives,), device=pairs.hidden.device)
-    logits = pairs.hidden @ pairs.item_table[negatives].T
+    logits = pairs.hidden @ pairs.item_table[negatives].T + _seen_offset(pairs, negatives[None, :])
     return logits, negatives[None, :] == pairs.targets[:, None]
 
 
 def sampled_softmax(pairs: TrainingPairs, num_negatives: int) -> Tensor:
-    positive = (pairs.hidden * pairs.item_table[pairs.targets]).sum(dim=1, keepdim=True)
+    positive = _positive_logits(pairs)
     negative, hit = _shared_negatives(pairs, num_negatives)
     logits = torch.cat([positive, negative.masked_fill(hit, float("-inf"))], dim=1)
     return F.cross_entropy(logits, torch.zeros_like(pairs.targets))
 
 
 def binary_cross_entropy(pairs: TrainingPairs, num_negatives: int) -> Tensor:
-    positive = (pairs.hidden * pairs.item_table[pairs.targets]).sum(dim=1)
+    positive = _positive_logits(pairs)[:, 0]
     negative, hit = _shared_negatives(pairs, num_negatives)
     neg_loss = -(F.logsigmoid(-negative) * ~hit).sum(dim=1) / (~hit).sum(dim=1).clamp(min=1)
     return (-F.logsigmoid(positive) + neg_loss).mean()
