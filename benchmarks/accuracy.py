@@ -106,6 +106,8 @@ def benchmark_one(
         "seconds_to_target": seconds_to_target(result.history, target_ndcg),
         "wall_s": wall,
         "exclude_seen": cfg.eval.exclude_seen,
+        # the learned logit offset for history items (None: the model has none)
+        "seen_bias": _seen_bias(result.bundle),
         # the same model under the other history-exclusion protocol (the published Beauty
         # figures come from reference code that removes history items before ranking)
         "other_protocol": other,
@@ -116,6 +118,11 @@ def benchmark_one(
         "history": result.history,
         "torch_threads": __import__("torch").get_num_threads(),
     }
+
+
+def _seen_bias(bundle: Any) -> float | None:
+    bias = getattr(bundle.model, "seen_bias", None)
+    return None if bias is None else float(bias.detach())
 
 
 def _other_protocol(bundle: Any, prepared: Any, cfg: Any) -> dict[str, Any]:
@@ -163,7 +170,7 @@ def format_table(rows: list[dict[str, Any]], target_ndcg: float) -> str:
     header = (
         f"{'model':<10}{'HR@10':>8}{'NDCG@10':>9}{'MRR':>8}{'epochs':>7}{'s/epoch':>9}"
         f"{'samples/s':>11}{'peak RSS MB':>12}{f's to NDCG>={target_ndcg:g}':>18}"
-        f"{'NDCG@10 flip':>14}"
+        f"{'NDCG@10 flip':>14}{'seen offset':>13}"
     )
     lines = [header]
     for r in rows:
@@ -171,7 +178,7 @@ def format_table(rows: list[dict[str, Any]], target_ndcg: float) -> str:
             f"{r['model']:<10}{_fmt(r['hr@10'], '.4f'):>8}{_fmt(r['ndcg@10'], '.4f'):>9}{_fmt(r['mrr'], '.4f'):>8}"
             f"{r['epochs']:>7}{_fmt(r['train_s_per_epoch'], '.1f'):>9}{_fmt(r['train_samples_per_s'], ',.0f'):>11}"
             f"{r['peak_rss_mb']:>12.0f}{_fmt(r['seconds_to_target'], '.0f'):>18}"
-            f"{_fmt(r['other_protocol']['ndcg@10'], '.4f'):>14}"
+            f"{_fmt(r['other_protocol']['ndcg@10'], '.4f'):>14}{_fmt(r.get('seen_bias'), '.2f'):>13}"
         )
     protocol = "excluded" if rows and rows[0]["exclude_seen"] else "not excluded"
     flipped = "excluded" if protocol == "not excluded" else "not excluded"
@@ -179,4 +186,5 @@ def format_table(rows: list[dict[str, Any]], target_ndcg: float) -> str:
         f"full ranking over all items; history items {protocol}; test split, leave-one-out"
     )
     lines.append(f"'NDCG@10 flip': the same model's test NDCG@10 with history items {flipped}")
+    lines.append("'seen offset': the logit the model learned to add to items already in the history")
     return "\n".join(lines)
