@@ -13,7 +13,11 @@ Departures from the paper:
 - position embeddings counted from the oldest item of the window, so the hidden state at
   step ``t`` of a training sequence sees exactly what inference on that prefix sees (every
   position is a faithful training example) and left padding never changes a score;
-- padding keys are masked in attention instead of zeroing padded timesteps afterwards.
+- padding keys are masked in attention instead of zeroing padded timesteps afterwards;
+- repeat-aware scoring (``seen_bias``, see :mod:`components.models.base`): one learned logit
+  offset for items the history already holds. On Beauty (no item is ever bought twice) it
+  turns strongly negative and lifts test NDCG@10 from 0.034 to 0.047 with history items
+  kept in the ranking; tied embeddings otherwise rank the items just read near the top.
 """
 
 from __future__ import annotations

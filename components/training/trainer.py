@@ -82,6 +82,7 @@ def _trainer(train_cfg: TrainConfig, monitor: str, run_dir: Path) -> tuple[pl.Tr
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     trainer = pl.Trainer(
         max_epochs=train_cfg.max_epochs,
+        min_steps=train_cfg.min_steps or None,
         max_time=timedelta(minutes=train_cfg.max_time_minutes) if train_cfg.max_time_minutes else None,
         accelerator=train_cfg.accelerator,
         devices=train_cfg.devices,

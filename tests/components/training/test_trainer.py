@@ -86,3 +86,15 @@ def test_learning_rate_decays_on_a_validation_plateau(prepared: PreparedData, tm
     assert result.epochs == 3
     lrs = pd.read_csv(tmp_path / "logs" / "metrics.csv")["lr-Adam"].dropna().tolist()
     assert lrs[0] == pytest.approx(1e-7) and lrs[-1] < lrs[0]
+
+
+def test_early_stopping_waits_for_min_steps(prepared: PreparedData, tmp_path: Path) -> None:
+    # at lr 1e-7 nothing improves, so patience 1 alone stops after the second epoch
+    cfg = FAST.model_copy(update={"max_epochs": 20, "lr": 1e-7, "patience": 1, "lr_decay_factor": None})
+    params = {"embedding_size": 16, "hidden_size": 16, "seen_bias": False}
+    quick = train_model(prepared, ModelConfig(name="gru4rec", params=params), cfg, EvalConfig(), tmp_path / "a")
+    steps_per_epoch = -(-len(prepared.split.train) // cfg.batch_size)
+    floor = cfg.model_copy(update={"min_steps": 5 * steps_per_epoch})
+    held = train_model(prepared, ModelConfig(name="gru4rec", params=params), floor, EvalConfig(), tmp_path / "b")
+    assert quick.epochs <= 3
+    assert held.epochs >= 5
