@@ -34,6 +34,14 @@ def build_model(name: str, params: dict[str, Any], n_items: int, n_users: int, m
     return cls(validate_params(name, params), n_items, n_users, max_len)
 
 
+def _saved_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` as saved, with switches added after the bundle was written set to what
+    the bundle was trained with (bundles written before repeat-aware scoring have none)."""
+    if "seen_bias" in get_model_class(name).Params.model_fields and "seen_bias" not in params:
+        return {**params, "seen_bias": False}
+    return params
+
+
 @dataclass
 class ModelBundle:
     """Model + vocabulary + the config that built it + training popularity (cold-start fallback)."""
@@ -80,10 +88,11 @@ class ModelBundle:
             popularity = np.load(directory / "popularity.npy")
         except FileNotFoundError as exc:
             raise RegistryError(f"{directory} is not a model bundle (missing {Path(exc.filename).name})") from None
-        model = build_model(meta["model_name"], meta["params"], vocab.n_items, vocab.n_users, meta["max_len"])
+        params = _saved_params(meta["model_name"], meta["params"])
+        model = build_model(meta["model_name"], params, vocab.n_items, vocab.n_users, meta["max_len"])
         model.load_state_dict(state)
         model.to(device).eval()
-        return cls(model, vocab, meta["model_name"], meta["params"], int(meta["max_len"]), popularity)
+        return cls(model, vocab, meta["model_name"], params, int(meta["max_len"]), popularity)
 
     # --- inference --------------------------------------------------------------------
     @torch.no_grad()

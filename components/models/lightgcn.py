@@ -65,7 +65,9 @@ class LightGCN(Recommender):
         nn.init.normal_(self.embeddings.weight, std=0.1)
         self.register_buffer("edge_index", torch.zeros(2, 0, dtype=torch.long))
         self.register_buffer("edge_weight", torch.zeros(0))
-        self.register_buffer("user_history", torch.zeros(0, max_len, dtype=torch.int32))
+        # the last max_len training items of every user (only with repeat-aware scoring)
+        history = torch.zeros(0, max_len, dtype=torch.int32) if self.seen_bias is not None else None
+        self.register_buffer("user_history", history)
 
     def fit_data(self, train: Sequences) -> None:
         index, weight = normalized_edges(train, self.n_users, self.n_items)

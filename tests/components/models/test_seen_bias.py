@@ -7,6 +7,9 @@ next item is never one already seen, positive where it always is.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,6 +18,7 @@ import torch
 from components.data.config import DataConfig
 from components.data.prepare import PreparedData, prepare
 from components.models.base import TrainingPairs, causal_seen, seen_mask
+from components.models.bundle import ModelBundle
 from components.models.config import ModelConfig
 from components.training.datamodules import BucketBatchSampler, training_dataset
 from components.training.losses import _seen_offset, compute_loss
@@ -126,3 +130,22 @@ def test_lightgcn_pairs_never_count_their_own_target_as_seen(tiny_prepared: Prep
     assert pairs.seen is not None
     assert not (pairs.seen == pairs.targets[:, None]).any()
     assert (pairs.seen != 0).sum(dim=1).min() > 0  # the user's other items are there
+
+
+@pytest.mark.parametrize("name", ["sasrec", "lightgcn"])
+def test_bundles_saved_before_repeat_aware_scoring_still_load(
+    name: str, tiny_prepared: PreparedData, tmp_path: Path
+) -> None:
+    # what an older bundle looks like: no seen_bias switch in its params, no offset in its weights
+    params = {**SMALL[name], "seen_bias": False}
+    bundle = build_bundle(tiny_prepared, ModelConfig(name=name, params=params))
+    bundle.save(tmp_path / "old")
+    meta_path = tmp_path / "old" / "bundle.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["params"]["seen_bias"]
+    meta_path.write_text(json.dumps(meta))
+    loaded = ModelBundle.load(tmp_path / "old")
+    assert loaded.model.seen_bias is None
+    histories = tiny_prepared.split.test.histories
+    users = torch.as_tensor(tiny_prepared.split.test.users)
+    assert torch.equal(loaded.score(histories, users), bundle.score(histories, users))
