@@ -34,11 +34,11 @@ def build_model(name: str, params: dict[str, Any], n_items: int, n_users: int, m
     return cls(validate_params(name, params), n_items, n_users, max_len)
 
 
-def _saved_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """``params`` as saved, with switches added after the bundle was written set to what
-    the bundle was trained with (bundles written before repeat-aware scoring have none)."""
+def _saved_params(name: str, params: dict[str, Any], state: dict[str, Tensor]) -> dict[str, Any]:
+    """``params`` as saved, with a switch the dict does not name set to what the weights
+    hold (bundles written before repeat-aware scoring have no seen-item offset)."""
     if "seen_bias" in get_model_class(name).Params.model_fields and "seen_bias" not in params:
-        return {**params, "seen_bias": False}
+        return {**params, "seen_bias": "seen_bias_raw" in state}
     return params
 
 
@@ -88,7 +88,7 @@ class ModelBundle:
             popularity = np.load(directory / "popularity.npy")
         except FileNotFoundError as exc:
             raise RegistryError(f"{directory} is not a model bundle (missing {Path(exc.filename).name})") from None
-        params = _saved_params(meta["model_name"], meta["params"])
+        params = _saved_params(meta["model_name"], meta["params"], state)
         model = build_model(meta["model_name"], params, vocab.n_items, vocab.n_users, meta["max_len"])
         model.load_state_dict(state)
         model.to(device).eval()

@@ -149,3 +149,12 @@ def test_bundles_saved_before_repeat_aware_scoring_still_load(
     histories = tiny_prepared.split.test.histories
     users = torch.as_tensor(tiny_prepared.split.test.users)
     assert torch.equal(loaded.score(histories, users), bundle.score(histories, users))
+
+
+def test_a_params_dict_without_the_switch_follows_the_weights(tiny_prepared: PreparedData, tmp_path: Path) -> None:
+    bundle = build_bundle(tiny_prepared, ModelConfig(name="sasrec", params=SMALL["sasrec"]))
+    bundle.model.seen_bias_raw.data.fill_(-0.5)
+    bundle.params = dict(SMALL["sasrec"])  # hand-built bundles may carry only the keys they set
+    bundle.save(tmp_path / "m")
+    loaded = ModelBundle.load(tmp_path / "m")
+    assert loaded.model.seen_bias is not None and float(loaded.model.seen_bias) == pytest.approx(-5.0)
