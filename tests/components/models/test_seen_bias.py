@@ -157,4 +157,4 @@ def test_a_params_dict_without_the_switch_follows_the_weights(tiny_prepared: Pre
     bundle.params = dict(SMALL["sasrec"])  # hand-built bundles may carry only the keys they set
     bundle.save(tmp_path / "m")
     loaded = ModelBundle.load(tmp_path / "m")
-    assert loaded.model.seen_bias is not None and float(loaded.model.seen_bias) == pytest.approx(-5.0)
+    assert loaded.model.seen_bias is not None and float(loaded.model.seen_bias.detach()) == pytest.approx(-5.0)
