@@ -74,13 +74,19 @@ class SeenBiasParams(ModelParams):
     )
 
 
-def seen_mask(seen: Tensor, n_columns: int) -> Tensor:
-    """``[N, n_columns]`` bool: True where the column's item is in row ``i`` of ``seen``
-    (padding 0 never counts)."""
-    mask = torch.zeros(seen.shape[0], n_columns, dtype=torch.bool, device=seen.device)
-    mask.scatter_(1, seen, True)
-    mask[:, 0] = False
-    return mask
+def add_seen_offset(scores: Tensor, seen: Tensor, offset: Tensor) -> Tensor:
+    """``scores [N, C]`` plus ``offset`` on each row's distinct items in ``seen [N, H]``.
+
+    Touches only ``N x H`` entries (not a dense ``[N, C]`` mask): each row of ``seen`` is
+    sorted, repeats of an item are pointed at the padding column 0, then one
+    ``scatter_add``. Column 0 may receive offsets; callers mask it to ``-inf`` anyway.
+    """
+    ordered, _ = seen.sort(dim=1)
+    repeat = torch.zeros_like(ordered, dtype=torch.bool)
+    repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
+    distinct = ordered.masked_fill(repeat, 0)
+    values = offset.to(scores.dtype).expand(distinct.shape)
+    return scores.scatter_add(1, distinct, values)
 
 
 def causal_seen(inputs: Tensor) -> Tensor:
@@ -133,7 +139,7 @@ class Recommender(torch.nn.Module):
         bias = self.seen_bias
         if bias is None:
             return scores
-        return scores + bias.to(scores.dtype) * seen_mask(histories, scores.shape[1])
+        return add_seen_offset(scores, histories, bias)
 
     # --- data-dependent setup ---------------------------------------------------------
     def fit_data(self, train: Sequences) -> None:

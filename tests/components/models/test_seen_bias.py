@@ -17,7 +17,7 @@ import torch
 
 from components.data.config import DataConfig
 from components.data.prepare import PreparedData, prepare
-from components.models.base import TrainingPairs, causal_seen, seen_mask
+from components.models.base import TrainingPairs, add_seen_offset, causal_seen
 from components.models.bundle import ModelBundle
 from components.models.config import ModelConfig
 from components.training.datamodules import BucketBatchSampler, training_dataset
@@ -75,9 +75,34 @@ def test_causal_seen_lists_what_each_step_has_read() -> None:
     assert seen[0].tolist() == [[0, 0, 0, 0], [0, 4, 0, 0], [0, 4, 5, 0], [0, 4, 5, 6]]
 
 
-def test_seen_mask_marks_history_items_and_never_padding() -> None:
-    mask = seen_mask(torch.tensor([[0, 2, 2, 3], [0, 0, 0, 0]]), 5)
-    assert mask.tolist() == [[False, False, True, True, False], [False] * 5]
+def seen_mask(seen: torch.Tensor, n_columns: int) -> torch.Tensor:
+    """Dense reference: True where the column's item is in the row (padding never)."""
+    columns = torch.arange(n_columns)
+    return (seen[:, :, None] == columns[None, None, :]).any(dim=1) & (columns != 0)
+
+
+def test_offset_lands_once_on_each_distinct_history_item() -> None:
+    scores = torch.zeros(2, 5)
+    out = add_seen_offset(scores, torch.tensor([[0, 2, 2, 3], [0, 0, 0, 0]]), torch.tensor(-1.5))
+    assert out[:, 1:].tolist() == [[0.0, -1.5, -1.5, 0.0], [0.0] * 4]
+
+
+def test_sparse_offset_equals_the_dense_mask_and_trains_the_same() -> None:
+    torch.manual_seed(0)
+    seen = torch.randint(0, 40, (16, 12))  # with repeats and padding
+    logits = torch.randn(16, 40)
+    bias = torch.tensor(-2.0, requires_grad=True)
+    sparse = add_seen_offset(logits, seen, bias)
+    dense = logits + bias * seen_mask(seen, 40)
+    assert torch.allclose(sparse[:, 1:], dense[:, 1:])
+    targets = torch.randint(1, 40, (16,))
+    grads = []
+    for out in (sparse, dense):
+        out = out.clone()
+        out[:, 0] = float("-inf")
+        (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(out, targets), bias)
+        grads.append(grad)
+    assert torch.allclose(grads[0], grads[1])
 
 
 @pytest.mark.parametrize("loss", ["sampled_softmax", "bce"])
