@@ -52,6 +52,7 @@ def test_train_then_evaluate_the_saved_bundle(recops, seq_file: Path, tmp_path: 
     trained = json.loads(out.read_text())
     assert trained["model"] == "sasrec" and trained["epochs"] >= 1 and not trained["exclude_seen"]
     assert trained["test"]["n_users"] == 80  # every user is evaluated
+    assert trained["seen_bias"] < 0  # the walk never revisits an item within a window
     evaluated = tmp_path / "eval.json"
     result = recops(
         "evaluate", "--model-dir", trained["bundle_dir"], "--data", str(seq_file), "--format", "seq",
