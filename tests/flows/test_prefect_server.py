@@ -50,10 +50,27 @@ def _deployment(api: str, flow: str) -> dict | None:
     return reply.json() if reply.status_code == 200 else None
 
 
+def _create_flow_run(api: str, deployment_id: str) -> dict:
+    """POST create_flow_run until the server accepts it (a server busy with the served
+    deployment's own start-up can answer an error the first time; CI saw a reply without
+    an id once)."""
+    replies: list[str] = []
+
+    def created() -> dict | None:
+        reply = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", json={}, timeout=10)
+        if reply.is_success and "id" in reply.json():
+            return reply.json()
+        replies.append(f"{reply.status_code} {reply.text[:300]}")
+        return None
+
+    try:
+        return _wait(created, 60, "the flow run to be created")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; server replies: {replies[-3:]}") from None
+
+
 def _run_to_completion(api: str, deployment_id: str, timeout: float = 240) -> dict:
-    run = httpx.post(
-        f"{api}/deployments/{deployment_id}/create_flow_run", json={}, timeout=10
-    ).json()
+    run = _create_flow_run(api, deployment_id)
 
     def finished() -> dict | None:
         state = httpx.get(f"{api}/flow_runs/{run['id']}", timeout=5).json()["state"]
