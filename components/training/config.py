@@ -44,6 +44,11 @@ class TrainConfig(BaseModel):
     max_time_minutes: float | None = None
     progress_bar: bool = True
     check_val_every_n_epoch: int = Field(1, ge=1)
+    #: validate every N optimiser steps instead of every epoch (across epoch boundaries);
+    #: ``patience`` and ``lr_decay_patience`` then count these validations, so they mean
+    #: the same amount of training whatever the dataset size (on ml-100k an epoch is a
+    #: handful of steps and epoch-counted patience stops models after a few dozen)
+    val_every_steps: int | None = Field(None, ge=1)
     deterministic: bool = False
     #: CPU threads for torch (None = torch's default). On a CPU shared with other jobs,
     #: fewer threads than cores avoids OpenMP oversubscription stalls.

@@ -75,7 +75,12 @@ class RecommenderModule(pl.LightningModule):
         )
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch", "strict": False},
+            "lr_scheduler": {
+                "scheduler": scheduler, "monitor": self.monitor, "strict": False,
+                # step with the validations that feed it
+                "interval": "step" if self.cfg.val_every_steps else "epoch",
+                "frequency": self.cfg.val_every_steps or 1,
+            },
         }
 
     # --- validation -------------------------------------------------------------------

@@ -98,3 +98,18 @@ def test_early_stopping_waits_for_min_steps(prepared: PreparedData, tmp_path: Pa
     held = train_model(prepared, ModelConfig(name="gru4rec", params=params), floor, EvalConfig(), tmp_path / "b")
     assert quick.epochs <= 3
     assert held.epochs >= 5
+
+
+def test_validation_every_n_steps_drives_stopping_and_lr_decay(prepared: PreparedData, tmp_path: Path) -> None:
+    steps_per_epoch = -(-len(prepared.split.train) // FAST.batch_size)
+    every = max(1, steps_per_epoch // 2)  # about two validations per epoch
+    cfg = FAST.model_copy(
+        update={"max_epochs": 3, "lr": 1e-7, "lr_decay_factor": 0.5, "lr_decay_patience": 1,
+                "patience": 50, "val_every_steps": every}
+    )
+    params = {"embedding_size": 16, "hidden_size": 16, "seen_bias": False}
+    result = train_model(prepared, ModelConfig(name="gru4rec", params=params), cfg, EvalConfig(), tmp_path)
+    assert len(result.history) >= 2 * 3 - 1  # validations happen inside epochs, not once per epoch
+    lrs = pd.read_csv(tmp_path / "logs" / "metrics.csv")["lr-Adam"].dropna().tolist()
+    # more than one decay per epoch (epoch-wise plateau checks allow at most 2 in 3 epochs)
+    assert lrs[-1] < 0.99 * lrs[0] / 4
