@@ -107,7 +107,7 @@ def benchmark_one(
         "wall_s": wall,
         "exclude_seen": cfg.eval.exclude_seen,
         # the learned logit offset for history items (None: the model has none)
-        "seen_bias": _seen_bias(result.bundle),
+        "seen_bias": result.bundle.model.learned_seen_offset(),
         # the same model under the other history-exclusion protocol (the published Beauty
         # figures come from reference code that removes history items before ranking)
         "other_protocol": other,
@@ -118,11 +118,6 @@ def benchmark_one(
         "history": result.history,
         "torch_threads": __import__("torch").get_num_threads(),
     }
-
-
-def _seen_bias(bundle: Any) -> float | None:
-    bias = getattr(bundle.model, "seen_bias", None)
-    return None if bias is None else float(bias.detach())
 
 
 def _other_protocol(bundle: Any, prepared: Any, cfg: Any) -> dict[str, Any]:

@@ -74,19 +74,22 @@ class SeenBiasParams(ModelParams):
     )
 
 
-def add_seen_offset(scores: Tensor, seen: Tensor, offset: Tensor) -> Tensor:
-    """``scores [N, C]`` plus ``offset`` on each row's distinct items in ``seen [N, H]``.
+def add_seen_offset_(scores: Tensor, seen: Tensor, offset: Tensor) -> Tensor:
+    """Add ``offset`` in place to ``scores [N, C]`` on each row's distinct items in
+    ``seen [N, H]``; returns ``scores``.
 
-    Touches only ``N x H`` entries (not a dense ``[N, C]`` mask): each row of ``seen`` is
-    sorted, repeats of an item are pointed at the padding column 0, then one
-    ``scatter_add``. Column 0 may receive offsets; callers mask it to ``-inf`` anyway.
+    Touches only ``N x H`` entries: no dense ``[N, C]`` mask and no copy of ``scores``
+    (for LightGCN's 8,192 x 12,102 logits a copy cost more than the softmax). Each row of
+    ``seen`` is sorted, repeats of an item are pointed at the padding column 0, then one
+    ``scatter_add_``. Column 0 may receive offsets; callers mask it to ``-inf`` anyway.
+    Autograd-safe on a fresh matmul output (its backward does not need the output).
     """
     ordered, _ = seen.sort(dim=1)
     repeat = torch.zeros_like(ordered, dtype=torch.bool)
     repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
     distinct = ordered.masked_fill(repeat, 0)
     values = offset.to(scores.dtype).expand(distinct.shape)
-    return scores.scatter_add(1, distinct, values)
+    return scores.scatter_add_(1, distinct, values)
 
 
 def causal_seen(inputs: Tensor) -> Tensor:
@@ -116,30 +119,44 @@ class Recommender(torch.nn.Module):
         self.seen_bias_raw = torch.nn.Parameter(torch.zeros(())) if uses_seen_bias else None
 
     @property
+    def learns_seen_bias(self) -> bool:
+        """Whether this model has the seen-item offset (``params.seen_bias``)."""
+        return self.seen_bias_raw is not None
+
+    @property
     def seen_bias(self) -> Tensor | None:
         """The learned logit offset for items already in the history (``None`` = off)."""
         return None if self.seen_bias_raw is None else self.seen_bias_raw * SEEN_BIAS_GAIN
 
-    def pairs(self, hidden: Tensor, targets: Tensor, seen: Tensor | None = None) -> TrainingPairs:
-        """:class:`TrainingPairs` against :meth:`output_embeddings`, carrying ``seen`` when
-        this model learns the seen-item offset."""
+    def learned_seen_offset(self) -> float | None:
+        """:attr:`seen_bias` as a number for reports (``None`` = off)."""
         bias = self.seen_bias
-        return TrainingPairs(hidden, targets, self.output_embeddings(), seen if bias is not None else None, bias)
+        return None if bias is None else float(bias.detach())
+
+    def pairs(
+        self, hidden: Tensor, targets: Tensor, seen: Tensor | None = None, item_table: Tensor | None = None
+    ) -> TrainingPairs:
+        """:class:`TrainingPairs` against ``item_table`` (default :meth:`output_embeddings`),
+        carrying ``seen`` when this model learns the seen-item offset."""
+        table = self.output_embeddings() if item_table is None else item_table
+        bias = self.seen_bias
+        return TrainingPairs(hidden, targets, table, seen if bias is not None else None, bias)
 
     def causal_pairs(self, hidden: Tensor, inputs: Tensor, targets: Tensor) -> TrainingPairs:
         """Pairs of a causal model: hidden state ``[B, L, D]`` at each real position of
         ``inputs`` scores the next item ``targets [B, L]`` (0 = no target), having read
         ``inputs[:, :t + 1]``."""
         keep = targets != 0
-        seen = causal_seen(inputs)[keep] if self.seen_bias is not None else None
+        seen = causal_seen(inputs)[keep] if self.learns_seen_bias else None
         return self.pairs(hidden[keep], targets[keep], seen)
 
     def add_seen_bias(self, scores: Tensor, histories: Tensor) -> Tensor:
-        """``scores [B, n_items + 1]`` with the learned offset added to each row's history items."""
+        """Fresh ``scores [B, n_items + 1]`` with the learned offset added (in place) to each
+        row's history items."""
         bias = self.seen_bias
         if bias is None:
             return scores
-        return add_seen_offset(scores, histories, bias)
+        return add_seen_offset_(scores, histories, bias)
 
     # --- data-dependent setup ---------------------------------------------------------
     def fit_data(self, train: Sequences) -> None:

@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from components.models.base import TrainingPairs, add_seen_offset
+from components.models.base import TrainingPairs, add_seen_offset_
 
 
 def full_cross_entropy(pairs: TrainingPairs) -> Tensor:
     logits = pairs.hidden @ pairs.item_table.T
     if pairs.seen is not None and pairs.seen_bias is not None:
-        logits = add_seen_offset(logits, pairs.seen, pairs.seen_bias)
+        add_seen_offset_(logits, pairs.seen, pairs.seen_bias)
     logits[:, 0] = float("-inf")
     return F.cross_entropy(logits, pairs.targets)
 

@@ -93,9 +93,9 @@ def train(
         f"full ranking over {prepared.split.n_items} items, {protocol}",
         result.metrics_valid, result.metrics_test,
     )
-    seen_bias = result.bundle.model.seen_bias
+    seen_bias = result.bundle.model.learned_seen_offset()
     if seen_bias is not None:
-        console.print(f"learned offset for items already in the history: {float(seen_bias.detach()):+.2f} (logits)")
+        console.print(f"learned offset for items already in the history: {seen_bias:+.2f} (logits)")
     console.print(f"model bundle: {result.bundle_dir}")
     write_json(
         json_out,
@@ -103,7 +103,7 @@ def train(
             "run_id": run_id, "model": cfg.model.name, "params": result.bundle.params,
             "epochs": result.epochs, "train_seconds": result.train_seconds,
             "samples_per_second": result.samples_per_second, "exclude_seen": cfg.eval.exclude_seen,
-            "seen_bias": None if seen_bias is None else float(seen_bias.detach()),
+            "seen_bias": seen_bias,
             "valid": result.metrics_valid, "test": result.metrics_test, "history": result.history,
             "bundle_dir": str(result.bundle_dir), "split": prepared.split.summary(),
         },

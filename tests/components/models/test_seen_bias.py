@@ -17,7 +17,7 @@ import torch
 
 from components.data.config import DataConfig
 from components.data.prepare import PreparedData, prepare
-from components.models.base import TrainingPairs, add_seen_offset, causal_seen
+from components.models.base import TrainingPairs, add_seen_offset_, causal_seen
 from components.models.bundle import ModelBundle
 from components.models.config import ModelConfig
 from components.training.datamodules import BucketBatchSampler, training_dataset
@@ -83,7 +83,7 @@ def seen_mask(seen: torch.Tensor, n_columns: int) -> torch.Tensor:
 
 def test_offset_lands_once_on_each_distinct_history_item() -> None:
     scores = torch.zeros(2, 5)
-    out = add_seen_offset(scores, torch.tensor([[0, 2, 2, 3], [0, 0, 0, 0]]), torch.tensor(-1.5))
+    out = add_seen_offset_(scores, torch.tensor([[0, 2, 2, 3], [0, 0, 0, 0]]), torch.tensor(-1.5))
     assert out[:, 1:].tolist() == [[0.0, -1.5, -1.5, 0.0], [0.0] * 4]
 
 
@@ -92,7 +92,7 @@ def test_sparse_offset_equals_the_dense_mask_and_trains_the_same() -> None:
     seen = torch.randint(0, 40, (16, 12))  # with repeats and padding
     logits = torch.randn(16, 40)
     bias = torch.tensor(-2.0, requires_grad=True)
-    sparse = add_seen_offset(logits, seen, bias)
+    sparse = add_seen_offset_(logits.clone(), seen, bias)
     dense = logits + bias * seen_mask(seen, 40)
     assert torch.allclose(sparse[:, 1:], dense[:, 1:])
     targets = torch.randint(1, 40, (16,))
@@ -183,3 +183,4 @@ def test_a_params_dict_without_the_switch_follows_the_weights(tiny_prepared: Pre
     bundle.save(tmp_path / "m")
     loaded = ModelBundle.load(tmp_path / "m")
     assert loaded.model.seen_bias is not None and float(loaded.model.seen_bias.detach()) == pytest.approx(-5.0)
+
