@@ -13,8 +13,8 @@ Departures from the paper:
   (index < 0 or beyond the training users) the user vector is the mean of the propagated
   embeddings of the history items (fold-in), so serving works with only a history;
 - repeat-aware scoring (``seen_bias``): a training pair (user, item) sees the user's other
-  training items (the last ``max_len``), so the offset learns how often an item a user
-  already has is the one to predict; at inference it applies to the scored history.
+  training items (read from the graph's edges), so the offset learns how often an item a
+  user already has is the one to predict; at inference it applies to the scored history.
   Without it a transductive model ranks the user's own training items first.
 """
 
@@ -65,17 +65,12 @@ class LightGCN(Recommender):
         nn.init.normal_(self.embeddings.weight, std=0.1)
         self.register_buffer("edge_index", torch.zeros(2, 0, dtype=torch.long))
         self.register_buffer("edge_weight", torch.zeros(0))
-        # the last max_len training items of every user (only with repeat-aware scoring)
-        history = torch.zeros(0, max_len, dtype=torch.int32) if self.seen_bias is not None else None
-        self.register_buffer("user_history", history)
 
     def fit_data(self, train: Sequences) -> None:
         index, weight = normalized_edges(train, self.n_users, self.n_items)
         device = self.embeddings.weight.device
         self.edge_index = index.to(device)
         self.edge_weight = weight.to(device)
-        if self.seen_bias is not None:
-            self.user_history = train.padded(self.max_len).to(device=device, dtype=torch.int32)
 
     def propagate(self) -> tuple[Tensor, Tensor]:
         """``(users [U, D], items [n_items + 1, D])`` after mean-over-layers smoothing."""
@@ -94,13 +89,25 @@ class LightGCN(Recommender):
         final = total / (self.params.num_layers + 1)
         return final[: self.n_users], final[self.n_users :]
 
+    def training_items(self, users: Tensor) -> Tensor:
+        """``[B, H]`` each user's training items (0-padded), read from the user->item edges:
+        ``edge_index`` is sorted by source node, so a user's edges are one contiguous run."""
+        src, dst = self.edge_index
+        start = torch.searchsorted(src, users)
+        end = torch.searchsorted(src, users, right=True)
+        width = max(int((end - start).max()), 1) if len(users) else 1
+        position = start[:, None] + torch.arange(width, device=src.device)[None]
+        inside = position < end[:, None]
+        items = dst[position.clamp(max=len(dst) - 1)] - self.n_users
+        return items.masked_fill(~inside, 0)
+
     def training_pairs(self, batch: dict[str, Tensor]) -> TrainingPairs:
         users, items = self.propagate()
         seen = None
-        if self.seen_bias is not None:
-            others = self.user_history[batch["users"]].long()
-            seen = others.masked_fill(others == batch["targets"][:, None], 0)
-        return TrainingPairs(users[batch["users"]], batch["targets"], items, seen, self.seen_bias)
+        if self.learns_seen_bias:
+            owned = self.training_items(batch["users"])
+            seen = owned.masked_fill(owned == batch["targets"][:, None], 0)
+        return self.pairs(users[batch["users"]], batch["targets"], seen, item_table=items)
 
     def output_embeddings(self) -> Tensor:
         return self.propagate()[1]

@@ -184,3 +184,12 @@ def test_a_params_dict_without_the_switch_follows_the_weights(tiny_prepared: Pre
     loaded = ModelBundle.load(tmp_path / "m")
     assert loaded.model.seen_bias is not None and float(loaded.model.seen_bias.detach()) == pytest.approx(-5.0)
 
+
+def test_lightgcn_reads_each_users_training_items_from_its_graph(tiny_prepared: PreparedData) -> None:
+    model = build_bundle(tiny_prepared, ModelConfig(name="lightgcn", params=SMALL["lightgcn"])).model
+    train = tiny_prepared.split.train
+    users = torch.tensor([3, 0, 3, len(train) - 1])
+    items = model.training_items(users)
+    for row, user in zip(items.tolist(), users.tolist(), strict=True):
+        owned = train.values[train.offsets[user] : train.offsets[user + 1]]
+        assert {i for i in row if i} == set(owned.tolist())
