@@ -24,9 +24,9 @@ class TrainConfig(BaseModel):
     loss: Literal["ce", "bce", "sampled_softmax"] = "ce"
     num_negatives: int = Field(100, ge=1)
     patience: int = Field(5, ge=1)
-    #: early stopping never ends training before this many optimiser steps: on small data
-    #: with large batches an epoch is a handful of steps and a 5-epoch patience would stop
-    #: a model that has barely started (Lightning's ``min_steps``)
+    #: early stopping never ends training before this many optimiser steps (Lightning's
+    #: ``min_steps``). It does not rescue small data: the LR has decayed by then (measured
+    #: on ml-100k); ``val_every_steps`` is the setting for that.
     min_steps: int = Field(0, ge=0)
     #: multiply the learning rate by this when validation NDCG@K has not improved for
     #: ``lr_decay_patience`` validations (None = constant learning rate)
