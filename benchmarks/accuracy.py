@@ -181,5 +181,7 @@ def format_table(rows: list[dict[str, Any]], target_ndcg: float) -> str:
         f"full ranking over all items; history items {protocol}; test split, leave-one-out"
     )
     lines.append(f"'NDCG@10 flip': the same model's test NDCG@10 with history items {flipped}")
-    lines.append("'seen offset': the logit the model learned to add to items already in the history")
+    lines.append(
+        "'seen offset': the logit the model learned to add to items already in the history"
+    )
     return "\n".join(lines)

@@ -81,8 +81,9 @@ class GreedyDispatcher(CorkDispatcher[Any, Any]):
             except Exception:  # the controller must survive anything one batch does
                 logger.exception("error dispatching a batch")
 
-    async def outbound_call(self, inputs_info: tuple[Job[Any, Any], ...],
-                            training: bool = False) -> None:
+    async def outbound_call(
+        self, inputs_info: tuple[Job[Any, Any], ...], training: bool = False
+    ) -> None:
         try:
             await super().outbound_call(inputs_info, training)
         finally:
@@ -128,8 +129,11 @@ def batch_dispatch(instance: Any, api_name: str) -> BatchCall:
             return list(await factory.batch_infer(api_name, (items,), {}))
 
         return dispatched
-    logger.error("BentoML's batch dispatcher for %s was not found (internals changed?): "
-                 "calling it directly, without adaptive batching", api_name)
+    logger.error(
+        "BentoML's batch dispatcher for %s was not found (internals changed?): "
+        "calling it directly, without adaptive batching",
+        api_name,
+    )
     local = getattr(instance, api_name).local
 
     async def direct(items: list[Any]) -> list[Any]:

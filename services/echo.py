@@ -14,8 +14,13 @@ import bentoml
 @bentoml.service(name="recops-echo", workers=1, traffic={"timeout": 30, "max_concurrency": 256})
 class Echo:
     @bentoml.api(route="/recommend")
-    async def recommend(self, history: list[str] | None = None, user_id: str | None = None,
-                        k: int = 10, exclude_seen: bool = True,
-                        exclude: list[str] | None = None) -> dict[str, Any]:
+    async def recommend(
+        self,
+        history: list[str] | None = None,
+        user_id: str | None = None,
+        k: int = 10,
+        exclude_seen: bool = True,
+        exclude: list[str] | None = None,
+    ) -> dict[str, Any]:
         items = [{"item_id": item, "score": 0.0} for item in (history or [])[:k]]
         return {"items": items, "model_version": "echo", "source": "model", "warnings": []}

@@ -139,8 +139,9 @@ class Engine:
         k = min(k, self.n_items)
         if not known:
             return Plan(None, k, excluded, warnings)
-        return Plan(ScoreQuery(history=known[-self.max_len :], k=k, exclude=excluded), k,
-                    excluded, warnings)
+        return Plan(
+            ScoreQuery(history=known[-self.max_len :], k=k, exclude=excluded), k, excluded, warnings
+        )
 
     # 2. score -------------------------------------------------------------------------
     @torch.inference_mode()
@@ -150,7 +151,7 @@ class Engine:
             return []
         histories = _left_padded([q.history for q in queries], self.max_len)
         excluded = _right_padded([q.exclude or [PAD] for q in queries])
-        top = min(max(q.k for q in queries) , self.n_items)
+        top = min(max(q.k for q in queries), self.n_items)
         indices, scores = self.bundle.recommend(
             histories.to(self.device), top, exclude_seen=False, exclude=excluded.to(self.device)
         )
@@ -158,8 +159,12 @@ class Engine:
         out: list[Scored] = []
         for row, query in enumerate(queries):
             keep = np.isfinite(scores[row, : query.k]) & (indices[row, : query.k] != PAD)
-            out.append(Scored(items=indices[row, : query.k][keep].tolist(),
-                              scores=scores[row, : query.k][keep].tolist()))
+            out.append(
+                Scored(
+                    items=indices[row, : query.k][keep].tolist(),
+                    scores=scores[row, : query.k][keep].tolist(),
+                )
+            )
         return out
 
     def popular(self, k: int, exclude: list[int]) -> Scored:
@@ -176,9 +181,13 @@ class Engine:
         if scored is None:
             scored = self.popular(plan.k, plan.exclude)
         tokens = self.vocab.item_tokens(scored.items)
-        items = [RecommendedItem(item_id=t, score=_finite(s)) for t, s in zip(tokens, scored.scores, strict=True)]
-        return RecommendResponse(items=items, model_version=self.version, source=plan.source,
-                                 warnings=plan.warnings)
+        items = [
+            RecommendedItem(item_id=t, score=_finite(s))
+            for t, s in zip(tokens, scored.scores, strict=True)
+        ]
+        return RecommendResponse(
+            items=items, model_version=self.version, source=plan.source, warnings=plan.warnings
+        )
 
     def recommend_local(self, plans: list[Plan]) -> list[RecommendResponse]:
         """All three steps in-process (benchmarks, tests): no HTTP, no adaptive batching."""

@@ -36,8 +36,9 @@ INTERNAL_TOKEN = secrets.token_urlsafe(24)  # one per server process
 class GuardMiddleware:
     """API key check, internal-route guard and 4xx body normalisation (see module doc)."""
 
-    def __init__(self, app: ASGIApp, api_key: str | None = None,
-                 internal_paths: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, app: ASGIApp, api_key: str | None = None, internal_paths: frozenset[str] = frozenset()
+    ) -> None:
         self.app = app
         self.api_key = api_key
         self.internal_paths = internal_paths
@@ -55,8 +56,12 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         if self.api_key and path not in PROBE_PATHS and not self._authorized(headers):
-            await _send_error(send, 401, "missing or wrong API key (send X-API-Key or "
-                              "Authorization: Bearer)", {"www-authenticate": "Bearer"})
+            await _send_error(
+                send,
+                401,
+                "missing or wrong API key (send X-API-Key or Authorization: Bearer)",
+                {"www-authenticate": "Bearer"},
+            )
             return
         if path in PROBE_PATHS:
             await self.app(scope, receive, send)
@@ -98,8 +103,9 @@ class _OneLineErrors:
             return
         status, text = one_line_error(int(self.start["status"]), bytes(self.body))
         payload = json.dumps({"error": text}).encode()
-        headers = [(k, v) for k, v in self.start.get("headers", [])
-                   if k.lower() != b"content-length"]
+        headers = [
+            (k, v) for k, v in self.start.get("headers", []) if k.lower() != b"content-length"
+        ]
         headers.append((b"content-length", str(len(payload)).encode()))
         await self.send({**self.start, "status": status, "headers": headers})
         await self.send({"type": "http.response.body", "body": payload, "more_body": False})
@@ -110,7 +116,9 @@ def one_line_error(status: int, body: bytes) -> tuple[int, str]:
     try:
         data = json.loads(body or b"{}")
     except ValueError:
-        return status, body.decode(errors="replace").strip().splitlines()[0] if body else "bad request"
+        return status, body.decode(errors="replace").strip().splitlines()[
+            0
+        ] if body else "bad request"
     if isinstance(data, list) and data and isinstance(data[0], dict):
         data = data[0]  # BentoML wraps some error bodies in a one-element list
     if not isinstance(data, dict):
@@ -147,11 +155,14 @@ def _is_json(start: Message) -> bool:
     return False
 
 
-async def _send_error(send: Send, status: int, message: str,
-                      extra: dict[str, str] | None = None) -> None:
+async def _send_error(
+    send: Send, status: int, message: str, extra: dict[str, str] | None = None
+) -> None:
     payload = json.dumps({"error": message}).encode()
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(payload)).encode())]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
     headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload, "more_body": False})

@@ -51,7 +51,6 @@ RecommendRequest = request_model(SETTINGS.serve.max_k, SETTINGS.serve.max_histor
 READY_CACHE_S = 5.0
 
 
-
 class BatchRequest(bentoml.IODescriptor):
     """Body of ``/recommend_batch``."""
 
@@ -70,7 +69,10 @@ metadata_app = Starlette(routes=[Route("/metadata", _metadata, methods=["GET"])]
 @bentoml.service(
     name=SERVICE_NAME,
     resources={"gpu": 1},  # a request for deployment targets; CPU fallback is in __init__
-    traffic={"timeout": SETTINGS.serve.timeout_s, "max_concurrency": SETTINGS.serve.max_concurrency},
+    traffic={
+        "timeout": SETTINGS.serve.timeout_s,
+        "max_concurrency": SETTINGS.serve.max_concurrency,
+    },
     workers=1,
     labels={"model_version": SETTINGS.model_version},
 )
@@ -104,8 +106,9 @@ class Recommender:
         self._ready_at = 0.0
         self._ready = False
         self._dispatch: BatchCall | None = None
-        logger.info("loaded %s (%s) on %s", SETTINGS.model_version, SETTINGS.model_name,
-                    self.device)
+        logger.info(
+            "loaded %s (%s) on %s", SETTINGS.model_version, SETTINGS.model_name, self.device
+        )
 
     # --- probes and metadata -----------------------------------------------------------
     def __is_ready__(self) -> bool:

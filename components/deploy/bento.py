@@ -31,12 +31,28 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICE_IMPORT = "services.recommender:Recommender"
 BENTO_NAME = "recops-recommender"
-INCLUDE = ["services/**/*.py", "components/**/*.py", "feature_repo/**/*.py",
-           "feature_repo/**/*.yaml"]
+INCLUDE = [
+    "services/**/*.py",
+    "components/**/*.py",
+    "feature_repo/**/*.py",
+    "feature_repo/**/*.yaml",
+]
 EXCLUDE = ["**/__pycache__", "**/*.pyc", "tests/"]
 # Distributions the service imports at run time (pinned to what is installed here).
-RUNTIME_PACKAGES = ["torch", "numpy", "pandas", "pyarrow", "pydantic", "pyyaml", "filelock",
-                    "feast", "bentoml", "httpx", "scipy", "lightning"]
+RUNTIME_PACKAGES = [
+    "torch",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "pydantic",
+    "pyyaml",
+    "filelock",
+    "feast",
+    "bentoml",
+    "httpx",
+    "scipy",
+    "lightning",
+]
 HEADLINE_METRICS = ("ndcg@10", "recall@10", "hr@10", "mrr@10")
 
 
@@ -97,8 +113,11 @@ def bento_labels(model: ModelVersion) -> dict[str, str]:
 
 def docker_options(deploy_cfg: DeployConfig) -> dict[str, object]:
     """``bentoml containerize`` base: Debian + CUDA runtime when the deployment wants a GPU."""
-    options: dict[str, object] = {"distro": "debian", "python_version": "3.11",
-                                  "system_packages": ["libgomp1"]}
+    options: dict[str, object] = {
+        "distro": "debian",
+        "python_version": "3.11",
+        "system_packages": ["libgomp1"],
+    }
     if deploy_cfg.gpu:
         options["cuda_version"] = deploy_cfg.cuda_version
     return options
@@ -156,6 +175,8 @@ def build_bento(
         )
     except Exception as exc:  # BentoML raises many types; the user needs one line
         log.exception("bento build failed")
-        raise DeployFailed(f"bento build for {model.version} failed: {exc}".splitlines()[0]) from exc
+        raise DeployFailed(
+            f"bento build for {model.version} failed: {exc}".splitlines()[0]
+        ) from exc
     log.info("built bento %s for model %s", bento.tag, model.version)
     return BuiltBento(tag=str(bento.tag), version=model.version, path=Path(bento.path))

@@ -46,7 +46,11 @@ def render_manifests(
     deploy_cfg: DeployConfig,
 ) -> RenderedManifests:
     """Fill the templates for ``version`` and write them; validated before returning."""
-    out = Path(deploy_cfg.k8s_output_dir) if deploy_cfg.k8s_output_dir else workspace.deploy_dir / "k8s"
+    out = (
+        Path(deploy_cfg.k8s_output_dir)
+        if deploy_cfg.k8s_output_dir
+        else workspace.deploy_dir / "k8s"
+    )
     out.mkdir(parents=True, exist_ok=True)
     gpu = f"              {GPU_RESOURCE}: 1" if deploy_cfg.gpu else ""
     values = {

@@ -68,8 +68,10 @@ class ProcessInfo(BaseModel):
     def alive(self) -> bool:
         try:
             proc = psutil.Process(self.pid)
-            return (abs(proc.create_time() - self.create_time) < 1.0
-                    and proc.status() != psutil.STATUS_ZOMBIE)
+            return (
+                abs(proc.create_time() - self.create_time) < 1.0
+                and proc.status() != psutil.STATUS_ZOMBIE
+            )
         except psutil.Error:
             return False
 
@@ -137,14 +139,27 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _spawn(cmd: list[str], log_path: Path, port: int, env: dict[str, str], cwd: Path) -> ProcessInfo:
+def _spawn(
+    cmd: list[str], log_path: Path, port: int, env: dict[str, str], cwd: Path
+) -> ProcessInfo:
     """Start ``cmd`` detached (own session, no stdin, output to ``log_path``)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env, cwd=str(cwd))
-    return ProcessInfo(pid=proc.pid, create_time=psutil.Process(proc.pid).create_time(),
-                       port=port, log=str(log_path))
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            cwd=str(cwd),
+        )
+    return ProcessInfo(
+        pid=proc.pid,
+        create_time=psutil.Process(proc.pid).create_time(),
+        port=port,
+        log=str(log_path),
+    )
 
 
 def stop_process(info: ProcessInfo | None, timeout: float = STOP_TIMEOUT_S) -> None:
@@ -187,16 +202,24 @@ def start_backend(workspace: Workspace, bento_tag: str, host: str) -> ProcessInf
     port = free_port(host)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     log_path = workspace.deploy_dir / "logs" / f"backend-{bento_tag.replace(':', '-')}-{stamp}.log"
-    cmd = [sys.executable, "-m", "bentoml", "serve", bento_tag, "--host", host,
-           "--port", str(port)]
+    cmd = [sys.executable, "-m", "bentoml", "serve", bento_tag, "--host", host, "--port", str(port)]
     # cwd outside the repo: the bento must run its own copy of services/ and components/
     return _spawn(cmd, log_path, port, _child_env(workspace), workspace.deploy_dir)
 
 
 def start_proxy(workspace: Workspace, host: str, port: int) -> ProcessInfo:
     log_path = workspace.deploy_dir / "logs" / "proxy.log"
-    cmd = [sys.executable, "-m", "components.deploy.proxy", "--host", host, "--port", str(port),
-           "--target-file", str(workspace.deploy_dir / TARGET_FILE)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "components.deploy.proxy",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--target-file",
+        str(workspace.deploy_dir / TARGET_FILE),
+    ]
     info = _spawn(cmd, log_path, port, _child_env(workspace), REPO_ROOT)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -223,8 +246,10 @@ def wait_ready(info: ProcessInfo, host: str, timeout: float) -> None:
         while time.monotonic() < deadline:
             _reap(info.pid)
             if not info.alive():
-                raise DeployFailed(f"the new server exited before it was ready: "
-                                   f"{_last_error(info.log)} (log: {info.log})")
+                raise DeployFailed(
+                    f"the new server exited before it was ready: "
+                    f"{_last_error(info.log)} (log: {info.log})"
+                )
             if (failure := startup_failure(info.log)) is not None:
                 raise DeployFailed(f"the new server failed to load: {failure} (log: {info.log})")
             try:
@@ -306,16 +331,26 @@ def deploy_version(
         raise DeployFailed("another deployment is in progress (deploy lock held)") from exc
 
 
-def _deploy_locked(workspace: Workspace, version: str, host: str, serve_cfg: ServeConfig,
-                   deploy_cfg: DeployConfig, features_cfg: FeaturesConfig) -> Deployment:
+def _deploy_locked(
+    workspace: Workspace,
+    version: str,
+    host: str,
+    serve_cfg: ServeConfig,
+    deploy_cfg: DeployConfig,
+    features_cfg: FeaturesConfig,
+) -> Deployment:
     state = read_state(workspace)
     proxy = state.proxy if state and state.proxy and state.proxy.alive() else None
     if proxy is not None and proxy.port != serve_cfg.port:
-        raise DeployFailed(f"the local deployment listens on port {proxy.port}, not "
-                           f"{serve_cfg.port}", hint="run `recops serve stop` first")
+        raise DeployFailed(
+            f"the local deployment listens on port {proxy.port}, not {serve_cfg.port}",
+            hint="run `recops serve stop` first",
+        )
     if proxy is None and port_in_use(host, serve_cfg.port):
-        raise DeployFailed(f"port {serve_cfg.port} on {host} is in use by another program",
-                           hint="set serve.port to a free port")
+        raise DeployFailed(
+            f"port {serve_cfg.port} on {host} is in use by another program",
+            hint="set serve.port to a free port",
+        )
     old_backend = state.backend if state and state.backend and state.backend.alive() else None
 
     bento = build_bento(workspace, version, serve_cfg, deploy_cfg, features_cfg)
@@ -328,30 +363,53 @@ def _deploy_locked(workspace: Workspace, version: str, host: str, serve_cfg: Ser
         if proxy is None:
             proxy = start_proxy(workspace, host, serve_cfg.port)
             started_proxy = True
-        _write_atomic(workspace.deploy_dir / TARGET_FILE,
-                      json.dumps({"host": host, "port": backend.port, "version": bento.version}))
+        _write_atomic(
+            workspace.deploy_dir / TARGET_FILE,
+            json.dumps({"host": host, "port": backend.port, "version": bento.version}),
+        )
         smoke_test(f"http://{host}:{serve_cfg.port}", bento.version, serve_cfg)
     except BaseException:
         stop_process(backend)
         if started_proxy:
             stop_process(proxy)
         if old_backend is not None:  # the proxy may already point at the new port
-            _write_atomic(workspace.deploy_dir / TARGET_FILE, json.dumps(
-                {"host": host, "port": old_backend.port, "version": state.version if state else None}))
+            _write_atomic(
+                workspace.deploy_dir / TARGET_FILE,
+                json.dumps(
+                    {
+                        "host": host,
+                        "port": old_backend.port,
+                        "version": state.version if state else None,
+                    }
+                ),
+            )
         raise
     previous = state.version if state else None
-    new_state = LocalState(host=host, public_port=serve_cfg.port, version=bento.version,
-                           bento_tag=bento.tag, backend=backend, proxy=proxy,
-                           previous_version=previous, deployed_at=datetime.now(timezone.utc))
+    new_state = LocalState(
+        host=host,
+        public_port=serve_cfg.port,
+        version=bento.version,
+        bento_tag=bento.tag,
+        backend=backend,
+        proxy=proxy,
+        previous_version=previous,
+        deployed_at=datetime.now(timezone.utc),
+    )
     _save_state(workspace, new_state)
     if old_backend is not None and old_backend.pid != backend.pid:
         time.sleep(deploy_cfg.switch_drain_s)
         stop_process(old_backend)
-    log.info("deployed %s at http://%s:%d (previous: %s)", bento.version, host, serve_cfg.port,
-             previous)
-    return Deployment(version=bento.version, bento_tag=bento.tag,
-                      url=f"http://{host}:{serve_cfg.port}", port=serve_cfg.port,
-                      pid=backend.pid, previous_version=previous)
+    log.info(
+        "deployed %s at http://%s:%d (previous: %s)", bento.version, host, serve_cfg.port, previous
+    )
+    return Deployment(
+        version=bento.version,
+        bento_tag=bento.tag,
+        url=f"http://{host}:{serve_cfg.port}",
+        port=serve_cfg.port,
+        pid=backend.pid,
+        previous_version=previous,
+    )
 
 
 def serve_status(workspace: Workspace, serve_cfg: ServeConfig) -> dict[str, Any]:
@@ -366,7 +424,9 @@ def serve_status(workspace: Workspace, serve_cfg: ServeConfig) -> dict[str, Any]
             health["healthz"] = client.get("/healthz").status_code
             health["readyz"] = client.get("/readyz").status_code
             meta = client.get("/metadata")
-            health["serving_version"] = meta.json().get("model_version") if meta.is_success else None
+            health["serving_version"] = (
+                meta.json().get("model_version") if meta.is_success else None
+            )
     except httpx.HTTPError as exc:
         health["error"] = str(exc)
     return {

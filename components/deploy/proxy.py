@@ -61,13 +61,16 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.close()
 
 
-async def _handle(target: Target, client_r: asyncio.StreamReader,
-                  client_w: asyncio.StreamWriter) -> None:
+async def _handle(
+    target: Target, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
+) -> None:
     address = target.address()
     if address is None:
-        client_w.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-                       b"content-length: 33\r\nconnection: close\r\n\r\n"
-                       b'{"error": "no backend deployed"}\n')
+        client_w.write(
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+            b"content-length: 33\r\nconnection: close\r\n\r\n"
+            b'{"error": "no backend deployed"}\n'
+        )
         await client_w.drain()
         client_w.close()
         return
@@ -75,8 +78,10 @@ async def _handle(target: Target, client_r: asyncio.StreamReader,
         backend_r, backend_w = await asyncio.open_connection(*address)
     except OSError:
         body = b'{"error": "backend unavailable"}\n'
-        client_w.write(b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\n"
-                       b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+        client_w.write(
+            b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+        )
         await client_w.drain()
         client_w.close()
         return

@@ -130,7 +130,9 @@ def evaluate(
     if ranks_all:
         ranks[order] = torch.cat(ranks_all)
     metrics = per_user_metrics(ranks, ks)
-    summary = {name: float(values.mean()) if len(values) else 0.0 for name, values in metrics.items()}
+    summary = {
+        name: float(values.mean()) if len(values) else 0.0 for name, values in metrics.items()
+    }
     if seen_in_topk is not None:
         for j, k in enumerate(ks):
             summary[f"coverage@{k}"] = float(seen_in_topk[1:, j].sum()) / max(n_items, 1)

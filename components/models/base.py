@@ -134,7 +134,11 @@ class Recommender(torch.nn.Module):
         return None if bias is None else float(bias.detach())
 
     def pairs(
-        self, hidden: Tensor, targets: Tensor, seen: Tensor | None = None, item_table: Tensor | None = None
+        self,
+        hidden: Tensor,
+        targets: Tensor,
+        seen: Tensor | None = None,
+        item_table: Tensor | None = None,
     ) -> TrainingPairs:
         """:class:`TrainingPairs` against ``item_table`` (default :meth:`output_embeddings`),
         carrying ``seen`` when this model learns the seen-item offset."""

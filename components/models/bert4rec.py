@@ -48,7 +48,9 @@ class BERT4Rec(Recommender):
         self.mask_token = n_items + 1
         self.encoder = params.encoder(n_items + 2, max_len)
 
-    def mask_batch(self, sequences: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def mask_batch(
+        self, sequences: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Cloze corruption of ``[B, L]`` sequences: ``(inputs, targets)`` with targets 0
         wherever nothing is predicted. Every non-empty row gets at least one mask."""
         real = sequences != 0

@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
-def build_model(name: str, params: dict[str, Any], n_items: int, n_users: int, max_len: int) -> Recommender:
+def build_model(
+    name: str, params: dict[str, Any], n_items: int, n_users: int, max_len: int
+) -> Recommender:
     """Instantiate the registered model ``name`` with validated ``params``."""
     cls = get_model_class(name)
     return cls(validate_params(name, params), n_items, n_users, max_len)
@@ -87,9 +89,13 @@ class ModelBundle:
             state = torch.load(directory / "weights.pt", map_location=device, weights_only=True)
             popularity = np.load(directory / "popularity.npy")
         except FileNotFoundError as exc:
-            raise RegistryError(f"{directory} is not a model bundle (missing {Path(exc.filename).name})") from None
+            raise RegistryError(
+                f"{directory} is not a model bundle (missing {Path(exc.filename).name})"
+            ) from None
         params = _saved_params(meta["model_name"], meta["params"], state)
-        model = build_model(meta["model_name"], params, vocab.n_items, vocab.n_users, meta["max_len"])
+        model = build_model(
+            meta["model_name"], params, vocab.n_items, vocab.n_users, meta["max_len"]
+        )
         model.load_state_dict(state)
         model.to(device).eval()
         return cls(model, vocab, meta["model_name"], params, int(meta["max_len"]), popularity)
@@ -124,7 +130,9 @@ class ModelBundle:
         if users is not None:
             cold &= (users.to(self.device) < 0) | (users.to(self.device) >= self.vocab.n_users)
         if bool(cold.any()):
-            popularity = torch.as_tensor(self.item_popularity, dtype=scores.dtype, device=scores.device)
+            popularity = torch.as_tensor(
+                self.item_popularity, dtype=scores.dtype, device=scores.device
+            )
             scores[cold] = popularity
         banned = torch.zeros_like(scores, dtype=torch.bool)
         banned[:, 0] = True
@@ -135,10 +143,14 @@ class ModelBundle:
         k = max(0, min(int(k), self.vocab.n_items))
         lowest = torch.finfo(scores.dtype).min
         # Banned items sit just above padding so top-k never reaches padding.
-        ranked = scores.nan_to_num(nan=lowest / 4, neginf=lowest / 4).masked_fill(banned, lowest / 2)
+        ranked = scores.nan_to_num(nan=lowest / 4, neginf=lowest / 4).masked_fill(
+            banned, lowest / 2
+        )
         ranked[:, 0] = lowest
         top = ranked.topk(k, dim=1)
-        top_scores = scores.gather(1, top.indices).masked_fill(banned.gather(1, top.indices), float("-inf"))
+        top_scores = scores.gather(1, top.indices).masked_fill(
+            banned.gather(1, top.indices), float("-inf")
+        )
         return top.indices, top_scores
 
     def encode_histories(self, item_tokens: list[list[str]]) -> tuple[Tensor, list[list[str]]]:

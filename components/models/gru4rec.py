@@ -43,8 +43,11 @@ class GRU4Rec(Recommender):
         self.items.weight.data[0].zero_()
         self.drop = nn.Dropout(params.dropout)
         self.gru = nn.GRU(
-            params.embedding_size, params.hidden_size, num_layers=params.num_layers,
-            batch_first=True, bias=False,
+            params.embedding_size,
+            params.hidden_size,
+            num_layers=params.num_layers,
+            batch_first=True,
+            bias=False,
         )
         self.project = nn.Linear(params.hidden_size, params.embedding_size, bias=False)
 
@@ -54,7 +57,9 @@ class GRU4Rec(Recommender):
         return self.project(self.drop(out))
 
     def training_pairs(self, batch: dict[str, Tensor]) -> TrainingPairs:
-        return self.causal_pairs(self.hidden_states(batch["inputs"]), batch["inputs"], batch["targets"])
+        return self.causal_pairs(
+            self.hidden_states(batch["inputs"]), batch["inputs"], batch["targets"]
+        )
 
     def output_embeddings(self) -> Tensor:
         return self.items.weight

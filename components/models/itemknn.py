@@ -27,7 +27,9 @@ class ItemKNNParams(ModelParams):
 
     neighbours: int = Field(100, ge=1, description="similar items kept per item")
     shrink: float = Field(10.0, ge=0, description="cosine shrinkage for rare co-occurrences")
-    recency_decay: float = Field(0.8, gt=0, le=1, description="weight factor per step back in the history")
+    recency_decay: float = Field(
+        0.8, gt=0, le=1, description="weight factor per step back in the history"
+    )
 
 
 def top_neighbours(
@@ -36,7 +38,8 @@ def top_neighbours(
     """``(indices, weights)``, each ``[n_items + 1, k]``: the ``k`` most cosine-similar items."""
     users = np.repeat(np.arange(len(train)), train.lengths)
     matrix = sp.csr_matrix(
-        (np.ones(len(users), dtype=np.float32), (users, train.values)), shape=(len(train), n_items + 1)
+        (np.ones(len(users), dtype=np.float32), (users, train.values)),
+        shape=(len(train), n_items + 1),
     )
     matrix.data[:] = 1.0  # repeated interactions count once
     co = (matrix.T @ matrix).tocsr()
@@ -47,7 +50,9 @@ def top_neighbours(
     for start in range(0, n_items + 1, chunk):
         stop = min(start + chunk, n_items + 1)
         block = torch.from_numpy(co[start:stop].toarray())
-        denom = torch.from_numpy(norms[start:stop])[:, None] * torch.from_numpy(norms)[None] + shrink
+        denom = (
+            torch.from_numpy(norms[start:stop])[:, None] * torch.from_numpy(norms)[None] + shrink
+        )
         block = block / denom.clamp(min=1e-9)
         block[torch.arange(stop - start), torch.arange(start, stop)] = 0.0
         block[:, 0] = 0.0
@@ -71,7 +76,9 @@ class ItemKNN(Recommender):
         self.register_buffer("neighbour_weight", torch.zeros(n_items + 1, k))
 
     def fit_data(self, train: Sequences) -> None:
-        index, weight = top_neighbours(train, self.n_items, self.params.neighbours, self.params.shrink)
+        index, weight = top_neighbours(
+            train, self.n_items, self.params.neighbours, self.params.shrink
+        )
         self.neighbour_index = index.to(self.neighbour_index.device)
         self.neighbour_weight = weight.to(self.neighbour_weight.device)
 
@@ -82,5 +89,7 @@ class ItemKNN(Recommender):
         recency = recency[None] * (histories != 0)
         contrib = self.neighbour_weight[histories] * recency[:, :, None]
         scores = torch.zeros(b, self.n_items + 1, device=histories.device)
-        scores.scatter_add_(1, self.neighbour_index[histories].reshape(b, -1), contrib.reshape(b, -1))
+        scores.scatter_add_(
+            1, self.neighbour_index[histories].reshape(b, -1), contrib.reshape(b, -1)
+        )
         return mask_padding_column(scores)

@@ -32,18 +32,31 @@ class TransformerParams(SeenBiasParams):
         "hidden state at step t then sees exactly what inference on that prefix sees) or the "
         "most recent one ('last')",
     )
-    norm_first: bool = Field(True, description="pre-LN blocks (True) or post-LN blocks with a LayerNorm on the embeddings (False)")
+    norm_first: bool = Field(
+        True,
+        description="pre-LN blocks (True) or post-LN blocks with a LayerNorm on the embeddings (False)",
+    )
     layer_norm_eps: float = Field(1e-5, gt=0, description="LayerNorm epsilon")
     linear_init_std: float | None = Field(
-        None, gt=0, description="normal init std for linear weights (biases zero); None = torch default"
+        None,
+        gt=0,
+        description="normal init std for linear weights (biases zero); None = torch default",
     )
 
     def encoder(self, vocab_size: int, max_len: int) -> TransformerEncoder:
         """The encoder these settings describe."""
         return TransformerEncoder(
-            vocab_size, max_len, self.hidden_size, self.num_layers, self.num_heads,
-            self.ffn_mult, self.dropout, self.attn_dropout,
-            positions_from=self.positions_from, norm_first=self.norm_first, eps=self.layer_norm_eps,
+            vocab_size,
+            max_len,
+            self.hidden_size,
+            self.num_layers,
+            self.num_heads,
+            self.ffn_mult,
+            self.dropout,
+            self.attn_dropout,
+            positions_from=self.positions_from,
+            norm_first=self.norm_first,
+            eps=self.layer_norm_eps,
             linear_init_std=self.linear_init_std,
         )
 
@@ -59,7 +72,9 @@ def attention_mask(histories: Tensor, causal: bool) -> Tensor:
     eye = torch.eye(length, dtype=torch.bool, device=histories.device)
     allowed = real_key | eye
     if causal:
-        allowed = allowed & torch.ones(length, length, dtype=torch.bool, device=histories.device).tril()
+        allowed = (
+            allowed & torch.ones(length, length, dtype=torch.bool, device=histories.device).tril()
+        )
     return allowed
 
 
@@ -71,8 +86,14 @@ class TransformerBlock(nn.Module):
     """
 
     def __init__(
-        self, dim: int, heads: int, ffn_mult: int, dropout: float, attn_dropout: float,
-        norm_first: bool = True, eps: float = 1e-5,
+        self,
+        dim: int,
+        heads: int,
+        ffn_mult: int,
+        dropout: float,
+        attn_dropout: float,
+        norm_first: bool = True,
+        eps: float = 1e-5,
     ):
         super().__init__()
         if dim % heads:
@@ -85,7 +106,10 @@ class TransformerBlock(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.ffn = nn.Sequential(
-            nn.Linear(dim, ffn_mult * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_mult * dim, dim)
+            nn.Linear(dim, ffn_mult * dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(ffn_mult * dim, dim),
         )
         self.drop = nn.Dropout(dropout)
 
@@ -93,7 +117,10 @@ class TransformerBlock(nn.Module):
         b, length, dim = x.shape
         q, k, v = self.qkv(x).view(b, length, 3, self.heads, dim // self.heads).unbind(2)
         attended = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask,
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            attn_mask=mask,
             dropout_p=self.attn_dropout if self.training else 0.0,
         )
         return self.drop(self.proj(attended.transpose(1, 2).reshape(b, length, dim)))
@@ -115,9 +142,18 @@ class TransformerEncoder(nn.Module):
     """
 
     def __init__(
-        self, vocab_size: int, max_len: int, dim: int, layers: int, heads: int,
-        ffn_mult: int, dropout: float, attn_dropout: float,
-        positions_from: str = "last", norm_first: bool = True, eps: float = 1e-5,
+        self,
+        vocab_size: int,
+        max_len: int,
+        dim: int,
+        layers: int,
+        heads: int,
+        ffn_mult: int,
+        dropout: float,
+        attn_dropout: float,
+        positions_from: str = "last",
+        norm_first: bool = True,
+        eps: float = 1e-5,
         linear_init_std: float | None = None,
     ) -> None:
         super().__init__()
@@ -127,7 +163,8 @@ class TransformerEncoder(nn.Module):
         self.positions = nn.Embedding(max_len, dim)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            TransformerBlock(dim, heads, ffn_mult, dropout, attn_dropout, norm_first, eps) for _ in range(layers)
+            TransformerBlock(dim, heads, ffn_mult, dropout, attn_dropout, norm_first, eps)
+            for _ in range(layers)
         )
         self.norm = nn.LayerNorm(dim, eps=eps)
         nn.init.normal_(self.items.weight, std=0.02)

@@ -76,7 +76,10 @@ class LightGCN(Recommender):
         """``(users [U, D], items [n_items + 1, D])`` after mean-over-layers smoothing."""
         n_nodes = self.embeddings.num_embeddings
         adjacency = torch.sparse_coo_tensor(
-            self.edge_index, self.edge_weight, (n_nodes, n_nodes), is_coalesced=True,
+            self.edge_index,
+            self.edge_weight,
+            (n_nodes, n_nodes),
+            is_coalesced=True,
             check_invariants=False,
         )
         layer = self.embeddings.weight

@@ -67,6 +67,4 @@ def validate_params(name: str, params: dict[str, Any] | None) -> BaseModel:
             raise ConfigError(
                 f"unknown hyperparameter model.params.{where} for model {name!r}"
             ) from None
-        raise ConfigError(
-            f"bad value for model.params.{where} ({name}): {first['msg']}"
-        ) from None
+        raise ConfigError(f"bad value for model.params.{where} ({name}): {first['msg']}") from None

@@ -39,10 +39,16 @@ class SASRecParams(TransformerParams):
     """
 
     attn_dropout: float = Field(0.5, ge=0, lt=1, description="dropout on attention weights")
-    positions_from: Literal["first", "last"] = Field("first", description="position 0 = oldest item in the window")
-    norm_first: bool = Field(False, description="pre-LN (True) or post-LN with embedding LayerNorm (False)")
+    positions_from: Literal["first", "last"] = Field(
+        "first", description="position 0 = oldest item in the window"
+    )
+    norm_first: bool = Field(
+        False, description="pre-LN (True) or post-LN with embedding LayerNorm (False)"
+    )
     layer_norm_eps: float = Field(1e-12, gt=0, description="LayerNorm epsilon")
-    linear_init_std: float | None = Field(0.02, gt=0, description="normal init std for linear weights")
+    linear_init_std: float | None = Field(
+        0.02, gt=0, description="normal init std for linear weights"
+    )
 
 
 @register("sasrec")
@@ -61,7 +67,9 @@ class SASRec(Recommender):
         return self.encoder(histories, causal=True)
 
     def training_pairs(self, batch: dict[str, Tensor]) -> TrainingPairs:
-        return self.causal_pairs(self.hidden_states(batch["inputs"]), batch["inputs"], batch["targets"])
+        return self.causal_pairs(
+            self.hidden_states(batch["inputs"]), batch["inputs"], batch["targets"]
+        )
 
     def output_embeddings(self) -> Tensor:
         return self.encoder.items.weight

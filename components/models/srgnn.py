@@ -83,7 +83,9 @@ class SRGNN(Recommender):
         b, length, dim = nodes.shape
         for _ in range(self.params.steps):
             message = torch.cat([a_in @ self.edge_in(nodes), a_out @ self.edge_out(nodes)], dim=2)
-            nodes = self.cell(message.reshape(-1, 2 * dim), nodes.reshape(-1, dim)).view(b, length, dim)
+            nodes = self.cell(message.reshape(-1, 2 * dim), nodes.reshape(-1, dim)).view(
+                b, length, dim
+            )
         return nodes
 
     def encode(self, histories: Tensor, users: Tensor | None = None) -> Tensor:

@@ -39,8 +39,13 @@ class BucketBatchSampler(Sampler[list[int]]):
     """Yields index batches of similar length; reshuffled every epoch; sharded by rank."""
 
     def __init__(
-        self, lengths: np.ndarray, batch_size: int, shuffle: bool, seed: int,
-        rank: int = 0, world_size: int = 1,
+        self,
+        lengths: np.ndarray,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
@@ -71,7 +76,9 @@ class BucketBatchSampler(Sampler[list[int]]):
         batches = self._batches()
         if self.world_size > 1:
             if self.shuffle:  # DDP needs the same number of training steps on every rank
-                batches = batches[: max(self.world_size, len(batches) - len(batches) % self.world_size)]
+                batches = batches[
+                    : max(self.world_size, len(batches) - len(batches) % self.world_size)
+                ]
             batches = batches[self.rank :: self.world_size]
         if self.shuffle:
             self.epoch += 1  # fresh order next time even if nobody calls set_epoch
@@ -119,7 +126,9 @@ class PrefixBatches(TensorBatches):
         return {"inputs": inputs, "targets": self.window[rows, ends]}
 
 
-def training_dataset(kind: InputKind, train: Sequences, max_len: int) -> tuple[TensorBatches, np.ndarray]:
+def training_dataset(
+    kind: InputKind, train: Sequences, max_len: int
+) -> tuple[TensorBatches, np.ndarray]:
     """The training examples of ``kind`` and each example's length (for bucketing)."""
     lengths = train.lengths
     if kind == "causal":
@@ -155,7 +164,11 @@ def eval_dataset(eval_set: EvalSet) -> TensorBatches:
     order = by_history_length(eval_set.histories)
     users = torch.as_tensor(np.asarray(eval_set.users), dtype=torch.long)
     return TensorBatches(
-        {"histories": eval_set.histories[order], "targets": eval_set.targets[order], "users": users[order]},
+        {
+            "histories": eval_set.histories[order],
+            "targets": eval_set.targets[order],
+            "users": users[order],
+        },
         trim=("histories",),
     )
 
@@ -164,8 +177,15 @@ class RecDataModule(pl.LightningDataModule):
     """Training batches of one input kind plus full-ranking validation batches."""
 
     def __init__(
-        self, kind: InputKind, train: Sequences, valid: EvalSet, max_len: int,
-        batch_size: int, eval_batch_size: int, seed: int, num_workers: int = 0,
+        self,
+        kind: InputKind,
+        train: Sequences,
+        valid: EvalSet,
+        max_len: int,
+        batch_size: int,
+        eval_batch_size: int,
+        seed: int,
+        num_workers: int = 0,
     ) -> None:
         super().__init__()
         self.kind = kind
@@ -188,13 +208,18 @@ class RecDataModule(pl.LightningDataModule):
 
     def _loader(self, data: TensorBatches, sampler: BucketBatchSampler) -> DataLoader:
         return DataLoader(
-            data, sampler=sampler, batch_size=None, num_workers=self.num_workers,
+            data,
+            sampler=sampler,
+            batch_size=None,
+            num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
         rank, world = self._rank()
-        sampler = BucketBatchSampler(self.train_lengths, self.batch_size, True, self.seed, rank, world)
+        sampler = BucketBatchSampler(
+            self.train_lengths, self.batch_size, True, self.seed, rank, world
+        )
         return self._loader(self.train_data, sampler)
 
     def val_dataloader(self) -> DataLoader:

@@ -56,7 +56,14 @@ class RecommenderModule(pl.LightningModule):
         loss = compute_loss(pairs, self.cfg.loss, self.cfg.num_negatives)
         self.samples_seen += len(next(iter(batch.values())))
         self.targets_seen += len(pairs.targets)
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(pairs.targets))
+        self.log(
+            "train_loss",
+            loss,
+            prog_bar=True,
+            on_step=True,
+            on_epoch=True,
+            batch_size=len(pairs.targets),
+        )
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -65,18 +72,25 @@ class RecommenderModule(pl.LightningModule):
         self._valid_seconds = 0.0
 
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay
+        )
         if self.cfg.lr_decay_factor is None:
             return optimizer
         # a high learning rate gets to good accuracy fast; decaying it on a validation
         # plateau then removes the noise that caps the peak
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=self.cfg.lr_decay_factor, patience=self.cfg.lr_decay_patience - 1
+            optimizer,
+            mode="max",
+            factor=self.cfg.lr_decay_factor,
+            patience=self.cfg.lr_decay_patience - 1,
         )
         return {
             "optimizer": optimizer,
             "lr_scheduler": {
-                "scheduler": scheduler, "monitor": self.monitor, "strict": False,
+                "scheduler": scheduler,
+                "monitor": self.monitor,
+                "strict": False,
                 # step with the validations that feed it
                 "interval": "step" if self.cfg.val_every_steps else "epoch",
                 "frequency": self.cfg.val_every_steps or 1,
@@ -98,7 +112,11 @@ class RecommenderModule(pl.LightningModule):
         metrics = per_user_metrics(rank_of_targets(scores, batch["targets"]), [k])
         assert self._valid_sums is not None
         self._valid_sums += torch.stack(
-            [metrics[f"ndcg@{k}"].sum(), metrics[f"hr@{k}"].sum(), torch.tensor(len(histories), dtype=torch.float64, device=self.device)]
+            [
+                metrics[f"ndcg@{k}"].sum(),
+                metrics[f"hr@{k}"].sum(),
+                torch.tensor(len(histories), dtype=torch.float64, device=self.device),
+            ]
         )
 
     def on_validation_epoch_end(self) -> None:
@@ -117,8 +135,19 @@ class RecommenderModule(pl.LightningModule):
             if self.trainer.is_global_zero:
                 log.info(
                     "epoch %d: %s=%.4f valid_hr@%d=%.4f (%.0fs since start, validation %.1fs)",
-                    self.current_epoch + 1, self.monitor, ndcg, k, hr, elapsed, self._valid_seconds,
+                    self.current_epoch + 1,
+                    self.monitor,
+                    ndcg,
+                    k,
+                    hr,
+                    elapsed,
+                    self._valid_seconds,
                 )
             self.history.append(
-                {"epoch": float(self.current_epoch + 1), f"ndcg@{k}": ndcg, f"hr@{k}": hr, "elapsed_s": elapsed}
+                {
+                    "epoch": float(self.current_epoch + 1),
+                    f"ndcg@{k}": ndcg,
+                    f"hr@{k}": hr,
+                    "elapsed_s": elapsed,
+                }
             )

@@ -49,7 +49,9 @@ class TrainResult:
     train_seconds: float
     samples_per_second: float
     best_checkpoint: Path | None
-    history: list[dict[str, float]] = field(default_factory=list)  # per-epoch valid metrics + elapsed_s
+    history: list[dict[str, float]] = field(
+        default_factory=list
+    )  # per-epoch valid metrics + elapsed_s
     bundle_dir: Path | None = None
     exclude_seen: bool = False
     targets_per_second: float = 0.0  # predicted positions/s (causal models predict every position)
@@ -71,10 +73,17 @@ def _eval_device(train_cfg: TrainConfig) -> torch.device:
     return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
-def _trainer(train_cfg: TrainConfig, monitor: str, run_dir: Path) -> tuple[pl.Trainer, ModelCheckpoint]:
+def _trainer(
+    train_cfg: TrainConfig, monitor: str, run_dir: Path
+) -> tuple[pl.Trainer, ModelCheckpoint]:
     checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode="max",
-        save_top_k=1, save_weights_only=True, enable_version_counter=False,
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor=monitor,
+        mode="max",
+        save_top_k=1,
+        save_weights_only=True,
+        enable_version_counter=False,
     )
     stopper = EarlyStopping(monitor=monitor, mode="max", patience=train_cfg.patience)
     callbacks: list[pl.Callback] = [checkpoint, stopper]
@@ -83,7 +92,9 @@ def _trainer(train_cfg: TrainConfig, monitor: str, run_dir: Path) -> tuple[pl.Tr
     trainer = pl.Trainer(
         max_epochs=train_cfg.max_epochs,
         min_steps=train_cfg.min_steps or None,
-        max_time=timedelta(minutes=train_cfg.max_time_minutes) if train_cfg.max_time_minutes else None,
+        max_time=timedelta(minutes=train_cfg.max_time_minutes)
+        if train_cfg.max_time_minutes
+        else None,
         accelerator=train_cfg.accelerator,
         devices=train_cfg.devices,
         strategy=train_cfg.strategy,
@@ -94,7 +105,9 @@ def _trainer(train_cfg: TrainConfig, monitor: str, run_dir: Path) -> tuple[pl.Tr
         enable_progress_bar=train_cfg.progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        check_val_every_n_epoch=None if train_cfg.val_every_steps else train_cfg.check_val_every_n_epoch,
+        check_val_every_n_epoch=None
+        if train_cfg.val_every_steps
+        else train_cfg.check_val_every_n_epoch,
         val_check_interval=train_cfg.val_every_steps,
         deterministic=train_cfg.deterministic,
         use_distributed_sampler=False,
@@ -104,14 +117,28 @@ def _trainer(train_cfg: TrainConfig, monitor: str, run_dir: Path) -> tuple[pl.Tr
     return trainer, checkpoint
 
 
-def _fit(bundle: ModelBundle, prepared: PreparedData, train_cfg: TrainConfig, eval_cfg: EvalConfig, run_dir: Path) -> _FitOutcome:
+def _fit(
+    bundle: ModelBundle,
+    prepared: PreparedData,
+    train_cfg: TrainConfig,
+    eval_cfg: EvalConfig,
+    run_dir: Path,
+) -> _FitOutcome:
     model = bundle.model
     data = RecDataModule(
-        model.input_kind, prepared.split.train, prepared.split.valid, prepared.split.max_len,
-        train_cfg.batch_size, train_cfg.eval_batch_size, train_cfg.seed, train_cfg.num_workers,
+        model.input_kind,
+        prepared.split.train,
+        prepared.split.valid,
+        prepared.split.max_len,
+        train_cfg.batch_size,
+        train_cfg.eval_batch_size,
+        train_cfg.seed,
+        train_cfg.num_workers,
     )
     if data.n_train_examples == 0:
-        raise TrainingError(f"no training examples for {bundle.model_name}: every training sequence is too short")
+        raise TrainingError(
+            f"no training examples for {bundle.model_name}: every training sequence is too short"
+        )
     module = RecommenderModule(model, train_cfg, exclude_seen=eval_cfg.exclude_seen)
     trainer, checkpoint = _trainer(train_cfg, module.monitor, run_dir)
     with warnings.catch_warnings():
@@ -124,7 +151,12 @@ def _fit(bundle: ModelBundle, prepared: PreparedData, train_cfg: TrainConfig, ev
     if best is not None and best.exists():
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)
-        log.info("restored best checkpoint %s (%s=%.4f)", best, module.monitor, float(checkpoint.best_model_score or 0))
+        log.info(
+            "restored best checkpoint %s (%s=%.4f)",
+            best,
+            module.monitor,
+            float(checkpoint.best_model_score or 0),
+        )
     seconds = module.train_seconds
     return _FitOutcome(
         epochs=trainer.current_epoch,
@@ -144,7 +176,9 @@ def prepare_from_config(data_cfg: DataConfig) -> PreparedData:
 
     if data_cfg.path:
         events = load_events(
-            data_cfg.path, data_cfg.format, columns=data_cfg.columns,
+            data_cfg.path,
+            data_cfg.format,
+            columns=data_cfg.columns,
             default_event_type=data_cfg.default_event_type,
         )
     else:
@@ -160,7 +194,14 @@ def build_bundle(prepared: PreparedData, model_cfg: ModelConfig) -> ModelBundle:
     model = cls(params, split.n_items, prepared.vocab.n_users, split.max_len)
     model.fit_data(split.train)
     popularity = np.bincount(split.train.values, minlength=split.n_items + 1).astype(np.float64)
-    return ModelBundle(model, prepared.vocab, model_cfg.name, params.model_dump(mode="json"), split.max_len, popularity)
+    return ModelBundle(
+        model,
+        prepared.vocab,
+        model_cfg.name,
+        params.model_dump(mode="json"),
+        split.max_len,
+        popularity,
+    )
 
 
 def train_model(
@@ -187,7 +228,9 @@ def train_model(
     else:
         seconds = time.perf_counter() - started
         n = int(prepared.split.train.lengths.sum())
-        outcome = _FitOutcome(epochs=0, train_seconds=seconds, samples_per_second=n / max(seconds, 1e-9))
+        outcome = _FitOutcome(
+            epochs=0, train_seconds=seconds, samples_per_second=n / max(seconds, 1e-9)
+        )
     bundle.model.to(_eval_device(train_cfg)).eval()
     kw = dict(ks=eval_cfg.ks, exclude_seen=eval_cfg.exclude_seen, batch_size=eval_cfg.batch_size)
     valid = evaluate(bundle, prepared.split.valid, **kw)
@@ -197,7 +240,11 @@ def train_model(
         bundle.save(bundle_dir)
     log.info(
         "%s: valid ndcg@10=%s test ndcg@10=%s after %d epochs (%.1fs)",
-        model_cfg.name, valid.summary.get("ndcg@10"), test.summary.get("ndcg@10"), outcome.epochs, outcome.train_seconds,
+        model_cfg.name,
+        valid.summary.get("ndcg@10"),
+        test.summary.get("ndcg@10"),
+        outcome.epochs,
+        outcome.train_seconds,
     )
     return TrainResult(
         bundle=bundle,

@@ -22,7 +22,9 @@ from flows.cli.app import (
 
 VersionOpt = Annotated[
     str | None,
-    typer.Option("--version", "-v", help="Model version to deploy (default: the registry's champion)."),
+    typer.Option(
+        "--version", "-v", help="Model version to deploy (default: the registry's champion)."
+    ),
 ]
 
 
@@ -61,8 +63,10 @@ def deploy(
         from components.deploy.local import deploy_version
 
         d = deploy_version(ws, version, cfg.serve, cfg.deploy, cfg.features)
-        console.print(f"deployed [bold]{d.version}[/bold] ({d.bento_tag}) at {d.url} "
-                      f"(pid {d.pid}; previous: {d.previous_version or 'none'})")
+        console.print(
+            f"deployed [bold]{d.version}[/bold] ({d.bento_tag}) at {d.url} "
+            f"(pid {d.pid}; previous: {d.previous_version or 'none'})"
+        )
         write_json(json_out, d.__dict__)
     elif chosen == "k8s":
         from components.deploy.bento import build_bento
@@ -70,12 +74,23 @@ def deploy(
 
         bento = build_bento(ws, version, cfg.serve, cfg.deploy, cfg.features)
         out = render_manifests(ws, bento.version, bento.tag, cfg.serve, cfg.deploy)
-        console.print(f"rendered and validated {len(out.files)} manifests for {bento.version} "
-                      f"in {out.directory}")
-        console.print(f"next: bentoml containerize {bento.tag} -t {out.image}  "
-                      f"(BENTOML_HOME={ws.bentoml_home}); kubectl apply -f {out.directory}")
-        write_json(json_out, {"version": bento.version, "bento_tag": bento.tag,
-                              "image": out.image, "files": [str(f) for f in out.files]})
+        console.print(
+            f"rendered and validated {len(out.files)} manifests for {bento.version} "
+            f"in {out.directory}"
+        )
+        console.print(
+            f"next: bentoml containerize {bento.tag} -t {out.image}  "
+            f"(BENTOML_HOME={ws.bentoml_home}); kubectl apply -f {out.directory}"
+        )
+        write_json(
+            json_out,
+            {
+                "version": bento.version,
+                "bento_tag": bento.tag,
+                "image": out.image,
+                "files": [str(f) for f in out.files],
+            },
+        )
     else:
         raise ConfigError(f"unknown deploy target {chosen!r} (local or k8s)")
 
@@ -94,8 +109,14 @@ def serve_start(
     ws = open_workspace(cfg)
     version = _champion_or(ws, version)
     state = read_state(ws)
-    if (state and state.version == version and state.backend and state.backend.alive()
-            and state.proxy and state.proxy.alive()):
+    if (
+        state
+        and state.version == version
+        and state.backend
+        and state.backend.alive()
+        and state.proxy
+        and state.proxy.alive()
+    ):
         console.print(f"{version} is already serving at http://{state.host}:{state.public_port}")
         return
     d = deploy_version(ws, version, cfg.serve, cfg.deploy, cfg.features)
@@ -159,4 +180,3 @@ def bench_serving(
     result = run_serving_benchmark(ws, cfg, levels=concurrency or [1, 8, 32], duration_s=duration)
     console.print(render_table(result))
     write_json(json_out, result)
-

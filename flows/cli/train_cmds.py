@@ -25,11 +25,17 @@ from flows.cli.app import (
     write_json,
 )
 
-DataOpt = Annotated[Path | None, typer.Option("--data", "-d", help="Event file (default: data.path, else synthetic).")]
-FormatOpt = Annotated[
-    str | None, typer.Option("--format", "-f", help="auto, csv, parquet, recbole, seq, pairs or movielens.")
+DataOpt = Annotated[
+    Path | None,
+    typer.Option("--data", "-d", help="Event file (default: data.path, else synthetic)."),
 ]
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model name (same as --set model.name=...).")]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option("--format", "-f", help="auto, csv, parquet, recbole, seq, pairs or movielens."),
+]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", "-m", help="Model name (same as --set model.name=...).")
+]
 EpochsOpt = Annotated[int | None, typer.Option("--max-epochs", help="Cap on training epochs.")]
 METRIC_ORDER = ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr", "coverage@10")
 
@@ -53,12 +59,16 @@ def load_prepared(cfg: Any):
 def print_metrics(title: str, valid: dict[str, float] | None, test: dict[str, float]) -> None:
     """One table: metric, valid, test."""
     console.print(f"[bold]{title}[/bold]")
-    names = [m for m in METRIC_ORDER if m in test] + [m for m in sorted(test) if m not in METRIC_ORDER and m != "n_users"]
+    names = [m for m in METRIC_ORDER if m in test] + [
+        m for m in sorted(test) if m not in METRIC_ORDER and m != "n_users"
+    ]
     typer.echo(f"{'metric':<14}{'valid':>10}{'test':>10}")
     for name in names:
         v = "-" if valid is None or name not in valid else f"{valid[name]:.4f}"
         typer.echo(f"{name:<14}{v:>10}{test[name]:>10.4f}")
-    typer.echo(f"{'users':<14}{'-' if valid is None else int(valid['n_users']):>10}{int(test['n_users']):>10}")
+    typer.echo(
+        f"{'users':<14}{'-' if valid is None else int(valid['n_users']):>10}{int(test['n_users']):>10}"
+    )
 
 
 @app.command("train")
@@ -91,7 +101,8 @@ def train(
     print_metrics(
         f"{cfg.model.name}: {result.epochs} epochs, {result.train_seconds:.1f}s training; "
         f"full ranking over {prepared.split.n_items} items, {protocol}",
-        result.metrics_valid, result.metrics_test,
+        result.metrics_valid,
+        result.metrics_test,
     )
     seen_bias = result.bundle.model.learned_seen_offset()
     if seen_bias is not None:
@@ -100,19 +111,28 @@ def train(
     write_json(
         json_out,
         {
-            "run_id": run_id, "model": cfg.model.name, "params": result.bundle.params,
-            "epochs": result.epochs, "train_seconds": result.train_seconds,
-            "samples_per_second": result.samples_per_second, "exclude_seen": cfg.eval.exclude_seen,
+            "run_id": run_id,
+            "model": cfg.model.name,
+            "params": result.bundle.params,
+            "epochs": result.epochs,
+            "train_seconds": result.train_seconds,
+            "samples_per_second": result.samples_per_second,
+            "exclude_seen": cfg.eval.exclude_seen,
             "seen_bias": seen_bias,
-            "valid": result.metrics_valid, "test": result.metrics_test, "history": result.history,
-            "bundle_dir": str(result.bundle_dir), "split": prepared.split.summary(),
+            "valid": result.metrics_valid,
+            "test": result.metrics_test,
+            "history": result.history,
+            "bundle_dir": str(result.bundle_dir),
+            "split": prepared.split.summary(),
         },
     )
 
 
 @app.command("evaluate")
 def evaluate_cmd(
-    model_dir: Annotated[Path, typer.Option("--model-dir", help="A saved model bundle (run_dir/model).")],
+    model_dir: Annotated[
+        Path, typer.Option("--model-dir", help="A saved model bundle (run_dir/model).")
+    ],
     config: ConfigOpt = None,
     set_: SetOpt = None,
     data: DataOpt = None,
@@ -138,18 +158,37 @@ def evaluate_cmd(
     exclude = cfg.eval.exclude_seen if exclude_seen is None else exclude_seen
     result = evaluate(bundle, eval_set, cfg.eval.ks, exclude, cfg.eval.batch_size)
     protocol = "history items excluded" if exclude else "history items NOT excluded"
-    print_metrics(f"{bundle.model_name} on {split}: full ranking over {bundle.vocab.n_items} items, {protocol}", None, result.summary)
-    write_json(json_out, {"model": bundle.model_name, "split": split, "exclude_seen": exclude, "metrics": result.summary})
+    print_metrics(
+        f"{bundle.model_name} on {split}: full ranking over {bundle.vocab.n_items} items, {protocol}",
+        None,
+        result.summary,
+    )
+    write_json(
+        json_out,
+        {
+            "model": bundle.model_name,
+            "split": split,
+            "exclude_seen": exclude,
+            "metrics": result.summary,
+        },
+    )
 
 
 @bench_app.command("accuracy")
 def bench_accuracy(
     data: Annotated[Path, typer.Option("--data", "-d", help="Event file to benchmark on.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="Its format (seq for Beauty.txt).")] = "auto",
-    models: Annotated[str, typer.Option("--models", help="Comma-separated model names.")] = "pop,sasrec",
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="Its format (seq for Beauty.txt).")
+    ] = "auto",
+    models: Annotated[
+        str, typer.Option("--models", help="Comma-separated model names.")
+    ] = "pop,sasrec",
     max_epochs: EpochsOpt = None,
     target_ndcg: Annotated[
-        float, typer.Option("--target-ndcg", help="Report wall seconds until valid NDCG@10 first reaches this.")
+        float,
+        typer.Option(
+            "--target-ndcg", help="Report wall seconds until valid NDCG@10 first reaches this."
+        ),
     ] = 0.035,
     set_: SetOpt = None,
     json_out: JsonOutOpt = None,
@@ -165,9 +204,15 @@ def bench_accuracy(
     progress_log.addHandler(handler)
     progress_log.setLevel(logging.INFO)  # one line per epoch: the progress bar is off here
     rows = run_accuracy_benchmark(
-        data, fmt, [m.strip() for m in models.split(",") if m.strip()],
-        max_epochs=max_epochs, target_ndcg=target_ndcg, overrides=list(set_ or []),
+        data,
+        fmt,
+        [m.strip() for m in models.split(",") if m.strip()],
+        max_epochs=max_epochs,
+        target_ndcg=target_ndcg,
+        overrides=list(set_ or []),
         progress=lambda line: console.print(line, highlight=False),
     )
     typer.echo(format_table(rows, target_ndcg))
-    write_json(json_out, {"data": str(data), "format": fmt, "target_ndcg": target_ndcg, "rows": rows})
+    write_json(
+        json_out, {"data": str(data), "format": fmt, "target_ndcg": target_ndcg, "rows": rows}
+    )

@@ -57,7 +57,9 @@ def _create_flow_run(api: str, deployment_id: str) -> dict:
     replies: list[str] = []
 
     def created() -> dict | None:
-        reply = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", json={}, timeout=10)
+        reply = httpx.post(
+            f"{api}/deployments/{deployment_id}/create_flow_run", json={}, timeout=10
+        )
         if reply.is_success and "id" in reply.json():
             return reply.json()
         replies.append(f"{reply.status_code} {reply.text[:300]}")

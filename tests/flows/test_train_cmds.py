@@ -48,26 +48,60 @@ SMALL_SASREC = ["--set", "model.params.hidden_size=16", *FAST]
 
 def test_train_then_evaluate_the_saved_bundle(recops, seq_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "train.json"
-    recops("train", "--data", str(seq_file), "--format", "seq", "--model", "sasrec", "--max-epochs", "3", *SMALL_SASREC, "--json", str(out))
+    recops(
+        "train",
+        "--data",
+        str(seq_file),
+        "--format",
+        "seq",
+        "--model",
+        "sasrec",
+        "--max-epochs",
+        "3",
+        *SMALL_SASREC,
+        "--json",
+        str(out),
+    )
     trained = json.loads(out.read_text())
     assert trained["model"] == "sasrec" and trained["epochs"] >= 1 and not trained["exclude_seen"]
     assert trained["test"]["n_users"] == 80  # every user is evaluated
     assert trained["seen_bias"] < 0  # the walk never revisits an item within a window
     evaluated = tmp_path / "eval.json"
     result = recops(
-        "evaluate", "--model-dir", trained["bundle_dir"], "--data", str(seq_file), "--format", "seq",
-        "--keep-seen", "--json", str(evaluated),
+        "evaluate",
+        "--model-dir",
+        trained["bundle_dir"],
+        "--data",
+        str(seq_file),
+        "--format",
+        "seq",
+        "--keep-seen",
+        "--json",
+        str(evaluated),
     )
     assert "history items NOT excluded" in result.output
     metrics = json.loads(evaluated.read_text())["metrics"]
     assert metrics["ndcg@10"] == pytest.approx(trained["test"]["ndcg@10"], abs=1e-6)
 
 
-def test_bench_accuracy_prints_and_writes_one_row_per_model(recops, seq_file: Path, tmp_path: Path) -> None:
+def test_bench_accuracy_prints_and_writes_one_row_per_model(
+    recops, seq_file: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "bench.json"
     result = recops(
-        "bench", "accuracy", "--data", str(seq_file), "--format", "seq", "--models", "pop,sasrec",
-        "--max-epochs", "2", *FAST, "--json", str(out),
+        "bench",
+        "accuracy",
+        "--data",
+        str(seq_file),
+        "--format",
+        "seq",
+        "--models",
+        "pop,sasrec",
+        "--max-epochs",
+        "2",
+        *FAST,
+        "--json",
+        str(out),
     )
     rows = json.loads(out.read_text())["rows"]
     assert [r["model"] for r in rows] == ["pop", "sasrec"]

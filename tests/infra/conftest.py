@@ -52,7 +52,17 @@ def postgres_url() -> Iterator[str]:
         shutil.chown(root, user="postgres")
     data, port = root / "data", free_port()
     subprocess.run(
-        [*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "feast", "--auth=trust", "-E", "UTF8"],
+        [
+            *prefix,
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "feast",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+        ],
         check=True,
         capture_output=True,
     )
@@ -66,7 +76,9 @@ def postgres_url() -> Iterator[str]:
     try:
         import psycopg
 
-        with psycopg.connect(f"host=127.0.0.1 port={port} user=feast dbname=postgres", autocommit=True) as conn:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={port} user=feast dbname=postgres", autocommit=True
+        ) as conn:
             conn.execute("CREATE DATABASE feast")
         yield f"postgresql+psycopg://feast@127.0.0.1:{port}/feast"
     finally:

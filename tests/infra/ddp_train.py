@@ -40,8 +40,14 @@ def main(out: Path, strategy: str, devices: int) -> None:
         ]
     )
     events = generate_events(
-        SyntheticConfig(n_users=120, n_items=40, n_events=2400, n_clusters=3, seed=5,
-                        start="2026-01-01T00:00:00Z")
+        SyntheticConfig(
+            n_users=120,
+            n_items=40,
+            n_events=2400,
+            n_clusters=3,
+            seed=5,
+            start="2026-01-01T00:00:00Z",
+        )
     )
     prepared = prepare(events, cfg.data)
     result = train_model(prepared, cfg.model, cfg.train, cfg.eval, out / "run")

@@ -15,8 +15,14 @@ from components.config import load_config
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = REPO_ROOT / "infra" / "compose.yaml"
 SERVICES = {
-    "prefect-db", "prefect-server", "prefect-worker", "redis", "feast-registry",
-    "minio", "minio-init", "recommender",
+    "prefect-db",
+    "prefect-server",
+    "prefect-worker",
+    "redis",
+    "feast-registry",
+    "minio",
+    "minio-init",
+    "recommender",
 }
 LONG_RUNNING = SERVICES - {"minio-init", "prefect-worker"}
 
@@ -40,7 +46,9 @@ def test_dependencies_exist_and_wait_for_health(compose: dict) -> None:
         for dep, rule in (service.get("depends_on") or {}).items():
             assert dep in services, f"{name} depends on unknown {dep}"
             if rule["condition"] == "service_healthy":
-                assert "healthcheck" in services[dep], f"{name} waits on {dep}'s missing healthcheck"
+                assert "healthcheck" in services[dep], (
+                    f"{name} waits on {dep}'s missing healthcheck"
+                )
     assert services["minio-init"]["depends_on"]["minio"]["condition"] == "service_healthy"
     worker_deps = services["prefect-worker"]["depends_on"]
     assert worker_deps["minio-init"]["condition"] == "service_completed_successfully"
@@ -84,7 +92,9 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
     cli = _compose_cli()
     if cli is None:
         pytest.skip("no docker-compose / docker compose plugin (apt-get install -y docker-compose)")
-    done = subprocess.run([*cli, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True)
+    done = subprocess.run(
+        [*cli, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     broken = tmp_path / "compose.yaml"  # the check can fail: a misspelt key is rejected
     broken.write_text(COMPOSE.read_text().replace("depends_on:", "depend_on:", 1))

@@ -18,7 +18,10 @@ def test_ddp_two_cpu_ranks_train_and_evaluate(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     done = subprocess.run(
         [sys.executable, str(SCRIPT), str(tmp_path), "ddp", "2"],
-        env=env, capture_output=True, text=True, timeout=240,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]

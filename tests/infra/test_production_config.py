@@ -31,7 +31,10 @@ def test_production_config_selects_the_scaled_engines(production) -> None:
     assert production.versioning.remote_endpoint_url == "http://minio:9000"
     train = production.train
     assert (train.accelerator, train.devices, train.strategy, train.precision) == (
-        "gpu", 4, "ddp", "bf16-mixed",
+        "gpu",
+        4,
+        "ddp",
+        "bf16-mixed",
     )
     assert production.deploy.target == "k8s" and production.deploy.gpu
     # only backends changed: the model and data settings are the defaults'

@@ -48,8 +48,15 @@ def make_bundle(events: pd.DataFrame, seed: int) -> ModelBundle:
 
 
 def register(registry: ModelRegistry, events: pd.DataFrame, seed: int, ndcg: float) -> ModelVersion:
-    record = RunRecord(run_id=f"run-{seed}", model_name="sasrec", config={}, config_hash="test",
-                       code_rev="test", data_version="data-v1", metrics_test={"ndcg@10": ndcg})
+    record = RunRecord(
+        run_id=f"run-{seed}",
+        model_name="sasrec",
+        config={},
+        config_hash="test",
+        code_rev="test",
+        data_version="data-v1",
+        metrics_test={"ndcg@10": ndcg},
+    )
     return registry.register(make_bundle(events, seed), record)
 
 

@@ -12,8 +12,12 @@ DROPPED = "dropped"
 
 def _dispatcher(max_latency_ms: int = 5000) -> tuple[GreedyDispatcher, list[int]]:
     sizes: list[int] = []
-    disp = GreedyDispatcher(max_latency_in_ms=max_latency_ms, max_batch_size=64,
-                            fallback=lambda: DROPPED, get_batch_size=len)
+    disp = GreedyDispatcher(
+        max_latency_in_ms=max_latency_ms,
+        max_batch_size=64,
+        fallback=lambda: DROPPED,
+        get_batch_size=len,
+    )
     return disp, sizes
 
 

@@ -46,7 +46,9 @@ def test_seen_and_excluded_items_never_come_back(engine: Engine) -> None:
 
 def test_batched_scoring_matches_one_by_one(engine: Engine) -> None:
     histories = [list(engine.vocab.items[i : i + 4]) for i in range(0, 12, 2)]
-    plans = [engine.plan(h, k, True, []) for h, k in zip(histories, [1, 3, 5, 7, 9, 11], strict=True)]
+    plans = [
+        engine.plan(h, k, True, []) for h, k in zip(histories, [1, 3, 5, 7, 9, 11], strict=True)
+    ]
     together = engine.recommend_local(plans)
     alone = [engine.recommend_local([p])[0] for p in plans]
     for a, b, plan in zip(together, alone, plans, strict=True):

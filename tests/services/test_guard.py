@@ -8,9 +8,19 @@ from services.guard import one_line_error
 
 
 def test_pydantic_errors_become_field_and_message_with_422() -> None:
-    body = json.dumps({"error": "2 validation errors for Input", "detail": [
-        {"type": "less_than_equal", "loc": ["k"], "msg": "Input should be <= 1000"},
-        {"type": "string_type", "loc": ["user_id"], "msg": "Input should be a valid string"}]})
+    body = json.dumps(
+        {
+            "error": "2 validation errors for Input",
+            "detail": [
+                {"type": "less_than_equal", "loc": ["k"], "msg": "Input should be <= 1000"},
+                {
+                    "type": "string_type",
+                    "loc": ["user_id"],
+                    "msg": "Input should be a valid string",
+                },
+            ],
+        }
+    )
     assert one_line_error(400, body.encode()) == (422, "k: Input should be <= 1000 (+1 more)")
 
 

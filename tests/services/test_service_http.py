@@ -37,13 +37,19 @@ def deploy_cfg() -> DeployConfig:
 
 
 @pytest.fixture(scope="module")
-def deployed(served_workspace: ServedWorkspace, serve_cfg: ServeConfig,
-             deploy_cfg: DeployConfig) -> Iterator[Deployment]:
+def deployed(
+    served_workspace: ServedWorkspace, serve_cfg: ServeConfig, deploy_cfg: DeployConfig
+) -> Iterator[Deployment]:
     mp = pytest.MonkeyPatch()
     mp.setenv(KEY_ENV, API_KEY)
     try:
-        d = deploy_version(served_workspace.workspace, served_workspace.v1.version, serve_cfg,
-                           deploy_cfg, served_workspace.features)
+        d = deploy_version(
+            served_workspace.workspace,
+            served_workspace.v1.version,
+            serve_cfg,
+            deploy_cfg,
+            served_workspace.features,
+        )
     finally:
         mp.undo()
     yield d
@@ -70,8 +76,9 @@ def test_recommend_by_user_id_reads_the_online_store(served_workspace, client) -
 
 
 def test_explicit_history_drops_unknown_items_with_a_warning(client) -> None:
-    answer = client.post("/recommend", json={"history": ["i1", "i2", "not-an-item"], "k": 3,
-                                             "exclude": ["i3"]}).json()
+    answer = client.post(
+        "/recommend", json={"history": ["i1", "i2", "not-an-item"], "k": 3, "exclude": ["i3"]}
+    ).json()
     assert answer["source"] == "model"
     assert answer["warnings"] == ["unknown item ids dropped from history: not-an-item"]
     assert not {i["item_id"] for i in answer["items"]} & {"i1", "i2", "i3"}
@@ -143,46 +150,66 @@ def test_metadata_and_metrics(served_workspace, client) -> None:
 
 def _merged_batches(metrics: str) -> tuple[float, float]:
     """(sum, count) of the score_batch adaptive batch-size histogram."""
-    found = {kind: float(m.group(1)) for kind in ("sum", "count")
-             if (m := re.search(rf'adaptive_batch_size_{kind}{{[^}}]*method_name="score_batch"'
-                                rf'[^}}]*}} ([0-9.e+]+)', metrics))}
+    found = {
+        kind: float(m.group(1))
+        for kind in ("sum", "count")
+        if (
+            m := re.search(
+                rf'adaptive_batch_size_{kind}{{[^}}]*method_name="score_batch"'
+                rf"[^}}]*}} ([0-9.e+]+)",
+                metrics,
+            )
+        )
+    }
     return found.get("sum", 0.0), found.get("count", 0.0)
 
 
 def test_concurrent_requests_all_succeed_with_correct_answers_in_merged_batches(
-        served_workspace, client, deployed) -> None:
+    served_workspace, client, deployed
+) -> None:
     """32 requests in flight at once: every one 200 with its own answer (what the old
     self-proxy design broke: 503s from the batcher, 500s from the proxy's HTTP client)."""
     items = sorted(served_workspace.events["item_id"].unique())
-    bodies = [{"history": items[i % len(items) : i % len(items) + 1 + i % 4], "k": 3 + i % 5}
-              for i in range(32)]
+    bodies = [
+        {"history": items[i % len(items) : i % len(items) + 1 + i % 4], "k": 3 + i % 5}
+        for i in range(32)
+    ]
     expected = [client.post("/recommend", json=b).json() for b in bodies]
     assert all(e["source"] == "model" for e in expected)
     before = _merged_batches(client.get("/metrics").text)
-    with httpx.Client(base_url=deployed.url, timeout=30, headers={"X-API-Key": API_KEY},
-                      limits=httpx.Limits(max_connections=32)) as shared:
+    with httpx.Client(
+        base_url=deployed.url,
+        timeout=30,
+        headers={"X-API-Key": API_KEY},
+        limits=httpx.Limits(max_connections=32),
+    ) as shared:
         for _ in range(3):  # three rounds of 32 parallel requests
             with ThreadPoolExecutor(max_workers=32) as pool:
                 answers = list(pool.map(lambda b: shared.post("/recommend", json=b), bodies))
-            assert [a.status_code for a in answers] == [200] * 32, [a.text for a in answers
-                                                                      if a.status_code != 200]
+            assert [a.status_code for a in answers] == [200] * 32, [
+                a.text for a in answers if a.status_code != 200
+            ]
             for got, want in zip((a.json() for a in answers), expected, strict=True):
                 # batched float math may differ from a lone call in the last digits
                 assert [i["item_id"] for i in got["items"]] == [i["item_id"] for i in want["items"]]
                 assert [i["score"] for i in got["items"]] == pytest.approx(
-                    [i["score"] for i in want["items"]], rel=1e-4, abs=1e-6)
+                    [i["score"] for i in want["items"]], rel=1e-4, abs=1e-6
+                )
                 assert (got["source"], got["model_version"]) == ("model", want["model_version"])
-    total, batches = (a - b for a, b in zip(_merged_batches(client.get("/metrics").text), before,
-                                            strict=True))
+    total, batches = (
+        a - b for a, b in zip(_merged_batches(client.get("/metrics").text), before, strict=True)
+    )
     assert total == 96 and batches < total, "concurrent requests were merged into batches"
 
 
-def test_switch_over_then_failed_switch_keeps_serving(served_workspace, deployed, serve_cfg,
-                                                      deploy_cfg) -> None:
+def test_switch_over_then_failed_switch_keeps_serving(
+    served_workspace, deployed, serve_cfg, deploy_cfg
+) -> None:
     ws = served_workspace.workspace
     # v2 with the API key off: a clean switch, the public port now serves v2 without auth
-    d2 = deploy_version(ws, served_workspace.v2.version, serve_cfg, deploy_cfg,
-                        served_workspace.features)
+    d2 = deploy_version(
+        ws, served_workspace.v2.version, serve_cfg, deploy_cfg, served_workspace.features
+    )
     assert d2.previous_version == served_workspace.v1.version and d2.port == deployed.port
     with httpx.Client(base_url=deployed.url, timeout=30) as anon:
         assert anon.get("/metadata").json()["model_version"] == served_workspace.v2.version

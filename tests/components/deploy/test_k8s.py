@@ -13,8 +13,13 @@ from components.workspace import Workspace
 
 def test_rendered_manifests_request_a_gpu_and_probe_readyz(tmp_path) -> None:
     ws = Workspace.at(tmp_path).ensure()
-    out = render_manifests(ws, "v123", "recops-recommender:abc", ServeConfig(),
-                           DeployConfig(k8s_replicas=3, k8s_namespace="recs"))
+    out = render_manifests(
+        ws,
+        "v123",
+        "recops-recommender:abc",
+        ServeConfig(),
+        DeployConfig(k8s_replicas=3, k8s_namespace="recs"),
+    )
     docs = {d["kind"]: d for p in out.files for d in yaml.safe_load_all(p.read_text())}
     dep = docs["Deployment"]
     container = dep["spec"]["template"]["spec"]["containers"][0]
@@ -30,7 +35,9 @@ def test_rendered_manifests_request_a_gpu_and_probe_readyz(tmp_path) -> None:
 
 def test_cpu_only_deployment_has_no_gpu_limit(tmp_path) -> None:
     ws = Workspace.at(tmp_path).ensure()
-    out = render_manifests(ws, "v1", "img:1", ServeConfig(), DeployConfig(gpu=False, image="reg/x:1"))
+    out = render_manifests(
+        ws, "v1", "img:1", ServeConfig(), DeployConfig(gpu=False, image="reg/x:1")
+    )
     dep = yaml.safe_load(out.files[0].read_text())
     container = dep["spec"]["template"]["spec"]["containers"][0]
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
@@ -40,12 +47,22 @@ def test_cpu_only_deployment_has_no_gpu_limit(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda d: d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]
-         .update(path="/"), "readiness probe"),
-        (lambda d: d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
-         .pop("nvidia.com/gpu"), "nvidia.com/gpu"),
-        (lambda d: d["spec"]["selector"]["matchLabels"].update({"app.kubernetes.io/name": "x"}),
-         "selector"),
+        (
+            lambda d: d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"][
+                "httpGet"
+            ].update(path="/"),
+            "readiness probe",
+        ),
+        (
+            lambda d: d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"].pop(
+                "nvidia.com/gpu"
+            ),
+            "nvidia.com/gpu",
+        ),
+        (
+            lambda d: d["spec"]["selector"]["matchLabels"].update({"app.kubernetes.io/name": "x"}),
+            "selector",
+        ),
         (lambda d: d["spec"]["template"]["spec"]["containers"][0].pop("image"), "image"),
     ],
 )

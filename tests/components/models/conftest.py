@@ -23,7 +23,9 @@ def cyclic_events(n_users: int, n_items: int, length: int, seed: int) -> pd.Data
     steps[jumps] = rng.integers(2, n_items, int(jumps.sum()))
     items = (starts[:, None] + np.cumsum(steps, axis=1)) % n_items
     users = np.repeat(np.arange(n_users), length)
-    times = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(np.tile(np.arange(length), n_users), unit="min")
+    times = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(
+        np.tile(np.arange(length), n_users), unit="min"
+    )
     return pd.DataFrame(
         {
             "user_id": pd.Series([f"u{u}" for u in users], dtype="string"),
@@ -35,7 +37,9 @@ def cyclic_events(n_users: int, n_items: int, length: int, seed: int) -> pd.Data
     )
 
 
-def prepared_cyclic(n_users: int = 60, n_items: int = 25, length: int = 10, seed: int = 0) -> PreparedData:
+def prepared_cyclic(
+    n_users: int = 60, n_items: int = 25, length: int = 10, seed: int = 0
+) -> PreparedData:
     return prepare(cyclic_events(n_users, n_items, length, seed), DataConfig(max_len=TINY_MAX_LEN))
 
 

@@ -16,8 +16,20 @@ from components.training.losses import compute_loss
 from components.training.trainer import build_bundle
 
 SMALL = {
-    "sasrec": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "dropout": 0.0, "attn_dropout": 0.0},
-    "bert4rec": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "dropout": 0.0, "attn_dropout": 0.0},
+    "sasrec": {
+        "hidden_size": 16,
+        "num_layers": 1,
+        "num_heads": 2,
+        "dropout": 0.0,
+        "attn_dropout": 0.0,
+    },
+    "bert4rec": {
+        "hidden_size": 16,
+        "num_layers": 1,
+        "num_heads": 2,
+        "dropout": 0.0,
+        "attn_dropout": 0.0,
+    },
     "gru4rec": {"embedding_size": 16, "hidden_size": 16, "dropout": 0.0},
     "srgnn": {"hidden_size": 16, "dropout": 0.0},
     "lightgcn": {"embedding_size": 16, "num_layers": 2},
@@ -39,7 +51,9 @@ def _bundle(name: str, prepared: PreparedData) -> ModelBundle:
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_scores_cover_catalogue_and_padding_is_minus_inf(name: str, tiny_prepared: PreparedData) -> None:
+def test_scores_cover_catalogue_and_padding_is_minus_inf(
+    name: str, tiny_prepared: PreparedData
+) -> None:
     bundle = _bundle(name, tiny_prepared)
     histories = tiny_prepared.split.test.histories[:7]
     scores = bundle.score(histories, torch.as_tensor(tiny_prepared.split.test.users[:7]))
@@ -87,7 +101,9 @@ def test_loss_falls_on_a_tiny_batch(name: str, tiny_prepared: PreparedData) -> N
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_save_load_round_trip_gives_identical_scores(name: str, tiny_prepared: PreparedData, tmp_path: Path) -> None:
+def test_save_load_round_trip_gives_identical_scores(
+    name: str, tiny_prepared: PreparedData, tmp_path: Path
+) -> None:
     bundle = _bundle(name, tiny_prepared)
     bundle.save(tmp_path / "m")
     loaded = ModelBundle.load(tmp_path / "m")
@@ -118,7 +134,9 @@ def test_cold_start_rows_fall_back_to_popularity(tiny_prepared: PreparedData) ->
     empty = torch.zeros(2, 12, dtype=torch.long)
     items, _ = bundle.recommend(empty, k=5, exclude_seen=True)
     expected = torch.as_tensor(bundle.item_popularity).topk(5).indices
-    assert set(items[0].tolist()) <= set(torch.as_tensor(bundle.item_popularity).argsort(descending=True)[:8].tolist())
+    assert set(items[0].tolist()) <= set(
+        torch.as_tensor(bundle.item_popularity).argsort(descending=True)[:8].tolist()
+    )
     assert bundle.item_popularity[items[0]].min() >= bundle.item_popularity[expected].min()
 
 

@@ -16,7 +16,9 @@ MODEL_CONFIGS = sorted((Path(__file__).resolve().parents[3] / "configs" / "model
 def test_unknown_model_names_the_known_ones() -> None:
     with pytest.raises(ConfigError) as err:
         get_model_class("sasrek")
-    assert "sasrek" in str(err.value) and "sasrec" in str(err.value) and "lightgcn" in str(err.value)
+    assert (
+        "sasrek" in str(err.value) and "sasrec" in str(err.value) and "lightgcn" in str(err.value)
+    )
 
 
 def test_bad_hyperparameter_key_is_named() -> None:

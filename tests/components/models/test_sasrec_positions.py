@@ -17,7 +17,9 @@ def test_every_training_position_equals_inference_on_that_prefix(norm_first: boo
     with torch.no_grad():
         hidden = model.hidden_states(sequence)
         for end in range(3, 8):
-            prefix = torch.nn.functional.pad(sequence[:, 2 : end + 1], (8 - (end - 1), 0))  # re-padded
+            prefix = torch.nn.functional.pad(
+                sequence[:, 2 : end + 1], (8 - (end - 1), 0)
+            )  # re-padded
             assert torch.allclose(model.encode(prefix), hidden[:, end], atol=1e-5)
 
 

@@ -110,7 +110,9 @@ def test_sampled_losses_offset_the_same_items_as_full_softmax(loss: str) -> None
     torch.manual_seed(0)
     seen = torch.randint(0, 30, (6, 5))
     bias = torch.tensor(-3.0)
-    pairs = TrainingPairs(torch.randn(6, 4), torch.randint(1, 30, (6,)), torch.randn(30, 4), seen, bias)
+    pairs = TrainingPairs(
+        torch.randn(6, 4), torch.randint(1, 30, (6,)), torch.randn(30, 4), seen, bias
+    )
     candidates = torch.randint(1, 30, (1, 40))
     expected = bias * seen_mask(seen, 30).gather(1, candidates.expand(6, -1))
     assert torch.equal(_seen_offset(pairs, candidates), expected)
@@ -118,7 +120,9 @@ def test_sampled_losses_offset_the_same_items_as_full_softmax(loss: str) -> None
 
 
 def test_scores_move_by_the_offset_on_history_items_only(tiny_prepared: PreparedData) -> None:
-    model = build_bundle(tiny_prepared, ModelConfig(name="sasrec", params=SMALL["sasrec"])).model.eval()
+    model = build_bundle(
+        tiny_prepared, ModelConfig(name="sasrec", params=SMALL["sasrec"])
+    ).model.eval()
     histories = tiny_prepared.split.test.histories[:4]
     with torch.no_grad():
         before = model.score_all(histories)
@@ -148,7 +152,9 @@ def test_offset_turns_positive_when_next_items_are_repeats(name: str) -> None:
 
 
 def test_lightgcn_pairs_never_count_their_own_target_as_seen(tiny_prepared: PreparedData) -> None:
-    model = build_bundle(tiny_prepared, ModelConfig(name="lightgcn", params=SMALL["lightgcn"])).model
+    model = build_bundle(
+        tiny_prepared, ModelConfig(name="lightgcn", params=SMALL["lightgcn"])
+    ).model
     data, _ = training_dataset("interaction_graph", tiny_prepared.split.train, TINY_MAX_LEN)
     batch = data[list(range(len(data)))]
     pairs = model.training_pairs(batch)
@@ -176,17 +182,25 @@ def test_bundles_saved_before_repeat_aware_scoring_still_load(
     assert torch.equal(loaded.score(histories, users), bundle.score(histories, users))
 
 
-def test_a_params_dict_without_the_switch_follows_the_weights(tiny_prepared: PreparedData, tmp_path: Path) -> None:
+def test_a_params_dict_without_the_switch_follows_the_weights(
+    tiny_prepared: PreparedData, tmp_path: Path
+) -> None:
     bundle = build_bundle(tiny_prepared, ModelConfig(name="sasrec", params=SMALL["sasrec"]))
     bundle.model.seen_bias_raw.data.fill_(-0.5)
     bundle.params = dict(SMALL["sasrec"])  # hand-built bundles may carry only the keys they set
     bundle.save(tmp_path / "m")
     loaded = ModelBundle.load(tmp_path / "m")
-    assert loaded.model.seen_bias is not None and float(loaded.model.seen_bias.detach()) == pytest.approx(-5.0)
+    assert loaded.model.seen_bias is not None and float(
+        loaded.model.seen_bias.detach()
+    ) == pytest.approx(-5.0)
 
 
-def test_lightgcn_reads_each_users_training_items_from_its_graph(tiny_prepared: PreparedData) -> None:
-    model = build_bundle(tiny_prepared, ModelConfig(name="lightgcn", params=SMALL["lightgcn"])).model
+def test_lightgcn_reads_each_users_training_items_from_its_graph(
+    tiny_prepared: PreparedData,
+) -> None:
+    model = build_bundle(
+        tiny_prepared, ModelConfig(name="lightgcn", params=SMALL["lightgcn"])
+    ).model
     train = tiny_prepared.split.train
     users = torch.tensor([3, 0, 3, len(train) - 1])
     items = model.training_items(users)

@@ -28,7 +28,9 @@ def prepared(tiny_events: pd.DataFrame) -> PreparedData:
 
 @pytest.fixture(scope="module")
 def pop_result(prepared: PreparedData, tmp_path_factory: pytest.TempPathFactory):
-    return train_model(prepared, ModelConfig(name="pop"), FAST, EvalConfig(), tmp_path_factory.mktemp("pop"))
+    return train_model(
+        prepared, ModelConfig(name="pop"), FAST, EvalConfig(), tmp_path_factory.mktemp("pop")
+    )
 
 
 @pytest.mark.slow
@@ -36,7 +38,9 @@ def test_trained_sasrec_beats_pop_and_restores_its_best_epoch(
     prepared: PreparedData, pop_result, tmp_path: Path
 ) -> None:
     params = {"hidden_size": 32, "num_layers": 1, "dropout": 0.2}
-    result = train_model(prepared, ModelConfig(name="sasrec", params=params), FAST, EvalConfig(), tmp_path)
+    result = train_model(
+        prepared, ModelConfig(name="sasrec", params=params), FAST, EvalConfig(), tmp_path
+    )
     assert result.metrics_test["ndcg@10"] > 1.5 * pop_result.metrics_test["ndcg@10"]
     assert result.epochs == 4 and len(result.history) == 4
     assert result.best_checkpoint is not None and result.best_checkpoint.exists()
@@ -51,7 +55,9 @@ def test_trained_sasrec_beats_pop_and_restores_its_best_epoch(
     assert torch.allclose(reloaded.score(histories), result.bundle.score(histories))
 
 
-def test_non_neural_models_fit_without_epochs(prepared: PreparedData, pop_result, tmp_path: Path) -> None:
+def test_non_neural_models_fit_without_epochs(
+    prepared: PreparedData, pop_result, tmp_path: Path
+) -> None:
     knn = train_model(prepared, ModelConfig(name="itemknn"), FAST, EvalConfig(), tmp_path)
     assert knn.epochs == 0 and pop_result.epochs == 0
     assert knn.metrics_test["ndcg@10"] > pop_result.metrics_test["ndcg@10"]
@@ -59,30 +65,50 @@ def test_non_neural_models_fit_without_epochs(prepared: PreparedData, pop_result
 
 
 def test_exclude_seen_is_applied_and_reported(prepared: PreparedData, tmp_path: Path) -> None:
-    kept = train_model(prepared, ModelConfig(name="pop"), FAST, EvalConfig(exclude_seen=False), tmp_path / "a")
-    excluded = train_model(prepared, ModelConfig(name="pop"), FAST, EvalConfig(exclude_seen=True), tmp_path / "b")
+    kept = train_model(
+        prepared, ModelConfig(name="pop"), FAST, EvalConfig(exclude_seen=False), tmp_path / "a"
+    )
+    excluded = train_model(
+        prepared, ModelConfig(name="pop"), FAST, EvalConfig(exclude_seen=True), tmp_path / "b"
+    )
     assert excluded.exclude_seen and not kept.exclude_seen
     assert excluded.metrics_test["ndcg@10"] != kept.metrics_test["ndcg@10"]
 
 
 def test_bad_model_config_is_a_config_error(prepared: PreparedData, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="num_layer"):
-        train_model(prepared, ModelConfig(name="sasrec", params={"num_layer": 2}), FAST, EvalConfig(), tmp_path)
+        train_model(
+            prepared,
+            ModelConfig(name="sasrec", params={"num_layer": 2}),
+            FAST,
+            EvalConfig(),
+            tmp_path,
+        )
 
 
 def test_seeded_runs_are_reproducible(prepared: PreparedData, tmp_path: Path) -> None:
     cfg = FAST.model_copy(update={"max_epochs": 1})
     params = {"embedding_size": 16, "hidden_size": 16}
-    a = train_model(prepared, ModelConfig(name="gru4rec", params=params), cfg, EvalConfig(), tmp_path / "a")
-    b = train_model(prepared, ModelConfig(name="gru4rec", params=params), cfg, EvalConfig(), tmp_path / "b")
+    a = train_model(
+        prepared, ModelConfig(name="gru4rec", params=params), cfg, EvalConfig(), tmp_path / "a"
+    )
+    b = train_model(
+        prepared, ModelConfig(name="gru4rec", params=params), cfg, EvalConfig(), tmp_path / "b"
+    )
     np.testing.assert_allclose(a.per_user_test["mrr"], b.per_user_test["mrr"], rtol=1e-5)
 
 
-def test_learning_rate_decays_on_a_validation_plateau(prepared: PreparedData, tmp_path: Path) -> None:
-    cfg = FAST.model_copy(update={"max_epochs": 3, "lr": 1e-7, "lr_decay_factor": 0.5, "lr_decay_patience": 1})
+def test_learning_rate_decays_on_a_validation_plateau(
+    prepared: PreparedData, tmp_path: Path
+) -> None:
+    cfg = FAST.model_copy(
+        update={"max_epochs": 3, "lr": 1e-7, "lr_decay_factor": 0.5, "lr_decay_patience": 1}
+    )
     # nothing may learn at lr 1e-7 (the seen-item offset moves 10x faster than weights)
     params = {"embedding_size": 16, "hidden_size": 16, "seen_bias": False}
-    result = train_model(prepared, ModelConfig(name="gru4rec", params=params), cfg, EvalConfig(), tmp_path)
+    result = train_model(
+        prepared, ModelConfig(name="gru4rec", params=params), cfg, EvalConfig(), tmp_path
+    )
     assert result.epochs == 3
     lrs = pd.read_csv(tmp_path / "logs" / "metrics.csv")["lr-Adam"].dropna().tolist()
     assert lrs[0] == pytest.approx(1e-7) and lrs[-1] < lrs[0]
@@ -90,25 +116,41 @@ def test_learning_rate_decays_on_a_validation_plateau(prepared: PreparedData, tm
 
 def test_early_stopping_waits_for_min_steps(prepared: PreparedData, tmp_path: Path) -> None:
     # at lr 1e-7 nothing improves, so patience 1 alone stops after the second epoch
-    cfg = FAST.model_copy(update={"max_epochs": 20, "lr": 1e-7, "patience": 1, "lr_decay_factor": None})
+    cfg = FAST.model_copy(
+        update={"max_epochs": 20, "lr": 1e-7, "patience": 1, "lr_decay_factor": None}
+    )
     params = {"embedding_size": 16, "hidden_size": 16, "seen_bias": False}
-    quick = train_model(prepared, ModelConfig(name="gru4rec", params=params), cfg, EvalConfig(), tmp_path / "a")
+    quick = train_model(
+        prepared, ModelConfig(name="gru4rec", params=params), cfg, EvalConfig(), tmp_path / "a"
+    )
     steps_per_epoch = -(-len(prepared.split.train) // cfg.batch_size)
     floor = cfg.model_copy(update={"min_steps": 5 * steps_per_epoch})
-    held = train_model(prepared, ModelConfig(name="gru4rec", params=params), floor, EvalConfig(), tmp_path / "b")
+    held = train_model(
+        prepared, ModelConfig(name="gru4rec", params=params), floor, EvalConfig(), tmp_path / "b"
+    )
     assert quick.epochs <= 3
     assert held.epochs >= 5
 
 
-def test_validation_every_n_steps_drives_stopping_and_lr_decay(prepared: PreparedData, tmp_path: Path) -> None:
+def test_validation_every_n_steps_drives_stopping_and_lr_decay(
+    prepared: PreparedData, tmp_path: Path
+) -> None:
     steps_per_epoch = -(-len(prepared.split.train) // FAST.batch_size)
     every = max(1, steps_per_epoch // 2)  # about two validations per epoch
     cfg = FAST.model_copy(
-        update={"max_epochs": 3, "lr": 1e-7, "lr_decay_factor": 0.5, "lr_decay_patience": 1,
-                "patience": 50, "val_every_steps": every}
+        update={
+            "max_epochs": 3,
+            "lr": 1e-7,
+            "lr_decay_factor": 0.5,
+            "lr_decay_patience": 1,
+            "patience": 50,
+            "val_every_steps": every,
+        }
     )
     params = {"embedding_size": 16, "hidden_size": 16, "seen_bias": False}
-    result = train_model(prepared, ModelConfig(name="gru4rec", params=params), cfg, EvalConfig(), tmp_path)
+    result = train_model(
+        prepared, ModelConfig(name="gru4rec", params=params), cfg, EvalConfig(), tmp_path
+    )
     assert len(result.history) >= 2 * 3 - 1  # validations happen inside epochs, not once per epoch
     lrs = pd.read_csv(tmp_path / "logs" / "metrics.csv")["lr-Adam"].dropna().tolist()
     # more than one decay per epoch (epoch-wise plateau checks allow at most 2 in 3 epochs)
