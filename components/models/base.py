@@ -108,6 +108,8 @@ class Recommender(torch.nn.Module):
     input_kind: ClassVar[InputKind] = "causal"
     #: False for models fit by counting (``fit_data``) rather than by gradient steps.
     trainable: ClassVar[bool] = True
+    #: False for models whose scores do not depend on the history (nothing to explain).
+    uses_history: ClassVar[bool] = True
 
     def __init__(self, params: Any, n_items: int, n_users: int, max_len: int) -> None:
         super().__init__()
