@@ -23,6 +23,15 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from components.data.sequences import PAD, pad_left
+from services.explanations import (
+    Because,
+    ExplainLimits,
+    Explanation,
+    ItemInfluence,
+    QueryInfluence,
+    explain_queries,
+    render_because,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +39,7 @@ Source = Literal["model", "cold_start"]
 
 
 # --- wire models ------------------------------------------------------------------------
-def request_model(max_k: int, max_history: int) -> type[BaseModel]:
+def request_model(max_k: int, max_history: int, explain_max_k: int = 20) -> type[BaseModel]:
     """The ``/recommend`` body schema with this deployment's limits baked in."""
 
     class RecommendRequest(BaseModel):
@@ -44,14 +53,48 @@ def request_model(max_k: int, max_history: int) -> type[BaseModel]:
         k: int = Field(10, ge=1, le=max_k)
         exclude_seen: bool = True
         exclude: list[str] = Field(default_factory=list, max_length=max_history)
+        explain: bool = False
+        event_types: list[str] | None = Field(None, max_length=max_history)
 
         @model_validator(mode="after")
         def _needs_user_or_history(self) -> RecommendRequest:
             if self.user_id is None and self.history is None:
                 raise ValueError("give user_id or history")
+            if self.explain and self.k > explain_max_k:
+                raise ValueError(f"explanations are limited to k <= {explain_max_k}")
+            _check_event_types(self.history, self.event_types)
             return self
 
     return RecommendRequest
+
+
+def explain_request_model(max_history: int, max_top: int) -> type[BaseModel]:
+    """The ``/explain`` body schema: why does (or doesn't) this history lead to ``item_id``."""
+
+    class ExplainRequest(BaseModel):
+        """Explain one item for one user id and/or explicit history (``history`` wins)."""
+
+        model_config = ConfigDict(extra="forbid", strict=False)
+
+        item_id: str = Field(min_length=1, max_length=256)
+        user_id: str | None = Field(None, min_length=1, max_length=256)
+        history: list[str] | None = Field(None, max_length=max_history)
+        event_types: list[str] | None = Field(None, max_length=max_history)
+        top: int = Field(5, ge=1, le=max_top)
+
+        @model_validator(mode="after")
+        def _needs_user_or_history(self) -> ExplainRequest:
+            if self.user_id is None and self.history is None:
+                raise ValueError("give user_id or history")
+            _check_event_types(self.history, self.event_types)
+            return self
+
+    return ExplainRequest
+
+
+def _check_event_types(history: list[str] | None, event_types: list[str] | None) -> None:
+    if event_types is not None and (history is None or len(event_types) != len(history)):
+        raise ValueError("event_types needs a history of the same length")
 
 
 class ScoreQuery(BaseModel):
@@ -60,6 +103,9 @@ class ScoreQuery(BaseModel):
     history: list[int]
     k: int
     exclude: list[int] = []
+    explain: bool = False
+    targets: list[int] | None = None  # items to explain (default: the recommended ones)
+    top: int | None = None  # events listed per explained item (default: the deployment's)
 
 
 class Scored(BaseModel):
@@ -67,15 +113,32 @@ class Scored(BaseModel):
 
     items: list[int]
     scores: list[float]
+    influence: QueryInfluence | None = None
 
 
 class RecommendedItem(BaseModel):
     item_id: str
     score: float
+    because: list[Because] | None = None
 
 
 class RecommendResponse(BaseModel):
     items: list[RecommendedItem]
+    model_version: str
+    source: Source
+    warnings: list[str] = []
+    explanation: Explanation | None = None
+
+
+class ExplainResponse(BaseModel):
+    """Why ``item_id`` scores as it does for this history (recommended or not)."""
+
+    item_id: str
+    score: float | None
+    rank: int | None = Field(None, description="1 = the model's top item (history included)")
+    because: list[Because]
+    against: list[Because]
+    explanation: Explanation
     model_version: str
     source: Source
     warnings: list[str] = []
@@ -89,6 +152,13 @@ class Plan:
     k: int
     exclude: list[int]
     warnings: list[str] = field(default_factory=list)
+    explain: bool = False
+    #: for explanations: the query history's tokens, their positions in the history as
+    #: given, its length and its event types (None when the request had none)
+    history_tokens: list[str] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    given_length: int = 0
+    event_types: list[str] | None = None
 
     @property
     def source(self) -> Source:
@@ -99,8 +169,15 @@ class Plan:
 class Engine:
     """A loaded bundle plus the per-deployment constants the request path needs."""
 
-    def __init__(self, bundle: Any, version: str, device: torch.device) -> None:
+    def __init__(
+        self,
+        bundle: Any,
+        version: str,
+        device: torch.device,
+        explain: ExplainLimits | None = None,
+    ) -> None:
         self.bundle = bundle
+        self.explain_limits = explain or ExplainLimits()
         self.vocab = bundle.vocab
         self.version = version
         self.device = device
@@ -122,8 +199,13 @@ class Engine:
         exclude: list[str],
         *,
         from_store: bool = False,
+        explain: bool = False,
+        targets: list[int] | None = None,
+        top: int | None = None,
+        event_types: list[str] | None = None,
     ) -> Plan:
-        """Map raw ids to indices; unknown ids are dropped and reported."""
+        """Map raw ids to indices; unknown ids are dropped and reported. With ``explain``
+        the batched call also explains ``targets`` (default: the recommended items)."""
         tokens = history or []
         indices = self.vocab.item_index(tokens) if tokens else np.zeros(0, dtype=np.int64)
         warnings: list[str] = []
@@ -138,10 +220,32 @@ class Engine:
             excluded = sorted(set(excluded) | set(known))
         k = min(k, self.n_items)
         if not known:
-            return Plan(None, k, excluded, warnings)
-        return Plan(
-            ScoreQuery(history=known[-self.max_len :], k=k, exclude=excluded), k, excluded, warnings
+            return Plan(None, k, excluded, warnings, explain=explain)
+        positions = np.flatnonzero(indices != PAD)[-self.max_len :].tolist()
+        query = ScoreQuery(
+            history=known[-self.max_len :],
+            k=k,
+            exclude=excluded,
+            explain=explain,
+            targets=targets,
+            top=top,
         )
+        return Plan(
+            query,
+            k,
+            excluded,
+            warnings,
+            explain=explain,
+            history_tokens=[tokens[p] for p in positions],
+            positions=positions,
+            given_length=len(tokens),
+            event_types=event_types,
+        )
+
+    def item_index(self, item_id: str) -> int | None:
+        """The vocabulary index of one raw item id (None when unknown)."""
+        index = int(self.vocab.item_index([item_id])[0])
+        return None if index == PAD else index
 
     # 2. score -------------------------------------------------------------------------
     @torch.inference_mode()
@@ -165,7 +269,23 @@ class Engine:
                     scores=scores[row, : query.k][keep].tolist(),
                 )
             )
+        self._explain(queries, out)
         return out
+
+    def _explain(self, queries: list[ScoreQuery], scored: list[Scored]) -> None:
+        """Attach deletion influence to the queries that asked for it: one forward pass
+        over all their history variants, after (and apart from) the recommendations."""
+        asked = [i for i, q in enumerate(queries) if q.explain]
+        if not asked:
+            return
+        histories = [queries[i].history for i in asked]
+        targets = [queries[i].targets or scored[i].items for i in asked]
+        limits = self.explain_limits
+        targets = [t[: limits.max_k] for t in targets]
+        tops = [queries[i].top or limits.top_events for i in asked]
+        found = explain_queries(self.bundle.model, histories, targets, tops, self.max_len, limits)
+        for i, influence in zip(asked, found, strict=True):
+            scored[i].influence = influence
 
     def popular(self, k: int, exclude: list[int]) -> Scored:
         """The ``k`` most popular items outside ``exclude`` (the cold-start answer)."""
@@ -185,9 +305,52 @@ class Engine:
             RecommendedItem(item_id=t, score=_finite(s))
             for t, s in zip(tokens, scored.scores, strict=True)
         ]
+        explanation = None
+        if plan.explain:
+            explanation = self._explanation(plan, scored.influence)
+            by_item = {i.item: i for i in scored.influence.items} if scored.influence else {}
+            for item, index in zip(items, scored.items, strict=True):
+                found = by_item.get(index)
+                item.because = self._because(plan, found.support) if found else []
         return RecommendResponse(
-            items=items, model_version=self.version, source=plan.source, warnings=plan.warnings
+            items=items,
+            model_version=self.version,
+            source=plan.source,
+            warnings=plan.warnings,
+            explanation=explanation,
         )
+
+    def respond_explain(self, plan: Plan, scored: Scored | None, item_id: str) -> ExplainResponse:
+        """The public ``/explain`` answer for a planned request with one target."""
+        influence = scored.influence if scored is not None else None
+        found: ItemInfluence | None = influence.items[0] if influence and influence.items else None
+        return ExplainResponse(
+            item_id=item_id,
+            score=_finite(found.score) if found else None,
+            rank=found.rank if found else None,
+            because=self._because(plan, found.support) if found else [],
+            against=self._because(plan, found.against) if found else [],
+            explanation=self._explanation(plan, influence),
+            model_version=self.version,
+            source=plan.source,
+            warnings=plan.warnings,
+        )
+
+    def _because(self, plan: Plan, events: list[Any]) -> list[Because]:
+        return render_because(
+            events, plan.history_tokens, plan.positions, plan.given_length, plan.event_types
+        )
+
+    def _explanation(self, plan: Plan, influence: QueryInfluence | None) -> Explanation:
+        if plan.query is None or influence is None:
+            return Explanation(explainable=False, note="no known history: popular items")
+        if not influence.explainable:
+            note = f"{self.bundle.model_name} scores do not depend on the history"
+            return Explanation(explainable=False, note=note)
+        note = None
+        if influence.events_explained < len(plan.query.history):
+            note = f"only the {influence.events_explained} most recent events were explained"
+        return Explanation(explainable=True, events_explained=influence.events_explained, note=note)
 
     def recommend_local(self, plans: list[Plan]) -> list[RecommendResponse]:
         """All three steps in-process (benchmarks, tests): no HTTP, no adaptive batching."""

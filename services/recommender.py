@@ -7,6 +7,7 @@ version (declared below as a ``BentoModel`` so the bento carries its weights).
 Endpoints
     POST /recommend        {user_id?, history?, k, exclude_seen, exclude?} -> items
     POST /recommend_batch  {requests: [...]} -> {results: [...]}
+    POST /explain          {item_id, user_id?, history?, top} -> why (not) this item
     GET  /metadata         model version/name, data version, metrics, loaded_at
     GET  /healthz /livez   process alive (BentoML built-in)
     GET  /readyz           model loaded and feature store reachable (``__is_ready__``)
@@ -35,19 +36,27 @@ from starlette.routing import Route
 from services.batching import BatchCall, batch_dispatch
 from services.engine import (
     Engine,
+    ExplainResponse,
     Plan,
     RecommendResponse,
     Scored,
     ScoreQuery,
+    explain_request_model,
     request_model,
 )
+from services.explanations import ExplainLimits
 from services.guard import GuardMiddleware
 from services.settings import SERVICE_NAME, ServiceSettings
 
 logger = logging.getLogger("recops.service")
 
 SETTINGS = bentoml.use_arguments(ServiceSettings)
-RecommendRequest = request_model(SETTINGS.serve.max_k, SETTINGS.serve.max_history)
+RecommendRequest = request_model(
+    SETTINGS.serve.max_k, SETTINGS.serve.max_history, SETTINGS.serve.explain_max_k
+)
+ExplainRequest = explain_request_model(
+    SETTINGS.serve.max_history, SETTINGS.serve.explain_max_history
+)
 READY_CACHE_S = 5.0
 
 
@@ -94,7 +103,12 @@ class Recommender:
             if SETTINGS.serve.cpu_threads:
                 torch.set_num_threads(SETTINGS.serve.cpu_threads)
         bundle = ModelBundle.load(self.bento_model.path, self.device)
-        self.engine = Engine(bundle, SETTINGS.model_version, self.device)
+        limits = ExplainLimits(
+            max_history=SETTINGS.serve.explain_max_history,
+            max_k=SETTINGS.serve.explain_max_k,
+            top_events=SETTINGS.serve.explain_top_events,
+        )
+        self.engine = Engine(bundle, SETTINGS.model_version, self.device, explain=limits)
         # created here, not at import: building a bento re-imports this module, and a
         # second registration in the same process would clash in Prometheus' registry
         self.requests_by_source = bentoml.metrics.Counter(
@@ -142,7 +156,12 @@ class Recommender:
             "n_items": self.engine.n_items,
             "max_len": self.engine.max_len,
             "sample_items": self.engine.vocab.item_tokens(self.engine.popular(3, []).items),
-            "limits": {"max_k": SETTINGS.serve.max_k, "max_history": SETTINGS.serve.max_history},
+            "limits": {
+                "max_k": SETTINGS.serve.max_k,
+                "max_history": SETTINGS.serve.max_history,
+                "explain_max_k": SETTINGS.serve.explain_max_k,
+                "explain_max_history": SETTINGS.serve.explain_max_history,
+            },
         }
 
     # --- public API --------------------------------------------------------------------
@@ -156,6 +175,32 @@ class Recommender:
         """Many requests in one call; answers come back in request order."""
         return {"results": await self._recommend_many(requests)}
 
+    @bentoml.api(input_spec=ExplainRequest, route="/explain")
+    async def explain(self, **fields: Any) -> ExplainResponse:
+        """Why ``item_id`` scores as it does for this user/history, recommended or not:
+        the events whose removal lowers (``because``) or raises (``against``) its score."""
+        request = ExplainRequest.model_construct(**fields)
+        target = self.engine.item_index(request.item_id)
+        if target is None:
+            raise bentoml.exceptions.NotFound(
+                f"unknown item_id {request.item_id!r}: not in this model's catalogue"
+            )
+        ((history, from_store, failed),) = await self._histories([request])
+        plan = self.engine.plan(
+            history,
+            1,
+            False,
+            [],
+            from_store=from_store,
+            explain=True,
+            targets=[target],
+            top=request.top,
+            event_types=request.event_types,
+        )
+        plan = _with_store_warning(plan, failed)
+        scored = await self._score([plan.query]) if plan.query is not None else [None]
+        return self.engine.respond_explain(plan, scored[0], request.item_id)
+
     # --- the batched model call --------------------------------------------------------
     @bentoml.api(
         batchable=True,
@@ -167,18 +212,34 @@ class Recommender:
         """Internal: one forward pass for queries merged across concurrent requests."""
         return self.engine.score([ScoreQuery.model_validate(q) for q in queries])
 
-    async def _recommend_many(self, requests: list[Any]) -> list[RecommendResponse]:
+    async def _histories(self, requests: list[Any]) -> list[tuple[list[str], bool, bool]]:
+        """Per request: ``(history, from_store, store_failed)``; user-id-only requests read
+        their history from the online store (one lookup for all of them)."""
         recent, store_failed = await self._online_histories(
             [r.user_id for r in requests if r.history is None and r.user_id is not None]
         )
-        plans: list[Plan] = []
+        out = []
         for r in requests:
             from_store = r.history is None
             history = recent.get(r.user_id, []) if from_store else r.history
-            plan = self.engine.plan(history, r.k, r.exclude_seen, r.exclude, from_store=from_store)
-            if from_store and store_failed:
-                plan.warnings.append("feature store unavailable: popularity fallback")
-            plans.append(plan)
+            out.append((history, from_store, from_store and store_failed))
+        return out
+
+    async def _recommend_many(self, requests: list[Any]) -> list[RecommendResponse]:
+        plans: list[Plan] = []
+        for r, (history, from_store, failed) in zip(
+            requests, await self._histories(requests), strict=True
+        ):
+            plan = self.engine.plan(
+                history,
+                r.k,
+                r.exclude_seen,
+                r.exclude,
+                from_store=from_store,
+                explain=r.explain,
+                event_types=r.event_types,
+            )
+            plans.append(_with_store_warning(plan, failed))
         queries = [p.query for p in plans if p.query is not None]
         scored = iter(await self._score(queries))
         responses = []
@@ -216,6 +277,12 @@ class Recommender:
             answers = await self._dispatch(queries[start : start + size])
             out.extend(Scored.model_validate(a) for a in answers)
         return out
+
+
+def _with_store_warning(plan: Plan, store_failed: bool) -> Plan:
+    if store_failed:
+        plan.warnings.append("feature store unavailable: popularity fallback")
+    return plan
 
 
 Recommender.add_asgi_middleware(

@@ -28,6 +28,10 @@ class ServeConfig(BaseModel):
     # OpenMP workers spin-wait on descheduled siblings (p95 1 ms -> 200 ms measured)
     cpu_threads: int = Field(1, ge=0)
     timeout_s: int = Field(30, ge=1)
+    # explanations (``"explain": true``, ``/explain``): bounded work per request
+    explain_max_history: int = Field(50, ge=1, description="most recent events deleted")
+    explain_max_k: int = Field(20, ge=1, description="most items explained per request")
+    explain_top_events: int = Field(5, ge=1, description="events listed per item")
 
 
 class DeployConfig(BaseModel):

@@ -1,0 +1,167 @@
+"""Explanations on the request path: which history events drove a recommendation.
+
+The batched model call (:meth:`services.engine.Engine.score`) computes, for every query
+that asks for it, the counterfactual-deletion influence of its most recent events
+(``components.explain.influence``: all variants of all explained queries of a batch in
+one forward pass) on its target items (the recommended ones, or the item a ``/explain``
+request names). The recommendations themselves come from the unchanged scoring path
+before that, so explaining never changes what is recommended.
+
+Influence is reported in the model's score units (how much the item's score drops when
+the event is removed) and as a rank change (how many places the item falls). Work is
+bounded per request: at most ``max_history`` events are deleted (the most recent ones)
+and at most ``max_k`` items explained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from pydantic import BaseModel, Field
+
+from components.explain.influence import METHOD, Influence, Question, deletion_influence
+from components.models.base import Recommender
+
+
+class ExplainLimits(BaseModel):
+    """Per-deployment bounds on explanation work (from ``serve.explain_*``)."""
+
+    max_history: int = Field(50, ge=1)
+    max_k: int = Field(20, ge=1)
+    top_events: int = Field(5, ge=1)
+
+
+# --- internal (vocabulary indices; crosses the batch dispatcher) ------------------------
+class EventInfluence(BaseModel):
+    """One event's influence on one item; ``position`` indexes the query history."""
+
+    position: int
+    influence: float
+    rank_change: int
+
+
+class ItemInfluence(BaseModel):
+    """Why one item scores as it does: the events that support it most and least."""
+
+    item: int
+    score: float
+    rank: int
+    support: list[EventInfluence]
+    against: list[EventInfluence]
+
+
+class QueryInfluence(BaseModel):
+    """All explained items of one query, and whether the model could be explained."""
+
+    explainable: bool
+    events_explained: int
+    items: list[ItemInfluence]
+
+
+# --- public ------------------------------------------------------------------------
+class Because(BaseModel):
+    """A history event and how much it drove an item."""
+
+    item_id: str
+    position: int = Field(description="index in the history as given (0 = oldest)")
+    events_ago: int = Field(description="1 = the most recent event")
+    event_type: str | None
+    influence: float = Field(description="score drop of the item if this event is removed")
+    rank_change: int = Field(description="places the item falls if this event is removed")
+
+
+class Explanation(BaseModel):
+    """How the explanation was made (and why there is none, when there is none)."""
+
+    explainable: bool
+    method: str = METHOD
+    events_explained: int = 0
+    note: str | None = None
+
+
+def explain_queries(
+    model: Recommender,
+    histories: Sequence[list[int]],
+    targets: Sequence[list[int]],
+    tops: Sequence[int],
+    width: int,
+    limits: ExplainLimits,
+) -> list[QueryInfluence]:
+    """Deletion influence of each history's most recent events on its targets, all in
+    one batched forward pass; ``tops[q]`` events are listed per item of query ``q``."""
+    questions = [
+        Question(torch.as_tensor(h, dtype=torch.long), torch.as_tensor(t, dtype=torch.long))
+        for h, t in zip(histories, targets, strict=True)
+    ]
+    influences = deletion_influence(model, questions, width, limits.max_history)
+    return [_query_influence(i, top) for i, top in zip(influences, tops, strict=True)]
+
+
+def _query_influence(influence: Influence, top: int) -> QueryInfluence:
+    # positions index the scored history (its last `width` items) = the query history's tail
+    items = [
+        ItemInfluence(
+            item=int(item),
+            score=float(influence.scores[row]),
+            rank=int(influence.ranks[row]),
+            support=_events(influence, row, influence.top_events(row, top), positive=True),
+            against=_events(influence, row, _bottom_events(influence, row, top), positive=False),
+        )
+        for row, item in enumerate(influence.targets.tolist())
+    ]
+    return QueryInfluence(
+        explainable=influence.explainable,
+        events_explained=int(influence.positions.numel()),
+        items=items,
+    )
+
+
+def _bottom_events(influence: Influence, row: int, n: int) -> list[int]:
+    drops = influence.drops[row]
+    if drops.numel() == 0:
+        return []
+    order = torch.argsort(drops, stable=True)
+    return order[: min(n, drops.numel())].tolist()
+
+
+def _events(
+    influence: Influence, row: int, columns: list[int], positive: bool
+) -> list[EventInfluence]:
+    out = []
+    for column in columns:
+        drop = float(influence.drops[row, column])
+        if (drop > 0) != positive or drop == 0:
+            continue
+        out.append(
+            EventInfluence(
+                position=int(influence.positions[column]),
+                influence=drop,
+                rank_change=int(influence.rank_changes[row, column]),
+            )
+        )
+    return out
+
+
+def render_because(
+    events: list[EventInfluence],
+    history_tokens: list[str],
+    original_positions: list[int],
+    original_length: int,
+    event_types: list[str] | None,
+) -> list[Because]:
+    """Public events: item ids, positions in the history as given, event types."""
+    out = []
+    for event in events:
+        original = original_positions[event.position]
+        out.append(
+            Because(
+                item_id=history_tokens[event.position],
+                position=original,
+                events_ago=original_length - original,
+                event_type=event_types[original] if event_types is not None else None,
+                influence=round(event.influence, 6),
+                rank_change=event.rank_change,
+            )
+        )
+    return out
