@@ -21,6 +21,7 @@ from components.data.config import DataConfig
 from components.deploy.config import DeployConfig, ServeConfig
 from components.errors import ConfigError
 from components.evaluation.config import EvalConfig, GateConfig
+from components.explain.config import ExplainConfig
 from components.features.config import FeaturesConfig
 from components.models.config import ModelConfig
 from components.training.config import TrainConfig
@@ -46,6 +47,7 @@ class RecopsConfig(BaseModel):
     gate: GateConfig = GateConfig()
     serve: ServeConfig = ServeConfig()
     deploy: DeployConfig = DeployConfig()
+    explain: ExplainConfig = ExplainConfig()
 
     def fingerprint(self) -> str:
         """Stable short hash of the settings that affect a trained model."""

@@ -23,6 +23,7 @@ from flows.tasks import (
     deploy_bento,
     evaluation_gate,
     fetch_batch,
+    influence_report,
     materialize_features,
     register_model,
     train_challenger,
@@ -60,6 +61,10 @@ def retrain_flow(
         materialize_features(cfg, ws, data_version.version)
     prepared, trained, record = train_challenger(cfg, ws, data_version.version, run_id)
     version = register_model(ws, trained.bundle, record)
+    if cfg.explain.report:
+        influence_report(
+            cfg, ws, prepared, trained.bundle, data_version.version, version.version, run_id
+        )
 
     with promotion_lock(ws):
         decision, champion_before = evaluation_gate(cfg, ws, prepared, trained.bundle, run_id)

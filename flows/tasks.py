@@ -252,3 +252,46 @@ def deploy_bento(cfg: RecopsConfig, ws: Workspace, version: str):
     deployment = deploy_version(ws, version, cfg.serve, cfg.deploy, cfg.features)
     get_run_logger().info("deployed %s at %s", version, deployment.url)
     return deployment
+
+
+@task(name="influence-report", retries=0, cache_policy=NO_CACHE)
+def influence_report(
+    cfg: RecopsConfig,
+    ws: Workspace,
+    prepared: Any,
+    challenger: Any,
+    data_version: str,
+    version: str,
+    run_id: str,
+) -> dict[str, Any]:
+    """Which behaviour the new model relies on, beside the champion's: ``influence.json``
+    and ``influence.png`` in the run folder and a Markdown artifact
+    (see components.explain.report)."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from components.explain.histories import aligned_event_types
+    from components.explain.report import report_markdown, run_influence
+    from components.registry.store import ModelRegistry
+    from components.versioning.dvc_store import DatasetStore
+
+    registry = ModelRegistry(ws)
+    champion = registry.champion()
+    events = DatasetStore(ws, cfg.versioning).load_events(data_version)
+    reports, json_path, png_path = run_influence(
+        challenger,
+        registry.load_bundle(champion.version) if champion is not None else None,
+        prepared.sequences,
+        prepared.split.test,
+        prepared.vocab,
+        aligned_event_types(events, prepared.vocab),
+        cfg.explain,
+        ws.runs_dir / run_id,
+        challenger_version=version,
+        champion_version=champion.version if champion is not None else None,
+    )
+    markdown = report_markdown(reports) + f"\nPlot: `{png_path}`; figures: `{json_path}`\n"
+    create_markdown_artifact(
+        key="recops-influence", markdown=markdown, description="behaviour influence"
+    )
+    get_run_logger().info("influence report written to %s", png_path)
+    return {"json": str(json_path), "png": str(png_path)}

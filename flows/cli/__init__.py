@@ -5,6 +5,7 @@ from __future__ import annotations
 from flows.cli import (  # noqa: F401  (imported for their command registrations)
     data_cmds,
     deploy_cmds,
+    explain_cmds,
     features_cmds,
     models_cmds,
     run_cmds,

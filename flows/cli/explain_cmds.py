@@ -1,0 +1,140 @@
+"""``recops explain --user U [--item I] [--version V]``: why a model recommends what it does.
+
+The same engine the bento serves with (``services.engine``), in this process: the
+recommendations with ``because`` events, or for ``--item`` why (not) that item. The user's
+history is read from the dataset version the model was trained on (with event types).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from flows.cli.app import (
+    ConfigOpt,
+    JsonOutOpt,
+    SetOpt,
+    WorkspaceOpt,
+    app,
+    load_run_config,
+    write_json,
+)
+
+UserOpt = Annotated[str, typer.Option("--user", "-u", help="User id to explain.")]
+ItemOpt = Annotated[
+    str | None, typer.Option("--item", "-i", help="Explain this item (recommended or not).")
+]
+VersionOpt = Annotated[
+    str | None, typer.Option("--version", "-v", help="Model version (default: the champion).")
+]
+KOpt = Annotated[int, typer.Option("--k", "-k", min=1, help="Recommendations to explain.")]
+TopOpt = Annotated[int, typer.Option("--top", min=1, help="Events listed per item.")]
+
+
+@app.command("explain")
+def explain(
+    user: UserOpt,
+    item: ItemOpt = None,
+    version: VersionOpt = None,
+    k: KOpt = 10,
+    top: TopOpt = 3,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    workspace: WorkspaceOpt = None,
+    json_out: JsonOutOpt = None,
+) -> None:
+    """Which past events of USER drove each recommendation (score drop and rank change
+    when the event is removed), or why ITEM is (not) recommended."""
+    engine, plan_for = _engine_and_planner(config, overrides, workspace, version, user, top)
+    if item is None:
+        answer = engine.recommend_local([plan_for(k, None)])[0]
+        _print_recommendations(answer.model_dump(mode="json"))
+    else:
+        target = engine.item_index(item)
+        if target is None:
+            from components.errors import DataError
+
+            raise DataError(f"unknown item {item!r}: not in model {engine.version}'s catalogue")
+        plan = plan_for(1, [target])
+        scored = engine.score([plan.query])[0] if plan.query is not None else None
+        answer = engine.respond_explain(plan, scored, item)
+        _print_item(answer.model_dump(mode="json"))
+    write_json(json_out, answer.model_dump(mode="json"))
+
+
+def _engine_and_planner(config, overrides, workspace, version, user: str, top: int):
+    import torch
+
+    from components.errors import RegistryError
+    from components.explain.histories import user_history
+    from components.registry.store import ModelRegistry
+    from components.versioning.dvc_store import DatasetStore
+    from components.workspace import Workspace
+    from services.engine import Engine
+    from services.explanations import ExplainLimits
+
+    cfg = load_run_config(config, overrides, workspace)
+    ws = Workspace.at(cfg.workspace).activate()
+    registry = ModelRegistry(ws)
+    chosen = registry.get(version) if version else registry.champion()
+    if chosen is None:
+        raise RegistryError("no champion model yet", hint="run `recops run` or pass --version")
+    limits = ExplainLimits(
+        max_history=cfg.serve.explain_max_history,
+        max_k=cfg.serve.explain_max_k,
+        top_events=top,
+    )
+    engine = Engine(
+        registry.load_bundle(chosen.version), chosen.version, torch.device("cpu"), limits
+    )
+    events = DatasetStore(ws, cfg.versioning).load_events(chosen.record.data_version)
+    items, types = user_history(events, user)
+
+    def plan_for(k: int, targets: list[int] | None):
+        return engine.plan(
+            items, k, True, [], explain=True, targets=targets, top=top, event_types=types
+        )
+
+    typer.echo(f"user {user}: {len(items)} events; model {chosen.version} ({chosen.model_name})")
+    return engine, plan_for
+
+
+def _note(explanation: dict[str, Any]) -> None:
+    if not explanation["explainable"]:
+        typer.echo(f"not explainable: {explanation['note']}")
+    elif explanation["note"]:
+        typer.echo(f"note: {explanation['note']}")
+
+
+def _event_rows(events: list[dict[str, Any]], indent: str) -> None:
+    for e in events:
+        typer.echo(
+            f"{indent}{e['item_id']:<16}{e['events_ago']:>10}  {(e['event_type'] or '-'):<12}"
+            f"{e['influence']:>+11.4f}{e['rank_change']:>+13d}"
+        )
+
+
+def _print_recommendations(answer: dict[str, Any]) -> None:
+    _note(answer["explanation"])
+    typer.echo(
+        f"{'rank':>4}  {'item':<16}{'score':>9}   because: {'event':<16}{'events ago':>10}  "
+        f"{'type':<12}{'influence':>11}{'rank change':>13}"
+    )
+    for rank, item in enumerate(answer["items"], start=1):
+        typer.echo(f"{rank:>4}  {item['item_id']:<16}{item['score']:>9.4f}")
+        _event_rows(item["because"] or [], " " * 41)
+
+
+def _print_item(answer: dict[str, Any]) -> None:
+    _note(answer["explanation"])
+    score = "-" if answer["score"] is None else f"{answer['score']:.4f}"
+    typer.echo(f"item {answer['item_id']}: score {score}, rank {answer['rank'] or '-'}")
+    header = f"{'event':<16}{'events ago':>10}  {'type':<12}{'influence':>11}{'rank change':>13}"
+    for title, key in (("raised by", "because"), ("held back by", "against")):
+        typer.echo(f"{title}:")
+        if answer[key]:
+            typer.echo("  " + header)
+            _event_rows(answer[key], "  ")
+        else:
+            typer.echo("  (no event)")
