@@ -89,6 +89,21 @@ class Workspace:
         return self.root / "deploy"
 
     @property
+    def prefect_dir(self) -> Path:
+        """The local Prefect server: its SQLite database, log and process record."""
+        return self.root / "prefect"
+
+    @property
+    def serving_log_dir(self) -> Path:
+        """What the bento served and the feedback it received (Parquet parts)."""
+        return self.root / "serving-log"
+
+    @property
+    def monitoring_dir(self) -> Path:
+        """Monitoring reports (online metrics and drift), one JSON per run."""
+        return self.root / "monitoring"
+
+    @property
     def lock_dir(self) -> Path:
         """Inter-process locks (DVC calls, registry updates, deployments)."""
         return self.root / "locks"

@@ -3,11 +3,17 @@
 Two ways, same flows:
 
 - :func:`serve_on_schedule` — ``flow.serve``: one long-running process on this machine
-  creates the deployment and executes its scheduled runs (no work pool needed; with no
-  ``PREFECT_API_URL`` Prefect starts a local server for it).
+  creates the deployment and executes its scheduled runs (no work pool needed). It needs
+  a real Prefect server: ``$PREFECT_API_URL``, else the workspace's own
+  (``flows.server``; ``recops schedule`` starts it), never Prefect's temporary one, whose
+  schedules never fire.
 - :func:`deploy_to_work_pool` — a deployment on a Prefect server whose runs are picked up
   by workers of a work pool (``prefect worker start --pool NAME``) on any machine that has
   this repo installed; see ``prefect.yaml`` and ``infra/README.md``.
+
+Either way the retrain deployment also carries an event trigger (a Prefect automation
+that runs inside the server): a ``recops.retrain.requested`` event about this workspace
+(``flows.events``: new accepted data or drift past its threshold) starts a run.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from components.errors import ConfigError
+from components.workspace import Workspace
 
 FlowName = Literal["retrain", "materialize"]
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -54,23 +61,60 @@ def validate_cron(cron: str) -> str:
     return cron
 
 
-def serve_on_schedule(name: FlowName, cron: str, parameters: dict[str, Any]) -> None:
+def triggers_for(name: FlowName, workspace: Workspace) -> list:
+    """The retrain deployment's event trigger: one ``recops.retrain.requested`` event about
+    this workspace starts one run. Other flows have none."""
+    if name != "retrain":
+        return []
+    from prefect.events import DeploymentEventTrigger
+
+    from flows.events import RETRAIN_REQUESTED, workspace_resource_id
+
+    return [
+        DeploymentEventTrigger(
+            name="recops-retrain-on-request",
+            expect={RETRAIN_REQUESTED},
+            match={"prefect.resource.id": workspace_resource_id(workspace)},
+            posture="Reactive",
+            threshold=1,
+        )
+    ]
+
+
+def serve_on_schedule(
+    name: FlowName,
+    parameters: dict[str, Any],
+    workspace: Workspace,
+    *,
+    cron: str | None = None,
+    interval_s: float | None = None,
+) -> None:
     """Create the deployment and run its schedule in this process until interrupted.
 
-    ``pause_on_shutdown=False`` keeps the schedule active on the server when this process
-    stops, so a restarted process (or a worker) picks it up again.
+    Give ``cron`` or ``interval_s``. The caller points Prefect at a real server first
+    (``flows.server.using_api``). ``pause_on_shutdown=False`` keeps the schedule active on
+    the server when this process stops, so a restarted process (or a worker) picks it up.
     """
+    if (cron is None) == (interval_s is None):
+        raise ConfigError("give exactly one of --cron or --interval")
     flow_object(name).serve(
         name=deployment_name(name),
-        cron=validate_cron(cron),
+        cron=validate_cron(cron) if cron else None,
+        interval=interval_s,
         parameters=parameters,
         pause_on_shutdown=False,
         tags=["recops", name],
+        triggers=triggers_for(name, workspace),
     )
 
 
 def deploy_to_work_pool(
-    name: FlowName, cron: str, parameters: dict[str, Any], work_pool: str, source: Path = REPO_ROOT
+    name: FlowName,
+    cron: str,
+    parameters: dict[str, Any],
+    work_pool: str,
+    workspace: Workspace,
+    source: Path = REPO_ROOT,
 ) -> str:
     """Register a scheduled deployment for ``work_pool`` on the configured Prefect server.
 
@@ -89,5 +133,6 @@ def deploy_to_work_pool(
         cron=cron,
         parameters=parameters,
         tags=["recops", name],
+        triggers=triggers_for(name, workspace),
     )
     return str(deployment.apply(work_pool_name=work_pool))

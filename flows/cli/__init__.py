@@ -9,6 +9,7 @@ from flows.cli import (  # noqa: F401  (imported for their command registrations
     features_cmds,
     models_cmds,
     run_cmds,
+    server_cmds,
     stage_cmds,
     stats_cmds,
     train_cmds,

@@ -17,6 +17,7 @@ from flows.cli.app import (
     bench_app,
     console,
     load_run_config,
+    open_workspace,
     quiet_user_error_tracebacks,
 )
 
@@ -116,7 +117,13 @@ def rollback(
 
 @app.command("schedule")
 def schedule(
-    cron: Annotated[str, typer.Option("--cron", help="Cron expression, e.g. '0 3 * * *'.")],
+    cron: Annotated[
+        str | None, typer.Option("--cron", help="Cron expression, e.g. '0 3 * * *'.")
+    ] = None,
+    interval: Annotated[
+        float | None,
+        typer.Option("--interval", help="Run every N seconds instead of a cron.", min=1),
+    ] = None,
     flow: Annotated[str, typer.Option("--flow", help="retrain or materialize.")] = "retrain",
     work_pool: Annotated[
         str | None,
@@ -125,33 +132,53 @@ def schedule(
             help="Register on a Prefect server for this work pool's workers instead of serving here.",
         ),
     ] = None,
+    start_server: Annotated[
+        bool,
+        typer.Option(
+            "--start-server/--no-start-server",
+            help="Without PREFECT_API_URL: start the workspace's Prefect server if needed.",
+        ),
+    ] = True,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Schedule a flow with a cron.
+    """Schedule a flow with a cron (or an interval) on a real Prefect server.
 
-    Without --work-pool this process serves the schedule (flow.serve) until stopped. With
-    --work-pool it registers a deployment on the Prefect server at PREFECT_API_URL and
-    exits; start workers with `prefect worker start --pool NAME` (see prefect.yaml and infra/README.md).
+    The server is $PREFECT_API_URL, else this workspace's own (`recops server start`; started
+    here unless --no-start-server, which then fails with the command to run). Without
+    --work-pool this process serves the schedule (flow.serve) until stopped. With
+    --work-pool it registers a deployment and exits; start workers with
+    `prefect worker start --pool NAME` (see prefect.yaml and infra/README.md). The retrain
+    deployment also starts when a `recops.retrain.requested` event arrives (new data or drift).
     """
+    from components.errors import ConfigError
     from flows.schedules import deploy_to_work_pool, serve_on_schedule, validate_cron
+    from flows.server import require_server, using_api
 
-    validate_cron(cron)
+    if (cron is None) == (interval is None):
+        raise ConfigError("give exactly one of --cron or --interval")
+    if cron is not None:
+        validate_cron(cron)
     if flow not in ("retrain", "materialize"):
-        from components.errors import ConfigError
-
         raise ConfigError(f"unknown flow {flow!r}; choose retrain or materialize")
     cfg = _pinned_workspace(config, overrides, workspace)
+    ws = open_workspace(cfg)
     parameters = {"config": cfg.model_dump(mode="json")}
-    if work_pool:
-        deployment_id = deploy_to_work_pool(flow, cron, parameters, work_pool)  # type: ignore[arg-type]
-        console.print(f"deployment {deployment_id} scheduled '{cron}' on work pool {work_pool}")
-        return
-    console.print(
-        f"serving recops-{flow} on schedule '{cron}' (Ctrl-C stops; the schedule stays active)"
-    )
-    serve_on_schedule(flow, cron, parameters)  # type: ignore[arg-type]
+    url = require_server(ws, start=start_server)
+    when = f"'{cron}'" if cron else f"every {interval:g}s"
+    with using_api(url):
+        if work_pool:
+            if cron is None:
+                raise ConfigError("--work-pool deployments take --cron")
+            deployment_id = deploy_to_work_pool(flow, cron, parameters, work_pool, ws)  # type: ignore[arg-type]
+            console.print(f"deployment {deployment_id} scheduled {when} on work pool {work_pool}")
+            return
+        console.print(
+            f"serving recops-{flow} {when} on the Prefect server at {url} "
+            "(Ctrl-C stops; the schedule stays active)"
+        )
+        serve_on_schedule(flow, parameters, ws, cron=cron, interval_s=interval)  # type: ignore[arg-type]
 
 
 @bench_app.command("pipeline")

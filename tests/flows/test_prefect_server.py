@@ -5,6 +5,7 @@ worker."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -171,3 +172,161 @@ def test_work_pool_deployment_runs_on_a_worker(prefect_server, workspace_with_da
         ]
     finally:
         stop_process_group(worker)
+
+
+FINISHED = ["COMPLETED", "FAILED", "CRASHED", "CANCELLED"]
+
+
+def _flow_runs(api: str, deployment_id: str, states: list[str] = FINISHED) -> list[dict]:
+    """Runs of a deployment in ``states`` (an interval schedule queues many future runs)."""
+    wanted = {"deployment_id": {"any_": [deployment_id]}, "state": {"type": {"any_": states}}}
+    reply = httpx.post(
+        f"{api}/flow_runs/filter", json={"flow_runs": wanted, "limit": 50}, timeout=10
+    )
+    reply.raise_for_status()
+    return reply.json()
+
+
+def _server_api(ws: Path) -> str | None:
+    record = ws / "prefect" / "server.json"
+    if not record.exists():
+        return None
+    import json
+
+    data = json.loads(record.read_text())
+    return f"http://{data['host']}:{data['process']['port']}/api"
+
+
+@pytest.mark.slow
+def test_schedule_in_the_default_setup_starts_a_server_and_a_real_run(
+    tmp_path: Path, workspace_with_data
+) -> None:
+    """No PREFECT_API_URL: `recops schedule` starts the workspace's own Prefect server and
+    the interval schedule fires by itself (no run is triggered by hand)."""
+    ws = workspace_with_data.root
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(
+        PREFECT_HOME=str(tmp_path / "client-home"),
+        PREFECT_RUNNER_POLL_FREQUENCY="2",
+        PATH=f"{BIN}:{os.environ['PATH']}",
+    )
+    log = (tmp_path / "schedule.log").open("w")
+    serving = subprocess.Popen(
+        [
+            str(BIN / "recops"),
+            "schedule",
+            "--interval",
+            "20",
+            "--flow",
+            "materialize",
+            "-w",
+            str(ws),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        api = _wait(lambda: _server_api(ws), 180, "the workspace's Prefect server", serving)
+        deployment = _wait(lambda: _deployment(api, "materialize"), 180, "the deployment", serving)
+        assert deployment["schedules"][0]["schedule"]["interval"] == 20
+
+        def completed() -> dict | None:
+            runs = _flow_runs(api, deployment["id"])
+            return runs[0] if runs else None
+
+        try:
+            run = _wait(completed, 240, "a scheduled run to complete", serving)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}: {(tmp_path / 'schedule.log').read_text()[-3000:]}"
+            ) from None
+        assert run["state"]["type"] == "COMPLETED", (tmp_path / "schedule.log").read_text()[-3000:]
+        assert run["auto_scheduled"] is True
+    finally:
+        stop_process_group(serving)
+        subprocess.run([str(BIN / "recops"), "server", "stop", "-w", str(ws)], env=env, timeout=60)
+    assert _server_api(ws) is None
+
+
+def test_schedule_without_a_server_refuses_with_the_command_to_run(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "home")
+    ws = tmp_path / "ws"
+    done = subprocess.run(
+        [str(BIN / "recops"), "schedule", "--cron", CRON, "--no-start-server", "-w", str(ws)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 11, done.stdout + done.stderr
+    assert "no Prefect server" in done.stderr
+    assert f"recops server start -w {ws}" in done.stderr.replace("\n", "")
+
+
+@pytest.mark.slow
+def test_retrain_request_event_starts_a_run_through_the_automation(
+    prefect_server, workspace_with_data
+) -> None:
+    """The retrain deployment carries an event trigger; emitting `recops.retrain.requested`
+    for its workspace makes the Prefect server start a real flow run (cron far away)."""
+    api, env = prefect_server
+    ws = workspace_with_data.root
+    log = (ws / "serve-retrain.log").open("w")
+    serving = subprocess.Popen(
+        [
+            str(BIN / "recops"),
+            "schedule",
+            "--cron",
+            CRON,
+            "--flow",
+            "retrain",
+            "-w",
+            str(ws),
+            "--set",
+            "deploy.target=none",
+            "--set",
+            "model.name=pop",
+            "--set",
+            "features.enabled=false",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deployment = _wait(lambda: _deployment(api, "retrain"), 180, "the deployment", serving)
+        automations = httpx.post(f"{api}/automations/filter", json={}, timeout=10).json()
+        ours = [a for a in automations if a["name"] == "recops-retrain-on-request"]
+        assert ours, [a["name"] for a in automations]
+        everything = [*FINISHED, "RUNNING", "PENDING", "SCHEDULED"]
+        assert [
+            r for r in _flow_runs(api, deployment["id"], everything) if not r["auto_scheduled"]
+        ] == []
+        emitted = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from components.workspace import Workspace; "
+                "from flows.events import emit_retrain_request; "
+                "sys.exit(0 if emit_retrain_request(Workspace.at(sys.argv[1]), 'test', {}) else 3)",
+                str(ws),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert emitted.returncode == 0, emitted.stdout + emitted.stderr
+
+        def started() -> dict | None:
+            runs = [r for r in _flow_runs(api, deployment["id"]) if not r["auto_scheduled"]]
+            return runs[0] if runs else None
+
+        run = _wait(started, 300, "the automation's flow run", serving)
+        assert run["state"]["type"] == "COMPLETED", (ws / "serve-retrain.log").read_text()[-3000:]
+    finally:
+        stop_process_group(serving)
