@@ -10,13 +10,22 @@ as the overhead share, as the issue asks.
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.common import print_table, write_report
 from components.config import RecopsConfig
 
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import TaskRun
+
 WORK_TASKS = ("train-challenger", "evaluation-gate")
+
+
+def _started_at(run: TaskRun) -> datetime:
+    """When a task run started (expected start for one that never did; epoch if neither)."""
+    return run.start_time or run.expected_start_time or datetime.min.replace(tzinfo=timezone.utc)
 
 
 def _task_durations(flow_run_id: Any) -> list[tuple[str, float]]:
@@ -27,7 +36,7 @@ def _task_durations(flow_run_id: Any) -> list[tuple[str, float]]:
         runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
         )
-    ordered = sorted(runs, key=lambda r: r.start_time or r.expected_start_time)
+    ordered = sorted(runs, key=_started_at)
     return [
         (r.name.rsplit("-", 1)[0], (r.end_time - r.start_time).total_seconds())
         for r in ordered

@@ -66,7 +66,8 @@ def _repo_root():
 
 
 def _start_echo(workspace: Workspace):
-    from components.deploy.local import ProcessInfo, _child_env, _spawn, free_port, wait_ready
+    from components.deploy.local import ProcessInfo, _child_env, _spawn, wait_ready
+    from components.net import free_port
 
     port = free_port()
     log_path = workspace.deploy_dir / "logs" / "bench-echo.log"

@@ -19,7 +19,7 @@ that runs inside the server): a ``recops.retrain.requested`` event about this wo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from components.errors import ConfigError
 from components.workspace import Workspace
@@ -121,18 +121,28 @@ def deploy_to_work_pool(
     Returns the deployment id. The code is loaded from ``source`` by the worker (a path
     every worker can read, or a git URL in ``prefect.yaml`` for remote workers).
     """
+    from prefect import Flow
     from prefect import flow as prefect_flow
+    from prefect.deployments.runner import RunnerDeployment
 
     validate_cron(cron)
-    remote = prefect_flow.from_source(source=str(source), entrypoint=ENTRYPOINTS[name])
+    # from_source/to_deployment are sync-compatible: called from sync code they return
+    # their value, not a coroutine (their annotations say both)
+    remote = cast(
+        "Flow[..., Any]",
+        prefect_flow.from_source(source=str(source), entrypoint=ENTRYPOINTS[name]),
+    )
     # RunnerDeployment.apply registers without flow.deploy()'s worker lookup, whose
     # null limit/offset this Prefect client sends and FastAPI >= 0.150 rejects.
-    deployment = remote.to_deployment(
-        name=deployment_name(name),
-        work_pool_name=work_pool,
-        cron=cron,
-        parameters=parameters,
-        tags=["recops", name],
-        triggers=triggers_for(name, workspace),
+    deployment = cast(
+        RunnerDeployment,
+        remote.to_deployment(
+            name=deployment_name(name),
+            work_pool_name=work_pool,
+            cron=cron,
+            parameters=parameters,
+            tags=["recops", name],
+            triggers=triggers_for(name, workspace),
+        ),
     )
     return str(deployment.apply(work_pool_name=work_pool))

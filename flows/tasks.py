@@ -13,7 +13,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -21,6 +21,17 @@ from prefect.cache_policies import NO_CACHE
 from components.config import RecopsConfig
 from components.errors import VersioningError
 from components.workspace import Workspace
+
+if TYPE_CHECKING:
+    from components.data.prepare import PreparedData
+    from components.deploy.local import Deployment
+    from components.evaluation.gate import GateDecision
+    from components.models.bundle import ModelBundle
+    from components.records import RunRecord
+    from components.registry.store import ModelVersion
+    from components.training.trainer import TrainResult
+    from components.validation.report import ValidationReport
+    from components.versioning.dvc_store import DatasetVersion
 
 
 @dataclass(frozen=True)
@@ -73,7 +84,9 @@ def fetch_batch(
 
 
 @task(name="validate-and-version", retries=0, cache_policy=NO_CACHE)
-def validate_and_version(cfg: RecopsConfig, ws: Workspace, batch: BatchRef):
+def validate_and_version(
+    cfg: RecopsConfig, ws: Workspace, batch: BatchRef
+) -> tuple[ValidationReport | None, DatasetVersion]:
     """GX-validate the batch, then DVC-version the accepted dataset.
 
     No retries: a failed expectation is not transient. A rejected batch is quarantined by
@@ -164,7 +177,9 @@ def materialize_features(cfg: RecopsConfig, ws: Workspace, data_version: str) ->
 
 
 @task(name="train-challenger", retries=0, cache_policy=NO_CACHE)
-def train_challenger(cfg: RecopsConfig, ws: Workspace, data_version: str, run_id: str):
+def train_challenger(
+    cfg: RecopsConfig, ws: Workspace, data_version: str, run_id: str
+) -> tuple[PreparedData, TrainResult, RunRecord]:
     """Load the accepted dataset version, split it and train the configured model."""
     from components.data.prepare import prepare
     from components.records import RunRecord, code_revision
@@ -203,7 +218,7 @@ def _fmt_metrics(metrics: dict[str, float]) -> str:
 
 
 @task(name="register-model", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def register_model(ws: Workspace, bundle: Any, record: Any):
+def register_model(ws: Workspace, bundle: ModelBundle, record: RunRecord) -> ModelVersion:
     """Store the trained bundle with its run record in the registry (status candidate)."""
     from components.registry.store import ModelRegistry
 
@@ -213,7 +228,9 @@ def register_model(ws: Workspace, bundle: Any, record: Any):
 
 
 @task(name="evaluation-gate", retries=0, cache_policy=NO_CACHE)
-def evaluation_gate(cfg: RecopsConfig, ws: Workspace, prepared: Any, challenger: Any, run_id: str):
+def evaluation_gate(
+    cfg: RecopsConfig, ws: Workspace, prepared: PreparedData, challenger: ModelBundle, run_id: str
+) -> tuple[GateDecision, str | None]:
     """Re-score the champion on the current split and decide (see components.evaluation.challenge)."""
     from components.evaluation.challenge import challenge
     from components.registry.store import ModelRegistry
@@ -241,7 +258,7 @@ def evaluation_gate(cfg: RecopsConfig, ws: Workspace, prepared: Any, challenger:
     cache_policy=NO_CACHE,
     timeout_seconds=900,
 )
-def deploy_bento(cfg: RecopsConfig, ws: Workspace, version: str):
+def deploy_bento(cfg: RecopsConfig, ws: Workspace, version: str) -> Deployment:
     """Build the bento of ``version`` and switch the local deployment over to it.
 
     The previous deployment keeps serving if the new one fails its checks

@@ -85,7 +85,7 @@ metadata_app = Starlette(routes=[Route("/metadata", _metadata, methods=["GET"])]
     workers=1,
     labels={"model_version": SETTINGS.model_version},
 )
-class Recommender:
+class RecommendationService:
     """Serves the pinned model version; popularity fallback for cold starts."""
 
     bento_model = bentoml.models.BentoModel(SETTINGS.model_tag)
@@ -285,7 +285,7 @@ def _with_store_warning(plan: Plan, store_failed: bool) -> Plan:
     return plan
 
 
-Recommender.add_asgi_middleware(
+RecommendationService.add_asgi_middleware(  # type: ignore[attr-defined]  # asgi_app is annotated as returning the bare class
     GuardMiddleware,
     api_key=SETTINGS.api_key(),
     internal_paths=frozenset({"/internal/score_batch"}),

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+# One private Prefect home per test session, set before anything imports Prefect and
+# inherited by every subprocess the tests start: nothing reads or writes ~/.prefect, and
+# no developer's PREFECT_API_URL sends test runs to their server.
+SESSION_PREFECT_HOME = Path(tempfile.mkdtemp(prefix="recops-test-prefect-"))
+os.environ["PREFECT_HOME"] = str(SESSION_PREFECT_HOME)
+os.environ.pop("PREFECT_API_URL", None)
+# a fresh home means a fresh SQLite database: its migrations plus a busy 2-core machine
+# outlast Prefect's default 20 s wait for the ephemeral server
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -18,6 +29,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 from components.data.config import SyntheticConfig  # noqa: E402
 from components.data.synthetic import generate_events  # noqa: E402
+from components.net import free_port  # noqa: E402
 from components.workspace import Workspace  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -40,6 +52,24 @@ def tiny_events() -> pd.DataFrame:
     return generate_events(TINY_SYNTHETIC)
 
 
+REQUIRE_SERVICES_ENV = "RECOPS_REQUIRE_SERVICES"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(SESSION_PREFECT_HOME, ignore_errors=True)
+
+
+def service_unavailable(reason: str) -> None:
+    """A server or tool a test needs is missing: skip, or fail under ``RECOPS_REQUIRE_SERVICES=1``.
+
+    CI sets the variable after installing redis-server, PostgreSQL and docker-compose, so a
+    failed install shows up as failures instead of a quietly shorter test run.
+    """
+    if os.environ.get(REQUIRE_SERVICES_ENV) == "1":
+        pytest.fail(f"{reason} ({REQUIRE_SERVICES_ENV}=1: required here)", pytrace=False)
+    pytest.skip(reason)
+
+
 def shared_file(*parts: str) -> Path:
     """A file under ../shared/data, or skip the test with a clear reason."""
     path = SHARED_DATA.joinpath(*parts)
@@ -56,15 +86,6 @@ def ml100k_inter() -> Path:
 @pytest.fixture
 def beauty_txt() -> Path:
     return shared_file("beauty", "Beauty.txt")
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def stop_process_group(proc) -> None:

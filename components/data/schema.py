@@ -91,7 +91,7 @@ def normalize_events(
     required columns raise :class:`DataError` naming the file and the column. Extra
     columns are kept as side columns after the contract columns.
     """
-    mapping = {name: name for name in CONTRACT_COLUMNS}
+    mapping: dict[str, str | None] = {name: name for name in CONTRACT_COLUMNS}
     if columns:
         mapping.update(columns)
     missing = [

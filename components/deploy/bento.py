@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SERVICE_IMPORT = "services.recommender:Recommender"
+SERVICE_IMPORT = "services.recommender:RecommendationService"
 BENTO_NAME = "recops-recommender"
 INCLUDE = [
     "services/**/*.py",

@@ -45,6 +45,7 @@ from components.deploy.bento import REPO_ROOT, build_bento
 from components.deploy.config import DeployConfig, ServeConfig
 from components.errors import DeployFailed
 from components.features.config import FeaturesConfig
+from components.net import free_port
 from components.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -127,12 +128,6 @@ def _save_state(workspace: Workspace, state: LocalState) -> None:
 
 
 # --- processes ------------------------------------------------------------------------
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)

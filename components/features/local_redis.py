@@ -15,18 +15,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from components.errors import FeatureStoreError
+from components.net import free_port
 
 
 def redis_server_binary() -> str | None:
     """Path of ``redis-server`` on PATH, or None."""
     return shutil.which("redis-server")
-
-
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager

@@ -189,7 +189,7 @@ class Recommender(torch.nn.Module):
         return mask_padding_column(self.add_seen_bias(scores, histories))
 
     # --- persistence of data-sized buffers --------------------------------------------
-    def _load_from_state_dict(  # type: ignore[override]
+    def _load_from_state_dict(
         self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
     ) -> None:
         for name, buf in list(self._buffers.items()):

@@ -68,6 +68,8 @@ class ItemKNN(Recommender):
     Params = ItemKNNParams
     input_kind = "none"
     trainable = False
+    neighbour_index: Tensor  # buffers: saved with the model
+    neighbour_weight: Tensor
 
     def __init__(self, params: ItemKNNParams, n_items: int, n_users: int, max_len: int) -> None:
         super().__init__(params, n_items, n_users, max_len)

@@ -27,6 +27,7 @@ class Pop(Recommender):
     input_kind = "none"
     trainable = False
     uses_history = False
+    counts: Tensor  # a buffer: saved with the model
 
     def __init__(self, params: PopParams, n_items: int, n_users: int, max_len: int) -> None:
         super().__init__(params, n_items, n_users, max_len)

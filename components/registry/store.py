@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -394,7 +394,7 @@ class ModelRegistry:
         return ModelBundle.load(Path(self.get(version).path), device)
 
     # --- helpers --------------------------------------------------------------------
-    def _resolve(self, events: list[HistoryEvent], ref: str) -> str:
+    def _resolve(self, events: Sequence[HistoryEvent], ref: str) -> str:
         registered = [e.version for e in events if e.action == "register"]
         ref = ref.split(":", 1)[1] if ":" in ref else ref
         if ref in registered:

@@ -6,6 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: Lightning's precision names recops accepts (a typo is a config error, not a crash later)
+Precision = Literal["64-true", "32-true", "16-true", "16-mixed", "bf16-true", "bf16-mixed"]
+
 
 class TrainConfig(BaseModel):
     """Optimisation, loss, early stopping and hardware settings for Lightning.
@@ -38,7 +41,7 @@ class TrainConfig(BaseModel):
     accelerator: str = "auto"
     devices: int | str = "auto"
     strategy: str = "auto"
-    precision: str = "32-true"
+    precision: Precision = "32-true"
     num_workers: int = Field(0, ge=0)
     eval_batch_size: int = Field(1024, ge=1)
     max_time_minutes: float | None = None

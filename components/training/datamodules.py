@@ -100,7 +100,7 @@ class TensorBatches(Dataset):
     def __len__(self) -> int:
         return self.size
 
-    def __getitem__(self, indices: list[int]) -> dict[str, Tensor]:  # type: ignore[override]
+    def __getitem__(self, indices: list[int]) -> dict[str, Tensor]:
         index = torch.as_tensor(indices, dtype=torch.long)
         batch = {name: t[index] for name, t in self.tensors.items()}
         if self.trim:
@@ -117,7 +117,7 @@ class PrefixBatches(TensorBatches):
         self.window = window
         self.max_len = max_len
 
-    def __getitem__(self, indices: list[int]) -> dict[str, Tensor]:  # type: ignore[override]
+    def __getitem__(self, indices: list[int]) -> dict[str, Tensor]:
         index = torch.as_tensor(indices, dtype=torch.long)
         rows, ends = self.tensors["rows"][index], self.tensors["ends"][index]
         cols = ends[:, None] - self.max_len + torch.arange(self.max_len)[None]
@@ -148,10 +148,11 @@ def training_dataset(
         window = seqs.padded(max_len + 1)
         real = window != 0
         is_example = real[:, 1:] & real[:, :-1]
-        rows, ends = is_example.nonzero(as_tuple=True)
-        ends = ends + 1
-        example_lengths = real.cumsum(dim=1)[rows, ends - 1].numpy()
-        return PrefixBatches(window, rows, ends, max_len), np.minimum(example_lengths, max_len)
+        example_rows, last = is_example.nonzero(as_tuple=True)
+        ends = last + 1
+        example_lengths = real.cumsum(dim=1)[example_rows, last].numpy()
+        batches = PrefixBatches(window, example_rows, ends, max_len)
+        return batches, np.minimum(example_lengths, max_len)
     if kind == "interaction_graph":
         users = torch.from_numpy(np.repeat(np.arange(len(train)), lengths))
         data = TensorBatches({"users": users, "targets": torch.from_numpy(train.values.copy())})

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
@@ -121,7 +121,7 @@ class RecommenderModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         assert self._valid_sums is not None
-        sums = self.all_gather(self._valid_sums)
+        sums = cast(Tensor, self.all_gather(self._valid_sums))
         if sums.dim() > 1:
             sums = sums.sum(dim=0)
         count = float(sums[2].clamp(min=1))

@@ -232,9 +232,16 @@ def train_model(
             epochs=0, train_seconds=seconds, samples_per_second=n / max(seconds, 1e-9)
         )
     bundle.model.to(_eval_device(train_cfg)).eval()
-    kw = dict(ks=eval_cfg.ks, exclude_seen=eval_cfg.exclude_seen, batch_size=eval_cfg.batch_size)
-    valid = evaluate(bundle, prepared.split.valid, **kw)
-    test = evaluate(bundle, prepared.split.test, **kw)
+    valid, test = (
+        evaluate(
+            bundle,
+            split,
+            ks=eval_cfg.ks,
+            exclude_seen=eval_cfg.exclude_seen,
+            batch_size=eval_cfg.batch_size,
+        )
+        for split in (prepared.split.valid, prepared.split.test)
+    )
     bundle_dir = run_dir / "model"
     if outcome.is_global_zero:  # under DDP only rank 0 writes the bundle
         bundle.save(bundle_dir)

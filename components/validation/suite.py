@@ -120,8 +120,11 @@ def event_expectations(
 def drift_expectations(cfg: ValidationConfig) -> list:
     """Summary-row expectations: volume and active users within a factor of the last batch."""
     import great_expectations.expectations as gxe
+    from great_expectations.expectations.metadata_types import FailureSeverity
 
-    severity = "warning" if cfg.drift_severity == "warning" else "critical"
+    severity = (
+        FailureSeverity.WARNING if cfg.drift_severity == "warning" else FailureSeverity.CRITICAL
+    )
     return [
         gxe.ExpectColumnValuesToBeBetween(
             column=VOLUME_RATIO,

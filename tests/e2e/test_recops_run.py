@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
+
+from components.net import free_port
 
 BIN = Path(sys.executable).parent
 SMALL = [
@@ -36,12 +37,6 @@ SMALL = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _recops(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "COLUMNS": "200"}
     return subprocess.run(
@@ -52,7 +47,7 @@ def _recops(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
     ws = tmp_path_factory.mktemp("e2e") / "ws"
-    port = _free_port()
+    port = free_port()
     common = ["-w", str(ws), "--set", f"serve.port={port}", *SMALL]
     first = _recops("run", *common)
     yield ws, port, common, first

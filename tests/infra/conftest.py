@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from components.net import free_port
+from tests.conftest import service_unavailable
 
 
 def _pg_bin() -> Path | None:
@@ -29,13 +30,13 @@ def _as_pg_user() -> list[str]:
         return []
     runuser = shutil.which("runuser")
     if runuser is None:
-        pytest.skip("running as root and `runuser` is missing: cannot start PostgreSQL")
+        service_unavailable("running as root and `runuser` is missing: cannot start PostgreSQL")
     try:
         import pwd
 
         pwd.getpwnam("postgres")
     except KeyError:
-        pytest.skip("running as root and there is no `postgres` user to run PostgreSQL as")
+        service_unavailable("running as root and there is no `postgres` user to run PostgreSQL as")
     return [runuser, "-u", "postgres", "--"]
 
 
@@ -45,7 +46,9 @@ def postgres_url() -> Iterator[str]:
     pytest.importorskip("psycopg", reason="psycopg is not installed (pip install recops[scale])")
     bindir = _pg_bin()
     if bindir is None:
-        pytest.skip("PostgreSQL server binaries (initdb) not found: apt-get install -y postgresql")
+        service_unavailable(
+            "PostgreSQL server binaries (initdb) not found: apt-get install -y postgresql"
+        )
     prefix = _as_pg_user()
     root = Path(tempfile.mkdtemp(prefix="recops-pg-"))
     if prefix:
@@ -92,6 +95,6 @@ def redis_url() -> Iterator[str]:
     from components.features.local_redis import local_redis, redis_server_binary
 
     if redis_server_binary() is None:
-        pytest.skip("redis-server not found on PATH (apt-get install -y redis-server)")
+        service_unavailable("redis-server not found on PATH (apt-get install -y redis-server)")
     with local_redis() as url:
         yield url

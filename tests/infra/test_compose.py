@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from components.config import load_config
+from tests.conftest import service_unavailable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = REPO_ROOT / "infra" / "compose.yaml"
@@ -91,7 +92,9 @@ def _compose_cli() -> list[str] | None:
 def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
     cli = _compose_cli()
     if cli is None:
-        pytest.skip("no docker-compose / docker compose plugin (apt-get install -y docker-compose)")
+        service_unavailable(
+            "no docker-compose / docker compose plugin (apt-get install -y docker-compose)"
+        )
     done = subprocess.run(
         [*cli, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True
     )

@@ -78,21 +78,34 @@ def test_entrypoints_load_the_real_flows_with_valid_parameters(raw: dict) -> Non
         assert cfg.features.online_store == "redis" and cfg.train.strategy == "ddp"
 
 
+def _repo_with_head_on_a_branch(path: Path) -> Path:
+    """A repository whose branch ``ci-head`` is this checkout's HEAD commit.
+
+    CI may check out a detached HEAD (no branch to name), so the clone is made from a
+    branch created in a scratch repository, never in the checkout under test.
+    """
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    subprocess.run(
+        ["git", "fetch", "-q", str(REPO_ROOT), "HEAD:refs/heads/ci-head"], cwd=path, check=True
+    )
+    return path
+
+
 def test_pull_steps_clone_the_repo_and_enter_it(raw: dict, tmp_path: Path, monkeypatch) -> None:
     from prefect.deployments.steps.core import run_steps
 
-    head = subprocess.run(
-        ["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    monkeypatch.setenv("RECOPS_GIT_URL", f"file://{REPO_ROOT}")
-    monkeypatch.setenv("RECOPS_GIT_BRANCH", head or "main")
-    monkeypatch.chdir(tmp_path)  # git_clone clones into the working directory
+    source = _repo_with_head_on_a_branch(tmp_path / "source")
+    monkeypatch.setenv("RECOPS_GIT_URL", f"file://{source}")
+    monkeypatch.setenv("RECOPS_GIT_BRANCH", "ci-head")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)  # git_clone clones into the working directory
     try:
         outputs = asyncio.run(run_steps(raw["pull"]))
         here = Path.cwd()
     finally:
         os.chdir(tmp_path)
-    assert here.parent == tmp_path and (tmp_path / outputs["directory"]).resolve() == here
+    assert here.parent == work and (work / outputs["directory"]).resolve() == here
     for entry, _ in EXPECTED.values():
         assert (here / entry.split(":")[0]).is_file()
 

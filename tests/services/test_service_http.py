@@ -15,9 +15,10 @@ import httpx
 import pytest
 
 from components.deploy.config import DeployConfig, ServeConfig
-from components.deploy.local import Deployment, deploy_version, free_port, serve_status, stop_local
+from components.deploy.local import Deployment, deploy_version, serve_status, stop_local
 from components.errors import DeployFailed
 from components.features.store import online_recent_items
+from components.net import free_port
 from components.registry.store import ModelRegistry
 from tests.services.conftest import ServedWorkspace, register
 

@@ -12,6 +12,7 @@ from components.features.config import FeaturesConfig
 from components.features.local_redis import local_redis, redis_server_binary
 from components.features.store import forget_stores, refresh_features
 from components.workspace import Workspace
+from tests.conftest import service_unavailable
 
 HISTORY = 5
 
@@ -42,7 +43,9 @@ def sqlite_store(tmp_path_factory: pytest.TempPathFactory, tiny_events: pd.DataF
 def redis_url() -> Iterator[str]:
     """A throw-away redis-server on a free loopback port (skips when not installed)."""
     if redis_server_binary() is None:
-        pytest.skip("redis-server not found on PATH (apt-get install redis-server; .ci/run does)")
+        service_unavailable(
+            "redis-server not found on PATH (apt-get install redis-server; .ci/run does)"
+        )
     with local_redis() as url:
         yield url
 
