@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -66,6 +66,16 @@ def request_model(max_k: int, max_history: int, explain_max_k: int = 20) -> type
             return self
 
     return RecommendRequest
+
+
+class ExplainQuery(Protocol):
+    """What the service reads from a validated ``/explain`` body."""
+
+    item_id: str
+    user_id: str | None
+    history: list[str] | None
+    event_types: list[str] | None
+    top: int
 
 
 def explain_request_model(max_history: int, max_top: int) -> type[BaseModel]:
@@ -345,9 +355,9 @@ class Engine:
         if plan.query is None or influence is None:
             return Explanation(explainable=False, note="no known history: popular items")
         if not influence.explainable:
-            note = f"{self.bundle.model_name} scores do not depend on the history"
-            return Explanation(explainable=False, note=note)
-        note = None
+            flat = f"{self.bundle.model_name} scores do not depend on the history"
+            return Explanation(explainable=False, note=flat)
+        note: str | None = None
         if influence.events_explained < len(plan.query.history):
             note = f"only the {influence.events_explained} most recent events were explained"
         return Explanation(explainable=True, events_explained=influence.events_explained, note=note)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 import anyio.to_thread
 import bentoml
@@ -36,6 +36,7 @@ from starlette.routing import Route
 from services.batching import BatchCall, batch_dispatch
 from services.engine import (
     Engine,
+    ExplainQuery,
     ExplainResponse,
     Plan,
     RecommendResponse,
@@ -179,7 +180,7 @@ class RecommendationService:
     async def explain(self, **fields: Any) -> ExplainResponse:
         """Why ``item_id`` scores as it does for this user/history, recommended or not:
         the events whose removal lowers (``because``) or raises (``against``) its score."""
-        request = ExplainRequest.model_construct(**fields)
+        request = cast(ExplainQuery, ExplainRequest.model_construct(**fields))
         target = self.engine.item_index(request.item_id)
         if target is None:
             raise bentoml.exceptions.NotFound(

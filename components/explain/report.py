@@ -111,7 +111,9 @@ def _pair_arrays(
     influences: list[Influence], event_types: list[list[str]] | None
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray] | None]:
     """Per (user, item) pair: drops over explained events, their events_ago, their types."""
-    drops, ago, types = [], [], [] if event_types is not None else None
+    drops: list[np.ndarray] = []
+    ago: list[np.ndarray] = []
+    types: list[np.ndarray] | None = [] if event_types is not None else None
     for row, influence in enumerate(influences):
         length = influence.history.numel()
         positions = influence.positions.numpy()
@@ -124,7 +126,7 @@ def _pair_arrays(
         for target in range(influence.targets.numel()):
             drops.append(influence.drops[target].numpy().astype(np.float64))
             ago.append(steps_back)
-            if types is not None:
+            if types is not None and kinds is not None:
                 types.append(kinds)
     return drops, ago, types
 
