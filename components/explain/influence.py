@@ -106,10 +106,16 @@ def deletion_rows(history: Tensor, width: int, max_events: int) -> tuple[Tensor,
 
 def ranks_of(scores: Tensor, targets: Tensor) -> Tensor:
     """``[R, T]`` 1-based rank of each target in each row of ``scores [R, C]`` (1 + the
-    number of items scored strictly higher; ``-inf`` padding never counts)."""
-    ascending_negated = (-scores).sort(dim=1).values.contiguous()
+    number of items scored strictly higher; ``-inf`` padding never counts).
+
+    One comparison pass per target (``R x C`` each): for the few targets a request
+    explains this is about 10x cheaper than sorting every row (measured on one shared
+    core, 51 x 12,101 scores, 10 targets: 150 ms sorted, 13-15 ms compared)."""
     target_scores = scores[:, targets]
-    return torch.searchsorted(ascending_negated, (-target_scores).contiguous()) + 1
+    columns = [(scores > target_scores[:, t : t + 1]).sum(dim=1) for t in range(len(targets))]
+    if not columns:
+        return torch.zeros(scores.shape[0], 0, dtype=torch.long, device=scores.device)
+    return torch.stack(columns, dim=1) + 1
 
 
 def _device(model: Recommender) -> torch.device:

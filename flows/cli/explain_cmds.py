@@ -7,6 +7,7 @@ history is read from the dataset version the model was trained on (with event ty
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -17,6 +18,8 @@ from flows.cli.app import (
     SetOpt,
     WorkspaceOpt,
     app,
+    bench_app,
+    console,
     load_run_config,
     write_json,
 )
@@ -138,3 +141,68 @@ def _print_item(answer: dict[str, Any]) -> None:
             _event_rows(answer[key], "  ")
         else:
             typer.echo("  (no event)")
+
+
+@bench_app.command("explain")
+def bench_explain(
+    data: Annotated[list[Path], typer.Option("--data", "-d", help="Event file (repeatable).")],
+    fmt: Annotated[
+        list[str] | None,
+        typer.Option("--format", "-f", help="Format of each --data, in order (default auto)."),
+    ] = None,
+    models: Annotated[str, typer.Option("--models", help="Comma-separated model names.")] = (
+        "sasrec,srgnn"
+    ),
+    max_epochs: Annotated[
+        int | None, typer.Option("--max-epochs", help="Cap training epochs (say so in reports).")
+    ] = None,
+    users: Annotated[int, typer.Option("--users", min=1, help="Test users sampled.")] = 500,
+    min_history: Annotated[
+        int, typer.Option("--min-history", min=4, help="Fewest history events a user needs.")
+    ] = 5,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    levels: Annotated[str, typer.Option("--levels", help="Concurrency levels.")] = "1,8",
+    duration: Annotated[
+        float, typer.Option("--duration", help="Seconds per latency level.")
+    ] = 15.0,
+    latency: Annotated[
+        bool, typer.Option("--latency/--no-latency", help="Also measure /recommend latency.")
+    ] = True,
+    explain_history: Annotated[
+        str,
+        typer.Option(
+            "--explain-history", help="serve.explain_max_history settings to measure latency at."
+        ),
+    ] = "50,20",
+    set_: SetOpt = None,
+    json_out: JsonOutOpt = None,
+) -> None:
+    """Faithfulness of deletion influence (top-3 vs random vs recent deletions) and the
+    latency of /recommend with and without explain."""
+    import logging
+
+    from benchmarks.common import write_report
+    from benchmarks.explain import format_tables, run_explain_benchmark
+
+    formats = list(fmt or [])
+    if len(formats) not in (0, len(data)):
+        from components.errors import ConfigError
+
+        raise ConfigError("give one --format per --data (or none)")
+    logging.getLogger("components.training").setLevel(logging.WARNING)
+    result = run_explain_benchmark(
+        [(path, formats[i] if formats else "auto") for i, path in enumerate(data)],
+        [m.strip() for m in models.split(",") if m.strip()],
+        max_epochs=max_epochs,
+        users=users,
+        min_history=min_history,
+        seed=seed,
+        levels=[int(x) for x in levels.split(",") if x.strip()],
+        duration=duration,
+        latency=latency,
+        explain_histories=[int(x) for x in explain_history.split(",") if x.strip()],
+        overrides=list(set_ or []),
+        progress=lambda line: console.print(line, highlight=False),
+    )
+    typer.echo(format_tables(result))
+    write_report(json_out, "explain", result)
