@@ -46,6 +46,7 @@ from components.deploy.config import DeployConfig, ServeConfig
 from components.errors import DeployFailed
 from components.features.config import FeaturesConfig
 from components.net import free_port
+from components.quiet import quiet_environment
 from components.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -188,8 +189,7 @@ def _child_env(workspace: Workspace) -> dict[str, str]:
     env = dict(os.environ)
     env["BENTOML_HOME"] = str(workspace.bentoml_home)
     env["RECOPS_HOME"] = str(workspace.root)
-    env.setdefault("BENTOML_DO_NOT_TRACK", "true")
-    return env
+    return quiet_environment(env)
 
 
 def start_backend(workspace: Workspace, bento_tag: str, host: str) -> ProcessInfo:

@@ -11,7 +11,6 @@ duplicate pair split across two chunks is still caught.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import pandas as pd
 from filelock import FileLock
 
 from components.data.schema import ITEM, USER, VALUE
+from components.quiet import quiet_environment, quiet_loggers
 from components.validation.config import ValidationConfig
 from components.validation.report import BatchStats, ExpectationResult, ValidationReport, summarize
 from components.validation.suite import (
@@ -50,13 +50,8 @@ NOT_EVALUATED = "not evaluated"
 
 
 def _quiet_gx() -> None:
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    for name in (
-        "great_expectations",
-        "great_expectations.core",
-        "great_expectations.data_context",
-    ):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_environment()
+    quiet_loggers()
 
 
 def gx_context(workspace: Workspace):

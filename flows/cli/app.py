@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from components.errors import RecopsError
+from components.quiet import quiet_third_party
 
 console = Console()
 err_console = Console(stderr=True)
@@ -109,52 +110,9 @@ def write_json(path: Path | None, payload: Any) -> None:
     console.print(f"[dim]wrote {path}[/dim]")
 
 
-class _UserErrorTracebackFilter:
-    """Drop tracebacks from log records about user errors (RecopsError): Prefect logs every
-    failed task/flow with ``exc_info``; for a rejected batch the message is what matters."""
-
-    def filter(self, record) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], RecopsError):
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-def quiet_user_error_tracebacks() -> None:
-    """Install the filter on Prefect's and the root logger's handlers (call after Prefect's
-    logging is set up, i.e. after importing a flow)."""
-    import logging
-
-    for name in ("prefect", ""):
-        for handler in logging.getLogger(name).handlers:
-            if not any(isinstance(f, _UserErrorTracebackFilter) for f in handler.filters):
-                handler.addFilter(_UserErrorTracebackFilter())
-
-
-QUIET_ENV = {
-    # no phoning home from a CLI run (the network is often closed anyway)
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "GX_ANALYTICS_ENABLED": "false",
-    "BENTOML_DO_NOT_TRACK": "true",
-    "DO_NOT_TRACK": "1",
-    # route recops' own INFO logs (per-epoch metrics, stage summaries) through Prefect's
-    # handlers so a flow run shows progress in the terminal and in the run's logs
-    "PREFECT_LOGGING_EXTRA_LOGGERS": "components,services",
-}
-
-
 def main() -> None:
     """Console-script entry point: user errors become one line and an exit code."""
-    import os
-    import warnings
-
-    for key, value in QUIET_ENV.items():
-        os.environ.setdefault(key, value)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    import logging
-
-    # Lightning prints through its own handler; stop the root (Prefect) handler repeating it
-    logging.getLogger("lightning.pytorch").propagate = False
+    quiet_third_party()
     import flows.cli  # noqa: F401  (registers every command module)
 
     try:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from components.quiet import quiet_user_error_tracebacks
 from flows.cli.app import (
     ConfigOpt,
     FormatOpt,
@@ -18,7 +19,6 @@ from flows.cli.app import (
     console,
     load_run_config,
     open_workspace,
-    quiet_user_error_tracebacks,
 )
 
 DataOpt = Annotated[
