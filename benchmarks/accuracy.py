@@ -85,7 +85,7 @@ def benchmark_one(
     from components.training.trainer import prepare_from_config, train_model
 
     cfg = _model_config(name, data, fmt, max_epochs, overrides)
-    prepared = prepare_from_config(cfg.data)
+    prepared = prepare_from_config(cfg.data, cfg.features)
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp, PeakRSS() as rss:
         started = time.perf_counter()
         result = train_model(prepared, cfg.model, cfg.train, cfg.eval, Path(tmp))

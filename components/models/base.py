@@ -121,6 +121,12 @@ class Recommender(torch.nn.Module):
         self.seen_bias_raw = torch.nn.Parameter(torch.zeros(())) if uses_seen_bias else None
 
     @property
+    def item_input(self) -> Any:
+        """The shared :class:`~components.models.layers.ItemInput` of a sequence model
+        (``None`` for models that keep their own item table)."""
+        return None
+
+    @property
     def learns_seen_bias(self) -> bool:
         """Whether this model has the seen-item offset (``params.seen_bias``)."""
         return self.seen_bias_raw is not None
@@ -148,13 +154,15 @@ class Recommender(torch.nn.Module):
         bias = self.seen_bias
         return TrainingPairs(hidden, targets, table, seen if bias is not None else None, bias)
 
-    def causal_pairs(self, hidden: Tensor, inputs: Tensor, targets: Tensor) -> TrainingPairs:
+    def causal_pairs(
+        self, hidden: Tensor, inputs: Tensor, targets: Tensor, item_table: Tensor | None = None
+    ) -> TrainingPairs:
         """Pairs of a causal model: hidden state ``[B, L, D]`` at each real position of
         ``inputs`` scores the next item ``targets [B, L]`` (0 = no target), having read
         ``inputs[:, :t + 1]``."""
         keep = targets != 0
         seen = causal_seen(inputs)[keep] if self.learns_seen_bias else None
-        return self.pairs(hidden[keep], targets[keep], seen)
+        return self.pairs(hidden[keep], targets[keep], seen, item_table)
 
     def add_seen_bias(self, scores: Tensor, histories: Tensor) -> Tensor:
         """Fresh ``scores [B, n_items + 1]`` with the learned offset added (in place) to each

@@ -22,7 +22,7 @@ from pydantic import Field
 from torch import Tensor
 
 from components.models.base import Recommender, TrainingPairs
-from components.models.layers import TransformerParams
+from components.models.layers import ItemInput, TransformerParams
 from components.models.registry import register
 
 
@@ -46,7 +46,11 @@ class BERT4Rec(Recommender):
     def __init__(self, params: BERT4RecParams, n_items: int, n_users: int, max_len: int) -> None:
         super().__init__(params, n_items, n_users, max_len)
         self.mask_token = n_items + 1
-        self.encoder = params.encoder(n_items + 2, max_len)
+        self.encoder = params.encoder(n_items, max_len, special_tokens=1)
+
+    @property
+    def item_input(self) -> ItemInput:
+        return self.encoder.items
 
     def mask_batch(
         self, sequences: Tensor, generator: torch.Generator | None = None
@@ -65,17 +69,22 @@ class BERT4Rec(Recommender):
 
     def training_pairs(self, batch: dict[str, Tensor]) -> TrainingPairs:
         inputs, targets = self.mask_batch(batch["sequences"])
-        hidden = self.encoder(inputs, causal=False)
+        table = self.encoder.items.table()  # items + [MASK], projected once per step
+        hidden = self.encoder(inputs, causal=False, table=table, events=batch.get("events"))
         keep = targets != 0
         # every masked position sees the items left visible in its sequence
         visible = inputs.masked_fill(inputs == self.mask_token, 0)
         seen = visible[:, None, :].expand(-1, inputs.shape[1], -1)[keep]
-        return self.pairs(hidden[keep], targets[keep], seen)
+        return self.pairs(hidden[keep], targets[keep], seen, table[: self.n_items + 1])
 
     def output_embeddings(self) -> Tensor:
-        return self.encoder.items.weight[: self.n_items + 1]
+        return self.encoder.items.table()[: self.n_items + 1]
 
-    def encode(self, histories: Tensor, users: Tensor | None = None) -> Tensor:
+    def encode(
+        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
         masks = torch.full_like(histories[:, :1], self.mask_token)
         inputs = torch.cat([histories, masks], dim=1)[:, -self.max_len :]
-        return self.encoder(inputs, causal=False)[:, -1]
+        if events is not None:
+            events = torch.cat([events, torch.zeros_like(masks)], dim=1)[:, -self.max_len :]
+        return self.encoder(inputs, causal=False, events=events)[:, -1]

@@ -16,11 +16,12 @@ from __future__ import annotations
 from pydantic import Field
 from torch import Tensor, nn
 
-from components.models.base import Recommender, SeenBiasParams, TrainingPairs
+from components.models.base import Recommender, TrainingPairs
+from components.models.layers import ItemInput, ItemInputParams
 from components.models.registry import register
 
 
-class GRU4RecParams(SeenBiasParams):
+class GRU4RecParams(ItemInputParams):
     """GRU4Rec hyperparameters."""
 
     embedding_size: int = Field(64, ge=8, description="item embedding width")
@@ -38,9 +39,7 @@ class GRU4Rec(Recommender):
 
     def __init__(self, params: GRU4RecParams, n_items: int, n_users: int, max_len: int) -> None:
         super().__init__(params, n_items, n_users, max_len)
-        self.items = nn.Embedding(n_items + 1, params.embedding_size, padding_idx=0)
-        nn.init.normal_(self.items.weight, std=0.02)
-        self.items.weight.data[0].zero_()
+        self.items = params.item_input(n_items, params.embedding_size)
         self.drop = nn.Dropout(params.dropout)
         self.gru = nn.GRU(
             params.embedding_size,
@@ -51,18 +50,27 @@ class GRU4Rec(Recommender):
         )
         self.project = nn.Linear(params.hidden_size, params.embedding_size, bias=False)
 
-    def hidden_states(self, histories: Tensor) -> Tensor:
+    @property
+    def item_input(self) -> ItemInput:
+        return self.items
+
+    def hidden_states(
+        self, histories: Tensor, table: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
         """``[B, L, E]``: the state after reading each position (causal by construction)."""
-        out, _ = self.gru(self.drop(self.items(histories)))
+        table = self.items.table() if table is None else table
+        out, _ = self.gru(self.drop(self.items(histories, table, events)))
         return self.project(self.drop(out))
 
     def training_pairs(self, batch: dict[str, Tensor]) -> TrainingPairs:
-        return self.causal_pairs(
-            self.hidden_states(batch["inputs"]), batch["inputs"], batch["targets"]
-        )
+        table = self.output_embeddings()  # projected once for inputs and scoring
+        hidden = self.hidden_states(batch["inputs"], table, batch.get("input_events"))
+        return self.causal_pairs(hidden, batch["inputs"], batch["targets"], table)
 
     def output_embeddings(self) -> Tensor:
-        return self.items.weight
+        return self.items.table()
 
-    def encode(self, histories: Tensor, users: Tensor | None = None) -> Tensor:
-        return self.hidden_states(histories)[:, -1]
+    def encode(
+        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
+        return self.hidden_states(histories, events=events)[:, -1]

@@ -1,14 +1,22 @@
-"""Building blocks shared by the Transformer models (SASRec, BERT4Rec).
+"""Building blocks shared by the sequence models.
 
-A small pre-LayerNorm Transformer encoder over ``scaled_dot_product_attention`` with an
-explicit boolean mask, so causal and bidirectional models share one implementation and
-left padding is handled the same way everywhere.
+- :class:`ItemInput`: the one input layer of every sequence model (SASRec, BERT4Rec,
+  GRU4Rec; new models should take it too). An item's representation is the sum of
+  an id embedding (zero for items without training events once content is used), a learned
+  projection of its language-model text vector (a fixed buffer: the whole catalogue is
+  projected once per step) and the mean of its category embeddings, each switched by
+  ``model.params.item_features``; ``event_types: true`` adds an event-type embedding at each
+  history position. The same table scores all items, so an item with no events is scorable.
+- A small pre-LayerNorm Transformer encoder over ``scaled_dot_product_attention`` with an
+  explicit boolean mask, so causal and bidirectional models share one implementation and
+  left padding is handled the same way everywhere.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -16,8 +24,179 @@ from torch import Tensor, nn
 
 from components.models.base import SeenBiasParams
 
+ItemFeature = Literal["id", "text", "category"]
 
-class TransformerParams(SeenBiasParams):
+
+class ItemInputParams(SeenBiasParams):
+    """What an item is to the model (see :class:`ItemInput`).
+
+    ``text_dim``, ``n_categories``, ``category_slots`` and ``n_event_types`` are sizes taken
+    from the data when a model is built for training (0 = absent); saved with the bundle."""
+
+    item_features: list[ItemFeature] = Field(
+        ["id"],
+        min_length=1,
+        description="item representation: any of id (learned per item), text (projected "
+        "language-model vector of the item's text), category (mean of category embeddings)",
+    )
+    event_types: bool = Field(
+        False, description="add an event-type embedding (view, cart, ...) at each history position"
+    )
+    text_dim: int = Field(0, ge=0, description="text vector width (set from the catalogue)")
+    n_categories: int = Field(0, ge=0, description="distinct categories (set from the catalogue)")
+    category_slots: int = Field(1, ge=1, description="most categories of one item (set from data)")
+    n_event_types: int = Field(0, ge=0, description="distinct event types (set from the data)")
+
+    @property
+    def uses_content(self) -> bool:
+        """Whether items are represented by more than their id."""
+        return bool({"text", "category"} & set(self.item_features))
+
+    def item_input(self, n_items: int, dim: int, special_tokens: int = 0) -> ItemInput:
+        """The input layer these settings describe."""
+        return ItemInput(n_items, dim, self, special_tokens)
+
+
+class ItemInput(nn.Module):
+    """Item table ``[n_items + 1 + special_tokens, D]`` and history embeddings.
+
+    Row 0 is padding (always zero). ``special_tokens`` extra rows after the items (BERT4Rec's
+    ``[MASK]``) are always learned embeddings. Content buffers (``text``, ``categories``)
+    are filled by :meth:`set_content`; ``has_id`` marks items whose id embedding is used
+    (all by default; with content features, only items seen in training).
+
+    In eval mode without gradients the table is computed once and cached (cleared by
+    ``train()`` and by loading weights), so serving never re-projects the catalogue.
+    """
+
+    def __init__(
+        self, n_items: int, dim: int, params: ItemInputParams, special_tokens: int = 0
+    ) -> None:
+        super().__init__()
+        features = set(params.item_features)
+        rows = n_items + 1
+        self.n_items = n_items
+        self.ids = nn.Embedding(rows, dim, padding_idx=0) if "id" in features else None
+        has_id = torch.ones(rows, dtype=torch.bool)
+        has_id[0] = False
+        self.register_buffer("has_id", has_id)
+        self.text_proj: nn.Linear | None = None
+        self.categories_emb: nn.Embedding | None = None
+        self.event_emb: nn.Embedding | None = None
+        if "text" in features:
+            if params.text_dim <= 0:
+                raise ValueError("item_features has 'text' but no text vectors were given")
+            self.register_buffer("text", torch.zeros(rows, params.text_dim))
+            self.text_proj = nn.Linear(params.text_dim, dim, bias=False)
+        if "category" in features:
+            self.register_buffer(
+                "categories", torch.zeros(rows, params.category_slots, dtype=torch.long)
+            )
+            self.categories_emb = nn.Embedding(params.n_categories + 1, dim, padding_idx=0)
+        if params.event_types:
+            self.event_emb = nn.Embedding(params.n_event_types + 1, dim, padding_idx=0)
+        self.special = nn.Embedding(special_tokens, dim) if special_tokens else None
+        for module in (self.ids, self.categories_emb, self.event_emb, self.special):
+            if module is not None:
+                nn.init.normal_(module.weight, std=0.02)
+                if module.padding_idx is not None:
+                    with torch.no_grad():
+                        module.weight[module.padding_idx].zero_()
+        if self.text_proj is not None:
+            nn.init.normal_(self.text_proj.weight, std=0.02)
+        self._cached: Tensor | None = None
+
+    # --- content ----------------------------------------------------------------------
+    def set_content(
+        self,
+        text: np.ndarray | Tensor | None,
+        categories: np.ndarray | Tensor | None,
+        trained_items: np.ndarray | Tensor | None,
+    ) -> None:
+        """Fill the content buffers (``[n_items + 1, ...]``, row 0 = padding) and, when
+        content is used, keep id embeddings only for ``trained_items`` (bool mask)."""
+        if self.text_proj is not None and text is not None:
+            self.text = torch.as_tensor(text, dtype=torch.float32)  # shares numpy memory
+        if self.categories_emb is not None and categories is not None:
+            self.categories = torch.as_tensor(categories, dtype=torch.long)
+        content = self.text_proj is not None or self.categories_emb is not None
+        if content and trained_items is not None:
+            mask = torch.as_tensor(trained_items, dtype=torch.bool).clone()
+            mask[0] = False
+            self.has_id = mask
+        self._cached = None
+
+    def known_items(self) -> Tensor:
+        """``[n_items + 1]`` bool: items with any representation (id, text or category)."""
+        known = self.has_id.clone() if self.ids is not None else torch.zeros_like(self.has_id)
+        if self.text_proj is not None:
+            known |= self.text.abs().sum(dim=1) > 0
+        if self.categories_emb is not None:
+            known |= (self.categories > 0).any(dim=1)
+        known[0] = False
+        return known
+
+    # --- the table --------------------------------------------------------------------
+    def table(self) -> Tensor:
+        """``[n_items + 1 + special_tokens, D]``: one representation per item, padding 0."""
+        frozen = not self.training and not torch.is_grad_enabled()
+        if frozen and self._cached is not None:
+            return self._cached
+        table = self._item_rows()
+        if self.special is not None:
+            table = torch.cat([table, self.special.weight], dim=0)
+        if frozen:
+            self._cached = table
+        return table
+
+    def _item_rows(self) -> Tensor:
+        out: Tensor | None = None
+        if self.ids is not None:
+            out = self.ids.weight * self.has_id[:, None].to(self.ids.weight.dtype)
+        if self.text_proj is not None:
+            projected = self.text_proj(self.text)
+            out = projected if out is None else out + projected
+        if self.categories_emb is not None:
+            slots = self.categories_emb(self.categories)  # [rows, S, D]
+            count = (self.categories > 0).sum(dim=1, keepdim=True).clamp(min=1)
+            mean = slots.sum(dim=1) / count
+            out = mean if out is None else out + mean
+        assert out is not None
+        return out
+
+    def forward(self, histories: Tensor, table: Tensor, events: Tensor | None = None) -> Tensor:
+        """``[B, L, D]`` embeddings of a history (``events`` = event-type ids, 0 = none)."""
+        x = F.embedding(histories, table)
+        if self.event_emb is not None and events is not None:
+            x = x + self.event_emb(events)
+        return x
+
+    # --- housekeeping -----------------------------------------------------------------
+    def train(self, mode: bool = True) -> ItemInput:
+        self._cached = None
+        return super().train(mode)
+
+    def _load_from_state_dict(  # type: ignore[override]
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        legacy = state_dict.pop(prefix + "weight", None)
+        if legacy is not None:  # bundles written before ItemInput: one nn.Embedding
+            rows = self.n_items + 1
+            state_dict[prefix + "ids.weight"] = legacy[:rows]
+            if self.special is not None:
+                state_dict[prefix + "special.weight"] = legacy[rows:]
+        if prefix + "has_id" not in state_dict:
+            state_dict[prefix + "has_id"] = self.has_id
+        for name in ("text", "categories"):
+            incoming = state_dict.get(prefix + name)
+            current = getattr(self, name, None)
+            if incoming is not None and current is not None and incoming.shape != current.shape:
+                setattr(self, name, torch.empty_like(incoming))
+        self._cached = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class TransformerParams(ItemInputParams):
     """Hyperparameters shared by the Transformer models (defaults suit Beauty-sized data)."""
 
     hidden_size: int = Field(64, ge=8, description="embedding and hidden width")
@@ -43,10 +222,10 @@ class TransformerParams(SeenBiasParams):
         description="normal init std for linear weights (biases zero); None = torch default",
     )
 
-    def encoder(self, vocab_size: int, max_len: int) -> TransformerEncoder:
-        """The encoder these settings describe."""
+    def encoder(self, n_items: int, max_len: int, special_tokens: int = 0) -> TransformerEncoder:
+        """The encoder these settings describe (items ``1..n_items`` plus special tokens)."""
         return TransformerEncoder(
-            vocab_size,
+            self.item_input(n_items, self.hidden_size, special_tokens),
             max_len,
             self.hidden_size,
             self.num_layers,
@@ -134,7 +313,7 @@ class TransformerBlock(nn.Module):
 
 
 class TransformerEncoder(nn.Module):
-    """Item + position embeddings, ``layers`` blocks, one LayerNorm.
+    """Item (:class:`ItemInput`) + position embeddings, ``layers`` blocks, one LayerNorm.
 
     Pre-LN: the LayerNorm is applied to the output; post-LN: to the summed embeddings.
     Positions count from the oldest real item of the window (``positions_from="first"``)
@@ -143,7 +322,7 @@ class TransformerEncoder(nn.Module):
 
     def __init__(
         self,
-        vocab_size: int,
+        items: ItemInput,
         max_len: int,
         dim: int,
         layers: int,
@@ -159,7 +338,7 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         self.positions_from = positions_from
         self.norm_first = norm_first
-        self.items = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.items = items
         self.positions = nn.Embedding(max_len, dim)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
@@ -167,20 +346,29 @@ class TransformerEncoder(nn.Module):
             for _ in range(layers)
         )
         self.norm = nn.LayerNorm(dim, eps=eps)
-        nn.init.normal_(self.items.weight, std=0.02)
         nn.init.normal_(self.positions.weight, std=0.02)
-        with torch.no_grad():
-            self.items.weight[0].zero_()
         if linear_init_std is not None:
             for module in self.blocks.modules():
                 if isinstance(module, nn.Linear):
                     nn.init.normal_(module.weight, std=linear_init_std)
                     nn.init.zeros_(module.bias)
 
-    def forward(self, histories: Tensor, causal: bool) -> Tensor:
-        """``[B, L, D]`` hidden states; inputs longer than ``max_len`` keep the last ``max_len``."""
+    def forward(
+        self,
+        histories: Tensor,
+        causal: bool,
+        table: Tensor | None = None,
+        events: Tensor | None = None,
+    ) -> Tensor:
+        """``[B, L, D]`` hidden states; inputs longer than ``max_len`` keep the last ``max_len``.
+
+        ``table`` is the item table of this step (computed once by the caller when it also
+        scores against it); ``events`` are event-type ids aligned with ``histories``."""
         histories = histories[:, -self.positions.num_embeddings :]
-        x = self.items(histories) + self.positions(self.position_ids(histories))
+        if events is not None:
+            events = events[:, -self.positions.num_embeddings :]
+        table = self.items.table() if table is None else table
+        x = self.items(histories, table, events) + self.positions(self.position_ids(histories))
         x = self.drop(x if self.norm_first else self.norm(x))
         mask = attention_mask(histories, causal)
         for block in self.blocks:

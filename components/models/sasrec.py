@@ -28,7 +28,7 @@ from pydantic import Field
 from torch import Tensor
 
 from components.models.base import Recommender, TrainingPairs
-from components.models.layers import TransformerParams
+from components.models.layers import ItemInput, TransformerParams
 from components.models.registry import register
 
 
@@ -60,19 +60,27 @@ class SASRec(Recommender):
 
     def __init__(self, params: SASRecParams, n_items: int, n_users: int, max_len: int) -> None:
         super().__init__(params, n_items, n_users, max_len)
-        self.encoder = params.encoder(n_items + 1, max_len)
+        self.encoder = params.encoder(n_items, max_len)
 
-    def hidden_states(self, histories: Tensor) -> Tensor:
+    @property
+    def item_input(self) -> ItemInput:
+        return self.encoder.items
+
+    def hidden_states(
+        self, histories: Tensor, table: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
         """``[B, L, D]``: position ``t`` sees only items at positions ``<= t``."""
-        return self.encoder(histories, causal=True)
+        return self.encoder(histories, causal=True, table=table, events=events)
 
     def training_pairs(self, batch: dict[str, Tensor]) -> TrainingPairs:
-        return self.causal_pairs(
-            self.hidden_states(batch["inputs"]), batch["inputs"], batch["targets"]
-        )
+        table = self.output_embeddings()  # projected once for inputs and scoring
+        hidden = self.hidden_states(batch["inputs"], table, batch.get("input_events"))
+        return self.causal_pairs(hidden, batch["inputs"], batch["targets"], table)
 
     def output_embeddings(self) -> Tensor:
-        return self.encoder.items.weight
+        return self.encoder.items.table()
 
-    def encode(self, histories: Tensor, users: Tensor | None = None) -> Tensor:
-        return self.hidden_states(histories)[:, -1]
+    def encode(
+        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
+        return self.hidden_states(histories, events=events)[:, -1]

@@ -15,6 +15,7 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -24,9 +25,11 @@ from lightning.pytorch.loggers import CSVLogger
 
 from components.data.config import DataConfig
 from components.data.prepare import PreparedData, prepare
-from components.errors import TrainingError
+from components.errors import ConfigError, TrainingError
 from components.evaluation.config import EvalConfig
 from components.evaluation.metrics import evaluate
+from components.features.config import FeaturesConfig
+from components.features.item_content import ItemContent, TextSettings, item_content
 from components.models.bundle import ModelBundle
 from components.models.config import ModelConfig
 from components.models.registry import get_model_class, validate_params
@@ -169,8 +172,21 @@ def _fit(
     )
 
 
-def prepare_from_config(data_cfg: DataConfig) -> PreparedData:
-    """Events from ``data_cfg`` (its file, else the synthetic generator), prepared and split."""
+def text_settings(features_cfg: FeaturesConfig | None) -> TextSettings:
+    """How item texts become vectors: the configured encoder, cached in the workspace."""
+    from components.workspace import Workspace
+
+    cfg = features_cfg or FeaturesConfig()
+    cache = Workspace.at().features_dir / "text_vectors"
+    return TextSettings(cfg.text_encoder, cache, cfg.text_batch_size)
+
+
+def prepare_from_config(
+    data_cfg: DataConfig, features_cfg: FeaturesConfig | None = None
+) -> PreparedData:
+    """Events from ``data_cfg`` (its file, else the synthetic generator) with their item
+    catalogue (when there is one), prepared and split."""
+    from components.data.catalogue import catalogue_from_config
     from components.data.loaders import load_events
     from components.data.synthetic import generate_events
 
@@ -183,17 +199,55 @@ def prepare_from_config(data_cfg: DataConfig) -> PreparedData:
         )
     else:
         events = generate_events(data_cfg.synthetic)
-    return prepare(events, data_cfg)
+    catalogue = catalogue_from_config(data_cfg)
+    return prepare(events, data_cfg, catalogue, text_settings(features_cfg))
+
+
+def _content_params(
+    name: str, params: dict[str, Any], prepared: PreparedData
+) -> tuple[dict[str, Any], ItemContent | None]:
+    """``params`` with the content sizes of ``prepared``'s catalogue filled in, and that
+    content (None when the model uses ids only)."""
+    wanted = set(params.get("item_features", ["id"]))
+    if not wanted & {"text", "category"}:
+        return params, None
+    if prepared.catalogue is None:
+        raise ConfigError(
+            f"model.params.item_features={sorted(wanted)} needs an item catalogue "
+            "(data.items, a RecBole .item file beside the events, or the synthetic data)"
+        )
+    text = prepared.text if "text" in wanted else None
+    settings = text if isinstance(text, TextSettings) else None
+    if "text" in wanted and (settings is None or settings.encoder == "none"):
+        raise ConfigError(
+            "model.params.item_features has 'text' but features.text_encoder is none",
+            hint="drop text from model.params.item_features or set features.text_encoder",
+        )
+    content = item_content(prepared.catalogue, prepared.vocab, settings)
+    sized = {
+        **params,
+        "text_dim": content.text_dim,
+        "n_categories": content.n_categories,
+        "category_slots": content.category_slots,
+    }
+    return sized, content
 
 
 def build_bundle(prepared: PreparedData, model_cfg: ModelConfig) -> ModelBundle:
-    """An untrained bundle: the configured model with its data-dependent state fit."""
+    """An untrained bundle: the configured model with its data-dependent state fit.
+
+    A model with content features (``item_features`` beyond ``id``) gets the catalogue's
+    text vectors and category ids as buffers (saved with the bundle) and keeps id
+    embeddings only for items with training events."""
     split = prepared.split
     cls = get_model_class(model_cfg.name)
-    params = validate_params(model_cfg.name, model_cfg.params)
+    raw, content = _content_params(model_cfg.name, dict(model_cfg.params), prepared)
+    params = validate_params(model_cfg.name, raw)
     model = cls(params, split.n_items, prepared.vocab.n_users, split.max_len)
     model.fit_data(split.train)
     popularity = np.bincount(split.train.values, minlength=split.n_items + 1).astype(np.float64)
+    if content is not None and model.item_input is not None:
+        model.item_input.set_content(content.text, content.categories, popularity > 0)
     return ModelBundle(
         model,
         prepared.vocab,

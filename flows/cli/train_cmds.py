@@ -53,7 +53,7 @@ def load_prepared(cfg: Any):
     """Events from ``cfg.data`` (file or synthetic generator) -> PreparedData."""
     from components.training.trainer import prepare_from_config
 
-    return prepare_from_config(cfg.data)
+    return prepare_from_config(cfg.data, cfg.features)
 
 
 def print_metrics(title: str, valid: dict[str, float] | None, test: dict[str, float]) -> None:
