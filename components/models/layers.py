@@ -176,7 +176,7 @@ class ItemInput(nn.Module):
         self._cached = None
         return super().train(mode)
 
-    def _load_from_state_dict(  # type: ignore[override]
+    def _load_from_state_dict(
         self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
     ) -> None:
         legacy = state_dict.pop(prefix + "weight", None)
