@@ -125,18 +125,15 @@ class Workspace:
         return self
 
     def activate(self) -> Workspace:
-        """Point process-wide tools at this workspace (BentoML's store) and create it.
+        """Point process-wide tools at this workspace (``RECOPS_HOME``, ``BENTOML_HOME``)
+        and create it.
 
-        BentoML reads ``BENTOML_HOME`` when its store is first used; we also set its
-        dependency-injection container so a workspace switch inside one process works.
+        BentoML reads ``BENTOML_HOME`` once, at its store's first use, and offers no
+        public way to move it afterwards: a process that already used BentoML for another
+        workspace builds bentos in a child process (``components.deploy.bento``).
         """
         self.ensure()
         os.environ[DEFAULT_ROOT_ENV] = str(self.root)
         os.environ["BENTOML_HOME"] = str(self.bentoml_home)
         self.bentoml_home.mkdir(parents=True, exist_ok=True)
-        try:
-            from bentoml._internal.configuration.containers import BentoMLContainer
-        except ImportError:  # pragma: no cover - bentoml is a hard dependency
-            return self
-        BentoMLContainer.bentoml_home.set(str(self.bentoml_home))
         return self

@@ -1,142 +1,199 @@
-"""Call a batchable BentoML API of the *same* service through its batch dispatcher.
+"""A small asyncio micro-batcher for the model call (our own code, no BentoML internals).
 
-BentoML 1.4 gives each service instance a self-proxy (``self.to_async``) for calling its
-own APIs, but that proxy is an aiohttp client over an in-process ASGI connector: every
-call is a full HTTP round trip through all middlewares, and the client recycles its
-session every 100 requests while other calls are still in flight, which shows up as
-500s ("Server disconnected", "Cannot write to closing transport") under concurrency.
+Concurrent requests each ``await batcher.submit(queries)``; one dispatcher task merges
+whatever is queued into a single model call and hands every request its own share of
+the answers. Policy (greedy):
 
-The server already holds what we want: for each ``@bentoml.api(batchable=True)`` method
-``ServiceAppFactory`` keeps a ``CorkDispatcher`` (the adaptive batcher) and exposes
-``batch_infer(name, args, kwargs)``, which is exactly what its HTTP route awaits. We
-find that factory through the route it registered for the method on the app it handed
-to the self-proxy, and await ``batch_infer`` directly: same batching, same batch-size
-metric, no HTTP, no serialisation.
+* whenever no batch is running, send everything queued (up to ``max_batch_size``
+  queries) at once; while one runs, the next batch accumulates. A lone request is never
+  held back waiting for company, and under load batches grow as large as the model's
+  own speed allows;
+* a request that has *really* waited longer than ``max_wait_s`` in the queue is shed
+  with :class:`Overloaded` (the service answers 503 + ``Retry-After``), and so is one
+  that arrives while ``max_queue`` queries are already waiting: overload is refused at
+  once instead of timing out.
 
-The stock dispatcher's timing policy hurts here, so we swap in :class:`GreedyDispatcher`
-(a ``CorkDispatcher`` subclass, same queue, batching and outbound code) for this method:
+Why not BentoML's own batching: its batchable API is reachable in-process only through
+BentoML's private modules (the dispatcher the HTTP route uses), and the documented way,
+``bentoml.depends`` on a second batchable service, adds an HTTP hop and a process per
+request on the same cores (measured in the serving benchmark notes, issue #14).
 
-* BentoML holds a request back while ``n * (age of newest + cost) <= 0.95 * mean past
-  wait``, where "wait" includes time spent queued behind the previous batch. After a
-  burst that mean is large, so at concurrency 1 every request sits idle for it, and it
-  decays only ~5 % per 5 s (measured: c=1 p50 9 ms fresh, 29 ms after a c=32 run).
-* It sheds (503) the oldest request as soon as its *estimated* finish passes
-  ``max_latency_ms``, an estimate that a CPU stall on a shared machine inflates.
-
-Greedy policy: whenever no batch is running, send everything queued (up to
-``max_batch_size``) at once; while one runs, the next batch accumulates. That adds no wait
-at low load, batches as fully as the model's own speed allows under load, and sheds only
-requests that have *actually* queued longer than ``max_latency_ms``.
-
-This reaches into BentoML internals (pinned: bentoml 1.4.39). If they move,
-:func:`batch_dispatch` logs an error and falls back to calling the method directly in a
-worker thread (correct answers, no cross-request batching); the serving tests check that
-batches larger than one are formed, so an upgrade that breaks this fails loudly there.
+Where the model runs: a batch of up to ``inline_max`` queries (default one: nobody else
+is waiting) runs on the event loop itself; larger batches run on one dedicated thread
+(torch releases the GIL), so the loop keeps parsing the next requests while a batch
+computes. Measured back to back on the shared 2-core machine (tiny SASRec, wrk):
+always-inline was 11-38 % faster at concurrency 1 and 25-30 % slower at 32 than
+always-threaded; the split keeps the better of both.
 """
 
 from __future__ import annotations
 
-import functools
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
-
-import anyio.to_thread
-from bentoml._internal.marshal.dispatcher import CorkDispatcher, Job
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 logger = logging.getLogger("recops.service")
 
-BatchCall = Callable[[list[Any]], Awaitable[list[Any]]]
+Q = TypeVar("Q")
+R = TypeVar("R")
 
 
-class GreedyDispatcher(CorkDispatcher[Any, Any]):
-    """CorkDispatcher with the greedy policy described in the module doc."""
+class Overloaded(Exception):
+    """The request was shed; retry after ``retry_after_s`` seconds."""
 
-    @classmethod
-    def like(cls, other: CorkDispatcher[Any, Any]) -> GreedyDispatcher:
-        """A greedy dispatcher with ``other``'s limits, batch-size function and fallback."""
-        return cls(
-            max_latency_in_ms=int(other.max_latency * 1000),
-            max_batch_size=other.max_batch_size,
-            fallback=other.fallback,
-            get_batch_size=other.get_batch_size,
-            batch_dim=other.batch_dim,
-        )
+    def __init__(self, reason: str, retry_after_s: int = 1) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
 
-    def _can_send(self) -> bool:
-        return bool(self._queue) and not self._sema.is_locked()
 
-    async def controller(self) -> None:
-        while True:
-            try:
-                async with self._wake_event:  # a request arrived or a batch finished
-                    await self._wake_event.wait_for(self._can_send)
-                self._shed_expired(time.time())
-                if not self._queue:
-                    continue
-                self._sema.acquire()
-                jobs = tuple(self._get_inputs())
-                self._loop.create_task(self.outbound_call(jobs))
-            except Exception:  # the controller must survive anything one batch does
-                logger.exception("error dispatching a batch")
+@dataclass
+class _Pending(Generic[Q, R]):
+    queries: Sequence[Q]
+    future: asyncio.Future[list[R]]
+    enqueued_at: float = field(default_factory=time.monotonic)
 
-    async def outbound_call(
-        self, inputs_info: tuple[Job[Any, Any], ...], training: bool = False
+
+@dataclass
+class BatchStats:
+    """Counters for tests and metrics: batches run, queries scored, requests shed."""
+
+    batches: int = 0
+    queries: int = 0
+    shed: int = 0
+    last_batch_s: float = 0.0
+
+
+class MicroBatcher(Generic[Q, R]):
+    """Merge concurrent ``submit`` calls into one ``run_batch(queries)`` call (see module doc).
+
+    ``run_batch`` must return one result per query, in order. ``on_batch(size)`` (optional)
+    observes every batch size, e.g. for a Prometheus histogram.
+    """
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[Q]], list[R]],
+        *,
+        max_batch_size: int,
+        max_wait_s: float,
+        max_queue: int,
+        on_batch: Callable[[int], None] | None = None,
+        inline_max: int = 1,
     ) -> None:
+        self.run_batch = run_batch
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.max_queue = max_queue
+        self.on_batch = on_batch
+        self.inline_max = inline_max
+        self.stats = BatchStats()
+        self._queue: deque[_Pending[Q, R]] = deque()
+        self._queued = 0
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="recops-model")
+
+    async def submit(self, queries: Sequence[Q]) -> list[R]:
+        """The results for ``queries`` (at most ``max_batch_size``), computed in a shared batch."""
+        if not queries:
+            return []
+        if self._queued + len(queries) > self.max_queue:
+            self.stats.shed += 1
+            raise Overloaded(f"{self._queued} queries already queued", self._retry_after())
+        loop = asyncio.get_running_loop()
+        self._ensure_running(loop)
+        pending: _Pending[Q, R] = _Pending(queries, loop.create_future())
+        self._queue.append(pending)
+        self._queued += len(queries)
+        assert self._wake is not None
+        self._wake.set()
+        return await pending.future
+
+    def close(self) -> None:
+        """Stop the dispatcher and the model thread (pending requests are cancelled)."""
+        if self._task is not None:
+            self._task.cancel()
+        for pending in self._queue:
+            pending.future.cancel()
+        self._queue.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # --- the dispatcher -------------------------------------------------------------
+    def _ensure_running(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._task is None or self._task.done():
+            self._wake = asyncio.Event()
+            self._task = loop.create_task(self._dispatch_forever())
+
+    async def _dispatch_forever(self) -> None:
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch = self._take_batch(time.monotonic())
+                if batch:
+                    await self._run(loop, batch)
+
+    def _take_batch(self, now: float) -> list[_Pending[Q, R]]:
+        """Pop whole requests up to ``max_batch_size`` queries; shed the expired ones."""
+        batch: list[_Pending[Q, R]] = []
+        size = 0
+        while self._queue:
+            head = self._queue[0]
+            if head.future.done():  # the client went away
+                self._pop()
+                continue
+            if now - head.enqueued_at > self.max_wait_s:
+                self._pop()
+                self.stats.shed += 1
+                head.future.set_exception(
+                    Overloaded(f"queued {now - head.enqueued_at:.1f}s", self._retry_after())
+                )
+                continue
+            if batch and size + len(head.queries) > self.max_batch_size:
+                break
+            batch.append(self._pop())
+            size += len(head.queries)
+        return batch
+
+    def _pop(self) -> _Pending[Q, R]:
+        pending = self._queue.popleft()
+        self._queued -= len(pending.queries)
+        return pending
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending[Q, R]]) -> None:
+        queries = [q for pending in batch for q in pending.queries]
+        started = time.perf_counter()
         try:
-            await super().outbound_call(inputs_info, training)
-        finally:
-            async with self._wake_event:  # the semaphore is free again
-                self._wake_event.notify_all()
+            if len(queries) <= self.inline_max:
+                results = self.run_batch(queries)
+            else:
+                results = await loop.run_in_executor(self._executor, self.run_batch, queries)
+        except Exception as exc:  # one bad batch fails its requests, never the dispatcher
+            logger.exception("model call failed for a batch of %d", len(queries))
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            return
+        self.stats.last_batch_s = time.perf_counter() - started
+        self.stats.batches += 1
+        self.stats.queries += len(queries)
+        if self.on_batch is not None:
+            self.on_batch(len(queries))
+        at = 0
+        for pending in batch:
+            share = results[at : at + len(pending.queries)]
+            at += len(pending.queries)
+            if not pending.future.done():
+                pending.future.set_result(share)
 
-    def _shed_expired(self, now: float) -> None:
-        """503 for requests that really waited longer than ``max_latency`` in the queue."""
-        while self._queue and now - self._queue[0].enqueue_time >= self.max_latency:
-            self._queue.popleft().future.cancel()
-
-
-def find_app_factory(instance: Any, api_name: str) -> Any | None:
-    """The BentoML ``ServiceAppFactory`` serving ``instance``'s batchable ``api_name``
-    (None outside a running server or when BentoML's internals differ)."""
-    proxy = getattr(instance, "__self_proxy__", None)
-    app = getattr(getattr(proxy, "to_async", None), "app", None)
-    for route in getattr(app, "routes", None) or []:
-        endpoint = getattr(route, "endpoint", None)
-        if getattr(route, "name", None) != api_name or not isinstance(endpoint, functools.partial):
-            continue
-        factory = getattr(endpoint.func, "__self__", None)
-        if callable(getattr(factory, "batch_infer", None)) and api_name in getattr(
-            factory, "dispatchers", {}
-        ):
-            return factory
-    return None
-
-
-def batch_dispatch(instance: Any, api_name: str) -> BatchCall:
-    """An async ``call(items) -> results`` that queues ``items`` (one request's share of a
-    batch) in the adaptive batcher of ``instance.<api_name>`` and returns that share's
-    results in order. Call it only after the server has started (inside a request)."""
-    factory = find_app_factory(instance, api_name)
-    if factory is not None:
-        current = factory.dispatchers[api_name]
-        if not isinstance(current, GreedyDispatcher):
-            if current._controller is not None:  # already used (e.g. over HTTP): stop it
-                current.shutdown()
-            factory.dispatchers[api_name] = GreedyDispatcher.like(current)
-
-        async def dispatched(items: list[Any]) -> list[Any]:
-            return list(await factory.batch_infer(api_name, (items,), {}))
-
-        return dispatched
-    logger.error(
-        "BentoML's batch dispatcher for %s was not found (internals changed?): "
-        "calling it directly, without adaptive batching",
-        api_name,
-    )
-    local = getattr(instance, api_name).local
-
-    async def direct(items: list[Any]) -> list[Any]:
-        return list(await anyio.to_thread.run_sync(local, items))
-
-    return direct
+    def _retry_after(self) -> int:
+        """Seconds a client should wait: the queue's drain time, at least one."""
+        per_query = self.stats.last_batch_s / max(1, self.max_batch_size)
+        return max(1, int(self._queued * per_query + 0.999))

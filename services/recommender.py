@@ -11,11 +11,19 @@ Endpoints
     GET  /metadata         model version/name, data version, metrics, loaded_at
     GET  /healthz /livez   process alive (BentoML built-in)
     GET  /readyz           model loaded and feature store reachable (``__is_ready__``)
-    GET  /metrics          Prometheus (BentoML built-ins + recops_recommend_requests_total)
+    GET  /metrics          Prometheus (BentoML built-ins + recops_recommend_requests_total
+                           + recops_batch_size)
 
-The model call goes through ``score_batch``, a batchable API whose BentoML batch dispatcher
-(CorkDispatcher) the public endpoints call in-process (``services.batching``), so adaptive
-batching merges concurrent requests without an HTTP hop.
+The request path is ours end to end and costs as little as we can make it: the two POST
+routes are plain Starlette routes on the ASGI app mounted with ``bentoml.asgi_app`` (so
+BentoML's middlewares - metrics, tracing, access log, timeout, max concurrency, our
+guard - still wrap them), the body is validated once from bytes by pydantic, the model
+call goes through :class:`services.batching.MicroBatcher` (concurrent requests merged
+into one forward pass) and the answer is serialised with orjson straight from the
+engine's plain data. BentoML's ``@bentoml.api`` machinery (IO descriptors, a response
+model per request) costs about as much as the whole model call for a small model
+(measured: the same echo body answered 1.6-2.2x faster from a mounted route).
+Overload is shed with 503 and ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -27,19 +35,20 @@ from typing import Any, cast
 
 import anyio.to_thread
 import bentoml
+import orjson
 import torch
+from pydantic import BaseModel, ValidationError, create_model
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from services.batching import BatchCall, batch_dispatch
+from services.batching import MicroBatcher, Overloaded
 from services.engine import (
     Engine,
     ExplainQuery,
     ExplainResponse,
     Plan,
-    RecommendResponse,
     Scored,
     ScoreQuery,
     explain_request_model,
@@ -58,24 +67,83 @@ RecommendRequest = request_model(
 ExplainRequest = explain_request_model(
     SETTINGS.serve.max_history, SETTINGS.serve.explain_max_history
 )
+BatchRequest: type[BaseModel] = create_model(
+    "BatchRequest",
+    __config__={"extra": "forbid"},
+    requests=(list[RecommendRequest], ...),  # type: ignore[valid-type]
+)
 READY_CACHE_S = 5.0
+JSON = "application/json"
 
 
-class BatchRequest(bentoml.IODescriptor):
-    """Body of ``/recommend_batch``."""
-
-    requests: list[RecommendRequest]  # type: ignore[valid-type]
-
-
+# --- the owned HTTP routes ---------------------------------------------------------------
 async def _metadata(request: Request) -> JSONResponse:
     service = bentoml.get_current_service()
     return JSONResponse(service.metadata())
 
 
-metadata_app = Starlette(routes=[Route("/metadata", _metadata, methods=["GET"])])
+async def _recommend(request: Request) -> Response:
+    """``POST /recommend``: one request -> one answer."""
+    try:
+        parsed = RecommendRequest.model_validate_json(await request.body() or b"{}")
+    except ValidationError as exc:
+        return _error(*validation_error(exc))
+    return await _answer(request, [parsed], single=True)
 
 
-@bentoml.asgi_app(metadata_app, path="/")
+async def _recommend_batch(request: Request) -> Response:
+    """``POST /recommend_batch``: many requests, answers in request order."""
+    try:
+        parsed = BatchRequest.model_validate_json(await request.body() or b"{}")
+    except ValidationError as exc:
+        return _error(*validation_error(exc))
+    return await _answer(request, list(parsed.requests), single=False)  # type: ignore[attr-defined]
+
+
+async def _answer(request: Request, requests: list[Any], *, single: bool) -> Response:
+    service: RecommendationService = bentoml.get_current_service()
+    try:
+        answers = await service.recommend_many(requests)
+    except Overloaded as exc:
+        return _error(
+            503, f"overloaded ({exc}); retry later", {"retry-after": str(exc.retry_after_s)}
+        )
+    body = answers[0] if single else {"results": answers}
+    return Response(orjson.dumps(body), media_type=JSON)
+
+
+def validation_error(exc: ValidationError) -> tuple[int, str]:
+    """(status, one line) for a body pydantic refused: 400 for unreadable JSON, else 422
+    naming the first bad field."""
+    errors = exc.errors(include_url=False)
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        return 400, "request body is not valid JSON"
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return 422, f"{where}: {message}{more}" if where else f"{message}{more}"
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps({"error": message.splitlines()[0] if message else "error"}),
+        status_code=status,
+        media_type=JSON,
+        headers=headers,
+    )
+
+
+routes_app = Starlette(
+    routes=[
+        Route("/metadata", _metadata, methods=["GET"]),
+        Route("/recommend", _recommend, methods=["POST"]),
+        Route("/recommend_batch", _recommend_batch, methods=["POST"]),
+    ]
+)
+
+
+@bentoml.asgi_app(routes_app, path="/")
 @bentoml.service(
     name=SERVICE_NAME,
     resources={"gpu": 1},  # a request for deployment targets; CPU fallback is in __init__
@@ -96,13 +164,9 @@ class RecommendationService:
 
         self.settings = SETTINGS
         self.workspace = SETTINGS.resolved_workspace()
-        if torch.cuda.is_available():
-            self.device = torch.device("cuda")
-        else:
-            self.device = torch.device("cpu")
-            logger.warning("CUDA is not available: serving %s on CPU", SETTINGS.model_version)
-            if SETTINGS.serve.cpu_threads:
-                torch.set_num_threads(SETTINGS.serve.cpu_threads)
+        self.device = serving_device(SETTINGS.serve.device)
+        if self.device.type == "cpu" and SETTINGS.serve.cpu_threads:
+            torch.set_num_threads(SETTINGS.serve.cpu_threads)
         bundle = ModelBundle.load(self.bento_model.path, self.device)
         limits = ExplainLimits(
             max_history=SETTINGS.serve.explain_max_history,
@@ -117,10 +181,21 @@ class RecommendationService:
             documentation="Recommendation requests answered, by source (model or cold_start).",
             labelnames=["source"],
         )
+        batch_sizes = bentoml.metrics.Histogram(
+            name="recops_batch_size",
+            documentation="Queries per model call (concurrent requests merged by the batcher).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        )
+        self.batcher: MicroBatcher[ScoreQuery, Scored] = MicroBatcher(
+            self.engine.score,
+            max_batch_size=SETTINGS.serve.max_batch_size,
+            max_wait_s=SETTINGS.serve.max_latency_ms / 1000.0,
+            max_queue=SETTINGS.serve.max_queue,
+            on_batch=batch_sizes.observe,
+        )
         self.loaded_at = datetime.now(timezone.utc)
         self._ready_at = 0.0
         self._ready = False
-        self._dispatch: BatchCall | None = None
         logger.info(
             "loaded %s (%s) on %s", SETTINGS.model_version, SETTINGS.model_name, self.device
         )
@@ -165,17 +240,7 @@ class RecommendationService:
             },
         }
 
-    # --- public API --------------------------------------------------------------------
-    @bentoml.api(input_spec=RecommendRequest, route="/recommend")
-    async def recommend(self, **fields: Any) -> RecommendResponse:
-        """Top-k items for one user id and/or explicit history."""
-        return (await self._recommend_many([RecommendRequest.model_construct(**fields)]))[0]
-
-    @bentoml.api(input_spec=BatchRequest, route="/recommend_batch")
-    async def recommend_batch(self, requests: list[Any]) -> dict[str, list[RecommendResponse]]:
-        """Many requests in one call; answers come back in request order."""
-        return {"results": await self._recommend_many(requests)}
-
+    # --- the request path (the routes above call it) ---------------------------------
     @bentoml.api(input_spec=ExplainRequest, route="/explain")
     async def explain(self, **fields: Any) -> ExplainResponse:
         """Why ``item_id`` scores as it does for this user/history, recommended or not:
@@ -202,17 +267,6 @@ class RecommendationService:
         scored = await self._score([plan.query]) if plan.query is not None else [None]
         return self.engine.respond_explain(plan, scored[0], request.item_id)
 
-    # --- the batched model call --------------------------------------------------------
-    @bentoml.api(
-        batchable=True,
-        max_batch_size=SETTINGS.serve.max_batch_size,
-        max_latency_ms=SETTINGS.serve.max_latency_ms,
-        route="/internal/score_batch",
-    )
-    def score_batch(self, queries: list[ScoreQuery]) -> list[Scored]:
-        """Internal: one forward pass for queries merged across concurrent requests."""
-        return self.engine.score([ScoreQuery.model_validate(q) for q in queries])
-
     async def _histories(self, requests: list[Any]) -> list[tuple[list[str], bool, bool]]:
         """Per request: ``(history, from_store, store_failed)``; user-id-only requests read
         their history from the online store (one lookup for all of them)."""
@@ -226,7 +280,9 @@ class RecommendationService:
             out.append((history, from_store, from_store and store_failed))
         return out
 
-    async def _recommend_many(self, requests: list[Any]) -> list[RecommendResponse]:
+    async def recommend_many(self, requests: list[Any]) -> list[dict[str, Any]]:
+        """Answers (JSON-ready dicts) for validated requests, in order; raises
+        :class:`Overloaded` when the batcher sheds them."""
         plans: list[Plan] = []
         for r, (history, from_store, failed) in zip(
             requests, await self._histories(requests), strict=True
@@ -245,7 +301,7 @@ class RecommendationService:
         scored = iter(await self._score(queries))
         responses = []
         for plan in plans:
-            responses.append(self.engine.respond(plan, next(scored) if plan.query else None))
+            responses.append(self.engine.render(plan, next(scored) if plan.query else None))
             self.requests_by_source.labels(source=plan.source).inc()
         return responses
 
@@ -266,18 +322,21 @@ class RecommendationService:
         return found, False
 
     async def _score(self, queries: list[ScoreQuery]) -> list[Scored]:
-        """Through BentoML's batch dispatcher for ``score_batch`` (in-process, no HTTP), so
-        concurrent requests are merged into one forward pass."""
-        if not queries:
-            return []
-        if self._dispatch is None:
-            self._dispatch = batch_dispatch(self, "score_batch")
+        """Through the micro-batcher, ``max_batch_size`` queries at a time."""
         size = SETTINGS.serve.max_batch_size
         out: list[Scored] = []
         for start in range(0, len(queries), size):
-            answers = await self._dispatch(queries[start : start + size])
-            out.extend(Scored.model_validate(a) for a in answers)
+            out.extend(await self.batcher.submit(queries[start : start + size]))
         return out
+
+
+def serving_device(wanted: str) -> torch.device:
+    """``cuda`` when asked for (``auto``/``cuda``) and present, else CPU (logged)."""
+    if wanted != "cpu" and torch.cuda.is_available():
+        return torch.device("cuda")
+    if wanted == "cuda":
+        logger.warning("serve.device=cuda but CUDA is not available: serving on CPU")
+    return torch.device("cpu")
 
 
 def _with_store_warning(plan: Plan, store_failed: bool) -> Plan:
@@ -287,7 +346,5 @@ def _with_store_warning(plan: Plan, store_failed: bool) -> Plan:
 
 
 RecommendationService.add_asgi_middleware(  # type: ignore[attr-defined]  # asgi_app is annotated as returning the bare class
-    GuardMiddleware,
-    api_key=SETTINGS.api_key(),
-    internal_paths=frozenset({"/internal/score_batch"}),
+    GuardMiddleware, api_key=SETTINGS.api_key()
 )

@@ -6,11 +6,24 @@ service as a ``BentoModel``, so BentoML copies it in), Python requirements pinne
 versions installed here, and Docker options for a CUDA base image (``bentoml
 containerize``). The version, model name, data version and headline metrics travel as
 bento labels and as the service's bento arguments (see ``services/settings.py``).
+
+Only public BentoML APIs: the registered model is copied into the workspace's BentoML
+model store with ``bentoml.models.create`` (so the service's ``BentoModel`` resolves and
+the bento carries it), then ``bentoml.bentos.build_bentofile`` builds. BentoML binds a
+process to one store (``BENTOML_HOME`` at first use); when this process is bound to
+another workspace's store, the build runs in a child process
+(``python -m components.deploy.bento``) with the right ``BENTOML_HOME``.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
+import os
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -50,6 +63,7 @@ RUNTIME_PACKAGES = [
     "feast",
     "bentoml",
     "httpx",
+    "orjson",
     "scipy",
     "lightning",
 ]
@@ -152,8 +166,6 @@ def build_bento(
 
     Raises :class:`DeployFailed` when the version is unknown or BentoML refuses the build.
     """
-    import bentoml
-
     from components.registry.store import ModelRegistry
 
     workspace.activate()
@@ -163,20 +175,102 @@ def build_bento(
         model = ModelRegistry(workspace).get(version)
     except RecopsError as exc:
         raise DeployFailed(f"cannot build a bento for {version}: {exc}") from exc
-    bentofile = write_bentofile(workspace, model, deploy_cfg)
+    job = BuildJob(
+        bentofile=str(write_bentofile(workspace, model, deploy_cfg)),
+        args=service_args(workspace, model, serve_cfg, features_cfg),
+        model_tag=model.tag,
+        model_dir=model.path,
+        home=str(workspace.bentoml_home.resolve()),
+    )
     try:
-        # reload=True: a process that built another version before has the service
-        # module imported with that version's arguments (and model tag) baked in.
-        bento = bentoml.bentos.build_bentofile(
-            str(bentofile),
-            build_ctx=str(REPO_ROOT),
-            args=service_args(workspace, model, serve_cfg, features_cfg),
-            reload=True,
-        )
+        tag, path = run_build(job) if import_model(job) else build_in_child(job)
+    except DeployFailed:
+        raise
     except Exception as exc:  # BentoML raises many types; the user needs one line
         log.exception("bento build failed")
         raise DeployFailed(
             f"bento build for {model.version} failed: {exc}".splitlines()[0]
         ) from exc
-    log.info("built bento %s for model %s", bento.tag, model.version)
-    return BuiltBento(tag=str(bento.tag), version=model.version, path=Path(bento.path))
+    log.info("built bento %s for model %s", tag, model.version)
+    return BuiltBento(tag=tag, version=model.version, path=Path(path))
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    """Everything one bento build needs, JSON-serialisable (it may cross a process)."""
+
+    bentofile: str
+    args: dict[str, object]
+    model_tag: str
+    model_dir: str
+    home: str  # the BentoML home the bento must land in
+
+
+def import_model(job: BuildJob) -> bool:
+    """Put the registered model into this process's BentoML model store; False when that
+    store is not ``job.home`` (this process is bound to another workspace)."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    from components.registry.store import model_info
+
+    try:
+        found = bentoml.models.get(job.model_tag)
+    except NotFound:
+        info = model_info(Path(job.model_dir))
+        with bentoml.models.create(
+            job.model_tag, labels=info.get("labels"), metadata=info.get("metadata")
+        ) as created:
+            shutil.copytree(job.model_dir, created.path, dirs_exist_ok=True)
+        found = bentoml.models.get(job.model_tag)
+    if Path(found.path).resolve().is_relative_to(Path(job.home)):
+        return True
+    log.info("BentoML in this process uses another store; building %s in a child", job.model_tag)
+    return False
+
+
+def run_build(job: BuildJob) -> tuple[str, str]:
+    """``(bento tag, bento path)`` built in this process's BentoML store."""
+    import bentoml
+
+    # reload=True: a process that built another version before has the service module
+    # imported with that version's arguments (and model tag) baked in.
+    bento = bentoml.bentos.build_bentofile(
+        job.bentofile, build_ctx=str(REPO_ROOT), args=job.args, reload=True
+    )
+    return str(bento.tag), str(bento.path)
+
+
+def build_in_child(job: BuildJob) -> tuple[str, str]:
+    """:func:`run_build` in a child process whose ``BENTOML_HOME`` is ``job.home``."""
+    env = {**os.environ, "BENTOML_HOME": job.home, "BENTOML_DO_NOT_TRACK": "true"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, "-m", "components.deploy.bento", json.dumps(job.__dict__)],
+        capture_output=True,
+        text=True,
+        cwd=str(REPO_ROOT),
+        env=env,
+        timeout=600,
+    )
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DeployFailed(f"bento build in a child process failed: {tail}")
+    answer = json.loads(lines[-1])
+    return str(answer["tag"]), str(answer["path"])
+
+
+def main() -> None:
+    """Child-process entry: build the :class:`BuildJob` given as JSON, print tag and path."""
+    parser = argparse.ArgumentParser(description="build a recops bento (internal)")
+    parser.add_argument("job", help="BuildJob as JSON")
+    job = BuildJob(**json.loads(parser.parse_args().job))
+    if not import_model(job):
+        raise SystemExit(f"BENTOML_HOME is not {job.home}")
+    tag, path = run_build(job)
+    print(json.dumps({"tag": tag, "path": path}))
+
+
+if __name__ == "__main__":
+    main()

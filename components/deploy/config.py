@@ -18,10 +18,14 @@ class ServeConfig(BaseModel):
     max_k: int = Field(1000, ge=1)
     max_history: int = Field(1000, ge=1)
     max_batch_size: int = Field(64, ge=1)
-    # a request that has waited this long in the batch queue is shed with a 503
-    # (services/batching.py: real queueing time, not BentoML's estimate); it is an
-    # overload valve, so keep it far above a batch's run time on a busy machine
+    # a request that has waited this long in the batch queue is shed with a 503 and
+    # Retry-After (services/batching.py: real queueing time); it is an overload valve,
+    # so keep it far above a batch's run time on a busy machine
     max_latency_ms: int = Field(5000, ge=1)
+    # queries waiting for the model beyond which new requests are shed at once (503)
+    max_queue: int = Field(2048, ge=1)
+    # where the bento runs the model: auto = CUDA when the machine has it, else CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     max_concurrency: int = Field(256, ge=1)
     # intra-op threads for CPU inference (0: torch's default, one per core). One thread
     # keeps small-batch latency flat on a shared or oversubscribed machine: with more,

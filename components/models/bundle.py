@@ -8,6 +8,7 @@ files alone, so serving and registry code never need the training data.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from dataclasses import dataclass
@@ -57,8 +58,11 @@ class ModelBundle:
 
     @property
     def device(self) -> torch.device:
-        tensor = next(iter(self.model.state_dict().values()), None)
-        return tensor.device if tensor is not None else torch.device("cpu")
+        # parameters, then buffers: ``state_dict()`` here cost ~0.3 ms per call on the
+        # serving path (three calls per request, profiled)
+        for tensor in itertools.chain(self.model.parameters(), self.model.buffers()):
+            return tensor.device
+        return torch.device("cpu")
 
     # --- persistence ------------------------------------------------------------------
     def save(self, directory: Path) -> None:

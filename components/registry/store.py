@@ -1,10 +1,15 @@
-"""The model registry: BentoML's model store + a champion pointer + an append-only history.
+"""The model registry: a model directory per version + a champion pointer + an append-only history.
 
-Weights, vocabulary and the run record live in BentoML's model store (one model per
-training run, tag ``recops-<model name>:<version>``, labelled with model name, data
-version, config hash, code revision and status; metadata carries the metrics per K and
-the gate decision). Which version is champion, and how it got there, lives in
-``Workspace.registry_dir``:
+Weights, vocabulary and the run record of each training run live in their own folder,
+``Workspace.registry_dir / "models" / <version>`` (``model.json`` holds the tag
+``recops-<model name>:<version>``, labels - model name, data version, config hash, code
+revision, status - and metadata - metrics per K, the gate decision). The registry owns
+this layout; it never reaches into BentoML's store, whose only public way to choose a
+store is ``BENTOML_HOME`` before first use (one per process). The bento build copies a
+version into the workspace's BentoML model store with ``bentoml.models.create``
+(:mod:`components.deploy.bento`). Versions registered by older recops releases, stored
+inside ``bentoml/models/<name>/<version>``, are still read from there. Which version is
+champion, and how it got there, lives in ``Workspace.registry_dir``:
 
 * ``history.jsonl`` - append-only events (see :mod:`components.registry.history`), the
   source of truth for statuses and the champion;
@@ -12,25 +17,27 @@ the gate decision). Which version is champion, and how it got there, lives in
 * ``Workspace.lock_dir / "registry.lock"`` - every transition is one read-validate-
   append-pointer transaction under this file lock, so concurrent flows serialise.
 
-Crash safety: a model is written to the store *before* its ``register`` event (an orphan
-model without the event is invisible, never half-registered); a transition is committed
+Crash safety: a model is written (to a temporary folder, renamed into place) *before*
+its ``register`` event (an orphan model without the event is invisible, never
+half-registered); a transition is committed
 by its history line alone, the pointer and the BentoML status label are repaired from
 the history by the next transaction.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
 import re
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict
 
@@ -49,14 +56,13 @@ from components.registry.history import (
 from components.workspace import Workspace
 
 if TYPE_CHECKING:
-    from bentoml._internal.models.model import Model, ModelStore
-
     from components.models.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
 
 TAG_PREFIX = "recops-"
 RECORD_FILE = "run_record.json"
+MODEL_FILE = "model.json"  # tag, labels, metadata, created_at
 LOCK_TIMEOUT_S = 120.0
 
 
@@ -117,6 +123,11 @@ def _metadata(record: RunRecord) -> dict[str, Any]:
     return _bento_safe(raw)
 
 
+def new_version() -> str:
+    """A fresh version id: 16 lowercase base32 characters (a valid BentoML tag version)."""
+    return base64.b32encode(uuid.uuid4().bytes).decode().lower()[:16]
+
+
 def _bento_safe(value: Any) -> Any:
     """``value`` with ``None`` entries dropped (recursively): BentoML metadata refuses them."""
     if isinstance(value, dict):
@@ -137,14 +148,21 @@ class ModelRegistry:
 
     # --- storage --------------------------------------------------------------------
     @property
-    def model_store(self) -> ModelStore:
-        """BentoML store of *this* workspace (BentoML's global store is a process singleton,
-        so we address ours explicitly; ``Workspace.activate()`` points the global one here)."""
-        from bentoml._internal.models.model import ModelStore
+    def models_dir(self) -> Path:
+        """One folder per registered version (bundle files, run record, ``model.json``)."""
+        return self.workspace.registry_dir / "models"
 
-        path = self.workspace.bentoml_home / "models"
-        path.mkdir(parents=True, exist_ok=True)
-        return ModelStore(path)
+    def model_dir(self, tag: str) -> Path:
+        """Where the model ``tag`` is stored: the registry's own folder, or for versions
+        registered by older releases the BentoML model-store folder they were written to."""
+        name, _, version = tag.partition(":")
+        own = self.models_dir / version
+        if own.is_dir():
+            return own
+        legacy = self.workspace.bentoml_home / "models" / name / version
+        if legacy.is_dir():
+            return legacy
+        raise RegistryError(f"model {tag} is registered but its files are missing ({own})")
 
     @property
     def pointer_path(self) -> Path:
@@ -204,23 +222,27 @@ class ModelRegistry:
     def register(self, bundle: ModelBundle, record: RunRecord) -> ModelVersion:
         """Store ``bundle`` (weights + vocabulary + config) and ``record`` as a new candidate.
 
-        The model is saved into BentoML's store first, then the ``register`` event is
-        appended; the returned version's record has ``model_version`` set.
+        The model folder is written first, then the ``register`` event is appended; the
+        returned version's record has ``model_version`` set.
         """
-        import bentoml
-
-        store = self.model_store
-        with bentoml.models.create(
-            tag_name_for(record.model_name),
-            labels=_labels(record),
-            metadata=_metadata(record),
-            _model_store=store,
-        ) as bento_model:
-            version = str(bento_model.tag.version)
-            bundle.save(Path(bento_model.path))
-            stored = record.model_copy(update={"model_version": version, "status": "candidate"})
-            stored.save(Path(bento_model.path) / RECORD_FILE)
-        tag = str(bento_model.tag)
+        version = new_version()
+        tag = f"{tag_name_for(record.model_name)}:{version}"
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        staging = self.models_dir / f".{version}.tmp"
+        staging.mkdir(parents=True)
+        bundle.save(staging)
+        stored = record.model_copy(update={"model_version": version, "status": "candidate"})
+        stored.save(staging / RECORD_FILE)
+        write_json_atomic(
+            staging / MODEL_FILE,
+            {
+                "tag": tag,
+                "labels": _labels(record),
+                "metadata": _metadata(record),
+                "created_at": datetime.now().astimezone().isoformat(),
+            },
+        )
+        os.replace(staging, self.models_dir / version)  # visible whole or not at all
         with self._transaction() as (_, state):
             self._append(
                 state,
@@ -406,22 +428,11 @@ class ModelRegistry:
             raise RegistryError(f"version prefix {ref!r} is ambiguous: {', '.join(matches)}")
         raise RegistryError(f"no registered model version {ref!r}", hint="see `recops models list`")
 
-    def _bento_model(self, tag: str) -> Model:
-        from bentoml.exceptions import NotFound
-
-        try:
-            return self.model_store.get(tag)
-        except NotFound as exc:
-            raise RegistryError(
-                f"model {tag} is registered but missing from the BentoML store"
-            ) from exc
-
     def _version_from_store(self, event: HistoryEvent, state: RegistryState) -> ModelVersion:
         assert event.tag is not None
-        bento_model = self._bento_model(event.tag)
-        record_path = Path(bento_model.path) / RECORD_FILE
+        directory = self.model_dir(event.tag)
         status: Status = state.statuses.get(event.version, "candidate")
-        record = RunRecord.load(record_path).model_copy(
+        record = RunRecord.load(directory / RECORD_FILE).model_copy(
             update={
                 "model_version": event.version,
                 "status": status,
@@ -433,9 +444,9 @@ class ModelRegistry:
             tag=event.tag,
             model_name=record.model_name,
             status=status,
-            created_at=bento_model.creation_time,
+            created_at=_created_at(directory, record),
             record=record,
-            path=str(bento_model.path),
+            path=str(directory),
         )
 
     def _stored_metrics(self, version: str | None) -> dict[str, float] | None:
@@ -461,29 +472,34 @@ class ModelRegistry:
         return {name: self._stored_metrics(version), other_name: self._stored_metrics(other)}
 
     def _mirror_statuses(self, state: RegistryState, versions: set[str | None]) -> None:
-        """Copy status (and gate) into the BentoML models' labels/metadata, best effort.
+        """Copy status (and gate) into each model's ``model.json`` labels, best effort.
 
-        The history stays the truth; this keeps `bentoml models list` and the bento's own
-        view of a model informative.
+        The history stays the truth; this keeps a model folder self-describing (and the
+        labels the bento build hands to BentoML informative).
         """
-        from bentoml._internal.models.model import ModelInfo
-        from bentoml.exceptions import BentoMLException
-
         tags = self._tags()
         for version in versions:
             if version is None or version not in tags:
                 continue
-            name, _, ver = tags[version].partition(":")
-            path = self.workspace.bentoml_home / "models" / name / ver / "model.yaml"
+            path = self.models_dir / version / MODEL_FILE
             try:
-                info = yaml.safe_load(path.read_text())
+                info = json.loads(path.read_text())
                 info.setdefault("labels", {})["status"] = state.statuses.get(version, "candidate")
                 if version in state.gates:
                     info.setdefault("metadata", {})["gate"] = _bento_safe(state.gates[version])
-                tmp = path.with_name(f".model.yaml.{os.getpid()}.tmp")
-                tmp.write_text(yaml.safe_dump(info, sort_keys=False))
-                with tmp.open() as fh:  # never replace a readable model.yaml by one BentoML refuses
-                    ModelInfo.from_yaml_file(fh)
-                os.replace(tmp, path)
-            except (OSError, yaml.YAMLError, AttributeError, BentoMLException) as exc:
+                write_json_atomic(path, info)
+            except (OSError, ValueError) as exc:
                 log.warning("registry: could not mirror status into %s: %s", path, exc)
+
+
+def model_info(directory: Path) -> dict[str, Any]:
+    """``model.json`` of a stored version (tag, labels, metadata); ``{}`` for legacy ones."""
+    try:
+        return dict(json.loads((directory / MODEL_FILE).read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def _created_at(directory: Path, record: RunRecord) -> datetime:
+    raw = model_info(directory).get("created_at")
+    return datetime.fromisoformat(raw) if isinstance(raw, str) else record.created_at

@@ -1,78 +1,127 @@
-"""The greedy batch dispatcher in isolation (no server): latency, merging, shedding."""
+"""The micro-batcher in isolation (no server): merging, latency, shedding, failures."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from services.batching import GreedyDispatcher
+import pytest
 
-DROPPED = "dropped"
+from services.batching import MicroBatcher, Overloaded
 
 
-def _dispatcher(max_latency_ms: int = 5000) -> tuple[GreedyDispatcher, list[int]]:
+def _batcher(
+    seconds: float, max_wait_s: float = 5.0, max_queue: int = 1000
+) -> tuple[MicroBatcher[int, int], list[int]]:
     sizes: list[int] = []
-    disp = GreedyDispatcher(
-        max_latency_in_ms=max_latency_ms,
-        max_batch_size=64,
-        fallback=lambda: DROPPED,
-        get_batch_size=len,
+
+    def model(queries: list[int]) -> list[int]:
+        sizes.append(len(queries))
+        time.sleep(seconds)
+        return [q * 10 for q in queries]
+
+    batcher = MicroBatcher(
+        model, max_batch_size=64, max_wait_s=max_wait_s, max_queue=max_queue, on_batch=None
     )
-    return disp, sizes
-
-
-def _call(disp: GreedyDispatcher, sizes: list[int], seconds: float):
-    async def model(batches):
-        sizes.append(len(batches))
-        await asyncio.sleep(seconds)
-        return [[x * 10 for x in b] for b in batches]
-
-    return disp(model)
+    return batcher, sizes
 
 
 def test_concurrent_calls_are_merged_and_each_gets_its_own_answer() -> None:
-    disp, sizes = _dispatcher()
-    call = _call(disp, sizes, 0.01)
+    batcher, sizes = _batcher(0.01)
 
-    async def run():
-        return await asyncio.gather(*(call([i]) for i in range(32)))
+    async def run() -> list[list[int]]:
+        return await asyncio.gather(*(batcher.submit([i, i + 100]) for i in range(32)))
 
     answers = asyncio.run(run())
-    assert answers == [[i * 10] for i in range(32)]
-    assert sum(sizes) == 32 and len(sizes) <= 3  # first alone, the rest merged behind it
+    assert answers == [[i * 10, (i + 100) * 10] for i in range(32)]
+    assert sum(sizes) == 64 and len(sizes) <= 3  # first alone, the rest merged behind it
+    assert max(sizes) <= 64
+    batcher.close()
+
+
+def test_a_batch_never_exceeds_max_batch_size() -> None:
+    batcher, sizes = _batcher(0.005)
+
+    async def run() -> None:
+        await asyncio.gather(*(batcher.submit([1] * 10) for _ in range(40)))
+
+    asyncio.run(run())
+    assert sum(sizes) == 400 and max(sizes) <= 64
+    batcher.close()
 
 
 def test_sequential_calls_are_not_held_back_after_a_burst() -> None:
-    """BentoML's stock policy delays every low-load request by the mean past wait; this one
-    sends a lone request at once, before and after a burst."""
-    disp, sizes = _dispatcher()
-    call = _call(disp, sizes, 0.002)
+    """A lone request is sent at once, before and after a burst."""
+    batcher, _ = _batcher(0.002)
 
     async def run() -> tuple[float, float]:
         async def timed_sequence() -> float:
             worst = 0.0
             for i in range(20):
                 start = time.perf_counter()
-                assert await call([i]) == [i * 10]
+                assert await batcher.submit([i]) == [i * 10]
                 worst = max(worst, time.perf_counter() - start)
             return worst
 
         before = await timed_sequence()
-        await asyncio.gather(*(call([i]) for i in range(200)))
+        await asyncio.gather(*(batcher.submit([i]) for i in range(200)))
         return before, await timed_sequence()
 
     before, after = asyncio.run(run())
     assert after < 0.05 and before < 0.05
+    batcher.close()
 
 
 def test_only_requests_that_really_queued_too_long_are_shed() -> None:
-    disp, sizes = _dispatcher(max_latency_ms=50)
-    call = _call(disp, sizes, 0.2)  # each batch outlasts the queueing limit
+    batcher, _ = _batcher(0.2, max_wait_s=0.05)  # each batch outlasts the queueing limit
 
-    async def run():
-        first = asyncio.ensure_future(call([1]))
+    async def run() -> tuple[list[int], BaseException | list[int]]:
+        first = asyncio.ensure_future(batcher.submit([1, 2]))  # two queries: runs threaded
         await asyncio.sleep(0.01)
-        second = await call([2])  # queued behind a 200 ms batch: waited > 50 ms
-        return await first, second
+        second = await asyncio.gather(batcher.submit([2]), return_exceptions=True)
+        return await first, second[0]
 
-    assert asyncio.run(run()) == ([10], DROPPED)
+    first, second = asyncio.run(run())
+    assert first == [10, 20]
+    assert isinstance(second, Overloaded) and second.retry_after_s >= 1
+    assert batcher.stats.shed == 1
+    batcher.close()
+
+
+def test_a_full_queue_is_refused_at_once() -> None:
+    batcher, _ = _batcher(0.1, max_queue=4)
+
+    async def run() -> list[BaseException | list[int]]:
+        running = asyncio.ensure_future(batcher.submit([0, 0]))
+        await asyncio.sleep(0.02)  # the first batch is running; the next four queue
+        queued = [asyncio.ensure_future(batcher.submit([i])) for i in range(4)]
+        await asyncio.sleep(0)
+        start = time.perf_counter()
+        refused = await asyncio.gather(batcher.submit([9]), return_exceptions=True)
+        assert time.perf_counter() - start < 0.05  # refused without waiting for the model
+        return [*refused, *(await asyncio.gather(running, *queued))]
+
+    refused, *served = asyncio.run(run())
+    assert isinstance(refused, Overloaded)
+    assert served == [[0, 0], [0], [10], [20], [30]]
+    batcher.close()
+
+
+def test_a_failing_model_call_fails_its_requests_not_the_batcher() -> None:
+    calls = []
+
+    def model(queries: list[int]) -> list[int]:
+        calls.append(list(queries))
+        if 13 in queries:
+            raise ValueError("bad batch")
+        return queries
+
+    batcher = MicroBatcher(model, max_batch_size=8, max_wait_s=5.0, max_queue=100)
+
+    async def run() -> list[int]:
+        with pytest.raises(ValueError, match="bad batch"):
+            await batcher.submit([13])
+        return await batcher.submit([1])
+
+    assert asyncio.run(run()) == [1]
+    batcher.close()

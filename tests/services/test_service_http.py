@@ -122,10 +122,6 @@ def test_bad_input_is_a_one_line_4xx(client, body: str, status: int, fragment: s
     assert fragment in message and "\n" not in message and "Traceback" not in resp.text
 
 
-def test_internal_scoring_route_is_hidden(client) -> None:
-    assert client.post("/internal/score_batch", json={"queries": []}).status_code == 404
-
-
 def test_api_key_is_required_except_for_probes(deployed: Deployment) -> None:
     body = {"history": ["i1"], "k": 2}
     with httpx.Client(base_url=deployed.url, timeout=30) as anon:
@@ -146,21 +142,15 @@ def test_metadata_and_metrics(served_workspace, client) -> None:
     assert meta["metrics"] == {"ndcg@10": 0.11} and meta["loaded_at"]
     metrics = client.get("/metrics").text
     assert 'recops_recommend_requests_total{source="cold_start"}' in metrics
-    assert "bentoml_service_adaptive_batch_size" in metrics
+    assert "recops_batch_size_bucket" in metrics
 
 
 def _merged_batches(metrics: str) -> tuple[float, float]:
-    """(sum, count) of the score_batch adaptive batch-size histogram."""
+    """(sum, count) of the model call's batch-size histogram."""
     found = {
         kind: float(m.group(1))
         for kind in ("sum", "count")
-        if (
-            m := re.search(
-                rf'adaptive_batch_size_{kind}{{[^}}]*method_name="score_batch"'
-                rf"[^}}]*}} ([0-9.e+]+)",
-                metrics,
-            )
-        )
+        if (m := re.search(rf"^recops_batch_size_{kind}(?:{{[^}}]*}})? ([0-9.e+]+)", metrics, re.M))
     }
     return found.get("sum", 0.0), found.get("count", 0.0)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from components.registry.changes import apply_gate, rollback_champion
 from components.registry.store import ModelRegistry
+from tests.conftest import REPO_ROOT
 
 from .conftest import register_n
 
@@ -20,7 +21,12 @@ def recops(*args: str, workspace: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=120,
-        env={"RECOPS_ACTOR": "cli:tester", "PATH": "/usr/bin:/bin", "BENTOML_DO_NOT_TRACK": "true"},
+        env={
+            "RECOPS_ACTOR": "cli:tester",
+            "PATH": "/usr/bin:/bin",
+            "BENTOML_DO_NOT_TRACK": "true",
+            "PYTHONPATH": str(REPO_ROOT),  # this checkout, not wherever recops is installed
+        },
     )
 
 

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from bentoml._internal.models.model import ModelStore
 
 from components.errors import RegistryError
 from components.registry.history import replay
-from components.registry.store import ModelRegistry
+from components.registry.store import ModelRegistry, model_info
 from components.workspace import Workspace
 
 from .conftest import TinyBundle, make_record, register_n
@@ -31,11 +30,12 @@ def test_register_stores_weights_labels_and_record(registry: ModelRegistry) -> N
     assert mv.record.data_version == "data-0" and mv.record.metrics_test["ndcg@10"] == 0.25
     state = torch.load(Path(mv.path) / "weights.pt")
     assert torch.equal(state["weight"], TinyBundle(0).model.weight)
-    bento = ModelStore(registry.workspace.bentoml_home / "models").get(mv.tag)
-    assert bento.info.labels["data_version"] == "data-0"
-    assert bento.info.labels["config_hash"] == "hash0"
-    assert bento.info.labels["status"] == "candidate"
-    assert bento.info.metadata["metrics_test"]["ndcg@10"] == 0.25
+    info = model_info(Path(mv.path))
+    assert info["tag"] == mv.tag and Path(mv.path).parent == registry.models_dir
+    assert info["labels"]["data_version"] == "data-0"
+    assert info["labels"]["config_hash"] == "hash0"
+    assert info["labels"]["status"] == "candidate"
+    assert info["metadata"]["metrics_test"]["ndcg@10"] == 0.25
     assert registry.get(mv.version[:6]).version == mv.version  # unique prefix
     assert registry.get(mv.tag).version == mv.version  # full tag
     assert registry.champion() is None
@@ -78,10 +78,9 @@ def test_promote_promote_rollback_restores_v1_with_full_history(registry: ModelR
     }
     assert events[2].gate == gate and registry.get(v1).record.gate == gate
     assert events[4].actor == "cli:bob"
-    # the status is mirrored into BentoML's own labels
-    store = ModelStore(registry.workspace.bentoml_home / "models")
-    assert store.get(restored.tag).info.labels["status"] == "champion"
-    assert store.get(registry.get(v2).tag).info.labels["status"] == "retired"
+    # the status is mirrored into each model folder's labels
+    assert model_info(Path(restored.path))["labels"]["status"] == "champion"
+    assert model_info(Path(registry.get(v2).path))["labels"]["status"] == "retired"
 
 
 def test_rollback_walks_back_the_champion_lineage(registry: ModelRegistry) -> None:
