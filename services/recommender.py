@@ -116,7 +116,9 @@ def validation_error(exc: ValidationError) -> tuple[int, str]:
     """(status, one line) for a body pydantic refused: 400 for unreadable JSON, else 422
     naming the first bad field."""
     errors = exc.errors(include_url=False)
-    first = errors[0] if errors else {}
+    if not errors:
+        return 422, "invalid request"
+    first = errors[0]
     if first.get("type") == "json_invalid":
         return 400, "request body is not valid JSON"
     where = ".".join(str(part) for part in first.get("loc", ()))
