@@ -32,10 +32,12 @@ import numpy as np
 import torch
 
 from benchmarks.accuracy import _model_config
+from components.explain.gradients import integrated_gradients
 from components.explain.influence import Question, deletion_influence
 from components.models.bundle import ModelBundle
 
-STRATEGIES = ("top3", "random3", "recent3")
+STRATEGIES = ("top3", "random3", "recent3")  # + "ig3" where integrated gradients apply
+IG_STEPS = 16
 N_DELETE = 3
 LATENCY_HISTORY = 50
 LATENCY_K = 10
@@ -52,15 +54,24 @@ def without_events(history: torch.Tensor, positions: list[int], width: int) -> t
     return row
 
 
-def deletion_sets(drops: np.ndarray, length: int, rng: np.random.Generator) -> dict[str, list[int]]:
+def deletion_sets(
+    drops: np.ndarray,
+    length: int,
+    rng: np.random.Generator,
+    gradients: np.ndarray | None = None,
+) -> dict[str, list[int]]:
     """Positions (into a history of ``length``) each strategy deletes; ``drops`` are the
-    single-event influences of every event (``length`` of them)."""
+    single-event deletion influences of every event, ``gradients`` their integrated
+    gradients (``ig3``, when the model has them)."""
     order = np.argsort(-drops, kind="stable")
-    return {
+    sets = {
         "top3": sorted(order[:N_DELETE].tolist()),
         "random3": sorted(rng.choice(length, N_DELETE, replace=False).tolist()),
         "recent3": list(range(length - N_DELETE, length)),
     }
+    if gradients is not None:
+        sets["ig3"] = sorted(np.argsort(-gradients, kind="stable")[:N_DELETE].tolist())
+    return sets
 
 
 def eligible_rows(histories: torch.Tensor, min_history: int, size: int, seed: int) -> np.ndarray:
@@ -82,30 +93,51 @@ def faithfulness(
     questions = [
         Question(row[row != 0], target) for row, target in zip(histories, top1, strict=True)
     ]
+    started = time.perf_counter()
     influences = deletion_influence(bundle.model, questions, width, max_events=width)
+    deletion_ms = (time.perf_counter() - started) * 1000 / max(len(questions), 1)
+    started = time.perf_counter()
+    gradients = [
+        integrated_gradients(bundle.model, q.history, int(q.targets), width, IG_STEPS)
+        for q in questions
+    ]
+    ig_ms = (time.perf_counter() - started) * 1000 / max(len(questions), 1)
+    has_ig = all(g is not None for g in gradients)
+    strategies = [*STRATEGIES, "ig3"] if has_ig else list(STRATEGIES)
     rng = np.random.default_rng(seed)
     variant_rows, targets, same = [], [], []
-    for influence in influences:
+    for influence, gradient in zip(influences, gradients, strict=True):
         history = influence.history
-        sets = deletion_sets(influence.drops[0].numpy(), len(history), rng)
-        variant_rows += [without_events(history, sets[s], width) for s in STRATEGIES]
+        sets = deletion_sets(
+            influence.drops[0].numpy(),
+            len(history),
+            rng,
+            gradient.numpy() if has_ig and gradient is not None else None,
+        )
+        variant_rows += [without_events(history, sets[s], width) for s in strategies]
         targets.append(int(influence.targets[0]))
         same.append(sets["top3"] == sets["recent3"])
-    target_index = torch.tensor(targets).repeat_interleave(len(STRATEGIES))
+    target_index = torch.tensor(targets).repeat_interleave(len(strategies))
     scores, ranks = [], []
     for start in range(0, len(variant_rows), chunk):
         block = bundle.score(torch.stack(variant_rows[start : start + chunk])).float()
         wanted = block.gather(1, target_index[start : start + chunk, None])
         scores.append(wanted[:, 0])
         ranks.append((block > wanted).sum(dim=1) + 1)
-    after = torch.cat(scores).view(-1, len(STRATEGIES)).numpy()
-    rank_after = torch.cat(ranks).view(-1, len(STRATEGIES)).numpy()
+    after = torch.cat(scores).view(-1, len(strategies)).numpy()
+    rank_after = torch.cat(ranks).view(-1, len(strategies)).numpy()
     base = np.array([float(i.scores[0]) for i in influences])
     base_rank = np.array([int(i.ranks[0]) for i in influences])
     drop = base[:, None] - after
     rank_drop = rank_after - base_rank[:, None]
-    out: dict[str, Any] = {"users": len(influences)}
-    for column, name in enumerate(STRATEGIES):
+    out: dict[str, Any] = {
+        "users": len(influences),
+        "deletion_ms_per_user": round(deletion_ms, 2),
+        "ig_ms_per_user": round(ig_ms, 2) if has_ig else None,
+        "ig_beats_random_share": float((drop[:, 3] > drop[:, 1]).mean()) if has_ig else None,
+        "top3_beats_ig_share": float((drop[:, 0] > drop[:, 3]).mean()) if has_ig else None,
+    }
+    for column, name in enumerate(strategies):
         out[f"{name}_mean_score_drop"] = float(drop[:, column].mean())
         out[f"{name}_mean_rank_drop"] = float(rank_drop[:, column].mean())
     out["top3_beats_random_share"] = float((drop[:, 0] > drop[:, 1]).mean())
@@ -372,6 +404,25 @@ def format_tables(result: dict[str, Any]) -> str:
         "score strictly more than 3 random / the 3 most recent events; '=recent': top-3 were the "
         "3 most recent."
     )
+    with_ig = [r for r in result["faithfulness"] if r.get("ig_ms_per_user") is not None]
+    if with_ig:
+        lines.append(
+            f"{'data':<16}{'model':<9}{'IG>rand':>9}{'del>IG':>8}{'score drop IG':>15}"
+            f"{'rank drop IG':>14}{'ms/user deletion':>18}{'ms/user IG':>12}"
+        )
+        for r in with_ig:
+            lines.append(
+                f"{r['data']:<16}{r['model']:<9}{r['ig_beats_random_share']:>9.1%}"
+                f"{r['top3_beats_ig_share']:>8.1%}{r['ig3_mean_score_drop']:>15.3f}"
+                f"{r['ig3_mean_rank_drop']:>14.1f}{r['deletion_ms_per_user']:>18.1f}"
+                f"{r['ig_ms_per_user']:>12.1f}"
+            )
+        lines.append(
+            f"IG: top-3 events by integrated gradients ({IG_STEPS} steps, zero-embedding "
+            "baseline) deleted together; 'del>IG': top-3 by deletion drops the score strictly "
+            "more than top-3 by IG; ms/user: one history's attribution (deletion: all users "
+            "batched)."
+        )
     if result["latency"]:
         setup = result["latency_setup"]
         lines += [
