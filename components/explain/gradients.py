@@ -10,10 +10,13 @@ inputs are the item embeddings of the history (baseline: all zero, the padding v
 and ``f`` is the target item's score. The attribution of an event is
 ``sum_d x_d * mean_alpha(df/dx_d at alpha * x)`` (right Riemann sum over ``steps``).
 
-Model-agnostic by a forward hook: the first ``nn.Embedding`` whose input is the scored
-history itself is scaled along the path. Models without such a layer (``itemknn``,
-``pop``, LightGCN's graph tables, BERT4Rec which appends a mask token) get ``None``:
-gradient attribution does not apply to them, deletion does.
+Model-agnostic by forward hooks: the first module to finish whose input is the scored
+history itself and whose output is ``[B, L, D]`` floats (an ``nn.Embedding``, or the
+shared ``ItemInput`` layer of the sequence models) is scaled along the path; modules
+finish inner first, so an encoder that also reads the history is never the one scaled.
+Models without such a layer (``itemknn``, ``pop``, LightGCN's graph tables, BERT4Rec which
+appends a mask token) get ``None``: gradient attribution does not apply to them, deletion
+does.
 """
 
 from __future__ import annotations
@@ -31,8 +34,16 @@ def _scaling_hook(
     batch: Tensor, alphas: Tensor, found: list[Tensor]
 ) -> Callable[[nn.Module, Any, Tensor], Tensor | None]:
     def hook(module: nn.Module, inputs: Any, output: Tensor) -> Tensor | None:
-        ids = inputs[0]
-        if found or ids.shape != batch.shape or not torch.equal(ids, batch):
+        ids = inputs[0] if inputs else None
+        if (
+            found
+            or not isinstance(ids, Tensor)
+            or ids.shape != batch.shape
+            or not isinstance(output, Tensor)
+            or output.dim() != 3
+            or not output.is_floating_point()
+            or not torch.equal(ids, batch)
+        ):
             return None
         scaled = (output.detach() * alphas[:, None, None]).requires_grad_(True)
         found.append(output.detach()[0])
@@ -56,7 +67,7 @@ def integrated_gradients(
     hooks = [
         module.register_forward_hook(_scaling_hook(batch, alphas, found))
         for module in model.modules()
-        if isinstance(module, nn.Embedding)
+        if module is not model
     ]
     try:
         with torch.enable_grad():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from components.data.prepare import PreparedData
 from components.explain.gradients import integrated_gradients
@@ -14,12 +13,18 @@ from tests.components.models.test_contract import _bundle
 def _score_with_zero_embeddings(model, row: torch.Tensor, target: int) -> float:
     """f(baseline): the history's item embeddings replaced by zeros."""
 
+    done: list[bool] = []
+
     def zero(module, inputs, output):
-        if inputs[0].shape == row.shape and torch.equal(inputs[0], row):
+        ids = inputs[0] if inputs else None
+        if done or not isinstance(ids, torch.Tensor) or ids.shape != row.shape:
+            return None
+        if isinstance(output, torch.Tensor) and output.dim() == 3 and torch.equal(ids, row):
+            done.append(True)
             return torch.zeros_like(output)
         return None
 
-    hooks = [m.register_forward_hook(zero) for m in model.modules() if isinstance(m, nn.Embedding)]
+    hooks = [m.register_forward_hook(zero) for m in model.modules() if m is not model]
     try:
         with torch.no_grad():
             return float(model.score_all(row)[0, target])
