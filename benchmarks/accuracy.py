@@ -82,13 +82,14 @@ def benchmark_one(
     overrides: list[str],
 ) -> dict[str, Any]:
     """Train and evaluate one model; the row of the table."""
-    from components.training.trainer import prepare_from_config, train_model
+    from components.lifecycle.prepare import prepare_dataset
+    from components.lifecycle.train import train
 
     cfg = _model_config(name, data, fmt, max_epochs, overrides)
-    prepared = prepare_from_config(cfg.data, cfg.features)
+    prepared = prepare_dataset(cfg.data, cfg.features)
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp, PeakRSS() as rss:
         started = time.perf_counter()
-        result = train_model(prepared, cfg.model, cfg.train, cfg.eval, Path(tmp))
+        result = train(prepared, cfg, Path(tmp) / "run").result
         wall = time.perf_counter() - started
     other = _other_protocol(result.bundle, prepared, cfg)
     epochs = max(result.epochs, 0)

@@ -159,13 +159,14 @@ def faithfulness_one(
     overrides: list[str],
 ) -> tuple[dict[str, Any], Any, Any]:
     """Train ``model`` on ``data`` and measure faithfulness; returns (row, bundle, prepared)."""
-    from components.training.trainer import prepare_from_config, train_model
+    from components.lifecycle.prepare import prepare_dataset
+    from components.lifecycle.train import train
 
     cfg = _model_config(model, data, fmt, max_epochs, overrides)
-    prepared = prepare_from_config(cfg.data)
+    prepared = prepare_dataset(cfg.data, cfg.features)
     with tempfile.TemporaryDirectory(prefix=f"bench-explain-{model}-") as tmp:
         started = time.perf_counter()
-        result = train_model(prepared, cfg.model, cfg.train, cfg.eval, Path(tmp))
+        result = train(prepared, cfg, Path(tmp) / "run").result
         train_s = time.perf_counter() - started
     bundle = result.bundle
     bundle.model.eval()
@@ -231,7 +232,7 @@ def http_latency(
 ) -> list[dict[str, Any]]:
     """Deploy ``bundle`` as a real bento (``serve.explain_max_history = explain_history``)
     in a temporary workspace and load it over HTTP."""
-    from components.deploy.config import DeployConfig, ServeConfig
+    from components.deploy.config import LocalDeployConfig, ServeConfig
     from components.deploy.local import deploy_version, free_port, stop_local
     from components.features.config import FeaturesConfig
     from components.records import RunRecord
@@ -253,7 +254,11 @@ def http_latency(
             port=free_port(), cpu_threads=cpu_threads, explain_max_history=explain_history
         )
         deployed = deploy_version(
-            ws, version, serve, DeployConfig(readiness_timeout_s=300), FeaturesConfig(enabled=False)
+            ws,
+            version,
+            serve,
+            LocalDeployConfig(readiness_timeout_s=300),
+            FeaturesConfig(enabled=False),
         )
         try:
             for level in levels:

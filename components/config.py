@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from components.data.config import DataConfig
-from components.deploy.config import DeployConfig, ServeConfig
+from components.deploy.config import DeployConfig, LocalDeployConfig, ServeConfig
 from components.errors import ConfigError
 from components.evaluation.config import EvalConfig, GateConfig
 from components.explain.config import ExplainConfig
@@ -46,7 +46,7 @@ class RecopsConfig(BaseModel):
     eval: EvalConfig = EvalConfig()
     gate: GateConfig = GateConfig()
     serve: ServeConfig = ServeConfig()
-    deploy: DeployConfig = DeployConfig()
+    deploy: DeployConfig = LocalDeployConfig()
     explain: ExplainConfig = ExplainConfig()
 
     def fingerprint(self) -> str:

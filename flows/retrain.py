@@ -1,30 +1,34 @@
-"""The retrain flow: events -> validated version -> features -> model -> gate -> bento.
+"""The retrain flow: events -> validated version -> features -> model -> gate -> deploy.
 
-Reads like the product description; every step is a task in :mod:`flows.tasks` over a
-function in ``components/``. The champion pointer moves only after the new bento is
-serving (deploy first, then promote): a deployment that fails its checks leaves both the
-old bento serving and the old champion in the registry, with the failure in the history.
+Reads like the product description; every step is a task in :mod:`flows.tasks` over one
+use case in :mod:`components.lifecycle`. The champion pointer moves only after the new
+version is deployed through the configured target (deploy first, then promote): a
+deployment that fails leaves the old version serving and the old champion in the
+registry, with the failure in the history.
 """
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime, timezone
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from components.config import RecopsConfig, config_from_mapping
-from components.errors import DeployFailed, ValidationFailed
+from components.errors import ValidationFailed
+from components.evaluation.gate import GateDecision
+from components.lifecycle.ingest import Ingested
+from components.lifecycle.promote import Promotion, gate_and_promote, promotion_lock
+from components.lifecycle.train import new_run_id
+from components.records import RunRecord
 from components.workspace import Workspace
-from flows.locks import promotion_lock
 from flows.tasks import (
-    deploy_bento,
+    deploy_version,
     evaluation_gate,
     fetch_batch,
     influence_report,
     materialize_features,
+    prepare_data,
     register_model,
     train_challenger,
     validate_and_version,
@@ -49,63 +53,59 @@ def retrain_flow(
     logger = get_run_logger()
     cfg = resolve_config(config)
     ws = Workspace.at(cfg.workspace).activate()
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    run_id = new_run_id()
 
     batch = fetch_batch(cfg, ws, data_path, data_format)
     try:
-        report, data_version = validate_and_version(cfg, ws, batch)
+        ingested = validate_and_version(cfg, ws, batch)
     except ValidationFailed as exc:
         publish_rejected_batch(batch.batch_id, exc)
         raise
+    data_version = ingested.version.version
     if cfg.features.enabled:
-        materialize_features(cfg, ws, data_version.version)
-    prepared, trained, record = train_challenger(cfg, ws, data_version.version, run_id)
-    version = register_model(ws, trained.bundle, record)
+        materialize_features(cfg, ws, data_version)
+    prepared = prepare_data(cfg, ws, data_version)
+    trained = train_challenger(cfg, ws, prepared, data_version, run_id)
+    version = register_model(ws, trained.result.bundle, trained.record).version
     if cfg.explain.report:
-        influence_report(
-            cfg, ws, prepared, trained.bundle, data_version.version, version.version, run_id
-        )
+        influence_report(cfg, ws, prepared, trained.result.bundle, data_version, version, run_id)
 
     with promotion_lock(ws):
-        decision, champion_before = evaluation_gate(cfg, ws, prepared, trained.bundle, run_id)
-        outcome = promote_or_reject(cfg, ws, version.version, decision, actor)
-    outcome |= serving_summary(ws)
+        gate = evaluation_gate(cfg, ws, prepared, trained.result.bundle, run_id)
+        promotion = gate_and_promote(
+            ws,
+            version,
+            gate.decision,
+            lambda w, v: deploy_version(cfg, w, v),
+            actor=actor,
+        )
+    outcome = run_outcome(ws, promotion)
     outcome["example_user"] = prepared.vocab.users[0] if prepared.vocab.n_users else None
 
-    record = record.model_copy(
+    record = trained.record.model_copy(
         update={
-            "model_version": version.version,
-            "gate": decision.model_dump(mode="json"),
-            "deployed_version": outcome.get("deployed_version"),
-            "status": outcome["status"],
+            "model_version": version,
+            "gate": gate.decision.model_dump(mode="json"),
+            "deployed_version": outcome["deployed_version"],
+            "status": promotion.status,
         }
     )
     record.save(ws.runs_dir / run_id / "run_record.json")
-    publish_summary(record, data_version, report, decision, champion_before, outcome)
-    logger.info("run %s finished: %s", run_id, outcome["status"])
+    publish_summary(record, ingested, gate.decision, gate.champion_before, outcome)
+    logger.info("run %s finished: %s", run_id, promotion.status)
     return record.model_dump(mode="json") | {"outcome": outcome}
 
 
-def promote_or_reject(
-    cfg: RecopsConfig, ws: Workspace, version: str, decision: Any, actor: str
-) -> dict[str, Any]:
-    """Deploy-then-promote when the gate passed; record a rejection otherwise."""
-    from components.registry.store import ModelRegistry
-
-    registry = ModelRegistry(ws)
-    gate = decision.model_dump(mode="json")
-    if not decision.promote:
-        registry.reject(version, actor=actor, reason="; ".join(decision.reasons), gate=gate)
-        return {"status": "rejected", "deployed_version": None}
-    deployed = None
-    if cfg.deploy.target == "local":
-        try:
-            deployed = deploy_bento(cfg, ws, version)
-        except DeployFailed as exc:
-            registry.reject(version, actor=actor, reason=f"deploy failed: {exc}", gate=gate)
-            raise
-    registry.promote(version, actor=actor, reason="; ".join(decision.reasons), gate=gate)
-    return {"status": "champion", "deployed_version": version if deployed is not None else None}
+def run_outcome(ws: Workspace, promotion: Promotion) -> dict[str, Any]:
+    """Status, what this run deployed, and what serves now (local target) and where."""
+    deployed = promotion.deployed
+    outcome: dict[str, Any] = {
+        "status": promotion.status,
+        "deployed_version": deployed.version if deployed and deployed.target != "none" else None,
+        "deploy_target": deployed.target if deployed else None,
+        "deploy_detail": dict(deployed.detail) if deployed else {},
+    }
+    return outcome | serving_summary(ws)
 
 
 def serving_summary(ws: Workspace) -> dict[str, Any]:
@@ -131,11 +131,13 @@ def publish_rejected_batch(batch_id: str, exc: ValidationFailed) -> None:
     )
 
 
-def _metric_rows(decision: Any) -> list[dict[str, Any]]:
+def _metric_rows(decision: GateDecision) -> list[dict[str, Any]]:
+    from components.evaluation.metrics import MRR
+
     reference = decision.champion if decision.reference == "champion" else decision.baseline
     rows = []
     for metric, value in sorted(decision.challenger.items()):
-        if "@" not in metric and metric != "mrr":
+        if "@" not in metric and metric != MRR:
             continue
         ref = reference.get(metric) if reference else None
         rows.append(
@@ -150,10 +152,9 @@ def _metric_rows(decision: Any) -> list[dict[str, Any]]:
 
 
 def publish_summary(
-    record: Any,
-    data_version: Any,
-    report: Any,
-    decision: Any,
+    record: RunRecord,
+    ingested: Ingested,
+    decision: GateDecision,
     champion_before: str | None,
     outcome: dict[str, Any],
 ) -> None:
@@ -162,15 +163,18 @@ def publish_summary(
     create_table_artifact(
         key="recops-metrics", table=rows, description="challenger vs reference, same test split"
     )
+    report = ingested.report
     validation = "already accepted (no new rows)" if report is None else report.summary
+    version = ingested.version
     md = [
         f"# recops retrain `{record.run_id}`",
         "",
-        f"- data version: `{data_version.version}` ({data_version.n_rows:,} events)",
+        f"- data version: `{version.version}` ({version.n_rows:,} events)",
         f"- validation: {validation}",
         f"- model: `{record.model_name}` -> version `{record.model_version}`",
         f"- champion before: `{champion_before}`",
-        f"- outcome: **{outcome['status']}**; serving: `{outcome.get('deployed_version') or 'unchanged'}`",
+        f"- outcome: **{outcome['status']}**; deployed: `{outcome.get('deployed_version') or 'nothing'}`"
+        f" (target {outcome.get('deploy_target') or '-'})",
         "",
         "## Gate",
         "```",

@@ -1,48 +1,22 @@
 """The rollback flow: bring an earlier model back as champion and serve it again.
 
-Visible and auditable in Prefect like any other run. Order matters: the earlier version
-is deployed first (health-checked switch-over) and the champion pointer moves after, so a
-failed deployment leaves both serving and registry as they were.
+Visible and auditable in Prefect like any other run; the use case is
+:func:`components.lifecycle.rollback.rollback` (deploy through the configured target
+first, then move the champion pointer: a failed deployment leaves the current champion
+serving and in the registry).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 
-from components.errors import RegistryError
+from components.lifecycle.rollback import rollback
 from components.workspace import Workspace
-from flows.locks import promotion_lock
 from flows.retrain import resolve_config
-from flows.tasks import deploy_bento
-
-
-@task(name="rollback-registry", retries=0, cache_policy=NO_CACHE)
-def move_champion(ws: Workspace, target: str, actor: str, reason: str) -> dict[str, Any]:
-    from components.registry.store import ModelRegistry
-
-    version = ModelRegistry(ws).rollback(to=target, actor=actor, reason=reason)
-    return {"version": version.version, "model_name": version.model_name}
-
-
-def rollback_target(ws: Workspace, to: str | None) -> tuple[str, str]:
-    """(current champion, version to restore): ``to`` or the champion before the current."""
-    from components.registry.store import ModelRegistry
-
-    registry = ModelRegistry(ws)
-    state = registry.state()
-    if state.champion is None:
-        raise RegistryError("there is no champion to roll back")
-    target = to if to is not None else state.previous_champion
-    if target is None:
-        raise RegistryError(
-            f"{state.champion} is the only champion so far; nothing to roll back to",
-            hint="name a version with --to",
-        )
-    return state.champion, registry.get(target).version
+from flows.tasks import deploy_version
 
 
 @flow(
@@ -59,19 +33,15 @@ def rollback_flow(
     logger = get_run_logger()
     cfg = resolve_config(config)
     ws = Workspace.at(cfg.workspace).activate()
-    with promotion_lock(ws):
-        current, target = rollback_target(ws, to)
-        deployed = None
-        if cfg.deploy.target == "local":
-            deployed = deploy_bento(cfg, ws, target)
-        moved = move_champion(ws, target, actor, reason or f"rollback from {current}")
-    logger.info("rolled back %s -> %s", current, target)
+    done = rollback(ws, lambda w, v: deploy_version(cfg, w, v), to, actor=actor, reason=reason)
+    before, after = done.change.before, done.change.after
+    logger.info("rolled back %s -> %s", before, after)
     create_markdown_artifact(
         key="recops-rollback",
         markdown=(
-            f"# Rollback\n\n- from: `{current}`\n- to: `{target}` ({moved['model_name']})\n"
-            f"- by: {actor}\n- serving: `{getattr(deployed, 'url', None) or 'not deployed (deploy.target)'}`\n"
+            f"# Rollback\n\n- from: `{before}`\n- to: `{after}` ({done.change.version.model_name})\n"
+            f"- by: {actor}\n- deployed: {done.deployed.describe()}\n"
         ),
         description="champion rollback",
     )
-    return {"from": current, "to": target, "url": getattr(deployed, "url", None)}
+    return {"from": before, "to": after, "url": done.deployed.url}

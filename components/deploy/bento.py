@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from components.deploy.config import DeployConfig, ServeConfig
+from components.deploy.config import BentoBuildConfig, ServeConfig
 from components.errors import DeployFailed, RecopsError
+from components.evaluation.metrics import HEADLINE_METRICS
 from components.features.config import FeaturesConfig
 from components.workspace import Workspace
 
@@ -67,7 +68,6 @@ RUNTIME_PACKAGES = [
     "scipy",
     "lightning",
 ]
-HEADLINE_METRICS = ("ndcg@10", "recall@10", "hr@10", "mrr@10")
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def bento_labels(model: ModelVersion) -> dict[str, str]:
     return labels
 
 
-def docker_options(deploy_cfg: DeployConfig) -> dict[str, object]:
+def docker_options(deploy_cfg: BentoBuildConfig) -> dict[str, object]:
     """``bentoml containerize`` base: Debian + CUDA runtime when the deployment wants a GPU."""
     options: dict[str, object] = {
         "distro": "debian",
@@ -137,7 +137,9 @@ def docker_options(deploy_cfg: DeployConfig) -> dict[str, object]:
     return options
 
 
-def write_bentofile(workspace: Workspace, model: ModelVersion, deploy_cfg: DeployConfig) -> Path:
+def write_bentofile(
+    workspace: Workspace, model: ModelVersion, deploy_cfg: BentoBuildConfig
+) -> Path:
     """Write ``deploy_dir/bentofiles/<version>.yaml`` (kept: it documents the build)."""
     spec = {
         "service": SERVICE_IMPORT,
@@ -159,7 +161,7 @@ def build_bento(
     workspace: Workspace,
     version: str,
     serve_cfg: ServeConfig,
-    deploy_cfg: DeployConfig,
+    deploy_cfg: BentoBuildConfig,
     features_cfg: FeaturesConfig,
 ) -> BuiltBento:
     """Build (into ``workspace.bentoml_home``) the bento serving registered ``version``.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,17 +38,46 @@ class ServeConfig(BaseModel):
     explain_top_events: int = Field(5, ge=1, description="events listed per item")
 
 
-class DeployConfig(BaseModel):
-    """Where the champion bento runs."""
+class BentoBuildConfig(BaseModel):
+    """Settings every target shares: how the bento's container image is described."""
 
     model_config = ConfigDict(extra="forbid")
 
-    target: Literal["local", "k8s", "none"] = "local"
-    readiness_timeout_s: float = Field(120.0, gt=0)
     gpu: bool = True
-    k8s_namespace: str = "recops"
-    k8s_replicas: int = Field(2, ge=1)
     image: str | None = None
     cuda_version: str = "12.1"
+
+
+class LocalDeployConfig(BentoBuildConfig):
+    """``deploy.target: local``: a bento process behind the local proxy, switched over
+    only after readiness and a smoke test pass."""
+
+    target: Literal["local"] = "local"
+    readiness_timeout_s: float = Field(120.0, gt=0)
     switch_drain_s: float = Field(1.0, ge=0)
+
+
+class KubernetesDeployConfig(BentoBuildConfig):
+    """``deploy.target: k8s``: build the bento, render and validate the manifests, and
+    ``kubectl apply`` them when ``apply`` is on (needs kubectl and a cluster context)."""
+
+    target: Literal["k8s"]
+    k8s_namespace: str = "recops"
+    k8s_replicas: int = Field(2, ge=1)
     k8s_output_dir: str | None = None  # default: <workspace>/deploy/k8s
+    apply: bool = False
+    kubectl_timeout_s: float = Field(120.0, gt=0)
+
+
+class NoDeployConfig(BentoBuildConfig):
+    """``deploy.target: none``: the registry changes, nothing is served (tests, batch-only)."""
+
+    target: Literal["none"]
+
+
+#: where the champion bento runs: one settings class per target, chosen by ``target``
+#: (a new target = a new class here and one entry in components.deploy.targets.TARGETS)
+DeployConfig = Annotated[
+    LocalDeployConfig | KubernetesDeployConfig | NoDeployConfig,
+    Field(discriminator="target"),
+]

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from components.deploy.config import DeployConfig, ServeConfig
+from components.deploy.config import BentoBuildConfig, KubernetesDeployConfig, ServeConfig
 from components.errors import DeployFailed
 from components.workspace import Workspace
 
@@ -33,7 +33,7 @@ class RenderedManifests:
     image: str
 
 
-def image_for(bento_tag: str, deploy_cfg: DeployConfig) -> str:
+def image_for(bento_tag: str, deploy_cfg: BentoBuildConfig) -> str:
     """``deploy.image`` or the tag ``bentoml containerize <bento_tag>`` produces."""
     return deploy_cfg.image or bento_tag
 
@@ -43,7 +43,7 @@ def render_manifests(
     version: str,
     bento_tag: str,
     serve_cfg: ServeConfig,
-    deploy_cfg: DeployConfig,
+    deploy_cfg: KubernetesDeployConfig,
 ) -> RenderedManifests:
     """Fill the templates for ``version`` and write them; validated before returning."""
     out = (

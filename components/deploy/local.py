@@ -42,7 +42,7 @@ from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict
 
 from components.deploy.bento import REPO_ROOT, build_bento
-from components.deploy.config import DeployConfig, ServeConfig
+from components.deploy.config import LocalDeployConfig, ServeConfig
 from components.errors import DeployFailed
 from components.features.config import FeaturesConfig
 from components.net import free_port
@@ -310,7 +310,7 @@ def deploy_version(
     workspace: Workspace,
     version: str,
     serve_cfg: ServeConfig,
-    deploy_cfg: DeployConfig,
+    deploy_cfg: LocalDeployConfig,
     features_cfg: FeaturesConfig,
 ) -> Deployment:
     """Build the bento for ``version`` and switch the local deployment to it (see module doc).
@@ -331,7 +331,7 @@ def _deploy_locked(
     version: str,
     host: str,
     serve_cfg: ServeConfig,
-    deploy_cfg: DeployConfig,
+    deploy_cfg: LocalDeployConfig,
     features_cfg: FeaturesConfig,
 ) -> Deployment:
     state = read_state(workspace)

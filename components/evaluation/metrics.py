@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from components.data.sequences import Vocabulary
 from components.data.splits import EvalSet
 from components.models.base import trim_left_padding
 
@@ -66,16 +65,55 @@ def by_history_length(histories: Tensor) -> Tensor:
     return torch.argsort((histories != 0).sum(dim=1), stable=True)
 
 
+# --- metric names: the one place they are spelled ------------------------------------
+MRR = "mrr"
+N_USERS = "n_users"
+#: the figures every summary shows first (run summary, logs, bento labels, tables)
+HEADLINE_METRICS: tuple[str, ...] = ("hr@10", "ndcg@10", MRR)
+
+
+def hr_key(k: int) -> str:
+    return f"hr@{k}"
+
+
+def recall_key(k: int) -> str:
+    return f"recall@{k}"
+
+
+def ndcg_key(k: int) -> str:
+    return f"ndcg@{k}"
+
+
+def coverage_key(k: int) -> str:
+    return f"coverage@{k}"
+
+
+def metric_order(ks: Sequence[int]) -> list[str]:
+    """Every metric :func:`evaluate` reports for ``ks``, in display order."""
+    return (
+        [hr_key(k) for k in ks]
+        + [ndcg_key(k) for k in ks]
+        + [recall_key(k) for k in ks]
+        + [MRR]
+        + [coverage_key(k) for k in ks]
+    )
+
+
+def format_headline(metrics: dict[str, float]) -> str:
+    """``hr@10=0.1234, ndcg@10=0.0567, mrr=0.0456`` (the headline metrics present)."""
+    return ", ".join(f"{k}={metrics[k]:.4f}" for k in HEADLINE_METRICS if k in metrics)
+
+
 def per_user_metrics(ranks: Tensor, ks: Sequence[int]) -> dict[str, Tensor]:
     """HR/NDCG/Recall at each k and MRR for 0-based ``ranks``."""
     ranks_f = ranks.double()
     out: dict[str, Tensor] = {}
     for k in ks:
         hit = (ranks < k).double()
-        out[f"hr@{k}"] = hit
-        out[f"recall@{k}"] = hit
-        out[f"ndcg@{k}"] = hit / torch.log2(ranks_f + 2)
-    out["mrr"] = 1.0 / (ranks_f + 1)
+        out[hr_key(k)] = hit
+        out[recall_key(k)] = hit
+        out[ndcg_key(k)] = hit / torch.log2(ranks_f + 2)
+    out[MRR] = 1.0 / (ranks_f + 1)
     return out
 
 
@@ -135,25 +173,7 @@ def evaluate(
     }
     if seen_in_topk is not None:
         for j, k in enumerate(ks):
-            summary[f"coverage@{k}"] = float(seen_in_topk[1:, j].sum()) / max(n_items, 1)
-    summary["n_users"] = float(len(ranks))
+            summary[coverage_key(k)] = float(seen_in_topk[1:, j].sum()) / max(n_items, 1)
+    summary[N_USERS] = float(len(ranks))
     per_user = {name: values.numpy() for name, values in metrics.items()}
     return EvalResult(summary, per_user, exclude_seen, ranks.numpy())
-
-
-def align_eval_set(eval_set: EvalSet, data_vocab: Vocabulary, model_vocab: Vocabulary) -> EvalSet:
-    """Re-index an eval set built with ``data_vocab`` into ``model_vocab``'s indices.
-
-    History items the model does not know are dropped (rows re-packed to the left
-    padding layout); unknown targets become 0 (counted as misses); unknown users -1.
-    """
-    item_map = torch.from_numpy(
-        np.concatenate([[0], model_vocab.item_index(data_vocab.items)]).astype(np.int64)
-    )
-    histories = item_map[eval_set.histories]
-    # stable sort on "is real" moves the dropped (0) entries left, keeping item order
-    order = torch.sort((histories != 0).to(torch.int8), dim=1, stable=True).indices
-    histories = histories.gather(1, order)
-    user_tokens = [data_vocab.users[int(u)] for u in np.asarray(eval_set.users)]
-    users = model_vocab.user_index(user_tokens)
-    return EvalSet(users, histories, item_map[eval_set.targets])

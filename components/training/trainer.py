@@ -23,8 +23,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from components.data.config import DataConfig
-from components.data.prepare import PreparedData, prepare
+from components.data.prepare import PreparedData
 from components.errors import ConfigError, TrainingError
 from components.evaluation.config import EvalConfig
 from components.evaluation.metrics import evaluate
@@ -179,28 +178,6 @@ def text_settings(features_cfg: FeaturesConfig | None) -> TextSettings:
     cfg = features_cfg or FeaturesConfig()
     cache = Workspace.at().features_dir / "text_vectors"
     return TextSettings(cfg.text_encoder, cache, cfg.text_batch_size)
-
-
-def prepare_from_config(
-    data_cfg: DataConfig, features_cfg: FeaturesConfig | None = None
-) -> PreparedData:
-    """Events from ``data_cfg`` (its file, else the synthetic generator) with their item
-    catalogue (when there is one), prepared and split."""
-    from components.data.catalogue import catalogue_from_config
-    from components.data.loaders import load_events
-    from components.data.synthetic import generate_events
-
-    if data_cfg.path:
-        events = load_events(
-            data_cfg.path,
-            data_cfg.format,
-            columns=data_cfg.columns,
-            default_event_type=data_cfg.default_event_type,
-        )
-    else:
-        events = generate_events(data_cfg.synthetic)
-    catalogue = catalogue_from_config(data_cfg)
-    return prepare(events, data_cfg, catalogue, text_settings(features_cfg))
 
 
 def _content_params(

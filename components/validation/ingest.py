@@ -1,6 +1,6 @@
-"""Ingest one event batch: load, validate, then version it or quarantine it.
+"""Reading and quarantining one event batch (the validation half of ingest).
 
-The one call that both the retrain flow and ``recops data add`` use. Nothing is lost:
+:mod:`components.lifecycle.ingest` puts these together with versioning. Nothing is lost:
 a file the loader cannot read (missing column, unparseable timestamp, empty file...) is
 still validated as raw text, so the report names the failed expectations, and it is
 quarantined like any other failing batch. The user's file is only ever copied.
@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import shutil
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,27 +26,14 @@ from components.data.schema import (
     VALUE,
     normalize_events,
 )
-from components.errors import DataError, ValidationFailed
-from components.validation.config import ValidationConfig
+from components.errors import DataError
 from components.validation.report import ExpectationResult, ValidationReport, summarize
-from components.validation.runner import validate_events
 from components.validation.suite import parse_utc
-from components.versioning.config import VersioningConfig
-from components.versioning.dvc_store import BATCH_ID, DatasetStore, DatasetVersion
 from components.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
 LOAD_CHECK = "file_loads_as_event_contract"
-
-
-@dataclass
-class IngestResult:
-    """An accepted batch: its id, validation report and the dataset version it created."""
-
-    batch_id: str
-    report: ValidationReport
-    version: DatasetVersion
 
 
 def new_batch_id() -> str:
@@ -131,7 +117,7 @@ def read_batch(
         return _raw_frame(source, columns), exc
 
 
-def _with_load_failure(report: ValidationReport, error: DataError) -> ValidationReport:
+def with_load_failure(report: ValidationReport, error: DataError) -> ValidationReport:
     failed = ExpectationResult(
         name=LOAD_CHECK,
         success=False,
@@ -182,55 +168,3 @@ def quarantine(
     report_path.write_text(report.model_dump_json(indent=2) + "\n")
     (folder / "SUMMARY.txt").write_text(report.summary + "\n")
     return folder, report_path
-
-
-def ingest_batch(
-    source: Path | str | pd.DataFrame,
-    workspace: Workspace,
-    validation_cfg: ValidationConfig,
-    versioning_cfg: VersioningConfig,
-    *,
-    fmt: str = "auto",
-    columns: ColumnMapping | None = None,
-    batch_id: str | None = None,
-    catalogue_items: set[str] | None = None,
-    default_event_type: str = "interaction",
-) -> IngestResult:
-    """Validate one batch; accept it as a new dataset version or quarantine it.
-
-    On failure raises :class:`ValidationFailed` whose message names each failed
-    expectation and the quarantine folder (``quarantine_path``, ``report_path`` set); the
-    accepted dataset is untouched. Drift checks compare with the last accepted batch.
-    """
-    if not isinstance(source, pd.DataFrame):
-        source = Path(source)
-    batch_id = batch_id or new_batch_id()
-    if not BATCH_ID.match(batch_id):
-        raise DataError(f"bad batch id {batch_id!r}: use letters, digits, '.', '_', '-'")
-    workspace.ensure()
-    events, load_error = read_batch(
-        source, fmt=fmt, columns=columns, default_event_type=default_event_type
-    )
-    store = DatasetStore(workspace, versioning_cfg)
-    report = validate_events(
-        events,
-        validation_cfg,
-        workspace,
-        batch_id=batch_id,
-        catalogue_items=catalogue_items,
-        previous=store.stats(),
-    )
-    if load_error is not None:
-        report = _with_load_failure(report, load_error)
-    if not report.passed:
-        folder, report_path = quarantine(workspace, source, report)
-        names = ", ".join(r.name for r in report.root_failures or report.failures)
-        log.warning("batch %s rejected (%s); quarantined in %s", batch_id, names, folder)
-        raise ValidationFailed(
-            f"batch {batch_id} rejected, failed: {names}; quarantined in {folder}",
-            quarantine_path=str(folder),
-            report_path=str(report_path),
-            hint=f"report: {report_path}; Data Docs: {report.data_docs_path}",
-        )
-    version = store.accept(events, batch_id, report)
-    return IngestResult(batch_id=batch_id, report=report, version=version)

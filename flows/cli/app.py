@@ -10,12 +10,16 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from components.errors import RecopsError
+
+if TYPE_CHECKING:
+    from components.config import RecopsConfig
+    from components.workspace import Workspace
 from components.quiet import quiet_third_party
 
 console = Console()
@@ -83,7 +87,9 @@ JsonOutOpt = Annotated[
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def load_run_config(config: list[Path] | None, overrides: list[str] | None, workspace: Path | None):
+def load_run_config(
+    config: list[Path] | None, overrides: list[str] | None, workspace: Path | None
+) -> RecopsConfig:
     """Load and validate the run configuration; ``--workspace`` wins over the config's."""
     from components.config import load_config
 
@@ -93,12 +99,21 @@ def load_run_config(config: list[Path] | None, overrides: list[str] | None, work
     return cfg
 
 
-def open_workspace(cfg_or_path: Any = None):
+def open_workspace(cfg_or_path: RecopsConfig | Path | str | None = None) -> Workspace:
     """The activated :class:`Workspace` for a config (or a path, or the default)."""
+    from components.config import RecopsConfig
     from components.workspace import Workspace
 
-    root = getattr(cfg_or_path, "workspace", cfg_or_path)
+    root = cfg_or_path.workspace if isinstance(cfg_or_path, RecopsConfig) else cfg_or_path
     return Workspace.at(root).activate()
+
+
+def prologue(
+    config: list[Path] | None, overrides: list[str] | None, workspace: Path | None
+) -> tuple[RecopsConfig, Workspace]:
+    """What every command starts with: the validated config and its activated workspace."""
+    cfg = load_run_config(config, overrides, workspace)
+    return cfg, open_workspace(cfg)
 
 
 def write_json(path: Path | None, payload: Any) -> None:

@@ -23,6 +23,7 @@ from flows.cli.app import (
     err_console,
     load_run_config,
     open_workspace,
+    prologue,
     write_json,
 )
 
@@ -72,21 +73,18 @@ def add(
 ) -> None:
     """Validate a batch with the GX suite; accept it as a new dataset version or quarantine it."""
     from components.errors import ValidationFailed
-    from components.validation.ingest import ingest_batch
+    from components.lifecycle.ingest import batch_from_file, ingest
+    from components.validation.ingest import new_batch_id
 
-    cfg = load_run_config(config, overrides, workspace)
-    ws = open_workspace(cfg)
+    cfg, ws = prologue(config, overrides, workspace)
     try:
-        result = ingest_batch(
-            path,
+        result = ingest(
+            batch_from_file(path, fmt, batch_id or new_batch_id()),
             ws,
+            cfg.data,
             cfg.validation,
             cfg.versioning,
-            fmt=fmt,
-            columns=cfg.data.columns,
-            batch_id=batch_id,
             catalogue_items=_read_catalogue(catalogue) if catalogue else None,
-            default_event_type=cfg.data.default_event_type,
         )
     except ValidationFailed as exc:
         err_console.print(f"[bold red]rejected[/bold red] {path}", highlight=False)
@@ -96,13 +94,16 @@ def add(
                 err_console.print(f"  x {item['name']}: {item['details']}", highlight=False)
         err_console.print(f"quarantine: {exc.quarantine_path}", highlight=False)
         raise
-    version = result.version
+    version, report = result.version, result.report
+    if report is None:
+        console.print(f"batch {result.batch_id} is already in dataset version {version.version}")
+        return
     console.print(
-        f"[green]accepted[/green] batch {result.batch_id}: {result.report.n_rows} events, "
-        f"{len(result.report.warnings)} warnings",
+        f"[green]accepted[/green] batch {result.batch_id}: {report.n_rows} events, "
+        f"{len(report.warnings)} warnings",
         highlight=False,
     )
-    for warning in result.report.warnings:
+    for warning in report.warnings:
         console.print(f"  ! {warning.name}: {warning.details}", highlight=False)
     console.print(
         f"dataset version {version.version} (git {(version.git_rev or '-')[:10]}): "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 import typer
@@ -16,6 +17,7 @@ from flows.cli.app import (
     console,
     load_run_config,
     open_workspace,
+    prologue,
     serve_app,
     write_json,
 )
@@ -28,71 +30,33 @@ VersionOpt = Annotated[
 ]
 
 
-def _champion_or(ws, version: str | None) -> str:
-    from components.errors import DeployFailed
-    from components.registry.store import ModelRegistry
-
-    if version is not None:
-        return version
-    champion = ModelRegistry(ws).champion()
-    if champion is None:
-        raise DeployFailed("there is no champion to deploy", hint="train one with `recops run`")
-    return champion.version
-
-
 @app.command("deploy")
 def deploy(
     version: VersionOpt = None,
     target: Annotated[
-        str | None, typer.Option("--target", "-t", help="local (default) or k8s.")
+        str | None,
+        typer.Option("--target", "-t", help="local, k8s or none (default: deploy.target)."),
     ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     workspace: WorkspaceOpt = None,
     json_out: JsonOutOpt = None,
 ) -> None:
-    """Deploy a model version (default: the champion) with a health-checked switch-over,
-    or render and validate Kubernetes manifests for it (--target k8s)."""
-    from components.errors import ConfigError
+    """Deploy a model version (default: the champion) through the configured target: a
+    health-checked local switch-over, or a bento + validated Kubernetes manifests (k8s)."""
+    from components.lifecycle.deploy import deploy as deploy_use_case
+    from components.lifecycle.deploy import target_for
 
-    cfg = load_run_config(config, set_, workspace)
-    ws = open_workspace(cfg)
-    chosen = target or cfg.deploy.target
-    version = _champion_or(ws, version)
-    if chosen == "local":
-        from components.deploy.local import deploy_version
-
-        d = deploy_version(ws, version, cfg.serve, cfg.deploy, cfg.features)
+    overrides = list(set_ or []) + ([f"deploy.target={target}"] if target else [])
+    cfg, ws = prologue(config, overrides, workspace)
+    done = deploy_use_case(ws, target_for(cfg.deploy, cfg.serve, cfg.features), version)
+    console.print(f"deployed {done.describe()}; previous: {done.previous_version or 'none'}")
+    if done.target == "k8s":
         console.print(
-            f"deployed [bold]{d.version}[/bold] ({d.bento_tag}) at {d.url} "
-            f"(pid {d.pid}; previous: {d.previous_version or 'none'})"
+            f"next: bentoml containerize {done.detail['bento']} -t {done.detail['image']}  "
+            f"(BENTOML_HOME={ws.bentoml_home}); kubectl apply -f {done.detail['manifests']}"
         )
-        write_json(json_out, d.__dict__)
-    elif chosen == "k8s":
-        from components.deploy.bento import build_bento
-        from components.deploy.k8s import render_manifests
-
-        bento = build_bento(ws, version, cfg.serve, cfg.deploy, cfg.features)
-        out = render_manifests(ws, bento.version, bento.tag, cfg.serve, cfg.deploy)
-        console.print(
-            f"rendered and validated {len(out.files)} manifests for {bento.version} "
-            f"in {out.directory}"
-        )
-        console.print(
-            f"next: bentoml containerize {bento.tag} -t {out.image}  "
-            f"(BENTOML_HOME={ws.bentoml_home}); kubectl apply -f {out.directory}"
-        )
-        write_json(
-            json_out,
-            {
-                "version": bento.version,
-                "bento_tag": bento.tag,
-                "image": out.image,
-                "files": [str(f) for f in out.files],
-            },
-        )
-    else:
-        raise ConfigError(f"unknown deploy target {chosen!r} (local or k8s)")
+    write_json(json_out, dataclasses.asdict(done))
 
 
 @serve_app.command("start")
@@ -103,11 +67,13 @@ def serve_start(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Start (or switch) the local deployment to a version (default: the champion)."""
-    from components.deploy.local import deploy_version, read_state
+    from components.deploy.config import LocalDeployConfig
+    from components.deploy.local import read_state
+    from components.deploy.targets import LocalTarget
+    from components.lifecycle.deploy import champion_or
 
-    cfg = load_run_config(config, set_, workspace)
-    ws = open_workspace(cfg)
-    version = _champion_or(ws, version)
+    cfg, ws = prologue(config, set_, workspace)
+    version = champion_or(ws, version)
     state = read_state(ws)
     if (
         state
@@ -119,8 +85,9 @@ def serve_start(
     ):
         console.print(f"{version} is already serving at http://{state.host}:{state.public_port}")
         return
-    d = deploy_version(ws, version, cfg.serve, cfg.deploy, cfg.features)
-    console.print(f"serving [bold]{d.version}[/bold] at {d.url} (pid {d.pid})")
+    settings = cfg.deploy if isinstance(cfg.deploy, LocalDeployConfig) else LocalDeployConfig()
+    done = LocalTarget(settings, cfg.serve, cfg.features).deploy(ws, version)
+    console.print(f"serving [bold]{done.version}[/bold] at {done.url}")
 
 
 @serve_app.command("status")
@@ -133,8 +100,7 @@ def serve_status_cmd(
     """Show what is deployed locally: version, port, pid, health."""
     from components.deploy.local import serve_status
 
-    cfg = load_run_config(config, set_, workspace)
-    ws = open_workspace(cfg)
+    cfg, ws = prologue(config, set_, workspace)
     status = serve_status(ws, cfg.serve)
     if not status["deployed"]:
         console.print("nothing is deployed (run `recops deploy`)")
@@ -175,8 +141,7 @@ def bench_serving(
     in-process model call, at concurrency 1, 8 and 32."""
     from benchmarks.serving import render_table, run_serving_benchmark
 
-    cfg = load_run_config(config, set_, workspace)
-    ws = open_workspace(cfg)
+    cfg, ws = prologue(config, set_, workspace)
     result = run_serving_benchmark(ws, cfg, levels=concurrency or [1, 8, 32], duration_s=duration)
     console.print(render_table(result))
     write_json(json_out, result)

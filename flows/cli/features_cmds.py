@@ -17,8 +17,7 @@ from flows.cli.app import (
     bench_app,
     console,
     features_app,
-    load_run_config,
-    open_workspace,
+    prologue,
     write_json,
 )
 
@@ -30,8 +29,7 @@ def features_apply(
     """Register feature_repo/'s entities, feature views and services (feast apply)."""
     from components.features.store import apply_repo, repo_config
 
-    cfg = load_run_config(config, overrides, workspace)
-    ws = open_workspace(cfg)
+    cfg, ws = prologue(config, overrides, workspace)
     apply_repo(ws, cfg.features)
     store = repo_config(ws, cfg.features)
     console.print(
@@ -92,8 +90,7 @@ def features_materialize(
     """Rebuild the feature tables (from --events or the accepted dataset), apply, materialize."""
     from components.features.store import apply_repo, materialize, write_feature_tables
 
-    cfg = load_run_config(config, overrides, workspace)
-    ws = open_workspace(cfg)
+    cfg, ws = prologue(config, overrides, workspace)
     events, side = _events_for_tables(ws, cfg, events_path, fmt)
     if events is not None:
         write_feature_tables(events, ws, cfg.features, side)
@@ -120,8 +117,7 @@ def features_get(
     """Print the online features of each --user (unknown users show no values)."""
     from components.features.store import online_user_features
 
-    cfg = load_run_config(config, overrides, workspace)
-    ws = open_workspace(cfg)
+    cfg, ws = prologue(config, overrides, workspace)
     rows = online_user_features(ws, cfg.features, users)
     for row in rows:
         console.print(f"[bold]{row['user_id']}[/bold]")

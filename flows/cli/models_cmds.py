@@ -1,8 +1,7 @@
 """``recops models list|show|promote``: the model registry by hand.
 
 ``recops rollback`` lives in ``flows/cli/run_cmds.py`` (a Prefect flow that also redeploys);
-its registry step is :func:`components.registry.changes.rollback_champion` /
-:meth:`ModelRegistry.rollback`.
+the use case is :func:`components.lifecycle.rollback.rollback`.
 """
 
 from __future__ import annotations
@@ -99,9 +98,11 @@ def models_promote(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Manual override: make VERSION the champion without the gate (recorded as manual)."""
-    from components.registry.changes import default_actor, promote_manually
+    from components.lifecycle.promote import promote_by_hand
+    from components.registry.changes import default_actor
 
-    change = promote_manually(_registry(workspace), version, actor=default_actor(), reason=reason)
+    ws = open_workspace(workspace)
+    change = promote_by_hand(ws, version, actor=default_actor(), reason=reason)
     typer.echo(change.describe())
 
 

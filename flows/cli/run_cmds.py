@@ -45,10 +45,9 @@ def print_run_summary(result: dict[str, Any]) -> None:
     """What happened in one retrain run, for people."""
     gate = result.get("gate") or {}
     outcome = result["outcome"]
-    shown = ("hr@10", "ndcg@10", "mrr")
-    metrics = ", ".join(
-        f"{k}={result['metrics_test'][k]:.4f}" for k in shown if k in result["metrics_test"]
-    )
+    from components.evaluation.metrics import format_headline
+
+    metrics = format_headline(result["metrics_test"])
     console.rule("recops run")
     console.print(f"data version   {result['data_version']}")
     console.print(f"model          {result['model_name']} -> version {result['model_version']}")

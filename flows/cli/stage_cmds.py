@@ -20,7 +20,7 @@ from flows.cli.app import (
     WorkspaceOpt,
     console,
     load_run_config,
-    open_workspace,
+    prologue,
     stage_app,
 )
 
@@ -38,14 +38,10 @@ def stage_prepare(
     overrides: SetOpt = None,
 ) -> None:
     """Load data.path (or generate data.synthetic) into the event contract."""
-    from components.data.loaders import load_events
-    from components.data.synthetic import generate_events
+    from components.lifecycle.prepare import load_dataset
 
     cfg = load_run_config(config, overrides, None)
-    if cfg.data.path:
-        events = load_events(cfg.data.path, cfg.data.format, columns=cfg.data.columns)
-    else:
-        events = generate_events(cfg.data.synthetic)
+    events = load_dataset(cfg.data)
     out.parent.mkdir(parents=True, exist_ok=True)
     events.to_parquet(out, index=False)
     console.print(f"prepare: {len(events):,} events -> {out}")
@@ -65,8 +61,7 @@ def stage_validate(
     from components.errors import ValidationFailed
     from components.validation.runner import validate_events
 
-    cfg = load_run_config(config, overrides, workspace)
-    ws = open_workspace(cfg)
+    cfg, ws = prologue(config, overrides, workspace)
     events = pd.read_parquet(events_path)
     report = validate_events(events, cfg.validation, ws, batch_id=events_path.stem)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -112,12 +107,12 @@ def stage_train(
     import pandas as pd
 
     from components.data.prepare import prepare
-    from components.training.trainer import train_model
+    from components.lifecycle.train import train
 
     cfg = load_run_config(config, overrides, None)
     prepared = prepare(pd.read_parquet(events_path), cfg.data)
     with tempfile.TemporaryDirectory(prefix="recops-stage-") as tmp:
-        result = train_model(prepared, cfg.model, cfg.train, cfg.eval, Path(tmp))
+        result = train(prepared, cfg, Path(tmp) / "run").result
         out.mkdir(parents=True, exist_ok=True)
         result.bundle.save(out)
     metrics.parent.mkdir(parents=True, exist_ok=True)
@@ -143,17 +138,15 @@ def stage_evaluate(
     import pandas as pd
 
     from components.data.prepare import prepare
-    from components.evaluation.gate import rescore_on
+    from components.evaluation.metrics import format_headline
+    from components.lifecycle.evaluate import evaluate_bundle
     from components.models.bundle import ModelBundle
 
     cfg = load_run_config(config, overrides, None)
     prepared = prepare(pd.read_parquet(events_path), cfg.data)
     bundle = ModelBundle.load(model)
-    result = rescore_on(bundle, prepared.split.test, prepared.vocab, cfg.eval)
+    result = evaluate_bundle(bundle, prepared, cfg.eval, "test")
     summary = {k: float(v) for k, v in result.summary.items()}
     metrics.parent.mkdir(parents=True, exist_ok=True)
     metrics.write_text(json.dumps({"test": summary}, indent=2, sort_keys=True))
-    console.print(
-        "evaluate: "
-        + ", ".join(f"{k}={v:.4f}" for k, v in summary.items() if "@10" in k or k == "mrr")
-    )
+    console.print(f"evaluate: {format_headline(summary)}")

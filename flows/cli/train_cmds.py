@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,9 +21,13 @@ from flows.cli.app import (
     bench_app,
     console,
     load_run_config,
-    open_workspace,
+    prologue,
     write_json,
 )
+
+if TYPE_CHECKING:
+    from components.config import RecopsConfig
+    from components.data.prepare import PreparedData
 
 DataOpt = Annotated[
     Path | None,
@@ -37,7 +41,6 @@ ModelOpt = Annotated[
     str | None, typer.Option("--model", "-m", help="Model name (same as --set model.name=...).")
 ]
 EpochsOpt = Annotated[int | None, typer.Option("--max-epochs", help="Cap on training epochs.")]
-METRIC_ORDER = ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr", "coverage@10")
 
 
 def _data_overrides(data: Path | None, fmt: str | None) -> list[str]:
@@ -49,18 +52,21 @@ def _data_overrides(data: Path | None, fmt: str | None) -> list[str]:
     return out
 
 
-def load_prepared(cfg: Any):
+def load_prepared(cfg: RecopsConfig) -> PreparedData:
     """Events from ``cfg.data`` (file or synthetic generator) -> PreparedData."""
-    from components.training.trainer import prepare_from_config
+    from components.lifecycle.prepare import prepare_dataset
 
-    return prepare_from_config(cfg.data, cfg.features)
+    return prepare_dataset(cfg.data, cfg.features)
 
 
 def print_metrics(title: str, valid: dict[str, float] | None, test: dict[str, float]) -> None:
     """One table: metric, valid, test."""
+    from components.evaluation.metrics import N_USERS, metric_order
+
     console.print(f"[bold]{title}[/bold]")
-    names = [m for m in METRIC_ORDER if m in test] + [
-        m for m in sorted(test) if m not in METRIC_ORDER and m != "n_users"
+    order = metric_order(sorted({int(m.split("@")[1]) for m in test if "@" in m}))
+    names = [m for m in order if m in test] + [
+        m for m in sorted(test) if m not in order and m != N_USERS
     ]
     typer.echo(f"{'metric':<14}{'valid':>10}{'test':>10}")
     for name in names:
@@ -83,20 +89,19 @@ def train(
     json_out: JsonOutOpt = None,
 ) -> None:
     """Train the configured model, restore its best epoch, print validation and test metrics."""
-    from components.training.trainer import train_model
+    from components.lifecycle.train import train as train_run
 
     overrides = _data_overrides(data, fmt) + list(set_ or [])
     if model:
         overrides.append(f"model.name={model}")
     if max_epochs:
         overrides.append(f"train.max_epochs={max_epochs}")
-    cfg = load_run_config(config, overrides, workspace)
-    ws = open_workspace(cfg)
+    cfg, ws = prologue(config, overrides, workspace)
     prepared = load_prepared(cfg)
     run_id = f"{cfg.model.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{cfg.fingerprint()[:6]}"
     run_dir = ws.runs_dir / run_id
     console.print(f"training {cfg.model.name} on {prepared.split.summary()}")
-    result = train_model(prepared, cfg.model, cfg.train, cfg.eval, run_dir)
+    result = train_run(prepared, cfg, run_dir).result
     protocol = "history items excluded" if cfg.eval.exclude_seen else "history items NOT excluded"
     print_metrics(
         f"{cfg.model.name}: {result.epochs} epochs, {result.train_seconds:.1f}s training; "
@@ -145,7 +150,7 @@ def evaluate_cmd(
 ) -> None:
     """Full-ranking metrics of a saved model bundle on a dataset's split."""
     from components.errors import ConfigError
-    from components.evaluation.metrics import align_eval_set, evaluate
+    from components.lifecycle.evaluate import evaluate_bundle
     from components.models.bundle import ModelBundle
 
     if split not in ("test", "valid"):
@@ -154,9 +159,9 @@ def evaluate_cmd(
     overrides = _data_overrides(data, fmt) + list(set_ or []) + [f"data.max_len={bundle.max_len}"]
     cfg = load_run_config(config, overrides, None)
     prepared = load_prepared(cfg)
-    eval_set = align_eval_set(getattr(prepared.split, split), prepared.vocab, bundle.vocab)
     exclude = cfg.eval.exclude_seen if exclude_seen is None else exclude_seen
-    result = evaluate(bundle, eval_set, cfg.eval.ks, exclude, cfg.eval.batch_size)
+    eval_cfg = cfg.eval.model_copy(update={"exclude_seen": exclude})
+    result = evaluate_bundle(bundle, prepared, eval_cfg, "test" if split == "test" else "valid")
     protocol = "history items excluded" if exclude else "history items NOT excluded"
     print_metrics(
         f"{bundle.model_name} on {split}: full ranking over {bundle.vocab.n_items} items, {protocol}",

@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from components.config import load_config
-from components.validation.ingest import ingest_batch
+from components.data.config import DataConfig
+from components.lifecycle.ingest import ingest_events
 from components.workspace import Workspace
 from tests.conftest import stop_process_group
 
@@ -42,7 +43,7 @@ def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = 
 def workspace_with_data(tmp_path_factory: pytest.TempPathFactory, tiny_events) -> Workspace:
     ws = Workspace.at(tmp_path_factory.mktemp("sched") / "ws").activate()
     cfg = load_config()
-    ingest_batch(tiny_events, ws, cfg.validation, cfg.versioning, batch_id="tiny")
+    ingest_events(tiny_events, ws, DataConfig(), cfg.validation, cfg.versioning, batch_id="tiny")
     return ws
 
 

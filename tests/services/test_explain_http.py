@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from components.deploy.config import DeployConfig, ServeConfig
+from components.deploy.config import LocalDeployConfig, ServeConfig
 from components.deploy.local import Deployment, deploy_version, free_port, stop_local
 from components.features.store import online_recent_items
 from tests.services.conftest import ServedWorkspace
@@ -23,7 +23,7 @@ def deployed(served_workspace: ServedWorkspace) -> Iterator[Deployment]:
         served_workspace.workspace,
         served_workspace.v1.version,
         serve,
-        DeployConfig(readiness_timeout_s=90, switch_drain_s=0.2),
+        LocalDeployConfig(readiness_timeout_s=90, switch_drain_s=0.2),
         served_workspace.features,
     )
     yield d

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from components.deploy.config import DeployConfig, ServeConfig
+from components.deploy.config import LocalDeployConfig, ServeConfig
 from components.deploy.local import Deployment, deploy_version, serve_status, stop_local
 from components.errors import DeployFailed
 from components.features.store import online_recent_items
@@ -33,13 +33,13 @@ def serve_cfg() -> ServeConfig:
 
 
 @pytest.fixture(scope="module")
-def deploy_cfg() -> DeployConfig:
-    return DeployConfig(readiness_timeout_s=90, switch_drain_s=0.2)
+def deploy_cfg() -> LocalDeployConfig:
+    return LocalDeployConfig(readiness_timeout_s=90, switch_drain_s=0.2)
 
 
 @pytest.fixture(scope="module")
 def deployed(
-    served_workspace: ServedWorkspace, serve_cfg: ServeConfig, deploy_cfg: DeployConfig
+    served_workspace: ServedWorkspace, serve_cfg: ServeConfig, deploy_cfg: LocalDeployConfig
 ) -> Iterator[Deployment]:
     mp = pytest.MonkeyPatch()
     mp.setenv(KEY_ENV, API_KEY)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from components.deploy.config import DeployConfig, ServeConfig
+from components.deploy.config import KubernetesDeployConfig, ServeConfig
 from components.deploy.k8s import render_manifests, validate_manifests
 from components.errors import DeployFailed
 from components.workspace import Workspace
@@ -18,7 +18,7 @@ def test_rendered_manifests_request_a_gpu_and_probe_readyz(tmp_path) -> None:
         "v123",
         "recops-recommender:abc",
         ServeConfig(),
-        DeployConfig(k8s_replicas=3, k8s_namespace="recs"),
+        KubernetesDeployConfig(target="k8s", k8s_replicas=3, k8s_namespace="recs"),
     )
     docs = {d["kind"]: d for p in out.files for d in yaml.safe_load_all(p.read_text())}
     dep = docs["Deployment"]
@@ -36,7 +36,11 @@ def test_rendered_manifests_request_a_gpu_and_probe_readyz(tmp_path) -> None:
 def test_cpu_only_deployment_has_no_gpu_limit(tmp_path) -> None:
     ws = Workspace.at(tmp_path).ensure()
     out = render_manifests(
-        ws, "v1", "img:1", ServeConfig(), DeployConfig(gpu=False, image="reg/x:1")
+        ws,
+        "v1",
+        "img:1",
+        ServeConfig(),
+        KubernetesDeployConfig(target="k8s", gpu=False, image="reg/x:1"),
     )
     dep = yaml.safe_load(out.files[0].read_text())
     container = dep["spec"]["template"]["spec"]["containers"][0]
@@ -68,7 +72,7 @@ def test_cpu_only_deployment_has_no_gpu_limit(tmp_path) -> None:
 )
 def test_validation_names_the_broken_field(tmp_path, edit, message) -> None:
     ws = Workspace.at(tmp_path).ensure()
-    out = render_manifests(ws, "v1", "img:1", ServeConfig(), DeployConfig())
+    out = render_manifests(ws, "v1", "img:1", ServeConfig(), KubernetesDeployConfig(target="k8s"))
     dep = yaml.safe_load(out.files[0].read_text())
     edit(dep)
     out.files[0].write_text(yaml.safe_dump(dep))

@@ -87,16 +87,3 @@ def test_batching_does_not_change_results() -> None:
     one = evaluate(_fixed(scores), data, ks=[5, 10], exclude_seen=True, batch_size=100)
     many = evaluate(_fixed(scores), data, ks=[5, 10], exclude_seen=True, batch_size=4)
     assert one.summary == many.summary
-
-
-def test_align_eval_set_maps_items_and_drops_unknowns() -> None:
-    from components.data.sequences import Vocabulary
-    from components.evaluation.metrics import align_eval_set
-
-    data_vocab = Vocabulary(users=("a", "b"), items=("x", "y", "z"))  # x=1 y=2 z=3
-    model_vocab = Vocabulary(users=("b",), items=("z", "x"))  # z=1 x=2; y unknown
-    data = EvalSet(np.array([0, 1]), torch.tensor([[1, 2, 3], [0, 3, 2]]), torch.tensor([2, 1]))
-    aligned = align_eval_set(data, data_vocab, model_vocab)
-    assert aligned.histories.tolist() == [[0, 2, 1], [0, 0, 1]]  # y dropped, order kept
-    assert aligned.targets.tolist() == [0, 2]  # unknown target -> 0 (a miss)
-    assert aligned.users.tolist() == [-1, 0]

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from components.data.config import DataConfig
 from components.data.schema import STRING_DTYPE
+from components.lifecycle.ingest import ingest_events
 from components.validation.config import ValidationConfig
-from components.validation.ingest import ingest_batch
 from components.versioning.config import VersioningConfig
 from components.workspace import Workspace
 
@@ -34,7 +35,9 @@ def make_events(n: int = 400, seed: int = 0, start: str = "2025-06-01") -> pd.Da
 def accepted_ws(tmp_path_factory) -> Workspace:
     """A workspace whose dataset holds one accepted clean batch (shared by a module)."""
     ws = Workspace.at(tmp_path_factory.mktemp("ws")).ensure()
-    ingest_batch(make_events(), ws, ValidationConfig(), VersioningConfig(), batch_id="first")
+    ingest_events(
+        make_events(), ws, DataConfig(), ValidationConfig(), VersioningConfig(), batch_id="first"
+    )
     return ws
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from components.data.config import DataConfig
 from components.errors import ValidationFailed
+from components.lifecycle.ingest import ingest_events
 from components.validation.config import ValidationConfig
-from components.validation.ingest import ingest_batch
 from components.versioning.config import VersioningConfig
 from components.versioning.dvc_store import DatasetStore, dir_md5
 from tests.components.validation.conftest import make_events
@@ -62,8 +63,13 @@ def test_bad_file_is_quarantined_and_dataset_untouched(kind, accepted_ws, csv_of
     before = _snapshot(accepted_ws)
 
     with pytest.raises(ValidationFailed) as caught:
-        ingest_batch(
-            path, accepted_ws, ValidationConfig(), VersioningConfig(), batch_id=f"bad-{kind}"
+        ingest_events(
+            path,
+            accepted_ws,
+            DataConfig(),
+            ValidationConfig(),
+            VersioningConfig(),
+            batch_id=f"bad-{kind}",
         )
 
     err = caught.value
@@ -84,8 +90,13 @@ def test_empty_file_is_quarantined(accepted_ws, tmp_path):
     path.write_text("")
     before = _snapshot(accepted_ws)
     with pytest.raises(ValidationFailed, match="min_rows") as caught:
-        ingest_batch(
-            path, accepted_ws, ValidationConfig(), VersioningConfig(), batch_id="bad-empty"
+        ingest_events(
+            path,
+            accepted_ws,
+            DataConfig(),
+            ValidationConfig(),
+            VersioningConfig(),
+            batch_id="bad-empty",
         )
     assert (Path(caught.value.quarantine_path) / "empty.csv").exists()
     assert "file is empty" in Path(caught.value.report_path).read_text()
@@ -95,7 +106,14 @@ def test_empty_file_is_quarantined(accepted_ws, tmp_path):
 def test_bad_dataframe_batch_is_quarantined_as_parquet(accepted_ws):
     bad = _with(make_events(seed=6), "item_id", None)
     with pytest.raises(ValidationFailed, match="item_id_not_null") as caught:
-        ingest_batch(bad, accepted_ws, ValidationConfig(), VersioningConfig(), batch_id="bad-frame")
+        ingest_events(
+            bad,
+            accepted_ws,
+            DataConfig(),
+            ValidationConfig(),
+            VersioningConfig(),
+            batch_id="bad-frame",
+        )
     kept = pd.read_parquet(Path(caught.value.quarantine_path) / "events.parquet")
     assert len(kept) == len(bad) and kept["item_id"].isna().sum() == 10
 
@@ -105,13 +123,19 @@ def test_clean_batches_create_successive_versions(tmp_path, csv_of):
     from components.workspace import Workspace
 
     ws = Workspace.at(ws_root).ensure()
-    first = ingest_batch(csv_of(make_events(seed=1)), ws, ValidationConfig(), VersioningConfig())
+    first = ingest_events(
+        csv_of(make_events(seed=1)), ws, DataConfig(), ValidationConfig(), VersioningConfig()
+    )
     assert first.report.passed and first.version.n_rows == 400
     assert len(first.version.version) == 32 and first.version.git_rev
     assert Path(first.report.data_docs_path).is_file()
 
-    second = ingest_batch(
-        make_events(seed=2, start="2025-07-01"), ws, ValidationConfig(), VersioningConfig()
+    second = ingest_events(
+        make_events(seed=2, start="2025-07-01"),
+        ws,
+        DataConfig(),
+        ValidationConfig(),
+        VersioningConfig(),
     )
     assert second.version.version != first.version.version
     assert second.version.parent == first.version.version
@@ -126,10 +150,12 @@ def test_drift_is_a_warning_by_default_and_a_failure_when_configured(accepted_ws
     tiny = make_events(n=20, seed=7, start="2025-08-01")
     strict = ValidationConfig(drift_severity="failure", max_volume_change=5)
     with pytest.raises(ValidationFailed, match="volume_change_within_bounds"):
-        ingest_batch(tiny, accepted_ws, strict, VersioningConfig(), batch_id="tiny-strict")
+        ingest_events(
+            tiny, accepted_ws, DataConfig(), strict, VersioningConfig(), batch_id="tiny-strict"
+        )
 
-    result = ingest_batch(
-        tiny, accepted_ws, ValidationConfig(max_volume_change=5), VersioningConfig()
+    result = ingest_events(
+        tiny, accepted_ws, DataConfig(), ValidationConfig(max_volume_change=5), VersioningConfig()
     )
     assert result.report.passed
     assert "volume_change_within_bounds" in [w.name for w in result.report.warnings]
@@ -139,6 +165,11 @@ def test_unknown_items_fail_against_a_catalogue(accepted_ws):
     events = make_events(seed=8, start="2025-09-01")
     catalogue = {f"i{i}" for i in range(20)}  # half of the 40 items are unknown
     with pytest.raises(ValidationFailed, match="unknown_item_share_below_threshold"):
-        ingest_batch(
-            events, accepted_ws, ValidationConfig(), VersioningConfig(), catalogue_items=catalogue
+        ingest_events(
+            events,
+            accepted_ws,
+            DataConfig(),
+            ValidationConfig(),
+            VersioningConfig(),
+            catalogue_items=catalogue,
         )

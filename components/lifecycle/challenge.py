@@ -1,13 +1,15 @@
-"""Run the champion/challenger comparison on one prepared dataset.
+"""Challenge: the challenger against the current champion on one prepared dataset.
 
-The orchestration-free half of the retrain flow's gate step: re-score the challenger and
-the current champion on the same, current test split, train the ``pop`` baseline when no
-champion exists yet (the first model must beat it), and ask :func:`gate.decide`.
+Re-score the challenger and the current champion on the same, current test split, train
+the ``pop`` baseline when no champion exists yet (the first model must beat it), and ask
+:func:`components.evaluation.gate.decide`. Lives here, not in ``evaluation``: it trains
+(the baseline), and evaluation must not depend on training.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from components.data.prepare import PreparedData
@@ -15,7 +17,9 @@ from components.evaluation.config import EvalConfig, GateConfig
 from components.evaluation.gate import GateDecision, decide, rescore_on
 from components.models.bundle import ModelBundle
 from components.models.config import ModelConfig
+from components.registry.store import ModelRegistry
 from components.training.config import TrainConfig
+from components.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -62,3 +66,37 @@ def challenge(
         baseline = baseline_bundle(prepared, gate_cfg, train_cfg, eval_cfg, run_dir)
         baseline_result = rescore_on(baseline, test, prepared.vocab, eval_cfg, device)
     return decide(challenger_result, champion_result, baseline_result, gate_cfg)
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """The gate's decision and the champion it was measured against (None: the baseline)."""
+
+    decision: GateDecision
+    champion_before: str | None
+
+
+def challenge_champion(
+    ws: Workspace,
+    prepared: PreparedData,
+    challenger: ModelBundle,
+    *,
+    gate_cfg: GateConfig,
+    eval_cfg: EvalConfig,
+    train_cfg: TrainConfig,
+    run_dir: Path,
+) -> Challenge:
+    """:func:`challenge` against the registry's current champion (loaded from its store)."""
+    registry = ModelRegistry(ws)
+    champion = registry.champion()
+    champion_bundle = registry.load_bundle(champion.version) if champion is not None else None
+    decision = challenge(
+        prepared,
+        challenger,
+        champion_bundle,
+        gate_cfg=gate_cfg,
+        eval_cfg=eval_cfg,
+        train_cfg=train_cfg,
+        run_dir=run_dir,
+    )
+    return Challenge(decision, champion.version if champion is not None else None)

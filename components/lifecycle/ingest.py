@@ -1,0 +1,203 @@
+"""Ingest: fetch a batch, validate it with GX, version it with DVC or quarantine it.
+
+The one path behind the retrain flow's first steps, ``recops data add`` and the
+benchmarks. A batch already part of the current dataset version is not appended again
+(batch ids of files and synthetic batches are derived from their content).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from components.data.config import DataConfig
+from components.errors import DataError, ValidationFailed, VersioningError
+from components.validation.config import ValidationConfig
+from components.validation.ingest import new_batch_id, quarantine, read_batch, with_load_failure
+from components.validation.report import ValidationReport
+from components.validation.runner import validate_events
+from components.versioning.config import VersioningConfig
+from components.versioning.dvc_store import BATCH_ID, DatasetStore, DatasetVersion
+from components.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchRef:
+    """Where a batch of new events is, how to read it, and its id."""
+
+    path: str
+    fmt: str
+    batch_id: str
+    synthetic: bool = False
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """The dataset version that holds the batch; ``report`` is None when the batch was
+    already part of it (nothing appended)."""
+
+    batch_id: str
+    version: DatasetVersion
+    report: ValidationReport | None
+
+    @property
+    def appended(self) -> bool:
+        return self.report is not None
+
+
+def file_digest(path: Path) -> str:
+    """MD5 of a file's bytes (streamed)."""
+    digest = hashlib.md5()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def batch_from_file(path: str | Path, fmt: str = "auto", batch_id: str | None = None) -> BatchRef:
+    """A user's file; its default id is derived from the content (``<stem>-<md5[:10]>``)."""
+    resolved = Path(path).expanduser().resolve()
+    if batch_id is None:
+        digest = file_digest(resolved)[:10] if resolved.is_file() else new_batch_id()
+        batch_id = f"{resolved.stem}-{digest}"
+    return BatchRef(str(resolved), fmt, batch_id)
+
+
+def synthetic_batch(
+    ws: Workspace, data_cfg: DataConfig, versioning_cfg: VersioningConfig
+) -> BatchRef:
+    """The next batch of the bundled synthetic world, written to the inbox.
+
+    Written under a private name, then renamed by content: concurrent runs never read a
+    half-written batch, and identical batches share one file and one batch id.
+    """
+    from components.data.synthetic import write_events_parquet
+
+    current = DatasetStore(ws, versioning_cfg).current()
+    batch_no = len(current.batches) if current is not None else 0
+    ws.inbox_dir.mkdir(parents=True, exist_ok=True)
+    partial = ws.inbox_dir / f".synthetic-{batch_no:04d}-{uuid.uuid4().hex}.parquet"
+    write_events_parquet(data_cfg.synthetic, partial, batch=batch_no)
+    batch_id = f"synthetic-{batch_no:04d}-{file_digest(partial)[:10]}"
+    path = ws.inbox_dir / f"{batch_id}.parquet"
+    partial.replace(path)
+    return BatchRef(str(path), "parquet", batch_id, synthetic=True)
+
+
+def fetch_batch(
+    ws: Workspace,
+    data_cfg: DataConfig,
+    versioning_cfg: VersioningConfig,
+    data_path: str | None = None,
+    data_format: str = "auto",
+) -> BatchRef:
+    """The user's file, or (without one) a new synthetic batch."""
+    if data_path is not None:
+        return batch_from_file(data_path, data_format)
+    return synthetic_batch(ws, data_cfg, versioning_cfg)
+
+
+def ingest(
+    batch: BatchRef,
+    ws: Workspace,
+    data_cfg: DataConfig,
+    validation_cfg: ValidationConfig,
+    versioning_cfg: VersioningConfig,
+    *,
+    catalogue_items: set[str] | None = None,
+) -> Ingested:
+    """Validate ``batch``; accept it as a new dataset version or quarantine it.
+
+    A batch already in the current version is not appended again (``report`` is None).
+    On failure raises :class:`ValidationFailed` naming each failed expectation and the
+    quarantine folder; the accepted dataset is untouched.
+    """
+    store = DatasetStore(ws, versioning_cfg)
+    already = _version_holding(store, batch.batch_id)
+    if already is not None:
+        return Ingested(batch.batch_id, already, None)
+    try:
+        return ingest_events(
+            Path(batch.path),
+            ws,
+            data_cfg,
+            validation_cfg,
+            versioning_cfg,
+            fmt=batch.fmt,
+            batch_id=batch.batch_id,
+            catalogue_items=catalogue_items,
+        )
+    except VersioningError:
+        # a concurrent run accepted the same batch between our check and our accept
+        already = _version_holding(store, batch.batch_id)
+        if already is None:
+            raise
+        log.info("batch %s was accepted by a concurrent run", batch.batch_id)
+        return Ingested(batch.batch_id, already, None)
+
+
+def _version_holding(store: DatasetStore, batch_id: str) -> DatasetVersion | None:
+    current = store.current()
+    if current is not None and batch_id in current.batches:
+        log.info("batch %s is already in dataset version %s", batch_id, current.version)
+        return current
+    return None
+
+
+def ingest_events(
+    source: Path | str | pd.DataFrame,
+    ws: Workspace,
+    data_cfg: DataConfig,
+    validation_cfg: ValidationConfig,
+    versioning_cfg: VersioningConfig,
+    *,
+    fmt: str = "auto",
+    batch_id: str | None = None,
+    catalogue_items: set[str] | None = None,
+) -> Ingested:
+    """Validate one batch (a file or a frame) and accept or quarantine it.
+
+    ``data_cfg`` supplies the column mapping and ``default_event_type`` (the same on
+    every path). Nothing is lost: a file the loader cannot read is still validated as raw
+    text and quarantined with a report; the user's file is only ever copied.
+    """
+    if not isinstance(source, pd.DataFrame):
+        source = Path(source)
+    batch_id = batch_id or new_batch_id()
+    if not BATCH_ID.match(batch_id):
+        raise DataError(f"bad batch id {batch_id!r}: use letters, digits, '.', '_', '-'")
+    ws.ensure()
+    events, load_error = read_batch(
+        source, fmt=fmt, columns=data_cfg.columns, default_event_type=data_cfg.default_event_type
+    )
+    store = DatasetStore(ws, versioning_cfg)
+    report = validate_events(
+        events,
+        validation_cfg,
+        ws,
+        batch_id=batch_id,
+        catalogue_items=catalogue_items,
+        previous=store.stats(),
+    )
+    if load_error is not None:
+        report = with_load_failure(report, load_error)
+    if not report.passed:
+        folder, report_path = quarantine(ws, source, report)
+        names = ", ".join(r.name for r in report.root_failures or report.failures)
+        log.warning("batch %s rejected (%s); quarantined in %s", batch_id, names, folder)
+        raise ValidationFailed(
+            f"batch {batch_id} rejected, failed: {names}; quarantined in {folder}",
+            quarantine_path=str(folder),
+            report_path=str(report_path),
+            hint=f"report: {report_path}; Data Docs: {report.data_docs_path}",
+        )
+    version = store.accept(events, batch_id, report)
+    log.info("batch %s accepted: dataset version %s", batch_id, version.version)
+    return Ingested(batch_id, version, report)

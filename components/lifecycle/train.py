@@ -1,0 +1,62 @@
+"""Train: the configured model on a prepared split, with its run record.
+
+``recops run`` (the flow's train task), ``recops train`` and ``recops stage train`` all
+come here; the record (config, code revision, data version, metrics) is written next to
+the bundle in ``run_dir``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from components.config import RecopsConfig
+from components.data.prepare import PreparedData
+from components.records import RunRecord, code_revision
+from components.training.trainer import TrainResult, train_model
+
+RUN_RECORD = "run_record.json"
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A finished training run: the trainer's result and its record."""
+
+    result: TrainResult
+    record: RunRecord
+
+
+def new_run_id() -> str:
+    """``YYYYmmddTHHMMSS-<6 hex>`` in UTC: sortable and unique across concurrent runs."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def train(
+    prepared: PreparedData,
+    cfg: RecopsConfig,
+    run_dir: Path,
+    *,
+    data_version: str | None = None,
+) -> TrainedRun:
+    """Train ``cfg.model`` with ``cfg.train`` on ``prepared``; save bundle and record in
+    ``run_dir`` (the run id is the folder's name)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result = train_model(prepared, cfg.model, cfg.train, cfg.eval, run_dir)
+    record = RunRecord(
+        run_id=run_dir.name,
+        model_name=cfg.model.name,
+        config=cfg.model_dump(mode="json"),
+        config_hash=cfg.fingerprint(),
+        code_rev=code_revision(),
+        data_version=data_version,
+        split=prepared.split.summary(),
+        train_seconds=result.train_seconds,
+        epochs=result.epochs,
+        metrics_valid=result.metrics_valid,
+        metrics_test=result.metrics_test,
+        artifact_dir=str(run_dir),
+    )
+    record.save(run_dir / RUN_RECORD)
+    return TrainedRun(result, record)

@@ -1,0 +1,166 @@
+"""The lifecycle layer: each test pins a divergence the three front doors once had."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from components.config import load_config
+from components.data.config import DataConfig
+from components.deploy.config import KubernetesDeployConfig, LocalDeployConfig, ServeConfig
+from components.deploy.targets import KubernetesTarget, LocalTarget, NoTarget, deploy_target
+from components.errors import ConfigError, DeployFailed
+from components.evaluation.config import EvalConfig
+from components.evaluation.gate import GateDecision, rescore_on
+from components.evaluation.metrics import HEADLINE_METRICS, evaluate
+from components.features.config import FeaturesConfig
+from components.lifecycle.ingest import batch_from_file, ingest
+from components.lifecycle.prepare import load_dataset, load_version
+from components.lifecycle.promote import gate_and_promote
+from components.lifecycle.rollback import rollback
+from components.net import free_port
+from components.registry.store import ModelRegistry
+from components.validation.config import ValidationConfig
+from components.versioning.config import VersioningConfig
+from components.workspace import Workspace
+from tests.components.registry.conftest import register_n
+
+DECISION = GateDecision(
+    promote=True, reasons=["ndcg@10 improved"], primary_metric="ndcg@10", challenger={}
+)
+
+
+def _csv_without_event_type(path: Path, events: pd.DataFrame) -> Path:
+    frame = events[["user_id", "item_id", "timestamp"]].copy()
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True).dt.strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_default_event_type_reaches_every_ingest_path(
+    workspace: Workspace, tiny_events: pd.DataFrame, tmp_path: Path
+) -> None:
+    """`recops run`/`data add` (ingest) and `recops stage prepare` (load_dataset) both
+    apply data.default_event_type to a file without an event_type column."""
+    csv = _csv_without_event_type(tmp_path / "batch.csv", tiny_events)
+    data_cfg = DataConfig(path=str(csv), format="csv", default_event_type="purchase")
+    assert set(load_dataset(data_cfg)["event_type"]) == {"purchase"}
+    done = ingest(
+        batch_from_file(csv, "csv"), workspace, data_cfg, ValidationConfig(), VersioningConfig()
+    )
+    stored = load_version(workspace, VersioningConfig(), done.version.version)
+    assert set(stored["event_type"]) == {"purchase"}
+    again = ingest(
+        batch_from_file(csv, "csv"), workspace, data_cfg, ValidationConfig(), VersioningConfig()
+    )
+    assert not again.appended and again.version.version == done.version.version
+
+
+def test_headline_metrics_are_all_produced_by_evaluation(tiny_events: pd.DataFrame) -> None:
+    """Every headline name (the bento's labels among others) is a key evaluation reports."""
+    from components.data.prepare import prepare
+    from components.training.trainer import build_bundle
+
+    prepared = prepare(tiny_events, DataConfig(max_len=20))
+    from components.models.config import ModelConfig
+
+    bundle = build_bundle(prepared, ModelConfig(name="pop"))
+    summary = evaluate(bundle, prepared.split.test, ks=EvalConfig().ks).summary
+    assert set(HEADLINE_METRICS) <= set(summary)
+
+
+def test_one_unknown_user_policy_for_cli_and_gate(tiny_events: pd.DataFrame) -> None:
+    """`recops evaluate` (lifecycle.evaluate) scores an older model on new data exactly as
+    the gate does, unknown users and items counted."""
+    from components.data.prepare import prepare
+    from components.lifecycle.evaluate import evaluate_bundle
+    from components.models.config import ModelConfig
+    from components.training.trainer import build_bundle
+
+    old_users = tiny_events["user_id"].drop_duplicates().iloc[:200]
+    old = prepare(tiny_events[tiny_events["user_id"].isin(old_users)], DataConfig(max_len=20))
+    bundle = build_bundle(old, ModelConfig(name="pop"))
+    new = prepare(tiny_events, DataConfig(max_len=20))
+    cli = evaluate_bundle(bundle, new, EvalConfig(), "test").summary
+    gate = rescore_on(bundle, new.split.test, new.vocab, EvalConfig()).summary
+    assert cli == gate and cli["unknown_users"] == 100
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A loopback port held by another program (a plain listening socket)."""
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        yield port
+
+
+def _local(port: int) -> LocalTarget:
+    return LocalTarget(
+        LocalDeployConfig(readiness_timeout_s=30),
+        ServeConfig(port=port),
+        FeaturesConfig(enabled=False),
+    )
+
+
+def test_failed_deploy_leaves_champion_and_records_rejection(
+    workspace: Workspace, busy_port: int
+) -> None:
+    registry = ModelRegistry(workspace)
+    first, second = register_n(registry, 2)
+    registry.promote(first, actor="test", reason="first")
+    with pytest.raises(DeployFailed, match="in use"):
+        gate_and_promote(workspace, second, DECISION, _local(busy_port).deploy, actor="test")
+    assert registry.champion().version == first
+    assert registry.get(second).status == "rejected"
+    assert "deploy failed" in registry.history()[-1].reason
+
+
+def test_rollback_whose_deploy_fails_keeps_the_current_champion(
+    workspace: Workspace, busy_port: int
+) -> None:
+    registry = ModelRegistry(workspace)
+    first, second = register_n(registry, 2)
+    registry.promote(first, actor="test", reason="first")
+    registry.promote(second, actor="test", reason="second")
+    with pytest.raises(DeployFailed):
+        rollback(workspace, _local(busy_port).deploy, actor="test")
+    assert registry.champion().version == second
+    no_target = deploy_target(
+        load_config(overrides=["deploy.target=none"]).deploy, ServeConfig(), FeaturesConfig()
+    )
+    done = rollback(workspace, no_target.deploy, actor="test")
+    assert (done.change.before, done.change.after) == (second, first)
+
+
+def test_deploy_target_is_selected_by_config_with_per_target_settings() -> None:
+    def target(*overrides: str) -> object:
+        cfg = load_config(overrides=list(overrides))
+        return deploy_target(cfg.deploy, cfg.serve, cfg.features)
+
+    assert isinstance(target(), LocalTarget)
+    k8s = target("deploy.target=k8s", "deploy.k8s_replicas=3")
+    assert isinstance(k8s, KubernetesTarget) and k8s.settings.k8s_replicas == 3
+    assert isinstance(target("deploy.target=none"), NoTarget)
+    with pytest.raises(ConfigError, match="k8s_replicas"):
+        load_config(overrides=["deploy.target=local", "deploy.k8s_replicas=3"])
+    with pytest.raises(ConfigError, match="deploy"):
+        load_config(overrides=["deploy.target=swarm"])
+    assert KubernetesDeployConfig(target="k8s").apply is False
+
+
+def test_k8s_apply_without_kubectl_is_a_deploy_failure(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from components.deploy.targets import kubectl_apply
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(DeployFailed, match="kubectl is not on PATH"):
+        kubectl_apply(workspace.deploy_dir, 5)
