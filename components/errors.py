@@ -76,12 +76,6 @@ class RegistryError(RecopsError):
     exit_code = 8
 
 
-class GateRejected(RecopsError):
-    """The challenger did not beat the champion; serving is left untouched."""
-
-    exit_code = 9
-
-
 class DeployFailed(RecopsError):
     """A deployment failed its checks; the previous deployment keeps serving."""
 

@@ -8,6 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from components.data.catalogue import CatalogueColumns
 
+#: the event types the contract knows (validation accepts these by default)
+EVENT_TYPES: tuple[str, ...] = ("view", "click", "cart", "purchase", "rating", "interaction")
+
 InputFormat = Literal["auto", "csv", "parquet", "recbole", "seq", "pairs", "movielens"]
 
 

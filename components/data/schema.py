@@ -32,7 +32,6 @@ EVENT = "event_type"
 VALUE = "value"
 CONTRACT_COLUMNS: tuple[str, ...] = (USER, ITEM, TIME, EVENT, VALUE)
 REQUIRED_COLUMNS: tuple[str, ...] = (USER, ITEM, TIME)
-EVENT_TYPES: tuple[str, ...] = ("view", "click", "cart", "purchase", "rating", "interaction")
 
 STRING_DTYPE = pd.ArrowDtype(__import__("pyarrow").string())
 

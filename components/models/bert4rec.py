@@ -23,7 +23,7 @@ from torch import Tensor
 
 from components.models.base import Recommender, TrainingPairs
 from components.models.layers import ItemInput, TransformerParams
-from components.models.registry import register
+from components.models.zoo import register
 
 
 class BERT4RecParams(TransformerParams):

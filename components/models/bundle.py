@@ -22,7 +22,7 @@ from torch import Tensor
 from components.data.sequences import PAD, Vocabulary, pad_left
 from components.errors import RegistryError
 from components.models.base import Recommender
-from components.models.registry import get_model_class, validate_params
+from components.models.zoo import get_model_class, validate_params
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 class ModelConfig(BaseModel):
     """``name`` picks a model from the registry; ``params`` are validated by that model's
-    own config class (see ``components.models.registry``)."""
+    own config class (see ``components.models.zoo``)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from components.models.base import Recommender, TrainingPairs
 from components.models.layers import ItemInput, ItemInputParams
-from components.models.registry import register
+from components.models.zoo import register
 
 
 class GRU4RecParams(ItemInputParams):

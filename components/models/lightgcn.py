@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from components.data.sequences import Sequences
 from components.models.base import Recommender, SeenBiasParams, TrainingPairs, mask_padding_column
-from components.models.registry import register
+from components.models.zoo import register
 
 
 class LightGCNParams(SeenBiasParams):

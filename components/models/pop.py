@@ -12,7 +12,7 @@ from torch import Tensor
 
 from components.data.sequences import Sequences
 from components.models.base import ModelParams, Recommender, mask_padding_column
-from components.models.registry import register
+from components.models.zoo import register
 
 
 class PopParams(ModelParams):

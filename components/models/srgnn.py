@@ -23,7 +23,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from components.models.base import Recommender, SeenBiasParams, TrainingPairs
-from components.models.registry import register
+from components.models.zoo import register
 
 
 class SRGNNParams(SeenBiasParams):

@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 Action = Literal["register", "promote", "reject", "rollback", "retire", "manual_promote"]
 Status = Literal["candidate", "champion", "retired", "rejected"]
-CHAMPION_ACTIONS = ("promote", "manual_promote", "rollback")
 
 
 class HistoryEvent(BaseModel):

@@ -293,18 +293,6 @@ class ModelRegistry:
         )
         return self.get(version)
 
-    def retire(self, version: str, *, actor: str, reason: str) -> ModelVersion:
-        """Retire a non-champion version: it stays loadable but rollbacks skip it."""
-        version = self._transition(
-            "retire",
-            version,
-            actor=actor,
-            reason=reason,
-            gate=None,
-            refusal="{v} is the champion; promote or roll back to another version first",
-        )
-        return self.get(version)
-
     def rollback(self, to: str | None = None, *, actor: str, reason: str = "") -> ModelVersion:
         """Bring back an earlier model: by default the champion before the current one.
 

@@ -31,7 +31,7 @@ from components.features.config import FeaturesConfig
 from components.features.item_content import ItemContent, TextSettings, item_content
 from components.models.bundle import ModelBundle
 from components.models.config import ModelConfig
-from components.models.registry import get_model_class, validate_params
+from components.models.zoo import get_model_class, validate_params
 from components.training.config import TrainConfig
 from components.training.datamodules import RecDataModule
 from components.training.module import RecommenderModule

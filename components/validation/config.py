@@ -6,20 +6,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from components.data.config import EVENT_TYPES
+
 
 class ValidationConfig(BaseModel):
     """Thresholds of the event-contract expectation suite."""
 
     model_config = ConfigDict(extra="forbid")
 
-    event_types: list[str] = [
-        "view",
-        "click",
-        "cart",
-        "purchase",
-        "rating",
-        "interaction",
-    ]
+    event_types: list[str] = list(EVENT_TYPES)
     min_rows: int = Field(1, ge=1)
     max_duplicate_share: float = Field(0.05, ge=0, le=1)
     future_tolerance_hours: float = Field(24.0, ge=0)

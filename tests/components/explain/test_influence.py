@@ -17,7 +17,7 @@ from components.explain.influence import (
     ranks_of,
 )
 from components.models.base import ModelParams, Recommender, mask_padding_column
-from components.models.registry import available_models
+from components.models.zoo import available_models
 from tests.components.models.test_contract import _bundle
 
 N_ITEMS = 6

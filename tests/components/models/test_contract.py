@@ -10,7 +10,7 @@ import torch
 from components.data.prepare import PreparedData
 from components.models.bundle import ModelBundle
 from components.models.config import ModelConfig
-from components.models.registry import available_models, get_model_class
+from components.models.zoo import available_models, get_model_class
 from components.training.datamodules import BucketBatchSampler, training_dataset
 from components.training.losses import compute_loss
 from components.training.trainer import build_bundle

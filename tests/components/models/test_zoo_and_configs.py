@@ -8,7 +8,7 @@ import pytest
 
 from components.config import load_config
 from components.errors import ConfigError
-from components.models.registry import available_models, get_model_class, validate_params
+from components.models.zoo import available_models, get_model_class, validate_params
 
 MODEL_CONFIGS = sorted((Path(__file__).resolve().parents[3] / "configs" / "models").glob("*.yaml"))
 

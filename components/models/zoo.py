@@ -1,12 +1,15 @@
-"""Models by name: ``@register("sasrec")`` on the class, ``get_model_class("sasrec")`` in configs.
+"""The model zoo: ``@register("sasrec")`` on the class, ``get_model_class("sasrec")`` in configs.
 
-Model modules register on import; :func:`_import_zoo` imports every bundled model file
-once so the registry is complete however it is reached.
+(Named "zoo" so that "registry" means one thing in recops: the model-version registry in
+``components.registry``.) Model modules register on import; :func:`_import_zoo`
+discovers and imports every module of this package once, so a new model file is
+selectable by name without being listed anywhere.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -15,8 +18,7 @@ from pydantic import BaseModel, ValidationError
 from components.errors import ConfigError
 from components.models.base import Recommender
 
-_REGISTRY: dict[str, type[Recommender]] = {}
-_ZOO = ("pop", "itemknn", "gru4rec", "sasrec", "bert4rec", "srgnn", "lightgcn")
+_ZOO: dict[str, type[Recommender]] = {}
 
 R = TypeVar("R", bound=type[Recommender])
 
@@ -25,33 +27,37 @@ def register(name: str) -> Callable[[R], R]:
     """Class decorator: make a :class:`Recommender` selectable as ``model.name: <name>``."""
 
     def decorate(cls: R) -> R:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
+        if name in _ZOO and _ZOO[name] is not cls:
             raise ValueError(f"model name {name!r} is already registered")
         cls.name = name
-        _REGISTRY[name] = cls
+        _ZOO[name] = cls
         return cls
 
     return decorate
 
 
 def _import_zoo() -> None:
-    for module in _ZOO:
-        importlib.import_module(f"components.models.{module}")
+    """Import every module of ``components.models`` (model files register on import)."""
+    import components.models as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package.__name__}.{info.name}")
 
 
 def available_models() -> list[str]:
     """Registered model names, sorted."""
     _import_zoo()
-    return sorted(_REGISTRY)
+    return sorted(_ZOO)
 
 
 def get_model_class(name: str) -> type[Recommender]:
     """The class registered as ``name``; unknown names raise :class:`ConfigError`."""
     _import_zoo()
     try:
-        return _REGISTRY[name]
+        return _ZOO[name]
     except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
+        known = ", ".join(sorted(_ZOO))
         raise ConfigError(f"unknown model {name!r}; known models: {known}") from None
 
 
