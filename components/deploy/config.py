@@ -55,6 +55,13 @@ class LocalDeployConfig(BentoBuildConfig):
     target: Literal["local"] = "local"
     readiness_timeout_s: float = Field(120.0, gt=0)
     switch_drain_s: float = Field(1.0, ge=0)
+    # supervision of the local deployment (components/deploy/supervisor.py)
+    supervise: bool = True
+    supervise_poll_s: float = Field(0.5, gt=0)
+    restart_backoff_s: float = Field(1.0, gt=0)  # doubles per failed restart, 30 s at most
+    max_restarts: int = Field(3, ge=1)  # restarts within crash_window_s before a rollback
+    crash_window_s: float = Field(300.0, gt=0)
+    unhealthy_after_s: float = Field(15.0, gt=0)  # alive but not ready this long = down
 
 
 class KubernetesDeployConfig(BentoBuildConfig):

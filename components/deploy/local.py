@@ -15,9 +15,16 @@ through the proxy), and after ``deploy.switch_drain_s`` the old backend is stopp
 failure before the rewrite stops the new process and raises :class:`DeployFailed`; the
 old backend and the proxy are untouched.
 
-Processes start in their own session (``start_new_session``) with output to log files,
-so they outlive the CLI that started them; BentoML's own arbiter restarts its worker if
-it dies.
+Process model: every process recops starts here (backend, proxy, supervisor) is
+*recorded before it starts* - a line in ``processes.jsonl`` and a marker in its
+environment (``RECOPS_DEPLOY_DIR``, ``RECOPS_PROC_ID``) that its children inherit - so a
+process is found again even when the command that started it was killed before it could
+write ``local.json``, and an arbiter's orphaned worker is found by its marker. Every
+deploy, stop and supervisor pass (under the deploy lock) stops marked processes the state
+does not list (:func:`reap_strays`) and points the proxy back at the recorded backend
+(:func:`restore_target`). Processes start in their own session with output to log files,
+so they outlive the CLI; :mod:`components.deploy.supervisor` restarts a dead backend or
+proxy with backoff and rolls back a crash-looping model.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,6 +63,10 @@ STATE_FILE = "local.json"
 TARGET_FILE = "backend.json"
 LOCK_TIMEOUT_S = 600.0
 STOP_TIMEOUT_S = 15.0
+LEDGER_FILE = "processes.jsonl"
+OWNER_ENV = "RECOPS_DEPLOY_DIR"  # which deployment a process belongs to
+PROC_ENV = "RECOPS_PROC_ID"  # which recorded process (children inherit it)
+SUPERVISED_ROLES = frozenset({"backend", "proxy", "supervisor"})
 
 
 class ProcessInfo(BaseModel):
@@ -66,6 +78,7 @@ class ProcessInfo(BaseModel):
     create_time: float
     port: int
     log: str
+    proc_id: str = ""  # the RECOPS_PROC_ID marker it and its children carry
 
     def alive(self) -> bool:
         try:
@@ -90,7 +103,13 @@ class LocalState(BaseModel):
     backend: ProcessInfo | None = None
     proxy: ProcessInfo | None = None
     previous_version: str | None = None
+    previous_bento_tag: str | None = None
     deployed_at: datetime | None = None
+    supervisor: ProcessInfo | None = None
+    restarts: int = 0  # backend restarts by the supervisor since this version was deployed
+    proxy_restarts: int = 0
+    last_event: str | None = None  # the supervisor's last restart/rollback, in words
+    rolled_back_from: str | None = None  # set when a crash loop rolled back
 
 
 @dataclass(frozen=True)
@@ -124,8 +143,12 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _save_state(workspace: Workspace, state: LocalState) -> None:
+def save_state(workspace: Workspace, state: LocalState) -> None:
+    """Write ``local.json`` atomically (callers hold the deploy lock)."""
     _write_atomic(workspace.deploy_dir / STATE_FILE, state.model_dump_json(indent=2))
+
+
+_save_state = save_state
 
 
 # --- processes ------------------------------------------------------------------------
@@ -136,10 +159,14 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 def _spawn(
-    cmd: list[str], log_path: Path, port: int, env: dict[str, str], cwd: Path
+    cmd: list[str], log_path: Path, port: int, env: dict[str, str], cwd: Path, role: str = "other"
 ) -> ProcessInfo:
-    """Start ``cmd`` detached (own session, no stdin, output to ``log_path``)."""
+    """Start ``cmd`` detached (own session, no stdin, output to ``log_path``), recorded
+    first: a ledger line and the process marker in its environment (see module doc)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    proc_id = f"{role}-{uuid.uuid4().hex[:12]}"
+    _record_intent(Path(env[OWNER_ENV]), proc_id, role, cmd)
+    env = {**env, PROC_ENV: proc_id}
     with log_path.open("ab") as out:
         proc = subprocess.Popen(
             cmd,
@@ -155,28 +182,104 @@ def _spawn(
         create_time=psutil.Process(proc.pid).create_time(),
         port=port,
         log=str(log_path),
+        proc_id=proc_id,
     )
 
 
+def _record_intent(deploy_dir: Path, proc_id: str, role: str, cmd: list[str]) -> None:
+    line = {
+        "proc_id": proc_id,
+        "role": role,
+        "cmd": cmd,
+        "by_pid": os.getpid(),
+        "at": datetime.now(timezone.utc).isoformat(),
+    }
+    with (deploy_dir / LEDGER_FILE).open("a") as fh:
+        fh.write(json.dumps(line) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def marked_processes(workspace: Workspace) -> dict[str, list[psutil.Process]]:
+    """Running processes that carry this deployment's marker, by ``RECOPS_PROC_ID``."""
+    owner = str(workspace.deploy_dir)
+    found: dict[str, list[psutil.Process]] = {}
+    for proc in psutil.process_iter():
+        try:
+            env = proc.environ()
+            if env.get(OWNER_ENV) != owner or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except (psutil.Error, OSError):
+            continue
+        found.setdefault(env.get(PROC_ENV, ""), []).append(proc)
+    return found
+
+
+def reap_strays(
+    workspace: Workspace, state: LocalState | None, roles: frozenset[str] = SUPERVISED_ROLES
+) -> int:
+    """Stop marked processes of ``roles`` that ``state`` does not list (a killed deploy's
+    backend, an undrained old backend, a replaced supervisor); returns how many. Call it
+    under the deploy lock: a deploy in progress has processes not listed yet."""
+    listed = (state.backend, state.proxy, state.supervisor) if state is not None else ()
+    keep = {info.proc_id for info in listed if info is not None and info.proc_id}
+    me = os.getpid()
+    stray = [
+        proc
+        for proc_id, procs in marked_processes(workspace).items()
+        if proc_id not in keep and proc_id.split("-", 1)[0] in roles
+        for proc in procs
+        if proc.pid != me
+    ]
+    if stray:
+        log.warning("stopping %d stray process(es): %s", len(stray), [p.pid for p in stray])
+        _terminate(stray)
+    return len(stray)
+
+
+def _terminate(procs: list[psutil.Process], timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM, then SIGKILL what is left after ``timeout``; reap our own children."""
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=5)
+    for proc in procs:
+        _reap(proc.pid)
+
+
 def stop_process(info: ProcessInfo | None, timeout: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM the process group (BentoML's arbiter and its workers), SIGKILL after
-    ``timeout``; a process that is already gone (or a reused pid) is left alone."""
-    if info is None or not info.alive():
+    """Stop a recorded process and everything that carries its marker (BentoML's arbiter
+    and its workers, also a worker orphaned by a killed arbiter): SIGTERM its process
+    group, SIGKILL after ``timeout``. A reused pid (a stranger) is never signalled."""
+    if info is None:
         return
-    try:
-        os.killpg(info.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    if info.alive():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(info.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and info.alive():
+            _reap(info.pid)
+            time.sleep(0.1)
+        if info.alive():
+            log.warning("pid %d did not stop in %.0fs; killing its group", info.pid, timeout)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(info.pid, signal.SIGKILL)
         _reap(info.pid)
-        if not info.alive():
-            return
-        time.sleep(0.1)
-    log.warning("pid %d did not stop in %.0fs; killing its group", info.pid, timeout)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(info.pid, signal.SIGKILL)
-    _reap(info.pid)
+    if info.proc_id:  # random per start: carrying it means we started it (or its parent)
+        left = [p for p in psutil.process_iter() if _carries(p, info.proc_id)]
+        if left:
+            _terminate(left, timeout)
+
+
+def _carries(proc: psutil.Process, proc_id: str) -> bool:
+    try:
+        return proc.pid != os.getpid() and proc.environ().get(PROC_ENV) == proc_id
+    except (psutil.Error, OSError):
+        return False
 
 
 def _reap(pid: int) -> None:
@@ -189,6 +292,8 @@ def _child_env(workspace: Workspace) -> dict[str, str]:
     env = dict(os.environ)
     env["BENTOML_HOME"] = str(workspace.bentoml_home)
     env["RECOPS_HOME"] = str(workspace.root)
+    env[OWNER_ENV] = str(workspace.deploy_dir)
+    env.pop(PROC_ENV, None)  # a supervisor's children get their own marker
     return quiet_environment(env)
 
 
@@ -199,7 +304,7 @@ def start_backend(workspace: Workspace, bento_tag: str, host: str) -> ProcessInf
     log_path = workspace.deploy_dir / "logs" / f"backend-{bento_tag.replace(':', '-')}-{stamp}.log"
     cmd = [sys.executable, "-m", "bentoml", "serve", bento_tag, "--host", host, "--port", str(port)]
     # cwd outside the repo: the bento must run its own copy of services/ and components/
-    return _spawn(cmd, log_path, port, _child_env(workspace), workspace.deploy_dir)
+    return _spawn(cmd, log_path, port, _child_env(workspace), workspace.deploy_dir, "backend")
 
 
 def start_proxy(workspace: Workspace, host: str, port: int) -> ProcessInfo:
@@ -215,7 +320,7 @@ def start_proxy(workspace: Workspace, host: str, port: int) -> ProcessInfo:
         "--target-file",
         str(workspace.deploy_dir / TARGET_FILE),
     ]
-    info = _spawn(cmd, log_path, port, _child_env(workspace), REPO_ROOT)
+    info = _spawn(cmd, log_path, port, _child_env(workspace), REPO_ROOT, "proxy")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if port_in_use(host, port):
@@ -305,6 +410,76 @@ def _last_error(log_path: str) -> str:
     return (errors or lines or ["no output"])[-1].strip()[:300]
 
 
+# --- target and supervision -------------------------------------------------------------
+def _write_target(workspace: Workspace, host: str, port: int, version: str | None) -> None:
+    _write_atomic(
+        workspace.deploy_dir / TARGET_FILE,
+        json.dumps({"host": host, "port": port, "version": version}),
+    )
+
+
+def point_target(workspace: Workspace, state: LocalState) -> None:
+    """Send the proxy's new connections to ``state.backend``."""
+    if state.backend is not None:
+        _write_target(workspace, state.host, state.backend.port, state.version)
+
+
+def restore_target(workspace: Workspace, state: LocalState | None) -> bool:
+    """Point the proxy back at the recorded backend when a killed deploy left the target
+    file naming another port; True when it was rewritten."""
+    if state is None or state.backend is None or not state.backend.alive():
+        return False
+    try:
+        target = json.loads((workspace.deploy_dir / TARGET_FILE).read_text())
+    except (OSError, ValueError):
+        target = {}
+    if target.get("port") == state.backend.port:
+        return False
+    log.warning("proxy target %s disagreed with the state; pointing it back", target)
+    point_target(workspace, state)
+    return True
+
+
+def is_ready(host: str, port: int, timeout: float = 2.0) -> bool:
+    """``/readyz`` answers 200 on ``host:port``."""
+    try:
+        return httpx.get(f"http://{host}:{port}/readyz", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_supervisor(
+    workspace: Workspace, serve_cfg: ServeConfig, deploy_cfg: LocalDeployConfig
+) -> ProcessInfo:
+    """``python -m components.deploy.supervisor`` for this workspace (detached, recorded)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "components.deploy.supervisor",
+        "--workspace",
+        str(workspace.root),
+        "--deploy-json",
+        deploy_cfg.model_dump_json(),
+        "--serve-json",
+        serve_cfg.model_dump_json(),
+    ]
+    log_path = workspace.deploy_dir / "logs" / "supervisor.log"
+    return _spawn(cmd, log_path, 0, _child_env(workspace), REPO_ROOT, "supervisor")
+
+
+def ensure_supervisor(
+    workspace: Workspace, state: LocalState, serve_cfg: ServeConfig, deploy_cfg: LocalDeployConfig
+) -> bool:
+    """Start the supervisor when the recorded one is not running (under the deploy lock);
+    True when one was started."""
+    if state.supervisor is not None and state.supervisor.alive():
+        return False
+    state.supervisor = start_supervisor(workspace, serve_cfg, deploy_cfg)
+    save_state(workspace, state)
+    log.info("supervisor started (pid %d)", state.supervisor.pid)
+    return True
+
+
 # --- public API -----------------------------------------------------------------------
 def deploy_version(
     workspace: Workspace,
@@ -335,6 +510,8 @@ def _deploy_locked(
     features_cfg: FeaturesConfig,
 ) -> Deployment:
     state = read_state(workspace)
+    reap_strays(workspace, state)  # what a killed deploy or drain left behind
+    restore_target(workspace, state)
     proxy = state.proxy if state and state.proxy and state.proxy.alive() else None
     if proxy is not None and proxy.port != serve_cfg.port:
         raise DeployFailed(
@@ -358,26 +535,14 @@ def _deploy_locked(
         if proxy is None:
             proxy = start_proxy(workspace, host, serve_cfg.port)
             started_proxy = True
-        _write_atomic(
-            workspace.deploy_dir / TARGET_FILE,
-            json.dumps({"host": host, "port": backend.port, "version": bento.version}),
-        )
+        _write_target(workspace, host, backend.port, bento.version)
         smoke_test(f"http://{host}:{serve_cfg.port}", bento.version, serve_cfg)
     except BaseException:
         stop_process(backend)
         if started_proxy:
             stop_process(proxy)
         if old_backend is not None:  # the proxy may already point at the new port
-            _write_atomic(
-                workspace.deploy_dir / TARGET_FILE,
-                json.dumps(
-                    {
-                        "host": host,
-                        "port": old_backend.port,
-                        "version": state.version if state else None,
-                    }
-                ),
-            )
+            _write_target(workspace, host, old_backend.port, state.version if state else None)
         raise
     previous = state.version if state else None
     new_state = LocalState(
@@ -388,12 +553,16 @@ def _deploy_locked(
         backend=backend,
         proxy=proxy,
         previous_version=previous,
+        previous_bento_tag=state.bento_tag if state else None,
         deployed_at=datetime.now(timezone.utc),
+        supervisor=state.supervisor if state else None,
     )
-    _save_state(workspace, new_state)
+    save_state(workspace, new_state)  # from here the old backend is a stray if we die
     if old_backend is not None and old_backend.pid != backend.pid:
         time.sleep(deploy_cfg.switch_drain_s)
         stop_process(old_backend)
+    if deploy_cfg.supervise:
+        ensure_supervisor(workspace, new_state, serve_cfg, deploy_cfg)
     log.info(
         "deployed %s at http://%s:%d (previous: %s)", bento.version, host, serve_cfg.port, previous
     )
@@ -407,11 +576,27 @@ def _deploy_locked(
     )
 
 
-def serve_status(workspace: Workspace, serve_cfg: ServeConfig) -> dict[str, Any]:
-    """What is deployed and whether it answers (never raises for a dead deployment)."""
+HEALTH_CODES = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}  # Nagios plugin codes
+
+
+def serve_status(
+    workspace: Workspace, serve_cfg: ServeConfig, deploy_cfg: LocalDeployConfig | None = None
+) -> dict[str, Any]:
+    """What is deployed, whether it answers, and what the supervisor did (never raises for
+    a dead deployment). ``health`` is ``ok`` (the public port serves the recorded version
+    and the supervisor runs), ``warning`` (it serves, but something was restarted, rolled
+    back or had to be repaired now), ``critical`` (deployed, but not serving) or
+    ``unknown`` (nothing deployed); ``exit_code`` follows the Nagios plugin convention.
+
+    With ``deploy_cfg`` it also repairs what the next command must: strays are stopped,
+    the proxy target restored and a dead supervisor started again (reported).
+    """
+    repaired: list[str] = []
+    if deploy_cfg is not None:
+        repaired = _repair(workspace, serve_cfg, deploy_cfg)
     state = read_state(workspace)
     if state is None or state.version is None:
-        return {"deployed": False}
+        return {"deployed": False, "health": "unknown", "exit_code": HEALTH_CODES["unknown"]}
     base = f"http://{state.host}:{state.public_port}"
     health: dict[str, Any] = {}
     try:
@@ -424,7 +609,7 @@ def serve_status(workspace: Workspace, serve_cfg: ServeConfig) -> dict[str, Any]
             )
     except httpx.HTTPError as exc:
         health["error"] = str(exc)
-    return {
+    out = {
         "deployed": True,
         "version": state.version,
         "bento_tag": state.bento_tag,
@@ -435,21 +620,68 @@ def serve_status(workspace: Workspace, serve_cfg: ServeConfig) -> dict[str, Any]
         "backend_alive": bool(state.backend and state.backend.alive()),
         "proxy_pid": state.proxy.pid if state.proxy else None,
         "proxy_alive": bool(state.proxy and state.proxy.alive()),
+        "supervisor_pid": state.supervisor.pid if state.supervisor else None,
+        "supervisor_alive": bool(state.supervisor and state.supervisor.alive()),
+        "restarts": state.restarts,
+        "proxy_restarts": state.proxy_restarts,
+        "last_event": state.last_event,
+        "rolled_back_from": state.rolled_back_from,
+        "repaired": repaired,
         "previous_version": state.previous_version,
         "deployed_at": state.deployed_at.isoformat() if state.deployed_at else None,
         "log": state.backend.log if state.backend else None,
         **health,
     }
+    out["health"] = _health(out)
+    out["exit_code"] = HEALTH_CODES[out["health"]]
+    return out
+
+
+def _health(status: dict[str, Any]) -> str:
+    serving = status.get("readyz") == 200 and status.get("serving_version") == status["version"]
+    if not serving:
+        return "critical"
+    degraded = (
+        not status["supervisor_alive"]
+        or status["repaired"]
+        or status["restarts"]
+        or status["proxy_restarts"]
+        or status["rolled_back_from"]
+    )
+    return "warning" if degraded else "ok"
+
+
+def _repair(
+    workspace: Workspace, serve_cfg: ServeConfig, deploy_cfg: LocalDeployConfig
+) -> list[str]:
+    """Reap strays, restore the target, restart a dead supervisor; what was done, in words.
+    Skipped (nothing reported) while a deploy holds the lock."""
+    done: list[str] = []
+    try:
+        with FileLock(str(workspace.lock_dir / "deploy.lock"), timeout=1.0):
+            state = read_state(workspace)
+            if (n := reap_strays(workspace, state)) > 0:
+                done.append(f"stopped {n} stray process(es)")
+            if restore_target(workspace, state):
+                done.append("pointed the proxy back at the recorded backend")
+            supervised = state is not None and state.version is not None and deploy_cfg.supervise
+            if supervised and state and ensure_supervisor(workspace, state, serve_cfg, deploy_cfg):
+                done.append("restarted the supervisor")
+    except Timeout:
+        pass
+    return done
 
 
 def stop_local(workspace: Workspace) -> LocalState | None:
-    """Stop the backend and the proxy; returns what was running (None if nothing)."""
+    """Stop the supervisor, the backend and the proxy - and every other process this
+    deployment's marker is on; returns what was recorded as running (None if nothing)."""
     with _lock(workspace):
         state = read_state(workspace)
-        if state is None:
-            return None
-        stop_process(state.backend)
-        stop_process(state.proxy)
+        if state is not None:
+            stop_process(state.supervisor)  # first: it would restart the others
+            stop_process(state.backend)
+            stop_process(state.proxy)
+        reap_strays(workspace, None)
         (workspace.deploy_dir / TARGET_FILE).unlink(missing_ok=True)
         (workspace.deploy_dir / STATE_FILE).unlink(missing_ok=True)
         return state

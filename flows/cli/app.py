@@ -131,7 +131,11 @@ def main() -> None:
     import flows.cli  # noqa: F401  (registers every command module)
 
     try:
-        app(standalone_mode=False)
+        # with standalone_mode=False click *returns* the code of a typer.Exit instead of
+        # exiting with it: pass it on, or every command's own exit code is lost
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except RecopsError as exc:
         # one line each, whatever the terminal width: scripts grep these
         err_console.print(

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from components.config import RecopsConfig
+    from components.deploy.config import LocalDeployConfig
 
 from flows.cli.app import (
     ConfigOpt,
@@ -90,6 +94,13 @@ def serve_start(
     console.print(f"serving [bold]{done.version}[/bold] at {done.url}")
 
 
+def local_deploy_config(cfg: RecopsConfig) -> LocalDeployConfig | None:
+    """The local target's settings when the config deploys locally (supervision knobs)."""
+    from components.deploy.config import LocalDeployConfig
+
+    return cfg.deploy if isinstance(cfg.deploy, LocalDeployConfig) else None
+
+
 @serve_app.command("status")
 def serve_status_cmd(
     config: ConfigOpt = None,
@@ -97,19 +108,22 @@ def serve_status_cmd(
     workspace: WorkspaceOpt = None,
     json_out: JsonOutOpt = None,
 ) -> None:
-    """Show what is deployed locally: version, port, pid, health."""
+    """Show what is deployed locally: version, port, pids, health, restarts. Exit code
+    (Nagios plugin convention): 0 ok, 1 warning (serving, but something was restarted,
+    rolled back or repaired), 2 critical (deployed, not serving), 3 nothing deployed.
+    Also stops stray processes and restarts a dead supervisor (reported as repaired)."""
     from components.deploy.local import serve_status
 
     cfg, ws = prologue(config, set_, workspace)
-    status = serve_status(ws, cfg.serve)
+    status = serve_status(ws, cfg.serve, local_deploy_config(cfg))
     if not status["deployed"]:
         console.print("nothing is deployed (run `recops deploy`)")
     else:
         for key, value in status.items():
             console.print(f"{key:>17}: {value}")
     write_json(json_out, status)
-    if status["deployed"] and status.get("readyz") != 200:
-        raise typer.Exit(1)
+    if status["exit_code"]:
+        raise typer.Exit(status["exit_code"])
 
 
 @serve_app.command("stop")
@@ -128,20 +142,40 @@ def serve_stop(
 
 @bench_app.command("serving")
 def bench_serving(
-    duration: Annotated[float, typer.Option(help="Seconds per concurrency level.")] = 5.0,
+    duration: Annotated[float, typer.Option(help="Seconds per concurrency level.")] = 6.0,
     concurrency: Annotated[
         list[int] | None, typer.Option("--concurrency", help="Levels (repeatable).")
     ] = None,
+    items: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--items",
+            help="Measure a scratch deployment of an untrained SASRec over N items "
+            "instead of the running one (repeatable, e.g. --items 40 --items 12101).",
+        ),
+    ] = None,
+    device: Annotated[
+        str, typer.Option("--device", help="cpu (default) or cuda: where the bento serves.")
+    ] = "cpu",
     config: ConfigOpt = None,
     set_: SetOpt = None,
     workspace: WorkspaceOpt = None,
     json_out: JsonOutOpt = None,
 ) -> None:
-    """Latency/throughput of the deployed bento vs a BentoML echo service vs the
-    in-process model call, at concurrency 1, 8 and 32."""
-    from benchmarks.serving import render_table, run_serving_benchmark
+    """Throughput and latency of the bento vs a bare BentoML echo service (back to back,
+    wrk when installed) vs the in-process model call, at concurrency 1, 8 and 32, with
+    the bento/echo ratios; on the running deployment or on scratch ones (--items)."""
+    from benchmarks.serving import render_table, run_self_contained, run_serving_benchmark
+    from components.errors import ConfigError
 
-    cfg, ws = prologue(config, set_, workspace)
-    result = run_serving_benchmark(ws, cfg, levels=concurrency or [1, 8, 32], duration_s=duration)
-    console.print(render_table(result))
-    write_json(json_out, result)
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"--device must be cpu or cuda, not {device!r}")
+    levels = concurrency or [1, 8, 32]
+    if items:
+        results = [run_self_contained(n, levels, duration, device) for n in items]
+    else:
+        cfg, ws = prologue(config, set_, workspace)
+        results = [run_serving_benchmark(ws, cfg, levels, duration, device)]
+    for result in results:
+        console.print(render_table(result))
+    write_json(json_out, results[0] if len(results) == 1 else {"runs": results})

@@ -1,0 +1,44 @@
+"""`recops bench serving` pieces that need no server: wrk output parsing, ratios."""
+
+from __future__ import annotations
+
+import math
+
+from benchmarks.serving import parse_wrk, summarise
+
+WRK_OUTPUT = """Running 4s test @ http://127.0.0.1:40289/recommend
+  1 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    28.10ms   40.00ms 357.77ms   90.00%
+  Latency Distribution
+     50%  636.00us
+     75%   12.00ms
+     90%   20.50ms
+     99%    1.18s
+  1128 requests in 4.00s, 500.00KB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:    281.87
+Transfer/sec:    125.00KB
+"""
+
+
+def test_wrk_output_is_parsed_with_units_and_all_errors() -> None:
+    row = parse_wrk(WRK_OUTPUT)
+    assert row["requests"] == 1128 and row["rps"] == 281.9
+    assert row["p50_ms"] == 0.64 and row["p90_ms"] == 20.5 and row["p99_ms"] == 1180.0
+    assert row["errors"] == 7  # 4 non-2xx + 3 socket errors
+    assert math.isnan(parse_wrk("garbage")["p50_ms"])
+
+
+def test_summary_compares_bento_with_echo_at_each_level() -> None:
+    rows = [
+        {"target": "bento", "concurrency": 1, "rps": 400.0, "p99_ms": 5.0, "errors": 0},
+        {"target": "echo", "concurrency": 1, "rps": 500.0, "p99_ms": 4.0, "errors": 0},
+        {"target": "bento", "concurrency": 8, "rps": 300.0, "p99_ms": 30.0, "errors": 0},
+        {"target": "echo", "concurrency": 8, "rps": 500.0, "p99_ms": 10.0, "errors": 0},
+        {"target": "in-process", "concurrency": 8, "rps": 9000.0, "p99_ms": 1.0, "errors": 0},
+    ]
+    one, eight = summarise(rows)
+    assert (one["rps_ratio"], one["p99_ratio"], one["meets_target"]) == (0.8, 1.25, True)
+    assert (eight["rps_ratio"], eight["p99_ratio"], eight["meets_target"]) == (0.6, 3.0, False)
