@@ -24,6 +24,7 @@ from components.evaluation.config import EvalConfig, GateConfig
 from components.explain.config import ExplainConfig
 from components.features.config import FeaturesConfig
 from components.models.config import ModelConfig
+from components.monitoring.config import MonitoringConfig
 from components.training.config import TrainConfig
 from components.validation.config import ValidationConfig
 from components.versioning.config import VersioningConfig
@@ -47,6 +48,7 @@ class RecopsConfig(BaseModel):
     gate: GateConfig = GateConfig()
     serve: ServeConfig = ServeConfig()
     deploy: DeployConfig = LocalDeployConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     explain: ExplainConfig = ExplainConfig()
 
     def fingerprint(self) -> str:

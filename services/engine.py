@@ -138,6 +138,7 @@ class RecommendResponse(BaseModel):
     model_version: str
     source: Source
     warnings: list[str] = []
+    request_id: str | None = None  # names this answer in the serving log (for feedback)
     explanation: Explanation | None = None
 
 
@@ -163,6 +164,7 @@ class Plan:
     k: int
     exclude: list[int]
     warnings: list[str] = field(default_factory=list)
+    n_unknown: int = 0  # history items not in the model's vocabulary (the serving log)
     explain: bool = False
     #: for explanations: the query history's tokens, their positions in the history as
     #: given, its length and its event types (None when the request had none)
@@ -235,7 +237,15 @@ class Engine:
             excluded = sorted(set(excluded) | set(known))
         k = min(k, self.n_items)
         if not known:
-            return Plan(None, k, excluded, warnings, explain=explain)
+            return Plan(
+                None,
+                k,
+                excluded,
+                warnings,
+                explain=explain,
+                given_length=len(tokens),
+                n_unknown=len(unknown),
+            )
         positions = np.flatnonzero(indices != PAD)[-self.max_len :].tolist()
         query = ScoreQuery(
             history=known[-self.max_len :],
@@ -254,6 +264,7 @@ class Engine:
             history_tokens=[tokens[p] for p in positions],
             positions=positions,
             given_length=len(tokens),
+            n_unknown=len(unknown),
             event_types=event_types,
         )
 

@@ -7,6 +7,7 @@ version (declared below as a ``BentoModel`` so the bento carries its weights).
 Endpoints
     POST /recommend        {user_id?, history?, k, exclude_seen, exclude?} -> items
     POST /recommend_batch  {requests: [...]} -> {results: [...]}
+    POST /feedback         {events: [{user_id, item_id, event_type, timestamp?, request_id?}]}
     POST /explain          {item_id, user_id?, history?, top} -> why (not) this item
     GET  /metadata         model version/name, data version, metrics, loaded_at
     GET  /healthz /livez   process alive (BentoML built-in)
@@ -37,12 +38,13 @@ import anyio.to_thread
 import bentoml
 import orjson
 import torch
-from pydantic import BaseModel, ValidationError, create_model
+from pydantic import BaseModel, Field, ValidationError, create_model
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from components.monitoring.servelog import new_request_id
 from services.batching import MicroBatcher, Overloaded
 from services.engine import (
     Engine,
@@ -56,6 +58,7 @@ from services.engine import (
 )
 from services.explanations import ExplainLimits
 from services.guard import GuardMiddleware
+from services.servinglog import FeedbackEvent, ServiceLogs
 from services.settings import SERVICE_NAME, ServiceSettings
 
 logger = logging.getLogger("recops.service")
@@ -71,6 +74,14 @@ BatchRequest: type[BaseModel] = create_model(
     "BatchRequest",
     __config__={"extra": "forbid"},
     requests=(list[RecommendRequest], ...),  # type: ignore[valid-type]
+)
+FeedbackRequest: type[BaseModel] = create_model(
+    "FeedbackRequest",
+    __config__={"extra": "forbid"},
+    events=(
+        list[FeedbackEvent],
+        Field(min_length=1, max_length=SETTINGS.serve.log.max_feedback_events),
+    ),
 )
 READY_CACHE_S = 5.0
 JSON = "application/json"
@@ -112,6 +123,19 @@ async def _answer(request: Request, requests: list[Any], *, single: bool) -> Res
     return Response(orjson.dumps(body), media_type=JSON)
 
 
+async def _feedback(request: Request) -> Response:
+    """``POST /feedback``: validated events appended to the feedback log (one line 4xx
+    for a malformed batch, which then leaves nothing behind)."""
+    try:
+        parsed = FeedbackRequest.model_validate_json(await request.body() or b"{}")
+    except ValidationError as exc:
+        return _error(*validation_error(exc))
+    service: RecommendationService = bentoml.get_current_service()
+    events = list(parsed.events)  # type: ignore[attr-defined]
+    accepted = service.logs.feedback(events)
+    return Response(orjson.dumps({"received": len(events), "accepted": accepted}), media_type=JSON)
+
+
 def validation_error(exc: ValidationError) -> tuple[int, str]:
     """(status, one line) for a body pydantic refused: 400 for unreadable JSON, else 422
     naming the first bad field."""
@@ -141,6 +165,7 @@ routes_app = Starlette(
         Route("/metadata", _metadata, methods=["GET"]),
         Route("/recommend", _recommend, methods=["POST"]),
         Route("/recommend_batch", _recommend_batch, methods=["POST"]),
+        Route("/feedback", _feedback, methods=["POST"]),
     ]
 )
 
@@ -195,6 +220,7 @@ class RecommendationService:
             max_queue=SETTINGS.serve.max_queue,
             on_batch=batch_sizes.observe,
         )
+        self.logs = ServiceLogs(self.workspace, SETTINGS.serve.log)
         self.loaded_at = datetime.now(timezone.utc)
         self._ready_at = 0.0
         self._ready = False
@@ -302,10 +328,17 @@ class RecommendationService:
         queries = [p.query for p in plans if p.query is not None]
         scored = iter(await self._score(queries))
         responses = []
-        for plan in plans:
-            responses.append(self.engine.render(plan, next(scored) if plan.query else None))
+        for request, plan in zip(requests, plans, strict=True):
+            answer = self.engine.render(plan, next(scored) if plan.query else None)
+            answer["request_id"] = new_request_id()
+            self.logs.served(request, plan, answer)
+            responses.append(answer)
             self.requests_by_source.labels(source=plan.source).inc()
         return responses
+
+    @bentoml.on_shutdown
+    def _close_logs(self) -> None:
+        self.logs.close()
 
     async def _online_histories(self, user_ids: list[str]) -> tuple[dict[str, list[str]], bool]:
         """Recent raw item ids per user from the Feast online store ([] when unknown),

@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from components.monitoring.config import ServingLogConfig
+
 
 class ServeConfig(BaseModel):
     """The HTTP service: where it listens and its request limits."""
@@ -32,6 +34,7 @@ class ServeConfig(BaseModel):
     # OpenMP workers spin-wait on descheduled siblings (p95 1 ms -> 200 ms measured)
     cpu_threads: int = Field(1, ge=0)
     timeout_s: int = Field(30, ge=1)
+    log: ServingLogConfig = ServingLogConfig()
     # explanations (``"explain": true``, ``/explain``): bounded work per request
     explain_max_history: int = Field(50, ge=1, description="most recent events deleted")
     explain_max_k: int = Field(20, ge=1, description="most items explained per request")

@@ -607,6 +607,7 @@ def serve_status(
             health["serving_version"] = (
                 meta.json().get("model_version") if meta.is_success else None
             )
+            health["serving_log"] = serving_log_counters(client.get("/metrics").text)
     except httpx.HTTPError as exc:
         health["error"] = str(exc)
     out = {
@@ -670,6 +671,17 @@ def _repair(
     except Timeout:
         pass
     return done
+
+
+def serving_log_counters(metrics: str) -> dict[str, float]:
+    """The serving log's counters from a Prometheus page (rows by outcome, write errors)."""
+    found: dict[str, float] = {}
+    for line in metrics.splitlines():
+        if line.startswith("recops_serving_log_") and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            if "_created" not in name:
+                found[name] = float(value)
+    return found
 
 
 def stop_local(workspace: Workspace) -> LocalState | None:

@@ -317,6 +317,19 @@ def _validate_drift(
     return out, run.docs_page
 
 
+def validate_summary(
+    workspace: Workspace, suite: str, expectations: list, summary: pd.DataFrame, run_name: str
+) -> tuple[list, str | None]:
+    """Run ``expectations`` as GX suite ``suite`` on a small summary frame (the drift
+    suites use this); returns the GX results and the Data Docs page."""
+    workspace.lock_dir.mkdir(parents=True, exist_ok=True)
+    context = gx_context(workspace)
+    with FileLock(str(workspace.lock_dir / "gx.lock")):
+        checkpoint = _checkpoint(context, suite, expectations)
+        run = _run_checkpoint(context, checkpoint, summary, run_name)
+    return run.results, run.docs_page
+
+
 def batch_stats(events: pd.DataFrame, batch_id: str | None = None) -> BatchStats:
     """Row, user and item counts (and time range) of a contract-shaped frame."""
     from components.data.schema import TIME

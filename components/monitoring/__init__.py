@@ -1,0 +1,1 @@
+"""What happened after deployment: the serving log, feedback, online metrics, drift."""

@@ -1,0 +1,130 @@
+"""The service's hook into ``components.monitoring.servelog``: one row per answered request,
+feedback rows, and their counters in ``/metrics``.
+
+Kept out of ``services/recommender.py`` so the request path gains two calls: a request id
+per response and :meth:`ServiceLogs.served` (a tuple appended to a buffer).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import bentoml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from components.monitoring.config import ServingLogConfig
+from components.monitoring.servelog import (
+    FEEDBACK,
+    FEEDBACK_SCHEMA,
+    SERVED,
+    SERVED_SCHEMA,
+    ParquetLog,
+    now_us,
+)
+from components.validation.config import ValidationConfig
+from components.workspace import Workspace
+from services.engine import Plan
+
+EVENT_TYPES = frozenset(ValidationConfig().event_types)
+
+
+class FeedbackEvent(BaseModel):
+    """One thing a user did with an item, optionally naming the served list it answers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=256)
+    item_id: str = Field(min_length=1, max_length=256)
+    event_type: str = "click"
+    timestamp: datetime | None = None  # default: when the bento received it
+    value: float | None = None
+    request_id: str | None = Field(None, min_length=1, max_length=64)
+
+    @field_validator("event_type")
+    @classmethod
+    def _known_event_type(cls, value: str) -> str:
+        if value not in EVENT_TYPES:
+            raise ValueError(f"unknown event_type {value!r}; use one of {sorted(EVENT_TYPES)}")
+        return value
+
+    @field_validator("timestamp")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+
+def _us(value: datetime) -> int:
+    return int(value.timestamp() * 1_000_000)
+
+
+class ServiceLogs:
+    """The served and feedback logs of one service process, counted in Prometheus."""
+
+    def __init__(self, workspace: Workspace, cfg: ServingLogConfig) -> None:
+        self.cfg = cfg
+        folder = Path(cfg.dir) if cfg.dir else workspace.serving_log_dir
+        self.rows = bentoml.metrics.Counter(
+            name="recops_serving_log_rows_total",
+            documentation="Rows of the serving/feedback logs, by log and outcome "
+            "(written, dropped: buffer full, failed: lost to a write error).",
+            labelnames=["log", "outcome"],
+        )
+        self.errors = bentoml.metrics.Counter(
+            name="recops_serving_log_write_errors_total",
+            documentation="Failed writes of the serving/feedback logs (full disk, bad folder).",
+            labelnames=["log"],
+        )
+        self.served_log = self._open(folder, SERVED, SERVED_SCHEMA) if cfg.enabled else None
+        self.feedback_log = self._open(folder / FEEDBACK, FEEDBACK, FEEDBACK_SCHEMA)
+
+    def _open(self, folder: Path, name: str, schema) -> ParquetLog:
+        def count(kind: str, n: int) -> None:
+            if kind == "error":
+                self.errors.labels(log=name).inc(n)
+            else:
+                self.rows.labels(log=name, outcome=kind).inc(n)
+
+        return ParquetLog(folder, name, schema, self.cfg, on_event=count)
+
+    def served(self, request: Any, plan: Plan, answer: dict[str, Any]) -> None:
+        """Record one answered request (``answer``: the engine's rendered dict; no I/O)."""
+        if self.served_log is None:
+            return
+        self.served_log.record(
+            (
+                answer["request_id"],
+                now_us(),
+                request.user_id,
+                plan.given_length,
+                plan.n_unknown,
+                plan.source,
+                answer["model_version"],
+                [i["item_id"] for i in answer["items"]],
+                [i["score"] for i in answer["items"]],
+            )
+        )
+
+    def feedback(self, events: list[FeedbackEvent]) -> int:
+        """Buffer feedback events; returns how many were accepted into the buffer."""
+        received = now_us()
+        accepted = 0
+        for e in events:
+            ts = _us(e.timestamp) if e.timestamp else received
+            row = (e.user_id, e.item_id, ts, e.event_type, e.value, e.request_id, received)
+            accepted += self.feedback_log.record(row)
+        return accepted
+
+    def stats(self) -> dict[str, Any]:
+        out = {"feedback": self.feedback_log.stats.as_dict()}
+        if self.served_log is not None:
+            out["served"] = self.served_log.stats.as_dict()
+        return out
+
+    def close(self) -> None:
+        for part in (self.served_log, self.feedback_log):
+            if part is not None:
+                part.close()
