@@ -28,8 +28,9 @@ import httpx
 import psutil
 from pydantic import BaseModel, ConfigDict
 
-from components.deploy.local import ProcessInfo, free_port, port_in_use, stop_process
+from components.deploy.local import ProcessInfo, port_in_use, stop_process
 from components.errors import RecopsError
+from components.net import free_port
 from components.workspace import Workspace
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from components.deploy.config import DeployConfig, ServeConfig
-from components.deploy.local import Deployment, deploy_version, free_port, serve_status, stop_local
+from components.deploy.config import LocalDeployConfig, ServeConfig
+from components.deploy.local import Deployment, deploy_version, serve_status, stop_local
 from components.monitoring.config import ServingLogConfig
 from components.monitoring.online import metrics_by_version, unknown_request_ids
 from components.monitoring.servelog import (
@@ -25,6 +25,7 @@ from components.monitoring.servelog import (
     SERVED_SCHEMA,
     read_log,
 )
+from components.net import free_port
 from tests.services.conftest import ServedWorkspace
 
 pytestmark = pytest.mark.slow
@@ -42,7 +43,7 @@ def deployed(served_workspace: ServedWorkspace, port: int) -> Iterator[Deploymen
         served_workspace.workspace,
         served_workspace.v1.version,
         ServeConfig(port=port, log=FAST_LOG),
-        DeployConfig(readiness_timeout_s=90, switch_drain_s=0.2),
+        LocalDeployConfig(readiness_timeout_s=90, switch_drain_s=0.2),
         served_workspace.features,
     )
     yield d
@@ -135,7 +136,7 @@ def test_unwritable_log_folder_never_fails_a_request(
         ServeConfig(
             port=port, log=ServingLogConfig(dir=str(blocker / "log"), flush_interval_s=0.2)
         ),
-        DeployConfig(readiness_timeout_s=90, switch_drain_s=0.2),
+        LocalDeployConfig(readiness_timeout_s=90, switch_drain_s=0.2),
         served_workspace.features,
     )
     with httpx.Client(base_url=d.url, timeout=30) as client:
