@@ -63,6 +63,8 @@ class RunRecord(BaseModel):
     model_version: str | None = None  # registry tag once stored
     gate: dict[str, Any] | None = None
     deployed_version: str | None = None
+    #: the split's labels with Feast's point-in-time user/item features (Parquet)
+    training_features: str | None = None
     status: str = "candidate"
 
     def save(self, path: str | Path) -> None:

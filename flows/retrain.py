@@ -28,6 +28,7 @@ from flows.tasks import (
     fetch_batch,
     influence_report,
     materialize_features,
+    point_in_time_features,
     prepare_data,
     register_model,
     train_challenger,
@@ -65,6 +66,9 @@ def retrain_flow(
     if cfg.features.enabled:
         materialize_features(cfg, ws, data_version)
     prepared = prepare_data(cfg, ws, data_version)
+    features_path = (
+        point_in_time_features(cfg, ws, prepared, run_id) if cfg.features.enabled else None
+    )
     trained = train_challenger(cfg, ws, prepared, data_version, run_id)
     version = register_model(ws, trained.result.bundle, trained.record).version
     if cfg.explain.report:
@@ -88,6 +92,7 @@ def retrain_flow(
             "gate": gate.decision.model_dump(mode="json"),
             "deployed_version": outcome["deployed_version"],
             "status": promotion.status,
+            "training_features": features_path,
         }
     )
     record.save(ws.runs_dir / run_id / "run_record.json")

@@ -116,6 +116,27 @@ def prepare_data(cfg: RecopsConfig, ws: Workspace, data_version: str) -> Prepare
     return prepared
 
 
+@task(name="training-features", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def point_in_time_features(
+    cfg: RecopsConfig, ws: Workspace, prepared: PreparedData, run_id: str
+) -> str:
+    """The split's labels with Feast's point-in-time user/item features (lifecycle.prepare),
+    written to the run folder; returns the file's path."""
+    from components.lifecycle.prepare import training_features
+
+    frame = training_features(ws, cfg.features, prepared)
+    path = ws.runs_dir / run_id / "training_features.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path, index=False)
+    get_run_logger().info(
+        "training features: %d label rows x %d columns from Feast -> %s",
+        len(frame),
+        frame.shape[1],
+        path,
+    )
+    return str(path)
+
+
 @task(name="train-challenger", retries=0, cache_policy=NO_CACHE)
 def train_challenger(
     cfg: RecopsConfig, ws: Workspace, prepared: PreparedData, data_version: str, run_id: str

@@ -7,11 +7,14 @@ path, so ``recops stage prepare``, ``recops train`` and the flow read files alik
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from components.data.config import DataConfig
 from components.data.prepare import PreparedData, prepare
+from components.data.schema import ITEM, USER
 from components.features.config import FeaturesConfig
+from components.features.tables import EVENT_TS
 from components.versioning.config import VersioningConfig
 from components.versioning.dvc_store import DatasetStore
 from components.workspace import Workspace
@@ -54,3 +57,52 @@ def prepare_version(
 ) -> PreparedData:
     """An accepted dataset version, prepared and split."""
     return prepare(load_version(ws, versioning_cfg, version), data_cfg)
+
+
+# --- point-in-time training features (Feast offline store) -----------------------------
+LABEL_SPLIT = "split"
+
+
+def label_rows(prepared: PreparedData) -> pd.DataFrame:
+    """One row per held-out label: ``user_id``, ``item_id``, ``event_timestamp`` (the label
+    event's time, the split's cut-off for that user) and ``split`` (valid/test).
+
+    Leave-one-out only (the label positions are each user's last two events); a temporal
+    split gives no rows yet.
+    """
+    seqs = prepared.sequences
+    if prepared.split.strategy != "leave_one_out" or seqs.timestamps is None:
+        return pd.DataFrame(columns=[USER, ITEM, EVENT_TS, LABEL_SPLIT])
+    frames = []
+    for name, back in (("valid", 2), ("test", 1)):
+        rows = np.asarray(
+            prepared.split.valid.users if name == "valid" else prepared.split.test.users
+        )
+        positions = seqs.offsets[rows] + seqs.lengths[rows] - back
+        frames.append(
+            pd.DataFrame(
+                {
+                    USER: np.asarray(prepared.vocab.users, dtype=object)[rows],
+                    ITEM: np.asarray(prepared.vocab.items, dtype=object)[
+                        seqs.values[positions] - 1
+                    ],
+                    EVENT_TS: pd.to_datetime(seqs.timestamps[positions], utc=True),
+                    LABEL_SPLIT: name,
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def training_features(
+    ws: Workspace, features_cfg: FeaturesConfig, prepared: PreparedData
+) -> pd.DataFrame:
+    """The labels of ``prepared``'s split with the user and item features Feast's offline
+    store held strictly before each label's time (point-in-time joins over every feature
+    the training feature service declares: new item features arrive without code here)."""
+    from components.features.store import historical_features
+
+    rows = label_rows(prepared)
+    if rows.empty:
+        return rows
+    return historical_features(ws, features_cfg, rows)

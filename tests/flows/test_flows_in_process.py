@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from components.config import RecopsConfig, load_config
@@ -94,8 +95,12 @@ def test_retrain_and_rollback_flows_keep_serving_on_failed_deploys(
     rejected = registry.history()[-1]
     assert rejected.action == "reject" and "deploy failed" in rejected.reason
 
-    result = retrain_flow(config=_flow_config(_config(ws_root, "deploy.target=none")))
+    with_features = _config(ws_root, "deploy.target=none", "features.enabled=true")
+    result = retrain_flow(config=_flow_config(with_features))
     assert result["outcome"]["status"] == "champion"
+    # the training set's point-in-time features came from Feast's offline store
+    labels = pd.read_parquet(result["training_features"])
+    assert len(labels) > 0 and "user_features__n_events" in labels.columns
     assert result["outcome"]["deploy_target"] == "none"
     knn = result["model_version"]
     assert registry.champion().version == knn

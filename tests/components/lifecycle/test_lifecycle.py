@@ -164,3 +164,26 @@ def test_k8s_apply_without_kubectl_is_a_deploy_failure(
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(DeployFailed, match="kubectl is not on PATH"):
         kubectl_apply(workspace.deploy_dir, 5)
+
+
+def test_training_features_come_from_feast_point_in_time_without_leaks(
+    workspace: Workspace, tiny_events: pd.DataFrame
+) -> None:
+    """The product path (lifecycle.prepare.training_features, called by the retrain flow):
+    each label row's user features count only the user's events strictly before it."""
+    from components.data.prepare import prepare
+    from components.data.schema import TIME, USER
+    from components.features.store import refresh_features
+    from components.lifecycle.prepare import training_features
+
+    cfg = FeaturesConfig(history_length=5)
+    refresh_features(tiny_events, workspace, cfg)
+    prepared = prepare(tiny_events, DataConfig(max_len=20))
+    frame = training_features(workspace, cfg, prepared)
+    assert set(frame["split"]) == {"valid", "test"}
+    assert len(frame) == 2 * len(prepared.split.test)
+    assert "item_features__n_events" in frame.columns
+    times = pd.to_datetime(tiny_events[TIME], utc=True)
+    for row in frame.sample(40, random_state=0).itertuples():
+        before = int(((tiny_events[USER] == row.user_id) & (times < row.event_timestamp)).sum())
+        assert row.user_features__n_events == before
