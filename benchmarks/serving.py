@@ -300,11 +300,12 @@ def run_self_contained(
         deploy_cfg = LocalDeployConfig(readiness_timeout_s=300, switch_drain_s=0.0)
         features_cfg = FeaturesConfig(enabled=False)
         started = time.perf_counter()
-        deploy_version(workspace, version, serve_cfg, deploy_cfg, features_cfg)
+        deployed = deploy_version(workspace, version, serve_cfg, deploy_cfg, features_cfg)
         deploy_s = round(time.perf_counter() - started, 1)
         cfg = RecopsConfig().model_copy(update={"serve": serve_cfg})
         result = run_serving_benchmark(workspace, cfg, levels, duration_s, device)
         result["deploy_s"] = deploy_s
+        result["switch_over"] = deployed.timings
         result["model"] = f"untrained sasrec (configs/models/sasrec.yaml sizes), {n_items} items"
         return result
     finally:
@@ -361,6 +362,8 @@ def render_table(result: dict[str, Any]) -> str:
             f"{row['target']:<11} {row['concurrency']:>4} {row['rps']:>8} {row['p50_ms']:>8} "
             f"{row['p90_ms']:>8} {row['p99_ms']:>8} {row['errors']:>6} {row['tool']:>6}"
         )
+    if "switch_over" in result:
+        lines.append(f"deploy (build -> answering): {result['switch_over']}")
     lines.append("")
     lines.append(f"bento/echo (targets: req/s >= {TARGET_RPS_RATIO}, p99 <= {TARGET_P99_RATIO}x)")
     for s in result["summary"]:

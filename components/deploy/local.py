@@ -39,7 +39,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -122,6 +122,9 @@ class Deployment:
     port: int
     pid: int
     previous_version: str | None
+    # seconds per switch-over step: bento build, process start until /readyz, smoke tests
+    # and the switch (the old backend's drain comes after the new version answers)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 # --- state ----------------------------------------------------------------------------
@@ -410,6 +413,20 @@ def _last_error(log_path: str) -> str:
     return (errors or lines or ["no output"])[-1].strip()[:300]
 
 
+class _Clock:
+    """Lap times of the switch-over steps (seconds, rounded)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._start = self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 2)
+        self.laps["total_s"] = round(now - self._start, 2)
+        self._last = now
+
+
 # --- target and supervision -------------------------------------------------------------
 def _write_target(workspace: Workspace, host: str, port: int, version: str | None) -> None:
     _write_atomic(
@@ -525,18 +542,22 @@ def _deploy_locked(
         )
     old_backend = state.backend if state and state.backend and state.backend.alive() else None
 
+    clock = _Clock()
     bento = build_bento(workspace, version, serve_cfg, deploy_cfg, features_cfg)
+    clock.lap("build_s")
     backend = start_backend(workspace, bento.tag, host)
     log.info("started %s on port %d (pid %d)", bento.tag, backend.port, backend.pid)
     started_proxy = False
     try:
         wait_ready(backend, host, deploy_cfg.readiness_timeout_s)
+        clock.lap("start_to_ready_s")
         smoke_test(f"http://{host}:{backend.port}", bento.version, serve_cfg)
         if proxy is None:
             proxy = start_proxy(workspace, host, serve_cfg.port)
             started_proxy = True
         _write_target(workspace, host, backend.port, bento.version)
         smoke_test(f"http://{host}:{serve_cfg.port}", bento.version, serve_cfg)
+        clock.lap("checks_and_switch_s")
     except BaseException:
         stop_process(backend)
         if started_proxy:
@@ -564,7 +585,12 @@ def _deploy_locked(
     if deploy_cfg.supervise:
         ensure_supervisor(workspace, new_state, serve_cfg, deploy_cfg)
     log.info(
-        "deployed %s at http://%s:%d (previous: %s)", bento.version, host, serve_cfg.port, previous
+        "deployed %s at http://%s:%d (previous: %s; %s)",
+        bento.version,
+        host,
+        serve_cfg.port,
+        previous,
+        clock.laps,
     )
     return Deployment(
         version=bento.version,
@@ -573,6 +599,7 @@ def _deploy_locked(
         port=serve_cfg.port,
         pid=backend.pid,
         previous_version=previous,
+        timings=clock.laps,
     )
 
 
@@ -583,9 +610,9 @@ def serve_status(
     workspace: Workspace, serve_cfg: ServeConfig, deploy_cfg: LocalDeployConfig | None = None
 ) -> dict[str, Any]:
     """What is deployed, whether it answers, and what the supervisor did (never raises for
-    a dead deployment). ``health`` is ``ok`` (the public port serves the recorded version
-    and the supervisor runs), ``warning`` (it serves, but something was restarted, rolled
-    back or had to be repaired now), ``critical`` (deployed, but not serving) or
+    a dead deployment). ``health`` is ``ok`` (the public port serves the recorded version,
+    which is the registry's champion, and the supervisor runs), ``warning`` (it serves, but
+    not the champion, or something was restarted, rolled back or repaired now), ``critical`` (deployed, but not serving) or
     ``unknown`` (nothing deployed); ``exit_code`` follows the Nagios plugin convention.
 
     With ``deploy_cfg`` it also repairs what the next command must: strays are stopped,
@@ -629,6 +656,7 @@ def serve_status(
         "rolled_back_from": state.rolled_back_from,
         "repaired": repaired,
         "previous_version": state.previous_version,
+        "champion": _champion(workspace),
         "deployed_at": state.deployed_at.isoformat() if state.deployed_at else None,
         "log": state.backend.log if state.backend else None,
         **health,
@@ -643,13 +671,24 @@ def _health(status: dict[str, Any]) -> str:
     if not serving:
         return "critical"
     degraded = (
-        not status["supervisor_alive"]
+        status["champion"] != status["version"]  # e.g. a deploy killed before its promote
+        or not status["supervisor_alive"]
         or status["repaired"]
         or status["restarts"]
         or status["proxy_restarts"]
         or status["rolled_back_from"]
     )
     return "warning" if degraded else "ok"
+
+
+def _champion(workspace: Workspace) -> str | None:
+    from components.errors import RecopsError
+    from components.registry.store import ModelRegistry
+
+    try:
+        return ModelRegistry(workspace).state().champion
+    except RecopsError:
+        return None
 
 
 def _repair(
