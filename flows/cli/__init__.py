@@ -8,6 +8,7 @@ from flows.cli import (  # noqa: F401  (imported for their command registrations
     explain_cmds,
     features_cmds,
     models_cmds,
+    monitor_cmds,
     run_cmds,
     server_cmds,
     stage_cmds,
