@@ -206,6 +206,10 @@ class Engine:
         # ~50x cheaper than building a pandas Index per request (profiled)
         self._index: dict[str, int] = {t: i + 1 for i, t in enumerate(self.vocab.items)}
         self._tokens: list[str] = ["", *self.vocab.items]
+        # items the model can represent (id, text or category); a content model also
+        # knows catalogue items that had no training events (cold items)
+        self._known = bundle.known_items()
+        self._all_known = bool(self._known[1:].all())
 
     # 1. plan --------------------------------------------------------------------------
     def plan(
@@ -228,9 +232,16 @@ class Engine:
         indices = np.fromiter((lookup(t, PAD) for t in tokens), dtype=np.int64, count=len(tokens))
         warnings: list[str] = []
         unknown = [t for t, i in zip(tokens, indices, strict=True) if i == PAD]
+        where = "online history" if from_store else "history"
         if unknown:
-            where = "online history" if from_store else "history"
             warnings.append(f"unknown item ids dropped from {where}: {_short_list(unknown)}")
+        blank = [] if self._all_known else _unrepresented(tokens, indices, self._known)
+        if blank:
+            warnings.append(
+                f"item ids without training events or text dropped from {where}: "
+                f"{_short_list(blank)}"
+            )
+            indices = np.where(self._known[indices], indices, PAD)
         known = indices[indices != PAD].tolist()
         excluded = [i for i in (lookup(t, PAD) for t in exclude) if i != PAD]
         if exclude_seen:
@@ -418,6 +429,12 @@ def _right_padded(rows: list[list[int]]) -> torch.Tensor:
     for i, r in enumerate(rows):
         out[i, : len(r)] = r
     return torch.from_numpy(out)
+
+
+def _unrepresented(tokens: list[str], indices: np.ndarray, known: np.ndarray) -> list[str]:
+    """Tokens in the vocabulary that the model cannot represent (no id, text or category)."""
+    missing = (indices != PAD) & ~known[indices]
+    return [tokens[i] for i in np.flatnonzero(missing)]
 
 
 def _finite(x: float) -> float:

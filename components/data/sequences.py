@@ -117,6 +117,15 @@ class Sequences:
         ts = self.timestamps[gather] if self.timestamps is not None else None
         return Sequences(self.values[gather], offsets, ts)
 
+    def without_items(self, drop: np.ndarray) -> Sequences:
+        """The same sequences with every item whose ``drop[item]`` is True removed."""
+        keep = ~np.asarray(drop, dtype=bool)[self.values]
+        kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
+        kept_per_row = kept_before[self.offsets[1:]] - kept_before[self.offsets[:-1]]
+        offsets = np.concatenate([[0], np.cumsum(kept_per_row)]).astype(np.int64)
+        ts = self.timestamps[keep] if self.timestamps is not None else None
+        return Sequences(self.values[keep], offsets, ts)
+
     def last(self, n: int = 1) -> np.ndarray:
         """The item ``n`` positions from the end of each sequence (0 where too short)."""
         pos = self.offsets[1:] - n

@@ -134,3 +134,34 @@ def temporal(seqs: Sequences, n_items: int, max_len: int, test_fraction: float =
         strategy="temporal",
         train_only_users=int(len(seqs) - len(test_rows)),
     )
+
+
+def cold_item_split(split: Split, share: float = 0.1, seed: int = 0) -> tuple[Split, np.ndarray]:
+    """The cold-item protocol: a seeded ``share`` of all items is removed from every
+    training sequence; the test set keeps only users whose test target is such an item
+    (their histories unchanged: cold items there are read through their content).
+
+    Validation is the normal one (model selection never looks at the cold test targets).
+    Returns ``(split, cold item indices)``; raises :class:`DataError` when no test target
+    is cold."""
+    if not 0 < share < 1:
+        raise DataError(f"cold-item share must be in (0, 1), got {share}")
+    rng = np.random.default_rng(seed)
+    n_cold = max(1, round(share * split.n_items))
+    cold = np.sort(rng.choice(np.arange(1, split.n_items + 1), size=n_cold, replace=False))
+    is_cold = np.zeros(split.n_items + 1, dtype=bool)
+    is_cold[cold] = True
+    rows = np.flatnonzero(is_cold[split.test.targets.numpy()])
+    if len(rows) == 0:
+        raise DataError("cold-item protocol: no test target is one of the held-out items")
+    test = EvalSet(split.test.users[rows], split.test.histories[rows], split.test.targets[rows])
+    cold_split = Split(
+        train=split.train.without_items(is_cold),
+        valid=split.valid,
+        test=test,
+        n_items=split.n_items,
+        max_len=split.max_len,
+        strategy=f"{split.strategy}+cold_items",
+        train_only_users=split.train_only_users,
+    )
+    return cold_split, cold

@@ -50,6 +50,11 @@ class TrainingPairs(NamedTuple):
     item_table: Tensor  # [n_items + 1, D]
     seen: Tensor | None = None  # [N, H] item indices, 0 = padding
     seen_bias: Tensor | None = None  # scalar
+    #: [n_items + 1] bool: the items the loss may rank (None = all). Content models leave
+    #: out items without training events: a cold item is never a target, and as an
+    #: ever-present negative its text would be learned as "never next" (on ml-100k that
+    #: sent cold-item HR@10 to 0).
+    candidates: Tensor | None = None
 
 
 #: The seen-item offset is stored divided by this gain, so Adam (whose steps are about
@@ -152,7 +157,11 @@ class Recommender(torch.nn.Module):
         carrying ``seen`` when this model learns the seen-item offset."""
         table = self.output_embeddings() if item_table is None else item_table
         bias = self.seen_bias
-        return TrainingPairs(hidden, targets, table, seen if bias is not None else None, bias)
+        items = self.item_input
+        candidates = items.training_candidates() if items is not None else None
+        return TrainingPairs(
+            hidden, targets, table, seen if bias is not None else None, bias, candidates
+        )
 
     def causal_pairs(
         self, hidden: Tensor, inputs: Tensor, targets: Tensor, item_table: Tensor | None = None

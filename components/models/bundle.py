@@ -64,6 +64,16 @@ class ModelBundle:
             return tensor.device
         return torch.device("cpu")
 
+    def known_items(self) -> np.ndarray:
+        """``[n_items + 1]`` bool: items the model can represent from a history (by id,
+        text or category); all real items for id-only models. Padding is False."""
+        items = self.model.item_input
+        if items is None:
+            known = np.ones(self.vocab.n_items + 1, dtype=bool)
+            known[PAD] = False
+            return known
+        return items.known_items().cpu().numpy()
+
     # --- persistence ------------------------------------------------------------------
     def save(self, directory: Path) -> None:
         """Write a self-contained bundle into ``directory`` (created if missing)."""

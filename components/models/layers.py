@@ -126,6 +126,13 @@ class ItemInput(nn.Module):
             self.has_id = mask
         self._cached = None
 
+    def training_candidates(self) -> Tensor | None:
+        """Items a training loss may rank: with content features, those with an id
+        embedding (training events); None (all items) for id-only models."""
+        if self.text_proj is None and self.categories_emb is None:
+            return None
+        return self.has_id
+
     def known_items(self) -> Tensor:
         """``[n_items + 1]`` bool: items with any representation (id, text or category)."""
         known = self.has_id.clone() if self.ids is not None else torch.zeros_like(self.has_id)

@@ -26,6 +26,8 @@ def full_cross_entropy(pairs: TrainingPairs) -> Tensor:
     if pairs.seen is not None and pairs.seen_bias is not None:
         add_seen_offset_(logits, pairs.seen, pairs.seen_bias)
     logits[:, 0] = float("-inf")
+    if pairs.candidates is not None:
+        logits = logits.masked_fill(~pairs.candidates[None, :], float("-inf"))
     return F.cross_entropy(logits, pairs.targets)
 
 
@@ -48,7 +50,10 @@ def _shared_negatives(pairs: TrainingPairs, num_negatives: int) -> tuple[Tensor,
     n_items = pairs.item_table.shape[0] - 1
     negatives = torch.randint(1, n_items + 1, (num_negatives,), device=pairs.hidden.device)
     logits = pairs.hidden @ pairs.item_table[negatives].T + _seen_offset(pairs, negatives[None, :])
-    return logits, negatives[None, :] == pairs.targets[:, None]
+    hit = negatives[None, :] == pairs.targets[:, None]
+    if pairs.candidates is not None:  # items outside the candidates count as hits (masked)
+        hit = hit | ~pairs.candidates[negatives][None, :]
+    return logits, hit
 
 
 def sampled_softmax(pairs: TrainingPairs, num_negatives: int) -> Tensor:

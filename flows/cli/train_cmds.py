@@ -6,6 +6,7 @@ generator), evaluate a saved model bundle on a dataset, and benchmark the zoo.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -195,6 +196,18 @@ def bench_accuracy(
             "--target-ndcg", help="Report wall seconds until valid NDCG@10 first reaches this."
         ),
     ] = 0.035,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            "--seeds",
+            help="Comma-separated seeds: report mean ± sd of leave-one-out and cold-item "
+            "accuracy (models may be variants like sasrec+text+category).",
+        ),
+    ] = None,
+    cold_items: Annotated[
+        float,
+        typer.Option("--cold-items", help="Share of items held out by the cold-item protocol."),
+    ] = 0.1,
     set_: SetOpt = None,
     json_out: JsonOutOpt = None,
 ) -> None:
@@ -208,6 +221,9 @@ def bench_accuracy(
     progress_log = logging.getLogger("components.training")
     progress_log.addHandler(handler)
     progress_log.setLevel(logging.INFO)  # one line per epoch: the progress bar is off here
+    if seeds is not None:
+        _bench_content(data, fmt, models, seeds, cold_items, max_epochs, set_, json_out)
+        return
     rows = run_accuracy_benchmark(
         data,
         fmt,
@@ -221,3 +237,53 @@ def bench_accuracy(
     write_json(
         json_out, {"data": str(data), "format": fmt, "target_ndcg": target_ndcg, "rows": rows}
     )
+
+
+def _bench_content(
+    data: Path,
+    fmt: str,
+    models: str,
+    seeds: str,
+    cold_share: float,
+    max_epochs: int | None,
+    set_: list[str] | None,
+    json_out: Path | None,
+) -> None:
+    """``bench accuracy --seeds``: variants x seeds x (leave-one-out, cold items)."""
+    from benchmarks.content import format_content_table, run_content_benchmark, summarise
+
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise typer.BadParameter(
+            f"--seeds must be comma-separated integers, got {seeds!r}"
+        ) from None
+
+    def report(rows: list[dict], quiet: bool = True) -> None:
+        payload = {
+            "data": str(data),
+            "format": fmt,
+            "seeds": seed_list,
+            "cold_share": cold_share,
+            "overrides": list(set_ or []),
+            "summary": summarise(rows),
+            "rows": rows,
+        }
+        if json_out is not None and quiet:
+            json_out.write_text(json.dumps(payload, indent=2, default=str))
+        elif json_out is not None:
+            write_json(json_out, payload)
+
+    rows = run_content_benchmark(
+        data,
+        fmt,
+        [m.strip() for m in models.split(",") if m.strip()],
+        seed_list,
+        cold_share,
+        max_epochs=max_epochs,
+        overrides=list(set_ or []),
+        progress=lambda line: console.print(line, highlight=False),
+        on_rows=report,
+    )
+    typer.echo(format_content_table(summarise(rows)))
+    report(rows, quiet=False)

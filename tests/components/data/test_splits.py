@@ -105,3 +105,23 @@ def test_padded_tensor_type() -> None:
     events = _events([("u", "a", 1)])
     vocab = Vocabulary.from_events(events)
     assert build_sequences(events, vocab).padded(2).dtype == torch.int64
+
+
+def test_cold_item_protocol_removes_items_from_training_and_keeps_their_test_users() -> None:
+    from components.data.config import DataConfig
+    from components.data.prepare import prepare
+    from components.data.splits import cold_item_split
+    from tests.components.models.conftest import cyclic_events
+
+    prepared = prepare(cyclic_events(80, 30, 10, seed=1), DataConfig(max_len=12))
+    split, cold = cold_item_split(prepared.split, share=0.1, seed=4)
+    assert len(cold) == 3 and (cold >= 1).all()
+    assert not np.isin(split.train.values, cold).any()
+    kept = ~np.isin(prepared.split.train.values, cold)
+    assert len(split.train.values) == int(kept.sum())  # only cold items were removed
+    assert np.isin(split.test.targets.numpy(), cold).all() and len(split.test) > 0
+    assert len(split.valid) == len(prepared.split.valid)  # model selection unchanged
+    again, same = cold_item_split(prepared.split, share=0.1, seed=4)
+    assert np.array_equal(cold, same)  # seeded
+    other, different = cold_item_split(prepared.split, share=0.1, seed=5)
+    assert not np.array_equal(cold, different)
