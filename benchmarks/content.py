@@ -36,11 +36,11 @@ def split_variant(variant: str) -> tuple[str, list[str]]:
 
 
 def _train_once(prepared: Any, cfg: Any) -> dict[str, Any]:
-    from components.training.trainer import train_model
+    from components.lifecycle.train import train
 
     with tempfile.TemporaryDirectory(prefix="bench-content-") as tmp, PeakRSS() as rss:
         started = time.perf_counter()
-        result = train_model(prepared, cfg.model, cfg.train, cfg.eval, Path(tmp))
+        result = train(prepared, cfg, Path(tmp) / "run").result
         wall = time.perf_counter() - started
     epochs = max(result.epochs, 0)
     return {
@@ -70,7 +70,7 @@ def run_content_benchmark(
     """One row per (variant, seed, protocol); ``on_rows`` sees the rows so far after each
     (the CLI rewrites its JSON, so a long run interrupted keeps what it measured)."""
     from components.data.splits import cold_item_split
-    from components.training.trainer import prepare_from_config
+    from components.lifecycle.prepare import prepare_dataset
 
     rows: list[dict[str, Any]] = []
     prepared = None
@@ -84,7 +84,7 @@ def run_content_benchmark(
                 max_epochs,
                 [*(overrides or []), *extra, f"train.seed={seed}"],
             )
-            prepared = prepared or prepare_from_config(cfg.data, cfg.features)
+            prepared = prepared or prepare_dataset(cfg.data, cfg.features)
             cold_split, cold = cold_item_split(prepared.split, cold_share, seed)
             protocols = {
                 "leave_one_out": prepared,
