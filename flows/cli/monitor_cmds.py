@@ -15,6 +15,7 @@ from flows.cli.app import (
     SetOpt,
     WorkspaceOpt,
     app,
+    bench_app,
     console,
     prologue,
     write_json,
@@ -166,3 +167,36 @@ def monitor(
         report = build_report(ws, cfg.monitoring, cfg.versioning, version=version, since=since_at)
     _print_report(report)
     write_json(json_out, json.loads(json.dumps(report, default=str)))
+
+
+@bench_app.command("monitor")
+def bench_monitor(
+    levels: Annotated[
+        str, typer.Option("--levels", help="Concurrency levels, comma-separated ('' skips).")
+    ] = "8,32",
+    duration: Annotated[float, typer.Option("--duration", help="Seconds per load run.")] = 5.0,
+    repeats: Annotated[int, typer.Option("--repeats", help="On/off pairs per level.")] = 3,
+    requests: Annotated[
+        int, typer.Option("--requests", help="Logged requests for the monitoring run (0 skips).")
+    ] = 1_000_000,
+    batches: Annotated[
+        int, typer.Option("--batches", help="Seeded batches per drift case (0 skips).")
+    ] = 20,
+    items: Annotated[
+        int, typer.Option("--items", help="Catalogue size of the served model.")
+    ] = 1000,
+    json_out: JsonOutOpt = None,
+) -> None:
+    """Serving log cost (on vs off), one monitoring run over many logged requests, drift
+    detection and false alarms on seeded synthetic batches."""
+    from benchmarks.monitor import run_monitor_benchmark
+
+    run_monitor_benchmark(
+        json_out,
+        levels=[int(x) for x in levels.split(",") if x.strip()],
+        duration_s=duration,
+        repeats=repeats,
+        n_requests=requests,
+        batches=batches,
+        n_items=items,
+    )
