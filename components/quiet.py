@@ -3,14 +3,34 @@
 Every entry point (the CLI, flows started by Prefect, the bento's processes, tests) calls
 :func:`quiet_third_party` once, early. Noise filters for library log records and
 warnings belong here, so what a user sees is decided in one file.
+
+What is dropped, and why (each line says nothing a user can act on):
+
+- pathspec's ``GitWildMatchPattern ... is deprecated`` and pydantic deprecation warnings
+  raised inside third-party packages (DVC, BentoML's SDK): their code, not ours;
+- BentoML's ``docker.cuda_version is not supported by bento v2, fallback to bento v1``;
+- DVC's ``Initialized DVC repository.`` / ``You can now commit the changes to git.``
+  (the workspace's data repository is recops' own; nobody commits by hand);
+- Lightning's ``Tip: ... litlogger`` banner.
+
+Everything else stays: any other third-party warning and every log record at WARNING or
+above that is not listed here. Filters match the message text, so a library version that
+rewords a line lets it through again (the e2e noise test then fails, which is the point).
+
+Warnings are routed through logging (``logging.captureWarnings``, which Great
+Expectations switches on at import anyway) so one filter on ``py.warnings`` catches them
+whatever ``warnings`` filters later imports install (Feast resets DeprecationWarning to
+``once`` at import, which undoes the blanket ignore below).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from components.errors import RecopsError
 
@@ -21,7 +41,7 @@ QUIET_ENV: Mapping[str, str] = {
     "GX_ANALYTICS_ENABLED": "false",
     "BENTOML_DO_NOT_TRACK": "true",
     "DO_NOT_TRACK": "1",
-    "PREFECT_LOGGING_EXTRA_LOGGERS": "components,services",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "components,services,benchmarks",
 }
 
 #: library loggers whose INFO lines repeat what recops reports itself
@@ -30,6 +50,21 @@ CHATTY_LOGGERS: tuple[str, ...] = (
     "great_expectations.core",
     "great_expectations.data_context",
 )
+
+#: logger name -> message patterns dropped from it (see the module docstring)
+NOISE: Mapping[str, tuple[str, ...]] = {
+    "py.warnings": (
+        r"pathspec.*DeprecationWarning: GitWildMatchPattern",
+        r"site-packages.*Pydantic(DeprecatedSince\d+|DeprecationWarning)",
+        r"site-packages.*DeprecationWarning:.*pydantic",
+    ),
+    "bentoml.build": (r"docker\.cuda_version is not supported by bento v2",),
+    "dvc.repo.init": (r"Initialized DVC repository", r"You can now commit the changes to git"),
+    "lightning.pytorch.utilities.rank_zero": (r"litlogger",),
+}
+
+#: loggers whose INFO records are progress a user wants to see (per-epoch lines, stages)
+RECOPS_LOGGERS: tuple[str, ...] = ("components", "services", "benchmarks")
 
 
 def quiet_environment(env: dict[str, str] | None = None) -> dict[str, str]:
@@ -48,11 +83,74 @@ def quiet_loggers() -> None:
     logging.getLogger("lightning.pytorch").propagate = False
 
 
+class DropNoise(logging.Filter):
+    """Drop records whose message matches any of ``patterns``."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        super().__init__()
+        self.patterns = [re.compile(p, re.DOTALL) for p in patterns]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not any(p.search(text) for p in self.patterns)
+
+
+def is_noise(logger_name: str, message: str) -> bool:
+    """Whether ``message`` logged on ``logger_name`` is one of the lines dropped here."""
+    return any(re.search(p, message, re.DOTALL) for p in NOISE.get(logger_name, ()))
+
+
+def drop_noise() -> None:
+    """Install :class:`DropNoise` on every logger of :data:`NOISE` (once each) and route
+    warnings through logging so the ``py.warnings`` patterns apply."""
+    logging.captureWarnings(True)
+    for name, patterns in NOISE.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DropNoise) for f in logger.filters):
+            logger.addFilter(DropNoise(patterns))
+
+
 def quiet_third_party() -> None:
-    """Telemetry off, chatty loggers down, deprecation warnings hidden (idempotent)."""
+    """Telemetry off, chatty loggers down, known banners and deprecations dropped (idempotent)."""
     quiet_environment()
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     quiet_loggers()
+    drop_noise()
+
+
+def show_recops_progress(level: int = logging.INFO) -> None:
+    """Let recops' own INFO records (per-epoch lines, stage summaries) through.
+
+    Inside a flow Prefect's handlers print and ship them; commands that run no flow call
+    :func:`ensure_console_handler` as well so they reach the terminal.
+    """
+    for name in RECOPS_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
+
+class _ConsoleHandler(logging.StreamHandler):
+    """recops' own stderr handler (a marker class, so it is installed once)."""
+
+
+def ensure_console_handler() -> None:
+    """Print log records on stderr when nothing else does (commands that run no flow).
+
+    Plain ``HH:MM:SS message`` lines: readable in a terminal, a log file or CI alike.
+    """
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = _ConsoleHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.WARNING:
+        root.setLevel(logging.WARNING)
+
+
+def stdout_is_terminal() -> bool:
+    """Whether stdout is an interactive terminal (progress bars, colour) or a file/pipe."""
+    isatty = getattr(sys.stdout, "isatty", None)
+    return bool(isatty and isatty())
 
 
 class UserErrorTracebackFilter(logging.Filter):

@@ -59,12 +59,24 @@ class RunRecord(BaseModel):
     epochs: int | None = None
     metrics_valid: dict[str, float] = {}
     metrics_test: dict[str, float] = {}
+    #: one entry per validation (epoch, step, train_loss, ndcg@K, hr@K, lr, elapsed_s, eta_s)
+    history: list[dict[str, float | None]] = []
+    #: the model's learned logit offset for items already in the history (None: none)
+    seen_offset: float | None = None
+    #: test metrics by user history length and target-item popularity
+    #: (``components.evaluation.breakdown``), ``{"history_length": [rows], ...}``
+    breakdowns: dict[str, list[dict[str, Any]]] = {}
+    #: the accepted batch's validation: summary, data_docs_path, n_rows (None: no new rows)
+    validation: dict[str, Any] | None = None
     artifact_dir: str | None = None
     model_version: str | None = None  # registry tag once stored
     gate: dict[str, Any] | None = None
     deployed_version: str | None = None
     #: the split's labels with Feast's point-in-time user/item features (Parquet)
     training_features: str | None = None
+    bento_tag: str | None = None
+    deployed_at: datetime | None = None
+    report_path: str | None = None
     status: str = "candidate"
 
     def save(self, path: str | Path) -> None:

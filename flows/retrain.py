@@ -9,10 +9,15 @@ registry, with the failure in the history.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 
 from components.config import RecopsConfig, config_from_mapping
 from components.errors import ValidationFailed
@@ -20,6 +25,7 @@ from components.evaluation.gate import GateDecision
 from components.lifecycle.ingest import Ingested
 from components.lifecycle.promote import Promotion, gate_and_promote, promotion_lock
 from components.lifecycle.train import new_run_id
+from components.quiet import quiet_third_party, show_recops_progress
 from components.records import RunRecord
 from components.workspace import Workspace
 from flows.tasks import (
@@ -33,6 +39,7 @@ from flows.tasks import (
     register_model,
     train_challenger,
     validate_and_version,
+    write_run_report,
 )
 
 ACTOR_DEFAULT = "retrain-flow"
@@ -51,6 +58,8 @@ def retrain_flow(
     actor: str = ACTOR_DEFAULT,
 ) -> dict[str, Any]:
     """Run the whole retrain pipeline once; return the run record as a dict."""
+    quiet_third_party()
+    show_recops_progress()
     logger = get_run_logger()
     cfg = resolve_config(config)
     ws = Workspace.at(cfg.workspace).activate()
@@ -93,11 +102,13 @@ def retrain_flow(
             "deployed_version": outcome["deployed_version"],
             "status": promotion.status,
             "training_features": features_path,
+            "validation": validation_summary(ingested),
+            **deployment_lineage(ws, outcome["deployed_version"]),
         }
     )
-    record.save(ws.runs_dir / run_id / "run_record.json")
+    record = write_run_report(ws, record)
     publish_summary(record, ingested, gate.decision, gate.champion_before, outcome)
-    logger.info("run %s finished: %s", run_id, promotion.status)
+    logger.info("run %s finished: %s; report %s", run_id, promotion.status, record.report_path)
     return record.model_dump(mode="json") | {"outcome": outcome}
 
 
@@ -121,6 +132,27 @@ def serving_summary(ws: Workspace) -> dict[str, Any]:
     if state is None or state.version is None:
         return {"serving_version": None, "url": None}
     return {"serving_version": state.version, "url": f"http://{state.host}:{state.public_port}"}
+
+
+def validation_summary(ingested: Ingested) -> dict[str, Any]:
+    """What the run record keeps of the batch's validation (None fields: no new rows)."""
+    report = ingested.report
+    return {
+        "summary": "already accepted (no new rows)" if report is None else report.summary,
+        "data_docs_path": None if report is None else report.data_docs_path,
+        "n_rows": ingested.version.n_rows,
+        "batch_id": ingested.batch_id,
+    }
+
+
+def deployment_lineage(ws: Workspace, deployed_version: str | None) -> dict[str, Any]:
+    """The bento tag and deploy time of what this run deployed (empty when it deployed nothing)."""
+    from components.deploy.local import read_state
+
+    state = read_state(ws) if deployed_version else None
+    if state is None or state.version != deployed_version:
+        return {}
+    return {"bento_tag": state.bento_tag, "deployed_at": state.deployed_at}
 
 
 def publish_rejected_batch(batch_id: str, exc: ValidationFailed) -> None:
@@ -186,6 +218,12 @@ def publish_summary(
         decision.table(),
         "```",
     ]
+    if record.report_path:
+        uri = Path(record.report_path).resolve().as_uri()
+        md[1:1] = ["", f"**[Run report]({uri})** (`{record.report_path}`)"]
+        create_link_artifact(
+            key="recops-run-report", link=uri, link_text=f"run report {record.run_id}"
+        )
     create_markdown_artifact(
         key="recops-retrain-summary", markdown="\n".join(md), description="retrain summary"
     )

@@ -146,3 +146,40 @@ def deploy_to_work_pool(
         ),
     )
     return str(deployment.apply(work_pool_name=work_pool))
+
+
+def list_schedules() -> tuple[list[dict[str, Any]], str | None]:
+    """recops deployments and their cron schedules on the Prefect server at PREFECT_API_URL.
+
+    Returns ``(schedules, note)``; without a configured server (or when it does not answer)
+    the list is empty and the note says why: schedules only exist on a running server.
+    """
+    import os
+
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        return [], "no Prefect server configured (PREFECT_API_URL unset): no schedules registered"
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
+
+    try:
+        with get_client(sync_client=True) as client:
+            found = client.read_deployments(
+                deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=["recops"])),
+                limit=50,
+            )
+    except Exception as exc:  # noqa: BLE001 - a status screen reports, it does not fail
+        return [], f"Prefect server at {url} did not answer: {type(exc).__name__}"
+    return [_schedule_row(d) for d in found], None
+
+
+def _schedule_row(deployment: Any) -> dict[str, Any]:
+    crons = [
+        getattr(s.schedule, "cron", None) or str(s.schedule) for s in deployment.schedules or []
+    ]
+    return {
+        "deployment": deployment.name,
+        "crons": crons,
+        "active": not deployment.paused,
+        "work_pool": deployment.work_pool_name,
+    }

@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from components.config import RecopsConfig
 from components.lifecycle.ingest import BatchRef, Ingested
+from components.records import RunRecord
 from components.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -243,3 +244,25 @@ def influence_report(
     )
     get_run_logger().info("influence report written to %s", png_path)
     return {"json": str(json_path), "png": str(png_path)}
+
+
+@task(name="run-report", retries=0, cache_policy=NO_CACHE)
+def write_run_report(ws: Workspace, record: RunRecord) -> RunRecord:
+    """Save the run record, draw its plots and write ``report.html`` beside it.
+
+    A report that fails to render is logged and the run goes on: the record is saved first
+    and the page is a view of it, never the source of truth.
+    """
+    from components.reporting.page import write_report
+
+    run_dir = ws.runs_dir / record.run_id
+    record.save(run_dir / "run_record.json")
+    try:
+        path = write_report(record, run_dir)
+    except Exception:  # noqa: BLE001 - a broken plot must not fail a deployed run
+        get_run_logger().exception("run report for %s could not be written", record.run_id)
+        return record
+    record = record.model_copy(update={"report_path": str(path)})
+    record.save(run_dir / "run_record.json")
+    get_run_logger().info("run report: %s", path)
+    return record

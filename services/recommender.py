@@ -45,6 +45,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from components.monitoring.servelog import new_request_id
+from components.quiet import quiet_third_party
 from services.batching import MicroBatcher, Overloaded
 from services.engine import (
     Engine,
@@ -61,6 +62,7 @@ from services.guard import GuardMiddleware
 from services.servinglog import FeedbackEvent, ServiceLogs
 from services.settings import SERVICE_NAME, ServiceSettings
 
+quiet_third_party()  # service start: drop third-party banners from the service log
 logger = logging.getLogger("recops.service")
 
 SETTINGS = bentoml.use_arguments(ServiceSettings)

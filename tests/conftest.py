@@ -146,3 +146,53 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
         yield api, {**env, "PREFECT_API_URL": api}
     finally:
         stop_process_group(server)
+
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+class HeadlessPage:
+    """What headless Chromium made of a page: the DOM after scripts ran, console messages."""
+
+    def __init__(self, dom: str, console: list[str]) -> None:
+        self.dom = dom
+        self.console = console
+
+
+@pytest.fixture
+def chromium():
+    """Open a local page in real headless Chromium; skip when no Chromium is installed.
+
+    Returns ``open(path, screenshot=None) -> HeadlessPage``. Every console message the page
+    produced (console.*, uncaught errors, Content-Security-Policy violations) is captured
+    from Chromium's log.
+    """
+    import re
+    import shutil
+    import subprocess
+
+    binary = next((shutil.which(n) for n in CHROMIUM_NAMES if shutil.which(n)), None)
+    if binary is None:
+        service_unavailable(
+            "chromium not installed (apt-get install chromium; .ci/run installs it)"
+        )
+    flags = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    flags += ["--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000"]
+
+    def open_page(path: Path, screenshot: Path | None = None) -> HeadlessPage:
+        url = Path(path).resolve().as_uri()
+        done = subprocess.run(
+            [*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        console = [m.group(1) for m in re.finditer(r":CONSOLE[^\]]*\] (.*)", done.stderr)]
+        if screenshot is not None:
+            subprocess.run(
+                [*flags, "--window-size=1100,2600", f"--screenshot={screenshot}", url],
+                capture_output=True,
+                timeout=120,
+                check=True,
+            )
+        return HeadlessPage(done.stdout, console)
+
+    return open_page

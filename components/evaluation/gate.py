@@ -75,6 +75,9 @@ class GateDecision(BaseModel):
     champion: dict[str, float] | None = None
     baseline: dict[str, float] | None = None
     p_value: float | None = None
+    #: 95 % paired-bootstrap interval of the mean per-user difference of the primary
+    #: metric (challenger - reference, absolute), when both sides have per-user values
+    delta_ci: tuple[float, float] | None = None
     delta: float | None = None
     delta_mode: Literal["absolute", "relative"] = "absolute"
     test: str = "bootstrap"
@@ -98,6 +101,11 @@ class GateDecision(BaseModel):
             lines.append(f"{metric:<14}{_fmt(c):>12}{_fmt(r):>12}{_fmt(d, signed=True):>10}")
         p = "n/a" if self.p_value is None else f"{self.p_value:.4f}"
         lines.append(f"paired {self.test} p-value: {p}")
+        if self.delta_ci is not None:
+            low, high = self.delta_ci
+            lines.append(
+                f"95% CI of the {self.primary_metric} difference: [{low:+.4f}, {high:+.4f}]"
+            )
         if self.champion_unknown_targets or self.champion_unknown_users:
             lines.append(
                 f"champion vocabulary misses: {self.champion_unknown_targets} test targets, "
@@ -239,6 +247,28 @@ def paired_p_value(challenger: np.ndarray, reference: np.ndarray, cfg: GateConfi
     return (exceed + 1) / (cfg.bootstrap_samples + 1)
 
 
+def paired_ci(
+    challenger: np.ndarray, reference: np.ndarray, cfg: GateConfig, level: float = 0.95
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the mean paired difference (users resampled with
+    replacement ``cfg.bootstrap_samples`` times, ``cfg.seed``); None without pairs."""
+    if len(challenger) == 0 or len(challenger) != len(reference):
+        return None
+    diff = np.asarray(challenger, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
+    rng = np.random.default_rng(cfg.seed + 1)
+    n = diff.size
+    chunk = max(1, 4_000_000 // n)
+    means: list[np.ndarray] = []
+    done = 0
+    while done < cfg.bootstrap_samples:
+        rows = min(chunk, cfg.bootstrap_samples - done)
+        means.append(diff[rng.integers(0, n, size=(rows, n))].mean(axis=1))
+        done += rows
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(np.concatenate(means), [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def _delta(challenger: float, reference: float, mode: str) -> float:
     if mode == "absolute":
         return challenger - reference
@@ -362,12 +392,15 @@ def decide(
         ]
     promote = all(c.passed for c in checks)
     reasons = [c.detail for c in checks if c.passed == promote]
+    c_users, r_users = challenger.per_user.get(metric), reference.per_user.get(metric)
+    ci = None if c_users is None or r_users is None else paired_ci(c_users, r_users, cfg)
     return GateDecision(
         promote=promote,
         reasons=reasons,
         checks=checks,
         reference=ref_name,
         p_value=p_value,
+        delta_ci=ci,
         delta=None if math.isinf(delta) else delta,
         **base,
     )

@@ -7,13 +7,16 @@ the bundle in ``run_dir``.
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from components.config import RecopsConfig
 from components.data.prepare import PreparedData
+from components.evaluation.breakdown import breakdowns
 from components.records import RunRecord, code_revision
 from components.training.trainer import TrainResult, train_model
 
@@ -56,7 +59,28 @@ def train(
         epochs=result.epochs,
         metrics_valid=result.metrics_valid,
         metrics_test=result.metrics_test,
+        history=finite_history(result.history),
+        seen_offset=result.bundle.model.learned_seen_offset(),
+        breakdowns=record_breakdowns(prepared, result),
         artifact_dir=str(run_dir),
     )
     record.save(run_dir / RUN_RECORD)
     return TrainedRun(result, record)
+
+
+def finite_history(history: list[dict[str, float]]) -> list[dict[str, float | None]]:
+    """The per-epoch history with NaN/inf as None (JSON has no NaN)."""
+    return [{k: v if math.isfinite(v) else None for k, v in entry.items()} for entry in history]
+
+
+def record_breakdowns(
+    prepared: PreparedData, result: TrainResult
+) -> dict[str, list[dict[str, Any]]]:
+    """Test metrics by history length and item popularity, as plain rows for the record."""
+    tables = breakdowns(
+        prepared.split.test,
+        result.per_user_test,
+        result.bundle.item_popularity,
+        prepared.split.max_len,
+    )
+    return {name: [row.model_dump() for row in rows] for name, rows in tables.items()}

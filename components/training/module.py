@@ -3,13 +3,12 @@
 It owns the optimiser, the loss (``train.loss``) and full-ranking validation; the
 backbone (a :class:`~components.models.base.Recommender`) only maps batches to
 representations and scores. Validation logs ``valid_ndcg@K`` / ``valid_hr@K`` (K =
-``train.monitor_k``) for early stopping and checkpointing, reduced over DDP ranks, and
-keeps a per-epoch history with wall-clock seconds since training started.
+``train.monitor_k``) for early stopping and checkpointing, reduced over DDP ranks; the
+per-epoch history and progress lines are :class:`~components.training.progress.EpochProgress`'s.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any, cast
 
@@ -22,8 +21,6 @@ from components.models.base import Recommender
 from components.training.config import TrainConfig
 from components.training.losses import compute_loss
 
-log = logging.getLogger(__name__)
-
 
 class RecommenderModule(pl.LightningModule):
     """Wraps a backbone: training loss, optimiser, validation NDCG/HR@K."""
@@ -34,7 +31,6 @@ class RecommenderModule(pl.LightningModule):
         self.cfg = cfg
         self.exclude_seen = exclude_seen
         self.monitor = f"valid_ndcg@{cfg.monitor_k}"
-        self.history: list[dict[str, float]] = []
         self.samples_seen = 0  # training examples (sequences, prefixes or pairs)
         self.targets_seen = 0  # predicted positions (several per sequence for causal/masked)
         self.train_seconds = 0.0
@@ -130,24 +126,3 @@ class RecommenderModule(pl.LightningModule):
         self.log(self.monitor, ndcg, prog_bar=True, sync_dist=False)
         self.log(f"valid_hr@{k}", hr, prog_bar=False, sync_dist=False)
         self._valid_seconds += time.perf_counter() - self._valid_started
-        if not self.trainer.sanity_checking:
-            elapsed = time.perf_counter() - self._fit_started if self._fit_started else 0.0
-            if self.trainer.is_global_zero:
-                log.info(
-                    "epoch %d: %s=%.4f valid_hr@%d=%.4f (%.0fs since start, validation %.1fs)",
-                    self.current_epoch + 1,
-                    self.monitor,
-                    ndcg,
-                    k,
-                    hr,
-                    elapsed,
-                    self._valid_seconds,
-                )
-            self.history.append(
-                {
-                    "epoch": float(self.current_epoch + 1),
-                    f"ndcg@{k}": ndcg,
-                    f"hr@{k}": hr,
-                    "elapsed_s": elapsed,
-                }
-            )

@@ -35,6 +35,7 @@ from components.models.zoo import get_model_class, validate_params
 from components.training.config import TrainConfig
 from components.training.datamodules import RecDataModule
 from components.training.module import RecommenderModule
+from components.training.progress import EpochProgress
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,8 @@ class TrainResult:
     train_seconds: float
     samples_per_second: float
     best_checkpoint: Path | None
-    history: list[dict[str, float]] = field(
-        default_factory=list
-    )  # per-epoch valid metrics + elapsed_s
+    #: one entry per validation: epoch, step, train_loss, ndcg@K, hr@K, lr, elapsed_s, eta_s
+    history: list[dict[str, float]] = field(default_factory=list)
     bundle_dir: Path | None = None
     exclude_seen: bool = False
     targets_per_second: float = 0.0  # predicted positions/s (causal models predict every position)
@@ -75,9 +75,17 @@ def _eval_device(train_cfg: TrainConfig) -> torch.device:
     return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
+def progress_bar_wanted(train_cfg: TrainConfig) -> bool:
+    """A progress bar only where someone watches it (stdout is a terminal); log files and
+    CI get :class:`EpochProgress`'s plain lines instead of bar fragments."""
+    from components.quiet import stdout_is_terminal
+
+    return train_cfg.progress_bar and stdout_is_terminal()
+
+
 def _trainer(
     train_cfg: TrainConfig, monitor: str, run_dir: Path
-) -> tuple[pl.Trainer, ModelCheckpoint]:
+) -> tuple[pl.Trainer, ModelCheckpoint, EpochProgress]:
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
@@ -88,7 +96,13 @@ def _trainer(
         enable_version_counter=False,
     )
     stopper = EarlyStopping(monitor=monitor, mode="max", patience=train_cfg.patience)
-    callbacks: list[pl.Callback] = [checkpoint, stopper]
+    bar = progress_bar_wanted(train_cfg)
+    progress = EpochProgress(train_cfg.monitor_k, periodic=not bar)
+    callbacks: list[pl.Callback] = [checkpoint, stopper, progress]
+    if bar:
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        callbacks.append(RichProgressBar(leave=True))
     if train_cfg.lr_decay_factor is not None:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     trainer = pl.Trainer(
@@ -104,7 +118,7 @@ def _trainer(
         gradient_clip_val=train_cfg.grad_clip,
         callbacks=callbacks,
         logger=CSVLogger(save_dir=str(run_dir), name="logs", version=""),
-        enable_progress_bar=train_cfg.progress_bar,
+        enable_progress_bar=bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         check_val_every_n_epoch=None
@@ -116,7 +130,7 @@ def _trainer(
         default_root_dir=str(run_dir),
         log_every_n_steps=10,
     )
-    return trainer, checkpoint
+    return trainer, checkpoint, progress
 
 
 def _fit(
@@ -142,7 +156,7 @@ def _fit(
             f"no training examples for {bundle.model_name}: every training sequence is too short"
         )
     module = RecommenderModule(model, train_cfg, exclude_seen=eval_cfg.exclude_seen)
-    trainer, checkpoint = _trainer(train_cfg, module.monitor, run_dir)
+    trainer, checkpoint, progress = _trainer(train_cfg, module.monitor, run_dir)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*sync_dist.*")
@@ -166,7 +180,7 @@ def _fit(
         samples_per_second=module.samples_seen / seconds if seconds > 0 else 0.0,
         targets_per_second=module.targets_seen / seconds if seconds > 0 else 0.0,
         best_checkpoint=best,
-        history=module.history,
+        history=progress.history,
         is_global_zero=trainer.is_global_zero,
     )
 
@@ -277,10 +291,10 @@ def train_model(
     if outcome.is_global_zero:  # under DDP only rank 0 writes the bundle
         bundle.save(bundle_dir)
     log.info(
-        "%s: valid ndcg@10=%s test ndcg@10=%s after %d epochs (%.1fs)",
+        "%s: valid ndcg@10=%.4f test ndcg@10=%.4f after %d epochs (%.1fs)",
         model_cfg.name,
-        valid.summary.get("ndcg@10"),
-        test.summary.get("ndcg@10"),
+        valid.summary.get("ndcg@10", float("nan")),
+        test.summary.get("ndcg@10", float("nan")),
         outcome.epochs,
         outcome.train_seconds,
     )

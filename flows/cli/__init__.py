@@ -13,6 +13,7 @@ from flows.cli import (  # noqa: F401  (imported for their command registrations
     server_cmds,
     stage_cmds,
     stats_cmds,
+    status_cmds,
     train_cmds,
 )
 from flows.cli.app import app, main

@@ -20,10 +20,12 @@ from components.errors import RecopsError
 if TYPE_CHECKING:
     from components.config import RecopsConfig
     from components.workspace import Workspace
-from components.quiet import quiet_third_party
+from components.quiet import quiet_third_party, show_recops_progress
 
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: a long line stays one line (a terminal wraps it itself); rich's own hard
+# wrapping at 80 columns cut summaries into fragments in log files and CI
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 app = typer.Typer(
     name="recops",
@@ -128,6 +130,7 @@ def write_json(path: Path | None, payload: Any) -> None:
 def main() -> None:
     """Console-script entry point: user errors become one line and an exit code."""
     quiet_third_party()
+    show_recops_progress()
     import flows.cli  # noqa: F401  (registers every command module)
 
     try:

@@ -41,28 +41,47 @@ def _pinned_workspace(config, overrides, workspace):
     return cfg.model_copy(update={"workspace": str(Workspace.at(cfg.workspace).root)})
 
 
-def print_run_summary(result: dict[str, Any]) -> None:
-    """What happened in one retrain run, for people."""
+def run_summary_lines(result: dict[str, Any]) -> list[str]:
+    """What happened in one retrain run, as plain aligned lines (no width assumed)."""
     gate = result.get("gate") or {}
     outcome = result["outcome"]
     from components.evaluation.metrics import format_headline
 
     metrics = format_headline(result["metrics_test"])
-    console.rule("recops run")
-    console.print(f"data version   {result['data_version']}")
-    console.print(f"model          {result['model_name']} -> version {result['model_version']}")
-    console.print(f"test metrics   {metrics}")
     verdict = "PROMOTED" if gate.get("promote") else "REJECTED"
-    console.print(f"gate           {verdict} (reference: {gate.get('reference')})")
-    for reason in gate.get("reasons", []):
-        console.print(f"               - {reason}")
-    serving = outcome.get("serving_version")
-    console.print(f"serving        {serving or 'nothing deployed'} {outcome.get('url') or ''}")
+    serving = outcome.get("serving_version") or "nothing deployed"
+    lines = [
+        f"data version   {result['data_version']}",
+        f"model          {result['model_name']} -> version {result['model_version']}",
+        f"test metrics   {metrics}",
+        f"gate           {verdict} (reference: {gate.get('reference')})",
+        *(f"               - {reason}" for reason in gate.get("reasons", [])),
+        f"serving        {serving} {outcome.get('url') or ''}".rstrip(),
+    ]
+    if result.get("report_path"):
+        lines.append(f"report         {result['report_path']}")
     if outcome.get("url"):
-        console.print("\ntry it:")
-        console.print(
-            "  " + curl_example(outcome["url"], outcome.get("example_user")), soft_wrap=True
-        )
+        lines += ["", "try it:", "  " + curl_example(outcome["url"], outcome.get("example_user"))]
+    return lines
+
+
+def print_lines(title: str, lines: list[str]) -> None:
+    """Print whole lines: a terminal wraps long ones itself, files and pipes get them as is."""
+    from components.quiet import stdout_is_terminal
+
+    if stdout_is_terminal():
+        console.rule(title)
+        for line in lines:
+            console.print(line, soft_wrap=True, highlight=False, markup=False)
+        return
+    typer.echo(f"== {title} ==")
+    for line in lines:
+        typer.echo(line)
+
+
+def print_run_summary(result: dict[str, Any]) -> None:
+    """What happened in one retrain run, for people."""
+    print_lines("recops run", run_summary_lines(result))
 
 
 @app.command("run")

@@ -91,6 +91,9 @@ def train(
 ) -> None:
     """Train the configured model, restore its best epoch, print validation and test metrics."""
     from components.lifecycle.train import train as train_run
+    from components.quiet import ensure_console_handler
+
+    ensure_console_handler()  # per-epoch lines (and a progress bar on a terminal)
 
     overrides = _data_overrides(data, fmt) + list(set_ or [])
     if model:
@@ -212,15 +215,10 @@ def bench_accuracy(
     json_out: JsonOutOpt = None,
 ) -> None:
     """Train each model (its configs/models/<name>.yaml) and print one accuracy/speed table."""
-    import logging
-
     from benchmarks.accuracy import format_table, run_accuracy_benchmark
+    from components.quiet import ensure_console_handler
 
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    progress_log = logging.getLogger("components.training")
-    progress_log.addHandler(handler)
-    progress_log.setLevel(logging.INFO)  # one line per epoch: the progress bar is off here
+    ensure_console_handler()  # one line per epoch: the progress bar is off here
     if seeds is not None:
         _bench_content(data, fmt, models, seeds, cold_items, max_epochs, set_, json_out)
         return

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,8 +33,6 @@ SMALL = [
     "data.synthetic.n_clusters=4",
     "--set",
     "train.max_epochs=15",
-    "--set",
-    "train.progress_bar=false",
 ]
 
 
@@ -44,12 +43,27 @@ def _recops(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _recops_to_files(
+    out_dir: Path, *args: str, timeout: int = 900
+) -> subprocess.CompletedProcess[str]:
+    """Run recops with stdout and stderr written to files (a log file / CI sink, not a TTY),
+    at the narrow default width a non-terminal gets; read them back."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    env["PATH"] = f"{BIN}:{os.environ['PATH']}"
+    out, err = out_dir / "stdout.txt", out_dir / "stderr.txt"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        done = subprocess.run(
+            [str(BIN / "recops"), *args], stdout=stdout, stderr=stderr, timeout=timeout, env=env
+        )
+    return subprocess.CompletedProcess(done.args, done.returncode, out.read_text(), err.read_text())
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
     ws = tmp_path_factory.mktemp("e2e") / "ws"
     port = free_port()
     common = ["-w", str(ws), "--set", f"serve.port={port}", *SMALL]
-    first = _recops("run", *common)
+    first = _recops_to_files(tmp_path_factory.mktemp("first-run"), "run", *common)
     yield ws, port, common, first
     _recops("serve", "stop", "-w", str(ws))
 
@@ -141,3 +155,101 @@ def test_manual_promote_deploy_then_rollback_serves_the_earlier_model(served) ->
     history = (ws / "registry" / "history.jsonl").read_text().splitlines()
     actions = [json.loads(line)["action"] for line in history]
     assert actions[-2:] == ["manual_promote", "rollback"]
+
+
+NOISE = (
+    "Initialized DVC repository",
+    "You can now commit the changes to git",
+    "docker.cuda_version is not supported",
+    "litlogger",
+    "GitWildMatchPattern",
+    "PydanticDeprecatedSince",
+)
+
+
+@pytest.mark.slow
+def test_summary_lines_are_whole_in_a_file_and_known_noise_is_gone(served) -> None:
+    ws, port, _, first = served
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    lines = first.stdout.splitlines()
+    start = lines.index("== recops run ==")
+    summary = lines[start:]
+    assert summary[4].startswith("gate           PROMOTED (reference: baseline)")
+    reasons = [line for line in summary if line.startswith("               - ")]
+    assert len(reasons) >= 3
+    # each gate reason whole on its own line: no wrapped fragments like "0.0000, tolerance 0.01)"
+    assert all(line.endswith(")") for line in reasons)
+    guardrails = [line for line in reasons if "guardrail" in line]
+    assert guardrails and all(
+        re.search(r"\(drop \d\.\d{4}, tolerance [\d.]+\)$", g) for g in guardrails
+    )
+    assert not any(re.match(r"^\s*[\d.]+, tolerance", line) for line in lines)
+    assert any(
+        line.startswith("report         ") and line.endswith("report.html") for line in summary
+    )
+    curl = [line for line in summary if "curl -s -X POST" in line]
+    assert len(curl) == 1 and curl[0].endswith('\'{"user_id": "u0", "k": 10}\'')
+    # nothing else on stdout: no progress-bar fragments in a file
+    assert "━" not in first.stdout and "it/s" not in first.stdout
+    for noise in NOISE:
+        assert noise not in first.stdout and noise not in first.stderr, noise
+    # per-epoch progress reached the log, one line per epoch
+    epochs = re.findall(
+        r"epoch (\d+)/15 loss [\d.]+ valid ndcg@10 [\d.]+ hr@10 [\d.]+ elapsed", first.stderr
+    )
+    assert epochs[:2] == ["1", "2"]
+
+
+@pytest.mark.slow
+def test_run_report_shows_the_run_record_in_headless_chromium(
+    served, chromium, tmp_path: Path
+) -> None:
+    ws, port, _, first = served
+    assert first.returncode == 0
+    from components.records import RunRecord
+
+    records = [RunRecord.load(p) for p in (ws / "runs").glob("*/run_record.json")]
+    record = min(records, key=lambda r: r.created_at)  # the first run's
+    assert record.report_path is not None
+    report = Path(record.report_path)
+    assert report.parent == ws / "runs" / record.run_id and report.name == "report.html"
+    assert {p.name for p in (report.parent / "plots").glob("*.png")} >= {
+        "training_curves.png",
+        "gate.png",
+        "by_group.png",
+    }
+    assert len(record.history) == record.epochs and record.history[0]["train_loss"] > 0
+    assert record.validation and record.validation["data_docs_path"]
+    assert record.bento_tag and record.deployed_at is not None
+
+    page = chromium(report, screenshot=tmp_path / "report.png")
+    assert page.console == []
+    assert len(re.findall(r'<img class="plot"[^>]*data-loaded="1"', page.dom)) >= 3
+    assert (tmp_path / "report.png").stat().st_size > 20_000
+    dom = page.dom
+    gate = record.gate
+    assert gate is not None
+    ndcg = gate["challenger"]["ndcg@10"]
+    assert f'data-metric="ndcg@10" data-side="challenger">{ndcg:.4f}<' in dom
+    assert f'data-key="p_value">{gate["p_value"]:.4f}<' in dom
+    for key in ("data_version", "model_version", "bento_tag"):
+        assert (
+            f"data-key='{key}'>{getattr(record, key)}<" in dom
+            or f'data-key="{key}">{getattr(record, key)}<' in dom
+        )
+    last = record.history[-1]
+    assert (
+        f'data-key="train_loss" data-epoch="{int(last["epoch"])}">{last["train_loss"]:.4f}<' in dom
+    )
+    assert Path(record.validation["data_docs_path"]).resolve().as_uri() in dom
+
+    # recops report finds the same page; recops status shows this run
+    where = _recops("report", record.run_id, "-w", str(ws))
+    assert where.returncode == 0, where.stderr
+    assert where.stdout.splitlines()[0] == str(report)
+    status = json.loads(_recops("status", "--json", "-w", str(ws)).stdout)
+    assert (
+        status["serving"]["deployed"]
+        and status["champion"]["version"] == status["serving"]["version"]
+    )
+    assert record.run_id in [r["run_id"] for r in status["runs"]]

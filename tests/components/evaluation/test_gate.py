@@ -183,3 +183,28 @@ def test_relative_guardrail_tolerance(base_scores: np.ndarray) -> None:
     assert decide(challenger, champion, None, lenient).promote
     rejected = decide(challenger, champion, None, strict)
     assert not rejected.promote and "0.0800 relative" in rejected.reasons[0]
+
+
+def test_ci_of_the_difference_covers_the_mean_and_shrinks_with_more_users() -> None:
+    from components.evaluation.gate import paired_ci
+
+    rng = np.random.default_rng(0)
+    small = rng.normal(0.02, 0.1, size=200)
+    large = rng.normal(0.02, 0.1, size=5000)
+    cfg = GateConfig()
+    low_s, high_s = paired_ci(small, np.zeros_like(small), cfg)
+    low_l, high_l = paired_ci(large, np.zeros_like(large), cfg)
+    assert low_s < small.mean() < high_s
+    assert low_l < large.mean() < high_l
+    assert (high_l - low_l) < 0.5 * (high_s - low_s)
+    assert low_l > 0  # 5000 users: a real +0.02 is clearly above zero
+    # the bound is roughly mean +- 1.96 standard errors
+    assert high_l - low_l == pytest.approx(2 * 1.96 * large.std() / np.sqrt(large.size), rel=0.15)
+
+
+def test_decision_carries_the_ci_and_prints_it(base_scores: np.ndarray) -> None:
+    decision = decide(result(base_scores + 0.05), result(base_scores), None, GateConfig())
+    assert decision.delta_ci is not None
+    low, high = decision.delta_ci
+    assert low <= 0.05 + 1e-9 and high >= 0.05 - 1e-9
+    assert "95% CI of the ndcg@10 difference: [" in decision.table()

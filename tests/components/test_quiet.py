@@ -1,0 +1,63 @@
+"""The noise filters drop the known third-party lines and nothing else."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import pytest
+
+from components.quiet import is_noise, quiet_third_party
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def collected():
+    handler = _Collect()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    quiet_third_party()
+    yield handler
+    root.removeHandler(handler)
+    logging.captureWarnings(False)
+
+
+def test_known_banners_are_dropped_and_real_warnings_stay(collected: _Collect) -> None:
+    logging.getLogger("dvc.repo.init").warning("Initialized DVC repository.\n")
+    logging.getLogger("dvc.repo.init").warning("You can now commit the changes to git.\n")
+    logging.getLogger("bentoml.build").warning(
+        "docker.cuda_version is not supported by bento v2, fallback to bento v1"
+    )
+    logging.getLogger("bentoml.build").warning("bento build failed: disk full")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").warning(
+        "💡 Tip: For seamless cloud logging ... try installing [litlogger](https://pypi.org/)"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn_explicit(
+            "GitWildMatchPattern ('gitwildmatch') is deprecated.",
+            DeprecationWarning,
+            "/venv/lib/python3.11/site-packages/pathspec/pathspec.py",
+            326,
+        )
+        warnings.warn("recops: the learning rate is very high", UserWarning, stacklevel=1)
+    assert collected.messages[0] == "bento build failed: disk full"
+    assert len(collected.messages) == 2
+    assert "learning rate is very high" in collected.messages[1]
+
+
+def test_is_noise_names_the_pydantic_deprecation() -> None:
+    line = (
+        "/venv/lib/python3.11/site-packages/_bentoml_sdk/io_models.py:158: "
+        "PydanticDeprecatedSince211: The `__get_pydantic_core_schema__` method is deprecated."
+    )
+    assert is_noise("py.warnings", line)
+    assert not is_noise("py.warnings", "/work/components/x.py:3: UserWarning: real")
