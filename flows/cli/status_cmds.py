@@ -27,10 +27,12 @@ def serving_line(serving: dict[str, Any]) -> str:
     if serving.get("error"):
         return f"{where}: NOT ANSWERING ({serving['error']})"
     ready = serving.get("readyz")
-    health = "healthy" if ready == 200 and serving.get("healthz") == 200 else "UNHEALTHY"
+    health = str(serving.get("health") or ("ok" if ready == 200 else "critical"))
     answering = serving.get("serving_version")
     mismatch = f", answers as {answering}" if answering and answering != serving["version"] else ""
-    return f"{where}: {health} (healthz {serving.get('healthz')}, readyz {ready}{mismatch})"
+    restarts = serving.get("restarts") or 0
+    extra = f", {restarts} restarts" if restarts else ""
+    return f"{where}: health {health} (readyz {ready}{mismatch}{extra})"
 
 
 def status_lines(status: dict[str, Any]) -> list[str]:

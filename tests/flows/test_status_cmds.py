@@ -55,7 +55,7 @@ def test_status_lists_the_run_and_the_quarantined_batch(
     )
     assert as_json["runs"][0]["status"] == "rejected"
     assert as_json["quarantined"][0]["batch_id"] == "bad-0001"
-    assert as_json["serving"] == {"deployed": False}
+    assert as_json["serving"]["deployed"] is False
 
 
 def test_report_renders_a_missing_page_from_the_record(recorded: Workspace) -> None:
