@@ -360,7 +360,7 @@ def wait_ready(info: ProcessInfo, host: str, timeout: float) -> None:
                     return
             except httpx.HTTPError:
                 pass
-            time.sleep(0.5)
+            time.sleep(0.2)  # each switch-over waits up to one interval extra
     raise DeployFailed(f"the new server was not ready after {timeout:.0f}s (log: {info.log})")
 
 
