@@ -71,59 +71,57 @@ def _us(value: datetime) -> int:
     return int(pd.Timestamp(value).timestamp() * 1_000_000)
 
 
-def _ts_us(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    return pc.cast(column, pa.int64()).to_numpy(zero_copy_only=False)
+def _top_pairs(lists: pa.Table, k: int, columns: list[str]) -> pa.Table:
+    """One row per (served list, top-k item): ``columns`` of the list plus ``item_id``."""
+    top = pc.list_slice(lists["items"], 0, k)
+    parents = pc.list_parent_indices(top)
+    data = {c: pc.take(lists[c], parents) for c in columns}
+    data["item_id"] = pc.list_flatten(top)
+    return pa.table(data)
 
 
-def _explicit_hits(served: pa.Table, feedback: pa.Table, k: int) -> set[str]:
+def _explicit_hits(served: pa.Table, feedback: pa.Table, k: int) -> pa.Array:
     """Request ids whose top-k contains an item of a feedback event naming that request."""
     named = feedback.filter(pc.is_valid(feedback["request_id"]))
     if named.num_rows == 0:
-        return set()
+        return pa.array([], pa.string())
     lists = served.filter(pc.is_in(served["request_id"], named["request_id"].unique()))
     if lists.num_rows == 0:
-        return set()
-    top = pc.list_slice(lists["items"], 0, k)
-    pairs = pd.DataFrame(
-        {
-            "request_id": pc.take(lists["request_id"], pc.list_parent_indices(top)).to_numpy(
-                zero_copy_only=False
-            ),
-            "item_id": pc.list_flatten(top).to_numpy(zero_copy_only=False),
-        }
+        return pa.array([], pa.string())
+    pairs = _top_pairs(lists, k, ["request_id"])
+    joined = pairs.join(
+        named.select(["request_id", "item_id"]), ["request_id", "item_id"], join_type="inner"
     )
-    fb = named.select(["request_id", "item_id"]).to_pandas()
-    return set(pairs.merge(fb, on=["request_id", "item_id"])["request_id"])
+    return pc.unique(joined["request_id"].combine_chunks())
 
 
-def _window_hits(served: pa.Table, feedback: pa.Table, k: int, window_us: int) -> set[str]:
-    """Request ids whose user interacted with a top-k item within the window after serving."""
+def _window_hits(served: pa.Table, feedback: pa.Table, k: int, window_us: int) -> pa.Array:
+    """Request ids whose user interacted with a top-k item within the window after serving.
+
+    Joined in Arrow (Acero's hash join), not pandas: ten million (list, item) pairs stay
+    columnar strings instead of Python objects."""
     users = feedback["user_id"].unique()
     lists = served.filter(
         pc.and_(pc.is_valid(served["user_id"]), pc.is_in(served["user_id"], users))
     )
     if lists.num_rows == 0:
-        return set()
-    top = pc.list_slice(lists["items"], 0, k)
-    parents = pc.list_parent_indices(top)
-    pairs = pd.DataFrame(
+        return pa.array([], pa.string())
+    pairs = _top_pairs(
+        lists.set_column(lists.schema.get_field_index("ts"), "ts", _ts_col_us(lists)),
+        k,
+        ["request_id", "user_id", "ts"],
+    )
+    events = pa.table(
         {
-            "request_id": pc.take(lists["request_id"], parents).to_numpy(zero_copy_only=False),
-            "user_id": pc.take(lists["user_id"], parents).to_numpy(zero_copy_only=False),
-            "served_us": _ts_us(pc.take(lists["ts"], parents)),
-            "item_id": pc.list_flatten(top).to_numpy(zero_copy_only=False),
+            "user_id": feedback["user_id"],
+            "item_id": feedback["item_id"],
+            "event_us": pc.cast(feedback["timestamp"], pa.int64()),
         }
     )
-    fb = pd.DataFrame(
-        {
-            "user_id": feedback["user_id"].to_numpy(zero_copy_only=False),
-            "item_id": feedback["item_id"].to_numpy(zero_copy_only=False),
-            "event_us": _ts_us(feedback["timestamp"]),
-        }
-    )
-    joined = pairs.merge(fb, on=["user_id", "item_id"])
-    after = joined["event_us"] - joined["served_us"]
-    return set(joined.loc[(after > 0) & (after <= window_us), "request_id"])
+    joined = pairs.join(events, ["user_id", "item_id"], join_type="inner")
+    after = pc.subtract(joined["event_us"], joined["ts"])
+    inside = pc.and_(pc.greater(after, 0), pc.less_equal(after, window_us))
+    return pc.unique(joined.filter(inside)["request_id"].combine_chunks())
 
 
 def unknown_request_ids(served: pa.Table, feedback: pa.Table) -> int:
@@ -153,14 +151,16 @@ def version_metrics(
     unknown = int(pc.sum(served["unknown_items"]).as_py() or 0)
     with_unknown = int(pc.sum(pc.greater(served["unknown_items"], 0)).as_py() or 0)
     distinct = len(pc.unique(pc.list_flatten(pc.list_slice(served["items"], 0, k))))
-    hits = _explicit_hits(served, feedback, k) | _window_hits(served, feedback, k, window_us)
+    hits = pa.concat_arrays(
+        [_explicit_hits(served, feedback, k), _window_hits(served, feedback, k, window_us)]
+    )
     named = set(feedback["request_id"].drop_null().to_pylist()) if feedback.num_rows else set()
     joinable = pc.or_(
         pc.is_valid(served["user_id"]),
         pc.is_in(served["request_id"], pa.array(list(named), pa.string())),
     )
     closed = pc.less_equal(_ts_col_us(served), _us(as_of) - window_us)
-    is_hit = _bools(pc.is_in(served["request_id"], pa.array(sorted(hits), pa.string())))
+    is_hit = _bools(pc.is_in(served["request_id"], hits))
     joinable_np, closed_np = _bools(joinable), _bools(closed)
     counted = joinable_np & closed_np
     version = served["model_version"][0].as_py() if n else ""

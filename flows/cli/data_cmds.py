@@ -111,6 +111,9 @@ def add(
         f"{len(version.batches)} batches",
         highlight=False,
     )
+    from flows.cli.monitor_cmds import retrain_if_due
+
+    retrain_if_due(cfg, ws)
 
 
 @data_app.command("versions")

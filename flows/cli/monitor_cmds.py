@@ -40,9 +40,8 @@ def feedback_add(
     from flows.cli.data_cmds import add
 
     add(path, fmt, None, None, config, overrides, workspace)
-    cfg, ws = prologue(config, overrides, workspace)
+    _cfg, ws = prologue(config, overrides, workspace)
     _count_unknown_requests(path, ws)
-    _retrain_if_due(cfg, ws)
 
 
 def _count_unknown_requests(path: Path, ws) -> None:
@@ -67,7 +66,8 @@ def _count_unknown_requests(path: Path, ws) -> None:
     console.print(f"{unknown} events name a request id the serving log does not hold (kept)")
 
 
-def _retrain_if_due(cfg, ws) -> None:
+def retrain_if_due(cfg, ws) -> None:
+    """After new data was accepted: send the retrain event when enough has accumulated."""
     from components.monitoring.triggers import new_events_since_champion, retrain_reason
     from flows.events import emit_retrain_request
 
