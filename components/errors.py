@@ -7,6 +7,10 @@ and an optional hint. The CLI prints ``error: <message>`` (plus the hint) and ex
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class RecopsError(Exception):
     """Base class: a failure with a message meant for the user."""
@@ -80,3 +84,46 @@ class DeployFailed(RecopsError):
     """A deployment failed its checks; the previous deployment keeps serving."""
 
     exit_code = 10
+
+
+class StorageFull(RecopsError):
+    """A write failed because the disk (or quota) is full; nothing half-written was kept."""
+
+    exit_code = 12
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def storage_full(exc: BaseException) -> StorageFull | None:
+    """A :class:`StorageFull` when ``exc`` or any exception it wraps (``__cause__`` /
+    ``__context__``: GX, DVC and Prefect re-raise their own types) is a full disk."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StorageFull):
+            return current
+        if isinstance(current, OSError) and current.errno in _FULL:
+            where = f" writing {current.filename}" if current.filename else ""
+            return StorageFull(
+                f"no space left on device{where}",
+                hint="free disk space (or move the workspace: --workspace / $RECOPS_HOME) and "
+                "run the command again; the failed step kept nothing half-written",
+            )
+        current = current.__cause__ or current.__context__
+    return None
+
+
+@contextmanager
+def full_disk_is_one_line() -> Iterator[None]:
+    """Re-raise a full-disk failure inside the block as :class:`StorageFull`."""
+    try:
+        yield
+    except StorageFull:
+        raise
+    except Exception as exc:
+        full = storage_full(exc)
+        if full is None:
+            raise
+        raise full from exc

@@ -17,11 +17,11 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from components.data.sequences import PAD, pad_left
 from services.explanations import (
@@ -40,22 +40,30 @@ Source = Literal["model", "cold_start"]
 
 
 # --- wire models ------------------------------------------------------------------------
-def request_model(max_k: int, max_history: int, explain_max_k: int = 20) -> type[BaseModel]:
-    """The ``/recommend`` body schema with this deployment's limits baked in."""
+def request_model(
+    max_k: int, max_history: int, explain_max_k: int = 20, max_id_length: int = 256
+) -> type[BaseModel]:
+    """The ``/recommend`` body schema with this deployment's limits baked in.
+
+    Strict types (``"k": "7"`` and ``"k": true`` are 422s, not coerced) and a bound on
+    every dimension: list lengths and the length of each id, so no request can make the
+    service hold or echo (in ``warnings``) more than a few hundred kilobytes.
+    """
+    ItemId = Annotated[str, StringConstraints(min_length=1, max_length=max_id_length)]
 
     class RecommendRequest(BaseModel):
         """One recommendation request. Give ``user_id`` (history from the online store),
         ``history`` (raw item ids, oldest first), or both (``history`` wins)."""
 
-        model_config = ConfigDict(extra="forbid", strict=False)
+        model_config = ConfigDict(extra="forbid", strict=True)
 
-        user_id: str | None = Field(None, min_length=1, max_length=256)
-        history: list[str] | None = Field(None, max_length=max_history)
+        user_id: str | None = Field(None, min_length=1, max_length=max_id_length)
+        history: list[ItemId] | None = Field(None, max_length=max_history)
         k: int = Field(10, ge=1, le=max_k)
         exclude_seen: bool = True
-        exclude: list[str] = Field(default_factory=list, max_length=max_history)
+        exclude: list[ItemId] = Field(default_factory=list, max_length=max_history)
         explain: bool = False
-        event_types: list[str] | None = Field(None, max_length=max_history)
+        event_types: list[ItemId] | None = Field(None, max_length=max_history)
 
         @model_validator(mode="after")
         def _needs_user_or_history(self) -> RecommendRequest:
@@ -79,18 +87,22 @@ class ExplainQuery(Protocol):
     top: int
 
 
-def explain_request_model(max_history: int, max_top: int) -> type[BaseModel]:
-    """The ``/explain`` body schema: why does (or doesn't) this history lead to ``item_id``."""
+def explain_request_model(
+    max_history: int, max_top: int, max_id_length: int = 256
+) -> type[BaseModel]:
+    """The ``/explain`` body schema: why does (or doesn't) this history lead to ``item_id``.
+    Strict and bounded like :func:`request_model`."""
+    ItemId = Annotated[str, StringConstraints(min_length=1, max_length=max_id_length)]
 
     class ExplainRequest(BaseModel):
         """Explain one item for one user id and/or explicit history (``history`` wins)."""
 
-        model_config = ConfigDict(extra="forbid", strict=False)
+        model_config = ConfigDict(extra="forbid", strict=True)
 
-        item_id: str = Field(min_length=1, max_length=256)
-        user_id: str | None = Field(None, min_length=1, max_length=256)
-        history: list[str] | None = Field(None, max_length=max_history)
-        event_types: list[str] | None = Field(None, max_length=max_history)
+        item_id: str = Field(min_length=1, max_length=max_id_length)
+        user_id: str | None = Field(None, min_length=1, max_length=max_id_length)
+        history: list[ItemId] | None = Field(None, max_length=max_history)
+        event_types: list[ItemId] | None = Field(None, max_length=max_history)
         top: int = Field(5, ge=1, le=max_top)
 
         @model_validator(mode="after")

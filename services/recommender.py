@@ -12,8 +12,8 @@ Endpoints
     GET  /metadata         model version/name, data version, metrics, loaded_at
     GET  /healthz /livez   process alive (BentoML built-in)
     GET  /readyz           model loaded and feature store reachable (``__is_ready__``)
-    GET  /metrics          Prometheus (BentoML built-ins + recops_recommend_requests_total
-                           + recops_batch_size)
+    GET  /metrics          Prometheus with bounded labels (services/metrics.py; BentoML's
+                           own path-labelled metrics are off)
 
 The request path is ours end to end and costs as little as we can make it: the two POST
 routes are plain Starlette routes on the ASGI app mounted with ``bentoml.asgi_app`` (so
@@ -46,6 +46,7 @@ from starlette.routing import Route
 
 from components.monitoring.servelog import new_request_id
 from components.quiet import quiet_third_party
+from services import metrics
 from services.batching import MicroBatcher, Overloaded
 from services.engine import (
     Engine,
@@ -67,15 +68,23 @@ logger = logging.getLogger("recops.service")
 
 SETTINGS = bentoml.use_arguments(ServiceSettings)
 RecommendRequest = request_model(
-    SETTINGS.serve.max_k, SETTINGS.serve.max_history, SETTINGS.serve.explain_max_k
+    SETTINGS.serve.max_k,
+    SETTINGS.serve.max_history,
+    SETTINGS.serve.explain_max_k,
+    SETTINGS.serve.max_item_id_length,
 )
 ExplainRequest = explain_request_model(
-    SETTINGS.serve.max_history, SETTINGS.serve.explain_max_history
+    SETTINGS.serve.max_history,
+    SETTINGS.serve.explain_max_history,
+    SETTINGS.serve.max_item_id_length,
 )
 BatchRequest: type[BaseModel] = create_model(
     "BatchRequest",
     __config__={"extra": "forbid"},
-    requests=(list[RecommendRequest], ...),  # type: ignore[valid-type]
+    requests=(
+        list[RecommendRequest],  # type: ignore[valid-type]
+        Field(min_length=1, max_length=SETTINGS.serve.max_batch_requests),
+    ),
 )
 FeedbackRequest: type[BaseModel] = create_model(
     "FeedbackRequest",
@@ -162,9 +171,16 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     )
 
 
+async def _metrics(request: Request) -> Response:
+    body, content_type = metrics.exposition()
+    return Response(body, media_type=content_type)
+
+
 routes_app = Starlette(
     routes=[
         Route("/metadata", _metadata, methods=["GET"]),
+        # BentoML's metrics are off (they label series by raw path): services/metrics.py
+        Route("/metrics", _metrics, methods=["GET"]),
         Route("/recommend", _recommend, methods=["POST"]),
         Route("/recommend_batch", _recommend_batch, methods=["POST"]),
         Route("/feedback", _feedback, methods=["POST"]),
@@ -181,6 +197,7 @@ routes_app = Starlette(
         "max_concurrency": SETTINGS.serve.max_concurrency,
     },
     workers=1,
+    metrics={"enabled": False},
     labels={"model_version": SETTINGS.model_version},
 )
 class RecommendationService:
@@ -192,6 +209,12 @@ class RecommendationService:
         from components.models.bundle import ModelBundle
 
         self.settings = SETTINGS
+        if SETTINGS.auth_required and SETTINGS.api_key() is None:
+            # fail closed: this deployment was recorded as requiring auth
+            raise RuntimeError(
+                f"authentication is required but no API key could be read from "
+                f"${SETTINGS.serve.api_key_env} or serve.api_key_file"
+            )
         self.workspace = SETTINGS.resolved_workspace()
         self.device = serving_device(SETTINGS.serve.device)
         if self.device.type == "cpu" and SETTINGS.serve.cpu_threads:
@@ -203,18 +226,8 @@ class RecommendationService:
             top_events=SETTINGS.serve.explain_top_events,
         )
         self.engine = Engine(bundle, SETTINGS.model_version, self.device, explain=limits)
-        # created here, not at import: building a bento re-imports this module, and a
-        # second registration in the same process would clash in Prometheus' registry
-        self.requests_by_source = bentoml.metrics.Counter(
-            name="recops_recommend_requests_total",
-            documentation="Recommendation requests answered, by source (model or cold_start).",
-            labelnames=["source"],
-        )
-        batch_sizes = bentoml.metrics.Histogram(
-            name="recops_batch_size",
-            documentation="Queries per model call (concurrent requests merged by the batcher).",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-        )
+        self.requests_by_source = metrics.BY_SOURCE
+        batch_sizes = metrics.BATCH_SIZE
         self.batcher: MicroBatcher[ScoreQuery, Scored] = MicroBatcher(
             self.engine.score,
             max_batch_size=SETTINGS.serve.max_batch_size,
@@ -262,7 +275,11 @@ class RecommendationService:
             "n_items": self.engine.n_items,
             "max_len": self.engine.max_len,
             "sample_items": self.engine.vocab.item_tokens(self.engine.popular(3, []).items),
+            "auth_required": SETTINGS.auth_required,
             "limits": {
+                "max_batch_requests": SETTINGS.serve.max_batch_requests,
+                "max_item_id_length": SETTINGS.serve.max_item_id_length,
+                "max_body_bytes": SETTINGS.serve.max_body_bytes,
                 "max_k": SETTINGS.serve.max_k,
                 "max_history": SETTINGS.serve.max_history,
                 "explain_max_k": SETTINGS.serve.explain_max_k,
@@ -382,6 +399,17 @@ def _with_store_warning(plan: Plan, store_failed: bool) -> Plan:
     return plan
 
 
+# every route the service declares (derived, so a new endpoint needs no list update); any
+# other path is a 404 in the guard, so no request creates a new metrics series
+PUBLIC_PATHS = frozenset(
+    {api.route for api in RecommendationService.apis.values()}  # type: ignore[attr-defined]
+    | {route.path for route in routes_app.routes if isinstance(route, Route)}
+)
+
 RecommendationService.add_asgi_middleware(  # type: ignore[attr-defined]  # asgi_app is annotated as returning the bare class
-    GuardMiddleware, api_key=SETTINGS.api_key()
+    GuardMiddleware,
+    api_key=SETTINGS.api_key(),
+    auth_required=SETTINGS.auth_required,
+    public_paths=PUBLIC_PATHS,
+    max_body_bytes=SETTINGS.serve.max_body_bytes,
 )

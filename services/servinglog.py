@@ -11,7 +11,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import bentoml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from components.monitoring.config import ServingLogConfig
@@ -25,6 +24,7 @@ from components.monitoring.servelog import (
 )
 from components.validation.config import ValidationConfig
 from components.workspace import Workspace
+from services import metrics
 from services.engine import Plan
 
 EVENT_TYPES = frozenset(ValidationConfig().event_types)
@@ -67,17 +67,8 @@ class ServiceLogs:
     def __init__(self, workspace: Workspace, cfg: ServingLogConfig) -> None:
         self.cfg = cfg
         folder = Path(cfg.dir) if cfg.dir else workspace.serving_log_dir
-        self.rows = bentoml.metrics.Counter(
-            name="recops_serving_log_rows_total",
-            documentation="Rows of the serving/feedback logs, by log and outcome "
-            "(written, dropped: buffer full, failed: lost to a write error).",
-            labelnames=["log", "outcome"],
-        )
-        self.errors = bentoml.metrics.Counter(
-            name="recops_serving_log_write_errors_total",
-            documentation="Failed writes of the serving/feedback logs (full disk, bad folder).",
-            labelnames=["log"],
-        )
+        self.rows = metrics.SERVING_LOG_ROWS  # bounded labels, services/metrics.py
+        self.errors = metrics.SERVING_LOG_ERRORS
         self.served_log = self._open(folder, SERVED, SERVED_SCHEMA) if cfg.enabled else None
         self.feedback_log = self._open(folder / FEEDBACK, FEEDBACK, FEEDBACK_SCHEMA)
 

@@ -3,9 +3,10 @@
 The deploy step passes these as BentoML *bento arguments* when it builds the bento
 (``bentoml.build(args=...)``); BentoML stores them in the bento and hands them back to
 ``bentoml.use_arguments`` every time the bento is imported (build, serve, containerize).
-So a bento pins its model version and its limits; only secrets and the workspace root
-come from the environment at run time (``$RECOPS_HOME`` wins over the recorded root, so
-a container can mount the workspace elsewhere).
+So a bento pins its model version, its limits and whether it requires an API key; only
+secrets (by the references recorded here: an environment variable name or a file) and
+the workspace root come from the environment at run time (``$RECOPS_HOME`` wins over the
+recorded root, so a container can mount the workspace elsewhere).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from components.deploy.auth import read_api_key
 from components.deploy.config import ServeConfig
 from components.features.config import FeaturesConfig
 from components.workspace import DEFAULT_ROOT_ENV, Workspace
@@ -33,6 +35,7 @@ class ServiceSettings(BaseModel):
     data_version: str | None = None
     metrics: dict[str, float] = {}
     workspace: str | None = None
+    auth_required: bool = False
     serve: ServeConfig = ServeConfig()
     features: FeaturesConfig = FeaturesConfig()
 
@@ -42,5 +45,9 @@ class ServiceSettings(BaseModel):
         return Workspace.at(Path(root) if root else None)
 
     def api_key(self) -> str | None:
-        """The API key from ``serve.api_key_env``; ``None`` (auth off) when unset or empty."""
-        return os.environ.get(self.serve.api_key_env) or None
+        """The API key from ``serve.api_key_file`` or ``$serve.api_key_env``; ``None``
+        when unset or empty (the service then refuses to start if ``auth_required``)."""
+        try:
+            return read_api_key(self.serve)
+        except Exception:  # an unreadable key file: no key, so a required auth fails closed
+            return None

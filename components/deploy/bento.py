@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from components.deploy.auth import decide_auth
 from components.deploy.config import BentoBuildConfig, ServeConfig
 from components.errors import DeployFailed, RecopsError
 from components.evaluation.metrics import HEADLINE_METRICS
@@ -67,6 +68,7 @@ RUNTIME_PACKAGES = [
     "orjson",
     "scipy",
     "lightning",
+    "prometheus-client",
 ]
 
 
@@ -95,8 +97,12 @@ def service_args(
     model: ModelVersion,
     serve_cfg: ServeConfig,
     features_cfg: FeaturesConfig,
+    auth_required: bool = False,
 ) -> dict[str, object]:
-    """Bento arguments for ``services.settings.ServiceSettings`` (JSON-serialisable)."""
+    """Bento arguments for ``services.settings.ServiceSettings`` (JSON-serialisable).
+
+    Secrets travel as references only: ``serve`` names the API key's variable or file,
+    and the features config serialises its connection settings redacted."""
     metrics = {k: float(v) for k, v in model.record.metrics_test.items()}
     return {
         "model_tag": model.tag,
@@ -105,6 +111,7 @@ def service_args(
         "data_version": model.record.data_version,
         "metrics": metrics,
         "workspace": str(workspace.root),
+        "auth_required": auth_required,
         "serve": serve_cfg.model_dump(mode="json"),
         "features": features_cfg.model_dump(mode="json"),
     }
@@ -163,13 +170,18 @@ def build_bento(
     serve_cfg: ServeConfig,
     deploy_cfg: BentoBuildConfig,
     features_cfg: FeaturesConfig,
+    auth_required: bool | None = None,
 ) -> BuiltBento:
     """Build (into ``workspace.bentoml_home``) the bento serving registered ``version``.
 
-    Raises :class:`DeployFailed` when the version is unknown or BentoML refuses the build.
+    ``auth_required`` is recorded in the bento (default: decided from ``serve_cfg`` alone,
+    see :func:`components.deploy.auth.decide_auth`). Raises :class:`DeployFailed` when the
+    version is unknown or BentoML refuses the build.
     """
     from components.registry.store import ModelRegistry
 
+    if auth_required is None:
+        auth_required = decide_auth(serve_cfg)
     workspace.activate()
     for sub in ("tmp", "bentos", "models"):  # BentoML creates these only for its default home
         (workspace.bentoml_home / sub).mkdir(parents=True, exist_ok=True)
@@ -179,7 +191,7 @@ def build_bento(
         raise DeployFailed(f"cannot build a bento for {version}: {exc}") from exc
     job = BuildJob(
         bentofile=str(write_bentofile(workspace, model, deploy_cfg)),
-        args=service_args(workspace, model, serve_cfg, features_cfg),
+        args=service_args(workspace, model, serve_cfg, features_cfg, auth_required),
         model_tag=model.tag,
         model_dir=model.path,
         home=str(workspace.bentoml_home.resolve()),

@@ -16,9 +16,22 @@ class ServeConfig(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65535)
+    # The API key is referenced, never stored: the name of an environment variable, or a
+    # file (a mounted secret; it wins when both are given). The bento records the
+    # references and whether auth is required, decided at deploy time
+    # (components/deploy/auth.py): "auto" requires it when the key is set where the deploy
+    # runs *or* the current deployment already requires it, so a redeploy from a shell
+    # without the key fails instead of serving without authentication; "off" is the only
+    # way to drop it.
     api_key_env: str = "RECOPS_API_KEY"
+    api_key_file: str | None = None
+    auth: Literal["auto", "required", "off"] = "auto"
     max_k: int = Field(1000, ge=1)
     max_history: int = Field(1000, ge=1)
+    # size limits on every request dimension (one-line 4xx beyond them)
+    max_batch_requests: int = Field(256, ge=1)
+    max_item_id_length: int = Field(256, ge=1)
+    max_body_bytes: int = Field(1_000_000, ge=1024)
     max_batch_size: int = Field(64, ge=1)
     # a request that has waited this long in the batch queue is shed with a 503 and
     # Retry-After (services/batching.py: real queueing time); it is an overload valve,

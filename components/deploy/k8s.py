@@ -68,7 +68,7 @@ def render_manifests(
         path = out / name
         path.write_text(text)
         files.append(path)
-    validate_manifests(files, expect_gpu=deploy_cfg.gpu)
+    validate_manifests(files, expect_gpu=deploy_cfg.gpu, api_key_env=serve_cfg.api_key_env)
     return RenderedManifests(directory=out, files=files, image=values["image"])
 
 
@@ -97,8 +97,23 @@ def _require(doc: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def validate_manifests(paths: list[Path], expect_gpu: bool = True) -> None:
-    """Structural checks a cluster (or this project) needs; DeployFailed names the first gap."""
+def _check_api_key_secret(container: dict[str, Any], api_key_env: str) -> None:
+    """The API key comes from a Secret the pod cannot start without (an optional Secret
+    would let a pod serve without authentication when the Secret is missing)."""
+    env = {e.get("name"): e for e in container.get("env") or [] if isinstance(e, dict)}
+    ref = (env.get(api_key_env) or {}).get("valueFrom", {}).get("secretKeyRef")
+    if not ref:
+        raise DeployFailed(f"the container does not read ${api_key_env} from a Secret")
+    if ref.get("optional", False):
+        raise DeployFailed(f"the Secret holding ${api_key_env} must not be optional")
+
+
+def validate_manifests(
+    paths: list[Path], expect_gpu: bool = True, api_key_env: str | None = None
+) -> None:
+    """Structural checks a cluster (or this project) needs; DeployFailed names the first gap.
+
+    With ``api_key_env`` the container must read it from a required Secret."""
     docs = _load_documents(paths)
     kinds = {d.get("kind"): d for d in docs}
     for kind in ("Deployment", "Service"):
@@ -122,6 +137,8 @@ def validate_manifests(paths: list[Path], expect_gpu: bool = True) -> None:
         raise DeployFailed("the readiness probe must call /readyz")
     if _require(container, "livenessProbe.httpGet.path") != "/healthz":
         raise DeployFailed("the liveness probe must call /healthz")
+    if api_key_env is not None:
+        _check_api_key_secret(container, api_key_env)
     limits = container.get("resources", {}).get("limits", {}) or {}
     if expect_gpu and int(limits.get(GPU_RESOURCE, 0)) < 1:
         raise DeployFailed(f"the container does not request {GPU_RESOURCE}")

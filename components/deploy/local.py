@@ -49,6 +49,7 @@ import psutil
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict
 
+from components.deploy.auth import auth_headers, decide_auth
 from components.deploy.bento import REPO_ROOT, build_bento
 from components.deploy.config import LocalDeployConfig, ServeConfig
 from components.errors import DeployFailed
@@ -110,6 +111,9 @@ class LocalState(BaseModel):
     proxy_restarts: int = 0
     last_event: str | None = None  # the supervisor's last restart/rollback, in words
     rolled_back_from: str | None = None  # set when a crash loop rolled back
+    # decided at deploy time (components/deploy/auth.py) and recorded in the bento too;
+    # the next deploy keeps it unless serve.auth is "off"
+    auth_required: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,10 +138,24 @@ def _lock(workspace: Workspace) -> FileLock:
 
 
 def read_state(workspace: Workspace) -> LocalState | None:
+    """The deployment record, None when nothing was deployed.
+
+    A record that cannot be read (torn by a full disk, edited by hand) is a one-line
+    :class:`DeployFailed` naming the file and what to do, never a validation traceback.
+    """
     path = workspace.deploy_dir / STATE_FILE
-    if not path.exists():
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
         return None
-    return LocalState.model_validate_json(path.read_text())
+    try:
+        return LocalState.model_validate_json(text)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise DeployFailed(
+            f"the local deployment record {path} is unreadable "
+            f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})",
+            hint="`recops serve stop` sets it aside and stops what it can find; then deploy again",
+        ) from None
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -336,11 +354,6 @@ def start_proxy(workspace: Workspace, host: str, port: int) -> ProcessInfo:
 
 
 # --- checks ---------------------------------------------------------------------------
-def auth_headers(serve_cfg: ServeConfig) -> dict[str, str]:
-    key = os.environ.get(serve_cfg.api_key_env)
-    return {"X-API-Key": key} if key else {}
-
-
 def wait_ready(info: ProcessInfo, host: str, timeout: float) -> None:
     """Poll ``/readyz`` until 200; DeployFailed when the process dies or time runs out."""
     url = f"http://{host}:{info.port}/readyz"
@@ -518,6 +531,21 @@ def deploy_version(
         raise DeployFailed("another deployment is in progress (deploy lock held)") from exc
 
 
+def deployment_port(state: LocalState | None, serve_cfg: ServeConfig) -> int:
+    """The public port a (re)deploy uses: the running deployment's recorded port (its
+    proxy keeps it; moving it needs `recops serve stop`), else ``serve.port``."""
+    if state is None or state.proxy is None or not state.proxy.alive():
+        return serve_cfg.port
+    if state.public_port != serve_cfg.port:
+        log.info(
+            "the local deployment listens on port %d (serve.port %d ignored; "
+            "`recops serve stop` first to move it)",
+            state.public_port,
+            serve_cfg.port,
+        )
+    return state.public_port
+
+
 def _deploy_locked(
     workspace: Workspace,
     version: str,
@@ -530,20 +558,17 @@ def _deploy_locked(
     reap_strays(workspace, state)  # what a killed deploy or drain left behind
     restore_target(workspace, state)
     proxy = state.proxy if state and state.proxy and state.proxy.alive() else None
-    if proxy is not None and proxy.port != serve_cfg.port:
+    port = deployment_port(state, serve_cfg)
+    if proxy is None and port_in_use(host, port):
         raise DeployFailed(
-            f"the local deployment listens on port {proxy.port}, not {serve_cfg.port}",
-            hint="run `recops serve stop` first",
-        )
-    if proxy is None and port_in_use(host, serve_cfg.port):
-        raise DeployFailed(
-            f"port {serve_cfg.port} on {host} is in use by another program",
+            f"port {port} on {host} is in use by another program",
             hint="set serve.port to a free port",
         )
     old_backend = state.backend if state and state.backend and state.backend.alive() else None
+    auth_required = decide_auth(serve_cfg, bool(state and state.auth_required))
 
     clock = _Clock()
-    bento = build_bento(workspace, version, serve_cfg, deploy_cfg, features_cfg)
+    bento = build_bento(workspace, version, serve_cfg, deploy_cfg, features_cfg, auth_required)
     clock.lap("build_s")
     backend = start_backend(workspace, bento.tag, host)
     log.info("started %s on port %d (pid %d)", bento.tag, backend.port, backend.pid)
@@ -553,10 +578,10 @@ def _deploy_locked(
         clock.lap("start_to_ready_s")
         smoke_test(f"http://{host}:{backend.port}", bento.version, serve_cfg)
         if proxy is None:
-            proxy = start_proxy(workspace, host, serve_cfg.port)
+            proxy = start_proxy(workspace, host, port)
             started_proxy = True
         _write_target(workspace, host, backend.port, bento.version)
-        smoke_test(f"http://{host}:{serve_cfg.port}", bento.version, serve_cfg)
+        smoke_test(f"http://{host}:{port}", bento.version, serve_cfg)
         clock.lap("checks_and_switch_s")
     except BaseException:
         stop_process(backend)
@@ -568,7 +593,7 @@ def _deploy_locked(
     previous = state.version if state else None
     new_state = LocalState(
         host=host,
-        public_port=serve_cfg.port,
+        public_port=port,
         version=bento.version,
         bento_tag=bento.tag,
         backend=backend,
@@ -577,6 +602,7 @@ def _deploy_locked(
         previous_bento_tag=state.bento_tag if state else None,
         deployed_at=datetime.now(timezone.utc),
         supervisor=state.supervisor if state else None,
+        auth_required=auth_required,
     )
     save_state(workspace, new_state)  # from here the old backend is a stray if we die
     if old_backend is not None and old_backend.pid != backend.pid:
@@ -588,15 +614,15 @@ def _deploy_locked(
         "deployed %s at http://%s:%d (previous: %s; %s)",
         bento.version,
         host,
-        serve_cfg.port,
+        port,
         previous,
         clock.laps,
     )
     return Deployment(
         version=bento.version,
         bento_tag=bento.tag,
-        url=f"http://{host}:{serve_cfg.port}",
-        port=serve_cfg.port,
+        url=f"http://{host}:{port}",
+        port=port,
         pid=backend.pid,
         previous_version=previous,
         timings=clock.laps,
@@ -639,6 +665,7 @@ def serve_status(
         health["error"] = str(exc)
     out = {
         "deployed": True,
+        "auth_required": state.auth_required,
         "version": state.version,
         "bento_tag": state.bento_tag,
         "url": base,
@@ -723,11 +750,25 @@ def serving_log_counters(metrics: str) -> dict[str, float]:
     return found
 
 
+def _set_aside_unreadable_state(workspace: Workspace) -> LocalState | None:
+    """Move an unreadable ``local.json`` to ``local.json.unreadable-<time>`` (kept for a
+    post-mortem); nothing it named can be found from it, so there is nothing to stop."""
+    path = workspace.deploy_dir / STATE_FILE
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    aside = path.with_name(f"{STATE_FILE}.unreadable-{stamp}")
+    os.replace(path, aside)
+    log.warning("set aside the unreadable deployment record as %s", aside)
+    return None
+
+
 def stop_local(workspace: Workspace) -> LocalState | None:
     """Stop the supervisor, the backend and the proxy - and every other process this
     deployment's marker is on; returns what was recorded as running (None if nothing)."""
     with _lock(workspace):
-        state = read_state(workspace)
+        try:
+            state = read_state(workspace)
+        except DeployFailed:  # unreadable: set aside (never deleted); strays are reaped below
+            state = _set_aside_unreadable_state(workspace)
         if state is not None:
             stop_process(state.supervisor)  # first: it would restart the others
             stop_process(state.backend)

@@ -94,10 +94,13 @@ class KubernetesTarget:
     name: str = "k8s"
 
     def deploy(self, ws: Workspace, version: str) -> Deployed:
+        from components.deploy.auth import k8s_auth_required
         from components.deploy.bento import build_bento
         from components.deploy.k8s import render_manifests
 
-        bento = build_bento(ws, version, self.serve, self.settings, self.features)
+        # the key comes from the cluster's (required) Secret, not from this shell
+        auth = k8s_auth_required(self.serve)
+        bento = build_bento(ws, version, self.serve, self.settings, self.features, auth)
         out = render_manifests(ws, bento.version, bento.tag, self.serve, self.settings)
         detail = {"bento": bento.tag, "image": out.image, "manifests": str(out.directory)}
         if self.settings.apply:

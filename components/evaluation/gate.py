@@ -85,6 +85,9 @@ class GateDecision(BaseModel):
     champion_unknown_targets: int = 0
     champion_unknown_users: int = 0
     checks: list[GateCheck] = []
+    # set when the champion could not be loaded (corrupt or missing artifact): the gate
+    # then compared against the baseline instead, and says so
+    champion_error: str | None = None
 
     def table(self) -> str:
         """A small fixed-width table: metric, challenger, reference, delta; then the verdict."""
@@ -110,6 +113,10 @@ class GateDecision(BaseModel):
             lines.append(
                 f"champion vocabulary misses: {self.champion_unknown_targets} test targets, "
                 f"{self.champion_unknown_users} users (scored as misses)"
+            )
+        if self.champion_error:
+            lines.append(
+                f"champion not compared (compared with the baseline): {self.champion_error}"
             )
         lines.append(f"decision: {'PROMOTE' if self.promote else 'REJECT'}")
         lines.extend(f"  - {reason}" for reason in self.reasons)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+
+from components.secrets import check_no_inline_secret, redact
 
 
 class FeaturesConfig(BaseModel):
@@ -15,7 +17,8 @@ class FeaturesConfig(BaseModel):
     ``redis_connection_string``); ``registry: sql`` takes the ``registry`` section of
     ``feature_repo/feature_store.sql.yaml`` with ``registry_path`` as its SQLAlchemy URL.
     With ``registry: file``, ``registry_path`` (optional) is relative to the workspace's
-    features folder.
+    features folder. Both may be references (``env:NAME``, ``file:PATH``; see
+    ``components/secrets.py``) and must be when they carry a password.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -23,6 +26,9 @@ class FeaturesConfig(BaseModel):
     enabled: bool = True
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_connection_string: str = "localhost:6379"
+    # every online-store call (lookups, /readyz) gives up after this many seconds: a hung
+    # Redis makes requests fall back to popular items instead of hanging them
+    online_timeout_s: float = Field(2.0, gt=0)
     registry: Literal["file", "sql"] = "file"
     registry_path: str | None = None
     history_length: int = Field(50, ge=1)
@@ -40,3 +46,12 @@ class FeaturesConfig(BaseModel):
     text_batch_size: int = Field(64, ge=1)
     # The Feast repo holding the declarations (default: feature_repo/ beside components/).
     repo_dir: str | None = None
+
+    @field_validator("redis_connection_string", "registry_path")
+    @classmethod
+    def _no_literal_password(cls, value: str | None, info) -> str | None:
+        return check_no_inline_secret(value, what=f"features.{info.field_name}")
+
+    @field_serializer("redis_connection_string", "registry_path")
+    def _redacted(self, value: str | None) -> str | None:
+        return redact(value)

@@ -39,6 +39,7 @@ from components.data.schema import ITEM, TIME, USER
 from components.errors import FeatureStoreError
 from components.features.config import FeaturesConfig
 from components.features.tables import EVENT_TS, item_feature_table, user_feature_table
+from components.secrets import resolve
 from components.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -49,6 +50,10 @@ log = logging.getLogger(__name__)
 DEFAULT_REPO_DIR = Path(__file__).resolve().parents[2] / "feature_repo"
 DEFINITIONS_FILE = "definitions.py"
 USER_VIEW = "user_features"
+# an entity no event can produce (ids never contain a space): written at every
+# materialization, so an online store that lost its data (a Redis restarted empty) is
+# told apart from a store that answers with cold starts for everyone
+MARKER_USER = "__recops materialized__"
 ITEM_VIEW = "item_features"
 SERVING_SERVICE = "recommender_serving"
 TRAINING_SERVICE = "recommender_training"
@@ -99,13 +104,25 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return raw or {}
 
 
+def redis_connection(cfg: FeaturesConfig) -> str:
+    """Feast's Redis connection string: the resolved reference plus socket timeouts
+    (``features.online_timeout_s``) unless the string sets its own; redis-py waits
+    forever on a hung server otherwise."""
+    conn = resolve(cfg.redis_connection_string, what="features.redis_connection_string")
+    keys = {part.split("=", 1)[0].strip() for part in conn.split(",") if "=" in part}
+    for key in ("socket_timeout", "socket_connect_timeout"):
+        if key not in keys:
+            conn += f",{key}={cfg.online_timeout_s}"
+    return conn
+
+
 def store_settings(workspace: Workspace, cfg: FeaturesConfig) -> dict[str, Any]:
     """The feature_store.yaml mapping for this workspace and config (before validation)."""
     base = repo_dir(cfg)
     settings = _read_yaml(base / "feature_store.yaml")
     if cfg.online_store == "redis":
         online = dict(_read_yaml(base / "feature_store.redis.yaml")["online_store"])
-        online["connection_string"] = cfg.redis_connection_string
+        online["connection_string"] = redis_connection(cfg)
         settings["online_store"] = online
     registry = dict(settings["registry"])
     if cfg.registry == "sql":
@@ -115,9 +132,9 @@ def store_settings(workspace: Workspace, cfg: FeaturesConfig) -> dict[str, Any]:
                 "features.registry is 'sql' but features.registry_path is not set",
                 hint="set features.registry_path to a SQLAlchemy URL (postgresql+psycopg://...)",
             )
-        registry["path"] = cfg.registry_path
+        registry["path"] = resolve(cfg.registry_path, what="features.registry_path")
     elif cfg.registry_path:
-        registry["path"] = cfg.registry_path
+        registry["path"] = resolve(cfg.registry_path, what="features.registry_path")
     registry["cache_ttl_seconds"] = cfg.registry_cache_ttl_seconds
     settings["registry"] = registry
     return settings
@@ -339,6 +356,23 @@ def _materialize_view(
     store.registry.apply_materialization(store.get_feature_view(view), store.project, start, end)
 
 
+def _write_marker(store: feast.FeatureStore, user_table: Path) -> None:
+    """Write :data:`MARKER_USER` (a copy of one real user snapshot) to the online store."""
+    if not user_table.exists():
+        return
+    first = pq.ParquetFile(user_table)
+    if first.metadata.num_rows == 0:
+        return
+    row = first.read_row_group(0).slice(0, 1).to_pandas()
+    row[USER] = MARKER_USER
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Discarding nonzero nanoseconds", UserWarning)
+            store.write_to_online_store(USER_VIEW, row)
+    except Exception as exc:
+        raise FeatureStoreError(f"writing the materialization marker failed: {exc}") from exc
+
+
 def materialize(
     workspace: Workspace,
     cfg: FeaturesConfig,
@@ -381,6 +415,7 @@ def materialize(
         views.append(
             ViewMaterialization(view=fv.name, start=start, end=end, rows=rows, entities=entities)
         )
+    _write_marker(store, paths[USER_VIEW])
     result = MaterializeResult(
         end=end,
         incremental=incremental,
@@ -507,12 +542,20 @@ def _point_in_time(
 
 
 def is_reachable(workspace: Workspace, cfg: FeaturesConfig) -> bool:
-    """True when the registry holds the user view and the online store answers a lookup."""
+    """True when the registry holds the user view and the online store answers a lookup
+    *and still holds what was materialized* (the :data:`MARKER_USER` row): a store that
+    lost its data would otherwise turn every user into a silent cold start."""
     try:
         feature_store(workspace, cfg).get_feature_view(USER_VIEW)
-        online_recent_items(workspace, cfg, ["__readyz__"])
+        marker = online_recent_items(workspace, cfg, [MARKER_USER])[MARKER_USER]
     except Exception as exc:  # readiness probes report, they do not raise
         log.warning("feature store not reachable: %s", exc)
+        return False
+    if not marker:
+        log.warning(
+            "the online store holds no materialized features (emptied or restarted?): "
+            "run `recops features materialize --full`"
+        )
         return False
     return True
 

@@ -54,18 +54,30 @@ def challenge(
     train_cfg: TrainConfig,
     run_dir: Path,
     device: str = "cpu",
+    champion_error: str | None = None,
 ) -> GateDecision:
-    """Gate decision for ``challenger`` against ``champion`` (or the baseline) on ``prepared``."""
+    """Gate decision for ``challenger`` against ``champion`` (or the baseline) on ``prepared``.
+
+    ``champion_error`` says why a champion exists but could not be loaded: the gate then
+    holds the challenger to the baseline (as for a first model) and records the error
+    in the decision, so a corrupt champion never blocks retraining silently or forever.
+    """
     test = prepared.split.test
     challenger_result = rescore_on(challenger, test, prepared.vocab, eval_cfg, device)
     champion_result = baseline_result = None
     if champion is not None:
         champion_result = rescore_on(champion, test, prepared.vocab, eval_cfg, device)
     else:
-        log.info("no champion yet: the challenger must beat the %r baseline", gate_cfg.baseline)
+        if champion_error:
+            log.warning("champion unusable (%s): comparing with the baseline", champion_error)
+        else:
+            log.info("no champion yet: the challenger must beat the %r baseline", gate_cfg.baseline)
         baseline = baseline_bundle(prepared, gate_cfg, train_cfg, eval_cfg, run_dir)
         baseline_result = rescore_on(baseline, test, prepared.vocab, eval_cfg, device)
-    return decide(challenger_result, champion_result, baseline_result, gate_cfg)
+    decision = decide(challenger_result, champion_result, baseline_result, gate_cfg)
+    if champion_error:
+        decision = decision.model_copy(update={"champion_error": champion_error})
+    return decision
 
 
 @dataclass(frozen=True)
@@ -86,10 +98,15 @@ def challenge_champion(
     train_cfg: TrainConfig,
     run_dir: Path,
 ) -> Challenge:
-    """:func:`challenge` against the registry's current champion (loaded from its store)."""
+    """:func:`challenge` against the registry's current champion (loaded from its store).
+
+    A champion whose artifact is corrupt or missing does not block retraining: the
+    challenger is held to the baseline instead and the decision records why
+    (``champion_error``, shown in the gate table, the run summary and ``models show``).
+    Operators need the next run to succeed: the corrupt champion can be neither re-scored
+    nor redeployed, and the baseline rule still keeps a broken model from shipping."""
     registry = ModelRegistry(ws)
-    champion = registry.champion()
-    champion_bundle = registry.load_bundle(champion.version) if champion is not None else None
+    champion, champion_bundle, champion_error = registry.champion_bundle()
     decision = challenge(
         prepared,
         challenger,
@@ -98,5 +115,6 @@ def challenge_champion(
         eval_cfg=eval_cfg,
         train_cfg=train_cfg,
         run_dir=run_dir,
+        champion_error=champion_error,
     )
-    return Challenge(decision, champion.version if champion is not None else None)
+    return Challenge(decision, champion)

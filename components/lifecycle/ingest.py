@@ -1,14 +1,19 @@
 """Ingest: fetch a batch, validate it with GX, version it with DVC or quarantine it.
 
 The one path behind the retrain flow's first steps, ``recops data add`` and the
-benchmarks. A batch already part of the current dataset version is not appended again
-(batch ids of files and synthetic batches are derived from their content).
+benchmarks. The same events are never appended twice: batch ids of files, directories and
+synthetic batches are derived from their content, and the store refuses a batch whose
+events (digest over the rows, whatever the file or id) are already in the current version
+(:class:`~components.versioning.dvc_store.AlreadyAccepted`); both come back as a result
+with nothing appended, not as an error. A full disk anywhere in the step is one line
+(:class:`~components.errors.StorageFull`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +21,19 @@ from pathlib import Path
 import pandas as pd
 
 from components.data.config import DataConfig
-from components.errors import DataError, ValidationFailed, VersioningError
+from components.errors import DataError, ValidationFailed, VersioningError, full_disk_is_one_line
 from components.validation.config import ValidationConfig
-from components.validation.ingest import new_batch_id, quarantine, read_batch, with_load_failure
+from components.validation.ingest import quarantine, read_batch, with_load_failure
 from components.validation.report import ValidationReport
 from components.validation.runner import validate_events
 from components.versioning.config import VersioningConfig
-from components.versioning.dvc_store import BATCH_ID, DatasetStore, DatasetVersion
+from components.versioning.dvc_store import (
+    BATCH_ID,
+    AlreadyAccepted,
+    DatasetStore,
+    DatasetVersion,
+    events_digest,
+)
 from components.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -46,6 +57,7 @@ class Ingested:
     batch_id: str
     version: DatasetVersion
     report: ValidationReport | None
+    same_as: str | None = None  # the accepted batch holding the same events
 
     @property
     def appended(self) -> bool:
@@ -61,13 +73,27 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def content_batch_id(path: Path) -> str:
+    """``<name>-<digest>`` from the bytes of a file, or of every file in a directory (with
+    their relative paths): the same input always gets the same id, and a directory that
+    gained files gets a new one (never "already in this version")."""
+    if path.is_dir():
+        digest = hashlib.md5()
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(f"{file.relative_to(path).as_posix()}\0{file_digest(file)}\n".encode())
+        content = digest.hexdigest()
+    else:
+        content = file_digest(path)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-._") or "batch"
+    return f"{stem[:80]}-{content[:10]}"
+
+
 def batch_from_file(path: str | Path, fmt: str = "auto", batch_id: str | None = None) -> BatchRef:
-    """A user's file; its default id is derived from the content (``<stem>-<md5[:10]>``)."""
+    """A user's file or directory; its default id is derived from the content."""
     resolved = Path(path).expanduser().resolve()
-    if batch_id is None:
-        digest = file_digest(resolved)[:10] if resolved.is_file() else new_batch_id()
-        batch_id = f"{resolved.stem}-{digest}"
-    return BatchRef(str(resolved), fmt, batch_id)
+    if not resolved.exists():
+        raise DataError(f"{resolved}: no such file or directory")
+    return BatchRef(str(resolved), fmt, batch_id or content_batch_id(resolved))
 
 
 def synthetic_batch(
@@ -122,7 +148,7 @@ def ingest(
     store = DatasetStore(ws, versioning_cfg)
     already = _version_holding(store, batch.batch_id)
     if already is not None:
-        return Ingested(batch.batch_id, already, None)
+        return Ingested(batch.batch_id, already, None, same_as=batch.batch_id)
     try:
         return ingest_events(
             Path(batch.path),
@@ -140,7 +166,7 @@ def ingest(
         if already is None:
             raise
         log.info("batch %s was accepted by a concurrent run", batch.batch_id)
-        return Ingested(batch.batch_id, already, None)
+        return Ingested(batch.batch_id, already, None, same_as=batch.batch_id)
 
 
 def _version_holding(store: DatasetStore, batch_id: str) -> DatasetVersion | None:
@@ -166,17 +192,36 @@ def ingest_events(
 
     ``data_cfg`` supplies the column mapping and ``default_event_type`` (the same on
     every path). Nothing is lost: a file the loader cannot read is still validated as raw
-    text and quarantined with a report; the user's file is only ever copied.
+    text and quarantined with a report; the user's file is only ever copied. The default
+    batch id comes from the content (:func:`content_batch_id`; the events' digest for a
+    frame).
     """
     if not isinstance(source, pd.DataFrame):
         source = Path(source)
-    batch_id = batch_id or new_batch_id()
-    if not BATCH_ID.match(batch_id):
+        batch_id = batch_id or content_batch_id(source)
+    if batch_id is not None and not BATCH_ID.match(batch_id):
         raise DataError(f"bad batch id {batch_id!r}: use letters, digits, '.', '_', '-'")
+    with full_disk_is_one_line():
+        return _validate_and_accept(
+            source, ws, data_cfg, validation_cfg, versioning_cfg, fmt, batch_id, catalogue_items
+        )
+
+
+def _validate_and_accept(
+    source: Path | pd.DataFrame,
+    ws: Workspace,
+    data_cfg: DataConfig,
+    validation_cfg: ValidationConfig,
+    versioning_cfg: VersioningConfig,
+    fmt: str,
+    batch_id: str | None,
+    catalogue_items: set[str] | None,
+) -> Ingested:
     ws.ensure()
     events, load_error = read_batch(
         source, fmt=fmt, columns=data_cfg.columns, default_event_type=data_cfg.default_event_type
     )
+    batch_id = batch_id or f"frame-{events_digest(events)[:12]}"
     store = DatasetStore(ws, versioning_cfg)
     report = validate_events(
         events,
@@ -198,6 +243,10 @@ def ingest_events(
             report_path=str(report_path),
             hint=f"report: {report_path}; Data Docs: {report.data_docs_path}",
         )
-    version = store.accept(events, batch_id, report)
+    try:
+        version = store.accept(events, batch_id, report)
+    except AlreadyAccepted as exc:
+        log.info("%s", exc)
+        return Ingested(batch_id, exc.version, None, same_as=exc.same_as)
     log.info("batch %s accepted: dataset version %s", batch_id, version.version)
     return Ingested(batch_id, version, report)

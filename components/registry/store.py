@@ -398,10 +398,39 @@ class ModelRegistry:
         return self._version_from_store(event, replay(events))
 
     def load_bundle(self, version: str, device: str = "cpu") -> ModelBundle:
-        """Load the stored :class:`ModelBundle` of ``version`` onto ``device``."""
+        """Load the stored :class:`ModelBundle` of ``version`` onto ``device``.
+
+        A corrupt or partial artifact is a one-line :class:`RegistryError`, not an
+        unpickling traceback."""
         from components.models.bundle import ModelBundle
 
-        return ModelBundle.load(Path(self.get(version).path), device)
+        found = self.get(version)
+        try:
+            return ModelBundle.load(Path(found.path), device)
+        except Exception as exc:
+            first = (str(exc).splitlines() or [""])[0][:200]
+            raise RegistryError(
+                f"model version {found.version} cannot be loaded from {found.path} "
+                f"({exc.__class__.__name__}: {first})",
+                hint="roll back with `recops rollback --to <version>` or let the next "
+                "`recops run` replace it (its gate then compares with the baseline)",
+            ) from exc
+
+    def champion_bundle(self, device: str = "cpu") -> tuple[str | None, Any, str | None]:
+        """(champion version, its bundle, why it could not be loaded).
+
+        ``(None, None, None)`` without a champion; ``(version, None, error)`` when its
+        artifact is corrupt or missing, so the gate can go on without it."""
+        try:
+            champion = self.champion()
+        except RegistryError as exc:  # registered, but gone from the model store
+            return self.state().champion, None, exc.message
+        if champion is None:
+            return None, None, None
+        try:
+            return champion.version, self.load_bundle(champion.version, device), None
+        except RegistryError as exc:
+            return champion.version, None, exc.message
 
     # --- helpers --------------------------------------------------------------------
     def _resolve(self, events: Sequence[HistoryEvent], ref: str) -> str:

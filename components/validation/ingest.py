@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -34,12 +32,6 @@ from components.workspace import Workspace
 log = logging.getLogger(__name__)
 
 LOAD_CHECK = "file_loads_as_event_contract"
-
-
-def new_batch_id() -> str:
-    """A sortable, unique batch id: ``b20260101T120000123456-1a2b3c``."""
-    now = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-    return f"b{now}-{uuid.uuid4().hex[:6]}"
 
 
 def _is_contract(frame: pd.DataFrame) -> bool:

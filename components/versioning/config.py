@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_serializer, field_validator
+
+from components.secrets import check_no_inline_secret, redact
 
 
 class VersioningConfig(BaseModel):
@@ -18,3 +20,16 @@ class VersioningConfig(BaseModel):
     remote_url: str | None = None
     remote_endpoint_url: str | None = None
     push: bool = True
+
+    @field_validator("remote_url", "remote_endpoint_url")
+    @classmethod
+    def _no_literal_password(cls, value: str | None, info) -> str | None:
+        return check_no_inline_secret(
+            value,
+            what=f"versioning.{info.field_name}",
+            instead="let DVC read credentials from its own variables (AWS_ACCESS_KEY_ID, ...)",
+        )
+
+    @field_serializer("remote_url", "remote_endpoint_url")
+    def _redacted(self, value: str | None) -> str | None:
+        return redact(value)

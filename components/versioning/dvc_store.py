@@ -9,9 +9,11 @@ Layout of ``workspace.data_dir`` (a git repo and a DVC repo):
 
 A **version id** is the full DVC md5 of the accepted directory (32 hex digits, without the
 ``.dir`` suffix); commands accept any unique prefix of 6+ digits. Every DVC/git call runs
-under a file lock in ``workspace.lock_dir``. ``accept`` is atomic: on any error (or after
-a crash, detected through a journal file on the next call) the previous version is
-restored and verified by hash.
+under a file lock in ``workspace.lock_dir``. ``accept`` is atomic: on any error the
+previous version is restored and verified by hash; after a crash (``kill -9`` between
+``dvc add`` and the git commit) a journal file is left behind, and *every* entry point,
+readers included, finishes the recovery first (:meth:`DatasetStore._recovered`), so no
+command ever sees the half state.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from filelock import FileLock
 from pydantic import BaseModel, ConfigDict
 
 from components.data.schema import EVENT, ITEM, STRING_DTYPE, TIME, USER, empty_events
-from components.errors import VersioningError
+from components.errors import VersioningError, storage_full
+from components.faults import pause_point
 from components.validation.report import BatchStats, ValidationReport
 from components.versioning.config import VersioningConfig
 from components.workspace import Workspace
@@ -66,6 +69,9 @@ class DatasetVersion(BaseModel):
     last_batch: BatchStats | None = None
     n_files: int = 0
     size_bytes: int = 0
+    # batch id -> events_digest of its events: the content identity that keeps the same
+    # events from being appended twice, whatever file or batch id they arrive under
+    batch_digests: dict[str, str] = {}
 
     @property
     def short(self) -> str:
@@ -91,6 +97,27 @@ def dir_md5(directory: Path) -> str:
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+def events_digest(events: pd.DataFrame) -> str:
+    """Content identity of a batch of events: independent of row order, file format and
+    batch id (sha256 over the sorted per-row hashes of the contract columns)."""
+    columns = [c for c in (USER, ITEM, TIME, EVENT) if c in events.columns]
+    rows = pd.util.hash_pandas_object(events[columns], index=False).to_numpy()
+    rows.sort()
+    return hashlib.sha256(rows.tobytes()).hexdigest()
+
+
+class AlreadyAccepted(VersioningError):
+    """The batch's events are already part of the current dataset version."""
+
+    def __init__(self, batch_id: str, same_as: str, version: DatasetVersion) -> None:
+        super().__init__(
+            f"batch {batch_id} holds the same events as batch {same_as}, already in dataset "
+            f"version {version.short}: not appended again"
+        )
+        self.same_as = same_as
+        self.version = version
+
+
 def _quiet_dvc() -> None:
     """No analytics, and no "to track the changes with git, run" hints: we commit ourselves."""
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -106,6 +133,10 @@ def _contract_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _batch_with_digest(version: DatasetVersion, digest: str) -> str | None:
+    return next((b for b, d in version.batch_digests.items() if d == digest), None)
+
+
 class DatasetStore:
     """Accepted events of one workspace, versioned with DVC (and git)."""
 
@@ -116,13 +147,20 @@ class DatasetStore:
         self.accepted = workspace.accepted_dir
         self.dvc_file = self.root / DVC_FILE
         self.index_file = self.root / INDEX_FILE
+        self._held = 0  # > 0 inside a locked section, which runs its own recovery
 
     # --- plumbing -----------------------------------------------------------------------
     @contextmanager
     def _locked(self) -> Iterator[None]:
         self.workspace.lock_dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.workspace.lock_dir / "dvc.lock")):
-            yield
+        # one lock object per path in this process (is_singleton): re-entrant, so a reader
+        # that finishes a recovery under the lock can be called from inside it
+        with FileLock(str(self.workspace.lock_dir / "dvc.lock"), is_singleton=True):
+            self._held += 1
+            try:
+                yield
+            finally:
+                self._held -= 1
 
     def _git(self, *args: str, check: bool = True) -> str:
         done = subprocess.run(
@@ -148,6 +186,9 @@ class DatasetStore:
         except VersioningError:
             raise
         except Exception as exc:  # DVC raises many types; the user needs one line
+            full = storage_full(exc)
+            if full is not None:
+                raise full from exc
             raise VersioningError(f"dvc failed in {self.root}: {exc}") from exc
 
     # --- setup --------------------------------------------------------------------------
@@ -204,7 +245,18 @@ class DatasetStore:
                 self._git("commit", "-q", "-m", f"recops: remote {self.cfg.remote_name} -> {url}")
 
     # --- reading ------------------------------------------------------------------------
+    def _recovered(self) -> None:
+        """Finish an interrupted accept before reading (a no-op stat when none was).
+
+        The journal exists only while an accept runs or after one died; taking the lock
+        waits for a running one, and a dead one's journal is rolled back under it."""
+        if self._held or not (self.workspace.lock_dir / JOURNAL).exists():
+            return
+        with self._locked():
+            self._recover()
+
     def _index(self) -> list[DatasetVersion]:
+        self._recovered()
         if not self.index_file.exists():
             return []
         lines = self.index_file.read_text().splitlines()
@@ -225,6 +277,7 @@ class DatasetStore:
 
     def _tracked_md5(self, text: str | None = None) -> str | None:
         if text is None:
+            self._recovered()
             if not self.dvc_file.exists():
                 return None
             text = self.dvc_file.read_text()
@@ -308,11 +361,14 @@ class DatasetStore:
             self._recover()
             parent = self.current()
             if parent and batch_id in parent.batches:
-                raise VersioningError(f"batch {batch_id} is already in version {parent.short}")
+                raise AlreadyAccepted(batch_id, batch_id, parent)
+            digest = events_digest(events)
+            if parent and (same := _batch_with_digest(parent, digest)) is not None:
+                raise AlreadyAccepted(batch_id, same, parent)
             journal = self.workspace.lock_dir / JOURNAL
             journal.write_text(json.dumps({"batch_id": batch_id}))
             try:
-                version = self._accept(events, batch_id, report, parent)
+                version = self._accept(events, batch_id, report, parent, digest)
             except BaseException:
                 self._rollback(batch_id)
                 raise
@@ -327,6 +383,7 @@ class DatasetStore:
         batch_id: str,
         report: ValidationReport,
         parent: DatasetVersion | None,
+        digest: str,
     ) -> DatasetVersion:
         from components.validation.runner import batch_stats
 
@@ -338,9 +395,10 @@ class DatasetStore:
         batches = [*(parent.batches if parent else []), batch_id]
         with self._dvc() as repo:
             repo.add([str(self.accepted)])
-            md5 = self._tracked_md5()
+            md5 = self._tracked_md5(self.dvc_file.read_text())
             if md5 is None:
                 raise VersioningError(f"dvc add did not record {self.accepted}")
+            pause_point("versioning.after_dvc_add")
             if self.cfg.push:
                 repo.push(targets=[str(self.dvc_file)], remote=self.cfg.remote_name)
         counts = self._dataset_counts(batches)
@@ -351,10 +409,12 @@ class DatasetStore:
             validation="passed",
             parent=parent.version if parent else None,
             last_batch=batch_stats(events, batch_id),
+            batch_digests={**(parent.batch_digests if parent else {}), batch_id: digest},
             **counts,
         )
         with self.index_file.open("a") as fh:
             fh.write(version.model_dump_json() + "\n")
+        pause_point("versioning.before_commit")
         self._git("add", DVC_FILE, INDEX_FILE, ".gitignore")
         self._git("commit", "-q", "-m", f"recops: accept {batch_id} -> {md5}")
         return version.model_copy(update={"git_rev": self._git("rev-parse", "HEAD")})

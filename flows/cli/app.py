@@ -127,6 +127,13 @@ def write_json(path: Path | None, payload: Any) -> None:
     console.print(f"[dim]wrote {path}[/dim]")
 
 
+def _print_error(exc: RecopsError) -> None:
+    # one line each, whatever the terminal width: scripts grep these
+    err_console.print(f"[bold red]error:[/bold red] {exc.message}", highlight=False, soft_wrap=True)
+    if exc.hint:
+        err_console.print(f"[dim]hint: {exc.hint}[/dim]", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     """Console-script entry point: user errors become one line and an exit code."""
     quiet_third_party()
@@ -140,12 +147,7 @@ def main() -> None:
         if isinstance(code, int) and code != 0:
             sys.exit(code)
     except RecopsError as exc:
-        # one line each, whatever the terminal width: scripts grep these
-        err_console.print(
-            f"[bold red]error:[/bold red] {exc.message}", highlight=False, soft_wrap=True
-        )
-        if exc.hint:
-            err_console.print(f"[dim]hint: {exc.hint}[/dim]", highlight=False, soft_wrap=True)
+        _print_error(exc)
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")
@@ -155,7 +157,13 @@ def main() -> None:
     except Exception as exc:  # click usage errors arrive here with standalone_mode=False
         import click
 
+        from components.errors import storage_full
+
         if isinstance(exc, click.exceptions.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
+        full = storage_full(exc)  # wherever it happened (GX, DVC, registry, Prefect)
+        if full is not None:
+            _print_error(full)
+            sys.exit(full.exit_code)
         raise

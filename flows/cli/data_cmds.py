@@ -62,7 +62,8 @@ def add(
         str, typer.Option("--format", "-f", help="Input format (default: guessed).")
     ] = "auto",
     batch_id: Annotated[
-        str | None, typer.Option("--batch-id", help="Batch id (default: time-based).")
+        str | None,
+        typer.Option("--batch-id", help="Batch id (default: the file's name and content hash)."),
     ] = None,
     catalogue: Annotated[
         Path | None, typer.Option("--catalogue", help="Item catalogue (csv/parquet with item_id).")
@@ -74,12 +75,11 @@ def add(
     """Validate a batch with the GX suite; accept it as a new dataset version or quarantine it."""
     from components.errors import ValidationFailed
     from components.lifecycle.ingest import batch_from_file, ingest
-    from components.validation.ingest import new_batch_id
 
     cfg, ws = prologue(config, overrides, workspace)
     try:
         result = ingest(
-            batch_from_file(path, fmt, batch_id or new_batch_id()),
+            batch_from_file(path, fmt, batch_id),  # default id: from the content
             ws,
             cfg.data,
             cfg.validation,
@@ -96,7 +96,11 @@ def add(
         raise
     version, report = result.version, result.report
     if report is None:
-        console.print(f"batch {result.batch_id} is already in dataset version {version.version}")
+        console.print(
+            f"batch {result.batch_id} holds the same events as batch {result.same_as}, already "
+            f"in dataset version {version.version}: not appended again",
+            highlight=False,
+        )
         return
     console.print(
         f"[green]accepted[/green] batch {result.batch_id}: {report.n_rows} events, "

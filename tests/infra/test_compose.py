@@ -68,7 +68,9 @@ def test_host_names_match_the_production_config(compose: dict) -> None:
     prod = load_config([REPO_ROOT / "configs" / "production.yaml"])
     services = compose["services"]
     assert prod.features.redis_connection_string.split(":")[0] in services
-    registry_host = prod.features.registry_path.split("@")[1].split(":")[0]
+    registry_url = compose["x-recops-env"]["RECOPS_FEAST_REGISTRY_URL"]
+    assert prod.features.registry_path == "env:RECOPS_FEAST_REGISTRY_URL"
+    registry_host = registry_url.split("@")[1].split(":")[0]
     assert registry_host in services
     assert prod.versioning.remote_endpoint_url.split("//")[1].split(":")[0] in services
     assert services["prefect-worker"]["environment"]["PREFECT_API_URL"].startswith(

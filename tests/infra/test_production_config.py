@@ -26,7 +26,8 @@ def production():
 def test_production_config_selects_the_scaled_engines(production) -> None:
     assert production.features.online_store == "redis"
     assert production.features.registry == "sql"
-    assert production.features.registry_path.startswith("postgresql+psycopg://")
+    # the URL carries a password, so the config holds a reference to it, never the URL
+    assert production.features.registry_path == "env:RECOPS_FEAST_REGISTRY_URL"
     assert production.versioning.remote_url.startswith("s3://")
     assert production.versioning.remote_endpoint_url == "http://minio:9000"
     train = production.train
@@ -42,17 +43,21 @@ def test_production_config_selects_the_scaled_engines(production) -> None:
     assert production.model == load_config().model
 
 
-def test_feast_repo_config_is_redis_online_and_sql_registry(production, tmp_path: Path) -> None:
+def test_feast_repo_config_is_redis_online_and_sql_registry(
+    production, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "postgresql+psycopg://feast:s3cret@feast-registry:5432/feast"
+    monkeypatch.setenv("RECOPS_FEAST_REGISTRY_URL", url)
     workspace = Workspace.at(tmp_path / "ws")
     settings = store_settings(workspace, production.features)
     assert settings["online_store"]["type"] == "redis"
-    assert settings["online_store"]["connection_string"] == "redis:6379"
+    assert settings["online_store"]["connection_string"].startswith("redis:6379,")
     assert settings["registry"]["registry_type"] == "sql"
     config = repo_config(workspace, production.features)  # Feast's own validation
     assert type(config.online_store).__name__ == "RedisOnlineStoreConfig"
-    assert config.online_store.connection_string == "redis:6379"
+    assert "socket_timeout=2.0" in config.online_store.connection_string
     assert config.registry.registry_type == "sql"
-    assert config.registry.path == production.features.registry_path
+    assert config.registry.path == url  # resolved where the connection is made
     assert config.registry.cache_ttl_seconds == 60
 
 
@@ -71,7 +76,12 @@ def test_dvc_remote_is_s3_with_the_minio_endpoint(production, tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_sql_registry_on_postgres_with_redis_online_store(
-    production, postgres_url: str, redis_url: str, tmp_path: Path, tiny_events
+    production,
+    postgres_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    tiny_events,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from components.features.store import (
         forget_stores,
@@ -82,12 +92,13 @@ def test_sql_registry_on_postgres_with_redis_online_store(
     cfg = load_config(
         [PRODUCTION],
         [
-            f"features.registry_path={postgres_url}",
+            "features.registry_path=env:RECOPS_TEST_REGISTRY_URL",
             f"features.redis_connection_string={redis_url}",
             "features.history_length=5",
         ],
     ).features
     workspace = Workspace.at(tmp_path / "ws").ensure()
+    monkeypatch.setenv("RECOPS_TEST_REGISTRY_URL", postgres_url)
     try:
         result = refresh_features(tiny_events, workspace, cfg)
         assert result.online_store == "redis" and result.rows > 0

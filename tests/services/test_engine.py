@@ -70,3 +70,24 @@ def test_request_limits_are_enforced() -> None:
     with pytest.raises(ValueError, match="give user_id or history"):
         model(k=3)
     assert model(user_id="u1").k == 10
+
+
+@pytest.mark.parametrize("k", ["7", True, 7.0])
+def test_k_must_be_a_json_integer_not_a_string_or_bool(k) -> None:
+    model = request_model(max_k=50, max_history=3)
+    with pytest.raises(ValueError, match="k"):
+        model.model_validate({"history": ["a"], "k": k})
+    assert model.model_validate({"history": ["a"], "k": 7}).k == 7
+
+
+def test_every_item_id_and_the_user_id_are_length_bounded() -> None:
+    model = request_model(max_k=50, max_history=3, max_id_length=8)
+    for body in (
+        {"history": ["a" * 9]},
+        {"history": ["a"], "exclude": ["b" * 9]},
+        {"user_id": "u" * 9},
+        {"history": [""]},
+    ):
+        with pytest.raises(ValueError):
+            model.model_validate(body)
+    assert model.model_validate({"history": ["a" * 8], "exclude": ["b" * 8]}).history

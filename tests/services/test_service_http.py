@@ -29,7 +29,9 @@ KEY_ENV = "RECOPS_TEST_API_KEY"
 
 @pytest.fixture(scope="module")
 def serve_cfg() -> ServeConfig:
-    return ServeConfig(port=free_port(), api_key_env=KEY_ENV, max_k=100, max_history=50)
+    return ServeConfig(
+        port=free_port(), api_key_env=KEY_ENV, max_k=100, max_history=50, max_batch_requests=8
+    )
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +108,9 @@ def test_batch_answers_in_request_order(client) -> None:
     [
         ('{"history": ["i1"], "k": 0}', 422, "k:"),
         ('{"history": ["i1"], "k": 101}', 422, "k:"),
+        ('{"history": ["i1"], "k": "7"}', 422, "k:"),
+        ('{"history": ["i1"], "k": true}', 422, "k:"),
+        ('{"history": ["' + "x" * 300 + '"]}', 422, "history.0:"),
         ('{"history": "i1"}', 422, "history:"),
         ('{"user_id": 42}', 422, "user_id:"),
         ('{"history": [' + ",".join(['"i1"'] * 51) + "]}", 422, "history:"),
@@ -120,6 +125,26 @@ def test_bad_input_is_a_one_line_4xx(client, body: str, status: int, fragment: s
     assert resp.status_code == status
     message = resp.json()["error"]
     assert fragment in message and "\n" not in message and "Traceback" not in resp.text
+
+
+def test_hostile_requests_are_bounded_and_create_no_metrics_series(client, deployed) -> None:
+    # unknown paths (authorised or not) and unauthenticated calls: answered by the guard
+    with httpx.Client(base_url=deployed.url, timeout=30) as anon:
+        for n in range(20):
+            assert client.get(f"/probe-{n}-zzq").status_code == 404
+            assert anon.post(f"/x/probe-{n}-zzq", json={}).status_code == 404
+            assert anon.post("/recommend", json={"history": ["i1"]}).status_code == 401
+    too_many = {"requests": [{"history": ["i1"], "k": 1}] * 9}
+    resp = client.post("/recommend_batch", json=too_many)
+    assert resp.status_code == 422 and "requests" in resp.json()["error"]
+    huge = client.post("/recommend", json={"history": ["i" * 2_000_000]})
+    assert huge.status_code == 413 and "\n" not in huge.json()["error"]
+    metrics = client.get("/metrics").text
+    assert "zzq" not in metrics
+    endpoints = set(re.findall(r'endpoint="([^"]*)"', metrics))
+    declared = {"/recommend", "/recommend_batch", "/metadata", "/metrics", "/feedback"}
+    assert endpoints <= declared | {"/explain", "/healthz", "/readyz", "/livez", "other"}
+    assert re.search(r'recops_http_requests_total\{code="404",endpoint="other"\} (\d+)', metrics)
 
 
 def test_api_key_is_required_except_for_probes(deployed: Deployment) -> None:
@@ -143,6 +168,7 @@ def test_metadata_and_metrics(served_workspace, client) -> None:
     metrics = client.get("/metrics").text
     assert 'recops_recommend_requests_total{source="cold_start"}' in metrics
     assert "recops_batch_size_bucket" in metrics
+    assert 'recops_http_requests_total{code="200",endpoint="/metadata"}' in metrics
 
 
 def _merged_batches(metrics: str) -> tuple[float, float]:
@@ -197,7 +223,13 @@ def test_switch_over_then_failed_switch_keeps_serving(
     served_workspace, deployed, serve_cfg, deploy_cfg
 ) -> None:
     ws = served_workspace.workspace
-    # v2 with the API key off: a clean switch, the public port now serves v2 without auth
+    # this shell has no API key: a redeploy must not silently drop the recorded auth
+    with pytest.raises(DeployFailed, match="requires an API key"):
+        deploy_version(
+            ws, served_workspace.v2.version, serve_cfg, deploy_cfg, served_workspace.features
+        )
+    # v2 with auth turned off on purpose: a clean switch, the public port serves v2 openly
+    serve_cfg = serve_cfg.model_copy(update={"auth": "off"})
     d2 = deploy_version(
         ws, served_workspace.v2.version, serve_cfg, deploy_cfg, served_workspace.features
     )

@@ -78,3 +78,21 @@ def test_validation_names_the_broken_field(tmp_path, edit, message) -> None:
     out.files[0].write_text(yaml.safe_dump(dep))
     with pytest.raises(DeployFailed, match=message):
         validate_manifests(out.files)
+
+
+def test_the_api_key_secret_is_required_not_optional(tmp_path) -> None:
+    ws = Workspace.at(tmp_path).ensure()
+    out = render_manifests(ws, "v1", "img:1", ServeConfig(), KubernetesDeployConfig(target="k8s"))
+    dep = yaml.safe_load(out.files[0].read_text())
+    env = dep["spec"]["template"]["spec"]["containers"][0]["env"]
+    (key,) = [e for e in env if e["name"] == "RECOPS_API_KEY"]
+    assert key["valueFrom"]["secretKeyRef"]["optional"] is False
+    # an edited manifest that makes the Secret optional (or drops it) is refused
+    key["valueFrom"]["secretKeyRef"]["optional"] = True
+    out.files[0].write_text(yaml.safe_dump(dep))
+    with pytest.raises(DeployFailed, match="must not be optional"):
+        validate_manifests(out.files, api_key_env="RECOPS_API_KEY")
+    env.remove(key)
+    out.files[0].write_text(yaml.safe_dump(dep))
+    with pytest.raises(DeployFailed, match="from a Secret"):
+        validate_manifests(out.files, api_key_env="RECOPS_API_KEY")

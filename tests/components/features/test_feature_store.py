@@ -160,10 +160,13 @@ def test_sql_registry_without_url_is_a_clear_error(workspace):
         repo_config(workspace, FeaturesConfig(registry="sql"))
 
 
-def test_readiness_before_and_after_apply(workspace):
+def test_readiness_needs_applied_and_materialized_features(workspace, tiny_events):
     cfg = FeaturesConfig(history_length=2)
     assert is_reachable(workspace, cfg) is False
     apply_repo(workspace, cfg)
+    # applied but empty: every user would be a silent cold start, so not ready
+    assert is_reachable(workspace, cfg) is False
+    refresh_features(tiny_events, workspace, cfg)
     assert is_reachable(workspace, cfg) is True
 
 

@@ -87,7 +87,7 @@ def test_failed_accept_leaves_previous_version_byte_identical(store):
     assert dir_md5(store.workspace.accepted_dir) == v1.version
     assert (store.workspace.data_dir / "accepted.dvc").read_text() == dvc_text
     assert [v.version for v in store.versions()] == [v1.version]
-    with pytest.raises(VersioningError, match="already in version"):
+    with pytest.raises(VersioningError, match="already in dataset version"):
         store.accept(_batch(10, 4), "b1", _passed("b1", 10))
     with pytest.raises(VersioningError, match="did not pass"):
         store.accept(_batch(10, 4), "b3", _passed("b3", 10).model_copy(update={"passed": False}))

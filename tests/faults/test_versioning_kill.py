@@ -1,0 +1,49 @@
+"""``kill -9`` of ``recops data add`` between ``dvc add`` and the data-repo commit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from components.validation.config import ValidationConfig
+from components.validation.ingest import ingest_batch
+from components.versioning.config import VersioningConfig
+from components.versioning.dvc_store import DatasetStore
+from components.workspace import Workspace
+from tests.faults.conftest import kill_at, recops, rows
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
+
+
+def _add(ws: Workspace, path):
+    return ingest_batch(path, ws, ValidationConfig(), VersioningConfig(push=True))
+
+
+def test_killed_accepts_leave_nothing_half_done_and_nothing_twice(tmp_path, event_batches):
+    week1, week2 = event_batches
+    ws = Workspace.at(tmp_path / "ws").ensure()
+    assert _add(ws, week1).appended
+
+    for point in ("versioning.after_dvc_add", "versioning.before_commit"):
+        kill_at(tmp_path, point, "data", "add", str(week2), "-w", str(ws.root))
+        # the first command after the kill is a reader: it recovers, never "no version"
+        listed = recops(tmp_path, "data", "versions", "--json", "-w", str(ws.root))
+        assert listed.rc == 0, listed.err
+        versions = json.loads(listed.out)
+        assert [(v["n_rows"], v["current"]) for v in versions] == [(rows(week1), True)], point
+
+    second = recops(tmp_path, "data", "add", str(week2), "-w", str(ws.root))
+    assert second.rc == 0 and "accepted" in second.out, second.err
+    store = DatasetStore(ws)
+    assert [v.n_rows for v in store.versions()] == [rows(week1), rows(week1) + rows(week2)]
+    assert len(store.load_events()) == rows(week1) + rows(week2)
+
+    # the same events again, under the same name or another one: not appended twice
+    copy = tmp_path / "week2-copy.csv"
+    shutil.copy(week2, copy)
+    for path in (week2, copy):
+        repeat = _add(ws, path)
+        assert not repeat.appended and repeat.same_as is not None
+    assert len(store.versions()) == 2 and len(store.load_events()) == rows(week1) + rows(week2)
