@@ -31,13 +31,13 @@ def ingest_feedback(cfg: RecopsConfig, ws: Workspace) -> dict[str, Any]:
     """New feedback parts -> one batch through the normal ingest (accepted or quarantined)."""
     from components.lifecycle.ingest import ingest_events
     from components.monitoring.feedback import feedback_events, mark_ingested, pending_parts
-    from components.validation.ingest import new_batch_id
+    from components.versioning.dvc_store import events_digest
 
     parts = pending_parts(ws)
     if not parts:
         return {"parts": 0, "events": 0}
     events = feedback_events(parts)
-    batch_id = f"feedback-{new_batch_id()}"
+    batch_id = f"feedback-{events_digest(events)[:12]}"  # same events, same batch: never twice
     try:
         ingested = ingest_events(
             events, ws, cfg.data, cfg.validation, cfg.versioning, batch_id=batch_id

@@ -138,6 +138,10 @@ def main() -> None:
     """Console-script entry point: user errors become one line and an exit code."""
     quiet_third_party()
     show_recops_progress()
+    from flows.reaper import mark_owner, reap_orphaned_servers
+
+    reap_orphaned_servers()  # temporary Prefect servers of killed runs (~200 MB each)
+    mark_owner()
     import flows.cli  # noqa: F401  (registers every command module)
 
     try:

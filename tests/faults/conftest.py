@@ -55,8 +55,8 @@ def recops(tmp_path: Path, *args: str, timeout: float = 300, **env: str) -> Done
     return Done(done.returncode, done.stdout, done.stderr)
 
 
-def kill_at(tmp_path: Path, point: str, *args: str, timeout: float = 300) -> None:
-    """Start ``recops ARGS``, wait until it reaches ``point``, then SIGKILL it."""
+def kill_at(tmp_path: Path, point: str, *args: str, timeout: float = 300) -> int:
+    """Start ``recops ARGS``, wait until it reaches ``point``, then SIGKILL it; its pid."""
     marker = tmp_path / f"reached-{point}-{time.monotonic_ns()}"
     proc = subprocess.Popen(
         [*CLI, *args],
@@ -78,6 +78,7 @@ def kill_at(tmp_path: Path, point: str, *args: str, timeout: float = 300) -> Non
             time.sleep(0.1)
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
+        return proc.pid
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from components.data.config import DataConfig
+from components.lifecycle.ingest import batch_from_file, ingest
 from components.validation.config import ValidationConfig
-from components.validation.ingest import ingest_batch
 from components.versioning.config import VersioningConfig
 from components.versioning.dvc_store import DatasetStore
 from components.workspace import Workspace
@@ -61,8 +62,8 @@ def _fill(disk: Path) -> Path:
 def test_a_full_disk_is_one_line_and_nothing_is_lost(small_disk, tmp_path, event_batches):
     week1, week2 = event_batches
     ws = Workspace.at(small_disk / "ws").ensure()
-    cfgs = (ValidationConfig(), VersioningConfig())
-    assert ingest_batch(week1, ws, *cfgs).appended
+    cfgs = (DataConfig(), ValidationConfig(), VersioningConfig())
+    assert ingest(batch_from_file(week1), ws, *cfgs).appended
     filler = _fill(small_disk)
 
     failed = recops(tmp_path, "data", "add", str(week2), "-w", str(ws.root))
@@ -73,6 +74,6 @@ def test_a_full_disk_is_one_line_and_nothing_is_lost(small_disk, tmp_path, event
     filler.unlink()
     store = DatasetStore(ws)
     assert [v.n_rows for v in store.versions()] == [rows(week1)]  # nothing half-accepted
-    again = ingest_batch(week2, ws, *cfgs)  # the next try succeeds without a human
+    again = ingest(batch_from_file(week2), ws, *cfgs)  # the next try succeeds without a human
     assert again.appended and again.version.n_rows == rows(week1) + rows(week2)
     assert len(store.load_events()) == rows(week1) + rows(week2)

@@ -21,6 +21,7 @@ from components.features.store import (
     refresh_features,
 )
 from components.workspace import Workspace
+from tests.conftest import service_unavailable
 
 pytestmark = [pytest.mark.faults, pytest.mark.redis]
 
@@ -58,7 +59,7 @@ class Redis:
 @pytest.fixture()
 def redis(tmp_path: Path) -> Iterator[Redis]:
     if redis_server_binary() is None:
-        pytest.skip("redis-server not found on PATH (apt-get install redis-server; .ci/run does)")
+        service_unavailable("redis-server not found on PATH (apt-get install redis-server)")
     server = Redis(tmp_path)
     server.start()
     yield server

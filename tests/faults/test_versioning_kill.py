@@ -7,8 +7,9 @@ import shutil
 
 import pytest
 
+from components.data.config import DataConfig
+from components.lifecycle.ingest import batch_from_file, ingest
 from components.validation.config import ValidationConfig
-from components.validation.ingest import ingest_batch
 from components.versioning.config import VersioningConfig
 from components.versioning.dvc_store import DatasetStore
 from components.workspace import Workspace
@@ -18,7 +19,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 
 def _add(ws: Workspace, path):
-    return ingest_batch(path, ws, ValidationConfig(), VersioningConfig(push=True))
+    return ingest(batch_from_file(path), ws, DataConfig(), ValidationConfig(), VersioningConfig())
 
 
 def test_killed_accepts_leave_nothing_half_done_and_nothing_twice(tmp_path, event_batches):

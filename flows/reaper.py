@@ -1,0 +1,70 @@
+"""Reap the temporary Prefect servers that killed ``recops`` processes left behind.
+
+Without ``PREFECT_API_URL`` Prefect starts a temporary server (a ``uvicorn`` child,
+~200 MB) inside each process that runs a flow and stops it on a clean exit; a ``kill -9``
+of that process leaves it running forever. Every ``recops`` command marks itself in its
+environment (:data:`OWNER_ENV`, inherited by the server it starts), and reaps, before it
+does anything else, each temporary server whose marked owner is gone. A server started by
+another program (no marker), or with another ``PREFECT_HOME``, is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+OWNER_ENV = "RECOPS_OWNER"  # "<pid>:<create time>" of the recops process that ran flows
+SERVER_APP = "prefect.server.api.server:create_app"
+
+
+def mark_owner() -> None:
+    """Record this process as the owner of any temporary server it will start."""
+    me = psutil.Process()
+    os.environ[OWNER_ENV] = f"{me.pid}:{me.create_time():.3f}"
+
+
+def _prefect_home(env: dict[str, str]) -> str:
+    return str(Path(env.get("PREFECT_HOME", "~/.prefect")).expanduser().resolve())
+
+
+def _owner_alive(marker: str) -> bool:
+    pid, _, created = marker.partition(":")
+    try:
+        owner = psutil.Process(int(pid))
+        return abs(owner.create_time() - float(created)) < 1.0
+    except (ValueError, psutil.Error):
+        return False
+
+
+def orphaned_servers() -> list[psutil.Process]:
+    """Temporary Prefect servers of this ``PREFECT_HOME`` whose recops owner is dead."""
+    home = _prefect_home(dict(os.environ))
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if SERVER_APP not in (proc.info["cmdline"] or []):
+                continue
+            env = proc.environ()
+            marker = env.get(OWNER_ENV)
+            if env.get("PREFECT__SERVER_EPHEMERAL") != "1" or not marker:
+                continue
+            if _prefect_home(env) == home and not _owner_alive(marker):
+                found.append(proc)
+    return found
+
+
+def reap_orphaned_servers() -> int:
+    """Kill every orphaned temporary server (see module doc); returns how many."""
+    orphans = orphaned_servers()
+    for proc in orphans:
+        with contextlib.suppress(psutil.Error):
+            log.info("stopping the temporary Prefect server pid %d left by a killed run", proc.pid)
+            proc.kill()
+            proc.wait(timeout=10)
+    return len(orphans)
