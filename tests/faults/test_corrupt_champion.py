@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from components.evaluation.challenge import challenge
+from components.lifecycle.challenge import challenge
 
 from components.data.config import DataConfig, SyntheticConfig
 from components.data.prepare import prepare
