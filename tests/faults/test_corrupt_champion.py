@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from components.lifecycle.challenge import challenge
 
 from components.data.config import DataConfig, SyntheticConfig
 from components.data.prepare import prepare
 from components.data.synthetic import generate_events
 from components.errors import RegistryError
 from components.evaluation.config import EvalConfig, GateConfig
+from components.lifecycle.challenge import challenge
 from components.registry.store import ModelRegistry
 from components.training.config import TrainConfig
 from components.workspace import Workspace
