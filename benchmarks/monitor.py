@@ -93,13 +93,15 @@ def logging_cost(levels: list[int], duration_s: float, repeats: int, n_items: in
                         else None,
                     }
                 )
-        logged = sum(
-            pq.read_metadata(p).num_rows for p in (on_ws.serving_log_dir).glob("served-*.parquet")
-        )
-        rows.append({"logged_rows_closed_parts": logged})
+
     finally:
         for ws in (on_ws, off_ws):
-            stop_local(ws)
+            stop_local(ws)  # the bento closes its open log part on shutdown
+        logged = sum(
+            pq.read_metadata(p).num_rows for p in on_ws.serving_log_dir.glob("served-*.parquet")
+        )
+        rows.append({"logged_rows_closed_parts": logged})
+        for ws in (on_ws, off_ws):
             shutil.rmtree(ws.root, ignore_errors=True)
     return rows
 
