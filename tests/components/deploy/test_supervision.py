@@ -2,9 +2,10 @@
 
 One module-scoped workspace (two tiny SASRec versions, real Feast features). In order of
 the module, each test leaving a healthy deployment for the next: a SIGKILLed arbiter is
-restarted and its orphaned worker stopped; a SIGKILLed proxy is restarted; a killed
-deploy leaks nothing; a model that keeps crashing is rolled back (registry history); a
-stop leaves no process behind.
+restarted and its orphaned worker stopped; a SIGKILLed proxy is restarted; a deploy
+killed before its switch leaks no backend; one killed during its drain leaves no old
+backend and ``serve status`` warns that serving differs from the champion; a model that
+keeps crashing is rolled back (registry history); a stop leaves no process behind.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from components.deploy.local import (
 from components.net import free_port
 from components.registry.store import ModelRegistry
 from tests.conftest import REPO_ROOT
-from tests.services.conftest import ServedWorkspace, build_served_workspace
+from tests.services.conftest import ServedWorkspace, build_served_workspace, register
 
 pytestmark = pytest.mark.slow
 WAIT_S = 120.0
@@ -143,17 +144,7 @@ def test_a_killed_deploy_leaks_no_backend_and_keeps_serving(
     ws = served.workspace
     recorded = read_state(ws)
     assert recorded is not None and recorded.backend is not None
-    script = (
-        "import sys; from components.deploy.config import LocalDeployConfig, ServeConfig; "
-        "from components.features.config import FeaturesConfig; "
-        "from components.deploy.local import deploy_version; "
-        "from components.workspace import Workspace; "
-        f"deploy_version(Workspace.at({str(ws.root)!r}), {served.v2.version!r}, "
-        f"ServeConfig.model_validate_json({serve_cfg.model_dump_json()!r}), "
-        f"LocalDeployConfig.model_validate_json({deploy_cfg.model_dump_json()!r}), FeaturesConfig())"
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    deploy = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=str(REPO_ROOT))
+    deploy = _deploy_in_child(served, served.v2.version, serve_cfg, deploy_cfg)
     try:
 
         def new_backend_started() -> bool:
@@ -177,11 +168,61 @@ def test_a_killed_deploy_leaks_no_backend_and_keeps_serving(
     assert serving(deployed) == served.v1.version and status["version"] == served.v1.version
 
 
+def test_a_deploy_killed_during_the_drain_leaves_no_old_backend_and_says_so(
+    served: ServedWorkspace, deployed: str, serve_cfg: ServeConfig, deploy_cfg: LocalDeployConfig
+) -> None:
+    ws = served.workspace
+    v3 = register(ModelRegistry(ws), served.events, seed=3, ndcg=0.13).version
+    old = read_state(ws)
+    assert old is not None and old.backend is not None
+    slow_drain = deploy_cfg.model_copy(update={"switch_drain_s": 120.0})
+    deploy = _deploy_in_child(served, v3, serve_cfg, slow_drain)
+    try:
+
+        def switched() -> bool:
+            now = read_state(ws)
+            return bool(now and now.version == v3)
+
+        wait_for("the deploy switches to v3 (the drain begins)", switched, 240)
+        deploy.send_signal(signal.SIGKILL)  # during the drain: the old backend still runs
+        deploy.wait(30)
+    finally:
+        if deploy.poll() is None:
+            deploy.kill()
+    wait_for("the old backend is stopped", lambda: carriers(old.backend.proc_id) == [], 60)
+    assert serving(deployed) == v3
+    status = serve_status(ws, serve_cfg, deploy_cfg)
+    # served and champion now differ (the killed flow never promoted): a warning, not ok
+    assert (status["version"], status["champion"]) == (v3, served.v1.version)
+    assert (status["health"], status["exit_code"]) == ("warning", 1)
+
+
+def _deploy_in_child(
+    served: ServedWorkspace, version: str, serve_cfg: ServeConfig, deploy_cfg: LocalDeployConfig
+) -> subprocess.Popen[bytes]:
+    script = (
+        "from components.deploy.config import LocalDeployConfig, ServeConfig; "
+        "from components.features.config import FeaturesConfig; "
+        "from components.deploy.local import deploy_version; "
+        "from components.workspace import Workspace; "
+        f"deploy_version(Workspace.at({str(served.workspace.root)!r}), {version!r}, "
+        f"ServeConfig.model_validate_json({serve_cfg.model_dump_json()!r}), "
+        f"LocalDeployConfig.model_validate_json({deploy_cfg.model_dump_json()!r}), "
+        "FeaturesConfig())"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.Popen([sys.executable, "-c", script], env=env, cwd=str(REPO_ROOT))
+
+
 def test_a_crash_loop_backs_off_then_rolls_back_in_the_registry(
     served: ServedWorkspace, deployed: str, serve_cfg: ServeConfig, deploy_cfg: LocalDeployConfig
 ) -> None:
     ws = served.workspace
     registry = ModelRegistry(ws)
+    before = read_state(ws)
+    assert before is not None and before.version is not None
+    if registry.state().champion != before.version:  # the killed deploy never promoted
+        registry.promote(before.version, actor="test", reason="serving")
     d2 = deploy_version(ws, served.v2.version, serve_cfg, deploy_cfg, served.features)
     registry.promote(served.v2.version, actor="test", reason="deployed")
     assert serving(deployed) == served.v2.version
@@ -199,10 +240,10 @@ def test_a_crash_loop_backs_off_then_rolls_back_in_the_registry(
         return bool(now and now.rolled_back_from == served.v2.version)
 
     wait_for("the crash loop ends in a rollback", rolled_back, 300)
-    wait_for("v1 answers again", lambda: serving(deployed) == served.v1.version)
+    wait_for("the previous version answers again", lambda: serving(deployed) == before.version)
     last = registry.history()[-1]
-    assert (last.action, last.version, last.actor) == ("rollback", served.v1.version, "supervisor")
-    assert "crash loop" in last.reason and registry.champion().version == served.v1.version
+    assert (last.action, last.version, last.actor) == ("rollback", before.version, "supervisor")
+    assert "crash loop" in last.reason and registry.champion().version == before.version
     status = serve_status(ws, serve_cfg, deploy_cfg)
     assert status["rolled_back_from"] == served.v2.version and status["health"] == "warning"
 
