@@ -95,13 +95,17 @@ def test_retrain_and_rollback_flows_keep_serving_on_failed_deploys(
     rejected = registry.history()[-1]
     assert rejected.action == "reject" and "deploy failed" in rejected.reason
 
-    with_features = _config(ws_root, "deploy.target=none", "features.enabled=true")
-    result = retrain_flow(config=_flow_config(with_features))
+    k8s = _config(ws_root, "deploy.target=k8s", "deploy.gpu=false", "features.enabled=true")
+    result = retrain_flow(config=_flow_config(k8s))
     assert result["outcome"]["status"] == "champion"
+    # deploy.target=k8s deploys through its target: a bento and validated manifests
+    assert result["outcome"]["deploy_target"] == "k8s"
+    manifests = Path(result["outcome"]["deploy_detail"]["manifests"])
+    assert (manifests / "deployment.yaml").is_file()
+    assert result["model_version"] in (manifests / "deployment.yaml").read_text()
     # the training set's point-in-time features came from Feast's offline store
     labels = pd.read_parquet(result["training_features"])
     assert len(labels) > 0 and "user_features__n_events" in labels.columns
-    assert result["outcome"]["deploy_target"] == "none"
     knn = result["model_version"]
     assert registry.champion().version == knn
 
