@@ -15,7 +15,7 @@ from components.data.catalogue import make_catalogue
 from components.data.config import DataConfig, SyntheticConfig
 from components.data.prepare import prepare
 from components.data.synthetic import generate_events, synthetic_catalogue
-from components.deploy.config import DeployConfig, ServeConfig
+from components.deploy.config import LocalDeployConfig, ServeConfig
 from components.deploy.local import Deployment, deploy_version, stop_local
 from components.features.config import FeaturesConfig
 from components.features.item_content import TextSettings
@@ -72,7 +72,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     features = FeaturesConfig(enabled=False)
     try:
         d = deploy_version(
-            ws, version.version, serve, DeployConfig(readiness_timeout_s=120), features
+            ws, version.version, serve, LocalDeployConfig(readiness_timeout_s=120), features
         )
         yield d
     finally:
