@@ -12,6 +12,7 @@ catalogue version, encodes only new or changed texts. Vectors are L2-normalised 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -67,8 +68,9 @@ def encoder_path(name: str) -> Path:
     return path
 
 
+@functools.lru_cache(maxsize=2)
 def load_encoder(name: str, device: str = "cpu"):
-    """A ``SentenceTransformer`` for ``name``, loaded offline."""
+    """A ``SentenceTransformer`` for ``name``, loaded offline (once per process)."""
     path = encoder_path(name)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -82,9 +84,10 @@ def load_encoder(name: str, device: str = "cpu"):
 
 
 def text_keys(encoder: str, texts: list[str]) -> np.ndarray:
-    """One hex SHA-256 per text, salted with the encoder name (the cache key)."""
+    """The cache key of each text: the first 16 bytes of SHA-256 over (encoder, text)
+    (``S16``: 16 MB for a million items; hex strings would take 256 MB)."""
     salt = encoder.encode() + b"\0"
-    return np.array([hashlib.sha256(salt + t.encode()).hexdigest() for t in texts], dtype="U64")
+    return np.array([hashlib.sha256(salt + t.encode()).digest()[:16] for t in texts], dtype="S16")
 
 
 ENCODE_CHUNK = 8192  # texts per encode call and per cache shard
@@ -127,7 +130,7 @@ class VectorCache:
         if not len(keys):
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        name = hashlib.sha256("".join(keys.tolist()).encode()).hexdigest()[:16]
+        name = hashlib.sha256(keys.tobytes()).hexdigest()[:16]
         final = self.directory / f"shard-{name}"
         if final.exists():
             return

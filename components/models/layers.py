@@ -42,6 +42,14 @@ class ItemInputParams(SeenBiasParams):
     event_types: bool = Field(
         False, description="add an event-type embedding (view, cart, ...) at each history position"
     )
+    id_dropout: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="with content features: share of items whose id embedding is left out at "
+        "each training step, so the model also learns to score items from content alone "
+        "(cold items have content only; without it cold-item HR@10 on ml-100k was 0)",
+    )
     text_dim: int = Field(0, ge=0, description="text vector width (set from the catalogue)")
     n_categories: int = Field(0, ge=0, description="distinct categories (set from the catalogue)")
     category_slots: int = Field(1, ge=1, description="most categories of one item (set from data)")
@@ -76,6 +84,7 @@ class ItemInput(nn.Module):
         features = set(params.item_features)
         rows = n_items + 1
         self.n_items = n_items
+        self.id_dropout = params.id_dropout
         self.ids = nn.Embedding(rows, dim, padding_idx=0) if "id" in features else None
         has_id = torch.ones(rows, dtype=torch.bool)
         has_id[0] = False
@@ -159,7 +168,11 @@ class ItemInput(nn.Module):
     def _item_rows(self) -> Tensor:
         out: Tensor | None = None
         if self.ids is not None:
-            out = self.ids.weight * self.has_id[:, None].to(self.ids.weight.dtype)
+            keep = self.has_id
+            if self.training and self.id_dropout > 0 and self.training_candidates() is not None:
+                drawn = torch.rand(keep.shape, device=keep.device) >= self.id_dropout
+                keep = keep & drawn
+            out = self.ids.weight * keep[:, None].to(self.ids.weight.dtype)
         if self.text_proj is not None:
             projected = self.text_proj(self.text)
             out = projected if out is None else out + projected

@@ -155,3 +155,18 @@ def bench_features(
         use_redis=redis,
         json_out=json_out,
     )
+
+
+@bench_app.command("text")
+def bench_text(
+    items: Annotated[int, typer.Option("--items", help="Titles to encode (0 to skip).")] = 10_000,
+    batch: Annotated[int, typer.Option("--batch", help="Encoder batch size.")] = 64,
+    vector_items: Annotated[
+        int, typer.Option("--vector-items", help="Catalogue size for the memory part (0 to skip).")
+    ] = 1_000_000,
+    json_out: JsonOutOpt = None,
+) -> None:
+    """Item encoder: items/s on an empty cache, cached re-run time, peak RSS of 1M vectors."""
+    from benchmarks.text import run_text_benchmark
+
+    run_text_benchmark(items, batch, vector_items, json_out)

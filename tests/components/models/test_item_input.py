@@ -140,3 +140,20 @@ def test_event_types_change_scores_only_where_given(tiny_prepared: PreparedData)
         other = model.encode(histories, events=purchase)
     assert not torch.allclose(plain, typed)
     assert not torch.allclose(typed, other)
+
+
+def test_id_dropout_trains_content_alone_and_never_touches_eval(
+    tiny_prepared: PreparedData,
+) -> None:
+    items = _bundle("sasrec", tiny_prepared, ["id", "text"]).model.item_input
+    items.train(True)
+    torch.manual_seed(1)
+    first, second = items.table(), items.table()
+    assert not torch.allclose(first, second)  # a fresh draw of dropped ids every step
+    with torch.no_grad():
+        content_only = items.text_proj(items.text)
+    dropped = (first - content_only).abs().sum(dim=1) < 1e-6
+    assert 0 < int(dropped[1:].sum()) < tiny_prepared.split.n_items
+    items.train(False)
+    with torch.no_grad():
+        assert torch.equal(items.table(), items.table())
