@@ -393,6 +393,62 @@ def validate_events(
     )
 
 
+def validate_catalogue(
+    catalogue: pd.DataFrame,
+    cfg: ValidationConfig,
+    workspace: Workspace,
+    *,
+    batch_id: str,
+    event_items: set[str] | None = None,
+) -> ValidationReport:
+    """Validate an item catalogue (catalogue contract) with the ``recops_catalogue`` suite:
+    duplicate ids and a text share under the minimum fail; items without a category or
+    without events are warnings (reported, accepted). Never raises for bad data."""
+    from components.validation.suite import (
+        CATALOGUE_SUITE,
+        catalogue_expectations,
+        catalogue_with_derived_columns,
+    )
+
+    started = time.perf_counter()
+    workspace.lock_dir.mkdir(parents=True, exist_ok=True)
+    context = gx_context(workspace)
+    expectations = catalogue_expectations(cfg, with_events=event_items is not None)
+    frame = catalogue_with_derived_columns(catalogue, event_items)
+    with FileLock(str(workspace.lock_dir / "gx.lock")):
+        checkpoint = _checkpoint(context, CATALOGUE_SUITE, expectations)
+        run = _run_checkpoint(context, checkpoint, frame, f"{batch_id}-catalogue")
+    merged: dict[str, _Merged] = {}
+    for er in run.results:
+        config = er.expectation_config
+        check = config.meta["check"]
+        merged[check] = _Merged(
+            spec=check_spec(config),
+            column=config.kwargs.get("column"),
+            expectation_type=config.type,
+            severity=_severity(er),
+        )
+        merged[check].add(er)
+    results = [merged[e.meta["check"]].finish() for e in expectations if e.meta["check"] in merged]
+    passed = not any(not r.success and r.severity == "failure" for r in results)
+    seconds = time.perf_counter() - started
+    n_items = int(catalogue[ITEM].nunique()) if ITEM in catalogue.columns else 0
+    return ValidationReport(
+        batch_id=batch_id,
+        passed=passed,
+        n_rows=len(catalogue),
+        n_users=0,
+        n_items=n_items,
+        results=results,
+        data_docs_path=run.docs_page,
+        summary=summarize(results, len(catalogue)),
+        validated_at=datetime.now(timezone.utc),
+        seconds=round(seconds, 3),
+        n_chunks=1,
+        data_docs_pages=[run.docs_page] if run.docs_page else [],
+    )
+
+
 def _site_index(pages: list[str]) -> str | None:
     """The Data Docs ``index.html`` above the validation pages, if any."""
     for page in pages:

@@ -190,3 +190,62 @@ def with_derived_columns(
     if catalogue is not None and ITEM in chunk.columns:
         out[IN_CATALOGUE] = chunk[ITEM].isin(catalogue).to_numpy()
     return out
+
+
+CATALOGUE_SUITE = "recops_catalogue"
+HAS_TEXT = "has_text"
+HAS_CATEGORY = "has_category"
+IN_EVENTS = "item_in_events"
+
+
+def catalogue_expectations(cfg: ValidationConfig, *, with_events: bool) -> list:
+    """Expectations of the item catalogue contract (derived columns from
+    :func:`catalogue_with_derived_columns`)."""
+    import great_expectations.expectations as gxe
+
+    def meta(check: str) -> dict[str, str]:
+        return {"check": check}
+
+    exps: list = [
+        gxe.ExpectColumnToExist(column=ITEM, meta=meta("catalogue_column_present_item_id")),
+        gxe.ExpectColumnValuesToNotBeNull(column=ITEM, meta=meta("catalogue_item_id_not_null")),
+        gxe.ExpectColumnValuesToBeUnique(
+            column=ITEM,
+            mostly=1.0 - cfg.max_catalogue_duplicate_share,
+            meta=meta("catalogue_item_id_unique"),
+        ),
+        gxe.ExpectColumnValuesToBeInSet(
+            column=HAS_TEXT,
+            value_set=[True],
+            mostly=cfg.min_catalogue_text_share,
+            meta=meta("catalogue_text_share_above_minimum"),
+        ),
+        gxe.ExpectColumnValuesToBeInSet(
+            column=HAS_CATEGORY,
+            value_set=[True],
+            severity="warning",
+            meta=meta("catalogue_items_have_category"),
+        ),
+    ]
+    if with_events:
+        exps.append(
+            gxe.ExpectColumnValuesToBeInSet(
+                column=IN_EVENTS,
+                value_set=[True],
+                severity="warning",
+                meta=meta("catalogue_items_in_events"),
+            )
+        )
+    return exps
+
+
+def catalogue_with_derived_columns(
+    catalogue: pd.DataFrame, event_items: set[str] | None
+) -> pd.DataFrame:
+    """The catalogue plus ``has_text``, ``has_category`` and (with events) ``item_in_events``."""
+    out = catalogue.copy(deep=False)
+    out[HAS_TEXT] = catalogue["text"].astype(str).str.strip().ne("").to_numpy()
+    out[HAS_CATEGORY] = catalogue["category"].astype(str).str.strip().ne("").to_numpy()
+    if event_items is not None:
+        out[IN_EVENTS] = catalogue[ITEM].astype(str).isin(event_items).to_numpy()
+    return out
