@@ -28,6 +28,7 @@ the output would have been without the event.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -119,8 +120,11 @@ def ranks_of(scores: Tensor, targets: Tensor) -> Tensor:
 
 
 def _device(model: Recommender) -> torch.device:
-    tensor = next(iter(model.state_dict().values()), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
+    # parameters, then buffers, as ModelBundle.device: ``state_dict()`` builds a dict of
+    # every tensor, on the request path for each explained batch
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def _chunks(sizes: Sequence[int], limit: int) -> Iterator[tuple[int, int]]:
