@@ -169,9 +169,6 @@ def save_state(workspace: Workspace, state: LocalState) -> None:
     _write_atomic(workspace.deploy_dir / STATE_FILE, state.model_dump_json(indent=2))
 
 
-_save_state = save_state
-
-
 # --- processes ------------------------------------------------------------------------
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
