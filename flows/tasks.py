@@ -223,12 +223,14 @@ def influence_report(
     from components.registry.store import ModelRegistry
     from components.versioning.dvc_store import DatasetStore
 
-    registry = ModelRegistry(ws)
-    champion = registry.champion()
+    # a champion that cannot be loaded is left out here; the gate records why
+    champion, champion_bundle, champion_error = ModelRegistry(ws).champion_bundle()
+    if champion_error:
+        get_run_logger().warning("influence report without the champion: %s", champion_error)
     events = DatasetStore(ws, cfg.versioning).load_events(data_version)
     reports, json_path, png_path = run_influence(
         challenger,
-        registry.load_bundle(champion.version) if champion is not None else None,
+        champion_bundle,
         prepared.sequences,
         prepared.split.test,
         prepared.vocab,
@@ -236,7 +238,7 @@ def influence_report(
         cfg.explain,
         ws.runs_dir / run_id,
         challenger_version=version,
-        champion_version=champion.version if champion is not None else None,
+        champion_version=champion if champion_bundle is not None else None,
     )
     markdown = report_markdown(reports) + f"\nPlot: `{png_path}`; figures: `{json_path}`\n"
     create_markdown_artifact(

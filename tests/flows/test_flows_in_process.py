@@ -4,6 +4,7 @@ as they were; a rollback deploys through the configured target, then moves the c
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,3 +118,23 @@ def test_retrain_and_rollback_flows_keep_serving_on_failed_deploys(
     assert (done["from"], done["to"]) == (knn, pop)
     assert registry.champion().version == pop
     assert [e.action for e in registry.history()][-1] == "rollback"
+
+
+@pytest.mark.slow
+def test_a_corrupt_champion_does_not_stop_the_influence_report_or_the_gate(
+    harness: None, tmp_path: Path
+) -> None:
+    from flows.retrain import retrain_flow
+
+    ws_root = tmp_path / "ws"
+    pop = _pop_champion(_config(ws_root))
+    registry = ModelRegistry(Workspace.at(ws_root))
+    Path(registry.get(pop).path, "weights.pt").write_bytes(b"\x80not a checkpoint")
+
+    cfg = _config(ws_root, "deploy.target=none", "explain.report=true", "explain.report_users=20")
+    result = retrain_flow(config=_flow_config(cfg))
+    assert "cannot be loaded" in result["gate"]["champion_error"]
+    assert result["outcome"]["status"] == "champion"
+    report = Workspace.at(ws_root).runs_dir / result["run_id"] / "influence.json"
+    reports = json.loads(report.read_text())
+    assert [r["label"] for r in reports] == ["challenger"]
