@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -242,8 +243,15 @@ class TransformerParams(ItemInputParams):
         description="normal init std for linear weights (biases zero); None = torch default",
     )
 
-    def encoder(self, n_items: int, max_len: int, special_tokens: int = 0) -> TransformerEncoder:
-        """The encoder these settings describe (items ``1..n_items`` plus special tokens)."""
+    def encoder(
+        self,
+        n_items: int,
+        max_len: int,
+        special_tokens: int = 0,
+        block: Callable[..., TransformerBlock] | None = None,
+    ) -> TransformerEncoder:
+        """The encoder these settings describe (items ``1..n_items`` plus special tokens;
+        ``block`` builds each layer, default :class:`TransformerBlock`)."""
         return TransformerEncoder(
             self.item_input(n_items, self.hidden_size, special_tokens),
             max_len,
@@ -257,6 +265,7 @@ class TransformerParams(ItemInputParams):
             norm_first=self.norm_first,
             eps=self.layer_norm_eps,
             linear_init_std=self.linear_init_std,
+            block=block,
         )
 
 
@@ -354,15 +363,17 @@ class TransformerEncoder(nn.Module):
         norm_first: bool = True,
         eps: float = 1e-5,
         linear_init_std: float | None = None,
+        block: Callable[..., TransformerBlock] | None = None,
     ) -> None:
         super().__init__()
+        make_block = TransformerBlock if block is None else block
         self.positions_from = positions_from
         self.norm_first = norm_first
         self.items = items
         self.positions = nn.Embedding(max_len, dim)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            TransformerBlock(dim, heads, ffn_mult, dropout, attn_dropout, norm_first, eps)
+            make_block(dim, heads, ffn_mult, dropout, attn_dropout, norm_first, eps)
             for _ in range(layers)
         )
         self.norm = nn.LayerNorm(dim, eps=eps)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: Lightning's precision names recops accepts (a typo is a config error, not a crash later)
 Precision = Literal["64-true", "32-true", "16-true", "16-mixed", "bf16-true", "bf16-mixed"]
@@ -24,8 +24,11 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    loss: Literal["ce", "bce", "sampled_softmax"] = "ce"
+    loss: Literal["ce", "bce", "sampled_softmax", "gbce"] = "ce"
+    #: negatives per batch for the sampled losses (shared by every row of the batch)
     num_negatives: int = Field(100, ge=1)
+    #: gBCE calibration t in [0, 1] (0 = plain BCE; gSASRec recommends 0.75 with 256 negatives)
+    gbce_t: float = Field(0.75, ge=0, le=1)
     patience: int = Field(5, ge=1)
     #: early stopping never ends training before this many optimiser steps (Lightning's
     #: ``min_steps``). It does not rescue small data: the LR has decayed by then (measured
@@ -47,12 +50,38 @@ class TrainConfig(BaseModel):
     max_time_minutes: float | None = None
     progress_bar: bool = True
     check_val_every_n_epoch: int = Field(1, ge=1)
-    #: validate every N optimiser steps instead of every epoch (across epoch boundaries);
-    #: ``patience`` and ``lr_decay_patience`` then count these validations, so they mean
-    #: the same amount of training whatever the dataset size (on ml-100k an epoch is a
-    #: handful of steps and epoch-counted patience stops models after a few dozen)
-    val_every_steps: int | None = Field(None, ge=1)
+    #: when to validate (and so how far apart patience and LR-decay plateaus are):
+    #: N = every N optimiser steps across epoch boundaries; None = every
+    #: ``check_val_every_n_epoch`` epochs; "auto" (default) = derived from the data size by
+    #: :func:`validation_interval`: every epoch, but at least ``val_min_steps`` steps apart
+    #: (on ml-100k an epoch is ~15 steps and epoch-counted patience stopped models after a
+    #: few dozen steps), and at least 10 times within ``max_epochs``.
+    val_every_steps: int | Literal["auto"] | None = Field("auto")
+    val_min_steps: int = Field(100, ge=1)
     deterministic: bool = False
     #: CPU threads for torch (None = torch's default). On a CPU shared with other jobs,
     #: fewer threads than cores avoids OpenMP oversubscription stalls.
     num_threads: int | None = Field(None, ge=1)
+
+    @field_validator("val_every_steps")
+    @classmethod
+    def _positive_interval(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("val_every_steps must be >= 1, 'auto' or null")
+        return value
+
+
+def validation_interval(cfg: TrainConfig, steps_per_epoch: int) -> int | None:
+    """Optimiser steps between validations (None = validate by epochs).
+
+    ``"auto"``: every epoch (None) when an epoch has at least ``val_min_steps`` steps (Beauty
+    with batch 64: 350 steps, so exactly as before); otherwise every ``val_min_steps``
+    steps (ml-100k: 100 steps, ~7 epochs), capped so that the planned run (``max_epochs``
+    epochs) still validates at least 10 times, and never more often than once an epoch.
+    """
+    if cfg.val_every_steps != "auto":
+        return cfg.val_every_steps
+    steps_per_epoch = max(int(steps_per_epoch), 1)
+    planned = steps_per_epoch * cfg.max_epochs
+    steps = min(cfg.val_min_steps, planned // 10)
+    return steps if steps > steps_per_epoch else None

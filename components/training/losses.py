@@ -7,6 +7,13 @@
   hits of the target are masked).
 - ``bce``: binary cross-entropy, target vs the same shared negatives (SASRec's and
   LightGCN/BPR-style training for very large catalogues).
+- ``gbce``: gSASRec's generalised BCE (Petrov & Macdonald, RecSys 2023): BCE over the
+  target and ``num_negatives`` shared negatives with the positive's probability raised to
+  ``beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha)``, ``alpha = K / (n_items - 1)`` the
+  negative sampling rate and ``t`` (``train.gbce_t``) the calibration. ``t = 0`` is plain
+  BCE; ``t = 1`` makes the sigmoid match the full-softmax probability in expectation,
+  which removes the overconfidence that sampled BCE learns on popular items. Negatives
+  are shared by the batch (one matmul) rather than drawn per position as in gSASRec.
 
 Every objective adds the model's learned seen-item offset (``pairs.seen_bias``) to the
 logits of items in ``pairs.seen``, so the offset is trained by the same loss it serves.
@@ -70,8 +77,31 @@ def binary_cross_entropy(pairs: TrainingPairs, num_negatives: int) -> Tensor:
     return (-F.logsigmoid(positive) + neg_loss).mean()
 
 
-def compute_loss(pairs: TrainingPairs, loss: str, num_negatives: int) -> Tensor:
-    """The configured objective (``ce`` | ``sampled_softmax`` | ``bce``) for one batch."""
+def gbce_beta(num_negatives: int, n_items: int, t: float) -> float:
+    """gSASRec's power on the positive probability for ``K`` negatives out of ``n_items``."""
+    alpha = num_negatives / max(n_items - 1, 1)
+    return alpha * (t * (1 - 1 / alpha) + 1 / alpha)
+
+
+def generalised_binary_cross_entropy(pairs: TrainingPairs, num_negatives: int, t: float) -> Tensor:
+    """Mean over rows of ``(-beta log s(pos) - sum_k log(1 - s(neg_k))) / (1 + K')``, ``K'``
+    the negatives that are not the row's target (gSASRec averages over all logits)."""
+    n_items = pairs.item_table.shape[0] - 1
+    beta = gbce_beta(num_negatives, n_items, t)
+    positive = _positive_logits(pairs)[:, 0]
+    negative, hit = _shared_negatives(pairs, num_negatives)
+    neg_loss = -(F.logsigmoid(-negative) * ~hit).sum(dim=1)
+    per_row = (-beta * F.logsigmoid(positive) + neg_loss) / (1 + (~hit).sum(dim=1))
+    return per_row.mean()
+
+
+def compute_loss(
+    pairs: TrainingPairs, loss: str, num_negatives: int, gbce_t: float = 0.75
+) -> Tensor:
+    """The configured objective (``ce`` | ``sampled_softmax`` | ``bce`` | ``gbce``) for one
+    batch; ``gbce_t`` is gBCE's calibration."""
+    if loss == "gbce":
+        return generalised_binary_cross_entropy(pairs, num_negatives, gbce_t)
     if loss == "ce":
         return full_cross_entropy(pairs)
     if loss == "sampled_softmax":

@@ -49,7 +49,7 @@ class RecommenderModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         pairs = self.model.training_pairs(batch)
-        loss = compute_loss(pairs, self.cfg.loss, self.cfg.num_negatives)
+        loss = compute_loss(pairs, self.cfg.loss, self.cfg.num_negatives, self.cfg.gbce_t)
         self.samples_seen += len(next(iter(batch.values())))
         self.targets_seen += len(pairs.targets)
         self.log(

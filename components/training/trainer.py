@@ -32,7 +32,7 @@ from components.features.item_content import ItemContent, TextSettings, item_con
 from components.models.bundle import ModelBundle
 from components.models.config import ModelConfig
 from components.models.zoo import get_model_class, validate_params
-from components.training.config import TrainConfig
+from components.training.config import TrainConfig, validation_interval
 from components.training.datamodules import RecDataModule
 from components.training.module import RecommenderModule
 from components.training.progress import EpochProgress
@@ -155,6 +155,10 @@ def _fit(
         raise TrainingError(
             f"no training examples for {bundle.model_name}: every training sequence is too short"
         )
+    steps_per_epoch = -(-data.n_train_examples // train_cfg.batch_size)
+    train_cfg = train_cfg.model_copy(
+        update={"val_every_steps": validation_interval(train_cfg, steps_per_epoch)}
+    )
     module = RecommenderModule(model, train_cfg, exclude_seen=eval_cfg.exclude_seen)
     trainer, checkpoint, progress = _trainer(train_cfg, module.monitor, run_dir)
     with warnings.catch_warnings():

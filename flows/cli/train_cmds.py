@@ -1,4 +1,4 @@
-"""``recops train``, ``recops evaluate`` and ``recops bench accuracy``.
+"""``recops train``, ``recops evaluate``, ``recops bench accuracy`` and ``recops bench step``.
 
 Train the configured model on a dataset (path + format, or the bundled synthetic
 generator), evaluate a saved model bundle on a dataset, and benchmark the zoo.
@@ -211,6 +211,12 @@ def bench_accuracy(
         float,
         typer.Option("--cold-items", help="Share of items held out by the cold-item protocol."),
     ] = 0.1,
+    high_target_ndcg: Annotated[
+        float,
+        typer.Option(
+            "--high-target-ndcg", help="A second, higher valid NDCG@10 target (its own column)."
+        ),
+    ] = 0.05,
     set_: SetOpt = None,
     json_out: JsonOutOpt = None,
 ) -> None:
@@ -228,6 +234,7 @@ def bench_accuracy(
         [m.strip() for m in models.split(",") if m.strip()],
         max_epochs=max_epochs,
         target_ndcg=target_ndcg,
+        high_target_ndcg=high_target_ndcg,
         overrides=list(set_ or []),
         progress=lambda line: console.print(line, highlight=False),
     )
@@ -285,3 +292,36 @@ def _bench_content(
     )
     typer.echo(format_content_table(summarise(rows)))
     report(rows, quiet=False)
+
+
+@bench_app.command("step")
+def bench_step(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Event file to benchmark on.")],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="Its format (seq for Beauty.txt).")
+    ] = "auto",
+    model: Annotated[str, typer.Option("--model", "-m", help="A causal model.")] = "sasrec",
+    batch_sizes: Annotated[
+        str, typer.Option("--batch-sizes", help="Comma-separated batch sizes.")
+    ] = "64,256",
+    precisions: Annotated[
+        str, typer.Option("--precisions", help="Comma-separated: fp32, bf16 (CPU autocast).")
+    ] = "fp32,bf16",
+    steps: Annotated[int, typer.Option("--steps", help="Timed steps per variant.")] = 20,
+    set_: SetOpt = None,
+    json_out: JsonOutOpt = None,
+) -> None:
+    """Time training steps by phase (collate, encode, loss, backward) per batch size and precision."""
+    from benchmarks.train_step import format_step_table, run_step_benchmark
+
+    rows = run_step_benchmark(
+        data,
+        fmt,
+        model,
+        batch_sizes=[int(b) for b in batch_sizes.split(",") if b.strip()],
+        precisions=[p.strip() for p in precisions.split(",") if p.strip()],
+        steps=steps,
+        overrides=list(set_ or []),
+    )
+    typer.echo(format_step_table(rows))
+    write_json(json_out, {"data": str(data), "format": fmt, "model": model, "rows": rows})

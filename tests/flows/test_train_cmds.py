@@ -1,4 +1,4 @@
-"""`recops train`, `recops evaluate` and `recops bench accuracy` through the real command
+"""`recops train`, `recops evaluate`, `recops bench accuracy` and `recops bench step` through the real command
 tree (in-process, Typer's runner) on a tiny file in the Beauty (one sequence per line) format."""
 
 from __future__ import annotations
@@ -111,4 +111,40 @@ def test_bench_accuracy_prints_and_writes_one_row_per_model(
     assert rows[0]["seen_bias"] is None and isinstance(sasrec["seen_bias"], float)
     table = result.output
     assert "seen offset" in table and "history items not excluded" in table
+    assert "s to NDCG>=0.05" in table and "seconds_to_high_target" in sasrec
     assert any(line.startswith("sasrec") for line in table.splitlines())
+
+
+def test_bench_step_times_each_phase_per_variant(recops, seq_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "step.json"
+    result = recops(
+        "bench",
+        "step",
+        "--data",
+        str(seq_file),
+        "--format",
+        "seq",
+        "--model",
+        "lrurec",
+        "--batch-sizes",
+        "8,16",
+        "--precisions",
+        "fp32,bf16",
+        "--steps",
+        "2",
+        "--json",
+        str(out),
+    )
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["batch_size"], r["precision"]) for r in rows] == [
+        (8, "fp32"),
+        (8, "bf16"),
+        (16, "fp32"),
+        (16, "bf16"),
+    ]
+    for row in rows:
+        phases = sum(row[f"{p}_ms"] for p in ("collate", "encode", "loss", "backward"))
+        assert row["step_ms"] == pytest.approx(phases) and row["targets_per_s"] > 0
+        assert row["timed_steps"] == 2
+    assert rows[2]["lr"] == pytest.approx(rows[0]["lr"] * 2**0.5)  # sqrt-scaled with the batch
+    assert "b16 bf16" in result.output

@@ -30,6 +30,14 @@ SMALL = {
         "dropout": 0.0,
         "attn_dropout": 0.0,
     },
+    "bsarec": {
+        "hidden_size": 16,
+        "num_layers": 2,
+        "num_heads": 2,
+        "dropout": 0.0,
+        "attn_dropout": 0.0,
+    },
+    "lrurec": {"hidden_size": 16, "num_layers": 2, "dropout": 0.0, "recurrent_dropout": 0.0},
     "gru4rec": {"embedding_size": 16, "hidden_size": 16, "dropout": 0.0},
     "srgnn": {"hidden_size": 16, "dropout": 0.0},
     "lightgcn": {"embedding_size": 16, "num_layers": 2},
@@ -40,7 +48,8 @@ MODELS = available_models()
 
 
 def test_registry_holds_the_whole_zoo() -> None:
-    assert {"pop", "itemknn", "gru4rec", "sasrec", "bert4rec", "srgnn", "lightgcn"} <= set(MODELS)
+    zoo = {"pop", "itemknn", "gru4rec", "sasrec", "bert4rec", "srgnn", "lightgcn"}
+    assert zoo | {"bsarec", "lrurec"} <= set(MODELS)
 
 
 def _bundle(name: str, prepared: PreparedData) -> ModelBundle:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ import torch
 from components.data.sequences import Sequences
 from components.models.base import TrainingPairs
 from components.training.datamodules import BucketBatchSampler, training_dataset
-from components.training.losses import compute_loss
+from components.training.losses import compute_loss, gbce_beta
 
 
 def _seqs(rows: list[list[int]]) -> Sequences:
@@ -54,7 +56,7 @@ def test_bucket_sampler_yields_each_example_once_and_shards_ranks() -> None:
     assert list(sampler) != epoch0
 
 
-@pytest.mark.parametrize("loss", ["ce", "sampled_softmax", "bce"])
+@pytest.mark.parametrize("loss", ["ce", "sampled_softmax", "bce", "gbce"])
 def test_every_loss_learns_to_rank_the_target_first(loss: str) -> None:
     torch.manual_seed(0)
     items = torch.nn.Parameter(torch.randn(51, 8) * 0.1)
@@ -75,3 +77,22 @@ def test_unknown_loss_is_rejected() -> None:
     pairs = TrainingPairs(torch.zeros(1, 2), torch.ones(1, dtype=torch.long), torch.zeros(3, 2))
     with pytest.raises(ValueError, match="unknown loss"):
         compute_loss(pairs, "hinge", 5)
+
+
+def test_gbce_matches_a_hand_computed_value() -> None:
+    # 5 items; row 0 scores its target (item 1) at logit 2 and every other item at 0
+    hidden = torch.tensor([[1.0, 0.0]])
+    items = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    pairs = TrainingPairs(hidden, torch.tensor([1]), items)
+    torch.manual_seed(3)
+    negatives = torch.randint(1, 6, (2,))
+    assert 1 not in negatives.tolist()  # no accidental hit with this seed
+    # alpha = 2 / (5 - 1) = 0.5; beta = 0.5 * (0.5 * (1 - 2) + 2) = 0.75 for t = 0.5
+    assert gbce_beta(2, 5, 0.5) == pytest.approx(0.75)
+    expected = (-0.75 * math.log(1 / (1 + math.exp(-2.0))) + 2 * math.log(2.0)) / 3
+    torch.manual_seed(3)
+    assert compute_loss(pairs, "gbce", 2, gbce_t=0.5).item() == pytest.approx(expected, rel=1e-6)
+    # t = 0 is plain BCE: beta = 1
+    assert gbce_beta(2, 5, 0.0) == pytest.approx(1.0)
+    # t = 1 gives beta = alpha: a weaker push on the positive (calibrated to the softmax)
+    assert gbce_beta(2, 5, 1.0) == pytest.approx(0.5)

@@ -15,10 +15,18 @@ from components.errors import ConfigError
 from components.evaluation.config import EvalConfig
 from components.models.bundle import ModelBundle
 from components.models.config import ModelConfig
-from components.training.config import TrainConfig
+from components.training.config import TrainConfig, validation_interval
 from components.training.trainer import train_model
 
-FAST = TrainConfig(max_epochs=4, batch_size=32, lr=5e-3, patience=3, progress_bar=False, seed=0)
+FAST = TrainConfig(
+    max_epochs=4,
+    batch_size=32,
+    lr=5e-3,
+    patience=3,
+    progress_bar=False,
+    seed=0,
+    val_every_steps=None,  # these tests count validations in epochs
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +61,55 @@ def test_trained_sasrec_beats_pop_and_restores_its_best_epoch(
     reloaded = ModelBundle.load(result.bundle_dir)
     histories = prepared.split.test.histories[:16]
     assert torch.allclose(reloaded.score(histories), result.bundle.score(histories))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("bsarec", {"hidden_size": 32, "num_layers": 1, "dropout": 0.2, "attn_dropout": 0.2}),
+        ("lrurec", {"hidden_size": 32, "num_layers": 1, "dropout": 0.2, "recurrent_dropout": 0.2}),
+    ],
+)
+def test_new_sequence_models_beat_pop_through_the_trainer(
+    name: str, params: dict, prepared: PreparedData, pop_result, tmp_path: Path
+) -> None:
+    result = train_model(
+        prepared, ModelConfig(name=name, params=params), FAST, EvalConfig(), tmp_path
+    )
+    assert result.metrics_test["ndcg@10"] > 1.5 * pop_result.metrics_test["ndcg@10"]
+
+
+def test_auto_validation_interval_follows_the_data_size() -> None:
+    auto = TrainConfig(max_epochs=200)
+    assert auto.val_every_steps == "auto"
+    assert validation_interval(auto, steps_per_epoch=350) is None  # Beauty: every epoch
+    assert validation_interval(auto, steps_per_epoch=15) == 100  # ml-100k: every 100 steps
+    short = TrainConfig(max_epochs=4)
+    assert validation_interval(short, steps_per_epoch=3) is None  # a short run still validates
+    assert validation_interval(TrainConfig(max_epochs=20), steps_per_epoch=3) == 6
+    assert validation_interval(TrainConfig(val_every_steps=7), steps_per_epoch=3) == 7
+    assert validation_interval(TrainConfig(val_every_steps=None), steps_per_epoch=3) is None
+
+
+def test_auto_validation_spaces_validations_by_steps_on_small_data(
+    prepared: PreparedData, tmp_path: Path
+) -> None:
+    steps_per_epoch = -(-len(prepared.split.train) // FAST.batch_size)
+    cfg = FAST.model_copy(
+        update={
+            "max_epochs": 20,
+            "patience": 50,
+            "val_every_steps": "auto",
+            "val_min_steps": 2 * steps_per_epoch,
+        }
+    )
+    params = {"embedding_size": 16, "hidden_size": 16}
+    result = train_model(
+        prepared, ModelConfig(name="gru4rec", params=params), cfg, EvalConfig(), tmp_path
+    )
+    assert result.epochs >= 19
+    assert len(result.history) == 10  # every second epoch, not every epoch
 
 
 def test_non_neural_models_fit_without_epochs(

@@ -1,0 +1,174 @@
+"""BSARec: An Attentive Inductive Bias for Sequential Recommendation beyond the
+Self-Attention (Shin et al., AAAI 2024; reference code yehjin-shin/BSARec).
+
+Each layer mixes two views of the sequence, ``alpha * filter + (1 - alpha) * attention``,
+both post-LN residual sublayers, then a GELU feed-forward (post-LN):
+
+- the *filter* keeps the ``c // 2 + 1`` lowest frequencies of the window (an ideal
+  low-pass, fixed) and adds the rest (the high-pass ``x - low``) scaled by a learned
+  per-dimension ``beta`` (stored as ``sqrt_beta``, used squared, initialised N(0, 1));
+- the *attention* is ordinary causal self-attention.
+
+Departures from the reference code, and why:
+
+- **Causal filter (no future leakage).** The reference filters the whole window with an
+  FFT, which mixes future items into every earlier position. It stays honest only because
+  it trains on one target per sequence (the last position, with every prefix of a user
+  expanded into its own training sequence). Here, as for SASRec, every position of a
+  sequence predicts its next item, so the filter must not read the future. We use the
+  filter exactly as the reference applies it *at the last position of the window*: that
+  row of the FFT low-pass is a fixed kernel ``k`` over the window (the low-pass's periodic
+  impulse response for a window of ``max_len``), so the filtered value at step ``t`` is
+  ``sum_j k[j] x[t - j]`` over the items read so far, a causal convolution. For a
+  one-layer model with zeroed padding this equals the reference's output at its last
+  position; in deeper models the lower layers are causal too, where the reference
+  re-filters each prefix non-causally. Padding is kept out of the filter by the same mask
+  the attention uses (a position reads exactly what its attention may read).
+- positions counted from the oldest item of the window (as our SASRec), so every
+  training position equals inference on its prefix; the reference counts over the padded
+  window, which is only faithful with its prefix expansion;
+- items enter through the shared :class:`~components.models.layers.ItemInput` (id, and
+  optionally text / category / event-type inputs), like the other sequence models;
+- repeat-aware scoring (``seen_bias``, see :mod:`components.models.base`), on by default
+  as for the other sequence models; CE over all items at every position by default.
+
+Reference Beauty settings kept: 64 dimensions, 2 layers, 1 head, dropout 0.5/0.5,
+``c = 5``, ``alpha = 0.7``, LayerNorm eps 1e-12, N(0, 0.02) linear init.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from components.models.base import Recommender, TrainingPairs
+from components.models.layers import ItemInput, TransformerBlock, TransformerParams
+from components.models.zoo import register
+
+
+class BSARecParams(TransformerParams):
+    """BSARec hyperparameters (see :class:`TransformerParams` for the shared fields)."""
+
+    num_heads: int = Field(1, ge=1, description="attention heads (must divide hidden_size)")
+    attn_dropout: float = Field(0.5, ge=0, lt=1, description="dropout on attention weights")
+    positions_from: Literal["first", "last"] = Field(
+        "first", description="position 0 = oldest item in the window"
+    )
+    norm_first: bool = Field(
+        False, description="post-LN blocks with an embedding LayerNorm (the reference's layout)"
+    )
+    layer_norm_eps: float = Field(1e-12, gt=0, description="LayerNorm epsilon")
+    linear_init_std: float | None = Field(
+        0.02, gt=0, description="normal init std for linear weights"
+    )
+    c: int = Field(
+        5, ge=1, description="low-pass cut-off: the filter keeps the c // 2 + 1 lowest frequencies"
+    )
+    alpha: float = Field(
+        0.7, ge=0, le=1, description="weight of the filter view (1 - alpha: self-attention)"
+    )
+
+
+def low_pass_kernel(window: int, c: int) -> Tensor:
+    """``[window]`` weights ``k[j]`` of the item ``j`` steps back in the low-pass output at the
+    last position of a ``window``-long sequence (the reference's rfft/irfft low-pass)."""
+    keep = torch.zeros(window // 2 + 1)
+    keep[: c // 2 + 1] = 1.0
+    return torch.fft.irfft(keep, n=window)
+
+
+def causal_toeplitz(kernel: Tensor) -> Tensor:
+    """``[L, L]`` lower-triangular matrix with ``T[t, s] = kernel[t - s]`` (``s <= t``)."""
+    length = kernel.shape[0]
+    steps = torch.arange(length)
+    lag = steps[:, None] - steps[None, :]
+    return torch.where(lag >= 0, kernel[lag.clamp(min=0)], torch.zeros(()))
+
+
+class FrequencyFilter(nn.Module):
+    """``LayerNorm(x + dropout(low + beta**2 * (x - low)))`` with a causal low-pass ``low``."""
+
+    def __init__(self, dim: int, window: int, c: int, dropout: float, eps: float) -> None:
+        super().__init__()
+        self.register_buffer(
+            "toeplitz", causal_toeplitz(low_pass_kernel(window, c)), persistent=False
+        )
+        self.sqrt_beta = nn.Parameter(torch.randn(dim))
+        self.drop = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(dim, eps=eps)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """``x [B, L, D]``; ``mask [B, 1, L, L]`` (True = may read): each position filters
+        only what it may attend to (the past, never padding)."""
+        length = x.shape[1]
+        weights = self.toeplitz[:length, :length] * mask[:, 0]
+        low = weights.to(x.dtype) @ x
+        filtered = low + self.sqrt_beta**2 * (x - low)
+        return self.norm(x + self.drop(filtered))
+
+
+class BSARecBlock(TransformerBlock):
+    """Post-LN ``alpha * filter(x) + (1 - alpha) * attention(x)``, then the feed-forward."""
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        ffn_mult: int,
+        dropout: float,
+        attn_dropout: float,
+        norm_first: bool = False,
+        eps: float = 1e-12,
+        *,
+        window: int,
+        c: int,
+        alpha: float,
+    ) -> None:
+        super().__init__(dim, heads, ffn_mult, dropout, attn_dropout, False, eps)
+        self.alpha = alpha
+        self.filter = FrequencyFilter(dim, window, c, dropout, eps)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        attended = self.norm1(x + self._attend(x, mask))
+        mixed = self.alpha * self.filter(x, mask) + (1 - self.alpha) * attended
+        return self.norm2(mixed + self.drop(self.ffn(mixed)))
+
+
+@register("bsarec")
+class BSARec(Recommender):
+    """Causal frequency filter + self-attention per layer; tied item embeddings."""
+
+    Params = BSARecParams
+    input_kind = "causal"
+
+    def __init__(self, params: BSARecParams, n_items: int, n_users: int, max_len: int) -> None:
+        super().__init__(params, n_items, n_users, max_len)
+        block = partial(BSARecBlock, window=max_len, c=params.c, alpha=params.alpha)
+        self.encoder = params.encoder(n_items, max_len, block=block)
+
+    @property
+    def item_input(self) -> ItemInput:
+        return self.encoder.items
+
+    def hidden_states(
+        self, histories: Tensor, table: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
+        """``[B, L, D]``: position ``t`` sees only items at positions ``<= t``."""
+        return self.encoder(histories, causal=True, table=table, events=events)
+
+    def training_pairs(self, batch: dict[str, Tensor]) -> TrainingPairs:
+        table = self.output_embeddings()  # computed once for inputs and scoring
+        hidden = self.hidden_states(batch["inputs"], table, batch.get("input_events"))
+        return self.causal_pairs(hidden, batch["inputs"], batch["targets"], table)
+
+    def output_embeddings(self) -> Tensor:
+        return self.encoder.items.table()
+
+    def encode(
+        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
+        return self.hidden_states(histories, events=events)[:, -1]
