@@ -68,7 +68,7 @@ def _time_step(variant: _Variant, data: Any, batch_index: list[int], cfg: Any) -
     loss.backward()
     variant.optimiser.step()
     marks.append(time.perf_counter())
-    for phase, start, end in zip(PHASES, marks, marks[1:], strict=True):
+    for phase, start, end in zip(PHASES, marks[:-1], marks[1:], strict=True):
         variant.times[phase].append(end - start)
     variant.targets.append(len(pairs.targets))
     variant.last_loss = float(loss.detach())
