@@ -92,6 +92,8 @@ def causal_toeplitz(kernel: Tensor) -> Tensor:
 class FrequencyFilter(nn.Module):
     """``LayerNorm(x + dropout(low + beta**2 * (x - low)))`` with a causal low-pass ``low``."""
 
+    toeplitz: Tensor  # [max_len, max_len] causal low-pass weights (derived, not saved)
+
     def __init__(self, dim: int, window: int, c: int, dropout: float, eps: float) -> None:
         super().__init__()
         self.register_buffer(
