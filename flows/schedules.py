@@ -148,22 +148,23 @@ def deploy_to_work_pool(
     return str(deployment.apply(work_pool_name=work_pool))
 
 
-def list_schedules() -> tuple[list[dict[str, Any]], str | None]:
-    """recops deployments and their cron schedules on the Prefect server at PREFECT_API_URL.
+def list_schedules(ws: Workspace) -> tuple[list[dict[str, Any]], str | None]:
+    """recops deployments and their schedules on the Prefect server (``$PREFECT_API_URL``,
+    else the workspace's ``recops server``).
 
-    Returns ``(schedules, note)``; without a configured server (or when it does not answer)
-    the list is empty and the note says why: schedules only exist on a running server.
+    Returns ``(schedules, note)``; without a server (or when it does not answer) the list
+    is empty and the note says why: schedules only exist on a running server.
     """
-    import os
+    from flows.server import api_url, using_api
 
-    url = os.environ.get("PREFECT_API_URL")
+    url = api_url(ws)
     if not url:
-        return [], "no Prefect server configured (PREFECT_API_URL unset): no schedules registered"
+        return [], "no Prefect server running (`recops server start` or PREFECT_API_URL)"
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
 
     try:
-        with get_client(sync_client=True) as client:
+        with using_api(url), get_client(sync_client=True) as client:
             found = client.read_deployments(
                 deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=["recops"])),
                 limit=50,
@@ -174,12 +175,19 @@ def list_schedules() -> tuple[list[dict[str, Any]], str | None]:
 
 
 def _schedule_row(deployment: Any) -> dict[str, Any]:
-    crons = [
-        getattr(s.schedule, "cron", None) or str(s.schedule) for s in deployment.schedules or []
-    ]
+    crons = [_schedule_text(s.schedule) for s in deployment.schedules or []]
     return {
         "deployment": deployment.name,
         "crons": crons,
         "active": not deployment.paused,
         "work_pool": deployment.work_pool_name,
     }
+
+
+def _schedule_text(schedule: Any) -> str:
+    """``0 3 * * *`` for a cron, ``every 0:10:00`` for an interval."""
+    cron = getattr(schedule, "cron", None)
+    if cron:
+        return str(cron)
+    interval = getattr(schedule, "interval", None)
+    return f"every {interval}" if interval is not None else type(schedule).__name__

@@ -93,7 +93,7 @@ def status_cmd(
     cfg = load_run_config(config, set_, workspace)
     ws = open_workspace(cfg)
     status = workspace_status(ws, cfg, last_runs=runs)
-    schedules, note = list_schedules()
+    schedules, note = list_schedules(ws)
     status = status.model_copy(update={"schedules": schedules, "schedules_note": note})
     payload = status.model_dump(mode="json")
     if as_json:

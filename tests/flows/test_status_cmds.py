@@ -48,7 +48,7 @@ def test_status_lists_the_run_and_the_quarantined_batch(
     run = next(line for line in lines if "20260101T000000-abc123" in line)
     assert "rejected" in run and "ndcg@10 0.1234" in run
     assert "  bad-0001: 2 of 9 expectations failed: event_type values" in lines
-    assert any(line.startswith("schedules    none (no Prefect server configured") for line in lines)
+    assert any(line.startswith("schedules    none (no Prefect server running") for line in lines)
 
     as_json = json.loads(
         CliRunner().invoke(app, ["status", "--json", "-w", str(recorded.root)]).output
