@@ -33,6 +33,7 @@ from components.versioning.dvc_store import (
     DatasetStore,
     DatasetVersion,
     events_digest,
+    file_md5,
 )
 from components.workspace import Workspace
 
@@ -64,15 +65,6 @@ class Ingested:
         return self.report is not None
 
 
-def file_digest(path: Path) -> str:
-    """MD5 of a file's bytes (streamed)."""
-    digest = hashlib.md5()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def content_batch_id(path: Path) -> str:
     """``<name>-<digest>`` from the bytes of a file, or of every file in a directory (with
     their relative paths): the same input always gets the same id, and a directory that
@@ -80,10 +72,10 @@ def content_batch_id(path: Path) -> str:
     if path.is_dir():
         digest = hashlib.md5()
         for file in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(f"{file.relative_to(path).as_posix()}\0{file_digest(file)}\n".encode())
+            digest.update(f"{file.relative_to(path).as_posix()}\0{file_md5(file)}\n".encode())
         content = digest.hexdigest()
     else:
-        content = file_digest(path)
+        content = file_md5(path)
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-._") or "batch"
     return f"{stem[:80]}-{content[:10]}"
 
@@ -111,7 +103,7 @@ def synthetic_batch(
     ws.inbox_dir.mkdir(parents=True, exist_ok=True)
     partial = ws.inbox_dir / f".synthetic-{batch_no:04d}-{uuid.uuid4().hex}.parquet"
     write_events_parquet(data_cfg.synthetic, partial, batch=batch_no)
-    batch_id = f"synthetic-{batch_no:04d}-{file_digest(partial)[:10]}"
+    batch_id = f"synthetic-{batch_no:04d}-{file_md5(partial)[:10]}"
     path = ws.inbox_dir / f"{batch_id}.parquet"
     partial.replace(path)
     return BatchRef(str(path), "parquet", batch_id, synthetic=True)

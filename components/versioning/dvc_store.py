@@ -79,6 +79,15 @@ class DatasetVersion(BaseModel):
         return self.version[:12]
 
 
+def file_md5(path: Path) -> str:
+    """MD5 of a file's bytes (streamed)."""
+    digest = hashlib.md5()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def dir_md5(directory: Path) -> str:
     """DVC's md5 of a directory: md5 of the sorted JSON list of ``{md5, relpath}`` entries.
 
@@ -86,13 +95,7 @@ def dir_md5(directory: Path) -> str:
     """
     entries = []
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        digest = hashlib.md5()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        entries.append(
-            {"md5": digest.hexdigest(), "relpath": path.relative_to(directory).as_posix()}
-        )
+        entries.append({"md5": file_md5(path), "relpath": path.relative_to(directory).as_posix()})
     entries.sort(key=lambda e: e["relpath"])
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest()
 
