@@ -202,6 +202,7 @@ def catalogue_expectations(cfg: ValidationConfig, *, with_events: bool) -> list:
     """Expectations of the item catalogue contract (derived columns from
     :func:`catalogue_with_derived_columns`)."""
     import great_expectations.expectations as gxe
+    from great_expectations.expectations.metadata_types import FailureSeverity
 
     def meta(check: str) -> dict[str, str]:
         return {"check": check}
@@ -223,7 +224,7 @@ def catalogue_expectations(cfg: ValidationConfig, *, with_events: bool) -> list:
         gxe.ExpectColumnValuesToBeInSet(
             column=HAS_CATEGORY,
             value_set=[True],
-            severity="warning",
+            severity=FailureSeverity.WARNING,
             meta=meta("catalogue_items_have_category"),
         ),
     ]
@@ -232,7 +233,7 @@ def catalogue_expectations(cfg: ValidationConfig, *, with_events: bool) -> list:
             gxe.ExpectColumnValuesToBeInSet(
                 column=IN_EVENTS,
                 value_set=[True],
-                severity="warning",
+                severity=FailureSeverity.WARNING,
                 meta=meta("catalogue_items_in_events"),
             )
         )
