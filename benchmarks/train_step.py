@@ -105,15 +105,15 @@ def run_step_benchmark(
     overrides: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (batch size, precision); causal models only (their batches are built here)."""
+    from components.lifecycle.prepare import prepare_dataset
     from components.models.zoo import get_model_class
-    from components.training.trainer import prepare_from_config
 
     cfg = _model_config(model, Path(data_path), fmt, None, overrides or [])
     if get_model_class(model).input_kind != "causal":
         raise ValueError(f"bench step times causal models; {model} is not one")
     if cfg.train.num_threads is not None:
         torch.set_num_threads(cfg.train.num_threads)
-    prepared = prepare_from_config(cfg.data, cfg.features)
+    prepared = prepare_dataset(cfg.data, cfg.features)
     variants, data = _variants(prepared, cfg, batch_sizes, precisions, steps + warmup)
     for step in range(steps + warmup):
         for variant in variants:
