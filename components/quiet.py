@@ -31,6 +31,7 @@ import re
 import sys
 import warnings
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from components.errors import RecopsError
 
@@ -129,7 +130,20 @@ def show_recops_progress(level: int = logging.INFO) -> None:
 
 
 class _ConsoleHandler(logging.StreamHandler):
-    """recops' own stderr handler (a marker class, so it is installed once)."""
+    """recops' own stderr handler (a marker class, so it is installed once).
+
+    It writes to the ``sys.stderr`` of the moment, not the one it was created with: while
+    the training progress bar (a rich Live display) redirects stderr, a log line is then
+    printed above the bar instead of into the bar's line.
+    """
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        """Ignored: the stream is always the current ``sys.stderr``."""
 
 
 def ensure_console_handler() -> None:
