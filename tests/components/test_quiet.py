@@ -24,6 +24,9 @@ def collected():
     handler = _Collect()
     root = logging.getLogger()
     root.addHandler(handler)
+    # an earlier test (or an import such as GX) may have switched capture on while pytest's
+    # per-test warning recorder was in place: reset so this test's warnings reach logging
+    logging.captureWarnings(False)
     quiet_third_party()
     yield handler
     root.removeHandler(handler)

@@ -206,7 +206,10 @@ def test_summary_lines_are_whole_in_a_file_and_known_noise_is_gone(served) -> No
     epochs = re.findall(
         r"epoch (\d+)/15 loss [\d.]+ valid ndcg@10 [\d.]+ hr@10 [\d.]+ elapsed", first.stderr
     )
-    assert epochs[:2] == ["1", "2"]
+    # one line per validation: every epoch, or every N steps on small data
+    # (train.val_every_steps=auto), so the epochs logged rise but need not be consecutive
+    numbers = [int(e) for e in epochs]
+    assert len(numbers) >= 2 and numbers == sorted(set(numbers))
 
 
 @pytest.mark.slow
@@ -227,7 +230,10 @@ def test_run_report_shows_the_run_record_in_headless_chromium(
         "gate.png",
         "by_group.png",
     }
-    assert len(record.history) == record.epochs and record.history[0]["train_loss"] > 0
+    # one history row per validation (train.val_every_steps=auto may skip epochs)
+    logged = [int(row["epoch"]) for row in record.history]
+    assert 1 <= len(logged) <= record.epochs and logged == sorted(set(logged))
+    assert record.history[0]["train_loss"] > 0
     assert record.validation and record.validation["data_docs_path"]
     assert record.bento_tag and record.deployed_at is not None
 
