@@ -75,6 +75,21 @@ def _eval_device(train_cfg: TrainConfig) -> torch.device:
     return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
+def _strategy(name: str) -> str | pl.strategies.Strategy:
+    """Lightning's strategy for ``train.strategy``; plain ``ddp`` without buffer broadcasts.
+
+    Every buffer in the zoo is fixed data (text vectors, id masks), never running statistics,
+    so broadcasting them at each forward is pure cost. It also deadlocked validation: ranks
+    get ``ceil`` or ``floor`` of the validation batches, and the rank with one more batch
+    waited in the broadcast for a rank already gathering the epoch's metrics.
+    """
+    if name == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(broadcast_buffers=False)
+    return name
+
+
 def progress_bar_wanted(train_cfg: TrainConfig) -> bool:
     """A progress bar only where someone watches it (stdout is a terminal); log files and
     CI get :class:`EpochProgress`'s plain lines instead of bar fragments."""
@@ -113,7 +128,7 @@ def _trainer(
         else None,
         accelerator=train_cfg.accelerator,
         devices=train_cfg.devices,
-        strategy=train_cfg.strategy,
+        strategy=_strategy(train_cfg.strategy),
         precision=train_cfg.precision,
         gradient_clip_val=train_cfg.grad_clip,
         callbacks=callbacks,
