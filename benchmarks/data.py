@@ -1,46 +1,118 @@
-"""``recops bench data``: generate, load, normalise and split N synthetic events."""
+"""``recops bench data``: generate, load, normalise and split N synthetic events.
+
+Two engines (``data.engine``): ``memory`` (one pandas frame of all events, the small-data
+path) and ``stream`` (partitioned Parquet read lazily by polars, per-user tails only,
+memory bounded by ``data.memory_budget_mb``: :mod:`components.data.stream`). Each stage's
+peak RSS is the whole process's peak while the stage runs (what the machine must hold).
+"""
 
 from __future__ import annotations
 
+import gc
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import StageFigures, measure, print_table, write_report
 from components.data.config import DataConfig, SyntheticConfig
-from components.data.loaders import load_events
-from components.data.prepare import prepare
+
+ENGINES = ("memory", "stream")
+
+
+def bench_synthetic(n_events: int, seed: int = 7) -> SyntheticConfig:
+    """About 50 events per user and 200 per item."""
+    return SyntheticConfig(
+        n_users=max(1, n_events // 50),
+        n_items=max(100, n_events // 200),
+        n_events=n_events,
+        seed=seed,
+        start="2024-01-01T00:00:00Z",
+    )
+
+
+def _memory_stages(synth: SyntheticConfig, folder: Path, cfg: DataConfig) -> list[StageFigures]:
+    from components.data.loaders import load_events
+    from components.data.prepare import prepare
+    from components.data.synthetic import write_events_parquet
+
+    path = folder / "events.parquet"
+    stages = []
+    with measure("generate+write parquet") as fig:
+        write_events_parquet(synth, path)
+    stages.append(fig)
+    with measure("load+normalise") as fig:
+        events = load_events(path, "parquet")
+    stages.append(fig)
+    with measure("sequences+split") as fig:
+        prepared = prepare(events, cfg)
+    fig.extra = prepared.split.summary()
+    stages.append(fig)
+    return stages
+
+
+def _stream_stages(
+    synth: SyntheticConfig, folder: Path, cfg: DataConfig, events_per_file: int
+) -> list[StageFigures]:
+    from components.data.splits import leave_one_out
+    from components.data.stream import (
+        check_files,
+        list_event_files,
+        plan_passes,
+        scan_events,
+        stream_sequences,
+        stream_vocabulary,
+        tail_length,
+        write_events_dataset,
+    )
+
+    stages = []
+    with measure("generate+write parquet (partitioned)") as fig:
+        write_events_dataset(synth, folder / "events", events_per_file)
+    stages.append(fig)
+    gc.collect()
+    with measure("load+normalise (scan + row checks)") as fig:
+        files = list_event_files(folder / "events")
+        check_files(files, cfg.columns, cfg.default_event_type)
+        lazy = scan_events(files, cfg.columns, cfg.default_event_type)
+    fig.extra = {"files": len(files.paths)}
+    stages.append(fig)
+    with measure("vocabulary") as fig:
+        vocab = stream_vocabulary(lazy)
+    stages.append(fig)
+    keep = tail_length(cfg)
+    plan = plan_passes(files.n_rows, vocab.n_users, vocab.n_items, keep, cfg.memory_budget_mb)
+    with measure("sequences+split") as fig:
+        seqs = stream_sequences(lazy, vocab, keep, plan.passes)
+        split = leave_one_out(seqs, vocab.n_items, cfg.max_len, cfg.min_user_events)
+    fig.extra = {**split.summary(), "passes": plan.passes, "budget_mb": plan.budget_mb}
+    stages.append(fig)
+    return stages
 
 
 def run_data_benchmark(
-    n_events: int, json_out: Path | None = None, seed: int = 7
+    n_events: int,
+    json_out: Path | None = None,
+    seed: int = 7,
+    *,
+    engine: str = "memory",
+    budget_mb: int = 2048,
+    events_per_file: int = 1_000_000,
 ) -> dict[str, Any]:
-    """Measure each data stage on ``n_events`` synthetic events (about 50 per user)."""
-    from components.data.synthetic import write_events_parquet
-
-    n_users = max(1, n_events // 50)
-    synth = SyntheticConfig(
-        n_users=n_users, n_items=max(100, n_events // 200), n_events=n_events, seed=seed
-    )
-    stages: list[StageFigures] = []
+    """Measure each data stage on ``n_events`` synthetic events with ``engine``."""
+    synth = bench_synthetic(n_events, seed)
+    cfg = DataConfig(max_len=50, engine=engine, memory_budget_mb=budget_mb)
     with tempfile.TemporaryDirectory(prefix="recops-bench-") as tmp:
-        path = Path(tmp) / "events.parquet"
-        with measure("generate+write parquet") as fig:
-            write_events_parquet(synth, path)
-        stages.append(fig)
-        with measure("load+normalise") as fig:
-            events = load_events(path, "parquet")
-        stages.append(fig)
-        with measure("sequences+split") as fig:
-            prepared = prepare(events, DataConfig(max_len=50))
-        fig.extra = prepared.split.summary()
-        stages.append(fig)
+        if engine == "stream":
+            stages = _stream_stages(synth, Path(tmp), cfg, events_per_file)
+        else:
+            stages = _memory_stages(synth, Path(tmp), cfg)
     rows = [
         (s.name, s.seconds, n_events / s.seconds if s.seconds else 0.0, s.peak_rss_mb)
         for s in stages
     ]
     print_table(
-        f"bench data: {n_events:,} synthetic events",
+        f"bench data: {n_events:,} synthetic events, engine {engine}"
+        + (f", budget {budget_mb} MB" if engine == "stream" else ""),
         ["stage", "seconds", "events/s", "peak RSS MB"],
         rows,
     )
@@ -49,7 +121,9 @@ def run_data_benchmark(
         "data",
         {
             "events": n_events,
-            "users": n_users,
+            "users": synth.n_users,
+            "engine": engine,
+            "memory_budget_mb": budget_mb if engine == "stream" else None,
             "stages": [
                 {
                     "stage": s.name,

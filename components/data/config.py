@@ -60,3 +60,7 @@ class DataConfig(BaseModel):
     temporal_test_fraction: float = Field(0.1, gt=0, lt=1)
     max_len: int = Field(50, ge=2, le=4096)
     min_user_events: int = Field(3, ge=1)
+    # "memory": one pandas frame of all events (small data); "stream": polars over
+    # Parquet files, per-user tails only, peak memory bounded by memory_budget_mb
+    engine: Literal["memory", "stream"] = "memory"
+    memory_budget_mb: int = Field(2048, ge=64)

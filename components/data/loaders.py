@@ -72,7 +72,7 @@ def detect_format(path: str | Path) -> InputFormat:
     """Guess the input format from the file name and its first lines."""
     path = Path(path)
     name = path.name.lower()
-    if name.endswith((".parquet", ".pq")):
+    if name.endswith((".parquet", ".pq")) or (path.is_dir() and any(path.rglob("*.parquet"))):
         return "parquet"
     if name.endswith(".inter"):
         return "recbole"
@@ -155,6 +155,10 @@ def load_parquet(
     """Parquet file or dataset directory."""
     if not path.exists():
         raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        from components.data.stream import list_event_files
+
+        list_event_files(path)  # a corrupt part is named with its batch row, not just the folder
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:

@@ -33,9 +33,26 @@ def bench_data(
     events: Annotated[
         int, typer.Option("--events", help="Number of synthetic events.")
     ] = 1_000_000,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="memory (one pandas frame) or stream (partitioned Parquet, bounded memory).",
+        ),
+    ] = "memory",
+    budget_mb: Annotated[
+        int, typer.Option("--budget-mb", help="data.memory_budget_mb for the stream engine.")
+    ] = 2048,
+    events_per_file: Annotated[
+        int, typer.Option("--events-per-file", help="Events per Parquet part (stream engine).")
+    ] = 1_000_000,
     json_out: JsonOutOpt = None,
 ) -> None:
-    """Events/s and peak RSS of generating, loading, normalising and splitting events."""
-    from benchmarks.data import run_data_benchmark
+    """Wall time and peak RSS of generating, loading, normalising and splitting events."""
+    from benchmarks.data import ENGINES, run_data_benchmark
 
-    run_data_benchmark(events, json_out)
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"choose one of {', '.join(ENGINES)}", param_hint="--engine")
+    run_data_benchmark(
+        events, json_out, engine=engine, budget_mb=budget_mb, events_per_file=events_per_file
+    )

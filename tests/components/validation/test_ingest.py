@@ -173,3 +173,28 @@ def test_unknown_items_fail_against_a_catalogue(accepted_ws):
             VersioningConfig(),
             catalogue_items=catalogue,
         )
+
+
+def test_corrupt_part_in_the_middle_rejects_the_whole_batch_naming_it(accepted_ws, tmp_path):
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    events = make_events(seed=9)
+    for number, lo in enumerate(range(0, len(events), 100)):
+        events.iloc[lo : lo + 100].to_parquet(folder / f"part-{number:05d}.parquet", index=False)
+    middle = folder / "part-00002.parquet"
+    middle.write_bytes(middle.read_bytes()[:64])
+    before = _snapshot(accepted_ws)
+    with pytest.raises(ValidationFailed, match="file_loads_as_event_contract") as caught:
+        ingest_events(
+            folder,
+            accepted_ws,
+            DataConfig(),
+            ValidationConfig(),
+            VersioningConfig(),
+            batch_id="bad-parts",
+        )
+    report = Path(caught.value.report_path).read_text()
+    assert "part-00002.parquet: not a readable Parquet file" in report
+    assert "batch row 201 onwards" in report
+    assert (Path(caught.value.quarantine_path) / "parts" / "part-00001.parquet").exists()
+    assert _snapshot(accepted_ws) == before

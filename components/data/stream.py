@@ -1,0 +1,360 @@
+"""The bounded-memory data path: partitioned Parquet in, per-user sequence tails out.
+
+The in-memory path (:func:`components.data.loaders.load_events` then
+:func:`components.data.prepare.prepare`) holds every event as one pandas frame: 10M events
+peak at about 4 GB. This path never does. Files are read lazily with polars, one file at a
+time for the checks, and the per-user work runs in ``passes`` passes over the files, each
+pass taking the users whose id hashes to it (so a user's events are always in one pass).
+The number of passes follows from ``data.memory_budget_mb`` and the row count in the
+Parquet footers, so peak memory is bounded by the budget, not by the data size.
+
+What comes out is what the sequence models need: the vocabulary of every user and item,
+and each user's last ``max_len + 3`` events (enough for leave-one-out's validation and
+test histories and for the training windows of ``max_len + 1`` items, so sequence models
+see exactly what the in-memory path gives them). Older events are not kept: models that
+read every training event (popularity counts, graph models) see only the tails.
+
+A file the path cannot read (not Parquet, an empty id, a time that is not a time) stops
+the whole batch with a :class:`DataError` naming the file and the row, before anything
+downstream runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from components.data.config import ColumnMapping, DataConfig, SyntheticConfig
+from components.data.prepare import PreparedData
+from components.data.schema import EVENT, ITEM, TIME, USER, VALUE
+from components.data.sequences import Sequences, Vocabulary
+from components.data.splits import leave_one_out
+from components.errors import DataError
+
+log = logging.getLogger(__name__)
+
+BUDGET_KEY = "data.memory_budget_mb"
+#: bytes one event row costs inside a pass (two short strings, time, row number, the
+#: sort's copy and the hash); measured on the synthetic generator's events
+ROW_BYTES = 160
+#: bytes one kept tail event costs in the result (item index, time, user index, and the
+#: sort's temporary copy)
+TAIL_BYTES = 48
+#: bytes per vocabulary token (Python str in a tuple, plus the polars copy while building)
+TOKEN_BYTES = 120
+#: fixed cost of the interpreter and libraries, not available to the data
+BASELINE_MB = 350
+ROW = "_row"
+USER_IDX = "_user"
+ITEM_IDX = "_item"
+
+
+@dataclass(frozen=True)
+class EventFiles:
+    """The Parquet files of a batch, in order, with their row counts (from the footers)."""
+
+    paths: tuple[Path, ...]
+    rows: tuple[int, ...]
+
+    @property
+    def n_rows(self) -> int:
+        return int(sum(self.rows))
+
+    def first_row(self, index: int) -> int:
+        """The batch-wide 1-based row number of file ``index``'s first row."""
+        return int(sum(self.rows[:index])) + 1
+
+
+def write_events_dataset(
+    cfg: SyntheticConfig,
+    directory: str | Path,
+    events_per_file: int = 1_000_000,
+    batch: int = 0,
+) -> EventFiles:
+    """Write the synthetic events of ``cfg`` as ``part-NNNNN.parquet`` files, one block
+    of users per file: memory stays O(``events_per_file``) whatever ``cfg.n_events``."""
+    from components.data.synthetic import iter_event_chunks
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    rows: list[int] = []
+    for number, frame in enumerate(iter_event_chunks(cfg, events_per_file, batch)):
+        path = directory / f"part-{number:05d}.parquet"
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+        paths.append(path)
+        rows.append(len(frame))
+        del frame
+    return EventFiles(tuple(paths), tuple(rows))
+
+
+def list_event_files(path: str | Path) -> EventFiles:
+    """A Parquet file, or every ``*.parquet`` under a directory (sorted), with row counts.
+
+    A file whose footer cannot be read raises :class:`DataError` naming it and the batch
+    row where it would start."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    candidates = (
+        sorted(p for p in path.rglob("*.parquet") if p.is_file()) if path.is_dir() else [path]
+    )
+    if not candidates:
+        raise DataError(f"{path}: no .parquet files in the directory")
+    rows: list[int] = []
+    for index, file in enumerate(candidates):
+        try:
+            rows.append(pq.ParquetFile(file).metadata.num_rows)
+        except (pa.ArrowInvalid, OSError) as exc:
+            start = sum(rows) + 1
+            raise DataError(
+                f"{file}: not a readable Parquet file (file {index + 1} of {len(candidates)}, "
+                f"batch row {start} onwards): {str(exc).splitlines()[0]}; "
+                "the whole batch is rejected"
+            ) from None
+    return EventFiles(tuple(candidates), tuple(rows))
+
+
+def _time_expr(dtype: pl.DataType, source: str) -> pl.Expr:
+    col = pl.col(TIME)
+    if isinstance(dtype, pl.Datetime):
+        zoned = (
+            col.dt.convert_time_zone("UTC") if dtype.time_zone else col.dt.replace_time_zone("UTC")
+        )
+        return zoned.dt.cast_time_unit("ns")
+    if dtype.is_numeric():
+        seconds = col.cast(pl.Float64)
+        return (seconds * 1e9).round(0).cast(pl.Int64).cast(pl.Datetime("ns", "UTC"))
+    if dtype == pl.String:
+        return col.str.to_datetime(time_unit="ns", time_zone="UTC", strict=False)
+    raise DataError(f"{source}: column 'timestamp' has type {dtype}, not a time or a number")
+
+
+def _scan_file(
+    path: Path, columns: ColumnMapping, default_event_type: str, first_row: int
+) -> pl.LazyFrame:
+    """One file as a lazy frame in the event contract plus ``_row`` (batch-wide, 0-based)."""
+    mapping = columns.model_dump()
+    names = set(pq.read_schema(path).names)
+    missing = [
+        f"{c!r} (looked for {mapping[c]!r})" for c in (USER, ITEM, TIME) if mapping[c] not in names
+    ]
+    if missing:
+        raise DataError(f"{path}: missing required column {', '.join(missing)}")
+    renames = {mapping[c]: c for c in (USER, ITEM, TIME, EVENT, VALUE) if mapping[c] in names}
+    lazy = pl.scan_parquet(path).rename(renames).with_row_index(ROW, offset=first_row - 1)
+    time_dtype = lazy.collect_schema()[TIME]
+    event = (
+        pl.col(EVENT).cast(pl.String).str.to_lowercase().fill_null(default_event_type)
+        if EVENT in renames.values()
+        else pl.lit(default_event_type)
+    )
+    value = pl.col(VALUE).cast(pl.Float64) if VALUE in renames.values() else pl.lit(None)
+    return lazy.select(
+        pl.col(USER).cast(pl.String),
+        pl.col(ITEM).cast(pl.String),
+        _time_expr(time_dtype, str(path)).alias(TIME),
+        event.alias(EVENT),
+        value.cast(pl.Float64).alias(VALUE),
+        pl.col(ROW),
+    )
+
+
+def scan_events(
+    files: EventFiles, columns: ColumnMapping | None = None, default_event_type: str = "interaction"
+) -> pl.LazyFrame:
+    """Every file of ``files`` as one lazy frame in the event contract (plus ``_row``, the
+    0-based batch-wide row number). Nothing is read until the frame is collected."""
+    columns = columns or ColumnMapping()
+    frames = [
+        _scan_file(path, columns, default_event_type, files.first_row(index))
+        for index, path in enumerate(files.paths)
+    ]
+    return pl.concat(frames, how="vertical")
+
+
+def _bad_rows(lazy: pl.LazyFrame) -> pl.LazyFrame:
+    blank = pl.col(USER).is_null() | (pl.col(USER).str.strip_chars() == "")
+    blank_item = pl.col(ITEM).is_null() | (pl.col(ITEM).str.strip_chars() == "")
+    return lazy.filter(blank | blank_item | pl.col(TIME).is_null())
+
+
+def check_files(
+    files: EventFiles, columns: ColumnMapping | None = None, default_event_type: str = "interaction"
+) -> None:
+    """Read every file once (lazily, three columns at a time) and raise :class:`DataError`
+    naming the first file and row whose user, item or time is empty or not a time.
+
+    Any file failing means the whole batch is rejected: nothing is returned to go on with.
+    """
+    columns = columns or ColumnMapping()
+    for index, path in enumerate(files.paths):
+        start = files.first_row(index)
+        try:
+            lazy = _scan_file(path, columns, default_event_type, start)
+            bad = _bad_rows(lazy).head(1).collect(engine="streaming")
+        except pl.exceptions.PolarsError as exc:
+            raise DataError(
+                f"{path}: cannot be read (batch rows {start}..{start + files.rows[index] - 1}): "
+                f"{str(exc).splitlines()[0]}; the whole batch is rejected"
+            ) from None
+        if len(bad):
+            row = int(bad[ROW][0]) + 1
+            column = next(
+                c for c in (USER, ITEM, TIME) if bad[c][0] is None or str(bad[c][0]).strip() == ""
+            )
+            problem = "is not a time" if column == TIME else "is empty"
+            raise DataError(
+                f"{path}: column {column!r} {problem} at row {row - start + 1} of the file "
+                f"(batch row {row}); the whole batch is rejected"
+            )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How the per-user work is split to stay inside the budget."""
+
+    passes: int
+    budget_mb: int
+    fixed_mb: float  # vocabulary + kept tails: held for the whole run
+    pass_mb: float  # one pass's events
+
+
+def plan_passes(n_rows: int, n_users: int, n_items: int, keep: int, budget_mb: int) -> Plan:
+    """The fewest passes whose events fit in what the budget leaves after the fixed part.
+
+    Raises :class:`DataError` naming ``data.memory_budget_mb`` when even the fixed part
+    (vocabulary and the kept tails, which no number of passes makes smaller) or one
+    pass's share at the maximum of 4096 passes does not fit."""
+    mib = 2**20
+    kept = min(n_rows, n_users * keep)
+    fixed = BASELINE_MB + ((n_users + n_items) * TOKEN_BYTES + kept * TAIL_BYTES) / mib
+    free = budget_mb - fixed
+    if free <= 0:
+        raise DataError(
+            f"{BUDGET_KEY}={budget_mb} is too small: the vocabulary ({n_users:,} users, "
+            f"{n_items:,} items) and each user's last {keep} events need about "
+            f"{math.ceil(fixed)} MB before any pass",
+            hint=f"raise it with --set {BUDGET_KEY}={math.ceil(fixed * 1.5)}",
+        )
+    passes = max(1, math.ceil(n_rows * ROW_BYTES / mib / free))
+    if passes > 4096:
+        raise DataError(
+            f"{BUDGET_KEY}={budget_mb} is too small for {n_rows:,} events "
+            f"(would need {passes:,} passes over the files)",
+            hint=f"raise it with --set {BUDGET_KEY}={math.ceil(fixed * 2)}",
+        )
+    return Plan(passes, budget_mb, round(fixed, 1), round(n_rows * ROW_BYTES / mib / passes, 1))
+
+
+def stream_vocabulary(lazy: pl.LazyFrame) -> Vocabulary:
+    """Sorted unique user and item tokens (the same as :meth:`Vocabulary.from_events`)."""
+    users = lazy.select(pl.col(USER).unique()).collect(engine="streaming")[USER].sort()
+    items = lazy.select(pl.col(ITEM).unique()).collect(engine="streaming")[ITEM].sort()
+    return Vocabulary(tuple(users.to_list()), tuple(items.to_list()))
+
+
+def _index_frame(tokens: tuple[str, ...], name: str, column: str, offset: int) -> pl.LazyFrame:
+    frame = pl.DataFrame({column: pl.Series(tokens, dtype=pl.String)})
+    return frame.with_row_index(name, offset=offset).lazy()
+
+
+def _tails_of_pass(
+    lazy: pl.LazyFrame,
+    vocab_frames: tuple[pl.LazyFrame, pl.LazyFrame],
+    part: int,
+    passes: int,
+    keep: int,
+) -> pl.DataFrame:
+    """(user index, item index, time ns) of the last ``keep`` events of every user in
+    pass ``part``, ordered by user then (time, input order).
+
+    The scan and the id joins stream; the pass's integer rows are then sorted in memory
+    (the join does not keep row order, so order is restored from time and row number)."""
+    users, items = vocab_frames
+    chosen = lazy.filter(pl.col(USER).hash(seed=0) % passes == part) if passes > 1 else lazy
+    rows = (
+        chosen.select(USER, ITEM, TIME, ROW)
+        .join(users, on=USER, how="left")
+        .join(items, on=ITEM, how="left")
+        .select(
+            pl.col(USER_IDX).cast(pl.Int64),
+            pl.col(ITEM_IDX).cast(pl.Int64),
+            pl.col(TIME).dt.epoch("ns").alias(TIME),
+            pl.col(ROW),
+        )
+        .collect(engine="streaming")
+        .sort([USER_IDX, TIME, ROW])
+    )
+    user = rows[USER_IDX].to_numpy()
+    ends = np.searchsorted(user, user, side="right")
+    from_end = ends - 1 - np.arange(len(user))
+    return rows.filter(pl.Series(from_end < keep)).drop(ROW)
+
+
+def stream_sequences(lazy: pl.LazyFrame, vocab: Vocabulary, keep: int, passes: int) -> Sequences:
+    """Each vocabulary user's last ``keep`` events as CSR sequences, in ``passes`` passes."""
+    frames = (
+        _index_frame(vocab.users, USER_IDX, USER, 0),
+        _index_frame(vocab.items, ITEM_IDX, ITEM, 1),
+    )
+    parts = []
+    for part in range(passes):
+        parts.append(_tails_of_pass(lazy, frames, part, passes, keep))
+        log.debug("pass %d/%d: %d tail events", part + 1, passes, len(parts[-1]))
+    tails = pl.concat(parts)
+    del parts
+    user = tails[USER_IDX].to_numpy()
+    order = np.argsort(user, kind="stable")  # passes interleave users; inside a user, time order
+    counts = np.bincount(user, minlength=vocab.n_users)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    items = tails[ITEM_IDX].to_numpy()[order]
+    times = tails[TIME].to_numpy()[order]
+    return Sequences(items, offsets, times)
+
+
+def tail_length(cfg: DataConfig) -> int:
+    """Events kept per user: leave-one-out's two targets plus a training window of
+    ``max_len + 1`` items."""
+    return cfg.max_len + 3
+
+
+def stream_prepare(path: str | Path, cfg: DataConfig) -> PreparedData:
+    """Vocabulary, per-user tails and the leave-one-out split of the Parquet file or
+    directory ``path``, in memory bounded by ``data.memory_budget_mb``.
+
+    Raises :class:`DataError` for an unreadable file (naming it and the row; the whole
+    batch is rejected), a budget too small (naming the config key) or a temporal split
+    (which needs a global time quantile this path does not compute yet)."""
+    if cfg.split != "leave_one_out":
+        raise DataError(
+            "the streaming data path supports data.split=leave_one_out only",
+            hint="use data.engine=memory for a temporal split",
+        )
+    files = list_event_files(path)
+    check_files(files, cfg.columns, cfg.default_event_type)
+    lazy = scan_events(files, cfg.columns, cfg.default_event_type)
+    vocab = stream_vocabulary(lazy)
+    if vocab.n_users == 0:
+        raise DataError(f"{path}: the dataset has no events")
+    keep = tail_length(cfg)
+    plan = plan_passes(files.n_rows, vocab.n_users, vocab.n_items, keep, cfg.memory_budget_mb)
+    log.info(
+        "%s: %d events in %d file(s), %d pass(es) within %s=%d",
+        path,
+        files.n_rows,
+        len(files.paths),
+        plan.passes,
+        BUDGET_KEY,
+        cfg.memory_budget_mb,
+    )
+    seqs = stream_sequences(lazy, vocab, keep, plan.passes)
+    split = leave_one_out(seqs, vocab.n_items, cfg.max_len, cfg.min_user_events)
+    return PreparedData(vocab, seqs, split)

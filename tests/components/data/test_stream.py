@@ -1,0 +1,118 @@
+"""The bounded-memory data path gives the in-memory path's vocabulary and split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from components.data.config import DataConfig, SyntheticConfig
+from components.data.prepare import prepare
+from components.data.stream import (
+    BUDGET_KEY,
+    list_event_files,
+    plan_passes,
+    stream_prepare,
+    tail_length,
+    write_events_dataset,
+)
+from components.data.synthetic import iter_event_chunks
+from components.errors import DataError
+
+SYNTH = SyntheticConfig(
+    n_users=300, n_items=80, n_events=12_000, start="2024-01-01T00:00:00Z", seed=3
+)
+
+
+PER_FILE = 3_000
+
+
+def _generated() -> pd.DataFrame:
+    return pd.concat(list(iter_event_chunks(SYNTH, PER_FILE)), ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("parts")
+    write_events_dataset(SYNTH, folder, events_per_file=PER_FILE)
+    return folder
+
+
+def test_partitioned_files_hold_the_generated_events(parts: Path) -> None:
+    files = list_event_files(parts)
+    assert len(files.paths) >= 3
+    assert files.n_rows == SYNTH.n_events
+    written = pd.concat([pd.read_parquet(p) for p in files.paths], ignore_index=True)
+    expected = _generated()
+    pd.testing.assert_frame_equal(written, expected, check_dtype=False)
+
+
+@pytest.mark.parametrize("budget", [4096, 351])
+def test_stream_prepare_equals_the_in_memory_split(parts: Path, budget: int) -> None:
+    cfg = DataConfig(max_len=6, memory_budget_mb=budget)
+    streamed = stream_prepare(parts, cfg)
+    plan = plan_passes(SYNTH.n_events, SYNTH.n_users, SYNTH.n_items, tail_length(cfg), budget)
+    assert (plan.passes > 1) == (budget < 1000)
+    full = prepare(_generated(), cfg)
+    assert streamed.vocab == full.vocab
+    for name in ("valid", "test"):
+        ours, theirs = getattr(streamed.split, name), getattr(full.split, name)
+        np.testing.assert_array_equal(ours.users, theirs.users)
+        assert torch.equal(ours.histories, theirs.histories)
+        assert torch.equal(ours.targets, theirs.targets)
+    # training windows (the last max_len + 1 items) are the same for every user
+    assert torch.equal(
+        streamed.split.train.padded(cfg.max_len + 1), full.split.train.padded(cfg.max_len + 1)
+    )
+    assert streamed.sequences.lengths.max() == tail_length(cfg)
+
+
+def test_small_budget_uses_more_passes_with_the_same_result() -> None:
+    assert (
+        plan_passes(10_000_000, 200_000, 50_000, 53, 1024).passes
+        > plan_passes(10_000_000, 200_000, 50_000, 53, 8192).passes
+    )
+
+
+def test_budget_too_small_names_the_config_key(parts: Path) -> None:
+    with pytest.raises(DataError, match=BUDGET_KEY.replace(".", r"\.")):
+        stream_prepare(parts, DataConfig(max_len=6, memory_budget_mb=64))
+
+
+def _copy_parts(parts: Path, target: Path) -> list[Path]:
+    target.mkdir()
+    copies = []
+    for path in sorted(parts.glob("*.parquet")):
+        copies.append(target / path.name)
+        copies[-1].write_bytes(path.read_bytes())
+    return copies
+
+
+def test_corrupt_file_in_the_middle_rejects_the_batch_naming_it(
+    parts: Path, tmp_path: Path
+) -> None:
+    copies = _copy_parts(parts, tmp_path / "batch")
+    middle = copies[len(copies) // 2]
+    middle.write_bytes(middle.read_bytes()[:100])
+    with pytest.raises(DataError, match=rf"{middle.name}: not a readable Parquet file.*batch row"):
+        stream_prepare(tmp_path / "batch", DataConfig(max_len=6))
+
+
+def test_bad_row_in_the_middle_file_names_file_and_row(parts: Path, tmp_path: Path) -> None:
+    copies = _copy_parts(parts, tmp_path / "batch")
+    middle = copies[1]
+    frame = pd.read_parquet(middle)
+    frame["timestamp"] = frame["timestamp"].astype(str)
+    frame.loc[16, "timestamp"] = "not a time"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), middle)
+    before = pq.ParquetFile(copies[0]).metadata.num_rows
+    with pytest.raises(
+        DataError,
+        match=rf"{middle.name}: column 'timestamp' is not a time at row 17 of the file \(batch row {before + 17}\)",
+    ):
+        stream_prepare(tmp_path / "batch", DataConfig(max_len=6))
