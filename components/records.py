@@ -6,6 +6,8 @@ the model's metadata, the gate adds its decision, the deploy step adds what it d
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
@@ -77,11 +79,51 @@ class RunRecord(BaseModel):
     bento_tag: str | None = None
     deployed_at: datetime | None = None
     report_path: str | None = None
+    #: candidate / champion / rejected once trained; ``running`` while it trains (with
+    #: ``owner``), ``failed`` when training raised, ``interrupted`` when its process died
     status: str = "candidate"
+    #: ``"<pid>:<create time>"`` of the training process while ``status`` is ``running``
+    owner: str | None = None
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.model_dump_json(indent=2))
+        """Write the record whole or not at all (a kill or a full disk never tears it)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(self.model_dump_json(indent=2))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: str | Path) -> RunRecord:
         return cls.model_validate_json(Path(path).read_text())
+
+
+RUNNING = "running"
+INTERRUPTED = "interrupted"
+FAILED = "failed"  # training raised (the error went to the caller)
+#: what an interrupted run leaves that nothing can use: a bundle being written and the
+#: Lightning checkpoints (weights only, no optimizer state: not resumable)
+_UNUSABLE = ("model", "checkpoints")
+
+
+def recover_interrupted(record_path: Path) -> RunRecord | None:
+    """Mark the run at ``record_path`` ``interrupted`` when it is ``running`` but its owner
+    process is gone (a ``kill -9``, an OOM kill, a lost machine), and delete its half-written
+    bundle and checkpoints. Returns the record when it changed it, else None."""
+    from components.owner import owner_alive
+
+    try:
+        record = RunRecord.load(record_path)
+    except (OSError, ValueError):
+        return None
+    if record.status != RUNNING or (record.owner and owner_alive(record.owner)):
+        return None
+    for name in _UNUSABLE:
+        shutil.rmtree(record_path.parent / name, ignore_errors=True)
+    for partial in record_path.parent.glob(".model.*.tmp"):
+        shutil.rmtree(partial, ignore_errors=True)
+    interrupted = record.model_copy(update={"status": INTERRUPTED, "owner": None})
+    interrupted.save(record_path)
+    return interrupted

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from components.config import RecopsConfig
-from components.records import RunRecord
+from components.records import RUNNING, RunRecord, recover_interrupted
 from components.workspace import Workspace
 
 RECORD_FILE = "run_record.json"
@@ -31,7 +31,7 @@ class RunLine(BaseModel):
     created_at: datetime
     model_name: str
     model_version: str | None
-    status: str  # champion / rejected / candidate (stopped before the gate)
+    status: str  # champion / rejected / candidate (stopped before the gate) / running / failed / interrupted
     ndcg_at_10: float | None
     report_path: str | None
 
@@ -70,13 +70,17 @@ class WorkspaceStatus(BaseModel):
 
 
 def run_records(ws: Workspace) -> list[RunRecord]:
-    """Every retrain run record in the workspace, newest first (unreadable ones skipped)."""
+    """Every retrain run record in the workspace, newest first (unreadable ones skipped);
+    a run whose training process died is marked ``interrupted`` first."""
     records = []
     for path in ws.runs_dir.glob(f"*/{RECORD_FILE}"):
         try:
-            records.append(RunRecord.load(path))
+            record = RunRecord.load(path)
         except (OSError, ValueError):
             continue
+        if record.status == RUNNING:
+            record = recover_interrupted(path) or record
+        records.append(record)
     return sorted(records, key=lambda r: r.created_at, reverse=True)
 
 

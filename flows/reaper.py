@@ -17,6 +17,8 @@ from pathlib import Path
 
 import psutil
 
+from components.owner import owner_alive, owner_marker
+
 log = logging.getLogger(__name__)
 
 OWNER_ENV = "RECOPS_OWNER"  # "<pid>:<create time>" of the recops process that ran flows
@@ -25,21 +27,11 @@ SERVER_APP = "prefect.server.api.server:create_app"
 
 def mark_owner() -> None:
     """Record this process as the owner of any temporary server it will start."""
-    me = psutil.Process()
-    os.environ[OWNER_ENV] = f"{me.pid}:{me.create_time():.3f}"
+    os.environ[OWNER_ENV] = owner_marker()
 
 
 def _prefect_home(env: dict[str, str]) -> str:
     return str(Path(env.get("PREFECT_HOME", "~/.prefect")).expanduser().resolve())
-
-
-def _owner_alive(marker: str) -> bool:
-    pid, _, created = marker.partition(":")
-    try:
-        owner = psutil.Process(int(pid))
-        return abs(owner.create_time() - float(created)) < 1.0
-    except (ValueError, psutil.Error):
-        return False
 
 
 def orphaned_servers() -> list[psutil.Process]:
@@ -54,7 +46,7 @@ def orphaned_servers() -> list[psutil.Process]:
             marker = env.get(OWNER_ENV)
             if env.get("PREFECT__SERVER_EPHEMERAL") != "1" or not marker:
                 continue
-            if _prefect_home(env) == home and not _owner_alive(marker):
+            if _prefect_home(env) == home and not owner_alive(marker):
                 found.append(proc)
     return found
 

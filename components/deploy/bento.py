@@ -33,7 +33,13 @@ import yaml
 
 from components.deploy.auth import decide_auth
 from components.deploy.config import BentoBuildConfig, ServeConfig
-from components.errors import DeployFailed, RecopsError
+from components.errors import (
+    DeployFailed,
+    RecopsError,
+    StorageFull,
+    full_disk_is_one_line,
+    storage_full,
+)
 from components.evaluation.metrics import HEADLINE_METRICS
 from components.features.config import FeaturesConfig
 from components.workspace import Workspace
@@ -189,22 +195,15 @@ def build_bento(
         model = ModelRegistry(workspace).get(version)
     except RecopsError as exc:
         raise DeployFailed(f"cannot build a bento for {version}: {exc}") from exc
-    job = BuildJob(
-        bentofile=str(write_bentofile(workspace, model, deploy_cfg)),
-        args=service_args(workspace, model, serve_cfg, features_cfg, auth_required),
-        model_tag=model.tag,
-        model_dir=model.path,
-        home=str(workspace.bentoml_home.resolve()),
-    )
-    try:
-        tag, path = run_build(job) if import_model(job) else build_in_child(job)
-    except DeployFailed:
-        raise
-    except Exception as exc:  # BentoML raises many types; the user needs one line
-        log.exception("bento build failed")
-        raise DeployFailed(
-            f"bento build for {model.version} failed: {exc}".splitlines()[0]
-        ) from exc
+    with full_disk_is_one_line():  # exit 12 and "free disk space", not "the build failed"
+        job = BuildJob(
+            bentofile=str(write_bentofile(workspace, model, deploy_cfg)),
+            args=service_args(workspace, model, serve_cfg, features_cfg, auth_required),
+            model_tag=model.tag,
+            model_dir=model.path,
+            home=str(workspace.bentoml_home.resolve()),
+        )
+        tag, path = _build(job, model.version)
     log.info("built bento %s for model %s", tag, model.version)
     return BuiltBento(tag=tag, version=model.version, path=Path(path))
 
@@ -220,6 +219,18 @@ class BuildJob:
     home: str  # the BentoML home the bento must land in
 
 
+def _build(job: BuildJob, version: str) -> tuple[str, str]:
+    try:
+        return run_build(job) if import_model(job) else build_in_child(job)
+    except (DeployFailed, StorageFull):
+        raise
+    except Exception as exc:  # BentoML raises many types; the user needs one line
+        if storage_full(exc) is not None:
+            raise
+        log.exception("bento build failed")
+        raise DeployFailed(f"bento build for {version} failed: {exc}".splitlines()[0]) from exc
+
+
 def import_model(job: BuildJob) -> bool:
     """Put the registered model into this process's BentoML model store; False when that
     store is not ``job.home`` (this process is bound to another workspace)."""
@@ -230,17 +241,36 @@ def import_model(job: BuildJob) -> bool:
 
     try:
         found = bentoml.models.get(job.model_tag)
+        if not same_files(Path(job.model_dir), Path(found.path)):  # torn by a full disk
+            log.warning("BentoML's copy of %s is incomplete; copying it again", job.model_tag)
+            bentoml.models.delete(job.model_tag)
+            raise NotFound(job.model_tag)
     except NotFound:
         info = model_info(Path(job.model_dir))
-        with bentoml.models.create(
-            job.model_tag, labels=info.get("labels"), metadata=info.get("metadata")
-        ) as created:
-            shutil.copytree(job.model_dir, created.path, dirs_exist_ok=True)
+        try:
+            with bentoml.models.create(
+                job.model_tag, labels=info.get("labels"), metadata=info.get("metadata")
+            ) as created:
+                shutil.copytree(job.model_dir, created.path, dirs_exist_ok=True)
+        except BaseException:  # a full disk mid-save: keep no half model in the store
+            name, _, version = job.model_tag.partition(":")
+            shutil.rmtree(Path(job.home) / "models" / name / version, ignore_errors=True)
+            raise
         found = bentoml.models.get(job.model_tag)
     if Path(found.path).resolve().is_relative_to(Path(job.home)):
         return True
     log.info("BentoML in this process uses another store; building %s in a child", job.model_tag)
     return False
+
+
+def same_files(source: Path, copy: Path) -> bool:
+    """Whether ``copy`` has every file of ``source`` with the same size."""
+    for path in source.rglob("*"):
+        if path.is_file():
+            twin = copy / path.relative_to(source)
+            if not twin.is_file() or twin.stat().st_size != path.stat().st_size:
+                return False
+    return True
 
 
 def run_build(job: BuildJob) -> tuple[str, str]:
@@ -268,6 +298,11 @@ def build_in_child(job: BuildJob) -> tuple[str, str]:
         timeout=600,
     )
     lines = done.stdout.strip().splitlines()
+    if done.returncode == StorageFull.exit_code:
+        raise StorageFull(
+            f"no space left on device building the bento for {job.model_tag}",
+            hint="free disk space in the workspace and deploy again; the build kept nothing",
+        )
     if done.returncode != 0 or not lines:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise DeployFailed(f"bento build in a child process failed: {tail}")
@@ -280,9 +315,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="build a recops bento (internal)")
     parser.add_argument("job", help="BuildJob as JSON")
     job = BuildJob(**json.loads(parser.parse_args().job))
-    if not import_model(job):
-        raise SystemExit(f"BENTOML_HOME is not {job.home}")
-    tag, path = run_build(job)
+    try:
+        if not import_model(job):
+            raise SystemExit(f"BENTOML_HOME is not {job.home}")
+        tag, path = run_build(job)
+    except Exception as exc:
+        if storage_full(exc) is None:
+            raise
+        print(f"no space left on device: {exc}", file=sys.stderr)
+        raise SystemExit(StorageFull.exit_code) from exc
     print(json.dumps({"tag": tag, "path": path}))
 
 

@@ -7,6 +7,7 @@ the bundle in ``run_dir``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import uuid
 from dataclasses import dataclass
@@ -17,7 +18,15 @@ from typing import Any
 from components.config import RecopsConfig
 from components.data.prepare import PreparedData
 from components.evaluation.breakdown import breakdowns
-from components.records import RunRecord, code_revision
+from components.owner import owner_marker
+from components.records import (
+    FAILED,
+    INTERRUPTED,
+    RUNNING,
+    RunRecord,
+    code_revision,
+    recover_interrupted,
+)
 from components.training.trainer import TrainResult, train_model
 
 RUN_RECORD = "run_record.json"
@@ -44,10 +53,16 @@ def train(
     data_version: str | None = None,
 ) -> TrainedRun:
     """Train ``cfg.model`` with ``cfg.train`` on ``prepared``; save bundle and record in
-    ``run_dir`` (the run id is the folder's name)."""
+    ``run_dir`` (the run id is the folder's name).
+
+    The record is written first with status ``running`` and this process as its owner,
+    so a run killed mid-training is found by the next reader (``recops status``, the next
+    training) and marked ``interrupted``, its half-written files deleted
+    (:func:`components.records.recover_interrupted`). The next run starts from scratch:
+    checkpoints hold weights only, and the next run's data version may differ."""
+    recover_runs(run_dir.parent)
     run_dir.mkdir(parents=True, exist_ok=True)
-    result = train_model(prepared, cfg.model, cfg.train, cfg.eval, run_dir)
-    record = RunRecord(
+    started = RunRecord(
         run_id=run_dir.name,
         model_name=cfg.model.name,
         config=cfg.model_dump(mode="json"),
@@ -55,17 +70,40 @@ def train(
         code_rev=code_revision(),
         data_version=data_version,
         split=prepared.split.summary(),
-        train_seconds=result.train_seconds,
-        epochs=result.epochs,
-        metrics_valid=result.metrics_valid,
-        metrics_test=result.metrics_test,
-        history=finite_history(result.history),
-        seen_offset=result.bundle.model.learned_seen_offset(),
-        breakdowns=record_breakdowns(prepared, result),
         artifact_dir=str(run_dir),
+        status=RUNNING,
+        owner=owner_marker(),
+    )
+    started.save(run_dir / RUN_RECORD)
+    try:
+        result = train_model(prepared, cfg.model, cfg.train, cfg.eval, run_dir)
+    except BaseException as exc:
+        ended = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED
+        with contextlib.suppress(OSError):  # a full disk may refuse this write too
+            started.model_copy(update={"status": ended, "owner": None}).save(run_dir / RUN_RECORD)
+        raise
+    record = started.model_copy(
+        update=dict(
+            train_seconds=result.train_seconds,
+            epochs=result.epochs,
+            metrics_valid=result.metrics_valid,
+            metrics_test=result.metrics_test,
+            history=finite_history(result.history),
+            seen_offset=result.bundle.model.learned_seen_offset(),
+            breakdowns=record_breakdowns(prepared, result),
+            status="candidate",
+            owner=None,
+        )
     )
     record.save(run_dir / RUN_RECORD)
     return TrainedRun(result, record)
+
+
+def recover_runs(runs_dir: Path) -> list[RunRecord]:
+    """Mark every run under ``runs_dir`` whose training process died ``interrupted``
+    (and delete what it half wrote); the records it changed."""
+    found = (recover_interrupted(path) for path in runs_dir.glob(f"*/{RUN_RECORD}"))
+    return [record for record in found if record is not None]
 
 
 def finite_history(history: list[dict[str, float]]) -> list[dict[str, float | None]]:

@@ -31,6 +31,8 @@ import json
 import logging
 import os
 import re
+import shutil
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +44,8 @@ from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict
 
 from components.errors import RegistryError
+from components.faults import pause_point
+from components.owner import owner_alive, owner_marker
 from components.records import RunRecord
 from components.registry.history import (
     Action,
@@ -63,6 +67,8 @@ log = logging.getLogger(__name__)
 TAG_PREFIX = "recops-"
 RECORD_FILE = "run_record.json"
 MODEL_FILE = "model.json"  # tag, labels, metadata, created_at
+OWNER_FILE = ".owner"  # in a staging folder: the registering process (components.owner)
+STAGING_GRACE_S = 600.0  # a staging folder without an owner marker is left alone this long
 LOCK_TIMEOUT_S = 120.0
 
 
@@ -228,8 +234,10 @@ class ModelRegistry:
         version = new_version()
         tag = f"{tag_name_for(record.model_name)}:{version}"
         self.models_dir.mkdir(parents=True, exist_ok=True)
+        self._remove_dead_staging()
         staging = self.models_dir / f".{version}.tmp"
         staging.mkdir(parents=True)
+        (staging / OWNER_FILE).write_text(owner_marker())
         bundle.save(staging)
         stored = record.model_copy(update={"model_version": version, "status": "candidate"})
         stored.save(staging / RECORD_FILE)
@@ -242,6 +250,8 @@ class ModelRegistry:
                 "created_at": datetime.now().astimezone().isoformat(),
             },
         )
+        pause_point("registry.before_publish")
+        (staging / OWNER_FILE).unlink()
         os.replace(staging, self.models_dir / version)  # visible whole or not at all
         with self._transaction() as (_, state):
             self._append(
@@ -258,6 +268,18 @@ class ModelRegistry:
             )
         log.info("registered %s (%s)", tag, record.model_name)
         return self.get(version)
+
+    def _remove_dead_staging(self) -> None:
+        """Delete the staging folders of registrations whose process died (a ``kill -9``
+        mid-write); those of live processes (a concurrent register) stay."""
+        for staging in self.models_dir.glob(".*.tmp"):
+            try:
+                alive = owner_alive((staging / OWNER_FILE).read_text())
+            except OSError:  # no marker yet: a registration that just began, or died then
+                alive = _age_s(staging) < STAGING_GRACE_S
+            if not alive:
+                log.warning("registry: removing %s, left by a killed registration", staging)
+                shutil.rmtree(staging, ignore_errors=True)
 
     def promote(
         self, version: str, *, actor: str, reason: str, gate: dict[str, Any] | None = None
@@ -507,6 +529,13 @@ class ModelRegistry:
                 write_json_atomic(path, info)
             except (OSError, ValueError) as exc:
                 log.warning("registry: could not mirror status into %s: %s", path, exc)
+
+
+def _age_s(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def model_info(directory: Path) -> dict[str, Any]:

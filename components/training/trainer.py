@@ -10,6 +10,8 @@ bundle saved under ``run_dir/model``.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from components.data.prepare import PreparedData
 from components.errors import ConfigError, TrainingError
 from components.evaluation.config import EvalConfig
 from components.evaluation.metrics import evaluate
+from components.faults import armed, pause_point
 from components.features.config import FeaturesConfig
 from components.features.item_content import ItemContent, TextSettings, item_content
 from components.models.bundle import ModelBundle
@@ -98,6 +101,21 @@ def progress_bar_wanted(train_cfg: TrainConfig) -> bool:
     return train_cfg.progress_bar and stdout_is_terminal()
 
 
+MID_EPOCH = "training.mid_epoch"
+
+
+class _PauseMidEpoch(pl.Callback):
+    """Fault injection: stop at ``training.mid_epoch`` (inside an epoch, after the first
+    checkpoint was written) for the test to kill the process."""
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        saved = trainer.checkpoint_callback
+        if batch_idx >= 1 and saved is not None and getattr(saved, "best_model_path", ""):
+            pause_point(MID_EPOCH)
+
+
 def _trainer(
     train_cfg: TrainConfig, monitor: str, run_dir: Path
 ) -> tuple[pl.Trainer, ModelCheckpoint, EpochProgress]:
@@ -114,6 +132,8 @@ def _trainer(
     bar = progress_bar_wanted(train_cfg)
     progress = EpochProgress(train_cfg.monitor_k, periodic=not bar)
     callbacks: list[pl.Callback] = [checkpoint, stopper, progress]
+    if armed(MID_EPOCH):
+        callbacks.append(_PauseMidEpoch())
     if bar:
         from lightning.pytorch.callbacks import RichProgressBar
 
@@ -202,6 +222,19 @@ def _fit(
         history=progress.history,
         is_global_zero=trainer.is_global_zero,
     )
+
+
+def save_whole(bundle: ModelBundle, directory: Path) -> None:
+    """Save ``bundle`` into ``directory`` whole or not at all: written beside it, then
+    renamed, so a kill or a full disk never leaves a half-written bundle there."""
+    staging = directory.with_name(f".{directory.name}.{os.getpid()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        bundle.save(staging)
+        shutil.rmtree(directory, ignore_errors=True)
+        os.replace(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def text_settings(features_cfg: FeaturesConfig | None) -> TextSettings:
@@ -308,7 +341,7 @@ def train_model(
     )
     bundle_dir = run_dir / "model"
     if outcome.is_global_zero:  # under DDP only rank 0 writes the bundle
-        bundle.save(bundle_dir)
+        save_whole(bundle, bundle_dir)
     log.info(
         "%s: valid ndcg@10=%.4f test ndcg@10=%.4f after %d epochs (%.1fs)",
         model_cfg.name,

@@ -55,11 +55,18 @@ def recops(tmp_path: Path, *args: str, timeout: float = 300, **env: str) -> Done
     return Done(done.returncode, done.stdout, done.stderr)
 
 
-def kill_at(tmp_path: Path, point: str, *args: str, timeout: float = 300) -> int:
-    """Start ``recops ARGS``, wait until it reaches ``point``, then SIGKILL it; its pid."""
+def kill_at(
+    tmp_path: Path,
+    point: str,
+    *args: str,
+    timeout: float = 300,
+    python: list[str] | None = None,
+) -> int:
+    """Start ``recops ARGS`` (or the ``python`` command line with ARGS), wait until it
+    reaches ``point``, then SIGKILL it; its pid."""
     marker = tmp_path / f"reached-{point}-{time.monotonic_ns()}"
     proc = subprocess.Popen(
-        [*CLI, *args],
+        [*(python or CLI), *args],
         env=cli_env(tmp_path, RECOPS_FAULT_POINT=point, RECOPS_FAULT_FILE=str(marker)),
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,

@@ -1,17 +1,36 @@
-"""``kill -9`` of ``recops run`` while it versions the batch (its flow's temporary Prefect
-server running): the next command reaps the server and finds the data as before."""
+"""``kill -9`` of ``recops run`` mid-epoch (its flow's temporary Prefect server running, its
+dataset version accepted, a champion in the registry), and of a registration between
+writing the model and publishing it: the next command reaps the server, marks the run
+``interrupted`` and deletes what it half wrote, the champion and the data are as before,
+and the next run goes through without a human."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import sys
 
 import psutil
 import pytest
 
-from tests.faults.conftest import kill_at, recops
+from components.data.config import SyntheticConfig
+from components.data.synthetic import generate_events
+from components.registry.store import ModelRegistry
+from components.versioning.dvc_store import DatasetStore
+from components.workspace import Workspace
+from tests.faults.conftest import kill_at, recops, rows
+from tests.services.conftest import register
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
+
+SMALL = [
+    "--set",
+    "deploy.target=none",
+    "--set",
+    "train.batch_size=16",
+    "--set",
+    "features.enabled=false",
+]
 
 
 def _servers_owned_by(pid: int) -> list[psutil.Process]:
@@ -24,17 +43,65 @@ def _servers_owned_by(pid: int) -> list[psutil.Process]:
     return found
 
 
-def test_a_killed_run_leaves_no_server_and_no_half_version(tmp_path, event_batches):
+def test_a_run_killed_mid_epoch_is_recorded_and_the_next_run_succeeds(tmp_path, event_batches):
     week1, _ = event_batches
-    ws = tmp_path / "ws"
-    args = ["run", "--data", str(week1), "--format", "csv", "-w", str(ws)]
-    killed = kill_at(tmp_path, "versioning.after_dvc_add", *args, "--set", "deploy.target=none")
+    ws = Workspace.at(tmp_path / "ws").activate()
+    registry = ModelRegistry(ws)
+    events = generate_events(SyntheticConfig(n_users=80, n_items=60, n_events=3000, seed=11))
+    champion = register(registry, events, seed=1, ndcg=0.01).version
+    registry.promote(champion, actor="test", reason="first")
+    history_before = registry.history()
+
+    args = ["run", "--data", str(week1), "--format", "csv", "-w", str(ws.root), *SMALL]
+    killed = kill_at(tmp_path, "training.mid_epoch", *args)
     leaked = _servers_owned_by(killed)
     assert leaked, "the killed run's temporary Prefect server outlived it"
+    [run_dir] = list(ws.runs_dir.iterdir())
+    assert (run_dir / "checkpoints").exists(), "killed before any checkpoint: not mid-training"
 
-    listed = recops(tmp_path, "data", "versions", "--json", "-w", str(ws))
-    assert listed.rc == 0 and json.loads(listed.out) == [], listed.err
+    status = recops(tmp_path, "status", "--json", "-w", str(ws.root))  # a reader recovers
+    assert status.rc == 0, status.err
+    [line] = json.loads(status.out)["runs"]
+    assert (line["run_id"], line["status"]) == (run_dir.name, "interrupted")
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "model").exists()
+    assert registry.history() == history_before and registry.state().champion == champion
+    assert [v.n_rows for v in DatasetStore(ws).versions()] == [rows(week1)]  # kept, once
     for proc in leaked:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.wait(timeout=15)
     assert not _servers_owned_by(killed)
+
+    again = recops(tmp_path, *args, "--set", "train.max_epochs=2")  # no stale lock, no human
+    assert again.rc == 0, again.err
+    assert [v.n_rows for v in DatasetStore(ws).versions()] == [rows(week1)]  # not appended twice
+    statuses = {
+        r["run_id"]: r["status"]
+        for r in json.loads(recops(tmp_path, "status", "--json", "-w", str(ws.root)).out)["runs"]
+    }
+    assert statuses[run_dir.name] == "interrupted"
+    assert {s for r, s in statuses.items() if r != run_dir.name} <= {"champion", "rejected"}
+    assert len(registry.list()) == 2
+
+
+def test_a_registration_killed_before_publishing_leaves_nothing(tmp_path):
+    ws = Workspace.at(tmp_path / "ws").activate()
+    script = (
+        "import sys; from components.data.config import SyntheticConfig; "
+        "from components.data.synthetic import generate_events; "
+        "from components.registry.store import ModelRegistry; "
+        "from components.workspace import Workspace; "
+        "from tests.services.conftest import register; "
+        "events = generate_events(SyntheticConfig(n_users=30, n_items=20, n_events=400, seed=1)); "
+        "register(ModelRegistry(Workspace.at(sys.argv[1])), events, seed=1, ndcg=0.1)"
+    )
+    kill_at(
+        tmp_path, "registry.before_publish", str(ws.root), python=[sys.executable, "-c", script]
+    )
+    registry = ModelRegistry(ws)
+    assert registry.list() == [] and len(list(registry.models_dir.glob(".*.tmp"))) == 1
+
+    events = generate_events(SyntheticConfig(n_users=30, n_items=20, n_events=400, seed=1))
+    fresh = register(registry, events, seed=2, ndcg=0.1)  # the next registration cleans up
+    assert [v.version for v in registry.list()] == [fresh.version]
+    assert list(registry.models_dir.glob(".*.tmp")) == []
+    assert {p.name for p in registry.models_dir.iterdir()} == {fresh.version}
