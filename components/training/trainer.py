@@ -112,7 +112,7 @@ class _PauseMidEpoch(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         saved = trainer.checkpoint_callback
-        if batch_idx >= 1 and saved is not None and getattr(saved, "best_model_path", ""):
+        if batch_idx >= 1 and isinstance(saved, ModelCheckpoint) and saved.best_model_path:
             pause_point(MID_EPOCH)
 
 
