@@ -227,7 +227,9 @@ class Plan:
     pass_mb: float  # one pass's events
 
 
-def plan_passes(n_rows: int, n_users: int, n_items: int, keep: int, budget_mb: int) -> Plan:
+def plan_passes(
+    n_rows: int, n_users: int, n_items: int, keep: int, budget_mb: int, row_bytes: int = ROW_BYTES
+) -> Plan:
     """The fewest passes whose events fit in what the budget leaves after the fixed part.
 
     Raises :class:`DataError` naming ``data.memory_budget_mb`` when even the fixed part
@@ -244,14 +246,14 @@ def plan_passes(n_rows: int, n_users: int, n_items: int, keep: int, budget_mb: i
             f"{math.ceil(fixed)} MB before any pass",
             hint=f"raise it with --set {BUDGET_KEY}={math.ceil(fixed * 1.5)}",
         )
-    passes = max(1, math.ceil(n_rows * ROW_BYTES / mib / free))
+    passes = max(1, math.ceil(n_rows * row_bytes / mib / free))
     if passes > 4096:
         raise DataError(
             f"{BUDGET_KEY}={budget_mb} is too small for {n_rows:,} events "
             f"(would need {passes:,} passes over the files)",
             hint=f"raise it with --set {BUDGET_KEY}={math.ceil(fixed * 2)}",
         )
-    return Plan(passes, budget_mb, round(fixed, 1), round(n_rows * ROW_BYTES / mib / passes, 1))
+    return Plan(passes, budget_mb, round(fixed, 1), round(n_rows * row_bytes / mib / passes, 1))
 
 
 def stream_vocabulary(lazy: pl.LazyFrame) -> Vocabulary:

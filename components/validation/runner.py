@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,8 +21,10 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pandas as pd
+import polars as pl
 from filelock import FileLock
 
+from components.data.config import ColumnMapping
 from components.data.schema import ITEM, USER, VALUE
 from components.quiet import quiet_environment, quiet_loggers
 from components.validation.config import ValidationConfig
@@ -47,6 +50,9 @@ _CONTEXTS: dict[Path, Any] = {}
 _CONTEXT_GUARD = threading.Lock()
 _EXAMPLES = 5
 NOT_EVALUATED = "not evaluated"
+#: bytes one event costs while a pass is validated (polars rows, the pandas chunk, the
+#: derived columns and GX's working copies); measured with ``recops bench validation``
+GX_ROW_BYTES = 400
 
 
 def _quiet_gx() -> None:
@@ -252,15 +258,26 @@ def _validate_rows(
     expectations = event_expectations(
         cfg, with_catalogue=catalogue is not None, with_value=VALUE in events.columns
     )
-    checkpoint = _checkpoint(context, EVENTS_SUITE, expectations)
     duplicates = duplicate_flags(events)
-    merged: dict[str, _Merged] = {}
-    pages: list[str] = []
-    chunks = _chunks(events, cfg.chunk_rows)
-    for number, (lo, hi) in enumerate(chunks):
-        frame = with_derived_columns(
+    chunks = (
+        with_derived_columns(
             events.iloc[lo:hi], None if duplicates is None else duplicates[lo:hi], catalogue
         )
+        for lo, hi in _chunks(events, cfg.chunk_rows)
+    )
+    return _validate_chunks(context, expectations, chunks, batch_id)
+
+
+def _validate_chunks(
+    context, expectations: list, chunks: Iterable[pd.DataFrame], batch_id: str
+) -> tuple[list[ExpectationResult], list[str]]:
+    """Run the events suite on each chunk (derived columns included) and merge the
+    results into one per check (counts summed, ``mostly`` applied to the batch-wide
+    share). Only one chunk is alive at a time."""
+    checkpoint = _checkpoint(context, EVENTS_SUITE, expectations)
+    merged: dict[str, _Merged] = {}
+    pages: list[str] = []
+    for number, frame in enumerate(chunks):
         run = _run_checkpoint(context, checkpoint, frame, f"{batch_id}-part{number}")
         if run.docs_page:
             pages.append(run.docs_page)
@@ -278,8 +295,8 @@ def _validate_rows(
             if column is not None and column not in frame.columns:
                 merged[check].column_missing = True
             merged[check].add(er)
+        log.debug("validated chunk %d (%d rows) of batch %s", number, len(frame), batch_id)
         del frame
-        log.debug("validated rows %d-%d of batch %s", lo, hi, batch_id)
     order = [e.meta["check"] for e in expectations]
     return [merged[c].finish() for c in order if c in merged], pages
 
@@ -389,6 +406,118 @@ def validate_events(
         validated_at=datetime.now(timezone.utc),
         seconds=round(seconds, 3),
         n_chunks=n_chunks,
+        data_docs_pages=pages,
+    )
+
+
+def file_batch_stats(lazy: pl.LazyFrame, n_rows: int, batch_id: str | None) -> BatchStats:
+    """:func:`batch_stats` of a lazy contract frame, computed by polars' streaming engine."""
+    from components.data.schema import TIME
+
+    row = lazy.select(
+        pl.col(USER).n_unique().alias("users"),
+        pl.col(ITEM).n_unique().alias("items"),
+        pl.col(TIME).min().alias("first"),
+        pl.col(TIME).max().alias("last"),
+    ).collect(engine="streaming")
+    first, last = row["first"][0], row["last"][0]
+    return BatchStats(
+        batch_id=batch_id,
+        n_rows=n_rows,
+        n_users=int(row["users"][0]),
+        n_items=int(row["items"][0]),
+        min_timestamp=pd.Timestamp(first) if first is not None else None,
+        max_timestamp=pd.Timestamp(last) if last is not None else None,
+    )
+
+
+def _pass_chunks(
+    lazy: pl.LazyFrame, passes: int, chunk_rows: int, catalogue: set[str] | None
+) -> Iterator[pd.DataFrame]:
+    """The batch as pandas chunks with the suite's derived columns, one hash pass of users
+    at a time (duplicates share a user, so flagging them inside a pass is exact)."""
+    from components.data.schema import EVENT, STRING_DTYPE, TIME
+    from components.data.stream import ROW
+
+    key = pl.struct(USER, ITEM, TIME, EVENT)
+    for part in range(passes):
+        chosen = lazy.filter(pl.col(USER).hash(seed=0) % passes == part) if passes > 1 else lazy
+        rows = chosen.collect(engine="streaming").sort(ROW)
+        duplicates = (~rows.select(key.is_first_distinct()).to_series()).to_numpy()
+        frame = rows.drop(ROW).to_pandas()
+        del rows
+        for col in (USER, ITEM, EVENT):
+            frame[col] = frame[col].astype(STRING_DTYPE)
+        for lo in range(0, max(len(frame), 1), chunk_rows):
+            yield with_derived_columns(
+                frame.iloc[lo : lo + chunk_rows], duplicates[lo : lo + chunk_rows], catalogue
+            )
+        del frame
+
+
+def validate_event_files(
+    path: str | Path,
+    cfg: ValidationConfig,
+    workspace: Workspace,
+    *,
+    batch_id: str,
+    memory_budget_mb: int,
+    columns: ColumnMapping | None = None,
+    default_event_type: str = "interaction",
+    catalogue_items: set[str] | None = None,
+    previous: BatchStats | None = None,
+) -> ValidationReport:
+    """:func:`validate_events` for a Parquet file or folder too big for one frame.
+
+    Batch statistics (rows, users, items, time range: the drift checks' input) come from
+    polars over the files; the rows reach GX one hash pass of users at a time, in chunks
+    of ``cfg.chunk_rows``, with duplicates flagged by polars inside each pass. Passes are
+    planned from ``memory_budget_mb`` (``data.memory_budget_mb``) like the streaming
+    data path's. A file that is not readable Parquet raises :class:`DataError` naming it.
+    """
+    from components.data.stream import list_event_files, plan_passes, scan_events
+
+    started = time.perf_counter()
+    files = list_event_files(path)
+    lazy = scan_events(files, columns, default_event_type)
+    workspace.lock_dir.mkdir(parents=True, exist_ok=True)
+    context = gx_context(workspace)
+    stats = file_batch_stats(lazy, files.n_rows, batch_id)
+    plan = plan_passes(
+        files.n_rows, stats.n_users, stats.n_items, 0, memory_budget_mb, row_bytes=GX_ROW_BYTES
+    )
+    expectations = event_expectations(
+        cfg, with_catalogue=catalogue_items is not None, with_value=True
+    )
+    chunks = _pass_chunks(lazy, plan.passes, cfg.chunk_rows, catalogue_items)
+    with FileLock(str(workspace.lock_dir / "gx.lock")):
+        results, pages = _validate_chunks(context, expectations, chunks, batch_id)
+        if previous is not None and stats.n_rows > 0:
+            drift, page = _validate_drift(context, stats, previous, cfg, batch_id)
+            results += drift
+            if page:
+                pages.append(page)
+    passed = not any(not r.success and r.severity == "failure" for r in results)
+    seconds = time.perf_counter() - started
+    log.info(
+        "batch %s: %s in %.1fs (%d pass(es))",
+        batch_id,
+        "passed" if passed else "FAILED",
+        seconds,
+        plan.passes,
+    )
+    return ValidationReport(
+        batch_id=batch_id,
+        passed=passed,
+        n_rows=stats.n_rows,
+        n_users=stats.n_users,
+        n_items=stats.n_items,
+        results=results,
+        data_docs_path=_site_index(pages) if len(pages) > 1 else next(iter(pages), None),
+        summary=summarize(results, stats.n_rows),
+        validated_at=datetime.now(timezone.utc),
+        seconds=round(seconds, 3),
+        n_chunks=max(1, len([p for p in pages if "drift" not in p])),
         data_docs_pages=pages,
     )
 

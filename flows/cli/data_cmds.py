@@ -200,12 +200,34 @@ def bench_validation(
         int, typer.Option("--events", "-n", help="Synthetic events to validate.")
     ] = 1_000_000,
     chunk_rows: Annotated[int | None, typer.Option("--chunk-rows", help="Rows per GX run.")] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine", help="memory (one frame) or stream (Parquet folder in hash passes)."
+        ),
+    ] = "memory",
+    budget_mb: Annotated[
+        int, typer.Option("--budget-mb", help="data.memory_budget_mb for the stream engine.")
+    ] = 2048,
+    events_per_file: Annotated[
+        int, typer.Option("--events-per-file", help="Events per Parquet part (stream engine).")
+    ] = 1_000_000,
     json_out: JsonOutOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Time the GX suite on N synthetic events; print time and peak RSS."""
+    from benchmarks.data import ENGINES
     from benchmarks.validation import print_table, run_validation_benchmark
 
-    figures = run_validation_benchmark(events, workspace=workspace, chunk_rows=chunk_rows)
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"choose one of {', '.join(ENGINES)}", param_hint="--engine")
+    figures = run_validation_benchmark(
+        events,
+        workspace=workspace,
+        chunk_rows=chunk_rows,
+        engine=engine,
+        budget_mb=budget_mb,
+        events_per_file=events_per_file,
+    )
     print_table(figures, console)
     write_json(json_out, figures)
