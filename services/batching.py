@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -50,6 +51,7 @@ logger = logging.getLogger("recops.service")
 
 Q = TypeVar("Q")
 R = TypeVar("R")
+MAX_RETRY_AFTER_S = 60
 
 
 class Overloaded(Exception):
@@ -75,6 +77,7 @@ class BatchStats:
     queries: int = 0
     shed: int = 0
     last_batch_s: float = 0.0
+    last_batch_size: int = 0
 
 
 class MicroBatcher(Generic[Q, R]):
@@ -106,6 +109,8 @@ class MicroBatcher(Generic[Q, R]):
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="recops-model")
+        self._closed = False
+        self._running: list[_Pending[Q, R]] = []  # the batch in the model right now
 
     async def submit(self, queries: Sequence[Q]) -> list[R]:
         """The results for ``queries`` (at most ``max_batch_size``), computed in a shared batch."""
@@ -123,11 +128,17 @@ class MicroBatcher(Generic[Q, R]):
         self._wake.set()
         return await pending.future
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran (the model thread is shut down)."""
+        return self._closed
+
     def close(self) -> None:
         """Stop the dispatcher and the model thread (pending requests are cancelled)."""
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
-        for pending in self._queue:
+        for pending in [*self._running, *self._queue]:  # nobody waits forever
             pending.future.cancel()
         self._queue.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -179,6 +190,7 @@ class MicroBatcher(Generic[Q, R]):
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending[Q, R]]) -> None:
         queries = [q for pending in batch for q in pending.queries]
         started = time.perf_counter()
+        self._running = batch
         try:
             if len(queries) <= self.inline_max:
                 results = self.run_batch(queries)
@@ -190,7 +202,10 @@ class MicroBatcher(Generic[Q, R]):
                 if not pending.future.done():
                     pending.future.set_exception(exc)
             return
+        finally:
+            self._running = []
         self.stats.last_batch_s = time.perf_counter() - started
+        self.stats.last_batch_size = len(queries)
         self.stats.batches += 1
         self.stats.queries += len(queries)
         if self.on_batch is not None:
@@ -203,6 +218,9 @@ class MicroBatcher(Generic[Q, R]):
                 pending.future.set_result(share)
 
     def _retry_after(self) -> int:
-        """Seconds a client should wait: the queue's drain time, at least one."""
-        per_query = self.stats.last_batch_s / max(1, self.max_batch_size)
-        return max(1, int(self._queued * per_query + 0.999))
+        """Seconds a client should wait: the queue's drain time, at least one, at most
+        ``MAX_RETRY_AFTER_S``. The time per query comes from the last batch *as it ran*
+        (its own size, not ``max_batch_size``: under light load batches are small); a
+        batch's cost grows less than linearly with its size, so this errs long."""
+        per_query = self.stats.last_batch_s / max(1, self.stats.last_batch_size)
+        return min(MAX_RETRY_AFTER_S, max(1, math.ceil(self._queued * per_query)))

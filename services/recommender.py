@@ -356,7 +356,9 @@ class RecommendationService:
         return responses
 
     @bentoml.on_shutdown
-    def _close_logs(self) -> None:
+    def _close(self) -> None:
+        """Stop the micro-batcher (its dispatcher and model thread) and flush the logs."""
+        self.batcher.close()
         self.logs.close()
 
     async def _online_histories(self, user_ids: list[str]) -> tuple[dict[str, list[str]], bool]:

@@ -21,7 +21,8 @@ environment (``RECOPS_DEPLOY_DIR``, ``RECOPS_PROC_ID``) that its children inheri
 process is found again even when the command that started it was killed before it could
 write ``local.json``, and an arbiter's orphaned worker is found by its marker. Every
 deploy, stop and supervisor pass (under the deploy lock) stops marked processes the state
-does not list (:func:`reap_strays`) and points the proxy back at the recorded backend
+does not list (:func:`reap_strays`, which names them from the ledger and compacts the
+ledger to the processes still running) and points the proxy back at the recorded backend
 (:func:`restore_target`). Processes start in their own session with output to log files,
 so they outlive the CLI; :mod:`components.deploy.supervisor` restarts a dead backend or
 proxy with backoff and rolls back a crash-looping model.
@@ -30,6 +31,7 @@ proxy with backoff and rolls back a crash-looping model.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -65,6 +67,7 @@ TARGET_FILE = "backend.json"
 LOCK_TIMEOUT_S = 600.0
 STOP_TIMEOUT_S = 15.0
 LEDGER_FILE = "processes.jsonl"
+LEDGER_GRACE_S = 60.0  # a ledger line younger than this is kept (its process may be starting)
 OWNER_ENV = "RECOPS_DEPLOY_DIR"  # which deployment a process belongs to
 PROC_ENV = "RECOPS_PROC_ID"  # which recorded process (children inherit it)
 SUPERVISED_ROLES = frozenset({"backend", "proxy", "supervisor"})
@@ -107,6 +110,7 @@ class LocalState(BaseModel):
     previous_bento_tag: str | None = None
     deployed_at: datetime | None = None
     supervisor: ProcessInfo | None = None
+    supervisor_settings: str = ""  # digest of the serve+deploy settings it runs with
     restarts: int = 0  # backend restarts by the supervisor since this version was deployed
     proxy_restarts: int = 0
     last_event: str | None = None  # the supervisor's last restart/rollback, in words
@@ -242,17 +246,43 @@ def reap_strays(
     listed = (state.backend, state.proxy, state.supervisor) if state is not None else ()
     keep = {info.proc_id for info in listed if info is not None and info.proc_id}
     me = os.getpid()
-    stray = [
-        proc
-        for proc_id, procs in marked_processes(workspace).items()
-        if proc_id not in keep and proc_id.split("-", 1)[0] in roles
-        for proc in procs
-        if proc.pid != me
-    ]
+    marked = marked_processes(workspace)
+    ledger = compact_ledger(workspace.deploy_dir, set(marked))
+    stray_ids = [i for i in marked if i not in keep and i.split("-", 1)[0] in roles]
+    stray = [proc for i in stray_ids for proc in marked[i] if proc.pid != me]
     if stray:
-        log.warning("stopping %d stray process(es): %s", len(stray), [p.pid for p in stray])
+        named = {i: ledger[i].get("cmd", "?")[2:4] if i in ledger else "?" for i in stray_ids}
+        log.warning(
+            "stopping %d stray process(es) %s: %s", len(stray), [p.pid for p in stray], named
+        )
         _terminate(stray)
     return len(stray)
+
+
+def compact_ledger(
+    deploy_dir: Path, running: set[str], grace_s: float = LEDGER_GRACE_S
+) -> dict[str, dict[str, Any]]:
+    """Rewrite ``processes.jsonl`` keeping only the lines of processes still running (by
+    marker) or recorded within ``grace_s`` (one may be between its line and its start);
+    returns the kept lines by ``proc_id``. The ledger stays as small as what runs."""
+    path = deploy_dir / LEDGER_FILE
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    kept: dict[str, dict[str, Any]] = {}
+    cutoff = datetime.now(timezone.utc).timestamp() - grace_s
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            recent = datetime.fromisoformat(entry["at"]).timestamp() >= cutoff
+        except (ValueError, KeyError, TypeError):  # a torn last line: dropped
+            continue
+        if entry.get("proc_id") in running or recent:
+            kept[str(entry.get("proc_id"))] = entry
+    if len(kept) < len(lines):
+        _write_atomic(path, "".join(json.dumps(e) + "\n" for e in kept.values()))
+    return kept
 
 
 def _terminate(procs: list[psutil.Process], timeout: float = STOP_TIMEOUT_S) -> None:
@@ -379,19 +409,33 @@ def smoke_test(base_url: str, version: str, serve_cfg: ServeConfig) -> None:
     headers = auth_headers(serve_cfg)
     try:
         with httpx.Client(base_url=base_url, timeout=30.0, headers=headers) as client:
-            meta = client.get("/metadata")
-            meta.raise_for_status()
-            served = meta.json().get("model_version")
+            meta = _json_object(client.get("/metadata"))
+            served = meta.get("model_version")
             if served != version:
                 raise DeployFailed(f"smoke test: {base_url} serves {served}, expected {version}")
-            sample = meta.json().get("sample_items") or []
-            answer = client.post("/recommend", json={"history": sample, "k": 5})
-            answer.raise_for_status()
-            body = answer.json()
+            sample = meta.get("sample_items") or []
+            body = _json_object(client.post("/recommend", json={"history": sample, "k": 5}))
     except httpx.HTTPError as exc:
         raise DeployFailed(f"smoke test against {base_url} failed: {exc}") from exc
     if sample and (body.get("source") != "model" or not body.get("items")):
         raise DeployFailed(f"smoke test: /recommend did not answer from the model: {body}")
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object a 2xx answer carries; :class:`DeployFailed` for an error status or
+    a body that is not a JSON object (another program on the port, a proxy's error page)."""
+    response.raise_for_status()
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        kind = response.headers.get("content-type", "no content type")
+        raise DeployFailed(
+            f"smoke test: {response.request.url} answered {response.status_code} with a body "
+            f"that is not a JSON object ({kind}): {response.text[:80]!r}"
+        )
+    return body
 
 
 STARTUP_ERROR_MARKER = "Initializing service error"  # BentoML logs it when __init__ raises
@@ -495,16 +539,33 @@ def start_supervisor(
 
 
 def ensure_supervisor(
-    workspace: Workspace, state: LocalState, serve_cfg: ServeConfig, deploy_cfg: LocalDeployConfig
+    workspace: Workspace,
+    state: LocalState,
+    serve_cfg: ServeConfig,
+    deploy_cfg: LocalDeployConfig,
+    replace: bool = True,
 ) -> bool:
-    """Start the supervisor when the recorded one is not running (under the deploy lock);
-    True when one was started."""
-    if state.supervisor is not None and state.supervisor.alive():
+    """Start the supervisor when the recorded one is not running or (``replace``: a
+    deploy) was started with other settings, which it would go on applying; under the
+    deploy lock. True when one was started."""
+    settings = supervisor_settings(serve_cfg, deploy_cfg)
+    running = state.supervisor is not None and state.supervisor.alive()
+    if running and (state.supervisor_settings == settings or not replace):
         return False
+    if running:  # a redeploy with other settings: the old supervisor would apply its own
+        log.info("deploy settings changed: replacing the supervisor")
+        stop_process(state.supervisor)
     state.supervisor = start_supervisor(workspace, serve_cfg, deploy_cfg)
+    state.supervisor_settings = settings
     save_state(workspace, state)
     log.info("supervisor started (pid %d)", state.supervisor.pid)
     return True
+
+
+def supervisor_settings(serve_cfg: ServeConfig, deploy_cfg: LocalDeployConfig) -> str:
+    """A digest of the settings a supervisor is started with (it reads them only then)."""
+    text = serve_cfg.model_dump_json() + deploy_cfg.model_dump_json()
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # --- public API -----------------------------------------------------------------------
@@ -599,6 +660,7 @@ def _deploy_locked(
         previous_bento_tag=state.bento_tag if state else None,
         deployed_at=datetime.now(timezone.utc),
         supervisor=state.supervisor if state else None,
+        supervisor_settings=state.supervisor_settings if state else "",
         auth_required=auth_required,
     )
     save_state(workspace, new_state)  # from here the old backend is a stray if we die
@@ -654,9 +716,7 @@ def serve_status(
             health["healthz"] = client.get("/healthz").status_code
             health["readyz"] = client.get("/readyz").status_code
             meta = client.get("/metadata")
-            health["serving_version"] = (
-                meta.json().get("model_version") if meta.is_success else None
-            )
+            health["serving_version"] = _served_version(meta)
             health["serving_log"] = serving_log_counters(client.get("/metrics").text)
     except httpx.HTTPError as exc:
         health["error"] = str(exc)
@@ -688,6 +748,16 @@ def serve_status(
     out["health"] = _health(out)
     out["exit_code"] = HEALTH_CODES[out["health"]]
     return out
+
+
+def _served_version(meta: httpx.Response) -> str | None:
+    """``model_version`` from a ``/metadata`` answer; None when it is not ours (an error
+    status or a body that is not a JSON object)."""
+    try:
+        body = meta.json() if meta.is_success else None
+    except ValueError:
+        return None
+    return body.get("model_version") if isinstance(body, dict) else None
 
 
 def _health(status: dict[str, Any]) -> str:
@@ -729,7 +799,11 @@ def _repair(
             if restore_target(workspace, state):
                 done.append("pointed the proxy back at the recorded backend")
             supervised = state is not None and state.version is not None and deploy_cfg.supervise
-            if supervised and state and ensure_supervisor(workspace, state, serve_cfg, deploy_cfg):
+            if (
+                supervised
+                and state
+                and ensure_supervisor(workspace, state, serve_cfg, deploy_cfg, replace=False)
+            ):
                 done.append("restarted the supervisor")
     except Timeout:
         pass

@@ -125,3 +125,41 @@ def test_a_failing_model_call_fails_its_requests_not_the_batcher() -> None:
 
     assert asyncio.run(run()) == [1]
     batcher.close()
+
+
+def test_retry_after_is_the_queue_drain_time_at_the_last_batch_s_own_rate() -> None:
+    """A lone query took 0.5 s, so four queued queries take about 2 s to drain (the
+    last batch was not full: dividing by max_batch_size would promise 1 s)."""
+    batcher, _ = _batcher(0.5, max_queue=4)
+
+    async def run() -> BaseException | list[int]:
+        assert await batcher.submit([1]) == [10]  # the last batch: one query, 0.5 s
+        running = asyncio.ensure_future(batcher.submit([0, 0]))
+        await asyncio.sleep(0.05)
+        queued = [asyncio.ensure_future(batcher.submit([i])) for i in range(4)]
+        await asyncio.sleep(0)
+        (refused,) = await asyncio.gather(batcher.submit([9]), return_exceptions=True)
+        await asyncio.gather(running, *queued)
+        return refused
+
+    refused = asyncio.run(run())
+    assert isinstance(refused, Overloaded) and refused.retry_after_s in (2, 3)  # ceil(2.0+)
+    batcher.close()
+
+
+def test_close_stops_the_dispatcher_and_cancels_what_waits() -> None:
+    batcher, _ = _batcher(0.2)
+
+    async def run() -> tuple[BaseException | list[int], bool]:
+        running = asyncio.ensure_future(batcher.submit([1, 2]))
+        await asyncio.sleep(0.02)
+        waiting = asyncio.ensure_future(batcher.submit([3]))
+        await asyncio.sleep(0)
+        batcher.close()
+        (outcome,) = await asyncio.gather(waiting, return_exceptions=True)
+        await asyncio.gather(running, return_exceptions=True)
+        await asyncio.sleep(0)
+        return outcome, batcher.closed
+
+    outcome, closed = asyncio.run(run())
+    assert isinstance(outcome, asyncio.CancelledError) and closed

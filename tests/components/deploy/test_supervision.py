@@ -21,11 +21,13 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from filelock import FileLock
 
 from components.deploy.config import LocalDeployConfig, ServeConfig
 from components.deploy.local import (
     PROC_ENV,
     deploy_version,
+    ensure_supervisor,
     marked_processes,
     read_state,
     serve_status,
@@ -214,6 +216,28 @@ def _deploy_in_child(
     return subprocess.Popen([sys.executable, "-c", script], env=env, cwd=str(REPO_ROOT))
 
 
+def test_a_redeploy_with_other_settings_replaces_the_supervisor(
+    served: ServedWorkspace, deployed: str, serve_cfg: ServeConfig, deploy_cfg: LocalDeployConfig
+) -> None:
+    ws = served.workspace
+    before = read_state(ws)
+    assert before is not None and before.supervisor is not None and before.supervisor.alive()
+    stricter = deploy_cfg.model_copy(update={"max_restarts": 5})
+    with FileLock(str(ws.lock_dir / "deploy.lock"), timeout=60):
+        state = read_state(ws)
+        assert state is not None
+        assert not ensure_supervisor(ws, state, serve_cfg, deploy_cfg)  # same settings: kept
+        assert ensure_supervisor(ws, state, serve_cfg, stricter)  # as a redeploy calls it
+    after = read_state(ws)
+    assert after is not None and after.supervisor is not None
+    assert after.supervisor.pid != before.supervisor.pid and not before.supervisor.alive()
+    assert '"max_restarts":5' in " ".join(psutil.Process(after.supervisor.pid).cmdline())
+    with FileLock(str(ws.lock_dir / "deploy.lock"), timeout=60):  # the module's settings back
+        state = read_state(ws)
+        assert state is not None and ensure_supervisor(ws, state, serve_cfg, deploy_cfg)
+    assert serving(deployed) == before.version
+
+
 def test_a_crash_loop_backs_off_then_rolls_back_in_the_registry(
     served: ServedWorkspace, deployed: str, serve_cfg: ServeConfig, deploy_cfg: LocalDeployConfig
 ) -> None:
@@ -253,8 +277,12 @@ def test_stop_leaves_no_process_behind(
 ) -> None:
     ws = served.workspace
     assert marked_processes(ws)
+    state = read_state(ws)
+    assert state is not None and state.backend is not None
     stop_local(ws)
     assert marked_processes(ws) == {}
+    # the bento's shutdown hook (it closes the micro-batcher, then the logs) ran to its end
+    assert "Completed cleanup hook: _close" in Path(state.backend.log).read_text()
     status = serve_status(ws, serve_cfg, deploy_cfg)
     assert (status["health"], status["exit_code"]) == ("unknown", 3)
 
