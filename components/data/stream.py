@@ -44,6 +44,9 @@ BUDGET_KEY = "data.memory_budget_mb"
 #: bytes one event row costs inside a pass (two short strings, time, row number, the
 #: sort's copy and the hash); measured on the synthetic generator's events
 ROW_BYTES = 160
+#: bytes one event costs while a pass is validated (polars rows, the pandas chunk, the
+#: derived columns and GX's working copies); measured with ``recops bench validation``
+GX_ROW_BYTES = 400
 #: bytes one kept tail event costs in the result (item index, time, user index, and the
 #: sort's temporary copy)
 TAIL_BYTES = 48

@@ -17,6 +17,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pandas as pd
 
@@ -25,13 +26,14 @@ from components.errors import DataError, ValidationFailed, VersioningError, full
 from components.validation.config import ValidationConfig
 from components.validation.ingest import quarantine, read_batch, with_load_failure
 from components.validation.report import ValidationReport
-from components.validation.runner import validate_events
+from components.validation.runner import validate_event_files, validate_events
 from components.versioning.config import VersioningConfig
 from components.versioning.dvc_store import (
     BATCH_ID,
     AlreadyAccepted,
     DatasetStore,
     DatasetVersion,
+    FileBatch,
     events_digest,
     file_md5,
 )
@@ -210,6 +212,10 @@ def _validate_and_accept(
     catalogue_items: set[str] | None,
 ) -> Ingested:
     ws.ensure()
+    if data_cfg.engine == "stream" and isinstance(source, Path) and _is_parquet(source):
+        return _validate_and_accept_files(
+            source, ws, data_cfg, validation_cfg, versioning_cfg, batch_id, catalogue_items
+        )
     events, load_error = read_batch(
         source, fmt=fmt, columns=data_cfg.columns, default_event_type=data_cfg.default_event_type
     )
@@ -226,15 +232,28 @@ def _validate_and_accept(
     if load_error is not None:
         report = with_load_failure(report, load_error)
     if not report.passed:
-        folder, report_path = quarantine(ws, source, report)
-        names = ", ".join(r.name for r in report.root_failures or report.failures)
-        log.warning("batch %s rejected (%s); quarantined in %s", batch_id, names, folder)
-        raise ValidationFailed(
-            f"batch {batch_id} rejected, failed: {names}; quarantined in {folder}",
-            quarantine_path=str(folder),
-            report_path=str(report_path),
-            hint=f"report: {report_path}; Data Docs: {report.data_docs_path}",
-        )
+        _reject(ws, source, report, batch_id)
+    return _accept(store, events, batch_id, report)
+
+
+def _reject(
+    ws: Workspace, source: Path | pd.DataFrame, report: ValidationReport, batch_id: str
+) -> NoReturn:
+    """Quarantine the batch and raise :class:`ValidationFailed` naming the failed checks."""
+    folder, report_path = quarantine(ws, source, report)
+    names = ", ".join(r.name for r in report.root_failures or report.failures)
+    log.warning("batch %s rejected (%s); quarantined in %s", batch_id, names, folder)
+    raise ValidationFailed(
+        f"batch {batch_id} rejected, failed: {names}; quarantined in {folder}",
+        quarantine_path=str(folder),
+        report_path=str(report_path),
+        hint=f"report: {report_path}; Data Docs: {report.data_docs_path}",
+    )
+
+
+def _accept(
+    store: DatasetStore, events: pd.DataFrame | FileBatch, batch_id: str, report: ValidationReport
+) -> Ingested:
     try:
         version = store.accept(events, batch_id, report)
     except AlreadyAccepted as exc:
@@ -242,3 +261,51 @@ def _validate_and_accept(
         return Ingested(batch_id, exc.version, None, same_as=exc.same_as)
     log.info("batch %s accepted: dataset version %s", batch_id, version.version)
     return Ingested(batch_id, version, report)
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq") or (
+        path.is_dir() and any(path.rglob("*.parquet"))
+    )
+
+
+def _validate_and_accept_files(
+    source: Path,
+    ws: Workspace,
+    data_cfg: DataConfig,
+    validation_cfg: ValidationConfig,
+    versioning_cfg: VersioningConfig,
+    batch_id: str | None,
+    catalogue_items: set[str] | None,
+) -> Ingested:
+    """``data.engine=stream``: validate and version a Parquet file or folder in hash passes
+    of users, never holding the batch as one frame (memory bounded by
+    ``data.memory_budget_mb``). An unreadable file rejects the whole batch: validated as
+    a load failure naming the file and batch row, quarantined, nothing versioned."""
+    from components.data.stream import GX_ROW_BYTES, list_event_files, plan_passes
+
+    batch_id = batch_id or content_batch_id(source)
+    store = DatasetStore(ws, versioning_cfg)
+    try:
+        list_event_files(source)
+    except DataError as exc:
+        empty = validate_events(pd.DataFrame(), validation_cfg, ws, batch_id=batch_id)
+        _reject(ws, source, with_load_failure(empty, exc), batch_id)
+    report = validate_event_files(
+        source,
+        validation_cfg,
+        ws,
+        batch_id=batch_id,
+        memory_budget_mb=data_cfg.memory_budget_mb,
+        columns=data_cfg.columns,
+        default_event_type=data_cfg.default_event_type,
+        catalogue_items=catalogue_items,
+        previous=store.stats(),
+    )
+    if not report.passed:
+        _reject(ws, source, report, batch_id)
+    passes = plan_passes(
+        report.n_rows, report.n_users, report.n_items, 0, data_cfg.memory_budget_mb, GX_ROW_BYTES
+    ).passes
+    batch = FileBatch(source, passes, data_cfg.columns, data_cfg.default_event_type)
+    return _accept(store, batch, batch_id, report)

@@ -50,9 +50,6 @@ _CONTEXTS: dict[Path, Any] = {}
 _CONTEXT_GUARD = threading.Lock()
 _EXAMPLES = 5
 NOT_EVALUATED = "not evaluated"
-#: bytes one event costs while a pass is validated (polars rows, the pandas chunk, the
-#: derived columns and GX's working copies); measured with ``recops bench validation``
-GX_ROW_BYTES = 400
 
 
 def _quiet_gx() -> None:
@@ -475,7 +472,7 @@ def validate_event_files(
     planned from ``memory_budget_mb`` (``data.memory_budget_mb``) like the streaming
     data path's. A file that is not readable Parquet raises :class:`DataError` naming it.
     """
-    from components.data.stream import list_event_files, plan_passes, scan_events
+    from components.data.stream import GX_ROW_BYTES, list_event_files, plan_passes, scan_events
 
     started = time.perf_counter()
     files = list_event_files(path)

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,6 +37,7 @@ import pyarrow.parquet as pq
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict
 
+from components.data.config import ColumnMapping
 from components.data.schema import EVENT, ITEM, STRING_DTYPE, TIME, USER, empty_events
 from components.errors import VersioningError, storage_full
 from components.faults import pause_point
@@ -107,6 +109,81 @@ def events_digest(events: pd.DataFrame) -> str:
     rows = pd.util.hash_pandas_object(events[columns], index=False).to_numpy()
     rows.sort()
     return hashlib.sha256(rows.tobytes()).hexdigest()
+
+
+class _FrameBatch:
+    """A batch held as one contract frame."""
+
+    def __init__(self, events: pd.DataFrame) -> None:
+        self.events = events
+
+    def digest(self) -> str:
+        return events_digest(self.events)
+
+    def write(self, path: Path) -> None:
+        self.events.to_parquet(path, index=False)
+
+    def stats(self, batch_id: str) -> BatchStats:
+        from components.validation.runner import batch_stats
+
+        return batch_stats(self.events, batch_id)
+
+
+class FileBatch:
+    """A batch of Parquet files too big for one frame (the streaming data path).
+
+    ``passes`` (from :func:`components.data.stream.plan_passes`) bounds the rows held at
+    once while the digest is computed; the digest equals :func:`events_digest` of the
+    same events as one frame (per-row hashes of the same dtypes, sorted), at 8 bytes a
+    row for the sort."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        passes: int,
+        columns: ColumnMapping | None = None,
+        default_event_type: str = "interaction",
+    ) -> None:
+        from components.data.stream import list_event_files, scan_events
+
+        self.files = list_event_files(path)
+        self.lazy = scan_events(self.files, columns, default_event_type)
+        self.passes = passes
+
+    def _pass(self, part: int) -> pd.DataFrame:
+        import polars as pl
+
+        from components.data.stream import ROW
+
+        chosen = self.lazy
+        if self.passes > 1:
+            chosen = chosen.filter(pl.col(USER).hash(seed=0) % self.passes == part)
+        frame = chosen.collect(engine="streaming").drop(ROW).to_pandas()
+        for col in (USER, ITEM, EVENT):
+            frame[col] = frame[col].astype(STRING_DTYPE)
+        return frame
+
+    def digest(self) -> str:
+        hashes = []
+        for part in range(self.passes):
+            frame = self._pass(part)
+            columns = [c for c in (USER, ITEM, TIME, EVENT) if c in frame.columns]
+            hashes.append(pd.util.hash_pandas_object(frame[columns], index=False).to_numpy())
+            del frame
+        rows = np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64)
+        del hashes
+        rows.sort()
+        return hashlib.sha256(rows.tobytes()).hexdigest()
+
+    def write(self, path: Path) -> None:
+        from components.data.stream import ROW
+
+        self.lazy.drop(ROW).sink_parquet(path)
+
+    def stats(self, batch_id: str) -> BatchStats:
+        from components.validation.runner import file_batch_stats
+
+        return file_batch_stats(self.lazy, self.files.n_rows, batch_id)
 
 
 class AlreadyAccepted(VersioningError):
@@ -341,14 +418,18 @@ class DatasetStore:
         tables = [pq.read_table(path) for path in self._version_files(chosen)]
         if not tables:
             return empty_events()
-        table = pa.concat_tables(tables, promote_options="default")
+        # permissive: batches written by polars hold large_string ids
+        table = pa.concat_tables(tables, promote_options="permissive")
         return _contract_dtypes(table.to_pandas())
 
     # --- writing ------------------------------------------------------------------------
     def accept(
-        self, events: pd.DataFrame, batch_id: str, report: ValidationReport
+        self, events: pd.DataFrame | FileBatch, batch_id: str, report: ValidationReport
     ) -> DatasetVersion:
         """Append a validated batch and record a new version (dvc add, push, git commit).
+
+        ``events`` is a frame, or a :class:`FileBatch` (Parquet files read in passes:
+        written to the store by polars' streaming sink, never one frame in memory).
 
         Raises :class:`VersioningError` when the report did not pass, the batch id is
         invalid or already accepted, or DVC/git fail; the previous version is then intact.
@@ -365,13 +446,14 @@ class DatasetStore:
             parent = self.current()
             if parent and batch_id in parent.batches:
                 raise AlreadyAccepted(batch_id, batch_id, parent)
-            digest = events_digest(events)
+            batch = events if isinstance(events, FileBatch) else _FrameBatch(events)
+            digest = batch.digest()
             if parent and (same := _batch_with_digest(parent, digest)) is not None:
                 raise AlreadyAccepted(batch_id, same, parent)
             journal = self.workspace.lock_dir / JOURNAL
             journal.write_text(json.dumps({"batch_id": batch_id}))
             try:
-                version = self._accept(events, batch_id, report, parent, digest)
+                version = self._accept(batch, batch_id, report, parent, digest)
             except BaseException:
                 self._rollback(batch_id)
                 raise
@@ -382,18 +464,16 @@ class DatasetStore:
 
     def _accept(
         self,
-        events: pd.DataFrame,
+        batch: _FrameBatch | FileBatch,
         batch_id: str,
         report: ValidationReport,
         parent: DatasetVersion | None,
         digest: str,
     ) -> DatasetVersion:
-        from components.validation.runner import batch_stats
-
         self.accepted.mkdir(parents=True, exist_ok=True)
         target = self.accepted / f"{batch_id}.parquet"
         partial = self.root / f".{batch_id}.parquet.partial"
-        events.to_parquet(partial, index=False)
+        batch.write(partial)
         partial.replace(target)
         batches = [*(parent.batches if parent else []), batch_id]
         with self._dvc() as repo:
@@ -411,7 +491,7 @@ class DatasetStore:
             batches=batches,
             validation="passed",
             parent=parent.version if parent else None,
-            last_batch=batch_stats(events, batch_id),
+            last_batch=batch.stats(batch_id),
             batch_digests={**(parent.batch_digests if parent else {}), batch_id: digest},
             **counts,
         )
@@ -425,7 +505,7 @@ class DatasetStore:
     def _dataset_counts(self, batches: list[str]) -> dict[str, int]:
         paths = [self.accepted / f"{b}.parquet" for b in batches]
         table = pa.concat_tables(
-            [pq.read_table(p, columns=[USER, ITEM]) for p in paths], promote_options="default"
+            [pq.read_table(p, columns=[USER, ITEM]) for p in paths], promote_options="permissive"
         )
         return {
             "n_rows": table.num_rows,

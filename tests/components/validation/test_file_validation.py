@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from components.data.stream import BUDGET_KEY, plan_passes
+from components.data.stream import BUDGET_KEY, GX_ROW_BYTES, plan_passes
 from components.errors import DataError
 from components.validation.config import ValidationConfig
-from components.validation.runner import GX_ROW_BYTES, validate_event_files, validate_events
+from components.validation.runner import validate_event_files, validate_events
 from components.workspace import Workspace
 from tests.components.validation.conftest import make_events
 

@@ -198,3 +198,35 @@ def test_corrupt_part_in_the_middle_rejects_the_whole_batch_naming_it(accepted_w
     assert "batch row 201 onwards" in report
     assert (Path(caught.value.quarantine_path) / "parts" / "part-00001.parquet").exists()
     assert _snapshot(accepted_ws) == before
+
+
+def test_stream_engine_versions_a_parquet_folder_like_the_frame_path(tmp_path):
+    from components.versioning.dvc_store import events_digest
+    from components.workspace import Workspace
+
+    ws = Workspace.at(tmp_path / "ws").ensure()
+    events = make_events(600, seed=11)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for number, lo in enumerate(range(0, len(events), 200)):
+        events.iloc[lo : lo + 200].to_parquet(folder / f"part-{number:05d}.parquet", index=False)
+    stream_cfg = DataConfig(engine="stream", memory_budget_mb=351)
+    cfgs = (ValidationConfig(), VersioningConfig())
+    got = ingest_events(folder, ws, stream_cfg, *cfgs, batch_id="streamed")
+    assert got.appended and got.report.n_rows == 600
+    store = DatasetStore(ws, VersioningConfig())
+    stored = store.load_events(got.version.version)
+    pd.testing.assert_frame_equal(stored[events.columns.tolist()], events)
+    assert got.version.batch_digests["streamed"] == events_digest(events)
+    # the same events through the in-memory path are recognised, not appended again
+    again = ingest_events(events, ws, DataConfig(), *cfgs, batch_id="as-frame")
+    assert not again.appended and again.same_as == "streamed"
+    # a corrupt part: the whole batch is quarantined naming the file, nothing versioned
+    (folder / "part-00001.parquet").write_bytes(b"garbage")
+    before = _snapshot(ws)
+    with pytest.raises(ValidationFailed, match="file_loads_as_event_contract") as caught:
+        ingest_events(folder, ws, stream_cfg, *cfgs, batch_id="corrupt")
+    assert "part-00001.parquet: not a readable Parquet file" in Path(
+        caught.value.report_path
+    ).read_text()
+    assert _snapshot(ws) == before
