@@ -226,7 +226,8 @@ def test_stream_engine_versions_a_parquet_folder_like_the_frame_path(tmp_path):
     before = _snapshot(ws)
     with pytest.raises(ValidationFailed, match="file_loads_as_event_contract") as caught:
         ingest_events(folder, ws, stream_cfg, *cfgs, batch_id="corrupt")
-    assert "part-00001.parquet: not a readable Parquet file" in Path(
-        caught.value.report_path
-    ).read_text()
+    assert (
+        "part-00001.parquet: not a readable Parquet file"
+        in Path(caught.value.report_path).read_text()
+    )
     assert _snapshot(ws) == before
