@@ -125,7 +125,9 @@ async def _recommend_batch(request: Request) -> Response:
 async def _answer(request: Request, requests: list[Any], *, single: bool) -> Response:
     service: RecommendationService = bentoml.get_current_service()
     try:
-        answers = await service.recommend_many(requests)
+        answers = await service.recommend_many(
+            requests, given_request_id(request.headers.get("x-request-id"))
+        )
     except Overloaded as exc:
         return _error(
             503, f"overloaded ({exc}); retry later", {"retry-after": str(exc.retry_after_s)}
@@ -145,6 +147,25 @@ async def _feedback(request: Request) -> Response:
     events = list(parsed.events)  # type: ignore[attr-defined]
     accepted = service.logs.feedback(events)
     return Response(orjson.dumps({"received": len(events), "accepted": accepted}), media_type=JSON)
+
+
+def given_request_id(value: str | None) -> str | None:
+    """An ``x-request-id`` header fit for the serving log (1-56 of ``[A-Za-z0-9_.-]``),
+    else None (a new id is made)."""
+    if (
+        value
+        and len(value) <= 56
+        and all(c.isascii() and (c.isalnum() or c in "_.-") for c in value)
+    ):
+        return value
+    return None
+
+
+def answer_id(request_id: str | None, i: int, n: int) -> str:
+    """The serving-log id of answer ``i`` of ``n``."""
+    if request_id is None:
+        return new_request_id()
+    return request_id if n == 1 else f"{request_id}-{i}"
 
 
 def validation_error(exc: ValidationError) -> tuple[int, str]:
@@ -327,9 +348,13 @@ class RecommendationService:
             out.append((history, from_store, from_store and store_failed))
         return out
 
-    async def recommend_many(self, requests: list[Any]) -> list[dict[str, Any]]:
+    async def recommend_many(
+        self, requests: list[Any], request_id: str | None = None
+    ) -> list[dict[str, Any]]:
         """Answers (JSON-ready dicts) for validated requests, in order; raises
-        :class:`Overloaded` when the batcher sheds them."""
+        :class:`Overloaded` when the batcher sheds them. ``request_id`` (the proxy's
+        ``x-request-id``) names the answers instead of new ids: ``<id>`` for one request,
+        ``<id>-<i>`` in a batch, so a shadow's answer to the same request has the same id."""
         plans: list[Plan] = []
         for r, (history, from_store, failed) in zip(
             requests, await self._histories(requests), strict=True
@@ -347,9 +372,9 @@ class RecommendationService:
         queries = [p.query for p in plans if p.query is not None]
         scored = iter(await self._score(queries))
         responses = []
-        for request, plan in zip(requests, plans, strict=True):
+        for i, (request, plan) in enumerate(zip(requests, plans, strict=True)):
             answer = self.engine.render(plan, next(scored) if plan.query else None)
-            answer["request_id"] = new_request_id()
+            answer["request_id"] = answer_id(request_id, i, len(requests))
             self.logs.served(request, plan, answer)
             responses.append(answer)
             self.requests_by_source.labels(source=plan.source).inc()

@@ -54,14 +54,35 @@ class ServeConfig(BaseModel):
     explain_top_events: int = Field(5, ge=1, description="events listed per item")
 
 
+class ChallengerConfig(BaseModel):
+    """A challenger beside the champion (``deploy.mode: shadow | canary``): how traffic
+    reaches it, when a canary is stopped, and how ``recops deploy conclude`` decides."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    share: float = Field(0.1, gt=0, le=1, description="canary: share of users (sticky)")
+    mirror_share: float = Field(1.0, gt=0, le=1, description="shadow: share of requests")
+    timeout_s: float = Field(2.0, gt=0, description="shadow: a mirrored request's limit")
+    queue: int = Field(256, ge=1, description="shadow: copies waiting; beyond it, dropped")
+    max_error_rate: float = Field(0.05, ge=0, le=1, description="canary: stop beyond it")
+    min_requests: int = Field(20, ge=1, description="canary answers before the error check")
+    # the online decision (components/deploy/online.py)
+    k: int = Field(10, ge=1, description="hit-rate@k and top-k agreement")
+    alpha: float = Field(0.05, gt=0, lt=1, description="one-sided test level")
+    min_lists: int = Field(200, ge=1, description="lists with feedback per arm to decide")
+
+
 class BentoBuildConfig(BaseModel):
-    """Settings every target shares: how the bento's container image is described."""
+    """Settings every target shares: how the bento's container image is described, and
+    the deployment mode (replace the champion, or run a shadow or canary beside it)."""
 
     model_config = ConfigDict(extra="forbid")
 
     gpu: bool = True
     image: str | None = None
     cuda_version: str = "12.1"
+    mode: Literal["replace", "shadow", "canary"] = "replace"
+    challenger: ChallengerConfig = ChallengerConfig()
 
 
 class LocalDeployConfig(BentoBuildConfig):

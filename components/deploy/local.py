@@ -44,7 +44,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import psutil
@@ -95,6 +95,31 @@ class ProcessInfo(BaseModel):
             return False
 
 
+class ChallengerState(BaseModel):
+    """A shadow or canary bento beside the champion (components/deploy/challenger.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["shadow", "canary"]
+    version: str
+    bento_tag: str
+    backend: ProcessInfo
+    generation: str  # names this attachment in the proxy's split stats
+    started_at: datetime
+    settings: dict[str, Any] = {}  # the proxy's knobs (share, timeout_s, queue, ...)
+
+    def target_entry(self, host: str) -> dict[str, Any]:
+        """The ``challenger`` entry of the proxy's target file."""
+        return {
+            **self.settings,
+            "mode": self.mode,
+            "host": host,
+            "port": self.backend.port,
+            "version": self.version,
+            "generation": self.generation,
+        }
+
+
 class LocalState(BaseModel):
     """What is deployed locally (``local.json``)."""
 
@@ -118,6 +143,7 @@ class LocalState(BaseModel):
     # decided at deploy time (components/deploy/auth.py) and recorded in the bento too;
     # the next deploy keeps it unless serve.auth is "off"
     auth_required: bool = False
+    challenger: ChallengerState | None = None  # a shadow or canary beside ``backend``
 
 
 @dataclass(frozen=True)
@@ -243,7 +269,16 @@ def reap_strays(
     """Stop marked processes of ``roles`` that ``state`` does not list (a killed deploy's
     backend, an undrained old backend, a replaced supervisor); returns how many. Call it
     under the deploy lock: a deploy in progress has processes not listed yet."""
-    listed = (state.backend, state.proxy, state.supervisor) if state is not None else ()
+    listed = (
+        (
+            state.backend,
+            state.proxy,
+            state.supervisor,
+            state.challenger.backend if state.challenger else None,
+        )
+        if state is not None
+        else ()
+    )
     keep = {info.proc_id for info in listed if info is not None and info.proc_id}
     me = os.getpid()
     marked = marked_processes(workspace)
@@ -482,17 +517,24 @@ class _Clock:
 
 
 # --- target and supervision -------------------------------------------------------------
-def _write_target(workspace: Workspace, host: str, port: int, version: str | None) -> None:
-    _write_atomic(
-        workspace.deploy_dir / TARGET_FILE,
-        json.dumps({"host": host, "port": port, "version": version}),
-    )
+def _write_target(
+    workspace: Workspace,
+    host: str,
+    port: int,
+    version: str | None,
+    challenger: dict[str, Any] | None = None,
+) -> None:
+    doc: dict[str, Any] = {"host": host, "port": port, "version": version}
+    if challenger is not None:
+        doc["challenger"] = challenger
+    _write_atomic(workspace.deploy_dir / TARGET_FILE, json.dumps(doc))
 
 
 def point_target(workspace: Workspace, state: LocalState) -> None:
-    """Send the proxy's new connections to ``state.backend``."""
+    """Send the proxy's new connections to ``state.backend`` (and its challenger)."""
     if state.backend is not None:
-        _write_target(workspace, state.host, state.backend.port, state.version)
+        challenger = state.challenger.target_entry(state.host) if state.challenger else None
+        _write_target(workspace, state.host, state.backend.port, state.version, challenger)
 
 
 def restore_target(workspace: Workspace, state: LocalState | None) -> bool:
@@ -504,7 +546,9 @@ def restore_target(workspace: Workspace, state: LocalState | None) -> bool:
         target = json.loads((workspace.deploy_dir / TARGET_FILE).read_text())
     except (OSError, ValueError):
         target = {}
-    if target.get("port") == state.backend.port:
+    has_challenger = target.get("challenger", {}).get("generation") if target else None
+    wants = state.challenger.generation if state.challenger else None
+    if target.get("port") == state.backend.port and has_challenger == wants:
         return False
     log.warning("proxy target %s disagreed with the state; pointing it back", target)
     point_target(workspace, state)
@@ -624,22 +668,29 @@ def _deploy_locked(
         )
     old_backend = state.backend if state and state.backend and state.backend.alive() else None
     auth_required = decide_auth(serve_cfg, bool(state and state.auth_required))
+    same_auth = auth_required == bool(state and state.auth_required)
+    adopted = _take_challenger(workspace, state, version, same_auth)
 
     clock = _Clock()
-    bento = build_bento(workspace, version, serve_cfg, deploy_cfg, features_cfg, auth_required)
-    clock.lap("build_s")
-    backend = start_backend(workspace, bento.tag, host)
-    log.info("started %s on port %d (pid %d)", bento.tag, backend.port, backend.pid)
+    if adopted is not None:  # the promoted shadow/canary: its warm process takes over
+        bento_tag, bento_version, backend = adopted.bento_tag, adopted.version, adopted.backend
+        clock.lap("build_s")
+    else:
+        bento = build_bento(workspace, version, serve_cfg, deploy_cfg, features_cfg, auth_required)
+        bento_tag, bento_version = bento.tag, bento.version
+        clock.lap("build_s")
+        backend = start_backend(workspace, bento_tag, host)
+        log.info("started %s on port %d (pid %d)", bento_tag, backend.port, backend.pid)
     started_proxy = False
     try:
         wait_ready(backend, host, deploy_cfg.readiness_timeout_s)
         clock.lap("start_to_ready_s")
-        smoke_test(f"http://{host}:{backend.port}", bento.version, serve_cfg)
+        smoke_test(f"http://{host}:{backend.port}", bento_version, serve_cfg)
         if proxy is None:
             proxy = start_proxy(workspace, host, port)
             started_proxy = True
-        _write_target(workspace, host, backend.port, bento.version)
-        smoke_test(f"http://{host}:{port}", bento.version, serve_cfg)
+        _write_target(workspace, host, backend.port, bento_version)
+        smoke_test(f"http://{host}:{port}", bento_version, serve_cfg)
         clock.lap("checks_and_switch_s")
     except BaseException:
         stop_process(backend)
@@ -652,8 +703,8 @@ def _deploy_locked(
     new_state = LocalState(
         host=host,
         public_port=port,
-        version=bento.version,
-        bento_tag=bento.tag,
+        version=bento_version,
+        bento_tag=bento_tag,
         backend=backend,
         proxy=proxy,
         previous_version=previous,
@@ -671,21 +722,40 @@ def _deploy_locked(
         ensure_supervisor(workspace, new_state, serve_cfg, deploy_cfg)
     log.info(
         "deployed %s at http://%s:%d (previous: %s; %s)",
-        bento.version,
+        bento_version,
         host,
         port,
         previous,
         clock.laps,
     )
     return Deployment(
-        version=bento.version,
-        bento_tag=bento.tag,
+        version=bento_version,
+        bento_tag=bento_tag,
         url=f"http://{host}:{port}",
         port=port,
         pid=backend.pid,
         previous_version=previous,
         timings=clock.laps,
     )
+
+
+def _take_challenger(
+    workspace: Workspace, state: LocalState | None, version: str, same_auth: bool
+) -> ChallengerState | None:
+    """Before a replace: detach an attached shadow/canary (recorded in the history); it is
+    returned, still running, when it serves ``version`` with the same auth decision - the
+    promoted challenger's warm process becomes the new backend (no build, no start)."""
+    if state is None or state.challenger is None:
+        return None
+    from components.deploy.challenger import detach_locked
+
+    challenger = state.challenger
+    keep = challenger.version == version and same_auth and challenger.backend.alive()
+    kept = "promoted" if challenger.version == version else f"replaced by {version}"
+    detach_locked(
+        workspace, state, f"{challenger.mode} stopped: champion {kept}", stop_backend=not keep
+    )
+    return challenger if keep else None
 
 
 HEALTH_CODES = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}  # Nagios plugin codes
@@ -842,6 +912,7 @@ def stop_local(workspace: Workspace) -> LocalState | None:
             state = _set_aside_unreadable_state(workspace)
         if state is not None:
             stop_process(state.supervisor)  # first: it would restart the others
+            stop_process(state.challenger.backend if state.challenger else None)
             stop_process(state.backend)
             stop_process(state.proxy)
         reap_strays(workspace, None)

@@ -9,6 +9,15 @@ never closed, so clients never see a refused connection during a switch.
 
 Bytes are piped unchanged (HTTP/1.1 keep-alive, any payload), so the proxy adds one
 loopback hop and no parsing.
+
+With a challenger in the target file (``"challenger": {...}``, ``"mode": "shadow" |
+"canary"``) new connections are handled request by request instead
+(:mod:`components.deploy.split`): every request gets an ``x-request-id`` (kept when the
+client sent one) so both answers carry the same id in the serving log; in *shadow* mode
+the champion answers and a copy goes to the challenger off the request path (bounded
+queue, timeout, drops counted); in *canary* mode a sticky share of users (hash of
+``user_id``) is answered by the challenger, which is taken out of the path at once when
+its error rate passes the configured limit.
 """
 
 from __future__ import annotations
@@ -21,18 +30,23 @@ import logging
 import os
 import signal
 from pathlib import Path
+from typing import Any
+
+from components.deploy.split import Splitter
 
 log = logging.getLogger("recops.proxy")
 CHUNK = 64 * 1024
+STATS_FILE = "split-stats.json"
 
 
 class Target:
-    """The backend address from the target file, cached by mtime."""
+    """The backend address (and challenger settings) from the target file, cached by mtime."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._mtime: int | None = None
         self._address: tuple[str, int] | None = None
+        self.raw: dict[str, Any] = {}
 
     def address(self) -> tuple[str, int] | None:
         try:
@@ -43,6 +57,7 @@ class Target:
             try:
                 raw = json.loads(self.path.read_text())
                 self._address = (str(raw["host"]), int(raw["port"]))
+                self.raw = raw
                 self._mtime = mtime
             except (OSError, ValueError, KeyError):
                 return self._address  # half-visible write: keep the previous target
@@ -62,9 +77,15 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 async def _handle(
-    target: Target, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
+    target: Target,
+    splitter: Splitter,
+    client_r: asyncio.StreamReader,
+    client_w: asyncio.StreamWriter,
 ) -> None:
     address = target.address()
+    if address is not None and splitter.configure(address, target.raw) is not None:
+        await splitter.handle(client_r, client_w)
+        return
     if address is None:
         client_w.write(
             b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
@@ -91,16 +112,19 @@ async def _handle(
 async def serve(host: str, port: int, target_file: Path) -> None:
     """Accept connections on ``host:port`` until SIGTERM/SIGINT."""
     target = Target(target_file)
+    splitter = Splitter(target_file.with_name(STATS_FILE), lambda: (target.address(), target.raw))
     server = await asyncio.start_server(
-        lambda r, w: _handle(target, r, w), host, port, reuse_address=True, backlog=1024
+        lambda r, w: _handle(target, splitter, r, w), host, port, reuse_address=True, backlog=1024
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("proxy %s:%d -> %s (pid %d)", host, port, target_file, os.getpid())
+    splitter.start()
     async with server:
         await stop.wait()
+    await splitter.close()
     log.info("proxy stopped")
 
 

@@ -123,6 +123,10 @@ class Supervisor:
             self._restart_proxy(state, now)
         if state.backend is not None and self._backend_down(state, now):
             self._restart_backend(state, now)
+        if state.challenger is not None:
+            from components.deploy.challenger import stop_if_tripped
+
+            stop_if_tripped(self.workspace, state)  # a canary over its error limit
         return True
 
     # --- proxy -------------------------------------------------------------------------

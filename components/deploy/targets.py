@@ -7,8 +7,11 @@ A target raises :class:`~components.errors.DeployFailed` when the version is not
 afterwards; whatever served before keeps serving (the local target's switch-over is
 health-checked; the others change nothing that serves until they succeed).
 
-Adding a target (e.g. shadow or canary): a settings class with its own ``target``
-literal in the ``DeployConfig`` union, a class here with ``deploy``, one branch in :func:`deploy_target`.
+Adding a target: a settings class with its own ``target`` literal in the
+``DeployConfig`` union, a class here with ``deploy`` and ``attach``, one branch in
+:func:`deploy_target`. Deployment *modes* are the second method: ``attach`` serves a
+challenger beside the champion as a shadow or canary (``deploy.mode``); ``deploy``
+replaces the champion (and stops an attached challenger first).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import logging
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from components.deploy.config import (
     DeployConfig,
@@ -31,6 +34,7 @@ from components.features.config import FeaturesConfig
 from components.workspace import Workspace
 
 log = logging.getLogger(__name__)
+ChallengerMode = Literal["shadow", "canary"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,11 @@ class DeployTarget(Protocol):
         """Serve ``version`` or raise :class:`DeployFailed` leaving serving as it was."""
         ...
 
+    def attach(self, ws: Workspace, version: str, mode: ChallengerMode, actor: str) -> Deployed:
+        """Serve ``version`` beside the champion as a shadow or canary, or raise
+        :class:`DeployFailed` leaving serving as it was."""
+        ...
+
 
 @dataclass(frozen=True)
 class LocalTarget:
@@ -81,6 +90,18 @@ class LocalTarget:
             url=done.url,
             previous_version=done.previous_version,
             detail={"bento": done.bento_tag, "pid": str(done.pid)},
+        )
+
+    def attach(self, ws: Workspace, version: str, mode: ChallengerMode, actor: str) -> Deployed:
+        from components.deploy.challenger import attach
+
+        done = attach(ws, version, mode, self.serve, self.settings, self.features, actor=actor)
+        return Deployed(
+            target=self.name,
+            version=done.version,
+            url=done.url,
+            previous_version=done.champion,
+            detail={"mode": mode, "bento": done.bento_tag, "port": str(done.port)},
         )
 
 
@@ -108,6 +129,12 @@ class KubernetesTarget:
             detail["applied"] = "kubectl apply"
         return Deployed(target=self.name, version=bento.version, detail=detail)
 
+    def attach(self, ws: Workspace, version: str, mode: ChallengerMode, actor: str) -> Deployed:
+        raise DeployFailed(
+            "deploy --mode shadow|canary serves a challenger on the local target only",
+            hint="for Kubernetes, render the mode's manifests with deploy.mode in the config",
+        )
+
 
 @dataclass(frozen=True)
 class NoTarget:
@@ -119,6 +146,9 @@ class NoTarget:
     def deploy(self, ws: Workspace, version: str) -> Deployed:
         log.info("deploy.target is none: %s is not served", version)
         return Deployed(target=self.name, version=version)
+
+    def attach(self, ws: Workspace, version: str, mode: ChallengerMode, actor: str) -> Deployed:
+        raise DeployFailed(f"deploy.target is none: nothing serves, so no {mode} can run")
 
 
 def kubectl_apply(directory: object, timeout_s: float) -> None:

@@ -95,6 +95,12 @@ def _explicit_hits(served: pa.Table, feedback: pa.Table, k: int) -> pa.Array:
     return pc.unique(joined["request_id"].combine_chunks())
 
 
+def explicit_hit_ids(served: pa.Table, feedback: pa.Table, k: int) -> pa.Array:
+    """Request ids of ``served`` lists whose top-k holds an item that a feedback event
+    naming the same request id is about."""
+    return _explicit_hits(served, feedback, k)
+
+
 def _window_hits(served: pa.Table, feedback: pa.Table, k: int, window_us: int) -> pa.Array:
     """Request ids whose user interacted with a top-k item within the window after serving.
 

@@ -32,7 +32,19 @@ from components.records import utc_now
 
 log = logging.getLogger(__name__)
 
-Action = Literal["register", "promote", "reject", "rollback", "retire", "manual_promote"]
+Action = Literal[
+    "register",
+    "promote",
+    "reject",
+    "rollback",
+    "retire",
+    "manual_promote",
+    # a challenger served beside the champion, and when it stopped (statuses unchanged)
+    "shadow",
+    "canary",
+    "challenger_stop",
+]
+ModeAction = Literal["shadow", "canary", "challenger_stop"]
 Status = Literal["candidate", "champion", "retired", "rejected"]
 
 

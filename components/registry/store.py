@@ -51,6 +51,7 @@ from components.registry.history import (
     Action,
     HistoryEvent,
     HistoryLog,
+    ModeAction,
     RegistryState,
     Status,
     apply_event,
@@ -347,6 +348,31 @@ class ModelRegistry:
             self._mirror_statuses(state, {target, current})
         log.info("rollback: %s -> %s", current, target)
         return self.get(target)
+
+    def record_mode(
+        self,
+        action: ModeAction,
+        version: str,
+        *,
+        actor: str,
+        reason: str,
+        metrics: dict[str, Any] | None = None,
+    ) -> HistoryEvent:
+        """Record that ``version`` started serving beside the champion as a shadow or canary,
+        or stopped (``metrics``: the online evidence so far); statuses do not change."""
+        with self._transaction() as (events, state):
+            version = self._resolve(events, version)
+            return self._append(
+                state,
+                HistoryEvent(
+                    action=action,
+                    version=version,
+                    previous_champion=state.champion,
+                    actor=actor,
+                    reason=reason,
+                    metrics=metrics or {},
+                ),
+            )
 
     def _transition(
         self,

@@ -10,6 +10,8 @@ import typer
 if TYPE_CHECKING:
     from components.config import RecopsConfig
     from components.deploy.config import LocalDeployConfig
+    from components.deploy.targets import ChallengerMode, Deployed, DeployTarget
+    from components.workspace import Workspace
 
 from flows.cli.app import (
     ConfigOpt,
@@ -34,12 +36,35 @@ VersionOpt = Annotated[
 ]
 
 
-@app.command("deploy")
+deploy_app = typer.Typer(
+    help="Deploy a model version; compare and conclude a shadow or canary.",
+    invoke_without_command=True,
+)
+app.add_typer(deploy_app, name="deploy")
+
+ModeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mode",
+        "-m",
+        help="replace (switch the champion), shadow (mirrored, never answers clients) or "
+        "canary (answers --share of users); default: deploy.mode.",
+    ),
+]
+
+
+@deploy_app.callback()
 def deploy(
+    ctx: typer.Context,
     version: VersionOpt = None,
     target: Annotated[
         str | None,
         typer.Option("--target", "-t", help="local, k8s or none (default: deploy.target)."),
+    ] = None,
+    mode: ModeOpt = None,
+    share: Annotated[
+        float | None,
+        typer.Option("--share", help="canary: share of users (sticky); shadow: of requests."),
     ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -47,13 +72,25 @@ def deploy(
     json_out: JsonOutOpt = None,
 ) -> None:
     """Deploy a model version (default: the champion) through the configured target: a
-    health-checked local switch-over, or a bento + validated Kubernetes manifests (k8s)."""
+    health-checked local switch-over, or a bento + validated Kubernetes manifests (k8s);
+    with --mode shadow|canary, serve it beside the champion instead."""
+    if ctx.invoked_subcommand is not None:
+        return
     from components.lifecycle.deploy import deploy as deploy_use_case
     from components.lifecycle.deploy import target_for
 
     overrides = list(set_ or []) + ([f"deploy.target={target}"] if target else [])
+    overrides += [f"deploy.mode={mode}"] if mode else []
+    if share is not None:
+        key = "share" if (mode or "") == "canary" else "mirror_share"
+        overrides.append(f"deploy.challenger.{key}={share}")
     cfg, ws = prologue(config, overrides, workspace)
-    done = deploy_use_case(ws, target_for(cfg.deploy, cfg.serve, cfg.features), version)
+    deploy_target = target_for(cfg.deploy, cfg.serve, cfg.features)
+    if cfg.deploy.mode != "replace":
+        done = _attach(ws, deploy_target, version, cfg.deploy.mode)
+        write_json(json_out, dataclasses.asdict(done))
+        return
+    done = deploy_use_case(ws, deploy_target, version)
     console.print(f"deployed {done.describe()}; previous: {done.previous_version or 'none'}")
     if done.target == "k8s":
         console.print(
@@ -61,6 +98,96 @@ def deploy(
             f"(BENTOML_HOME={ws.bentoml_home}); kubectl apply -f {done.detail['manifests']}"
         )
     write_json(json_out, dataclasses.asdict(done))
+
+
+def _attach(ws: Workspace, deploy_target: DeployTarget, version: str | None, mode: str) -> Deployed:
+    from components.errors import ConfigError
+    from components.lifecycle.online import start
+    from components.registry.changes import default_actor
+
+    if version is None:
+        raise ConfigError(f"--mode {mode} needs the challenger's --version")
+    challenger_mode: ChallengerMode = "canary" if mode == "canary" else "shadow"
+    done = start(ws, deploy_target, version, challenger_mode, actor=default_actor())
+    console.print(
+        f"{mode}: {done.version} beside champion {done.previous_version} at {done.url} "
+        f"(`recops deploy compare`, then `recops deploy conclude`)"
+    )
+    return done
+
+
+@deploy_app.command("compare")
+def deploy_compare(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    workspace: WorkspaceOpt = None,
+    json_out: JsonOutOpt = None,
+) -> None:
+    """Champion vs the attached shadow/canary: top-k agreement, latency, errors and
+    hit-rate@k per arm from feedback, with a test, confidence intervals and the decision."""
+    from components.lifecycle.online import compare_online
+
+    cfg, ws = prologue(config, set_, workspace)
+    comparison = compare_online(ws, cfg.deploy.challenger)
+    console.print(comparison.table(), markup=False, highlight=False)
+    write_json(json_out, comparison.as_dict())
+
+
+@deploy_app.command("conclude")
+def deploy_conclude(
+    decision: Annotated[
+        str,
+        typer.Option("--decision", help="auto (the test decides), or force promote / retire."),
+    ] = "auto",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    workspace: WorkspaceOpt = None,
+    json_out: JsonOutOpt = None,
+) -> None:
+    """Promote the attached challenger (switch-over, online evidence in the registry
+    history) or retire it, as the online comparison decides."""
+    from components.errors import ConfigError
+    from components.lifecycle.deploy import target_for
+    from components.lifecycle.online import conclude
+    from components.registry.changes import default_actor
+
+    if decision not in ("auto", "promote", "retire"):
+        raise ConfigError(f"--decision must be auto, promote or retire, not {decision!r}")
+    cfg, ws = prologue(config, set_, workspace)
+    done = conclude(
+        ws,
+        target_for(cfg.deploy, cfg.serve, cfg.features),
+        cfg.deploy.challenger,
+        actor=default_actor(),
+        force=decision,  # type: ignore[arg-type]
+    )
+    console.print(done.comparison.table(), markup=False, highlight=False)
+    console.print(done.promotion.change.describe())
+    write_json(
+        json_out,
+        {
+            "decision": done.decision,
+            "forced": done.forced,
+            "comparison": done.comparison.as_dict(),
+            "change": done.promotion.change.model_dump(mode="json"),
+        },
+    )
+
+
+@deploy_app.command("detach")
+def deploy_detach(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Stop the attached shadow/canary without a decision (recorded in the history)."""
+    from components.deploy.challenger import detach
+
+    _, ws = prologue(config, set_, workspace)
+    stopped = detach(ws, "stopped by hand (`recops deploy detach`)")
+    console.print(
+        f"stopped {stopped.mode} {stopped.version}" if stopped else "no challenger was attached"
+    )
 
 
 @serve_app.command("start")
