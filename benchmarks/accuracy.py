@@ -88,7 +88,7 @@ def benchmark_one(
     from components.lifecycle.train import train
 
     cfg = _model_config(name, data, fmt, max_epochs, overrides)
-    prepared = prepare_dataset(cfg.data, cfg.features)
+    prepared = prepare_dataset(cfg.data)
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp, PeakRSS() as rss:
         started = time.perf_counter()
         result = train(prepared, cfg, Path(tmp) / "run").result

@@ -84,7 +84,7 @@ def run_content_benchmark(
                 max_epochs,
                 [*(overrides or []), *extra, f"train.seed={seed}"],
             )
-            prepared = prepared or prepare_dataset(cfg.data, cfg.features)
+            prepared = prepared or prepare_dataset(cfg.data)
             cold_split, cold = cold_item_split(prepared.split, cold_share, seed)
             protocols = {
                 "leave_one_out": prepared,

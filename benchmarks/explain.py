@@ -163,7 +163,7 @@ def faithfulness_one(
     from components.lifecycle.train import train
 
     cfg = _model_config(model, data, fmt, max_epochs, overrides)
-    prepared = prepare_dataset(cfg.data, cfg.features)
+    prepared = prepare_dataset(cfg.data)
     with tempfile.TemporaryDirectory(prefix=f"bench-explain-{model}-") as tmp:
         started = time.perf_counter()
         result = train(prepared, cfg, Path(tmp) / "run").result

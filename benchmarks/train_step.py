@@ -77,16 +77,19 @@ def _time_step(variant: _Variant, data: Any, batch_index: list[int], cfg: Any) -
 def _variants(
     prepared: Any, cfg: Any, batch_sizes: list[int], precisions: list[str], steps: int
 ) -> tuple[list[_Variant], Any]:
+    from components.lifecycle.train import item_features
     from components.training.datamodules import BucketBatchSampler, training_dataset
     from components.training.trainer import build_bundle
+    from components.workspace import Workspace
 
     data, lengths = training_dataset("causal", prepared.split.train, prepared.split.max_len)
+    content = item_features(Workspace.at(cfg.workspace), cfg, prepared)
     variants = []
     for batch_size in batch_sizes:
         batches = list(BucketBatchSampler(lengths, batch_size, True, cfg.train.seed))
         for precision in precisions:
             torch.manual_seed(cfg.train.seed)
-            model = build_bundle(prepared, cfg.model).model.train()
+            model = build_bundle(prepared, cfg.model, content).model.train()
             lr = cfg.train.lr * (batch_size / cfg.train.batch_size) ** 0.5
             optimiser = torch.optim.Adam(model.parameters(), lr=lr)
             variants.append(_Variant(batch_size, precision, model, optimiser, batches[:steps]))
@@ -113,7 +116,7 @@ def run_step_benchmark(
         raise ValueError(f"bench step times causal models; {model} is not one")
     if cfg.train.num_threads is not None:
         torch.set_num_threads(cfg.train.num_threads)
-    prepared = prepare_dataset(cfg.data, cfg.features)
+    prepared = prepare_dataset(cfg.data)
     variants, data = _variants(prepared, cfg, batch_sizes, precisions, steps + warmup)
     for step in range(steps + warmup):
         for variant in variants:

@@ -16,11 +16,12 @@ in the recops config must match them (apply refuses a mismatch with a clear mess
 from datetime import timedelta
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
-from feast.types import Array, Float64, Int64, String
+from feast.types import Array, Float32, Float64, Int64, String
 
 WINDOWS_DAYS = (1, 7, 30)
 USER_SOURCE_PATH = "sources/user_features.parquet"
 ITEM_SOURCE_PATH = "sources/item_features.parquet"
+ITEM_CONTENT_SOURCE_PATH = "sources/item_content.parquet"
 
 user = Entity(
     name="user",
@@ -46,6 +47,13 @@ item_source = FileSource(
     path=ITEM_SOURCE_PATH,
     timestamp_field="event_timestamp",
     description="One row per (item, event time): popularity and metadata at that time.",
+)
+
+item_content_source = FileSource(
+    name="item_content_rows",
+    path=ITEM_CONTENT_SOURCE_PATH,
+    timestamp_field="event_timestamp",
+    description="One row per catalogue item (with or without events), stamped when published.",
 )
 
 user_features = FeatureView(
@@ -86,6 +94,28 @@ item_features = FeatureView(
     online=True,
 )
 
+# What an item *is*: the language-model vector of its text and its category tokens, one
+# row per catalogue item (cold items included). Models read this view (the training path
+# through the offline store) instead of the catalogue; the vectors then travel inside the
+# model bundle, so the bento needs no encoder.
+item_content = FeatureView(
+    name="item_content",
+    entities=[item],
+    ttl=timedelta(0),
+    schema=[
+        Field(name="item_id", dtype=String),
+        Field(
+            name="text_vector",
+            dtype=Array(Float32),
+            description="L2-normalised sentence-encoder vector of the text; empty without text",
+        ),
+        Field(name="category", dtype=String, description="space-separated category tokens"),
+        Field(name="text", dtype=String),
+    ],
+    source=item_content_source,
+    online=True,
+)
+
 # Serving: what the bento reads per request (the user's recent history and activity).
 serving_features = FeatureService(
     name="recommender_serving",
@@ -98,4 +128,11 @@ training_features = FeatureService(
     name="recommender_training",
     features=[user_features, item_features],
     description="Point-in-time training frames over (user_id, item_id, event_timestamp).",
+)
+
+# Models: every vocabulary item's content as of the training run.
+item_content_features = FeatureService(
+    name="recommender_item_content",
+    features=[item_content],
+    description="Item text vectors and categories for the models' shared item input layer.",
 )

@@ -146,7 +146,7 @@ def train_challenger(
     from components.evaluation.metrics import format_headline
     from components.lifecycle.train import train
 
-    trained = train(prepared, cfg, ws.runs_dir / run_id, data_version=data_version)
+    trained = train(prepared, cfg, ws.runs_dir / run_id, data_version=data_version, ws=ws)
     get_run_logger().info(
         "trained %s: test %s", cfg.model.name, format_headline(trained.result.metrics_test)
     )

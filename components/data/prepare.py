@@ -27,7 +27,6 @@ class PreparedData:
     split: Split
     catalogue: pd.DataFrame | None = None  # the accepted catalogue (catalogue contract)
     catalogue_report: CatalogueReport | None = None
-    text: object | None = None  # components.features.item_content.TextSettings
 
 
 def vocabulary_with_catalogue(events: pd.DataFrame, catalogue: pd.DataFrame | None) -> Vocabulary:
@@ -45,12 +44,11 @@ def prepare(
     events: pd.DataFrame,
     cfg: DataConfig,
     catalogue: pd.DataFrame | None = None,
-    text: object | None = None,
 ) -> PreparedData:
     """Build the vocabulary, per-user sequences and the configured split of ``events``.
 
     ``catalogue`` (catalogue contract) is checked against the events and its items join
-    the vocabulary; ``text`` (TextSettings) says how its texts become vectors."""
+    the vocabulary (their content reaches models through Feast: lifecycle.train)."""
     if len(events) == 0:
         raise DataError("the dataset has no events")
     report = None
@@ -62,4 +60,4 @@ def prepare(
         split = leave_one_out(seqs, vocab.n_items, cfg.max_len, cfg.min_user_events)
     else:
         split = temporal(seqs, vocab.n_items, cfg.max_len, cfg.temporal_test_fraction)
-    return PreparedData(vocab, seqs, split, catalogue, report, text)
+    return PreparedData(vocab, seqs, split, catalogue, report)

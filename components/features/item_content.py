@@ -1,23 +1,33 @@
-"""Item content aligned with a model vocabulary: text vectors and category ids.
+"""Item content: the Feast ``item_content`` table from a catalogue, and the model-side
+view of it aligned with a vocabulary.
 
-:class:`ItemContent` is what a model's :class:`~components.models.layers.ItemInput` is
-filled with: row ``i`` describes vocabulary item ``i`` (row 0 = padding, zeros). The text
-vectors come from :mod:`components.features.text_encoder` (cached by text hash); they are
-held once (the model buffer shares the array's memory).
+Two halves of one path (the Feast calls live in :mod:`components.features.store`):
+
+- :func:`content_table` turns a catalogue into the rows of the ``item_content`` feature
+  view (one per catalogue item: text vector from :mod:`components.features.text_encoder`,
+  cached by text hash; category tokens; text), written when features are published.
+- :func:`content_from_rows` turns what Feast returns for a vocabulary into
+  :class:`ItemContent`, what a model's :class:`~components.models.layers.ItemInput` is
+  filled with: row ``i`` describes vocabulary item ``i`` (row 0 = padding, zeros). The
+  vectors are held once (the model buffer shares the array's memory).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from components.data.catalogue import CATEGORY, TEXT
 from components.data.schema import ITEM
 from components.data.sequences import Vocabulary
+from components.features.tables import EVENT_TS
 from components.features.text_encoder import encode_texts
 
 log = logging.getLogger(__name__)
@@ -53,17 +63,6 @@ class ItemContent:
         return max(1, int(self.categories.shape[1]))
 
 
-def aligned_catalogue(catalogue: pd.DataFrame | None, vocab: Vocabulary) -> pd.DataFrame:
-    """``[n_items + 1]`` rows of (text, category) in vocabulary order; "" where unknown."""
-    rows = pd.DataFrame({ITEM: ["", *vocab.items]})
-    if catalogue is None:
-        return rows.assign(**{TEXT: "", CATEGORY: ""})
-    side = catalogue[[ITEM, TEXT, CATEGORY]].astype(str).drop_duplicates(ITEM, keep="last")
-    merged = rows.merge(side, on=ITEM, how="left").fillna("")
-    merged.loc[0, [TEXT, CATEGORY]] = ""
-    return merged
-
-
 def category_ids(categories: pd.Series) -> tuple[np.ndarray, tuple[str, ...]]:
     """Space-separated category tokens -> ``([rows, S]`` ids from 1, sorted token names)."""
     tokens = categories.str.split()
@@ -81,17 +80,67 @@ def category_ids(categories: pd.Series) -> tuple[np.ndarray, tuple[str, ...]]:
     return out, names
 
 
-def item_content(
-    catalogue: pd.DataFrame | None,
-    vocab: Vocabulary,
-    text: TextSettings | None,
-) -> ItemContent:
-    """Text vectors (when ``text`` names an encoder) and category ids for ``vocab``'s items."""
-    rows = aligned_catalogue(catalogue, vocab)
-    categories, names = category_ids(rows[CATEGORY])
-    vectors = None
-    if text is not None and text.encoder != "none":
-        vectors, _ = encode_texts(
-            rows[TEXT].tolist(), text.encoder, text.cache_dir, text.batch_size
-        )
+TEXT_VECTOR = "text_vector"
+
+
+def content_table(
+    catalogue: pd.DataFrame, text: TextSettings | None, published: datetime
+) -> pd.DataFrame:
+    """The ``item_content`` feature view's rows for ``catalogue`` (catalogue contract).
+
+    Columns: ``item_id``, ``event_timestamp`` (``published`` for every row: content is
+    what the catalogue says from its publication on), ``text_vector`` (list<float32>,
+    unit vectors; empty when ``text`` is None/"none" or the item has no text),
+    ``category`` and ``text``. The last row of a duplicated id wins.
+    """
+    side = catalogue[[ITEM, TEXT, CATEGORY]].astype(str).drop_duplicates(ITEM, keep="last")
+    texts = side[TEXT].tolist()
+    dim, values = 0, np.zeros(0, dtype=np.float32)
+    if text is not None and text.encoder != "none" and len(side):
+        vectors, _ = encode_texts(texts, text.encoder, text.cache_dir, text.batch_size)
+        dim, values = int(vectors.shape[1]), vectors.reshape(-1)
+    has_text = np.array([bool(t.strip()) for t in texts], dtype=bool) & (dim > 0)
+    lengths = np.where(has_text, dim, 0)
+    offsets = np.zeros(len(side) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    kept = np.repeat(has_text, dim) if dim else np.zeros(0, dtype=bool)
+    vectors_column = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values[kept]))
+    return pd.DataFrame(
+        {
+            ITEM: side[ITEM].to_numpy(),
+            EVENT_TS: pd.Series(pd.Timestamp(published), index=range(len(side))).astype(
+                "datetime64[ns, UTC]"
+            ),
+            TEXT_VECTOR: pd.Series(vectors_column, dtype=pd.ArrowDtype(pa.list_(pa.float32()))),
+            CATEGORY: side[CATEGORY].to_numpy(),
+            TEXT: side[TEXT].to_numpy(),
+        }
+    )
+
+
+def content_from_rows(rows: pd.DataFrame, vocab: Vocabulary, with_text: bool) -> ItemContent:
+    """:class:`ItemContent` for ``vocab`` from feature rows (``item_id``, ``text_vector``,
+    ``category``; any order, missing items allowed: they get no text and no category).
+
+    ``with_text=False`` leaves the vectors out (a category-only model)."""
+    aligned = pd.DataFrame({ITEM: ["", *vocab.items]}).merge(
+        rows.drop_duplicates(ITEM, keep="last"), on=ITEM, how="left"
+    )
+    aligned.loc[0, [TEXT_VECTOR, CATEGORY]] = None
+    categories, names = category_ids(aligned[CATEGORY].fillna("").astype(str))
+    vectors = _vector_matrix(aligned[TEXT_VECTOR].tolist()) if with_text else None
     return ItemContent(vectors, categories, names)
+
+
+def _vector_matrix(values: list[object]) -> np.ndarray:
+    """``[rows, dim]`` float32 from per-row vectors (one Arrow conversion, no per-row
+    copies in Python); None/NaN/empty rows are zeros."""
+    column = pa.array(values, type=pa.list_(pa.float32()), from_pandas=True)
+    lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
+    dim = int(lengths.max()) if len(lengths) else 0
+    out = np.zeros((len(values), dim), dtype=np.float32)
+    full = lengths == dim
+    if dim and full.any():
+        flat = column.filter(pa.array(full)).flatten().to_numpy(zero_copy_only=False)
+        out[full] = flat.reshape(-1, dim)
+    return out

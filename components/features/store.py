@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict
 from components.data.schema import ITEM, TIME, USER
 from components.errors import FeatureStoreError
 from components.features.config import FeaturesConfig
+from components.features.item_content import TextSettings, content_table
 from components.features.tables import EVENT_TS, item_feature_table, user_feature_table
 from components.secrets import resolve
 from components.workspace import Workspace
@@ -55,6 +56,10 @@ USER_VIEW = "user_features"
 # told apart from a store that answers with cold starts for everyone
 MARKER_USER = "__recops materialized__"
 ITEM_VIEW = "item_features"
+ITEM_CONTENT_VIEW = "item_content"
+CONTENT_SERVICE = "recommender_item_content"
+# Parquet metadata key of the item_content source: digest of (catalogue, encoder)
+CONTENT_DIGEST = b"recops.content_digest"
 SERVING_SERVICE = "recommender_serving"
 TRAINING_SERVICE = "recommender_training"
 # Feast joins the newest row with timestamp <= the entity time; we ask for one tick
@@ -263,7 +268,8 @@ def write_feature_tables(
     """Compute the user and item tables from ``events`` and (over)write their Parquet sources.
 
     Returns feature view name -> written path. Writes to a temporary file first, so a
-    concurrent reader never sees a half-written source.
+    concurrent reader never sees a half-written source. (The ``item_content`` source is
+    written by :func:`publish_item_content` from a catalogue.)
     """
     _check_windows(cfg)
     paths = source_paths(workspace, cfg)
@@ -440,10 +446,11 @@ def materialize(
         rows, entities, earliest = _source_window(paths[fv.name], key, previous, end)
         start = previous or (earliest - timedelta(seconds=1) if earliest else end)
         if earliest is None:
-            log.warning(
+            log.info(
                 "no source table for %s at %s; nothing to materialize", fv.name, paths[fv.name]
             )
-        elif start < end:
+            continue
+        if start < end:
             try:
                 _materialize_view(store, cfg, fv.name, paths[fv.name], key, start, end)
             except Exception as exc:
@@ -469,11 +476,98 @@ def refresh_features(
     cfg: FeaturesConfig,
     item_side: pd.DataFrame | None = None,
     end: datetime | None = None,
+    catalogue: pd.DataFrame | None = None,
 ) -> MaterializeResult:
-    """Write the tables from ``events``, apply the repo, materialize incrementally."""
+    """Write the tables from ``events`` (and ``catalogue``'s item content), apply the repo,
+    materialize incrementally."""
     write_feature_tables(events, workspace, cfg, item_side)
     apply_repo(workspace, cfg)
+    if catalogue is not None:
+        publish_item_content(workspace, cfg, catalogue)
     return materialize(workspace, cfg, end=end, incremental=True)
+
+
+# --- item content (catalogue -> Feast -> models) -----------------------------------------
+def text_settings(workspace: Workspace, cfg: FeaturesConfig) -> TextSettings:
+    """How item texts become vectors: the configured encoder, cached in the workspace."""
+    return TextSettings(
+        cfg.text_encoder, workspace.features_dir / "text_vectors", cfg.text_batch_size
+    )
+
+
+def content_digest(catalogue: pd.DataFrame, cfg: FeaturesConfig) -> str:
+    """What an ``item_content`` source holds: the catalogue's (item, text, category) rows
+    and the encoder that made the vectors."""
+    import hashlib
+
+    from components.data.catalogue import CATALOGUE_COLUMNS
+
+    rows = pd.util.hash_pandas_object(catalogue[list(CATALOGUE_COLUMNS)].astype(str), index=False)
+    blob = rows.to_numpy().tobytes() + cfg.text_encoder.encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def published_content_digest(workspace: Workspace, cfg: FeaturesConfig) -> str | None:
+    """The digest recorded in the workspace's ``item_content`` source (None: none written)."""
+    path = source_paths(workspace, cfg)[ITEM_CONTENT_VIEW]
+    if not path.exists():
+        return None
+    metadata = pq.read_schema(path).metadata or {}
+    digest = metadata.get(CONTENT_DIGEST)
+    return digest.decode() if digest else None
+
+
+def publish_item_content(
+    workspace: Workspace, cfg: FeaturesConfig, catalogue: pd.DataFrame
+) -> bool:
+    """Write ``catalogue``'s ``item_content`` rows (text vectors from the configured
+    encoder, cached by text hash) as the view's source and register the repo; nothing is
+    written when the source already holds this catalogue and encoder. Returns whether it
+    wrote. The rows are stamped now: content is what the catalogue says from now on."""
+    digest = content_digest(catalogue, cfg)
+    if digest == published_content_digest(workspace, cfg) and _registered(
+        workspace, cfg, ITEM_CONTENT_VIEW
+    ):
+        return False
+    table = content_table(catalogue, text_settings(workspace, cfg), datetime.now(timezone.utc))
+    path = source_paths(workspace, cfg)[ITEM_CONTENT_VIEW]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(arrow.replace_schema_metadata({CONTENT_DIGEST: digest.encode()}), tmp)
+    tmp.replace(path)
+    apply_repo(workspace, cfg)
+    log.info("published the content of %d catalogue items to %s", len(table), path)
+    return True
+
+
+def _registered(workspace: Workspace, cfg: FeaturesConfig, view: str) -> bool:
+    try:
+        feature_store(workspace, cfg).get_feature_view(view)
+    except Exception:  # not applied yet (Feast raises its own not-found error)
+        return False
+    return True
+
+
+def item_content_rows(workspace: Workspace, cfg: FeaturesConfig, items: list[str]) -> pd.DataFrame:
+    """Every item's ``text_vector``, ``category`` and ``text`` as the offline store holds
+    them now (``get_historical_features`` of the content service; the offline store, not
+    the online one: training must not depend on what serving's store holds). Items the
+    catalogue lacks come back with nulls. Columns: ``item_id`` plus the feature names."""
+    store = feature_store(workspace, cfg)
+    service = store.get_feature_service(CONTENT_SERVICE)
+    entity = pd.DataFrame(
+        {
+            ITEM: pd.Series(items, dtype=object).astype(str).astype(object),
+            EVENT_TS: pd.Timestamp.now(tz="UTC"),
+        }
+    ).drop_duplicates(ITEM)
+    try:
+        found = store.get_historical_features(entity_df=entity, features=service).to_df()
+    except Exception as exc:
+        raise FeatureStoreError(f"item content retrieval failed: {exc}") from exc
+    found[ITEM] = found[ITEM].astype(str)
+    return found.drop(columns=[EVENT_TS])
 
 
 # --- online ---------------------------------------------------------------------------

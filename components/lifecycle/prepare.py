@@ -36,15 +36,12 @@ def load_dataset(data_cfg: DataConfig) -> pd.DataFrame:
     )
 
 
-def prepare_dataset(
-    data_cfg: DataConfig, features_cfg: FeaturesConfig | None = None
-) -> PreparedData:
+def prepare_dataset(data_cfg: DataConfig) -> PreparedData:
     """:func:`load_dataset` with its item catalogue (when there is one), prepared and split."""
     from components.data.catalogue import catalogue_from_config
-    from components.training.trainer import text_settings
 
     catalogue = catalogue_from_config(data_cfg)
-    return prepare(load_dataset(data_cfg), data_cfg, catalogue, text_settings(features_cfg))
+    return prepare(load_dataset(data_cfg), data_cfg, catalogue)
 
 
 def load_version(ws: Workspace, versioning_cfg: VersioningConfig, version: str) -> pd.DataFrame:

@@ -3,6 +3,14 @@
 ``recops run`` (the flow's train task), ``recops train`` and ``recops stage train`` all
 come here; the record (config, code revision, data version, metrics) is written next to
 the bundle in ``run_dir``.
+
+Item features reach models only through Feast: a model whose ``item_features`` include
+``text`` or ``category`` gets them from the ``item_content`` feature view (offline store,
+:func:`item_features`), published from the prepared catalogue when the workspace's store
+does not hold it yet. The vectors are then saved with the bundle, so the bento needs
+neither the catalogue nor an encoder. User history comes from the sequences, not from
+Feast's user view: the zoo's sequence models take the whole ordered history as input, and
+``recent_items`` is that same history truncated.
 """
 
 from __future__ import annotations
@@ -17,7 +25,9 @@ from typing import Any
 
 from components.config import RecopsConfig
 from components.data.prepare import PreparedData
+from components.errors import ConfigError
 from components.evaluation.breakdown import breakdowns
+from components.features.item_content import ItemContent
 from components.owner import owner_marker
 from components.records import (
     FAILED,
@@ -27,7 +37,8 @@ from components.records import (
     code_revision,
     recover_interrupted,
 )
-from components.training.trainer import TrainResult, train_model
+from components.training.trainer import TrainResult, content_features, train_model
+from components.workspace import Workspace
 
 RUN_RECORD = "run_record.json"
 
@@ -51,9 +62,11 @@ def train(
     run_dir: Path,
     *,
     data_version: str | None = None,
+    ws: Workspace | None = None,
 ) -> TrainedRun:
     """Train ``cfg.model`` with ``cfg.train`` on ``prepared``; save bundle and record in
-    ``run_dir`` (the run id is the folder's name).
+    ``run_dir`` (the run id is the folder's name). ``ws`` (default: ``cfg.workspace``)
+    holds the feature store the item features are read from.
 
     The record is written first with status ``running`` and this process as its owner,
     so a run killed mid-training is found by the next reader (``recops status``, the next
@@ -76,7 +89,8 @@ def train(
     )
     started.save(run_dir / RUN_RECORD)
     try:
-        result = train_model(prepared, cfg.model, cfg.train, cfg.eval, run_dir)
+        content = item_features(ws or Workspace.at(cfg.workspace), cfg, prepared)
+        result = train_model(prepared, cfg.model, cfg.train, cfg.eval, run_dir, content)
     except BaseException as exc:
         ended = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED
         with contextlib.suppress(OSError):  # a full disk may refuse this write too
@@ -104,6 +118,33 @@ def recover_runs(runs_dir: Path) -> list[RunRecord]:
     (and delete what it half wrote); the records it changed."""
     found = (recover_interrupted(path) for path in runs_dir.glob(f"*/{RUN_RECORD}"))
     return [record for record in found if record is not None]
+
+
+def item_features(ws: Workspace, cfg: RecopsConfig, prepared: PreparedData) -> ItemContent | None:
+    """The item content ``cfg.model`` asks for (None for an id-only model), aligned with
+    ``prepared.vocab`` and read from Feast's offline store.
+
+    The catalogue is published to the store first when the store holds another one (a
+    digest of items, texts and encoder decides; texts are encoded once per text hash)."""
+    from components.features.item_content import content_from_rows
+    from components.features.store import item_content_rows, publish_item_content
+
+    wanted = content_features(cfg.model)
+    if not wanted:
+        return None
+    if prepared.catalogue is None:
+        raise ConfigError(
+            f"model.params.item_features={sorted(wanted)} needs an item catalogue "
+            "(data.items, a RecBole .item file beside the events, or the synthetic data)"
+        )
+    if "text" in wanted and cfg.features.text_encoder == "none":
+        raise ConfigError(
+            "model.params.item_features has 'text' but features.text_encoder is none",
+            hint="drop text from model.params.item_features or set features.text_encoder",
+        )
+    publish_item_content(ws, cfg.features, prepared.catalogue)
+    rows = item_content_rows(ws, cfg.features, list(prepared.vocab.items))
+    return content_from_rows(rows, prepared.vocab, with_text="text" in wanted)
 
 
 def finite_history(history: list[dict[str, float]]) -> list[dict[str, float | None]]:

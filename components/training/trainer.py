@@ -30,8 +30,7 @@ from components.errors import ConfigError, TrainingError
 from components.evaluation.config import EvalConfig
 from components.evaluation.metrics import evaluate
 from components.faults import armed, pause_point
-from components.features.config import FeaturesConfig
-from components.features.item_content import ItemContent, TextSettings, item_content
+from components.features.item_content import ItemContent
 from components.models.bundle import ModelBundle
 from components.models.config import ModelConfig
 from components.models.zoo import get_model_class, validate_params
@@ -237,54 +236,52 @@ def save_whole(bundle: ModelBundle, directory: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def text_settings(features_cfg: FeaturesConfig | None) -> TextSettings:
-    """How item texts become vectors: the configured encoder, cached in the workspace."""
-    from components.workspace import Workspace
-
-    cfg = features_cfg or FeaturesConfig()
-    cache = Workspace.at().features_dir / "text_vectors"
-    return TextSettings(cfg.text_encoder, cache, cfg.text_batch_size)
+def content_features(model_cfg: ModelConfig) -> set[str]:
+    """The content features (``text``, ``category``) ``model.params.item_features`` asks for."""
+    return set(model_cfg.params.get("item_features", ["id"])) & {"text", "category"}
 
 
 def _content_params(
-    name: str, params: dict[str, Any], prepared: PreparedData
-) -> tuple[dict[str, Any], ItemContent | None]:
-    """``params`` with the content sizes of ``prepared``'s catalogue filled in, and that
-    content (None when the model uses ids only)."""
-    wanted = set(params.get("item_features", ["id"]))
-    if not wanted & {"text", "category"}:
-        return params, None
-    if prepared.catalogue is None:
+    params: dict[str, Any], content: ItemContent | None, wanted: set[str]
+) -> dict[str, Any]:
+    """``params`` with the content sizes filled in (unchanged for an id-only model)."""
+    if not wanted:
+        return params
+    if content is None:
         raise ConfigError(
-            f"model.params.item_features={sorted(wanted)} needs an item catalogue "
-            "(data.items, a RecBole .item file beside the events, or the synthetic data)"
+            f"model.params.item_features has {sorted(wanted)} but no item content was given "
+            "(lifecycle.train reads it from the feature store's item_content view)",
+            hint="give the data an item catalogue (data.items, a RecBole .item file, or the "
+            "synthetic data) or drop text/category from model.params.item_features",
         )
-    text = prepared.text if "text" in wanted else None
-    settings = text if isinstance(text, TextSettings) else None
-    if "text" in wanted and (settings is None or settings.encoder == "none"):
+    if "text" in wanted and content.text_dim == 0:
         raise ConfigError(
-            "model.params.item_features has 'text' but features.text_encoder is none",
+            "model.params.item_features has 'text' but the item content has no text vectors",
             hint="drop text from model.params.item_features or set features.text_encoder",
         )
-    content = item_content(prepared.catalogue, prepared.vocab, settings)
-    sized = {
+    return {
         **params,
-        "text_dim": content.text_dim,
+        "text_dim": content.text_dim if "text" in wanted else 0,
         "n_categories": content.n_categories,
         "category_slots": content.category_slots,
     }
-    return sized, content
 
 
-def build_bundle(prepared: PreparedData, model_cfg: ModelConfig) -> ModelBundle:
+def build_bundle(
+    prepared: PreparedData, model_cfg: ModelConfig, content: ItemContent | None = None
+) -> ModelBundle:
     """An untrained bundle: the configured model with its data-dependent state fit.
 
-    A model with content features (``item_features`` beyond ``id``) gets the catalogue's
-    text vectors and category ids as buffers (saved with the bundle) and keeps id
+    A model with content features (``item_features`` beyond ``id``) gets ``content`` (text
+    vectors and category ids aligned with ``prepared.vocab``, read from Feast by
+    :mod:`components.lifecycle.train`) as buffers saved with the bundle, and keeps id
     embeddings only for items with training events."""
     split = prepared.split
     cls = get_model_class(model_cfg.name)
-    raw, content = _content_params(model_cfg.name, dict(model_cfg.params), prepared)
+    wanted = content_features(model_cfg)
+    raw = _content_params(dict(model_cfg.params), content, wanted)
+    if not wanted:
+        content = None
     params = validate_params(model_cfg.name, raw)
     model = cls(params, split.n_items, prepared.vocab.n_users, split.max_len)
     model.fit_data(split.train)
@@ -307,8 +304,10 @@ def train_model(
     train_cfg: TrainConfig,
     eval_cfg: EvalConfig,
     run_dir: Path,
+    content: ItemContent | None = None,
 ) -> TrainResult:
     """Train ``model_cfg`` on ``prepared``'s split, restore the best epoch, evaluate, save.
+    ``content``: the vocabulary's item features for a model that uses them.
 
     Raises :class:`ConfigError` for unknown models/hyperparameters and
     :class:`TrainingError` when there is nothing to train on.
@@ -319,7 +318,7 @@ def train_model(
     if train_cfg.num_threads is not None:
         torch.set_num_threads(train_cfg.num_threads)
     started = time.perf_counter()
-    bundle = build_bundle(prepared, model_cfg)
+    bundle = build_bundle(prepared, model_cfg, content)
     if bundle.model.trainable:
         outcome = _fit(bundle, prepared, train_cfg, eval_cfg, run_dir)
     else:

@@ -57,7 +57,7 @@ def load_prepared(cfg: RecopsConfig) -> PreparedData:
     """Events from ``cfg.data`` (file or synthetic generator) -> PreparedData."""
     from components.lifecycle.prepare import prepare_dataset
 
-    return prepare_dataset(cfg.data, cfg.features)
+    return prepare_dataset(cfg.data)
 
 
 def print_metrics(title: str, valid: dict[str, float] | None, test: dict[str, float]) -> None:
@@ -105,7 +105,7 @@ def train(
     run_id = f"{cfg.model.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{cfg.fingerprint()[:6]}"
     run_dir = ws.runs_dir / run_id
     console.print(f"training {cfg.model.name} on {prepared.split.summary()}")
-    result = train_run(prepared, cfg, run_dir).result
+    result = train_run(prepared, cfg, run_dir, ws=ws).result
     protocol = "history items excluded" if cfg.eval.exclude_seen else "history items NOT excluded"
     print_metrics(
         f"{cfg.model.name}: {result.epochs} epochs, {result.train_seconds:.1f}s training; "

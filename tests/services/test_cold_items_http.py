@@ -11,6 +11,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from components.config import config_from_mapping
 from components.data.catalogue import make_catalogue
 from components.data.config import DataConfig, SyntheticConfig
 from components.data.prepare import prepare
@@ -18,7 +19,7 @@ from components.data.synthetic import generate_events, synthetic_catalogue
 from components.deploy.config import LocalDeployConfig, ServeConfig
 from components.deploy.local import Deployment, deploy_version, stop_local
 from components.features.config import FeaturesConfig
-from components.features.item_content import TextSettings
+from components.lifecycle.train import item_features
 from components.models.config import ModelConfig
 from components.net import free_port
 from components.records import RunRecord
@@ -53,9 +54,10 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     root: Path = tmp_path_factory.mktemp("cold-http")
     ws = Workspace.at(root / "ws").activate()
     synth = SyntheticConfig(n_users=60, n_items=40, n_events=1500, seed=3)
-    text = TextSettings("minilm", ws.features_dir / "text_vectors")
-    prepared = prepare(generate_events(synth), DataConfig(max_len=20), _catalogue(synth), text)
-    bundle = build_bundle(prepared, ModelConfig(name="sasrec", params=PARAMS))
+    prepared = prepare(generate_events(synth), DataConfig(max_len=20), _catalogue(synth))
+    cfg = config_from_mapping({"model": {"name": "sasrec", "params": PARAMS}})
+    content = item_features(ws, cfg, prepared)  # published to Feast, read back offline
+    bundle = build_bundle(prepared, ModelConfig(name="sasrec", params=PARAMS), content)
     record = RunRecord(
         run_id="run-cold",
         model_name="sasrec",
