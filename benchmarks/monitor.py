@@ -4,8 +4,8 @@ whether drift detection tells a shifted world from an unshifted one.
 1. **logging on vs off**: two scratch deployments of the same untrained SASRec (one with
    ``serve.log.enabled=false``), loaded alternately at each concurrency level, back to
    back, ``repeats`` times; the cost is ``1 - rps_on / rps_off`` per pair (median).
-2. **1M logged requests**: a synthetic serving log (``n_requests`` lists of 10 items) and
-   feedback, written as Parquet parts; one monitoring computation (read, online metrics,
+2. **1M logged requests**: a synthetic serving log (``n_requests`` lists of 10 items and
+   up to 20 history items each, as the bento keeps by default) and feedback, written as Parquet parts; one monitoring computation (read, online metrics,
    drift with the GX suite) in a fresh process: wall time and peak RSS.
 3. **drift**: a reference world (the bundled synthetic generator) and ``batches`` seeded
    live batches from the same world (false alarm rate) and from shifted worlds (another
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import os
 import shutil
-import statistics
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
@@ -29,9 +29,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks.common import measure, print_table, write_report
+from components.monitoring.config import ServingLogConfig
 from components.workspace import Workspace
 
 BODY = {"history": [f"i{j}" for j in range(1, 11)], "k": 10}
+HISTORY_ITEMS = ServingLogConfig().history_items  # what the bento keeps by default
 
 
 # --- 1. logging on vs off ----------------------------------------------------------------
@@ -88,6 +90,7 @@ def logging_cost(levels: list[int], duration_s: float, repeats: int, n_items: in
                         "p99_on_ms": got["on"]["p99_ms"],
                         "p99_off_ms": got["off"]["p99_ms"],
                         "errors": got["on"]["errors"] + got["off"]["errors"],
+                        "load1": round(os.getloadavg()[0], 2),
                         "cost": 1 - got["on"]["rps"] / got["off"]["rps"]
                         if got["off"]["rps"]
                         else None,
@@ -106,6 +109,27 @@ def logging_cost(levels: list[int], duration_s: float, repeats: int, n_items: in
     return rows
 
 
+def paired_cost(costs: list[float], draws: int = 5000, seed: int = 0) -> dict[str, Any]:
+    """Median of per-pair costs with a percentile-bootstrap 95 % interval (pairs resampled).
+
+    Each pair is one on-run and one off-run back to back, so slow drifts of the shared
+    machine's load cancel inside a pair; the interval says how far the median could move
+    with other pairs of the same kind."""
+    values = np.asarray([c for c in costs if c is not None], dtype=np.float64)
+    if len(values) == 0:
+        return {"pairs": 0, "median": None, "ci95": [None, None], "mean": None}
+    rng = np.random.default_rng(seed)
+    medians = np.median(rng.choice(values, size=(draws, len(values))), axis=1)
+    low, high = np.quantile(medians, [0.025, 0.975])
+    return {
+        "pairs": len(values),
+        "median": round(float(np.median(values)), 4),
+        "ci95": [round(float(low), 4), round(float(high), 4)],
+        "mean": round(float(values.mean()), 4),
+        "share_of_pairs_above_5pct": round(float((values > 0.05).mean()), 3),
+    }
+
+
 # --- 2. a monitoring run over many logged requests ----------------------------------------
 def write_synthetic_log(root: Path, n_requests: int, n_users: int, n_items: int, seed: int) -> None:
     """``n_requests`` served lists and one feedback event per five lists, as Parquet parts."""
@@ -122,17 +146,22 @@ def write_synthetic_log(root: Path, n_requests: int, n_users: int, n_items: int,
         users = rng.integers(0, n_users, n)
         flat = rng.zipf(1.3, n * 10) % n_items
         offsets = pa.array(np.arange(0, n * 10 + 1, 10, dtype=np.int32))
+        lengths = rng.integers(0, 50, n)
+        kept = np.minimum(lengths, HISTORY_ITEMS)
+        hist_offsets = pa.array(np.concatenate([[0], np.cumsum(kept)]).astype(np.int32))
+        hist_items = items_vocab[rng.zipf(1.3, int(kept.sum())) % n_items]
         served = pa.Table.from_arrays(
             [
                 pa.array([f"r{lo + i}" for i in range(n)]),
                 pa.array(ts, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
                 pa.array([f"u{u}" for u in users]),
-                pa.array(rng.integers(0, 50, n), pa.int32()),
+                pa.array(lengths, pa.int32()),
                 pa.array(rng.integers(0, 2, n), pa.int32()),
                 pa.array(np.where(rng.random(n) < 0.1, "cold_start", "model")),
                 pa.array(["v1"] * n),
                 pa.ListArray.from_arrays(offsets, pa.array(items_vocab[flat])),
                 pa.ListArray.from_arrays(offsets, pa.array(rng.random(n * 10), pa.float32())),
+                pa.ListArray.from_arrays(hist_offsets, pa.array(hist_items, pa.string())),
             ],
             schema=SERVED_SCHEMA,
         )
@@ -165,7 +194,7 @@ def _monitoring_child(root: str, n_items: int, out: Any) -> None:
     import pandas as pd
 
     from components.monitoring.config import MonitoringConfig
-    from components.monitoring.drift import check_drift, drift_summary
+    from components.monitoring.drift import check_drift, drift_summary, live_item_counts
     from components.monitoring.online import metrics_by_version
     from components.monitoring.servelog import (
         FEEDBACK,
@@ -191,10 +220,11 @@ def _monitoring_child(root: str, n_items: int, out: Any) -> None:
             as_of=datetime(2026, 2, 1, tzinfo=timezone.utc),
             catalogue_sizes={"v1": n_items},
         )
+        live_items = live_item_counts(served, feedback)
         summary, text = drift_summary(
             reference,
             ref_lengths,
-            feedback["item_id"].to_pandas(),
+            live_items,
             served["history_len"].to_numpy(),
             0.1,
             cfg.drift,
@@ -205,7 +235,7 @@ def _monitoring_child(root: str, n_items: int, out: Any) -> None:
             text,
             cfg.drift,
             run_name="bench",
-            n_live_events=feedback.num_rows,
+            n_live_events=int(live_items.sum()),
             n_requests=served.num_rows,
         )
     out.put(
@@ -216,6 +246,7 @@ def _monitoring_child(root: str, n_items: int, out: Any) -> None:
             "hit_rate": metrics[0].hit_rate.value,
             "hit_rate_ci": [metrics[0].hit_rate.low, metrics[0].hit_rate.high],
             "drifted": report.drifted,
+            "live_item_samples": int(live_items.sum()),
         }
     )
 
@@ -263,7 +294,7 @@ def drift_detection(batches: int, batch_users: int = 200) -> dict[str, Any]:
                 summary, text = drift_summary(
                     reference["item_id"],
                     ref_lengths,
-                    live["item_id"],
+                    live["item_id"].value_counts(),
                     live.groupby("user_id", observed=True).size().to_numpy(),
                     None,
                     cfg,
@@ -304,9 +335,7 @@ def run_monitor_benchmark(
     serving = logging_cost(levels, duration_s, repeats, n_items) if levels else []
     pairs = [r for r in serving if "concurrency" in r]
     by_level = {
-        level: statistics.median(
-            r["cost"] for r in pairs if r["concurrency"] == level and r["cost"] is not None
-        )
+        level: paired_cost([r["cost"] for r in pairs if r["concurrency"] == level])
         for level in levels
     }
     print_table(
@@ -325,6 +354,23 @@ def run_monitor_benchmark(
             for r in pairs
         ],
     )
+    if by_level:
+        print_table(
+            "logging cost = 1 - rps on / rps off, per pair (median, bootstrap 95 % CI)",
+            ["concurrency", "pairs", "median", "CI low", "CI high", "mean", "pairs > 5 %"],
+            [
+                [
+                    level,
+                    c["pairs"],
+                    c["median"],
+                    c["ci95"][0],
+                    c["ci95"][1],
+                    c["mean"],
+                    c.get("share_of_pairs_above_5pct"),
+                ]
+                for level, c in by_level.items()
+            ],
+        )
     monitoring = monitoring_run(n_requests) if n_requests else {}
     if monitoring:
         print_table(
@@ -359,7 +405,8 @@ def run_monitor_benchmark(
         "monitor",
         {
             "serving": serving,
-            "median_cost_by_concurrency": by_level,
+            "logging_cost_by_concurrency": by_level,
+            "load_average": list(os.getloadavg()),
             "monitoring_run": monitoring,
             "drift": drift,
         },

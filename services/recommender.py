@@ -60,7 +60,7 @@ from services.engine import (
 )
 from services.explanations import ExplainLimits
 from services.guard import GuardMiddleware
-from services.servinglog import FeedbackEvent, ServiceLogs
+from services.servinglog import ServiceLogs, feedback_event_model
 from services.settings import SERVICE_NAME, ServiceSettings
 
 quiet_third_party()  # service start: drop third-party banners from the service log
@@ -86,11 +86,12 @@ BatchRequest: type[BaseModel] = create_model(
         Field(min_length=1, max_length=SETTINGS.serve.max_batch_requests),
     ),
 )
+DeployedFeedbackEvent = feedback_event_model(SETTINGS.event_types)
 FeedbackRequest: type[BaseModel] = create_model(
     "FeedbackRequest",
     __config__={"extra": "forbid"},
     events=(
-        list[FeedbackEvent],
+        list[DeployedFeedbackEvent],  # type: ignore[valid-type]
         Field(min_length=1, max_length=SETTINGS.serve.log.max_feedback_events),
     ),
 )
@@ -356,9 +357,8 @@ class RecommendationService:
         ``x-request-id``) names the answers instead of new ids: ``<id>`` for one request,
         ``<id>-<i>`` in a batch, so a shadow's answer to the same request has the same id."""
         plans: list[Plan] = []
-        for r, (history, from_store, failed) in zip(
-            requests, await self._histories(requests), strict=True
-        ):
+        histories = await self._histories(requests)
+        for r, (history, from_store, failed) in zip(requests, histories, strict=True):
             plan = self.engine.plan(
                 history,
                 r.k,
@@ -372,10 +372,11 @@ class RecommendationService:
         queries = [p.query for p in plans if p.query is not None]
         scored = iter(await self._score(queries))
         responses = []
-        for i, (request, plan) in enumerate(zip(requests, plans, strict=True)):
+        rows = zip(requests, plans, histories, strict=True)
+        for i, (request, plan, (history, _, _)) in enumerate(rows):
             answer = self.engine.render(plan, next(scored) if plan.query else None)
             answer["request_id"] = answer_id(request_id, i, len(requests))
-            self.logs.served(request, plan, answer)
+            self.logs.served(request, plan, answer, history)
             responses.append(answer)
             self.requests_by_source.labels(source=plan.source).inc()
         return responses

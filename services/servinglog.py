@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from components.data.config import EVENT_TYPES
 from components.monitoring.config import ServingLogConfig
 from components.monitoring.servelog import (
     FEEDBACK,
@@ -22,22 +23,25 @@ from components.monitoring.servelog import (
     ParquetLog,
     now_us,
 )
-from components.validation.config import ValidationConfig
 from components.workspace import Workspace
 from services import metrics
 from services.engine import Plan
 
-EVENT_TYPES = frozenset(ValidationConfig().event_types)
-
 
 class FeedbackEvent(BaseModel):
-    """One thing a user did with an item, optionally naming the served list it answers."""
+    """One thing a user did with an item, optionally naming the served list it answers.
+
+    ``event_type`` must be one the deployed validation config accepts: the service
+    validates with :func:`feedback_event_model` of its recorded event types (this base
+    class accepts the default config's).
+    """
 
     model_config = ConfigDict(extra="forbid")
+    event_types: ClassVar[frozenset[str]] = frozenset(EVENT_TYPES)
 
     user_id: str = Field(min_length=1, max_length=256)
     item_id: str = Field(min_length=1, max_length=256)
-    event_type: str = "click"
+    event_type: str = Field("click", validate_default=True)
     timestamp: datetime | None = None  # default: when the bento received it
     value: float | None = None
     request_id: str | None = Field(None, min_length=1, max_length=64)
@@ -45,8 +49,8 @@ class FeedbackEvent(BaseModel):
     @field_validator("event_type")
     @classmethod
     def _known_event_type(cls, value: str) -> str:
-        if value not in EVENT_TYPES:
-            raise ValueError(f"unknown event_type {value!r}; use one of {sorted(EVENT_TYPES)}")
+        if value not in cls.event_types:
+            raise ValueError(f"unknown event_type {value!r}; use one of {sorted(cls.event_types)}")
         return value
 
     @field_validator("timestamp")
@@ -55,6 +59,11 @@ class FeedbackEvent(BaseModel):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=timezone.utc)
         return value
+
+
+def feedback_event_model(event_types: list[str]) -> type[FeedbackEvent]:
+    """:class:`FeedbackEvent` accepting exactly ``event_types`` (the deployed config's)."""
+    return type("FeedbackEvent", (FeedbackEvent,), {"event_types": frozenset(event_types)})
 
 
 def _us(value: datetime) -> int:
@@ -81,10 +90,12 @@ class ServiceLogs:
 
         return ParquetLog(folder, name, schema, self.cfg, on_event=count)
 
-    def served(self, request: Any, plan: Plan, answer: dict[str, Any]) -> None:
-        """Record one answered request (``answer``: the engine's rendered dict; no I/O)."""
+    def served(self, request: Any, plan: Plan, answer: dict[str, Any], history: list[str]) -> None:
+        """Record one answered request (``answer``: the engine's rendered dict;
+        ``history``: the item ids it was answered from, oldest first; no I/O)."""
         if self.served_log is None:
             return
+        keep = self.cfg.history_items
         self.served_log.record(
             (
                 answer["request_id"],
@@ -96,6 +107,7 @@ class ServiceLogs:
                 answer["model_version"],
                 [i["item_id"] for i in answer["items"]],
                 [i["score"] for i in answer["items"]],
+                history[-keep:] if keep else [],
             )
         )
 

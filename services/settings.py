@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from components.data.config import EVENT_TYPES
 from components.deploy.auth import read_api_key
 from components.deploy.config import ServeConfig
 from components.features.config import FeaturesConfig
@@ -34,6 +35,8 @@ class ServiceSettings(BaseModel):
     model_name: str = "unknown"
     data_version: str | None = None
     metrics: dict[str, float] = {}
+    #: event types ``POST /feedback`` accepts: the deployed version's validation config
+    event_types: list[str] = list(EVENT_TYPES)
     workspace: str | None = None
     auth_required: bool = False
     serve: ServeConfig = ServeConfig()

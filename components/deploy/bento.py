@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from components.data.config import EVENT_TYPES
 from components.deploy.auth import decide_auth
 from components.deploy.config import BentoBuildConfig, ServeConfig
 from components.errors import (
@@ -111,6 +112,7 @@ def service_args(
     and the features config serialises its connection settings redacted."""
     metrics = {k: float(v) for k, v in model.record.metrics_test.items()}
     return {
+        "event_types": recorded_event_types(model),
         "model_tag": model.tag,
         "model_version": model.version,
         "model_name": model.model_name,
@@ -121,6 +123,15 @@ def service_args(
         "serve": serve_cfg.model_dump(mode="json"),
         "features": features_cfg.model_dump(mode="json"),
     }
+
+
+def recorded_event_types(model: ModelVersion) -> list[str]:
+    """The event types of the validation config ``model`` was trained and deployed under
+    (its run record), so the bento accepts the feedback that config's ingest accepts;
+    the default list when the record predates or lacks one."""
+    validation = model.record.config.get("validation") or {}
+    recorded = validation.get("event_types") if isinstance(validation, dict) else None
+    return [str(t) for t in recorded] if recorded else list(EVENT_TYPES)
 
 
 def bento_labels(model: ModelVersion) -> dict[str, str]:

@@ -10,7 +10,9 @@ class ServingLogConfig(BaseModel):
 
     Memory is bounded by ``max_buffer_rows``: rows beyond it are dropped and counted,
     never waited for. A part file is closed (and becomes readable) when it reaches
-    ``rotate_bytes`` or ``rotate_s`` seconds, whichever comes first.
+    ``rotate_bytes`` or ``rotate_s`` seconds, whichever comes first. Each served row keeps
+    the request's ``history_items`` most recent history item ids (live item popularity for
+    drift comes from them; 0 keeps none), so a row's size is bounded too.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -23,6 +25,7 @@ class ServingLogConfig(BaseModel):
     rotate_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     rotate_s: float = Field(300.0, gt=0)
     max_feedback_events: int = Field(1000, ge=1)  # per POST /feedback
+    history_items: int = Field(20, ge=0)  # most recent history item ids kept per served row
 
 
 class DriftThresholds(BaseModel):

@@ -3,7 +3,11 @@
 Four statistics, each with its threshold in ``MonitoringConfig.drift``:
 
 - **item popularity**: Jensen–Shannon distance (base 2, in [0, 1]) between the item
-  distribution of live events and that of the training events;
+  distribution of live traffic and that of the training events. Live traffic is the
+  feedback events plus the history items of served requests (the log keeps each
+  request's most recent ``serve.log.history_items``), each (user, item) pair of the
+  histories counted once: a user who asks ten times with the same history is one
+  sample, not ten (anonymous requests count per request);
 - **history length**: the same distance between log2-binned history lengths of served
   requests and the per-user sequence lengths of the training data;
 - **unknown-item share** of live events and **cold-start share** of served requests.
@@ -25,6 +29,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from components.monitoring.config import DriftThresholds
 from components.workspace import Workspace
@@ -76,10 +82,8 @@ def js_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip((kl(p) + kl(q)) / 2, 0.0, 1.0))
 
 
-def aligned_counts(reference: pd.Series, live: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Counts of each value in ``reference`` and ``live`` over the union of their values."""
-    ref = reference.value_counts()
-    liv = live.value_counts()
+def aligned_counts(ref: pd.Series, liv: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Two count series (value -> count) as count vectors over the union of their values."""
     keys = ref.index.union(liv.index)
     return (
         ref.reindex(keys, fill_value=0).to_numpy(np.float64),
@@ -101,6 +105,38 @@ def js_excess(
     return observed, noise, max(0.0, observed - noise)
 
 
+def item_counts(values: pa.Array | pa.ChunkedArray) -> pd.Series:
+    """How often each non-null value occurs, counted in Arrow (no Python object per value:
+    a million served histories are tens of millions of item ids)."""
+    counted = pc.value_counts(pc.drop_null(values))
+    return pd.Series(
+        counted.field("counts").to_numpy(zero_copy_only=False).astype(np.float64),
+        index=pd.Index(counted.field("values").to_pylist(), dtype=object),
+    )
+
+
+def served_history_items(served: pa.Table) -> pa.Array:
+    """The items of served histories, each (user, item) pair once; a request without a
+    user id is its own user. Empty for logs written before histories were kept."""
+    history = served["history"].combine_chunks() if served.num_rows else None
+    if history is None or pc.sum(pc.list_value_length(history)).as_py() in (None, 0):
+        return pa.array([], pa.string())
+    items = pc.list_flatten(history)
+    owner = pc.coalesce(served["user_id"], served["request_id"]).combine_chunks()
+    owners = pc.take(owner, pc.list_parent_indices(history)).dictionary_encode()
+    codes = items.dictionary_encode()
+    n_items = len(codes.dictionary)
+    pairs = owners.indices.to_numpy().astype(np.int64) * n_items + codes.indices.to_numpy()
+    distinct = np.unique(pairs) % n_items
+    return codes.dictionary.take(pa.array(distinct))
+
+
+def live_item_counts(served: pa.Table, feedback: pa.Table) -> pd.Series:
+    """Item counts of live traffic: distinct served-history pairs plus feedback events."""
+    counts = item_counts(served_history_items(served))
+    return counts.add(item_counts(feedback["item_id"]), fill_value=0.0)
+
+
 def length_bins(lengths: np.ndarray) -> pd.Series:
     """History lengths as log2 bins: 0, 1, 2-3, 4-7, ... (bin b holds [2^(b-1), 2^b))."""
     lengths = np.asarray(lengths, dtype=np.int64)
@@ -111,7 +147,7 @@ def length_bins(lengths: np.ndarray) -> pd.Series:
 def drift_summary(
     reference_items: pd.Series,
     reference_lengths: np.ndarray,
-    live_items: pd.Series,
+    live_item_counts: pd.Series,
     live_lengths: np.ndarray,
     cold_start_share: float | None,
     cfg: DriftThresholds,
@@ -121,26 +157,31 @@ def drift_summary(
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """The one-row frame the drift suite checks, and a sentence per statistic.
 
+    ``reference_items``: the training events' item ids; ``live_item_counts``: live item
+    id -> count (:func:`live_item_counts`, or ``series.value_counts()`` of live events).
     A statistic without enough live data (fewer than ``cfg.min_events`` events or
     requests) is left out: no verdict rather than a noisy one.
     """
     rng = np.random.default_rng(seed)
     row: dict[str, float] = {}
     text: dict[str, str] = {}
-    if len(live_items) >= cfg.min_events:
-        obs, noise, excess = js_excess(*aligned_counts(reference_items, live_items), draws, rng)
+    n_live = float(live_item_counts.sum())
+    if n_live >= cfg.min_events:
+        ref_counts = reference_items.value_counts()
+        obs, noise, excess = js_excess(*aligned_counts(ref_counts, live_item_counts), draws, rng)
         row[ITEM_JS] = excess
         text[ITEM_JS] = (
             f"item popularity JS distance {obs:.3f} vs noise {noise:.3f} "
             f"(excess {excess:.3f}, allowed {cfg.item_popularity_js:.3f})"
         )
-        known = set(reference_items.unique())
-        share = float((~live_items.isin(known)).mean())
+        unknown = ~live_item_counts.index.isin(ref_counts.index)
+        share = float(live_item_counts[unknown].sum() / n_live)
         row[UNKNOWN] = share
         text[UNKNOWN] = f"unknown-item share {share:.3f} (allowed {cfg.max_unknown_item_share:.3f})"
     if len(live_lengths) >= cfg.min_events:
         ref_b, live_b = length_bins(reference_lengths), length_bins(live_lengths)
-        obs, noise, excess = js_excess(*aligned_counts(ref_b, live_b), draws, rng)
+        counts = aligned_counts(ref_b.value_counts(), live_b.value_counts())
+        obs, noise, excess = js_excess(*counts, draws, rng)
         row[LENGTH_JS] = excess
         text[LENGTH_JS] = (
             f"history length JS distance {obs:.3f} vs noise {noise:.3f} "

@@ -18,7 +18,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from components.monitoring.config import MonitoringConfig
-from components.monitoring.drift import DriftReport, check_drift, drift_summary
+from components.monitoring.drift import (
+    DriftReport,
+    check_drift,
+    drift_summary,
+    live_item_counts,
+)
 from components.monitoring.online import metrics_by_version, unknown_request_ids
 from components.monitoring.servelog import (
     FEEDBACK,
@@ -99,7 +104,7 @@ def serving_drift(
         if mine.num_rows
         else None
     )
-    live_items = feedback["item_id"].to_pandas()
+    live_items = live_item_counts(mine, feedback)
     summary, text = drift_summary(
         reference["item_id"].astype(str),
         reference.groupby("user_id", observed=True).size().to_numpy(),
@@ -115,7 +120,7 @@ def serving_drift(
         text,
         cfg.drift,
         run_name=run_name,
-        n_live_events=len(live_items),
+        n_live_events=int(live_items.sum()),
         n_requests=mine.num_rows,
     )
 

@@ -45,6 +45,9 @@ SERVED_SCHEMA = pa.schema(
         ("model_version", pa.string()),
         ("items", pa.list_(pa.string())),
         ("scores", pa.list_(pa.float32())),
+        # the most recent ``serve.log.history_items`` history item ids (null in parts
+        # written before the column existed)
+        ("history", pa.list_(pa.string())),
     ]
 )
 FEEDBACK_SCHEMA = pa.schema(

@@ -68,7 +68,9 @@ def monitored(tmp_path: Path, tiny_events: pd.DataFrame) -> tuple[Workspace, obj
         zip(sample["user_id"].astype(str), sample["item_id"].astype(str), strict=True)
     ):
         top = [item, *items[:4]] if n % 3 == 0 else items[5:10]
-        served.record((f"req{n}", _us(served_at), user, 5, 0, "model", v1.version, top, [1.0] * 5))
+        served.record(
+            (f"req{n}", _us(served_at), user, 5, 0, "model", v1.version, top, [1.0] * 5, [item])
+        )
         # every user clicks the first item of "their" sample row an hour later
         feedback.record(
             (user, item, _us(served_at + timedelta(hours=1)), "click", None, f"req{n}", _us(NOW))

@@ -267,32 +267,48 @@ def test_schedule_without_a_server_refuses_with_the_command_to_run(tmp_path: Pat
     assert f"recops server start -w {ws}" in done.stderr.replace("\n", "")
 
 
+def _workspace_with_champion(root: Path, events) -> Workspace:
+    """Accepted data and a champion trained on it (an untrained SASRec is enough: only its
+    data version matters to the retrain trigger)."""
+    from components.records import RunRecord
+    from components.registry.store import ModelRegistry
+    from tests.services.conftest import make_bundle
+
+    ws = Workspace.at(root).activate()
+    cfg = load_config()
+    version = ingest_events(
+        events, ws, DataConfig(), cfg.validation, cfg.versioning, batch_id="first"
+    ).version.version
+    record = RunRecord(
+        run_id="champion",
+        model_name="sasrec",
+        config={},
+        config_hash="t",
+        code_rev="t",
+        data_version=version,
+        metrics_test={"ndcg@10": 0.0},
+    )
+    registry = ModelRegistry(ws)
+    registry.promote(registry.register(make_bundle(events, seed=1), record).version, actor="test")
+    return ws
+
+
 @pytest.mark.slow
-def test_retrain_request_event_starts_a_run_through_the_automation(
-    prefect_server, workspace_with_data
+def test_new_data_past_the_threshold_starts_a_retrain_run_end_to_end(
+    prefect_server, tmp_path: Path, tiny_events
 ) -> None:
-    """The retrain deployment carries an event trigger; emitting `recops.retrain.requested`
-    for its workspace makes the Prefect server start a real flow run (cron far away)."""
+    """Threshold crossed -> event -> run, with nothing called by hand: `recops data add`
+    accepts more events than `monitoring.retrain_after_events` since the champion's data,
+    sends `recops.retrain.requested`, and the retrain deployment's automation on the real
+    Prefect server starts a flow run that completes (its cron is far away)."""
     api, env = prefect_server
-    ws = workspace_with_data.root
-    log = (ws / "serve-retrain.log").open("w")
+    ws = _workspace_with_champion(tmp_path / "ws", tiny_events)
+    settings = ["deploy.target=none", "model.name=pop", "features.enabled=false"]
+    sets = [arg for s in settings for arg in ("--set", s)]
+    log = (tmp_path / "serve-retrain.log").open("w")
     serving = subprocess.Popen(
-        [
-            str(BIN / "recops"),
-            "schedule",
-            "--cron",
-            CRON,
-            "--flow",
-            "retrain",
-            "-w",
-            str(ws),
-            "--set",
-            "deploy.target=none",
-            "--set",
-            "model.name=pop",
-            "--set",
-            "features.enabled=false",
-        ],
+        [str(BIN / "recops"), "schedule", "--cron", CRON, "--flow", "retrain", "-w", str(ws.root)]
+        + sets,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -300,28 +316,32 @@ def test_retrain_request_event_starts_a_run_through_the_automation(
     )
     try:
         deployment = _wait(lambda: _deployment(api, "retrain"), 180, "the deployment", serving)
+        _wait(
+            lambda: deployment_for(api, str(ws.root)),
+            60,
+            "the deployment to point at this workspace",
+            serving,
+        )
         automations = httpx.post(f"{api}/automations/filter", json={}, timeout=10).json()
-        ours = [a for a in automations if a["name"] == "recops-retrain-on-request"]
-        assert ours, [a["name"] for a in automations]
-        # the module's work-pool test shares this server and deployment name and leaves a
-        # manual run of its own: only a run created after the event counts
+        assert any(a["name"] == "recops-retrain-on-request" for a in automations)
+        # other tests of this module share the server and the deployment name and leave
+        # runs of their own: only a run created after the new data counts
         everything = [*FINISHED, "RUNNING", "PENDING", "SCHEDULED"]
         before = {r["id"] for r in _flow_runs(api, deployment["id"], everything)}
-        emitted = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "import sys; from components.workspace import Workspace; "
-                "from flows.events import emit_retrain_request; "
-                "sys.exit(0 if emit_retrain_request(Workspace.at(sys.argv[1]), 'test', {}) else 3)",
-                str(ws),
-            ],
+        more = tiny_events.assign(user_id="new-" + tiny_events["user_id"].astype(str))
+        batch = tmp_path / "more.csv"
+        more.to_csv(batch, index=False)
+        added = subprocess.run(
+            [str(BIN / "recops"), "data", "add", str(batch), "-w", str(ws.root)]
+            + ["--set", "monitoring.retrain_after_events=100"],
             env=env,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=300,
         )
-        assert emitted.returncode == 0, emitted.stdout + emitted.stderr
+        assert added.returncode == 0, added.stdout + added.stderr
+        said = " ".join(added.stdout.split())
+        assert f"{len(more)} new accepted events" in said and "event sent" in said, said
 
         def started() -> dict | None:
             runs = [
@@ -332,6 +352,15 @@ def test_retrain_request_event_starts_a_run_through_the_automation(
             return runs[0] if runs else None
 
         run = _wait(started, 300, "the automation's flow run", serving)
-        assert run["state"]["type"] == "COMPLETED", (ws / "serve-retrain.log").read_text()[-3000:]
+        assert run["state"]["type"] == "COMPLETED", (tmp_path / "serve-retrain.log").read_text()[
+            -3000:
+        ]
+        assert run["parameters"]["config"]["workspace"] == str(ws.root)
     finally:
         stop_process_group(serving)
+
+
+def deployment_for(api: str, workspace: str) -> bool:
+    """The shared retrain deployment now carries this workspace's parameters."""
+    found = _deployment(api, "retrain")
+    return bool(found and found["parameters"]["config"]["workspace"] == workspace)

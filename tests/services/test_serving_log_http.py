@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
+import torch
 
 from components.deploy.config import LocalDeployConfig, ServeConfig
 from components.deploy.local import Deployment, deploy_version, serve_status, stop_local
@@ -109,6 +110,8 @@ def test_requests_and_feedback_are_logged_and_join(served_workspace, deployed) -
     mine = rows[by_history["request_id"]]
     assert mine["history_len"] == 4 and mine["unknown_items"] == 1 and mine["user_id"] is None
     assert mine["items"] == [i["item_id"] for i in by_history["items"]]
+    assert mine["history"] == [*known, "no-such-item"]  # what it was answered from
+    assert rows[by_user["request_id"]]["history"]  # the user's recent items from the store
     assert mine["model_version"] == served_workspace.v1.version and mine["source"] == "model"
     assert rows[batch[0]["request_id"]]["source"] == "cold_start"
     assert rows[by_user["request_id"]]["user_id"] == user
@@ -125,14 +128,32 @@ def test_requests_and_feedback_are_logged_and_join(served_workspace, deployed) -
     assert 'recops_serving_log_rows_total{log="served",outcome="written"}' in metrics
 
 
+def _version_with_event_types(served: ServedWorkspace, event_types: list[str]) -> str:
+    """v2's weights registered again under a run config whose validation accepts
+    ``event_types`` only (what `recops run` records for a custom config)."""
+    from components.models.bundle import ModelBundle
+    from components.registry.store import ModelRegistry
+
+    record = served.v2.record.model_copy(
+        update={
+            "run_id": "run-custom-events",
+            "config": {"validation": {"event_types": event_types}},
+        }
+    )
+    bundle = ModelBundle.load(served.v2.path, torch.device("cpu"))
+    return ModelRegistry(served.workspace).register(bundle, record).version
+
+
 def test_unwritable_log_folder_never_fails_a_request(
     served_workspace, deployed, port, tmp_path_factory
 ) -> None:
+    """Also: the bento checks feedback event types against the deployed version's
+    recorded validation config, not the default one."""
     blocker = tmp_path_factory.mktemp("blocked") / "a-file"
     blocker.write_text("the log folder cannot be created under a file")
     d = deploy_version(
         served_workspace.workspace,
-        served_workspace.v2.version,
+        _version_with_event_types(served_workspace, ["click", "share"]),
         ServeConfig(
             port=port, log=ServingLogConfig(dir=str(blocker / "log"), flush_interval_s=0.2)
         ),
@@ -143,6 +164,12 @@ def test_unwritable_log_folder_never_fails_a_request(
         for _ in range(5):
             answer = client.post("/recommend", json={"history": [], "k": 3})
             assert answer.status_code == 200 and answer.json()["request_id"]
+        share = {"user_id": "u", "item_id": "i", "event_type": "share"}  # not a default type
+        assert client.post("/feedback", json={"events": [share]}).status_code == 200
+        purchase = {**share, "event_type": "purchase"}  # a default type this config dropped
+        refused = client.post("/feedback", json={"events": [purchase]})
+        assert refused.status_code == 422 and "'purchase'" in refused.json()["error"]
+        assert "'share'" in refused.json()["error"]
         deadline = time.monotonic() + 30
         while "recops_serving_log_write_errors_total{" not in (text := client.get("/metrics").text):
             assert time.monotonic() < deadline, "no write error counted"

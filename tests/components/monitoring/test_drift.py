@@ -25,7 +25,7 @@ def _summary(reference, live, cold: float = 0.0):
     return drift_summary(
         reference["item_id"],
         lengths,
-        live["item_id"],
+        live["item_id"].value_counts(),
         live_lengths,
         cold,
         DriftThresholds(min_events=50),
@@ -68,3 +68,38 @@ def test_cold_start_share_above_its_bound_is_drift(workspace) -> None:
         n_requests=100,
     )
     assert report.drifted and [c.name for c in report.checks if c.drifted] == ["cold_start_share"]
+
+
+def _served_histories(events, requests_per_user: int, keep: int = 20):
+    """A served log whose rows carry each user's last ``keep`` items, asked several times."""
+    from components.monitoring.servelog import SERVED_SCHEMA, rows_to_table
+
+    rows = []
+    for n, (user, items) in enumerate(events.groupby("user_id", observed=True)["item_id"]):
+        history = items.astype(str).tolist()[-keep:]
+        for r in range(requests_per_user):
+            rows.append(
+                (f"q{n}-{r}", 0, str(user), len(history), 0, "model", "v1", [], [], history)
+            )
+    return rows_to_table(rows, SERVED_SCHEMA)
+
+
+def test_live_popularity_comes_from_served_histories_each_pair_once() -> None:
+    from components.monitoring.drift import live_item_counts, served_history_items
+    from components.monitoring.servelog import FEEDBACK_SCHEMA
+
+    reference = generate_events(WORLD)
+    lengths = reference.groupby("user_id").size().to_numpy()
+    cfg = DriftThresholds(min_events=50)
+    verdicts = {}
+    for name, world in (("same", WORLD), ("shifted", WORLD.model_copy(update={"seed": 77}))):
+        served = _served_histories(_batch(world, 3), requests_per_user=3)
+        pairs = served_history_items(served)
+        # three requests per user with the same history: each (user, item) pair once
+        users, histories = served["user_id"].to_pylist(), served["history"].to_pylist()
+        distinct = {(u, i) for u, h in zip(users, histories, strict=True) for i in h}
+        assert len(pairs) == len(distinct)
+        counts = live_item_counts(served, FEEDBACK_SCHEMA.empty_table())  # no feedback at all
+        summary, _ = drift_summary(reference["item_id"], lengths, counts, lengths, None, cfg)
+        verdicts[name] = float(summary[ITEM_JS].iloc[0])
+    assert verdicts["same"] <= cfg.item_popularity_js < verdicts["shifted"], verdicts

@@ -20,7 +20,7 @@ def _served(rows: list[tuple]) -> object:
     # (request_id, minute, user, history_len, unknown, source, version, items)
     return rows_to_table(
         [
-            (r, _us(m), u, h, x, s, v, items, [1.0] * len(items))
+            (r, _us(m), u, h, x, s, v, items, [1.0] * len(items), [])
             for r, m, u, h, x, s, v, items in rows
         ],
         SERVED_SCHEMA,

@@ -19,7 +19,7 @@ from components.monitoring.servelog import (
 
 
 def _row(i: int) -> tuple:
-    return (f"r{i}", now_us(), f"u{i % 3}", 2, 0, "model", "v1", ["a", "b"], [0.5, 0.25])
+    return (f"r{i}", now_us(), f"u{i % 3}", 2, 0, "model", "v1", ["a", "b"], [0.5, 0.25], ["h"])
 
 
 def _wait_for(predicate, timeout: float = 20.0) -> None:
