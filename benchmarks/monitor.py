@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,21 @@ from benchmarks.common import measure, print_table, write_report
 from components.monitoring.config import ServingLogConfig
 from components.workspace import Workspace
 
-BODY = {"history": [f"i{j}" for j in range(1, 11)], "k": 10}
+HISTORY = [f"i{j}" for j in range(1, 11)]
+BODY = {"history": HISTORY, "k": 10}
 HISTORY_ITEMS = ServingLogConfig().history_items  # what the bento keeps by default
 
 
 # --- 1. logging on vs off ----------------------------------------------------------------
-def _deploy(n_items: int, log_enabled: bool) -> tuple[Workspace, str]:
+@dataclass(frozen=True)
+class _Bento:
+    name: str  # "on" or "off"
+    workspace: Workspace
+    url: str
+    pid: int
+
+
+def _deploy(n_items: int, log_enabled: bool) -> _Bento:
     from benchmarks.serving import _register_untrained
     from components.deploy.config import LocalDeployConfig, ServeConfig
     from components.deploy.local import deploy_version
@@ -56,7 +66,79 @@ def _deploy(n_items: int, log_enabled: bool) -> tuple[Workspace, str]:
         LocalDeployConfig(readiness_timeout_s=300),
         FeaturesConfig(enabled=False),
     )
-    return ws, deployed.url
+    return _Bento("on" if log_enabled else "off", ws, deployed.url, deployed.pid)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its live descendants (the bento's
+    arbiter and workers): the serving log's writer thread is counted where it runs."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return float("nan")
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _pair(level: int, rep: int, bentos: list[_Bento], duration_s: float) -> dict[str, Any]:
+    """One on-run and one off-run back to back (which goes first alternates). The bento
+    CPU of each run is measured from its start until the end of the pair, so the log
+    rows its writer thread flushes after the load stopped are counted too."""
+    from benchmarks.serving import load
+
+    order = bentos if rep % 2 == 0 else bentos[::-1]
+    cpu_before = {b.name: cpu_seconds(b.pid) for b in bentos}
+    got = {b.name: load(f"{b.url}/recommend", level, duration_s, BODY, {}) for b in order}
+    time.sleep(ServingLogConfig().flush_interval_s + 0.5)  # the last flush of this pair
+    cpu = {b.name: cpu_seconds(b.pid) - cpu_before[b.name] for b in bentos}
+    per_request = {
+        name: cpu[name] / got[name]["requests"] * 1000 if got[name]["requests"] else None
+        for name in cpu
+    }
+    on, off = per_request["on"], per_request["off"]
+    return {
+        "concurrency": level,
+        "repeat": rep,
+        "rps_on": got["on"]["rps"],
+        "rps_off": got["off"]["rps"],
+        "p99_on_ms": got["on"]["p99_ms"],
+        "p99_off_ms": got["off"]["p99_ms"],
+        "errors": got["on"]["errors"] + got["off"]["errors"],
+        "load1": round(os.getloadavg()[0], 2),
+        "cost": 1 - got["on"]["rps"] / got["off"]["rps"] if got["off"]["rps"] else None,
+        "cpu_ms_per_request_on": None if on is None else round(on, 4),
+        "cpu_ms_per_request_off": None if off is None else round(off, 4),
+        "cpu_cost": on / off - 1 if on and off else None,
+        "requests_on": got["on"]["requests"],
+        "requests_off": got["off"]["requests"],
+        "cpu_s_on": round(cpu["on"], 4),
+        "cpu_s_off": round(cpu["off"], 4),
+    }
+
+
+def balanced_blocks(pairs: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Consecutive pairs of opposite order (on first, then off first) pooled into one
+    block: whichever bento runs second in a pair is measured a little differently (the
+    first one's tail), and a block holds each order once, so that effect cancels."""
+    blocks = []
+    for first, second in zip(pairs[::2], pairs[1::2], strict=False):
+        req_on = first["requests_on"] + second["requests_on"]
+        req_off = first["requests_off"] + second["requests_off"]
+        if not (req_on and req_off):
+            continue
+        cpu_on = (first["cpu_s_on"] + second["cpu_s_on"]) / req_on
+        cpu_off = (first["cpu_s_off"] + second["cpu_s_off"]) / req_off
+        blocks.append({"throughput": 1 - req_on / req_off, "cpu": cpu_on / cpu_off - 1})
+    return blocks
 
 
 def logging_cost(levels: list[int], duration_s: float, repeats: int, n_items: int) -> list[dict]:
@@ -64,65 +146,89 @@ def logging_cost(levels: list[int], duration_s: float, repeats: int, n_items: in
     from benchmarks.serving import load
     from components.deploy.local import stop_local
 
-    on_ws, on_url = _deploy(n_items, True)
-    off_ws, off_url = _deploy(n_items, False)
+    bentos = [_deploy(n_items, True), _deploy(n_items, False)]
     rows = []
     try:
         for level in levels:
-            load(f"{on_url}/recommend", level, 2.0, BODY, {})  # warm both
-            load(f"{off_url}/recommend", level, 2.0, BODY, {})
-            for rep in range(repeats):
-                order = (
-                    [("off", off_url), ("on", on_url)]
-                    if rep % 2
-                    else [("on", on_url), ("off", off_url)]
-                )
-                got = {
-                    name: load(f"{url}/recommend", level, duration_s, BODY, {})
-                    for name, url in order
-                }
-                rows.append(
-                    {
-                        "concurrency": level,
-                        "repeat": rep,
-                        "rps_on": got["on"]["rps"],
-                        "rps_off": got["off"]["rps"],
-                        "p99_on_ms": got["on"]["p99_ms"],
-                        "p99_off_ms": got["off"]["p99_ms"],
-                        "errors": got["on"]["errors"] + got["off"]["errors"],
-                        "load1": round(os.getloadavg()[0], 2),
-                        "cost": 1 - got["on"]["rps"] / got["off"]["rps"]
-                        if got["off"]["rps"]
-                        else None,
-                    }
-                )
-
+            for b in bentos:  # warm both
+                load(f"{b.url}/recommend", level, 2.0, BODY, {})
+            rows += [_pair(level, rep, bentos, duration_s) for rep in range(repeats)]
     finally:
-        for ws in (on_ws, off_ws):
-            stop_local(ws)  # the bento closes its open log part on shutdown
+        for b in bentos:
+            stop_local(b.workspace)  # the bento closes its open log part on shutdown
         logged = sum(
-            pq.read_metadata(p).num_rows for p in on_ws.serving_log_dir.glob("served-*.parquet")
+            pq.read_metadata(p).num_rows
+            for p in bentos[0].workspace.serving_log_dir.glob("served-*.parquet")
         )
         rows.append({"logged_rows_closed_parts": logged})
-        for ws in (on_ws, off_ws):
-            shutil.rmtree(ws.root, ignore_errors=True)
+        for b in bentos:
+            shutil.rmtree(b.workspace.root, ignore_errors=True)
     return rows
 
 
-def paired_cost(costs: list[float], draws: int = 5000, seed: int = 0) -> dict[str, Any]:
-    """Median of per-pair costs with a percentile-bootstrap 95 % interval (pairs resampled).
+def logging_cpu_per_request(rows: int = 200_000) -> dict[str, float]:
+    """CPU microseconds the serving log adds per answered request, measured in process on
+    the real code: ``ServiceLogs.served`` (the request thread's share) and the writer's
+    flush (Arrow conversion + Parquet write, in ``flush_rows`` batches as the background
+    thread does). That is everything logging adds to a request; the pairs above measure
+    the same thing end to end, but through the noise of a shared machine."""
+    from types import SimpleNamespace
 
-    Each pair is one on-run and one off-run back to back, so slow drifts of the shared
-    machine's load cancel inside a pair; the interval says how far the median could move
-    with other pairs of the same kind."""
+    from services.engine import Plan
+    from services.servinglog import ServiceLogs
+
+    cfg = ServingLogConfig()
+    batch = cfg.flush_rows
+    quiet = cfg.model_copy(update={"flush_interval_s": 3600.0, "flush_rows": rows + 1})
+    root = Path(tempfile.mkdtemp(prefix="recops-bench-logcpu-"))
+    logs = ServiceLogs(Workspace.at(root), quiet)  # the writer thread sleeps: we flush
+    request = SimpleNamespace(user_id="u1")
+    plan = Plan(query=None, k=10, exclude=[], given_length=len(HISTORY))
+    items = [{"item_id": f"i{j}", "score": 1.0 / j} for j in range(1, 11)]
+    history = list(HISTORY)
+    hot = write = 0.0
+    try:
+        assert logs.served_log is not None
+        for start in range(0, rows, batch):
+            n = min(batch, rows - start)
+            answers = [
+                {"request_id": f"r{start + i}", "model_version": "v1", "items": items}
+                for i in range(n)
+            ]
+            began = time.process_time()
+            for answer in answers:
+                logs.served(request, plan, answer, history)
+            hot += time.process_time() - began
+            began = time.process_time()
+            logs.served_log.flush()
+            write += time.process_time() - began
+        began = time.process_time()
+        logs.served_log.rotate()
+        write += time.process_time() - began
+    finally:
+        logs.close()
+        shutil.rmtree(root, ignore_errors=True)
+    return {
+        "rows": rows,
+        "hot_path_us": round(hot / rows * 1e6, 3),
+        "writer_us": round(write / rows * 1e6, 3),
+        "total_us": round((hot + write) / rows * 1e6, 3),
+    }
+
+
+def paired_cost(costs: list[float], draws: int = 5000, seed: int = 0) -> dict[str, Any]:
+    """Median of per-block costs with a percentile-bootstrap 95 % interval (blocks
+    resampled). A block's runs are back to back, so slow drifts of the shared machine's
+    load cancel inside it; the interval says how far the median could move with other
+    blocks of the same kind."""
     values = np.asarray([c for c in costs if c is not None], dtype=np.float64)
     if len(values) == 0:
-        return {"pairs": 0, "median": None, "ci95": [None, None], "mean": None}
+        return {"blocks": 0, "median": None, "ci95": [None, None], "mean": None}
     rng = np.random.default_rng(seed)
     medians = np.median(rng.choice(values, size=(draws, len(values))), axis=1)
     low, high = np.quantile(medians, [0.025, 0.975])
     return {
-        "pairs": len(values),
+        "blocks": len(values),
         "median": round(float(np.median(values)), 4),
         "ci95": [round(float(low), 4), round(float(high), 4)],
         "mean": round(float(values.mean()), 4),
@@ -334,13 +440,28 @@ def run_monitor_benchmark(
 ) -> dict[str, Any]:
     serving = logging_cost(levels, duration_s, repeats, n_items) if levels else []
     pairs = [r for r in serving if "concurrency" in r]
-    by_level = {
-        level: paired_cost([r["cost"] for r in pairs if r["concurrency"] == level])
-        for level in levels
-    }
+    by_level = {}
+    for level in levels:
+        blocks = balanced_blocks([r for r in pairs if r["concurrency"] == level])
+        by_level[level] = {
+            "throughput": paired_cost([b["throughput"] for b in blocks]),
+            "cpu_per_request": paired_cost([b["cpu"] for b in blocks]),
+        }
     print_table(
         "serving with the log on vs off (machine shared)",
-        ["concurrency", "repeat", "rps on", "rps off", "p99 on ms", "p99 off ms", "cost"],
+        [
+            "concurrency",
+            "repeat",
+            "rps on",
+            "rps off",
+            "p99 on ms",
+            "p99 off ms",
+            "cost",
+            "CPU ms/req on",
+            "CPU ms/req off",
+            "CPU cost",
+            "load1",
+        ],
         [
             [
                 r["concurrency"],
@@ -350,25 +471,54 @@ def run_monitor_benchmark(
                 r["p99_on_ms"],
                 r["p99_off_ms"],
                 r["cost"],
+                r["cpu_ms_per_request_on"],
+                r["cpu_ms_per_request_off"],
+                r["cpu_cost"],
+                r["load1"],
             ]
             for r in pairs
         ],
     )
     if by_level:
         print_table(
-            "logging cost = 1 - rps on / rps off, per pair (median, bootstrap 95 % CI)",
-            ["concurrency", "pairs", "median", "CI low", "CI high", "mean", "pairs > 5 %"],
+            "logging cost per block of two pairs (one of each order): throughput 1 - "
+            "requests on/off; CPU (bento CPU per request on/off) - 1; median, bootstrap 95 % CI",
+            ["concurrency", "measure", "blocks", "median", "CI low", "CI high", "mean", "> 5 %"],
             [
                 [
                     level,
-                    c["pairs"],
+                    measure,
+                    c["blocks"],
                     c["median"],
                     c["ci95"][0],
                     c["ci95"][1],
                     c["mean"],
                     c.get("share_of_pairs_above_5pct"),
                 ]
-                for level, c in by_level.items()
+                for level, both in by_level.items()
+                for measure, c in both.items()
+            ],
+        )
+    in_process = logging_cpu_per_request() if levels else {}
+    if in_process:
+        off_cpu_us = [
+            r["cpu_ms_per_request_off"] * 1000 for r in pairs if r["cpu_ms_per_request_off"]
+        ]
+        baseline = float(np.median(off_cpu_us)) if off_cpu_us else float("nan")
+        in_process["bento_cpu_us_per_request_off"] = round(baseline, 1)
+        in_process["cost"] = round(in_process["total_us"] / baseline, 5)
+        print_table(
+            "serving log CPU per request, in process (real ServiceLogs, default config)",
+            ["rows", "request thread µs", "writer µs", "total µs", "bento CPU µs/req", "cost"],
+            [
+                [
+                    in_process["rows"],
+                    in_process["hot_path_us"],
+                    in_process["writer_us"],
+                    in_process["total_us"],
+                    in_process["bento_cpu_us_per_request_off"],
+                    in_process["cost"],
+                ]
             ],
         )
     monitoring = monitoring_run(n_requests) if n_requests else {}
@@ -406,6 +556,7 @@ def run_monitor_benchmark(
         {
             "serving": serving,
             "logging_cost_by_concurrency": by_level,
+            "logging_cpu_in_process": in_process,
             "load_average": list(os.getloadavg()),
             "monitoring_run": monitoring,
             "drift": drift,

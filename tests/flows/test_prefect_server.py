@@ -289,7 +289,8 @@ def _workspace_with_champion(root: Path, events) -> Workspace:
         metrics_test={"ndcg@10": 0.0},
     )
     registry = ModelRegistry(ws)
-    registry.promote(registry.register(make_bundle(events, seed=1), record).version, actor="test")
+    champion = registry.register(make_bundle(events, seed=1), record).version
+    registry.promote(champion, actor="test", reason="the champion to retrain against")
     return ws
 
 

@@ -84,3 +84,23 @@ def test_unwritable_folder_is_counted_and_never_raises(tmp_path: Path) -> None:
     assert "NotADirectoryError" in (log.stats.last_error or "") or "FileExistsError" in (
         log.stats.last_error or ""
     )
+
+
+def test_service_logs_keep_the_most_recent_history_items(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from components.workspace import Workspace
+    from services.engine import Plan
+    from services.servinglog import ServiceLogs
+
+    cfg = ServingLogConfig(history_items=3, flush_interval_s=60)
+    logs = ServiceLogs(Workspace.at(tmp_path / "ws"), cfg)
+    answer = {"request_id": "r1", "model_version": "v1", "items": [{"item_id": "x", "score": 1}]}
+    plan = Plan(query=None, k=1, exclude=[], given_length=5)
+    logs.served(SimpleNamespace(user_id="u"), plan, answer, ["a", "b", "c", "d", "e"])
+    assert logs.served_log is not None
+    logs.served_log.rotate()
+    logs.close()
+    (row,) = read_log(logs.served_log.folder, SERVED, SERVED_SCHEMA).to_pylist()
+    assert row["history"] == ["c", "d", "e"] and row["history_len"] == 5
+    assert row["items"] == ["x"] and row["source"] == "cold_start"
