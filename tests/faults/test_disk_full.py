@@ -161,7 +161,7 @@ def test_a_full_disk_under_the_serving_log_loses_only_that_flush(small_disk):
         filler = _fill(small_disk)
 
         def row(n: int) -> tuple:
-            return (f"r{n}", now_us(), "u1", 3, 0, "model", "v1", ["i1"], [0.5])
+            return (f"r{n}", now_us(), "u1", 3, 0, "model", "v1", ["i1"], [0.5], ["i0"])
 
         assert served.record(row(1))
         assert served.flush() == 0  # the write failed: counted, never raised
