@@ -284,6 +284,14 @@ def bench_serving(
     device: Annotated[
         str, typer.Option("--device", help="cpu (default) or cuda: where the bento serves.")
     ] = "cpu",
+    shadow: Annotated[
+        bool,
+        typer.Option(
+            "--shadow",
+            help="Instead: the public port's latency with a shadow attached vs without, "
+            "on a scratch deployment of two untrained SASRecs (--items, default 40).",
+        ),
+    ] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     workspace: WorkspaceOpt = None,
@@ -297,6 +305,18 @@ def bench_serving(
 
     if device not in ("cpu", "cuda"):
         raise ConfigError(f"--device must be cpu or cuda, not {device!r}")
+    if shadow:
+        from benchmarks.shadow import render_table as shadow_table
+        from benchmarks.shadow import run_shadow_benchmark
+
+        runs = [
+            run_shadow_benchmark(n, concurrency or [8, 32], duration, device=device)
+            for n in items or [40]
+        ]
+        for run in runs:
+            console.print(shadow_table(run), markup=False, highlight=False)
+        write_json(json_out, runs[0] if len(runs) == 1 else {"runs": runs})
+        return
     levels = concurrency or [1, 8, 32]
     if items:
         results = [run_self_contained(n, levels, duration, device) for n in items]
@@ -306,3 +326,21 @@ def bench_serving(
     for result in results:
         console.print(render_table(result))
     write_json(json_out, results[0] if len(results) == 1 else {"runs": results})
+
+
+@bench_app.command("online")
+def bench_online(
+    requests: Annotated[
+        list[int] | None,
+        typer.Option("--requests", help="Horizons: total requests per test (repeatable)."),
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="Simulations per cell.")] = 20,
+    json_out: JsonOutOpt = None,
+) -> None:
+    """The online decision by simulation (shadow and canary): how often a truly better
+    challenger is promoted within N requests, and how often an equal one is (<= alpha)."""
+    from benchmarks.online import render_table, run_online_benchmark
+
+    result = run_online_benchmark(requests or [250, 500, 1000, 2000], seeds)
+    console.print(render_table(result), markup=False, highlight=False)
+    write_json(json_out, result)
