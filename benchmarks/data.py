@@ -9,6 +9,7 @@ peak RSS is the whole process's peak while the stage runs (what the machine must
 from __future__ import annotations
 
 import gc
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -66,9 +67,10 @@ def _stream_stages(
     )
 
     stages = []
-    with measure("generate+write parquet (partitioned)") as fig:
-        write_events_dataset(synth, folder / "events", events_per_file)
-    stages.append(fig)
+    if not (folder / "events").exists():
+        with measure("generate+write parquet (partitioned)") as fig:
+            write_events_dataset(synth, folder / "events", events_per_file)
+        stages.append(fig)
     gc.collect()
     with measure("load+normalise (scan + row checks)") as fig:
         files = list_event_files(folder / "events")
@@ -100,6 +102,7 @@ def _ingest_stages(folder: Path, cfg: DataConfig) -> list[StageFigures]:
     from components.versioning.dvc_store import DatasetStore, FileBatch
     from components.workspace import Workspace
 
+    shutil.rmtree(folder / "ws", ignore_errors=True)
     ws = Workspace.at(folder / "ws").ensure()
     gx_context(ws)  # context creation is a fixed cost, not the stage's
     stages = []
@@ -133,13 +136,20 @@ def run_data_benchmark(
     engine: str = "memory",
     budget_mb: int = 2048,
     events_per_file: int = 1_000_000,
+    keep_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Measure each data stage on ``n_events`` synthetic events with ``engine``."""
+    """Measure each data stage on ``n_events`` synthetic events with ``engine``.
+
+    With ``keep_dir`` (stream engine) the partitioned files are kept there, and a later
+    run with the same folder skips generating them (so long runs can be measured in
+    parts)."""
     synth = bench_synthetic(n_events, seed)
     cfg = DataConfig(max_len=50, engine=engine, memory_budget_mb=budget_mb)
     with tempfile.TemporaryDirectory(prefix="recops-bench-") as tmp:
         if engine == "stream":
-            stages = _stream_stages(synth, Path(tmp), cfg, events_per_file)
+            folder = keep_dir or Path(tmp)
+            folder.mkdir(parents=True, exist_ok=True)
+            stages = _stream_stages(synth, folder, cfg, events_per_file)
         else:
             stages = _memory_stages(synth, Path(tmp), cfg)
     rows = [

@@ -61,6 +61,8 @@ class DataConfig(BaseModel):
     max_len: int = Field(50, ge=2, le=4096)
     min_user_events: int = Field(3, ge=1)
     # "memory": one pandas frame of all events (small data); "stream": polars over
-    # Parquet files, per-user tails only, peak memory bounded by memory_budget_mb
-    engine: Literal["memory", "stream"] = "memory"
+    # Parquet files, per-user tails only, peak memory bounded by memory_budget_mb;
+    # "spark": the same stages on Apache Spark at spark_master (local[N] or a cluster)
+    engine: Literal["memory", "stream", "spark"] = "memory"
     memory_budget_mb: int = Field(2048, ge=64)
+    spark_master: str = "local[2]"

@@ -31,13 +31,28 @@ class PreparedData:
 
 def vocabulary_with_catalogue(events: pd.DataFrame, catalogue: pd.DataFrame | None) -> Vocabulary:
     """The events' vocabulary, plus catalogue items no event mentions (sorted tokens)."""
-    vocab = Vocabulary.from_events(events)
+    return vocabulary_with_items(Vocabulary.from_events(events), catalogue)
+
+
+def vocabulary_with_items(vocab: Vocabulary, catalogue: pd.DataFrame | None) -> Vocabulary:
+    """``vocab`` plus the catalogue's items (sorted tokens)."""
     if catalogue is None:
         return vocab
     items = np.union1d(
         np.asarray(vocab.items, dtype=object).astype(str), catalogue[ITEM].astype(str).to_numpy()
     )
     return Vocabulary(vocab.users, tuple(items.tolist()))
+
+
+def checked_catalogue(
+    vocab: Vocabulary, catalogue: pd.DataFrame | None
+) -> tuple[Vocabulary, pd.DataFrame | None, CatalogueReport | None]:
+    """For engines that never hold the events as a frame: the catalogue checked against
+    the events' items (``vocab.items``), and the vocabulary with its items added."""
+    if catalogue is None:
+        return vocab, None, None
+    accepted, report = check_catalogue(catalogue, np.asarray(vocab.items, dtype=object))
+    return vocabulary_with_items(vocab, accepted), accepted, report
 
 
 def prepare(

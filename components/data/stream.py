@@ -27,12 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.data.config import ColumnMapping, DataConfig, SyntheticConfig
-from components.data.prepare import PreparedData
+from components.data.prepare import PreparedData, checked_catalogue
 from components.data.schema import EVENT, ITEM, TIME, USER, VALUE
 from components.data.sequences import Sequences, Vocabulary
 from components.data.splits import leave_one_out
@@ -316,13 +317,30 @@ def stream_sequences(lazy: pl.LazyFrame, vocab: Vocabulary, keep: int, passes: i
         log.debug("pass %d/%d: %d tail events", part + 1, passes, len(parts[-1]))
     tails = pl.concat(parts)
     del parts
-    user = tails[USER_IDX].to_numpy()
-    order = np.argsort(user, kind="stable")  # passes interleave users; inside a user, time order
-    counts = np.bincount(user, minlength=vocab.n_users)
+    return csr_sequences(
+        tails[USER_IDX].to_numpy(), tails[ITEM_IDX].to_numpy(), tails[TIME].to_numpy(), vocab
+    )
+
+
+def csr_sequences(
+    users: np.ndarray, items: np.ndarray, times: np.ndarray, vocab: Vocabulary
+) -> Sequences:
+    """CSR sequences from tail events already in time order inside each user (users may
+    interleave, as passes and partitions return them)."""
+    order = np.argsort(users, kind="stable")
+    counts = np.bincount(users, minlength=vocab.n_users)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    items = tails[ITEM_IDX].to_numpy()[order]
-    times = tails[TIME].to_numpy()[order]
-    return Sequences(items, offsets, times)
+    return Sequences(items[order], offsets, times[order].astype(np.int64))
+
+
+def require_leave_one_out(cfg: DataConfig, engine: str) -> None:
+    """The engines without a frame of all events build leave-one-out splits only (a
+    temporal split needs a global time quantile they do not compute yet)."""
+    if cfg.split != "leave_one_out":
+        raise DataError(
+            f"data.engine={engine} supports data.split=leave_one_out only",
+            hint="use data.engine=memory for a temporal split",
+        )
 
 
 def tail_length(cfg: DataConfig) -> int:
@@ -331,24 +349,25 @@ def tail_length(cfg: DataConfig) -> int:
     return cfg.max_len + 3
 
 
-def stream_prepare(path: str | Path, cfg: DataConfig) -> PreparedData:
+def stream_prepare(
+    path: str | Path,
+    cfg: DataConfig,
+    catalogue: pd.DataFrame | None = None,
+) -> PreparedData:
     """Vocabulary, per-user tails and the leave-one-out split of the Parquet file or
     directory ``path``, in memory bounded by ``data.memory_budget_mb``.
 
     Raises :class:`DataError` for an unreadable file (naming it and the row; the whole
     batch is rejected), a budget too small (naming the config key) or a temporal split
     (which needs a global time quantile this path does not compute yet)."""
-    if cfg.split != "leave_one_out":
-        raise DataError(
-            "the streaming data path supports data.split=leave_one_out only",
-            hint="use data.engine=memory for a temporal split",
-        )
+    require_leave_one_out(cfg, "stream")
     files = list_event_files(path)
     check_files(files, cfg.columns, cfg.default_event_type)
     lazy = scan_events(files, cfg.columns, cfg.default_event_type)
     vocab = stream_vocabulary(lazy)
     if vocab.n_users == 0:
         raise DataError(f"{path}: the dataset has no events")
+    vocab, catalogue, report = checked_catalogue(vocab, catalogue)
     keep = tail_length(cfg)
     plan = plan_passes(files.n_rows, vocab.n_users, vocab.n_items, keep, cfg.memory_budget_mb)
     log.info(
@@ -362,4 +381,4 @@ def stream_prepare(path: str | Path, cfg: DataConfig) -> PreparedData:
     )
     seqs = stream_sequences(lazy, vocab, keep, plan.passes)
     split = leave_one_out(seqs, vocab.n_items, cfg.max_len, cfg.min_user_events)
-    return PreparedData(vocab, seqs, split)
+    return PreparedData(vocab, seqs, split, catalogue, report)

@@ -41,6 +41,14 @@ def prepare_dataset(data_cfg: DataConfig) -> PreparedData:
     from components.data.catalogue import catalogue_from_config
 
     catalogue = catalogue_from_config(data_cfg)
+    if data_cfg.path and data_cfg.engine == "stream":
+        from components.data.stream import stream_prepare
+
+        return stream_prepare(data_cfg.path, data_cfg, catalogue)
+    if data_cfg.path and data_cfg.engine == "spark":
+        from components.data.spark import spark_prepare
+
+        return spark_prepare(data_cfg.path, data_cfg, catalogue)
     return prepare(load_dataset(data_cfg), data_cfg, catalogue)
 
 

@@ -46,6 +46,13 @@ def bench_data(
     events_per_file: Annotated[
         int, typer.Option("--events-per-file", help="Events per Parquet part (stream engine).")
     ] = 1_000_000,
+    keep_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--keep-dir",
+            help="Stream engine: keep the Parquet parts here; a rerun with it skips generating.",
+        ),
+    ] = None,
     json_out: JsonOutOpt = None,
 ) -> None:
     """Wall time and peak RSS of generating, loading, normalising and splitting events."""
@@ -54,5 +61,10 @@ def bench_data(
     if engine not in ENGINES:
         raise typer.BadParameter(f"choose one of {', '.join(ENGINES)}", param_hint="--engine")
     run_data_benchmark(
-        events, json_out, engine=engine, budget_mb=budget_mb, events_per_file=events_per_file
+        events,
+        json_out,
+        engine=engine,
+        budget_mb=budget_mb,
+        events_per_file=events_per_file,
+        keep_dir=keep_dir,
     )

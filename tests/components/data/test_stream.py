@@ -116,3 +116,15 @@ def test_bad_row_in_the_middle_file_names_file_and_row(parts: Path, tmp_path: Pa
         match=rf"{middle.name}: column 'timestamp' is not a time at row 17 of the file \(batch row {before + 17}\)",
     ):
         stream_prepare(tmp_path / "batch", DataConfig(max_len=6))
+
+
+def test_catalogue_items_join_the_streamed_vocabulary(parts: Path) -> None:
+    from components.data.synthetic import synthetic_catalogue
+
+    catalogue = synthetic_catalogue(SYNTH)
+    cfg = DataConfig(max_len=6)
+    streamed = stream_prepare(parts, cfg, catalogue)
+    full = prepare(_generated(), cfg, catalogue)
+    assert streamed.vocab == full.vocab
+    assert streamed.catalogue_report == full.catalogue_report
+    assert torch.equal(streamed.split.test.histories, full.split.test.histories)

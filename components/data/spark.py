@@ -1,0 +1,187 @@
+"""The data stages on Apache Spark (``data.engine=spark``): the path beyond one machine.
+
+Spark is the engine Great Expectations (Spark datasources) and Feast (Spark offline store
+and materialization engine) both support natively, so the same cluster can run all the
+data stages; Prefect still orchestrates, calling these functions from its tasks. Dask
+and Ray were not chosen: GX 1.x has no Dask or Ray datasource, and Feast's Dask path is
+its local file store (measured slow in round 1), not a cluster engine.
+
+``data.spark_master`` selects the cluster (``local[N]`` runs Spark inside this process's
+JVM: what the tests and a single machine use). The work mirrors
+:mod:`components.data.stream` so the results are equal: the vocabulary is every distinct
+user and item (sorted), and each user's last ``max_len + 3`` events come from a window
+ranked by (time, file, position in file) newest first, computed on the executors; only
+the tails travel to the driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+import numpy as np
+import pandas as pd
+
+from components.data.config import ColumnMapping, DataConfig
+from components.data.prepare import PreparedData, checked_catalogue
+from components.data.schema import EVENT, ITEM, TIME, USER, VALUE
+from components.data.sequences import Sequences, Vocabulary
+from components.data.splits import leave_one_out
+from components.data.stream import (
+    csr_sequences,
+    list_event_files,
+    require_leave_one_out,
+    tail_length,
+)
+from components.errors import DataError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+FILE = "_file"
+POS = "_pos"
+_SESSIONS: dict[str, SparkSession] = {}
+_GUARD = threading.Lock()
+
+
+def spark_session(master: str) -> SparkSession:
+    """One Spark session per master per process (UTC, few shuffle partitions, Arrow
+    transfers, Parquet nanosecond timestamps read as int64 nanoseconds)."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise DataError(
+            "data.engine=spark needs pyspark (and Java 17+)",
+            hint="pip install 'recops[spark]', or set data.engine=stream",
+        ) from None
+    with _GUARD:
+        if master not in _SESSIONS:
+            _SESSIONS[master] = (
+                SparkSession.builder.master(master)
+                .appName("recops")
+                .config("spark.sql.session.timeZone", "UTC")
+                .config("spark.sql.shuffle.partitions", "4")
+                .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+                .config("spark.sql.legacy.parquet.nanosAsLong", "true")
+                .config("spark.ui.enabled", "false")
+                .getOrCreate()
+            )
+            _SESSIONS[master].sparkContext.setLogLevel("ERROR")
+        return _SESSIONS[master]
+
+
+def _nanos(frame: DataFrame, column: str):
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import LongType, NumericType, TimestampType
+
+    kind = frame.schema[column].dataType
+    if isinstance(kind, LongType):  # TIMESTAMP(NANOS) read as nanoseconds
+        return F.col(column)
+    if isinstance(kind, TimestampType):
+        return F.unix_micros(F.col(column)) * 1000
+    if isinstance(kind, NumericType):  # unix seconds, as the other engines read numbers
+        return F.round(F.col(column).cast("double") * 1e9).cast("long")
+    return F.unix_micros(F.to_timestamp(F.col(column))) * 1000
+
+
+def spark_events(
+    spark: SparkSession,
+    path: str | Path,
+    columns: ColumnMapping | None = None,
+    default_event_type: str = "interaction",
+) -> DataFrame:
+    """The Parquet file or folder as a Spark frame in the event contract (time as int64
+    nanoseconds) plus ``_file`` and ``_pos`` (the input order). Unreadable files are
+    named by :func:`components.data.stream.list_event_files` before Spark reads them."""
+    from pyspark.sql import functions as F
+
+    files = list_event_files(path)
+    mapping = (columns or ColumnMapping()).model_dump()
+    raw = spark.read.parquet(*[str(p) for p in files.paths])
+    missing = [c for c in (USER, ITEM, TIME) if mapping[c] not in raw.columns]
+    if missing:
+        raise DataError(f"{path}: missing required column {', '.join(map(repr, missing))}")
+    event = mapping.get(EVENT)
+    value = mapping.get(VALUE)
+    return raw.select(
+        F.col(mapping[USER]).cast("string").alias(USER),
+        F.col(mapping[ITEM]).cast("string").alias(ITEM),
+        _nanos(raw, mapping[TIME]).alias(TIME),
+        (
+            F.coalesce(F.lower(F.col(event).cast("string")), F.lit(default_event_type))
+            if event in raw.columns
+            else F.lit(default_event_type)
+        ).alias(EVENT),
+        (F.col(value).cast("double") if value in raw.columns else F.lit(None).cast("double")).alias(
+            VALUE
+        ),
+        F.input_file_name().alias(FILE),
+        F.monotonically_increasing_id().alias(POS),
+    )
+
+
+def spark_vocabulary(events: DataFrame) -> Vocabulary:
+    """Sorted distinct user and item tokens (computed on the executors)."""
+    users = sorted(r[0] for r in events.select(USER).distinct().collect())
+    items = sorted(r[0] for r in events.select(ITEM).distinct().collect())
+    return Vocabulary(tuple(users), tuple(items))
+
+
+def spark_tails(events: DataFrame, keep: int) -> pd.DataFrame:
+    """Each user's last ``keep`` events (user, item, time ns), oldest first per user."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    newest_first = Window.partitionBy(USER).orderBy(
+        F.col(TIME).desc(), F.col(FILE).desc(), F.col(POS).desc()
+    )
+    ranked = events.withColumn("_rank", F.row_number().over(newest_first))
+    tails = ranked.filter(F.col("_rank") <= keep).select(USER, ITEM, TIME, "_rank")
+    frame = cast(pd.DataFrame, tails.toPandas())
+    return frame.sort_values([USER, "_rank"], ascending=[True, False], kind="stable")
+
+
+def spark_sequences(events: DataFrame, vocab: Vocabulary, keep: int) -> Sequences:
+    """CSR sequences of every vocabulary user's last ``keep`` events."""
+    tails = spark_tails(events, keep)
+    return csr_sequences(
+        vocab.user_index(tails[USER].to_numpy()),
+        vocab.item_index(tails[ITEM].to_numpy()),
+        tails[TIME].to_numpy(dtype=np.int64),
+        vocab,
+    )
+
+
+def spark_prepare(
+    path: str | Path,
+    cfg: DataConfig,
+    catalogue: pd.DataFrame | None = None,
+) -> PreparedData:
+    """:func:`components.data.stream.stream_prepare` on Spark (``data.spark_master``)."""
+    require_leave_one_out(cfg, "spark")
+    spark = spark_session(cfg.spark_master)
+    events = spark_events(spark, path, cfg.columns, cfg.default_event_type).cache()
+    try:
+        vocab = spark_vocabulary(events)
+        if vocab.n_users == 0:
+            raise DataError(f"{path}: the dataset has no events")
+        vocab, catalogue, report = checked_catalogue(vocab, catalogue)
+        seqs = spark_sequences(events, vocab, tail_length(cfg))
+    finally:
+        events.unpersist()
+    split = leave_one_out(seqs, vocab.n_items, cfg.max_len, cfg.min_user_events)
+    return PreparedData(vocab, seqs, split, catalogue, report)
+
+
+def spark_duplicate_rows(events: DataFrame) -> int:
+    """Rows repeating an earlier (user, item, time, event type) row: the validation
+    suite's batch-wide duplicate count, done by the engine."""
+    from pyspark.sql import functions as F
+
+    groups = events.groupBy(USER, ITEM, TIME, EVENT).count()
+    row = groups.select(F.sum(F.col("count") - 1).alias("dups")).collect()[0]
+    return int(row["dups"] or 0)
