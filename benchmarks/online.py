@@ -106,20 +106,20 @@ def _served(ids: np.ndarray, top: np.ndarray, version: str) -> pa.Table:
         pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)),
         pa.array(np.zeros(n * k, np.float32)),
     )
-    return pa.table(
-        {
-            "request_id": pa.array(ids, pa.string()),
-            "ts": pa.array(np.zeros(n, np.int64)).cast(SERVED_SCHEMA.field("ts").type),
-            "user_id": pa.array([None] * n, pa.string()),
-            "history_len": pa.array(np.zeros(n, np.int32)),
-            "unknown_items": pa.array(np.zeros(n, np.int32)),
-            "source": pa.array(["model"] * n, pa.string()),
-            "model_version": pa.array([version] * n, pa.string()),
-            "items": items,
-            "scores": scores,
-        },
-        schema=SERVED_SCHEMA,
-    )
+    columns = {
+        "request_id": pa.array(ids, pa.string()),
+        "ts": pa.array(np.zeros(n, np.int64)).cast(SERVED_SCHEMA.field("ts").type),
+        "user_id": pa.array([None] * n, pa.string()),
+        "history_len": pa.array(np.zeros(n, np.int32)),
+        "unknown_items": pa.array(np.zeros(n, np.int32)),
+        "source": pa.array(["model"] * n, pa.string()),
+        "model_version": pa.array([version] * n, pa.string()),
+        "items": items,
+        "scores": scores,
+    }
+    # columns the simulation has nothing for (e.g. the history) are null
+    arrays = [columns.get(f.name, pa.nulls(n, f.type)) for f in SERVED_SCHEMA]
+    return pa.Table.from_arrays(arrays, schema=SERVED_SCHEMA)
 
 
 def decide_once(world: World, n_requests: int, better: bool, mode: str, seed: int) -> dict:

@@ -5,6 +5,15 @@ to ``deploy.k8s_output_dir`` or ``workspace.deploy_dir/k8s``. No cluster is cont
 :func:`validate_manifests` parses every document and checks the fields a cluster would
 reject or that this project relies on (GPU request, probes on ``/readyz``/``/healthz``,
 selector matching the pod labels, the Service targeting the container port).
+
+Deployment modes (``deploy.mode``): ``replace`` renders the champion's Deployment and
+Service; ``shadow`` and ``canary`` (:func:`render_challenger`) add the challenger's own
+Deployment and Service (``challenger.yaml``, pods labelled apart so the champion's
+selectors never match them) and an Istio ``VirtualService`` on the champion's host that
+mirrors to the challenger (shadow, ``mirrorPercentage``) or splits by weight (canary,
+``deploy.challenger.share``), checked by :func:`validate_challenger`. A replace render
+removes the challenger files from the output folder, so ``kubectl apply -f`` of it no
+longer applies them (deleting them from a cluster is ``kubectl delete``).
 """
 
 from __future__ import annotations
@@ -22,6 +31,9 @@ from components.workspace import Workspace
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "infra" / "k8s"
 TEMPLATES = ("deployment.yaml", "service.yaml")
+CHALLENGER_FILE = "challenger.yaml"
+VIRTUAL_SERVICE_FILE = "virtualservice.yaml"
+ISTIO_API = "networking.istio.io/"
 APP_NAME = "recops-recommender"
 GPU_RESOURCE = "nvidia.com/gpu"
 
@@ -38,6 +50,37 @@ def image_for(bento_tag: str, deploy_cfg: BentoBuildConfig) -> str:
     return deploy_cfg.image or bento_tag
 
 
+def _output_dir(workspace: Workspace, deploy_cfg: KubernetesDeployConfig) -> Path:
+    out = (
+        Path(deploy_cfg.k8s_output_dir)
+        if deploy_cfg.k8s_output_dir
+        else workspace.deploy_dir / "k8s"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _values(
+    version: str, bento_tag: str, serve_cfg: ServeConfig, deploy_cfg: KubernetesDeployConfig
+) -> dict[str, str]:
+    return {
+        "name": APP_NAME,
+        "challenger": f"{APP_NAME}-challenger",
+        "namespace": deploy_cfg.k8s_namespace,
+        "replicas": str(deploy_cfg.k8s_replicas),
+        "image": image_for(bento_tag, deploy_cfg),
+        "model_version": version,
+        "api_key_env": serve_cfg.api_key_env,
+        "gpu_limit": f"              {GPU_RESOURCE}: 1" if deploy_cfg.gpu else "",
+    }
+
+
+def _write(template: str, out: Path, name: str, values: dict[str, str]) -> Path:
+    path = out / name
+    path.write_text(Template((TEMPLATE_DIR / template).read_text()).substitute(values))
+    return path
+
+
 def render_manifests(
     workspace: Workspace,
     version: str,
@@ -46,30 +89,94 @@ def render_manifests(
     deploy_cfg: KubernetesDeployConfig,
 ) -> RenderedManifests:
     """Fill the templates for ``version`` and write them; validated before returning."""
-    out = (
-        Path(deploy_cfg.k8s_output_dir)
-        if deploy_cfg.k8s_output_dir
-        else workspace.deploy_dir / "k8s"
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    gpu = f"              {GPU_RESOURCE}: 1" if deploy_cfg.gpu else ""
-    values = {
-        "name": APP_NAME,
-        "namespace": deploy_cfg.k8s_namespace,
-        "replicas": str(deploy_cfg.k8s_replicas),
-        "image": image_for(bento_tag, deploy_cfg),
-        "model_version": version,
-        "api_key_env": serve_cfg.api_key_env,
-        "gpu_limit": gpu,
-    }
-    files = []
-    for name in TEMPLATES:
-        text = Template((TEMPLATE_DIR / name).read_text()).substitute(values)
-        path = out / name
-        path.write_text(text)
-        files.append(path)
+    out = _output_dir(workspace, deploy_cfg)
+    values = _values(version, bento_tag, serve_cfg, deploy_cfg)
+    files = [_write(name, out, name, values) for name in TEMPLATES]
+    for stale in (CHALLENGER_FILE, VIRTUAL_SERVICE_FILE):  # a replace ends shadow/canary
+        (out / stale).unlink(missing_ok=True)
     validate_manifests(files, expect_gpu=deploy_cfg.gpu, api_key_env=serve_cfg.api_key_env)
     return RenderedManifests(directory=out, files=files, image=values["image"])
+
+
+def render_challenger(
+    workspace: Workspace,
+    version: str,
+    bento_tag: str,
+    mode: str,
+    serve_cfg: ServeConfig,
+    deploy_cfg: KubernetesDeployConfig,
+) -> RenderedManifests:
+    """The challenger's Deployment + Service and the Istio VirtualService for ``mode``
+    (shadow: mirror; canary: weights), written beside the champion's and validated."""
+    out = _output_dir(workspace, deploy_cfg)
+    c = deploy_cfg.challenger
+    challenger_weight = round(c.share * 100)
+    values = {
+        **_values(version, bento_tag, serve_cfg, deploy_cfg),
+        "mode": mode,
+        "percent": f"{c.mirror_share * 100:.1f}",
+        "timeout_s": f"{serve_cfg.timeout_s}",
+        "champion_weight": str(100 - challenger_weight),
+        "challenger_weight": str(challenger_weight),
+    }
+    files = [
+        _write(CHALLENGER_FILE, out, CHALLENGER_FILE, values),
+        _write(f"virtualservice-{mode}.yaml", out, VIRTUAL_SERVICE_FILE, values),
+    ]
+    validate_manifests(files[:1], expect_gpu=deploy_cfg.gpu, api_key_env=serve_cfg.api_key_env)
+    validate_challenger(files, mode, deploy_cfg)
+    return RenderedManifests(directory=out, files=files, image=values["image"])
+
+
+def validate_challenger(paths: list[Path], mode: str, deploy_cfg: BentoBuildConfig) -> None:
+    """The mode's routing is what the config asks: the VirtualService is on the champion's
+    host, mirrors to the challenger's Service (shadow) or splits by weights summing to 100
+    with the challenger's share (canary); the challenger's pods are not the champion's."""
+    docs = _load_documents(paths)
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for doc in docs:
+        by_kind.setdefault(str(doc.get("kind")), []).append(doc)
+    services = {_require(d, "metadata.name") for d in by_kind.get("Service", [])}
+    (vs,) = by_kind.get("VirtualService", [None]) or [None]
+    if vs is None or not str(vs.get("apiVersion", "")).startswith(ISTIO_API):
+        raise DeployFailed("no Istio VirtualService among the challenger manifests")
+    challenger = f"{APP_NAME}-challenger"
+    if challenger not in services:
+        raise DeployFailed(f"no Service {challenger} for the challenger")
+    dep = next(iter(by_kind.get("Deployment", [])), None)
+    if (
+        dep is None
+        or _require(dep, "spec.selector.matchLabels").get("app.kubernetes.io/name") != challenger
+    ):
+        raise DeployFailed("the challenger Deployment must select its own pods only")
+    if APP_NAME not in _require(vs, "spec.hosts"):
+        raise DeployFailed(f"the VirtualService does not route the champion's host {APP_NAME}")
+    routes = _require(vs, "spec.http")
+    if mode == "shadow":
+        _check_mirror(routes[-1], challenger, deploy_cfg.challenger.mirror_share)
+    else:
+        _check_weights(routes[-1], challenger, deploy_cfg.challenger.share)
+
+
+def _check_mirror(route: dict[str, Any], challenger: str, share: float) -> None:
+    if route.get("mirror", {}).get("host") != challenger:
+        raise DeployFailed(f"shadow: the route does not mirror to {challenger}")
+    dests = [d["destination"]["host"] for d in route.get("route", [])]
+    if dests != [APP_NAME]:
+        raise DeployFailed(f"shadow: clients must be answered by {APP_NAME} only, not {dests}")
+    percent = float(route.get("mirrorPercentage", {}).get("value", 100.0))
+    if abs(percent - share * 100) > 0.05:
+        raise DeployFailed(f"shadow: mirrors {percent}% of requests, config says {share:.1%}")
+
+
+def _check_weights(route: dict[str, Any], challenger: str, share: float) -> None:
+    weights = {d["destination"]["host"]: int(d.get("weight", 0)) for d in route.get("route", [])}
+    if set(weights) != {APP_NAME, challenger} or sum(weights.values()) != 100:
+        raise DeployFailed(f"canary: weights {weights} must split 100 between the two arms")
+    if weights[challenger] != round(share * 100):
+        raise DeployFailed(
+            f"canary: the challenger gets {weights[challenger]}%, config says {share:.0%}"
+        )
 
 
 def _load_documents(paths: list[Path]) -> list[dict[str, Any]]:

@@ -130,10 +130,32 @@ class KubernetesTarget:
         return Deployed(target=self.name, version=bento.version, detail=detail)
 
     def attach(self, ws: Workspace, version: str, mode: ChallengerMode, actor: str) -> Deployed:
-        raise DeployFailed(
-            "deploy --mode shadow|canary serves a challenger on the local target only",
-            hint="for Kubernetes, render the mode's manifests with deploy.mode in the config",
+        """The challenger's bento, its Deployment + Service and the Istio VirtualService
+        for ``mode`` (rendered, validated; applied when ``apply`` is on), recorded."""
+        from components.deploy.auth import k8s_auth_required
+        from components.deploy.bento import build_bento
+        from components.deploy.k8s import render_challenger
+        from components.registry.store import ModelRegistry
+
+        auth = k8s_auth_required(self.serve)
+        bento = build_bento(ws, version, self.serve, self.settings, self.features, auth)
+        out = render_challenger(ws, bento.version, bento.tag, mode, self.serve, self.settings)
+        detail = {
+            "mode": mode,
+            "bento": bento.tag,
+            "image": out.image,
+            "manifests": str(out.directory),
+        }
+        if self.settings.apply:
+            kubectl_apply(out.directory, self.settings.kubectl_timeout_s)
+            detail["applied"] = "kubectl apply"
+        ModelRegistry(ws).record_mode(
+            mode,
+            bento.version,
+            actor=actor,
+            reason=f"{mode} rendered for Kubernetes ({out.directory})",
         )
+        return Deployed(target=self.name, version=bento.version, detail=detail)
 
 
 @dataclass(frozen=True)

@@ -96,3 +96,58 @@ def test_the_api_key_secret_is_required_not_optional(tmp_path) -> None:
     out.files[0].write_text(yaml.safe_dump(dep))
     with pytest.raises(DeployFailed, match="from a Secret"):
         validate_manifests(out.files, api_key_env="RECOPS_API_KEY")
+
+
+def _k8s(**challenger: float) -> KubernetesDeployConfig:
+    from components.deploy.config import ChallengerConfig
+
+    return KubernetesDeployConfig(
+        target="k8s",
+        gpu=False,
+        challenger=ChallengerConfig(**challenger),  # type: ignore[arg-type]
+    )
+
+
+def test_shadow_renders_a_second_deployment_and_an_istio_mirror(tmp_path) -> None:
+    from components.deploy.k8s import render_challenger
+
+    ws = Workspace.at(tmp_path).ensure()
+    champion = render_manifests(ws, "v1", "img:1", ServeConfig(), _k8s())
+    out = render_challenger(ws, "v2", "img:2", "shadow", ServeConfig(), _k8s(mirror_share=0.5))
+    docs = [d for p in out.files for d in yaml.safe_load_all(p.read_text())]
+    kinds = {d["kind"]: d for d in docs}
+    dep, vs = kinds["Deployment"], kinds["VirtualService"]
+    assert dep["metadata"]["name"] == "recops-recommender-challenger"
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "img:2"
+    assert dep["metadata"]["labels"]["recops/model-version"] == "v2"
+    # the champion's selectors never match the challenger's pods
+    champion_dep = yaml.safe_load(champion.files[0].read_text())
+    selector = champion_dep["spec"]["selector"]["matchLabels"]
+    pod = dep["spec"]["template"]["metadata"]["labels"]
+    assert any(pod.get(k) != v for k, v in selector.items())
+    route = vs["spec"]["http"][-1]
+    assert vs["spec"]["hosts"] == ["recops-recommender"]
+    assert route["mirror"]["host"] == "recops-recommender-challenger"
+    assert route["mirrorPercentage"]["value"] == 50.0
+    assert [d["destination"]["host"] for d in route["route"]] == ["recops-recommender"]
+    # a replace render takes the mode's files out of the folder kubectl applies
+    render_manifests(ws, "v2", "img:2", ServeConfig(), _k8s())
+    assert sorted(p.name for p in out.directory.iterdir()) == ["deployment.yaml", "service.yaml"]
+
+
+def test_canary_weights_follow_the_share_and_a_wrong_split_is_refused(tmp_path) -> None:
+    from components.deploy.k8s import render_challenger, validate_challenger
+
+    ws = Workspace.at(tmp_path).ensure()
+    cfg = _k8s(share=0.2)
+    out = render_challenger(ws, "v2", "img:2", "canary", ServeConfig(), cfg)
+    vs_path = out.directory / "virtualservice.yaml"
+    vs = yaml.safe_load(vs_path.read_text())
+    weights = {d["destination"]["host"]: d["weight"] for d in vs["spec"]["http"][-1]["route"]}
+    assert weights == {"recops-recommender": 80, "recops-recommender-challenger": 20}
+    vs["spec"]["http"][-1]["route"][1]["weight"] = 30
+    vs_path.write_text(yaml.safe_dump(vs))
+    with pytest.raises(DeployFailed, match="split 100"):
+        validate_challenger(out.files, "canary", cfg)
+    with pytest.raises(DeployFailed, match="mirror"):
+        validate_challenger(out.files, "shadow", cfg)
