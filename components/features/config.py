@@ -31,6 +31,11 @@ class FeaturesConfig(BaseModel):
     online_timeout_s: float = Field(2.0, gt=0)
     registry: Literal["file", "sql"] = "file"
     registry_path: str | None = None
+    # a Postgres registry that does not answer fails a call after this many seconds
+    # (libpq connect_timeout for each new connection: connections are not pooled, so a
+    # hung server is met at connect time) and a statement after registry_statement_timeout_s
+    registry_timeout_s: float = Field(5.0, gt=0)
+    registry_statement_timeout_s: float = Field(30.0, gt=0)
     history_length: int = Field(50, ge=1)
     windows_days: list[int] = [1, 7, 30]
     # How often a long-lived process (the bento) re-reads the registry; 0 = every call.

@@ -16,6 +16,7 @@ import contextlib
 import importlib.util
 import io
 import logging
+import math
 import os
 import threading
 import time
@@ -130,6 +131,40 @@ def redis_connection(cfg: FeaturesConfig) -> str:
     return conn
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an error (SQLAlchemy and Feast append "Background on this
+    error" lines and reprs of whole requests): the user's message is one line."""
+    text = str(exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0][:300]
+
+
+def sql_registry_kwargs(
+    url: str, cfg: FeaturesConfig, configured: dict[str, Any]
+) -> dict[str, Any]:
+    """SQLAlchemy engine arguments for a SQL registry at ``url``: for Postgres, libpq's
+    ``connect_timeout`` and a server ``statement_timeout`` (unless ``configured`` sets
+    them), and no connection pool.
+
+    Without these a hung or blackholed Postgres hangs every recops command and the bento
+    forever. A frozen server keeps accepting TCP connections but never answers: only a
+    timeout on the connection's start-up ends the wait, so every registry call opens its
+    own connection (``NullPool``; Feast caches the registry for ``cache_ttl_seconds``, so
+    that is one connection per refresh, not per request)."""
+    kwargs = dict(configured)
+    if not url.startswith(("postgresql", "postgres:")):
+        return kwargs
+    from sqlalchemy.pool import NullPool
+
+    connect_args = dict(kwargs.get("connect_args") or {})
+    connect_args.setdefault("connect_timeout", max(1, math.ceil(cfg.registry_timeout_s)))
+    statement_ms = int(cfg.registry_statement_timeout_s * 1000)
+    connect_args.setdefault("options", f"-c statement_timeout={statement_ms}")
+    kwargs["connect_args"] = connect_args
+    kwargs.setdefault("poolclass", NullPool)
+    kwargs.pop("pool_pre_ping", None)  # nothing pooled, nothing to ping
+    return kwargs
+
+
 def store_settings(workspace: Workspace, cfg: FeaturesConfig) -> dict[str, Any]:
     """The feature_store.yaml mapping for this workspace and config (before validation)."""
     base = repo_dir(cfg)
@@ -147,6 +182,9 @@ def store_settings(workspace: Workspace, cfg: FeaturesConfig) -> dict[str, Any]:
                 hint="set features.registry_path to a SQLAlchemy URL (postgresql+psycopg://...)",
             )
         registry["path"] = resolve(cfg.registry_path, what="features.registry_path")
+        registry["sqlalchemy_config_kwargs"] = sql_registry_kwargs(
+            registry["path"], cfg, registry.get("sqlalchemy_config_kwargs") or {}
+        )
     elif cfg.registry_path:
         registry["path"] = resolve(cfg.registry_path, what="features.registry_path")
     registry["cache_ttl_seconds"] = cfg.registry_cache_ttl_seconds
@@ -238,9 +276,15 @@ def feature_store(workspace: Workspace, cfg: FeaturesConfig) -> feast.FeatureSto
         if store is None:
             from feast import FeatureStore
 
-            store = FeatureStore(
-                repo_path=str(workspace.features_dir), config=repo_config(workspace, cfg)
-            )
+            config = repo_config(workspace, cfg)
+            try:
+                store = FeatureStore(repo_path=str(workspace.features_dir), config=config)
+            except Exception as exc:  # a SQL registry that cannot be reached (timeouts above)
+                raise FeatureStoreError(
+                    f"cannot open the feature registry ({cfg.registry}): {first_line(exc)}",
+                    hint="check that the registry database runs and answers "
+                    "(features.registry_path, features.registry_timeout_s)",
+                ) from exc
             _STORES[key] = store
     return store
 
@@ -298,7 +342,7 @@ def apply_repo(workspace: Workspace, cfg: FeaturesConfig) -> None:
         with _feast_output_to_log():
             store.apply([*defs.entities, *defs.feature_views, *defs.feature_services])
     except Exception as exc:
-        raise FeatureStoreError(f"feast apply failed: {exc}") from exc
+        raise FeatureStoreError(f"feast apply failed: {first_line(exc)}") from exc
     log.info(
         "applied %d entities, %d feature views, %d services",
         len(defs.entities),
@@ -409,7 +453,9 @@ def _write_marker(store: feast.FeatureStore, user_table: Path) -> None:
             warnings.filterwarnings("ignore", "Discarding nonzero nanoseconds", UserWarning)
             store.write_to_online_store(USER_VIEW, row)
     except Exception as exc:
-        raise FeatureStoreError(f"writing the materialization marker failed: {exc}") from exc
+        raise FeatureStoreError(
+            f"writing the materialization marker failed: {first_line(exc)}"
+        ) from exc
 
 
 def materialize(
@@ -454,7 +500,9 @@ def materialize(
             try:
                 _materialize_view(store, cfg, fv.name, paths[fv.name], key, start, end)
             except Exception as exc:
-                raise FeatureStoreError(f"materializing {fv.name} failed: {exc}") from exc
+                raise FeatureStoreError(
+                    f"materializing {fv.name} failed: {first_line(exc)}"
+                ) from exc
         views.append(
             ViewMaterialization(view=fv.name, start=start, end=end, rows=rows, entities=entities)
         )
@@ -586,7 +634,7 @@ def _online(
         )
         return response.to_dict()
     except Exception as exc:
-        raise FeatureStoreError(f"online feature lookup failed: {exc}") from exc
+        raise FeatureStoreError(f"online feature lookup failed: {first_line(exc)}") from exc
 
 
 def online_recent_items(
@@ -662,7 +710,7 @@ def _point_in_time(
             entity_df=query, features=features, full_feature_names=True
         ).to_df()
     except Exception as exc:
-        raise FeatureStoreError(f"historical feature retrieval failed: {exc}") from exc
+        raise FeatureStoreError(f"historical feature retrieval failed: {first_line(exc)}") from exc
     for key in keys:
         found[key] = found[key].astype(str).astype(object)
     found[EVENT_TS] = (

@@ -50,14 +50,22 @@ def promotion_lock(ws: Workspace) -> Iterator[None]:
 def gate_and_promote(
     ws: Workspace, version: str, decision: GateDecision, deploy: DeployStep, *, actor: str
 ) -> Promotion:
-    """Record the gate's decision on ``version``; when it passed, deploy first, then promote.
+    """Record the gate's decision on ``version``; when it passed, deploy first, then promote;
+    when it did not, serve the champion again if another version serves
+    (:mod:`components.lifecycle.reconcile`). Call it holding :func:`promotion_lock`.
 
     A failed deploy is recorded as a rejection (``deploy failed: ...``) and
     :class:`DeployFailed` propagates; serving and the champion are unchanged.
     """
     registry = ModelRegistry(ws)
     if not decision.promote:
-        return Promotion("rejected", apply_gate(registry, version, decision, actor=actor))
+        rejected = Promotion("rejected", apply_gate(registry, version, decision, actor=actor))
+        # what serves must be the champion even when this run changes neither (a deploy
+        # killed before its promote left another version serving)
+        from components.lifecycle.reconcile import reconcile_locked
+
+        reconcile_locked(ws, deploy, actor=actor)
+        return rejected
     try:
         deployed = deploy(ws, version)
     except DeployFailed as exc:

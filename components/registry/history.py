@@ -43,6 +43,9 @@ Action = Literal[
     "shadow",
     "canary",
     "challenger_stop",
+    # the champion deployed again because another version was serving (statuses
+    # unchanged; components.lifecycle.reconcile)
+    "reconcile",
 ]
 ModeAction = Literal["shadow", "canary", "challenger_stop"]
 Status = Literal["candidate", "champion", "retired", "rejected"]

@@ -374,6 +374,24 @@ class ModelRegistry:
                 ),
             )
 
+    def record_reconcile(self, champion: str, served: str, *, actor: str, reason: str) -> None:
+        """Record that ``champion`` was deployed again in place of ``served`` (no status
+        changes; refused when ``champion`` is no longer the champion)."""
+        with self._transaction() as (_, state):
+            if state.champion != champion:
+                raise RegistryError(f"{champion} is no longer the champion ({state.champion} is)")
+            self._append(
+                state,
+                HistoryEvent(
+                    action="reconcile",
+                    version=champion,
+                    previous_champion=champion,
+                    actor=actor,
+                    reason=reason,
+                    metrics={"replaced_serving": served},
+                ),
+            )
+
     def _transition(
         self,
         action: Action,

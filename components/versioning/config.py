@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, field_serializer, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from components.secrets import check_no_inline_secret, redact
 
@@ -20,6 +20,9 @@ class VersioningConfig(BaseModel):
     remote_url: str | None = None
     remote_endpoint_url: str | None = None
     push: bool = True
+    #: an S3 remote that does not answer fails a push after this many seconds per request
+    #: (DVC's connect_timeout and read_timeout; botocore's default is 60 s, retried)
+    remote_timeout_s: int = Field(5, ge=1)
 
     @field_validator("remote_url", "remote_endpoint_url")
     @classmethod

@@ -302,9 +302,16 @@ class DatasetStore:
         url = self.remote_url()
         if not self.cfg.remote_url:
             Path(url).mkdir(parents=True, exist_ok=True)
-        wanted = {"url": url}
+        wanted: dict[str, str | int] = {"url": url}
         if self.cfg.remote_endpoint_url:
             wanted["endpointurl"] = self.cfg.remote_endpoint_url
+        if url.startswith("s3://"):
+            wanted["connect_timeout"] = self.cfg.remote_timeout_s
+            wanted["read_timeout"] = self.cfg.remote_timeout_s
+            # botocore retries each request 4 times on top of s3fs's own 5 tries:
+            # measured against an endpoint that never answers (2 s timeouts), a push
+            # failed after 110 s with botocore's retries and 31 s without them
+            os.environ.setdefault("AWS_MAX_ATTEMPTS", "1")
         with self._dvc() as repo:
             current = repo.config.read("repo")
             remote = current.get("remote", {}).get(self.cfg.remote_name, {})
@@ -316,7 +323,10 @@ class DatasetStore:
             ):
                 return
             with repo.config.edit("repo") as conf:
-                conf["remote"][self.cfg.remote_name] = {**remote, **wanted}
+                # another URL is another remote: keep none of the old one's settings (an
+                # S3 endpoint on a local folder is a DVC config error)
+                same = remote.get("url") == url
+                conf["remote"][self.cfg.remote_name] = {**remote, **wanted} if same else wanted
                 conf["core"]["remote"] = self.cfg.remote_name
                 conf["core"]["analytics"] = False
         if self._git("rev-parse", "--verify", "-q", "HEAD", check=False):

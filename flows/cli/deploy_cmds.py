@@ -248,9 +248,40 @@ def serve_status_cmd(
     else:
         for key, value in status.items():
             console.print(f"{key:>17}: {value}")
+    if status["deployed"] and status.get("champion") and status["champion"] != status["version"]:
+        console.print(
+            f"{status['version']} serves but {status['champion']} is the champion: "
+            "`recops serve reconcile` serves the champion again"
+        )
     write_json(json_out, status)
     if status["exit_code"]:
         raise typer.Exit(status["exit_code"])
+
+
+@serve_app.command("reconcile")
+def serve_reconcile(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    workspace: WorkspaceOpt = None,
+    json_out: JsonOutOpt = None,
+) -> None:
+    """Serve the registry's champion again when the local deployment serves another
+    version (a deploy killed before its promote); recorded in the registry history."""
+    from components.deploy.config import LocalDeployConfig
+    from components.deploy.targets import LocalTarget
+    from components.lifecycle.reconcile import reconcile
+
+    cfg, ws = prologue(config, set_, workspace)
+    settings = cfg.deploy if isinstance(cfg.deploy, LocalDeployConfig) else LocalDeployConfig()
+    target = LocalTarget(settings, cfg.serve, cfg.features)
+    done = reconcile(ws, target.deploy, actor="cli")
+    if done is None:
+        console.print("serving and the champion agree (or nothing is deployed): nothing to do")
+    else:
+        console.print(
+            f"{done.champion} serves again at {done.deployed.url} (was {done.served_before})"
+        )
+    write_json(json_out, None if done is None else dataclasses.asdict(done))
 
 
 @serve_app.command("stop")

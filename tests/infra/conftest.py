@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -40,9 +42,21 @@ def _as_pg_user() -> list[str]:
     return [runuser, "-u", "postgres", "--"]
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    """A SQLAlchemy URL (psycopg 3) of a fresh database `feast` on a private server."""
+@dataclass(frozen=True)
+class Postgres:
+    """A running throwaway server: its SQLAlchemy URL and data folder."""
+
+    url: str
+    data: Path
+
+    def postmaster_pid(self) -> int:
+        return int((self.data / "postmaster.pid").read_text().splitlines()[0])
+
+
+@contextmanager
+def postgres_server() -> Iterator[Postgres]:
+    """A fresh server on a free loopback port with a database `feast` (skips when
+    PostgreSQL or psycopg is missing); stopped and deleted afterwards."""
     pytest.importorskip("psycopg", reason="psycopg is not installed (pip install recops[scale])")
     bindir = _pg_bin()
     if bindir is None:
@@ -83,10 +97,17 @@ def postgres_url() -> Iterator[str]:
             f"host=127.0.0.1 port={port} user=feast dbname=postgres", autocommit=True
         ) as conn:
             conn.execute("CREATE DATABASE feast")
-        yield f"postgresql+psycopg://feast@127.0.0.1:{port}/feast"
+        yield Postgres(f"postgresql+psycopg://feast@127.0.0.1:{port}/feast", data)
     finally:
         subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A SQLAlchemy URL (psycopg 3) of a fresh database `feast` on a private server."""
+    with postgres_server() as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@ One module-scoped workspace (two tiny SASRec versions, real Feast features). In 
 the module, each test leaving a healthy deployment for the next: a SIGKILLed arbiter is
 restarted and its orphaned worker stopped; a SIGKILLed proxy is restarted; a deploy
 killed before its switch leaks no backend; one killed during its drain leaves no old
-backend and ``serve status`` warns that serving differs from the champion; a model that
+backend and ``serve status`` warns that serving differs from the champion, until a
+reconcile serves the champion again (recorded in the registry history); a model that
 keeps crashing is rolled back (registry history); a stop leaves no process behind.
 """
 
@@ -33,6 +34,8 @@ from components.deploy.local import (
     serve_status,
     stop_local,
 )
+from components.deploy.targets import LocalTarget
+from components.lifecycle.reconcile import disagreement, reconcile
 from components.net import free_port
 from components.registry.store import ModelRegistry
 from tests.conftest import REPO_ROOT
@@ -197,6 +200,26 @@ def test_a_deploy_killed_during_the_drain_leaves_no_old_backend_and_says_so(
     # served and champion now differ (the killed flow never promoted): a warning, not ok
     assert (status["version"], status["champion"]) == (v3, served.v1.version)
     assert (status["health"], status["exit_code"]) == ("warning", 1)
+
+
+def test_a_reconcile_serves_the_champion_again_and_records_it(
+    served: ServedWorkspace, deployed: str, serve_cfg: ServeConfig, deploy_cfg: LocalDeployConfig
+) -> None:
+    ws = served.workspace
+    found = disagreement(ws)  # what the killed deploy above left: v3 serving, v1 champion
+    assert found is not None and found[1] == served.v1.version
+    target = LocalTarget(deploy_cfg, serve_cfg, served.features)
+    done = reconcile(ws, target.deploy, actor="test")
+    assert done is not None and (done.served_before, done.champion) == found
+    assert serving(deployed) == served.v1.version
+    registry = ModelRegistry(ws)
+    last = registry.history()[-1]
+    assert (last.action, last.version, last.actor) == ("reconcile", served.v1.version, "test")
+    assert last.metrics == {"replaced_serving": found[0]}
+    assert registry.state().champion == served.v1.version  # no status changed
+    assert disagreement(ws) is None and reconcile(ws, target.deploy, actor="test") is None
+    status = serve_status(ws, serve_cfg, deploy_cfg)
+    assert status["version"] == status["champion"] == served.v1.version
 
 
 def _deploy_in_child(
