@@ -6,6 +6,7 @@ Every ``recops bench ...`` prints a readable table and writes the same figures a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -35,29 +36,39 @@ class StageFigures:
 
 
 class _RssSampler(threading.Thread):
-    def __init__(self, interval_s: float = 0.01) -> None:
+    def __init__(self, interval_s: float = 0.01, children: bool = False) -> None:
         super().__init__(daemon=True)
         self.interval_s = interval_s
+        self.children = children
         self.process = psutil.Process()
-        self.peak = self.process.memory_info().rss
+        self.peak = self._rss()
         self._stop_event = threading.Event()
+
+    def _rss(self) -> int:
+        total = self.process.memory_info().rss
+        if self.children:
+            for child in self.process.children(recursive=True):
+                with contextlib.suppress(psutil.Error):  # exited between listing and reading
+                    total += child.memory_info().rss
+        return total
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
+            self.peak = max(self.peak, self._rss())
             self._stop_event.wait(self.interval_s)
 
     def stop(self) -> int:
         self._stop_event.set()
         self.join()
-        return max(self.peak, self.process.memory_info().rss)
+        return max(self.peak, self._rss())
 
 
 @contextmanager
-def measure(name: str) -> Iterator[StageFigures]:
-    """Time the block and sample this process's RSS every 10 ms to find its peak."""
+def measure(name: str, *, children: bool = False) -> Iterator[StageFigures]:
+    """Time the block and sample this process's RSS (plus its child processes' with
+    ``children``, e.g. Spark's JVM) every 10 ms to find its peak."""
     figures = StageFigures(name)
-    sampler = _RssSampler()
+    sampler = _RssSampler(children=children)
     sampler.start()
     start = time.perf_counter()
     try:

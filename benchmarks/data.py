@@ -17,7 +17,7 @@ from typing import Any
 from benchmarks.common import StageFigures, measure, print_table, write_report
 from components.data.config import DataConfig, SyntheticConfig
 
-ENGINES = ("memory", "stream")
+ENGINES = ("memory", "stream", "spark")
 
 
 def bench_synthetic(n_events: int, seed: int = 7) -> SyntheticConfig:
@@ -93,6 +93,41 @@ def _stream_stages(
     return stages
 
 
+def _spark_stages(
+    synth: SyntheticConfig, folder: Path, cfg: DataConfig, events_per_file: int
+) -> list[StageFigures]:
+    """The stream engine's files through Spark (``cfg.spark_master``); peak RSS is this
+    process's plus Spark's JVM (a child process)."""
+    from components.data.spark import (
+        spark_events,
+        spark_sequences,
+        spark_session,
+        spark_vocabulary,
+    )
+    from components.data.splits import leave_one_out
+    from components.data.stream import tail_length, write_events_dataset
+
+    stages = []
+    if not (folder / "events").exists():
+        with measure("generate+write parquet (partitioned)") as fig:
+            write_events_dataset(synth, folder / "events", events_per_file)
+        stages.append(fig)
+    with measure("spark session start", children=True) as fig:
+        spark = spark_session(cfg.spark_master)
+    stages.append(fig)
+    with measure("load+normalise+vocabulary (spark)", children=True) as fig:
+        events = spark_events(spark, folder / "events").cache()
+        vocab = spark_vocabulary(events)
+    stages.append(fig)
+    with measure("sequences+split (spark window)", children=True) as fig:
+        seqs = spark_sequences(events, vocab, tail_length(cfg))
+        split = leave_one_out(seqs, vocab.n_items, cfg.max_len, cfg.min_user_events)
+    fig.extra = {**split.summary(), "master": cfg.spark_master}
+    stages.append(fig)
+    events.unpersist()
+    return stages
+
+
 def _ingest_stages(folder: Path, cfg: DataConfig) -> list[StageFigures]:
     """GX validation of the folder in hash passes, then versioning it with DVC."""
     from components.data.stream import GX_ROW_BYTES, plan_passes
@@ -146,10 +181,11 @@ def run_data_benchmark(
     synth = bench_synthetic(n_events, seed)
     cfg = DataConfig(max_len=50, engine=engine, memory_budget_mb=budget_mb)
     with tempfile.TemporaryDirectory(prefix="recops-bench-") as tmp:
-        if engine == "stream":
+        if engine in ("stream", "spark"):
             folder = keep_dir or Path(tmp)
             folder.mkdir(parents=True, exist_ok=True)
-            stages = _stream_stages(synth, folder, cfg, events_per_file)
+            run = _stream_stages if engine == "stream" else _spark_stages
+            stages = run(synth, folder, cfg, events_per_file)
         else:
             stages = _memory_stages(synth, Path(tmp), cfg)
     rows = [

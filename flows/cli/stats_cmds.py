@@ -37,7 +37,7 @@ def bench_data(
         str,
         typer.Option(
             "--engine",
-            help="memory (one pandas frame) or stream (partitioned Parquet, bounded memory).",
+            help="memory (one pandas frame), stream (partitioned Parquet, bounded memory) or spark (data.spark_master).",
         ),
     ] = "memory",
     budget_mb: Annotated[
