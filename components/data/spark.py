@@ -68,6 +68,7 @@ def spark_session(master: str) -> SparkSession:
                 .config("spark.sql.execution.arrow.pyspark.enabled", "true")
                 .config("spark.sql.legacy.parquet.nanosAsLong", "true")
                 .config("spark.ui.enabled", "false")
+                .config("spark.ui.showConsoleProgress", "false")
                 .getOrCreate()
             )
             _SESSIONS[master].sparkContext.setLogLevel("ERROR")
