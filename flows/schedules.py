@@ -1,4 +1,8 @@
-"""Schedules: the retrain / materialize flows as Prefect deployments with a cron.
+"""Schedules: the retrain / materialize / monitor flows as Prefect deployments with a cron.
+
+The monitor flow on a schedule is what makes drift start retraining by itself: each run
+checks the champion's live traffic and sends the retrain event when drift (or new data)
+crosses its threshold.
 
 Two ways, same flows:
 
@@ -24,11 +28,12 @@ from typing import Any, Literal, cast
 from components.errors import ConfigError
 from components.workspace import Workspace
 
-FlowName = Literal["retrain", "materialize"]
+FlowName = Literal["retrain", "materialize", "monitor"]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINTS: dict[str, str] = {
     "retrain": "flows/retrain.py:retrain_flow",
     "materialize": "flows/materialize.py:materialize_flow",
+    "monitor": "flows/monitor.py:monitor_flow",
 }
 
 
@@ -42,7 +47,17 @@ def flow_object(name: FlowName):
         from flows.materialize import materialize_flow
 
         return materialize_flow
-    raise ConfigError(f"unknown flow {name!r}; choose retrain or materialize")
+    if name == "monitor":
+        from flows.monitor import monitor_flow
+
+        return monitor_flow
+    raise ConfigError(f"unknown flow {name!r}; {flow_choices()}")
+
+
+def flow_choices() -> str:
+    """``choose retrain, materialize or monitor`` (from :data:`ENTRYPOINTS`)."""
+    *rest, last = ENTRYPOINTS
+    return f"choose {', '.join(rest)} or {last}"
 
 
 def deployment_name(name: FlowName) -> str:

@@ -142,7 +142,9 @@ def schedule(
         float | None,
         typer.Option("--interval", help="Run every N seconds instead of a cron.", min=1),
     ] = None,
-    flow: Annotated[str, typer.Option("--flow", help="retrain or materialize.")] = "retrain",
+    flow: Annotated[
+        str, typer.Option("--flow", help="retrain, materialize or monitor (drift checks).")
+    ] = "retrain",
     work_pool: Annotated[
         str | None,
         typer.Option(
@@ -168,18 +170,25 @@ def schedule(
     --work-pool this process serves the schedule (flow.serve) until stopped. With
     --work-pool it registers a deployment and exits; start workers with
     `prefect worker start --pool NAME` (see prefect.yaml and infra/README.md). The retrain
-    deployment also starts when a `recops.retrain.requested` event arrives (new data or drift).
+    deployment also starts when a `recops.retrain.requested` event arrives (new data or drift);
+    a scheduled monitor flow checks drift and sends that event when it is due.
     """
     from components.errors import ConfigError
-    from flows.schedules import deploy_to_work_pool, serve_on_schedule, validate_cron
+    from flows.schedules import (
+        ENTRYPOINTS,
+        deploy_to_work_pool,
+        flow_choices,
+        serve_on_schedule,
+        validate_cron,
+    )
     from flows.server import require_server, using_api
 
     if (cron is None) == (interval is None):
         raise ConfigError("give exactly one of --cron or --interval")
     if cron is not None:
         validate_cron(cron)
-    if flow not in ("retrain", "materialize"):
-        raise ConfigError(f"unknown flow {flow!r}; choose retrain or materialize")
+    if flow not in ENTRYPOINTS:
+        raise ConfigError(f"unknown flow {flow!r}; {flow_choices()}")
     cfg = _pinned_workspace(config, overrides, workspace)
     ws = open_workspace(cfg)
     parameters = {"config": cfg.model_dump(mode="json")}

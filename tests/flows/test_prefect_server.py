@@ -365,3 +365,15 @@ def deployment_for(api: str, workspace: str) -> bool:
     """The shared retrain deployment now carries this workspace's parameters."""
     found = _deployment(api, "retrain")
     return bool(found and found["parameters"]["config"]["workspace"] == workspace)
+
+
+def test_every_schedulable_flow_resolves_to_its_entrypoint() -> None:
+    """`recops schedule --flow NAME` serves the same flow a work pool loads from source."""
+    from flows.schedules import ENTRYPOINTS, flow_object
+
+    assert "monitor" in ENTRYPOINTS  # drift checks on a schedule start retraining by itself
+    for name, entrypoint in ENTRYPOINTS.items():
+        path, function = entrypoint.split(":")
+        flow = flow_object(name)  # type: ignore[arg-type]
+        assert flow.fn.__name__ == function
+        assert flow.fn.__module__ == path.removesuffix(".py").replace("/", ".")
