@@ -39,6 +39,7 @@ from flows.tasks import (
     register_model,
     train_challenger,
     validate_and_version,
+    validate_and_version_catalogue,
     write_run_report,
 )
 
@@ -71,7 +72,8 @@ def retrain_flow(
     except ValidationFailed as exc:
         publish_rejected_batch(batch.batch_id, exc)
         raise
-    data_version = ingested.version.version
+    catalogue = versioned_catalogue(cfg, ws)
+    data_version = (catalogue or ingested).version.version
     if cfg.features.enabled:
         materialize_features(cfg, ws, data_version)
     prepared = prepare_data(cfg, ws, data_version)
@@ -102,7 +104,7 @@ def retrain_flow(
             "deployed_version": outcome["deployed_version"],
             "status": promotion.status,
             "training_features": features_path,
-            "validation": validation_summary(ingested),
+            "validation": validation_summary(ingested, catalogue),
             **deployment_lineage(ws, outcome["deployed_version"]),
         }
     )
@@ -134,15 +136,37 @@ def serving_summary(ws: Workspace) -> dict[str, Any]:
     return {"serving_version": state.version, "url": f"http://{state.host}:{state.public_port}"}
 
 
-def validation_summary(ingested: Ingested) -> dict[str, Any]:
-    """What the run record keeps of the batch's validation (None fields: no new rows)."""
+def versioned_catalogue(cfg: RecopsConfig, ws: Workspace) -> Ingested | None:
+    """``data.items`` (``recops run --items``) validated and added to the dataset version
+    (None without one); a rejected catalogue is quarantined, published, and stops the run."""
+    if not cfg.data.items:
+        return None
+    try:
+        return validate_and_version_catalogue(cfg, ws, cfg.data.items)
+    except ValidationFailed as exc:
+        publish_rejected_batch(f"catalogue {Path(cfg.data.items).name}", exc)
+        raise
+
+
+def validation_summary(ingested: Ingested, catalogue: Ingested | None = None) -> dict[str, Any]:
+    """What the run record keeps of the batch's validation (None fields: no new rows), and
+    of the item catalogue's when the run had one."""
     report = ingested.report
-    return {
+    summary: dict[str, Any] = {
         "summary": "already accepted (no new rows)" if report is None else report.summary,
         "data_docs_path": None if report is None else report.data_docs_path,
         "n_rows": ingested.version.n_rows,
         "batch_id": ingested.batch_id,
     }
+    if catalogue is not None:
+        found = catalogue.report
+        summary["catalogue"] = {
+            "batch_id": catalogue.batch_id,
+            "n_items": catalogue.version.n_catalogue_items,
+            "summary": "already in this version" if found is None else found.summary,
+            "data_docs_path": None if found is None else found.data_docs_path,
+        }
+    return summary
 
 
 def deployment_lineage(ws: Workspace, deployed_version: str | None) -> dict[str, Any]:

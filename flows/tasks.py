@@ -62,6 +62,20 @@ def validate_and_version(cfg: RecopsConfig, ws: Workspace, batch: BatchRef) -> I
     return ingested
 
 
+@task(name="validate-and-version-catalogue", retries=0, cache_policy=NO_CACHE)
+def validate_and_version_catalogue(cfg: RecopsConfig, ws: Workspace, path: str) -> Ingested:
+    """GX-validate the item catalogue ``path`` (the ``recops_catalogue`` suite) and add it
+    to the current dataset version, or quarantine it (lifecycle.ingest.ingest_catalogue)."""
+    from components.lifecycle.ingest import ingest_catalogue
+
+    ingested = ingest_catalogue(path, ws, cfg.data, cfg.validation, cfg.versioning)
+    verb = "accepted into" if ingested.appended else "already in"
+    get_run_logger().info(
+        "catalogue %s %s dataset version %s", ingested.batch_id, verb, ingested.version.version
+    )
+    return ingested
+
+
 def workspace_instance(ws: Workspace) -> str:
     """A random id created with the workspace: cache keys never outlive a deleted workspace."""
     marker = ws.root / ".instance-id"
@@ -112,7 +126,7 @@ def prepare_data(cfg: RecopsConfig, ws: Workspace, data_version: str) -> Prepare
     """The accepted dataset version, prepared and split (lifecycle.prepare)."""
     from components.lifecycle.prepare import prepare_version
 
-    prepared = prepare_version(ws, cfg.data, cfg.versioning, data_version)
+    prepared = prepare_version(ws, cfg.data, cfg.versioning, data_version, cfg.features)
     get_run_logger().info("split: %s", prepared.split.summary())
     return prepared
 

@@ -126,6 +126,8 @@ class ScoreQuery(BaseModel):
     history: list[int]
     k: int
     exclude: list[int] = []
+    #: event-type indices aligned with ``history`` (only for models that read them)
+    events: list[int] | None = None
     explain: bool = False
     targets: list[int] | None = None  # items to explain (default: the recommended ones)
     top: int | None = None  # events listed per explained item (default: the deployment's)
@@ -222,6 +224,10 @@ class Engine:
         # knows catalogue items that had no training events (cold items)
         self._known = bundle.known_items()
         self._all_known = bool(self._known[1:].all())
+        # event type -> index, for models trained with an event-type input
+        self._event_index: dict[str, int] | None = None
+        if getattr(bundle, "uses_events", False):
+            self._event_index = {t: i + 1 for i, t in enumerate(self.vocab.event_types)}
 
     # 1. plan --------------------------------------------------------------------------
     def plan(
@@ -277,6 +283,7 @@ class Engine:
             explain=explain,
             targets=targets,
             top=top,
+            events=self._event_indices(event_types, positions, warnings),
         )
         return Plan(
             query,
@@ -291,6 +298,21 @@ class Engine:
             event_types=event_types,
         )
 
+    def _event_indices(
+        self, event_types: list[str] | None, positions: list[int], warnings: list[str]
+    ) -> list[int] | None:
+        """Event-type indices of the kept history positions, for a model that reads them
+        (None otherwise, or when the request gave none); unknown types get no embedding
+        (index 0) and a warning."""
+        if self._event_index is None or event_types is None:
+            return None
+        lookup = self._event_index.get
+        kinds = [lookup(event_types[p], PAD) for p in positions]
+        unknown = sorted({event_types[p] for p, k in zip(positions, kinds, strict=True) if not k})
+        if unknown:
+            warnings.append(f"unknown event types read as none: {_short_list(unknown)}")
+        return kinds
+
     def item_index(self, item_id: str) -> int | None:
         """The vocabulary index of one raw item id (None when unknown)."""
         return self._index.get(item_id)
@@ -304,8 +326,16 @@ class Engine:
         histories = _left_padded([q.history for q in queries], self.max_len)
         excluded = _right_padded([q.exclude or [PAD] for q in queries])
         top = min(max(q.k for q in queries), self.n_items)
+        events = None
+        if any(q.events is not None for q in queries):
+            rows = [q.events if q.events is not None else [PAD] * len(q.history) for q in queries]
+            events = _left_padded(rows, self.max_len).to(self.device)
         indices, scores = self.bundle.recommend(
-            histories.to(self.device), top, exclude_seen=False, exclude=excluded.to(self.device)
+            histories.to(self.device),
+            top,
+            exclude_seen=False,
+            exclude=excluded.to(self.device),
+            events=events,
         )
         indices, scores = indices.cpu().numpy(), scores.float().cpu().numpy()
         out: list[Scored] = []

@@ -94,7 +94,7 @@ def _text_series(values: pd.Series) -> pd.Series:
             return ""
         return str(value)
 
-    return values.map(one).str.strip()
+    return values.map(one).astype(str).str.strip()
 
 
 def make_catalogue(

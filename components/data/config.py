@@ -40,6 +40,12 @@ class SyntheticConfig(BaseModel):
     drift: float = Field(0.05, ge=0, le=1)
     start: str = "auto"  # ISO time of the first event, or "auto" = 120 days before today
     seed: int = 7
+    funnel: bool = Field(
+        False,
+        description="event types that carry signal: each event is a view or a cart, and "
+        "purchases follow of items the user carted recently (see synthetic.purchase_funnel); "
+        "off: types are drawn independently of the items",
+    )
 
 
 class DataConfig(BaseModel):

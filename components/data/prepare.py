@@ -41,7 +41,7 @@ def vocabulary_with_items(vocab: Vocabulary, catalogue: pd.DataFrame | None) -> 
     items = np.union1d(
         np.asarray(vocab.items, dtype=object).astype(str), catalogue[ITEM].astype(str).to_numpy()
     )
-    return Vocabulary(vocab.users, tuple(items.tolist()))
+    return Vocabulary(vocab.users, tuple(items.tolist()), vocab.event_types)
 
 
 def checked_catalogue(

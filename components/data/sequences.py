@@ -1,7 +1,8 @@
 """Per-user item sequences and the id vocabulary.
 
 Raw ids become contiguous integer indices: users 0..U-1, items 1..I with **0 reserved for
-padding**. Sequences are kept as CSR arrays (``values`` + ``offsets``), never as Python
+padding**; event types (view, cart, ...) 1..E, 0 = none/padding, carried beside the items
+(:attr:`Sequences.events`) so a model with ``event_types: true`` reads what each event was. Sequences are kept as CSR arrays (``values`` + ``offsets``), never as Python
 lists of lists, and turn into left-padded ``[N, max_len]`` tensors in one vectorised step
 (most recent item in the last column).
 """
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from components.data.schema import ITEM, TIME, USER, sort_events
+from components.data.schema import EVENT, ITEM, TIME, USER, sort_events
 from components.errors import DataError
 
 PAD = 0
@@ -25,10 +26,11 @@ PAD = 0
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """Raw token <-> index maps. Items are indexed from 1 (0 is padding)."""
+    """Raw token <-> index maps. Items and event types are indexed from 1 (0 is padding)."""
 
     users: tuple[str, ...]
     items: tuple[str, ...]
+    event_types: tuple[str, ...] = ()
 
     @property
     def n_users(self) -> int:
@@ -44,7 +46,18 @@ class Vocabulary:
         """Vocabulary of the users and items in ``events`` (sorted tokens, deterministic)."""
         users = np.sort(events[USER].astype(str).unique())
         items = np.sort(events[ITEM].astype(str).unique())
-        return cls(tuple(users.tolist()), tuple(items.tolist()))
+        kinds: list[str] = []
+        if EVENT in events.columns:
+            kinds = np.sort(events[EVENT].astype(str).unique()).tolist()
+        return cls(tuple(users.tolist()), tuple(items.tolist()), tuple(kinds))
+
+    @property
+    def n_event_types(self) -> int:
+        return len(self.event_types)
+
+    def event_index(self, tokens: Iterable[str]) -> np.ndarray:
+        """Index per event-type token (1-based); 0 for unknown types (no event embedding)."""
+        return _lookup(self.event_types, tokens, offset=1, missing=PAD)
 
     def user_index(self, tokens: Iterable[str]) -> np.ndarray:
         """Index per user token; -1 for unknown users."""
@@ -59,12 +72,14 @@ class Vocabulary:
         return [self.items[int(i) - 1] for i in indices]
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"users": self.users, "items": self.items}))
+        raw = {"users": self.users, "items": self.items, "event_types": self.event_types}
+        Path(path).write_text(json.dumps(raw))
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
+        """Read :meth:`save`'s file (files written before event types have none)."""
         raw = json.loads(Path(path).read_text())
-        return cls(tuple(raw["users"]), tuple(raw["items"]))
+        return cls(tuple(raw["users"]), tuple(raw["items"]), tuple(raw.get("event_types", ())))
 
 
 def _lookup(
@@ -77,11 +92,22 @@ def _lookup(
 
 @dataclass(frozen=True)
 class Sequences:
-    """CSR-packed item sequences: user ``u`` has ``values[offsets[u]:offsets[u+1]]``."""
+    """CSR-packed item sequences: user ``u`` has ``values[offsets[u]:offsets[u+1]]``.
+
+    ``timestamps`` and ``events`` (event-type indices, :meth:`Vocabulary.event_index`) are
+    aligned with ``values`` and follow every selection."""
 
     values: np.ndarray  # int64 item indices (1-based)
     offsets: np.ndarray  # int64, length n + 1
     timestamps: np.ndarray | None = None  # int64 ns since epoch, aligned with values
+    events: np.ndarray | None = None  # int64 event-type indices (1-based), aligned with values
+
+    def _aligned(self, where: np.ndarray) -> dict[str, np.ndarray | None]:
+        """``timestamps`` and ``events`` at ``where`` (a mask or gather over values)."""
+        return {
+            "timestamps": None if self.timestamps is None else self.timestamps[where],
+            "events": None if self.events is None else self.events[where],
+        }
 
     @property
     def lengths(self) -> np.ndarray:
@@ -104,8 +130,7 @@ class Sequences:
         starts = self.offsets[:-1]
         mask = _prefix_mask(starts, lengths, len(self.values))
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        ts = self.timestamps[mask] if self.timestamps is not None else None
-        return Sequences(self.values[mask], offsets, ts)
+        return Sequences(self.values[mask], offsets, **self._aligned(mask))
 
     def select(self, rows: np.ndarray) -> Sequences:
         """Sub-collection of the sequences at ``rows`` (in that order)."""
@@ -114,8 +139,7 @@ class Sequences:
         starts = self.offsets[rows]
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         gather = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
-        ts = self.timestamps[gather] if self.timestamps is not None else None
-        return Sequences(self.values[gather], offsets, ts)
+        return Sequences(self.values[gather], offsets, **self._aligned(gather))
 
     def without_items(self, drop: np.ndarray) -> Sequences:
         """The same sequences with every item whose ``drop[item]`` is True removed."""
@@ -123,20 +147,28 @@ class Sequences:
         kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
         kept_per_row = kept_before[self.offsets[1:]] - kept_before[self.offsets[:-1]]
         offsets = np.concatenate([[0], np.cumsum(kept_per_row)]).astype(np.int64)
-        ts = self.timestamps[keep] if self.timestamps is not None else None
-        return Sequences(self.values[keep], offsets, ts)
+        return Sequences(self.values[keep], offsets, **self._aligned(keep))
 
-    def last(self, n: int = 1) -> np.ndarray:
-        """The item ``n`` positions from the end of each sequence (0 where too short)."""
+    def last(self, n: int = 1, *, events: bool = False) -> np.ndarray:
+        """The item (with ``events``: the event type) ``n`` positions from the end of each
+        sequence (0 where too short or without event types)."""
+        source = self.events if events else self.values
         pos = self.offsets[1:] - n
         ok = pos >= self.offsets[:-1]
         out = np.zeros(len(self), dtype=np.int64)
-        out[ok] = self.values[pos[ok]]
+        if source is not None:
+            out[ok] = source[pos[ok]]
         return out
 
     def padded(self, max_len: int) -> torch.Tensor:
         """Left-padded ``[n, max_len]`` LongTensor of the last ``max_len`` items."""
         return torch.from_numpy(pad_left(self.values, self.offsets, max_len))
+
+    def padded_events(self, max_len: int) -> torch.Tensor | None:
+        """The event types aligned with :meth:`padded` (None without event types)."""
+        if self.events is None:
+            return None
+        return torch.from_numpy(pad_left(self.events, self.offsets, max_len))
 
 
 def _prefix_mask(starts: np.ndarray, lengths: np.ndarray, total: int) -> np.ndarray:
@@ -178,4 +210,7 @@ def build_sequences(events: pd.DataFrame, vocab: Vocabulary) -> Sequences:
     counts = np.bincount(users, minlength=vocab.n_users)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     ts = ordered[TIME].astype("int64").to_numpy()
-    return Sequences(items[order], offsets, ts[order])
+    kinds = None
+    if vocab.event_types and EVENT in ordered.columns:
+        kinds = vocab.event_index(ordered[EVENT].astype(str))[order]
+    return Sequences(items[order], offsets, ts[order], kinds)

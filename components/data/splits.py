@@ -24,14 +24,48 @@ from components.errors import DataError
 
 @dataclass(frozen=True)
 class EvalSet:
-    """Evaluation examples: left-padded histories, one target per user."""
+    """Evaluation examples: left-padded histories, one target per user; with event types,
+    each history event's type (aligned with ``histories``) and the target event's type."""
 
     users: np.ndarray  # user indices, int64 [n]
     histories: torch.Tensor  # LongTensor [n, max_len], left padded
     targets: torch.Tensor  # LongTensor [n], item indices (1-based)
+    events: torch.Tensor | None = None  # LongTensor [n, max_len], event-type indices
+    target_events: np.ndarray | None = None  # int64 [n], the target event's type index
 
     def __len__(self) -> int:
         return len(self.users)
+
+    def take(self, rows: np.ndarray) -> EvalSet:
+        """The examples at ``rows`` (in that order)."""
+        index = torch.as_tensor(np.asarray(rows), dtype=torch.long)
+        return EvalSet(
+            np.asarray(self.users)[rows],
+            self.histories[index],
+            self.targets[index],
+            None if self.events is None else self.events[index],
+            None if self.target_events is None else self.target_events[rows],
+        )
+
+
+def eval_set_of(
+    chosen: Sequences,
+    history: Sequences,
+    rows: np.ndarray,
+    targets: np.ndarray,
+    at: np.ndarray,
+    max_len: int,
+) -> EvalSet:
+    """An :class:`EvalSet` of users ``rows``: ``history`` padded, ``targets`` and (with
+    event types) the target events at positions ``at`` of ``chosen.values``."""
+    target_events = None if chosen.events is None else chosen.events[at]
+    return EvalSet(
+        rows,
+        history.padded(max_len),
+        torch.from_numpy(targets),
+        history.padded_events(max_len),
+        target_events,
+    )
 
 
 @dataclass(frozen=True)
@@ -63,7 +97,7 @@ def _eval_set(seqs: Sequences, rows: np.ndarray, drop: int, max_len: int) -> Eva
     chosen = seqs.select(rows)
     history = chosen.truncate_tail(drop + 1)
     targets = chosen.last(drop + 1)
-    return EvalSet(rows, history.padded(max_len), torch.from_numpy(targets))
+    return eval_set_of(chosen, history, rows, targets, chosen.offsets[1:] - drop - 1, max_len)
 
 
 def leave_one_out(seqs: Sequences, n_items: int, max_len: int, min_user_events: int = 3) -> Split:
@@ -122,8 +156,8 @@ def temporal(seqs: Sequences, n_items: int, max_len: int, test_fraction: float =
     def at(rows: np.ndarray, n_hist: np.ndarray) -> EvalSet:
         chosen = seqs.select(rows)
         hist = chosen.take_prefix(n_hist[rows])
-        targets = chosen.values[chosen.offsets[:-1] + n_hist[rows]]
-        return EvalSet(rows, hist.padded(max_len), torch.from_numpy(targets))
+        at_ = chosen.offsets[:-1] + n_hist[rows]
+        return eval_set_of(chosen, hist, rows, chosen.values[at_], at_, max_len)
 
     return Split(
         train=seqs.take_prefix(n_valid_hist),
@@ -154,7 +188,7 @@ def cold_item_split(split: Split, share: float = 0.1, seed: int = 0) -> tuple[Sp
     rows = np.flatnonzero(is_cold[split.test.targets.numpy()])
     if len(rows) == 0:
         raise DataError("cold-item protocol: no test target is one of the held-out items")
-    test = EvalSet(split.test.users[rows], split.test.histories[rows], split.test.targets[rows])
+    test = split.test.take(rows)
     cold_split = Split(
         train=split.train.without_items(is_cold),
         valid=split.valid,

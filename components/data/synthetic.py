@@ -6,7 +6,9 @@ What makes it realistic enough to be useful:
   successor of the current one in its cluster's chain, so a sequence model beats popularity;
 - gradual drift: at each step a user moves to another cluster with probability ``drift``;
 - sessions with plausible timestamps (short gaps inside, about a day between sessions);
-- event types with a funnel (view > click > cart > purchase) and an item ``category`` column.
+- event types with a funnel (view > click > cart > purchase) and an item ``category`` column;
+  by default the types are drawn independently of the items; with ``funnel: true`` they
+  carry signal (:func:`purchase_funnel`: purchases are of recently carted items).
 
 Deterministic by seed. Users are generated in chunks (:func:`iter_event_chunks`), so 10M+
 events can be written to Parquet in bounded memory (:func:`write_events_parquet`).
@@ -30,6 +32,11 @@ SESSION_BREAK_P = 0.12
 IN_SESSION_GAP_S = 90.0
 BETWEEN_SESSION_GAP_S = 86_400.0
 GLOBAL_NOISE_P = 0.1
+# the purchase funnel (SyntheticConfig.funnel): share of events that are carts, chance of a
+# purchase after an event, and how many recent events the purchased cart item comes from
+FUNNEL_CART_P = 0.2
+FUNNEL_PURCHASE_P = 0.15
+FUNNEL_WINDOW = 20
 AUTO_START_DAYS_AGO = 120
 
 
@@ -147,6 +154,10 @@ def _chunk_events(
     names = np.array([name for name, _ in EVENT_FUNNEL])
     probs = np.array([p for _, p in EVENT_FUNNEL])
     event_types = names[np.searchsorted(np.cumsum(probs), rng.random(total) * probs.sum())]
+    if cfg.funnel:
+        user_of_event, items, seconds, event_types = purchase_funnel(
+            user_of_event, items, np.round(seconds, 3), rng
+        )
     return pd.DataFrame(
         {
             USER: pd.array(np.char.add("u", users[user_of_event].astype(str)), dtype=STRING_DTYPE),
@@ -158,6 +169,40 @@ def _chunk_events(
                 np.char.add("c", world.item_cluster[items].astype(str)), dtype=STRING_DTYPE
             ),
         }
+    )
+
+
+def purchase_funnel(
+    user_of_event: np.ndarray, items: np.ndarray, seconds: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Event types that carry signal (events grouped by user, in time order).
+
+    Each event is a ``cart`` (``FUNNEL_CART_P``) or a ``view``. After an event, with chance
+    ``FUNNEL_PURCHASE_P``, the user buys one of the items carted among their last
+    ``FUNNEL_WINDOW`` events (uniformly; nothing when none was carted): a ``purchase``
+    event inserted halfway to the next event. So the next purchase is predictable from
+    which recent events were carts, which an item-only history does not say. Returns
+    ``(user_of_event, items, seconds, event_types)`` with the purchases inserted.
+    """
+    n = len(items)
+    is_cart = rng.random(n) < FUNNEL_CART_P
+    first = np.flatnonzero(np.r_[True, user_of_event[1:] != user_of_event[:-1]])
+    user_start = first[np.searchsorted(first, np.arange(n), side="right") - 1]
+    carts_through = np.cumsum(is_cart)  # carts at positions <= i
+    window_start = np.maximum(np.arange(n) - FUNNEL_WINDOW + 1, user_start)
+    carts_before: np.ndarray = np.where(window_start > 0, carts_through[window_start - 1], 0)
+    in_window: np.ndarray = carts_through - carts_before
+    buys = np.flatnonzero((rng.random(n) < FUNNEL_PURCHASE_P) & (in_window > 0))
+    pick = carts_before[buys] + (rng.random(len(buys)) * in_window[buys]).astype(np.int64)
+    bought = items[np.flatnonzero(is_cart)[pick]]
+    same_user_next = np.r_[user_of_event[1:] == user_of_event[:-1], False]
+    gap = np.where(same_user_next, np.r_[np.diff(seconds), 0.0], 2.0)
+    order = np.argsort(np.r_[np.arange(n), buys + 0.5], kind="stable")
+    return (
+        np.r_[user_of_event, user_of_event[buys]][order],
+        np.r_[items, bought][order],
+        np.r_[seconds, seconds[buys] + gap[buys] / 2][order],
+        np.r_[np.where(is_cart, "cart", "view"), np.full(len(buys), "purchase")][order],
     )
 
 

@@ -1,4 +1,5 @@
-"""Metrics by user history length and by target-item popularity, from per-user values.
+"""Metrics by user history length, by target-item popularity and by the target event's
+type (view, cart, purchase, ...; when the data has event types), from per-user values.
 
 Both tables group the rows of one evaluation set (one row per test user) and average the
 per-user metrics of :func:`~components.evaluation.metrics.evaluate` inside each group, so
@@ -73,6 +74,26 @@ def popularity_labels(targets: np.ndarray, item_counts: np.ndarray) -> tuple[np.
     return labels, [*names, "unknown item"]
 
 
+def event_type_labels(
+    eval_set: EvalSet, event_types: Sequence[str]
+) -> tuple[np.ndarray, list[str]] | None:
+    """Label each row by its target event's type (None without event types)."""
+    if eval_set.target_events is None or not event_types:
+        return None
+    names = np.asarray(["unknown type", *event_types], dtype=object)
+    index = np.asarray(eval_set.target_events, dtype=np.int64)
+    labels = names[np.clip(index, 0, len(names) - 1)]
+    return labels, [*event_types, "unknown type"]
+
+
+def event_type_rows(
+    eval_set: EvalSet, per_user: dict[str, np.ndarray], event_types: Sequence[str]
+) -> list[BucketRow]:
+    """Mean metrics per target event type ([] when the data has none)."""
+    by_type = event_type_labels(eval_set, event_types)
+    return [] if by_type is None else group_means(per_user, *by_type)
+
+
 def group_means(
     per_user: dict[str, np.ndarray],
     labels: np.ndarray,
@@ -100,8 +121,10 @@ def breakdowns(
     per_user: dict[str, np.ndarray],
     item_counts: np.ndarray,
     max_len: int,
+    event_types: Sequence[str] = (),
 ) -> dict[str, list[BucketRow]]:
-    """``{"history_length": [...], "item_popularity": [...]}`` for one evaluated set."""
+    """``{"history_length": [...], "item_popularity": [...]}`` for one evaluated set, plus
+    ``"event_type"`` (by the target event's type) when it has event types."""
     n = len(eval_set)
     sizes = {len(v) for v in per_user.values()}
     if sizes and sizes != {n}:
@@ -109,7 +132,10 @@ def breakdowns(
     length, length_order = length_labels(history_lengths(eval_set), max_len)
     targets = eval_set.targets.numpy()
     popularity, popularity_order = popularity_labels(targets, item_counts)
-    return {
+    tables = {
         "history_length": group_means(per_user, length, length_order),
         "item_popularity": group_means(per_user, popularity, popularity_order),
     }
+    if by_type := event_type_rows(eval_set, per_user, event_types):
+        tables["event_type"] = by_type
+    return tables

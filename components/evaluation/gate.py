@@ -157,6 +157,7 @@ def remap_eval_set(
     histories = item_map[eval_set.histories]
     # stable sort on "is real item" moves the dropped (0) entries to the left
     order = torch.sort((histories != PAD).to(torch.int8), dim=1, stable=True).indices
+    events = _remapped_events(eval_set, vocab, target_vocab, histories, order, max_len)
     histories = _fit_width(histories.gather(1, order), max_len)
     targets = item_map[eval_set.targets]
     unknown_targets = int(((targets == PAD) & (eval_set.targets != PAD)).sum())
@@ -166,8 +167,27 @@ def remap_eval_set(
     if users_matter:
         targets = torch.where(torch.from_numpy(unknown_user_rows), PAD, targets)
     users = np.where(unknown_user_rows, 0, users)
-    remapped = EvalSet(users=users, histories=histories, targets=targets)
+    remapped = EvalSet(users, histories, targets, events, eval_set.target_events)
     return remapped, unknown_targets, int(unknown_user_rows.sum())
+
+
+def _remapped_events(
+    eval_set: EvalSet,
+    vocab: Vocabulary,
+    target_vocab: Vocabulary,
+    histories: torch.Tensor,
+    order: torch.Tensor,
+    max_len: int,
+) -> torch.Tensor | None:
+    """The history event types in ``target_vocab``'s indices, following the items' drop
+    and shift (None when either side has no event types)."""
+    if eval_set.events is None or not target_vocab.event_types:
+        return None
+    kind_map = torch.from_numpy(
+        np.concatenate([[PAD], target_vocab.event_index(vocab.event_types)]).astype(np.int64)
+    )
+    events = kind_map[eval_set.events].masked_fill(histories == PAD, PAD)
+    return _fit_width(events.gather(1, order), max_len)
 
 
 def _fit_width(histories: torch.Tensor, max_len: int) -> torch.Tensor:

@@ -140,6 +140,8 @@ def evaluate(
     count as misses (see the module docstring for every convention).
     """
     score, model_device = _as_scorer(scorer)
+    # a bundle reads history event types (when its model uses them); a plain scorer never
+    with_events = eval_set.events is not None and hasattr(scorer, "score")
     device = torch.device(device) if device is not None else (model_device or torch.device("cpu"))
     ks = sorted(set(int(k) for k in ks))
     users = torch.as_tensor(np.asarray(eval_set.users), dtype=torch.long)
@@ -150,9 +152,16 @@ def evaluate(
     n_items = 0
     for start in range(0, len(eval_set), batch_size):
         rows = order[start : start + batch_size]
-        (histories,) = trim_left_padding(eval_set.histories[rows].to(device))
+        if with_events:
+            assert eval_set.events is not None
+            histories, events = trim_left_padding(
+                eval_set.histories[rows].to(device), eval_set.events[rows].to(device)
+            )
+            scores = score(histories, users[rows].to(device), events).float()  # type: ignore[call-arg]
+        else:
+            (histories,) = trim_left_padding(eval_set.histories[rows].to(device))
+            scores = score(histories, users[rows].to(device)).float()
         targets = eval_set.targets[rows].to(device)
-        scores = score(histories, users[rows].to(device)).float()
         n_items = scores.shape[1] - 1
         scores[:, 0] = float("-inf")
         if exclude_seen:

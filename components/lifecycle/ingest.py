@@ -1,5 +1,9 @@
 """Ingest: fetch a batch, validate it with GX, version it with DVC or quarantine it.
 
+Item catalogue batches (:func:`ingest_catalogue`) go the same way through the
+``recops_catalogue`` suite: accepted into the current dataset version (a new version with
+the same events) or quarantined with their report.
+
 The one path behind the retrain flow's first steps, ``recops data add`` and the
 benchmarks. The same events are never appended twice: batch ids of files, directories and
 synthetic batches are derived from their content, and the store refuses a batch whose
@@ -309,3 +313,77 @@ def _validate_and_accept_files(
     ).passes
     batch = FileBatch(source, passes, data_cfg.columns, data_cfg.default_event_type)
     return _accept(store, batch, batch_id, report)
+
+
+# --- item catalogue batches ----------------------------------------------------------
+def ingest_catalogue(
+    path: str | Path,
+    ws: Workspace,
+    data_cfg: DataConfig,
+    validation_cfg: ValidationConfig,
+    versioning_cfg: VersioningConfig,
+    *,
+    batch_id: str | None = None,
+) -> Ingested:
+    """Validate an item catalogue file (RecBole ``.item``, csv or Parquet, columns mapped
+    by ``data.item_columns``) against the current version's events; add it to that version
+    or quarantine it.
+
+    The default batch id is ``items-`` + :func:`content_batch_id`; a catalogue already in
+    the current version comes back with ``report`` None. Raises :class:`ValidationFailed`
+    (duplicate ids, too little text, an unreadable file: the file is copied to the
+    quarantine with its report) and :class:`DataError` before any events were accepted.
+    """
+    source = Path(path).expanduser().resolve()
+    if not source.exists():
+        raise DataError(f"{source}: no such catalogue file")
+    batch_id = batch_id or f"items-{content_batch_id(source)}"[:128]
+    if not BATCH_ID.match(batch_id):
+        raise DataError(f"bad batch id {batch_id!r}: use letters, digits, '.', '_', '-'")
+    store = DatasetStore(ws, versioning_cfg)
+    current = store.current()
+    if current is None:
+        raise DataError(
+            f"{source}: no dataset version to add an item catalogue to",
+            hint="add events first (recops data add, or recops run)",
+        )
+    if batch_id in current.catalogue_batches:
+        log.info("catalogue %s is already in dataset version %s", batch_id, current.short)
+        return Ingested(batch_id, current, None, same_as=batch_id)
+    with full_disk_is_one_line():
+        return _validate_and_accept_catalogue(
+            source, ws, data_cfg, validation_cfg, store, batch_id, current
+        )
+
+
+def _validate_and_accept_catalogue(
+    source: Path,
+    ws: Workspace,
+    data_cfg: DataConfig,
+    validation_cfg: ValidationConfig,
+    store: DatasetStore,
+    batch_id: str,
+    current: DatasetVersion,
+) -> Ingested:
+    from components.data.catalogue import check_catalogue, load_catalogue, make_catalogue
+    from components.data.schema import ITEM
+    from components.validation.runner import validate_catalogue
+
+    ws.ensure()
+    load_error: DataError | None = None
+    try:
+        catalogue = load_catalogue(source, data_cfg.item_columns)
+    except DataError as exc:  # validated as an empty catalogue, reported, quarantined
+        catalogue, load_error = make_catalogue([], []), exc
+    event_items = set(store.load_events(current.version)[ITEM].astype(str).unique())
+    report = validate_catalogue(
+        catalogue, validation_cfg, ws, batch_id=batch_id, event_items=event_items
+    )
+    if load_error is not None:
+        report = with_load_failure(report, load_error)
+    if not report.passed:
+        _reject(ws, source, report, batch_id)
+    accepted, _ = check_catalogue(catalogue)  # the suite's tolerated duplicates: last row wins
+    version = store.accept_catalogue(accepted, batch_id, report)
+    log.info("catalogue %s accepted: dataset version %s", batch_id, version.version)
+    return Ingested(batch_id, version, report)

@@ -58,10 +58,26 @@ def load_version(ws: Workspace, versioning_cfg: VersioningConfig, version: str) 
 
 
 def prepare_version(
-    ws: Workspace, data_cfg: DataConfig, versioning_cfg: VersioningConfig, version: str
+    ws: Workspace,
+    data_cfg: DataConfig,
+    versioning_cfg: VersioningConfig,
+    version: str,
+    features_cfg: FeaturesConfig | None = None,
 ) -> PreparedData:
-    """An accepted dataset version, prepared and split."""
-    return prepare(load_version(ws, versioning_cfg, version), data_cfg)
+    """An accepted dataset version with its item catalogue, prepared and split.
+
+    The catalogue is the version's own (accepted with it, see
+    :func:`components.lifecycle.ingest.ingest_catalogue`), else ``data.items`` when set,
+    else none."""
+    from components.data.catalogue import load_catalogue
+    from components.training.trainer import text_settings
+
+    store = DatasetStore(ws, versioning_cfg)
+    catalogue = store.load_catalogue(version)
+    if catalogue is None and data_cfg.items:
+        catalogue = load_catalogue(data_cfg.items, data_cfg.item_columns)
+    events = store.load_events(version)
+    return prepare(events, data_cfg, catalogue, text_settings(features_cfg))
 
 
 # --- point-in-time training features (Feast offline store) -----------------------------

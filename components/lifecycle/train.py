@@ -155,11 +155,13 @@ def finite_history(history: list[dict[str, float]]) -> list[dict[str, float | No
 def record_breakdowns(
     prepared: PreparedData, result: TrainResult
 ) -> dict[str, list[dict[str, Any]]]:
-    """Test metrics by history length and item popularity, as plain rows for the record."""
+    """Test metrics by history length, item popularity and target event type, as plain
+    rows for the record."""
     tables = breakdowns(
         prepared.split.test,
         result.per_user_test,
         result.bundle.item_popularity,
         prepared.split.max_len,
+        prepared.vocab.event_types,
     )
     return {name: [row.model_dump() for row in rows] for name, rows in tables.items()}

@@ -196,13 +196,19 @@ class Recommender(torch.nn.Module):
         raise NotImplementedError(f"{self.name} has no output embedding table")
 
     # --- inference --------------------------------------------------------------------
-    def encode(self, histories: Tensor, users: Tensor | None = None) -> Tensor:
-        """``[B, D]`` representation of each history (what the next item is scored with)."""
+    def encode(
+        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
+        """``[B, D]`` representation of each history (what the next item is scored with);
+        ``events`` are event-type indices aligned with ``histories`` (models without an
+        event-type input ignore them)."""
         raise NotImplementedError
 
-    def score_all(self, histories: Tensor, users: Tensor | None = None) -> Tensor:
+    def score_all(
+        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
         """``[B, n_items + 1]`` scores; column 0 (padding) is ``-inf``."""
-        scores = self.encode(histories, users) @ self.output_embeddings().T
+        scores = self.encode(histories, users, events) @ self.output_embeddings().T
         return mask_padding_column(self.add_seen_bias(scores, histories))
 
     # --- persistence of data-sized buffers --------------------------------------------

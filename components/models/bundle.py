@@ -116,13 +116,32 @@ class ModelBundle:
 
     # --- inference --------------------------------------------------------------------
     @torch.no_grad()
-    def score(self, histories: Tensor, users: Tensor | None = None) -> Tensor:
-        """``[B, n_items + 1]`` scores in eval mode on the model's device (column 0 = ``-inf``)."""
+    def score(
+        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
+        """``[B, n_items + 1]`` scores in eval mode on the model's device (column 0 = ``-inf``);
+        ``events``: event-type indices aligned with ``histories`` (see :attr:`uses_events`)."""
         self.model.eval()
         device = self.device
         histories = histories.to(device)
         users = users.to(device) if users is not None else None
-        return self.model.score_all(histories, users)
+        events = events.to(device) if events is not None and self.uses_events else None
+        return self.model.score_all(histories, users, events)
+
+    @property
+    def uses_events(self) -> bool:
+        """Whether the model reads each history event's type (``event_types: true``)."""
+        return bool(self.params.get("event_types")) and bool(self.vocab.event_types)
+
+    def event_indices(self, rows: list[list[str] | None], width: int) -> Tensor:
+        """Left-padded ``[B, width]`` event-type indices of raw type names per row (each row
+        aligned with the end of its history; unknown or missing types are 0, no embedding)."""
+        out = np.zeros((len(rows), width), dtype=np.int64)
+        for row, kinds in enumerate(rows):
+            if kinds:
+                tail = self.vocab.event_index(kinds[-width:])
+                out[row, width - len(tail) :] = tail
+        return torch.from_numpy(out)
 
     @torch.no_grad()
     def recommend(
@@ -132,6 +151,7 @@ class ModelBundle:
         exclude_seen: bool = True,
         exclude: Tensor | None = None,
         users: Tensor | None = None,
+        events: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Top-``k`` ``(items [B, k], scores [B, k])``; never item 0, ``k`` clipped to n_items.
 
@@ -139,7 +159,7 @@ class ModelBundle:
         (cold start). Excluded items rank below every other item; their score is ``-inf``.
         """
         histories = histories.to(self.device)
-        scores = self.score(histories, users).float()
+        scores = self.score(histories, users, events).float()
         cold = (histories == PAD).all(dim=1)
         if users is not None:
             cold &= (users.to(self.device) < 0) | (users.to(self.device) >= self.vocab.n_users)

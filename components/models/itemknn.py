@@ -84,7 +84,9 @@ class ItemKNN(Recommender):
         self.neighbour_index = index.to(self.neighbour_index.device)
         self.neighbour_weight = weight.to(self.neighbour_weight.device)
 
-    def score_all(self, histories: Tensor, users: Tensor | None = None) -> Tensor:
+    def score_all(
+        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
         b, length = histories.shape
         steps_back = torch.arange(length - 1, -1, -1, device=histories.device)
         recency = self.params.recency_decay ** steps_back.float()

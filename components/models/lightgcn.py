@@ -127,10 +127,14 @@ class LightGCN(Recommender):
         from_graph = user_table[users.clamp(0, self.n_users - 1)]
         return torch.where(known[:, None], from_graph, folded)
 
-    def encode(self, histories: Tensor, users: Tensor | None = None) -> Tensor:
+    def encode(
+        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
         return self._user_vectors(self.propagate(), histories, users)
 
-    def score_all(self, histories: Tensor, users: Tensor | None = None) -> Tensor:
+    def score_all(
+        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
         tables = self.propagate()
         scores = self._user_vectors(tables, histories, users) @ tables[1].T
         return mask_padding_column(self.add_seen_bias(scores, histories))

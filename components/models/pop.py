@@ -37,6 +37,8 @@ class Pop(Recommender):
         counts = np.bincount(train.values, minlength=self.n_items + 1).astype(np.float32)
         self.counts = torch.from_numpy(counts).to(self.counts.device)
 
-    def score_all(self, histories: Tensor, users: Tensor | None = None) -> Tensor:
+    def score_all(
+        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
         scores = self.counts[None].expand(histories.shape[0], -1).clone()
         return mask_padding_column(scores)

@@ -88,7 +88,9 @@ class SRGNN(Recommender):
             )
         return nodes
 
-    def encode(self, histories: Tensor, users: Tensor | None = None) -> Tensor:
+    def encode(
+        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
         histories = histories[:, -self.max_len :]
         alias, a_in, a_out = session_graph(histories)
         nodes = self._propagate(self.drop(self.items(histories)), a_in, a_out)

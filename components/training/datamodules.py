@@ -5,15 +5,18 @@ tensors once; a batch is one vectorised gather from them (the sampler yields who
 batches, the dataset answers with a dict of tensors), never per-sample Python.
 
 - ``causal``:  ``inputs [B, L]`` / ``targets [B, L]``: each sequence's last ``L + 1`` items,
-  shifted by one, so every position is a training example (next-item prediction).
-- ``masked``:  ``sequences [B, L]``: the model applies its own Cloze masking.
+  shifted by one, so every position is a training example (next-item prediction);
+  ``input_events [B, L]``: each input event's type, when the sequences carry types.
+- ``masked``:  ``sequences [B, L]``: the model applies its own Cloze masking (``events``
+  aligned with it when the sequences carry types).
 - ``session_graph``: ``inputs [B, L]`` / ``targets [B]``: every prefix of every sequence.
 - ``interaction_graph``: ``users [B]`` / ``targets [B]``: every training (user, item) pair.
 
 Batches are formed from similar-length sequences (shuffled within and across buckets) and
 leading all-padding columns are trimmed, which on short-sequence data like Beauty cuts
 the work per epoch several-fold without changing any result (models ignore padding).
-Validation batches carry ``histories``, ``targets`` and ``users`` of an :class:`EvalSet`.
+Validation batches carry ``histories``, ``targets`` and ``users`` of an :class:`EvalSet`
+(and ``events``, its history event types, when it has them).
 Under DDP each rank takes every ``world_size``-th batch (``use_distributed_sampler=False``).
 """
 
@@ -137,11 +140,20 @@ def training_dataset(
         example_lengths = np.minimum(lengths[rows], max_len + 1) - 1
         inputs = window[:, :-1]
         targets = window[:, 1:].masked_fill(inputs == 0, 0)  # the first item has no context
-        data = TensorBatches({"inputs": inputs, "targets": targets}, trim=("inputs", "targets"))
+        tensors = {"inputs": inputs, "targets": targets}
+        events = train.select(rows).padded_events(max_len + 1)
+        if events is not None:
+            tensors["input_events"] = events[:, :-1]
+        data = TensorBatches(tensors, trim=tuple(tensors))
         return data, example_lengths
     if kind == "masked":
         rows = np.flatnonzero(lengths >= 1)
-        data = TensorBatches({"sequences": train.select(rows).padded(max_len)}, trim=("sequences",))
+        chosen = train.select(rows)
+        tensors = {"sequences": chosen.padded(max_len)}
+        events = chosen.padded_events(max_len)
+        if events is not None:
+            tensors["events"] = events
+        data = TensorBatches(tensors, trim=tuple(tensors))
         return data, np.minimum(lengths[rows], max_len)
     if kind == "session_graph":
         seqs = train.select(np.flatnonzero(lengths >= 2))
@@ -164,14 +176,16 @@ def eval_dataset(eval_set: EvalSet) -> TensorBatches:
     """Validation rows sorted by history length, leading padding trimmed per batch."""
     order = by_history_length(eval_set.histories)
     users = torch.as_tensor(np.asarray(eval_set.users), dtype=torch.long)
-    return TensorBatches(
-        {
-            "histories": eval_set.histories[order],
-            "targets": eval_set.targets[order],
-            "users": users[order],
-        },
-        trim=("histories",),
-    )
+    tensors = {
+        "histories": eval_set.histories[order],
+        "targets": eval_set.targets[order],
+        "users": users[order],
+    }
+    trim = ("histories",)
+    if eval_set.events is not None:
+        tensors["events"] = eval_set.events[order]
+        trim = ("histories", "events")
+    return TensorBatches(tensors, trim=trim)
 
 
 class RecDataModule(pl.LightningDataModule):

@@ -100,7 +100,7 @@ class RecommenderModule(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         histories = batch["histories"]
-        scores = self.model.score_all(histories, batch["users"]).float()
+        scores = self.model.score_all(histories, batch["users"], batch.get("events")).float()
         scores[:, 0] = float("-inf")
         if self.exclude_seen:
             exclude_items(scores, histories)

@@ -267,6 +267,21 @@ def _content_params(
     }
 
 
+def _event_params(params: dict[str, Any], prepared: PreparedData) -> dict[str, Any]:
+    """``params`` with ``n_event_types`` from the data when the model reads event types;
+    data without event types gets a one-line warning (the embedding then never fires)."""
+    if not params.get("event_types"):
+        return params
+    n_types = prepared.vocab.n_event_types
+    if prepared.sequences.events is None or n_types < 2:
+        log.warning(
+            "model.params.event_types is on but the data has %d event type(s): "
+            "the event-type embedding carries no information",
+            n_types,
+        )
+    return {**params, "n_event_types": n_types}
+
+
 def build_bundle(
     prepared: PreparedData, model_cfg: ModelConfig, content: ItemContent | None = None
 ) -> ModelBundle:
@@ -282,7 +297,7 @@ def build_bundle(
     raw = _content_params(dict(model_cfg.params), content, wanted)
     if not wanted:
         content = None
-    params = validate_params(model_cfg.name, raw)
+    params = validate_params(model_cfg.name, _event_params(raw, prepared))
     model = cls(params, split.n_items, prepared.vocab.n_users, split.max_len)
     model.fit_data(split.train)
     popularity = np.bincount(split.train.values, minlength=split.n_items + 1).astype(np.float64)

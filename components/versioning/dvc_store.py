@@ -3,7 +3,10 @@
 Layout of ``workspace.data_dir`` (a git repo and a DVC repo):
 
 - ``accepted/``: one Parquet file per accepted batch (``<batch_id>.parquet``), tracked by
-  DVC as one directory output (``accepted.dvc``);
+  DVC as one directory output (``accepted.dvc``); accepted item catalogue batches (the
+  catalogue contract) under ``accepted/catalogue/<batch_id>.parquet``, so a catalogue is
+  versioned with the events it describes (a version's catalogue: its catalogue batches in
+  order, the last row of an item id winning);
 - ``versions.jsonl``: one line per dataset version ever created (git-tracked);
 - git history: one commit per accepted batch (``accept <batch> -> <md5>``) and per checkout.
 
@@ -48,6 +51,7 @@ from components.workspace import Workspace
 log = logging.getLogger(__name__)
 
 DVC_FILE = "accepted.dvc"
+CATALOGUE_DIR = "catalogue"
 INDEX_FILE = "versions.jsonl"
 JOURNAL = "accept.journal.json"
 BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -74,6 +78,9 @@ class DatasetVersion(BaseModel):
     # batch id -> events_digest of its events: the content identity that keeps the same
     # events from being appended twice, whatever file or batch id they arrive under
     batch_digests: dict[str, str] = {}
+    # accepted item catalogue batches, oldest first, and the distinct items they describe
+    catalogue_batches: list[str] = []
+    n_catalogue_items: int = 0
 
     @property
     def short(self) -> str:
@@ -420,6 +427,29 @@ class DatasetStore:
         }
         return [by_name[f"{batch}.parquet"] for batch in version.batches]
 
+    def _catalogue_files(self, version: DatasetVersion) -> list[Path]:
+        """Catalogue Parquet files of ``version`` in batch order (working tree or DVC cache)."""
+        names = [f"{CATALOGUE_DIR}/{batch}.parquet" for batch in version.catalogue_batches]
+        if version.version == self._tracked_md5():
+            return [self.accepted / name for name in names]
+        manifest = Path(str(self._cache_path(version.version)) + ".dir")
+        if not manifest.exists():
+            self._fetch(version)
+        by_name = {
+            e["relpath"]: self._cache_path(e["md5"]) for e in json.loads(manifest.read_text())
+        }
+        return [by_name[name] for name in names]
+
+    def load_catalogue(self, version: str | None = None) -> pd.DataFrame | None:
+        """The item catalogue of the current (or given) version (None when it has none):
+        its catalogue batches in order, the last row of each item id kept."""
+        chosen = self.current() if version is None else self.show(version)
+        if chosen is None or not chosen.catalogue_batches:
+            return None
+        frames = [pd.read_parquet(path) for path in self._catalogue_files(chosen)]
+        merged = pd.concat(frames, ignore_index=True)
+        return merged.drop_duplicates(ITEM, keep="last").reset_index(drop=True)
+
     def load_events(self, version: str | None = None) -> pd.DataFrame:
         """Accepted events of the current (or given) version, in batch order, contract dtypes."""
         chosen = self.current() if version is None else self.show(version)
@@ -472,6 +502,86 @@ class DatasetStore:
         log.info("accepted batch %s -> dataset version %s", batch_id, version.short)
         return version
 
+    def accept_catalogue(
+        self, catalogue: pd.DataFrame, batch_id: str, report: ValidationReport
+    ) -> DatasetVersion:
+        """Add a validated item catalogue batch to the current version: a new version with
+        the same events (dvc add, push, git commit; atomic like :meth:`accept`).
+
+        Raises :class:`VersioningError` when the report did not pass, no events were
+        accepted yet (a catalogue describes a dataset), or the batch is already in it."""
+        if not report.passed:
+            raise VersioningError(f"catalogue {batch_id} did not pass validation; refusing it")
+        if not BATCH_ID.match(batch_id):
+            raise VersioningError(f"bad batch id {batch_id!r}: use letters, digits, '.', '_', '-'")
+        with self._locked():
+            self._init()
+            self._recover()
+            parent = self.current()
+            if parent is None:
+                raise VersioningError(
+                    "no dataset version to add the catalogue to", hint="add events first"
+                )
+            if batch_id in parent.catalogue_batches:
+                raise AlreadyAccepted(batch_id, batch_id, parent)
+            journal = self.workspace.lock_dir / JOURNAL
+            journal.write_text(json.dumps({"batch_id": batch_id}))
+            try:
+                version = self._accept_catalogue(catalogue, batch_id, parent)
+            except BaseException:
+                self._rollback(batch_id)
+                raise
+            finally:
+                journal.unlink(missing_ok=True)
+        log.info("accepted catalogue %s -> dataset version %s", batch_id, version.short)
+        return version
+
+    def _accept_catalogue(
+        self, catalogue: pd.DataFrame, batch_id: str, parent: DatasetVersion
+    ) -> DatasetVersion:
+        folder = self.accepted / CATALOGUE_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = self.root / f".{batch_id}.catalogue.partial"
+        catalogue.to_parquet(partial, index=False)
+        partial.replace(folder / f"{batch_id}.parquet")
+        md5 = self._add_accepted()
+        batches = [*parent.catalogue_batches, batch_id]
+        items = pa.concat_tables(
+            [pq.read_table(folder / f"{b}.parquet", columns=[ITEM]) for b in batches]
+        )
+        version = parent.model_copy(
+            update={
+                "version": md5,
+                "git_rev": None,
+                "created_at": datetime.now(timezone.utc),
+                "parent": parent.version,
+                "catalogue_batches": batches,
+                "n_catalogue_items": pc.count_distinct(items[ITEM]).as_py(),
+            }
+        )
+        return self._commit_version(version, batch_id)
+
+    def _add_accepted(self) -> str:
+        """``dvc add`` (and push) the accepted folder; its new md5."""
+        with self._dvc() as repo:
+            repo.add([str(self.accepted)])
+            md5 = self._tracked_md5(self.dvc_file.read_text())
+            if md5 is None:
+                raise VersioningError(f"dvc add did not record {self.accepted}")
+            pause_point("versioning.after_dvc_add")
+            if self.cfg.push:
+                repo.push(targets=[str(self.dvc_file)], remote=self.cfg.remote_name)
+        return md5
+
+    def _commit_version(self, version: DatasetVersion, batch_id: str) -> DatasetVersion:
+        """Append ``version`` to the index and commit it (git); with its git rev."""
+        with self.index_file.open("a") as fh:
+            fh.write(version.model_dump_json() + "\n")
+        pause_point("versioning.before_commit")
+        self._git("add", DVC_FILE, INDEX_FILE, ".gitignore")
+        self._git("commit", "-q", "-m", f"recops: accept {batch_id} -> {version.version}")
+        return version.model_copy(update={"git_rev": self._git("rev-parse", "HEAD")})
+
     def _accept(
         self,
         batch: _FrameBatch | FileBatch,
@@ -486,14 +596,7 @@ class DatasetStore:
         batch.write(partial)
         partial.replace(target)
         batches = [*(parent.batches if parent else []), batch_id]
-        with self._dvc() as repo:
-            repo.add([str(self.accepted)])
-            md5 = self._tracked_md5(self.dvc_file.read_text())
-            if md5 is None:
-                raise VersioningError(f"dvc add did not record {self.accepted}")
-            pause_point("versioning.after_dvc_add")
-            if self.cfg.push:
-                repo.push(targets=[str(self.dvc_file)], remote=self.cfg.remote_name)
+        md5 = self._add_accepted()
         counts = self._dataset_counts(batches)
         version = DatasetVersion(
             version=md5,
@@ -503,14 +606,11 @@ class DatasetStore:
             parent=parent.version if parent else None,
             last_batch=batch.stats(batch_id),
             batch_digests={**(parent.batch_digests if parent else {}), batch_id: digest},
+            catalogue_batches=parent.catalogue_batches if parent else [],
+            n_catalogue_items=parent.n_catalogue_items if parent else 0,
             **counts,
         )
-        with self.index_file.open("a") as fh:
-            fh.write(version.model_dump_json() + "\n")
-        pause_point("versioning.before_commit")
-        self._git("add", DVC_FILE, INDEX_FILE, ".gitignore")
-        self._git("commit", "-q", "-m", f"recops: accept {batch_id} -> {md5}")
-        return version.model_copy(update={"git_rev": self._git("rev-parse", "HEAD")})
+        return self._commit_version(version, batch_id)
 
     def _dataset_counts(self, batches: list[str]) -> dict[str, int]:
         paths = [self.accepted / f"{b}.parquet" for b in batches]
@@ -529,7 +629,9 @@ class DatasetStore:
         """Restore the last committed version after a failed or interrupted accept."""
         log.warning("rolling back interrupted accept of batch %s", batch_id)
         (self.accepted / f"{batch_id}.parquet").unlink(missing_ok=True)
+        (self.accepted / CATALOGUE_DIR / f"{batch_id}.parquet").unlink(missing_ok=True)
         (self.root / f".{batch_id}.parquet.partial").unlink(missing_ok=True)
+        (self.root / f".{batch_id}.catalogue.partial").unlink(missing_ok=True)
         committed = self._git("ls-tree", "--name-only", "HEAD", check=False).splitlines()
         for name in (DVC_FILE, INDEX_FILE, ".gitignore"):
             if name in committed:

@@ -1,4 +1,4 @@
-"""``recops data add|versions|show|checkout`` and ``recops bench validation``.
+"""``recops data add|items|versions|show|checkout`` and ``recops bench validation``.
 
 Exit codes: 0 accepted / done; ValidationFailed (4) when a batch is rejected, after the
 failed expectations and the quarantine folder are printed; VersioningError (5) for DVC.
@@ -87,12 +87,7 @@ def add(
             catalogue_items=_read_catalogue(catalogue) if catalogue else None,
         )
     except ValidationFailed as exc:
-        err_console.print(f"[bold red]rejected[/bold red] {path}", highlight=False)
-        report = json.loads(Path(exc.report_path).read_text()) if exc.report_path else {}
-        for item in report.get("results", []):
-            if not item["success"] and item["severity"] == "failure":
-                err_console.print(f"  x {item['name']}: {item['details']}", highlight=False)
-        err_console.print(f"quarantine: {exc.quarantine_path}", highlight=False)
+        _print_rejection(path, exc)
         raise
     version, report = result.version, result.report
     if report is None:
@@ -118,6 +113,63 @@ def add(
     from flows.cli.monitor_cmds import retrain_if_due
 
     retrain_if_due(cfg, ws)
+
+
+def _print_rejection(path: Path, exc: Exception) -> None:
+    """The failed expectations of a rejected batch and where it was quarantined."""
+    report_path = getattr(exc, "report_path", None)
+    err_console.print(f"[bold red]rejected[/bold red] {path}", highlight=False)
+    report = json.loads(Path(report_path).read_text()) if report_path else {}
+    for item in report.get("results", []):
+        if not item["success"] and item["severity"] == "failure":
+            err_console.print(f"  x {item['name']}: {item['details']}", highlight=False)
+    err_console.print(f"quarantine: {getattr(exc, 'quarantine_path', None)}", highlight=False)
+
+
+@data_app.command("items")
+def add_items(
+    path: Annotated[Path, typer.Argument(help="Item catalogue (RecBole .item, csv or parquet).")],
+    batch_id: Annotated[
+        str | None,
+        typer.Option("--batch-id", help="Batch id (default: items- + name and content hash)."),
+    ] = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Validate an item catalogue with the recops_catalogue suite; add it to the current
+    dataset version (versioned with the events) or quarantine it."""
+    from components.errors import ValidationFailed
+    from components.lifecycle.ingest import ingest_catalogue
+
+    cfg, ws = prologue(config, overrides, workspace)
+    try:
+        result = ingest_catalogue(
+            path, ws, cfg.data, cfg.validation, cfg.versioning, batch_id=batch_id
+        )
+    except ValidationFailed as exc:
+        _print_rejection(path, exc)
+        raise
+    version, report = result.version, result.report
+    if report is None:
+        console.print(
+            f"catalogue {result.batch_id} is already in dataset version {version.short}",
+            highlight=False,
+        )
+        return
+    console.print(
+        f"[green]accepted[/green] catalogue {result.batch_id}: {report.n_rows} items, "
+        f"{len(report.warnings)} warnings",
+        highlight=False,
+    )
+    for warning in report.warnings:
+        console.print(f"  ! {warning.name}: {warning.details}", highlight=False)
+    console.print(
+        f"dataset version {version.version}: {version.n_rows} events, "
+        f"{version.n_catalogue_items} catalogue items ({len(version.catalogue_batches)} "
+        "catalogue batches)",
+        highlight=False,
+    )
 
 
 @data_app.command("versions")

@@ -88,6 +88,14 @@ def print_run_summary(result: dict[str, Any]) -> None:
 def run(
     data: DataOpt = None,
     fmt: FormatOpt = "auto",
+    items: Annotated[
+        Path | None,
+        typer.Option(
+            "--items",
+            help="Item catalogue (RecBole .item, csv or parquet; same as --set data.items=...): "
+            "validated, versioned with the events, used by training and the bento.",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     workspace: WorkspaceOpt = None,
@@ -101,6 +109,8 @@ def run(
     from flows.retrain import retrain_flow
 
     quiet_user_error_tracebacks()
+    if items is not None:
+        overrides = [*(overrides or []), f"data.items={items.expanduser().resolve()}"]
     cfg = _pinned_workspace(config, overrides, workspace)
     result = retrain_flow(
         config=cfg.model_dump(mode="json"),

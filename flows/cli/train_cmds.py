@@ -29,6 +29,7 @@ from flows.cli.app import (
 if TYPE_CHECKING:
     from components.config import RecopsConfig
     from components.data.prepare import PreparedData
+    from components.evaluation.breakdown import BucketRow
 
 DataOpt = Annotated[
     Path | None,
@@ -58,6 +59,19 @@ def load_prepared(cfg: RecopsConfig) -> PreparedData:
     from components.lifecycle.prepare import prepare_dataset
 
     return prepare_dataset(cfg.data)
+
+
+def print_event_types(rows: list[BucketRow]) -> None:
+    """Metrics by the target event's type (nothing when the data has one type or none)."""
+    if len(rows) < 2:
+        return
+    typer.echo(f"{'target event':<14}{'users':>8}{'hr@10':>10}{'ndcg@10':>10}{'mrr':>10}")
+    for row in rows:
+        m = row.metrics
+        typer.echo(
+            f"{row.bucket:<14}{row.n_users:>8}{m.get('hr@10', float('nan')):>10.4f}"
+            f"{m.get('ndcg@10', float('nan')):>10.4f}{m.get('mrr', float('nan')):>10.4f}"
+        )
 
 
 def print_metrics(title: str, valid: dict[str, float] | None, test: dict[str, float]) -> None:
@@ -154,6 +168,7 @@ def evaluate_cmd(
 ) -> None:
     """Full-ranking metrics of a saved model bundle on a dataset's split."""
     from components.errors import ConfigError
+    from components.evaluation.breakdown import event_type_rows
     from components.lifecycle.evaluate import evaluate_bundle
     from components.models.bundle import ModelBundle
 
@@ -172,6 +187,9 @@ def evaluate_cmd(
         None,
         result.summary,
     )
+    eval_set = prepared.split.test if split == "test" else prepared.split.valid
+    by_type = event_type_rows(eval_set, result.per_user, prepared.vocab.event_types)
+    print_event_types(by_type)
     write_json(
         json_out,
         {
@@ -179,6 +197,7 @@ def evaluate_cmd(
             "split": split,
             "exclude_seen": exclude,
             "metrics": result.summary,
+            "by_event_type": [row.model_dump() for row in by_type],
         },
     )
 
@@ -325,3 +344,44 @@ def bench_step(
     )
     typer.echo(format_step_table(rows))
     write_json(json_out, {"data": str(data), "format": fmt, "model": model, "rows": rows})
+
+
+@bench_app.command("funnel")
+def bench_funnel(
+    model: Annotated[str, typer.Option("--model", "-m", help="A sequence model.")] = "sasrec",
+    seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds.")] = "1,2,3",
+    users: Annotated[int, typer.Option("--users", help="Synthetic users.")] = 2000,
+    items: Annotated[int, typer.Option("--items", help="Synthetic items.")] = 500,
+    events: Annotated[
+        int, typer.Option("--events", help="Synthetic events (before purchases).")
+    ] = 40_000,
+    max_epochs: EpochsOpt = None,
+    set_: SetOpt = None,
+    json_out: JsonOutOpt = None,
+) -> None:
+    """Next-purchase accuracy with and without event types on a view/cart/purchase funnel."""
+    from benchmarks.funnel import format_funnel_table, run_funnel_benchmark, summarise_funnel
+    from components.quiet import ensure_console_handler
+
+    ensure_console_handler()
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise typer.BadParameter(
+            f"--seeds must be comma-separated integers, got {seeds!r}"
+        ) from None
+    size = {"n_users": users, "n_items": items, "n_events": events}
+    rows = run_funnel_benchmark(
+        model,
+        seed_list,
+        size,
+        max_epochs=max_epochs,
+        overrides=list(set_ or []),
+        progress=lambda line: console.print(line, highlight=False),
+    )
+    summary = summarise_funnel(rows)
+    typer.echo(format_funnel_table(summary, model))
+    write_json(
+        json_out,
+        {"model": model, "seeds": seed_list, "size": size, "summary": summary, "rows": rows},
+    )
