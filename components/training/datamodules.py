@@ -181,7 +181,7 @@ def eval_dataset(eval_set: EvalSet) -> TensorBatches:
         "targets": eval_set.targets[order],
         "users": users[order],
     }
-    trim = ("histories",)
+    trim: tuple[str, ...] = ("histories",)
     if eval_set.events is not None:
         tensors["events"] = eval_set.events[order]
         trim = ("histories", "events")
