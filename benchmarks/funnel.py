@@ -83,7 +83,7 @@ def run_funnel_benchmark(
         prepared = None
         for variant, switches in VARIANTS.items():
             cfg = funnel_config(model, seed, size, [*extra, *switches])
-            prepared = prepared or prepare_dataset(cfg.data, cfg.features)
+            prepared = prepared or prepare_dataset(cfg.data)
             row = {"variant": variant, "seed": seed, **train_variant(prepared, cfg)}
             rows.append(row)
             if progress:

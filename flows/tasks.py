@@ -126,7 +126,7 @@ def prepare_data(cfg: RecopsConfig, ws: Workspace, data_version: str) -> Prepare
     """The accepted dataset version, prepared and split (lifecycle.prepare)."""
     from components.lifecycle.prepare import prepare_version
 
-    prepared = prepare_version(ws, cfg.data, cfg.versioning, data_version, cfg.features)
+    prepared = prepare_version(ws, cfg.data, cfg.versioning, data_version)
     get_run_logger().info("split: %s", prepared.split.summary())
     return prepared
 

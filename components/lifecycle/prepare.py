@@ -62,7 +62,6 @@ def prepare_version(
     data_cfg: DataConfig,
     versioning_cfg: VersioningConfig,
     version: str,
-    features_cfg: FeaturesConfig | None = None,
 ) -> PreparedData:
     """An accepted dataset version with its item catalogue, prepared and split.
 
@@ -70,14 +69,13 @@ def prepare_version(
     :func:`components.lifecycle.ingest.ingest_catalogue`), else ``data.items`` when set,
     else none."""
     from components.data.catalogue import load_catalogue
-    from components.training.trainer import text_settings
 
     store = DatasetStore(ws, versioning_cfg)
     catalogue = store.load_catalogue(version)
     if catalogue is None and data_cfg.items:
         catalogue = load_catalogue(data_cfg.items, data_cfg.item_columns)
     events = store.load_events(version)
-    return prepare(events, data_cfg, catalogue, text_settings(features_cfg))
+    return prepare(events, data_cfg, catalogue)
 
 
 # --- point-in-time training features (Feast offline store) -----------------------------
