@@ -1,5 +1,9 @@
 """The retrain flow: events -> validated version -> features -> model -> gate -> deploy.
 
+With ``deploy.mode: shadow | canary`` a challenger that wins the offline gate is served
+beside the champion instead, and the run pauses (Prefect) until the online decision
+promotes or retires it (:mod:`flows.online`).
+
 Reads like the product description; every step is a task in :mod:`flows.tasks` over one
 use case in :mod:`components.lifecycle`. The champion pointer moves only after the new
 version is deployed through the configured target (deploy first, then promote): a
@@ -28,6 +32,7 @@ from components.lifecycle.train import new_run_id
 from components.quiet import quiet_third_party, show_recops_progress
 from components.records import RunRecord
 from components.workspace import Workspace
+from flows.online import online_decision_flow, start_challenger
 from flows.tasks import (
     deploy_version,
     evaluation_gate,
@@ -85,15 +90,21 @@ def retrain_flow(
     if cfg.explain.report:
         influence_report(cfg, ws, prepared, trained.result.bundle, data_version, version, run_id)
 
+    online = cfg.deploy.mode != "replace"
     with promotion_lock(ws):
         gate = evaluation_gate(cfg, ws, prepared, trained.result.bundle, run_id)
-        promotion = gate_and_promote(
-            ws,
-            version,
-            gate.decision,
-            lambda w, v: deploy_version(cfg, w, v),
-            actor=actor,
-        )
+        if online and gate.decision.promote:  # offline win: serve it beside the champion
+            start_challenger(cfg, ws, version, actor)
+        else:
+            promotion = gate_and_promote(
+                ws,
+                version,
+                gate.decision,
+                lambda w, v: deploy_version(cfg, w, v),
+                actor=actor,
+            )
+    if online and gate.decision.promote:  # paused until the online decision
+        promotion = online_decision_flow(config=cfg.model_dump(mode="json"), actor=actor).promotion
     outcome = run_outcome(ws, promotion)
     outcome["example_user"] = prepared.vocab.users[0] if prepared.vocab.n_users else None
 

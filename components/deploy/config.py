@@ -70,6 +70,9 @@ class ChallengerConfig(BaseModel):
     k: int = Field(10, ge=1, description="hit-rate@k and top-k agreement")
     alpha: float = Field(0.05, gt=0, lt=1, description="one-sided test level")
     min_lists: int = Field(200, ge=1, description="lists with feedback per arm to decide")
+    # the retrain flow (flows/online.py): how long it pauses before deciding by itself
+    observe_s: float = Field(3600.0, gt=0, description="paused this long, then decide")
+    poll_s: int = Field(10, ge=1, description="how often the paused run checks for resume")
 
 
 class BentoBuildConfig(BaseModel):

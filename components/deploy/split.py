@@ -287,7 +287,9 @@ class Splitter:
         self.read_target = read_target
         self.cfg: SplitConfig | None = None
         self.stats = SplitStats()
-        self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=256)
+        # unbounded as an object (the workers wait on this one queue for the proxy's
+        # lifetime); bounded by each challenger's ``queue`` setting in _mirror
+        self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._dirty = False
 
@@ -296,8 +298,6 @@ class Splitter:
         cfg = SplitConfig.from_target(champion, raw)
         if cfg is not None and cfg.generation != self.stats.generation:
             self.stats = SplitStats(generation=cfg.generation)
-            if cfg.queue != self.queue.maxsize:
-                self.queue = asyncio.Queue(maxsize=cfg.queue)
             self._dirty = True
             log.info("challenger %s attached (%s)", cfg.challenger_version, cfg.mode)
         self.cfg = cfg
@@ -400,11 +400,11 @@ class Splitter:
     def _mirror(self, cfg: SplitConfig, request: Request, request_id: str) -> None:
         if cfg.share < 1.0 and user_bucket(f"request:{request_id}") >= cfg.share:
             return
-        try:
+        if self.queue.qsize() >= cfg.queue:
+            self.stats.dropped += 1
+        else:
             self.queue.put_nowait((cfg.generation, request.raw))
             self.stats.mirrored += 1
-        except asyncio.QueueFull:
-            self.stats.dropped += 1
         self._dirty = True
 
     # --- off the request path ----------------------------------------------------------

@@ -116,13 +116,19 @@ def conclude(
     *,
     actor: str,
     force: Forced = "auto",
+    undecided: Literal["refuse", "retire"] = "refuse",
 ) -> Concluded:
     """Promote or retire the attached challenger on the online evidence (``force``
-    overrides the decision; the record says it was forced)."""
+    overrides the decision; the record says it was forced). An undecided comparison is
+    refused (:class:`DeployFailed`, the challenger stays) or, with ``undecided="retire"``
+    (a window that ran out), retires it."""
     with promotion_lock(ws):
         challenger = attached(ws)
         comparison = compare_online(ws, cfg)
         decision = comparison.decision if force == "auto" else force
+        if decision == "undecided" and undecided == "retire":
+            decision = "retire"
+            comparison.reasons.append("the observation window ended undecided")
         if decision == "undecided":
             raise DeployFailed(
                 f"the online comparison is undecided: {'; '.join(comparison.reasons)}",

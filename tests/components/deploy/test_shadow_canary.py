@@ -7,7 +7,8 @@ champion's while the client sees only the champion, and a dead shadow fails no r
 a canary answers a sticky share of users, and once its backend dies the champion answers
 its users and the error rate trips it (stopped by the supervisor, registry history); two
 attach commands at once (one wins, the other a clear error); compare and conclude the
-winner's shadow: promoted through the normal promote path (the replace deploy stops the
+winner's shadow through the retrain flow's online step (a Prefect flow run paused, resumed
+with the decision): promoted through the normal promote path (the replace deploy stops the
 shadow first and takes over its warm process), the online evidence in the history.
 """
 
@@ -16,23 +17,27 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from uuid import UUID
 
 import httpx
 import psutil
 import pyarrow.compute as pc
 import pytest
+from prefect import get_client
+from prefect.client.schemas.objects import State
+from prefect.flow_runs import resume_flow_run
 
 from components.deploy.challenger import attach, detach, split_stats
 from components.deploy.config import ChallengerConfig, LocalDeployConfig, ServeConfig
 from components.deploy.local import PROC_ENV, deploy_version, read_state, stop_local
-from components.deploy.targets import LocalTarget
 from components.errors import DeployFailed
-from components.lifecycle.online import compare_online, conclude
+from components.lifecycle.online import compare_online
 from components.monitoring.config import ServingLogConfig
 from components.monitoring.servelog import SERVED, SERVED_SCHEMA, read_log
 from components.net import free_port
 from components.registry.store import ModelRegistry
 from components.workspace import Workspace
+from flows.online import online_decision_flow
 from tests.services.conftest import ServedWorkspace, build_served_workspace
 
 pytestmark = pytest.mark.slow
@@ -210,7 +215,6 @@ def test_compare_and_conclude_promote_with_the_online_evidence(
 ) -> None:
     ws, v1, v2 = served.workspace, served.v1.version, served.v2.version
     cfg = deploy_cfg(k=5, min_lists=10, alpha=0.05)
-    target = LocalTarget(cfg, serve_cfg, served.features)
     state = read_state(ws)
     assert state is not None and state.challenger is not None  # the previous test's shadow
     shadow_pid = state.challenger.backend.pid
@@ -241,7 +245,26 @@ def test_compare_and_conclude_promote_with_the_online_evidence(
     assert comparison.mode == "shadow" and comparison.agreement is not None
     assert comparison.challenger.hit_rate.value == 1.0
     assert comparison.decision == "promote", comparison.table()
-    done = conclude(ws, target, cfg.challenger, actor="test")
+    # the retrain flow's online step: paused in Prefect, resumed with the decision
+    mapping = {
+        "workspace": str(ws.root),
+        "serve": serve_cfg.model_dump(mode="json"),
+        "deploy": cfg.model_dump(mode="json"),
+        "features": served.features.model_dump(mode="json"),
+    }
+    mapping["deploy"]["challenger"].update(observe_s=600, poll_s=1)
+    outcome: dict[str, State] = {}
+    flow_thread = threading.Thread(
+        target=lambda: outcome.update(
+            state=online_decision_flow(config=mapping, actor="test", return_state=True)
+        )
+    )
+    flow_thread.start()
+    paused: list[UUID] = []
+    wait_for("the flow run pauses", lambda: bool(paused.extend(paused_runs()) or paused), 240)
+    resume_flow_run(paused[0], run_input={"decision": "auto"})
+    flow_thread.join(300)
+    done = outcome["state"].result()
     assert done.decision == "promote" and done.promotion.status == "champion"
     history = ModelRegistry(ws).history()
     promote = history[-1]
@@ -257,6 +280,12 @@ def test_compare_and_conclude_promote_with_the_online_evidence(
         assert recommend(client, users[0])["model_version"] == v2
     assert ModelRegistry(ws).champion().version == v2  # type: ignore[union-attr]
     assert v1 != v2
+
+
+def paused_runs() -> list[UUID]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(limit=50)
+    return [r.id for r in runs if r.state is not None and r.state.is_paused()]
 
 
 def _logged_ids(ws: Workspace, version: str) -> set[str]:
