@@ -20,7 +20,7 @@ from components.data.config import SyntheticConfig
 from components.data.synthetic import generate_events
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-c", "from flows.cli.app import main; main()"]
+CLI = [sys.executable, "-m", "flows.cli"]  # not -c: see flows/cli/__main__.py
 
 
 @dataclass

@@ -7,7 +7,6 @@ and the next run goes through without a human."""
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 
 import psutil
@@ -16,6 +15,7 @@ import pytest
 from components.data.config import SyntheticConfig
 from components.data.synthetic import generate_events
 from components.registry.store import ModelRegistry
+from components.status import run_records
 from components.versioning.dvc_store import DatasetStore
 from components.workspace import Workspace
 from tests.faults.conftest import kill_at, recops, rows
@@ -59,25 +59,20 @@ def test_a_run_killed_mid_epoch_is_recorded_and_the_next_run_succeeds(tmp_path, 
     [run_dir] = list(ws.runs_dir.iterdir())
     assert (run_dir / "checkpoints").exists(), "killed before any checkpoint: not mid-training"
 
-    status = recops(tmp_path, "status", "--json", "-w", str(ws.root))  # a reader recovers
-    assert status.rc == 0, status.err
-    [line] = json.loads(status.out)["runs"]
-    assert (line["run_id"], line["status"]) == (run_dir.name, "interrupted")
+    [record] = run_records(ws)  # a reader (what `recops status` lists) recovers
+    assert (record.run_id, record.status) == (run_dir.name, "interrupted")
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "model").exists()
     assert registry.history() == history_before and registry.state().champion == champion
     assert [v.n_rows for v in DatasetStore(ws).versions()] == [rows(week1)]  # kept, once
-    for proc in leaked:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.wait(timeout=15)
-    assert not _servers_owned_by(killed)
 
     again = recops(tmp_path, *args, "--set", "train.max_epochs=2")  # no stale lock, no human
     assert again.rc == 0, again.err
+    for proc in leaked:  # the next command reaped the killed run's server first
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.wait(timeout=15)
+    assert not _servers_owned_by(killed)
     assert [v.n_rows for v in DatasetStore(ws).versions()] == [rows(week1)]  # not appended twice
-    statuses = {
-        r["run_id"]: r["status"]
-        for r in json.loads(recops(tmp_path, "status", "--json", "-w", str(ws.root)).out)["runs"]
-    }
+    statuses = {r.run_id: r.status for r in run_records(ws)}
     assert statuses[run_dir.name] == "interrupted"
     assert {s for r, s in statuses.items() if r != run_dir.name} <= {"champion", "rejected"}
     assert len(registry.list()) == 2

@@ -13,7 +13,7 @@ from tests.conftest import REPO_ROOT
 def test_status_of_an_empty_workspace_exits_3_unknown(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "BENTOML_DO_NOT_TRACK": "true"}
     done = subprocess.run(
-        [sys.executable, "-c", "from flows.cli.app import main; main()", "serve", "status"]
+        [sys.executable, "-m", "flows.cli", "serve", "status"]
         + ["--workspace", str(tmp_path / "ws")],
         capture_output=True,
         text=True,

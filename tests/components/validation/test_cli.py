@@ -8,12 +8,10 @@ import sys
 
 from tests.components.validation.conftest import make_events
 
-ENTRY = "import sys; from flows.cli.app import main; sys.argv = ['recops', *sys.argv[1:]]; main()"
-
 
 def _recops(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", ENTRY, *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, timeout=120
     )
 
 
