@@ -302,10 +302,15 @@ def run_self_contained(
         started = time.perf_counter()
         deployed = deploy_version(workspace, version, serve_cfg, deploy_cfg, features_cfg)
         deploy_s = round(time.perf_counter() - started, 1)
+        # the same model again under a new version: what a retrain's promotion costs
+        # (the running backend loads it in place: components/deploy/swap.py)
+        again = _register_untrained(workspace, n_items, seed + 1)
+        swapped = deploy_version(workspace, again, serve_cfg, deploy_cfg, features_cfg)
         cfg = RecopsConfig().model_copy(update={"serve": serve_cfg})
         result = run_serving_benchmark(workspace, cfg, levels, duration_s, device)
         result["deploy_s"] = deploy_s
         result["switch_over"] = deployed.timings
+        result["switch_over_redeploy"] = {"mode": swapped.mode, **swapped.timings}
         result["model"] = f"untrained sasrec (configs/models/sasrec.yaml sizes), {n_items} items"
         return result
     finally:
@@ -332,7 +337,7 @@ def _register_untrained(workspace: Workspace, n_items: int, seed: int) -> str:
     popularity = np.concatenate([[0.0], rng.zipf(1.3, n_items).astype(np.float64)])
     bundle = ModelBundle(model, vocab, "sasrec", params, max_len, popularity)
     record = RunRecord(
-        run_id=f"bench-{n_items}",
+        run_id=f"bench-{n_items}-{seed}",
         model_name="sasrec",
         config={},
         config_hash="bench",
@@ -363,7 +368,9 @@ def render_table(result: dict[str, Any]) -> str:
             f"{row['p90_ms']:>8} {row['p99_ms']:>8} {row['errors']:>6} {row['tool']:>6}"
         )
     if "switch_over" in result:
-        lines.append(f"deploy (build -> answering): {result['switch_over']}")
+        lines.append(f"first deploy (build -> answering): {result['switch_over']}")
+    if "switch_over_redeploy" in result:
+        lines.append(f"redeploy, new version: {result['switch_over_redeploy']}")
     lines.append("")
     lines.append(f"bento/echo (targets: req/s >= {TARGET_RPS_RATIO}, p99 <= {TARGET_P99_RATIO}x)")
     for s in result["summary"]:

@@ -116,6 +116,8 @@ class MicroBatcher(Generic[Q, R]):
         """The results for ``queries`` (at most ``max_batch_size``), computed in a shared batch."""
         if not queries:
             return []
+        if self._closed:  # e.g. this model was just swapped out; the next request is served
+            raise Overloaded("the model behind this request was replaced", 1)
         if self._queued + len(queries) > self.max_queue:
             self.stats.shed += 1
             raise Overloaded(f"{self._queued} queries already queued", self._retry_after())
@@ -127,6 +129,12 @@ class MicroBatcher(Generic[Q, R]):
         assert self._wake is not None
         self._wake.set()
         return await pending.future
+
+    async def drain(self, timeout_s: float) -> None:
+        """Return once nothing is queued or running (or after ``timeout_s``)."""
+        deadline = time.monotonic() + timeout_s
+        while (self._queue or self._running) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
     @property
     def closed(self) -> bool:

@@ -29,9 +29,12 @@ Overload is shed with 503 and ``Retry-After``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, cast
 
 import anyio.to_thread
@@ -44,6 +47,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from components.deploy import swap
 from components.monitoring.servelog import new_request_id
 from components.quiet import quiet_third_party
 from services import metrics
@@ -193,6 +197,27 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     )
 
 
+async def _admin_swap(request: Request) -> Response:
+    """``POST /admin/swap`` (components/deploy/swap.py): serve another model version in
+    this process; 403 without the deployment's admin token, 409 when the service refuses
+    or the new version fails its check (the current version keeps serving)."""
+    if not swap.token_matches(request.headers.get(swap.TOKEN_HEADER)):
+        return _error(403, "hot swap needs this deployment's admin token")
+    try:
+        parsed = swap.SwapRequest.model_validate_json(await request.body() or b"{}")
+    except ValidationError as exc:
+        return _error(*validation_error(exc))
+    service: RecommendationService = bentoml.get_current_service()
+    try:
+        meta = await service.swap_model(parsed)
+    except swap.SwapRefused as exc:
+        return _error(409, f"hot swap refused: {exc}")
+    except Exception as exc:  # a model that does not load: the old one keeps serving
+        logger.exception("hot swap failed")
+        return _error(409, f"hot swap failed: {type(exc).__name__}: {exc}")
+    return Response(orjson.dumps(meta), media_type=JSON)
+
+
 async def _metrics(request: Request) -> Response:
     body, content_type = metrics.exposition()
     return Response(body, media_type=content_type)
@@ -206,6 +231,7 @@ routes_app = Starlette(
         Route("/recommend", _recommend, methods=["POST"]),
         Route("/recommend_batch", _recommend_batch, methods=["POST"]),
         Route("/feedback", _feedback, methods=["POST"]),
+        Route(swap.SWAP_PATH, _admin_swap, methods=["POST"]),
     ]
 )
 
@@ -228,8 +254,6 @@ class RecommendationService:
     bento_model = bentoml.models.BentoModel(SETTINGS.model_tag)
 
     def __init__(self) -> None:
-        from components.models.bundle import ModelBundle
-
         self.settings = SETTINGS
         if SETTINGS.auth_required and SETTINGS.api_key() is None:
             # fail closed: this deployment was recorded as requiring auth
@@ -241,29 +265,86 @@ class RecommendationService:
         self.device = serving_device(SETTINGS.serve.device)
         if self.device.type == "cpu" and SETTINGS.serve.cpu_threads:
             torch.set_num_threads(SETTINGS.serve.cpu_threads)
-        bundle = ModelBundle.load(self.bento_model.path, self.device)
-        limits = ExplainLimits(
-            max_history=SETTINGS.serve.explain_max_history,
-            max_k=SETTINGS.serve.explain_max_k,
-            top_events=SETTINGS.serve.explain_top_events,
-        )
-        self.engine = Engine(bundle, SETTINGS.model_version, self.device, explain=limits)
+        self.active = self._load(SETTINGS, Path(self.bento_model.path))
         self.requests_by_source = metrics.BY_SOURCE
-        batch_sizes = metrics.BATCH_SIZE
-        self.batcher: MicroBatcher[ScoreQuery, Scored] = MicroBatcher(
-            self.engine.score,
-            max_batch_size=SETTINGS.serve.max_batch_size,
-            max_wait_s=SETTINGS.serve.max_latency_ms / 1000.0,
-            max_queue=SETTINGS.serve.max_queue,
-            on_batch=batch_sizes.observe,
-        )
         self.logs = ServiceLogs(self.workspace, SETTINGS.serve.log)
-        self.loaded_at = datetime.now(timezone.utc)
+        self._swap_lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._source_digest: str | None = None
         self._ready_at = 0.0
         self._ready = False
         logger.info(
             "loaded %s (%s) on %s", SETTINGS.model_version, SETTINGS.model_name, self.device
         )
+
+    # --- the served model and its hot swap -----------------------------------------------
+    def _load(self, settings: ServiceSettings, path: Path) -> Loaded:
+        """The model bundle at ``path`` with its engine and micro-batcher."""
+        from components.models.bundle import ModelBundle
+
+        serve = settings.serve
+        bundle = ModelBundle.load(path, self.device)
+        limits = ExplainLimits(
+            max_history=serve.explain_max_history,
+            max_k=serve.explain_max_k,
+            top_events=serve.explain_top_events,
+        )
+        engine = Engine(bundle, settings.model_version, self.device, explain=limits)
+        batcher: MicroBatcher[ScoreQuery, Scored] = MicroBatcher(
+            engine.score,
+            max_batch_size=serve.max_batch_size,
+            max_wait_s=serve.max_latency_ms / 1000.0,
+            max_queue=serve.max_queue,
+            on_batch=metrics.BATCH_SIZE.observe,
+        )
+        return Loaded(settings, engine, batcher, datetime.now(timezone.utc))
+
+    @property
+    def engine(self) -> Engine:
+        return self.active.engine
+
+    @property
+    def batcher(self) -> MicroBatcher[ScoreQuery, Scored]:
+        return self.active.batcher
+
+    async def swap_model(self, request: swap.SwapRequest) -> dict[str, Any]:
+        """Serve the version ``request.settings`` names from now on (see
+        components/deploy/swap.py): refused unless only the model differs; the new model
+        is loaded beside the current one and must answer a check before the switch, so a
+        failure leaves the current version serving. Returns the new ``/metadata``."""
+        new = ServiceSettings.model_validate(request.settings)
+        if self._source_digest is None:
+            self._source_digest = swap.source_digest(Path(__file__).resolve().parents[1])
+        current = self.active.settings.model_dump(mode="json")
+        reason = swap.refusal(
+            current, new.model_dump(mode="json"), self._source_digest, request.source_digest
+        )
+        if reason is not None:
+            raise swap.SwapRefused(reason)
+        async with self._swap_lock:
+            loaded = await anyio.to_thread.run_sync(self._load_checked, new)
+            old, self.active = self.active, loaded
+        retiring = asyncio.get_running_loop().create_task(_retire(old, new.serve.timeout_s))
+        self._retiring.add(retiring)
+        retiring.add_done_callback(self._retiring.discard)
+        logger.info("hot swap: %s -> %s", old.settings.model_version, new.model_version)
+        return self.metadata()
+
+    def _load_checked(self, settings: ServiceSettings) -> Loaded:
+        """Load the registered version ``settings`` names and check that it recommends
+        from the model for its own popular items (what the deploy's smoke test asks)."""
+        from components.registry.store import ModelRegistry
+
+        model = ModelRegistry(self.workspace).get(settings.model_version)
+        if model.tag != settings.model_tag:
+            raise swap.SwapRefused(f"the registry has {model.tag}, not {settings.model_tag}")
+        loaded = self._load(settings, Path(model.path))
+        engine = loaded.engine
+        plan = engine.plan(engine.vocab.item_tokens(engine.popular(3, []).items), 5, True, [])
+        if plan.query is None or not engine.score([plan.query])[0].items:
+            loaded.batcher.close()
+            raise swap.SwapRefused(f"{settings.model_version} did not answer from the model")
+        return loaded
 
     # --- probes and metadata -----------------------------------------------------------
     def __is_ready__(self) -> bool:
@@ -286,17 +367,19 @@ class RecommendationService:
             return False
 
     def metadata(self) -> dict[str, Any]:
+        active = self.active
+        engine, settings = active.engine, active.settings
         return {
-            "model_version": SETTINGS.model_version,
-            "model_tag": SETTINGS.model_tag,
-            "model_name": SETTINGS.model_name,
-            "data_version": SETTINGS.data_version,
-            "metrics": SETTINGS.metrics,
-            "loaded_at": self.loaded_at.isoformat(),
+            "model_version": settings.model_version,
+            "model_tag": settings.model_tag,
+            "model_name": settings.model_name,
+            "data_version": settings.data_version,
+            "metrics": settings.metrics,
+            "loaded_at": active.loaded_at.isoformat(),
             "device": str(self.device),
-            "n_items": self.engine.n_items,
-            "max_len": self.engine.max_len,
-            "sample_items": self.engine.vocab.item_tokens(self.engine.popular(3, []).items),
+            "n_items": engine.n_items,
+            "max_len": engine.max_len,
+            "sample_items": engine.vocab.item_tokens(engine.popular(3, []).items),
             "auth_required": SETTINGS.auth_required,
             "limits": {
                 "max_batch_requests": SETTINGS.serve.max_batch_requests,
@@ -315,13 +398,15 @@ class RecommendationService:
         """Why ``item_id`` scores as it does for this user/history, recommended or not:
         the events whose removal lowers (``because``) or raises (``against``) its score."""
         request = cast(ExplainQuery, ExplainRequest.model_construct(**fields))
-        target = self.engine.item_index(request.item_id)
+        active = self.active  # one model for the whole request, whatever a swap does
+        engine = active.engine
+        target = engine.item_index(request.item_id)
         if target is None:
             raise bentoml.exceptions.NotFound(
                 f"unknown item_id {request.item_id!r}: not in this model's catalogue"
             )
         ((history, from_store, failed),) = await self._histories([request])
-        plan = self.engine.plan(
+        plan = engine.plan(
             history,
             1,
             False,
@@ -333,8 +418,8 @@ class RecommendationService:
             event_types=request.event_types,
         )
         plan = _with_store_warning(plan, failed)
-        scored = await self._score([plan.query]) if plan.query is not None else [None]
-        return self.engine.respond_explain(plan, scored[0], request.item_id)
+        scored = await self._score([plan.query], active) if plan.query is not None else [None]
+        return engine.respond_explain(plan, scored[0], request.item_id)
 
     async def _histories(self, requests: list[Any]) -> list[tuple[list[str], bool, bool]]:
         """Per request: ``(history, from_store, store_failed)``; user-id-only requests read
@@ -357,9 +442,11 @@ class RecommendationService:
         ``x-request-id``) names the answers instead of new ids: ``<id>`` for one request,
         ``<id>-<i>`` in a batch, so a shadow's answer to the same request has the same id."""
         plans: list[Plan] = []
+        active = self.active  # one model for the whole request, whatever a swap does
+        engine = active.engine
         histories = await self._histories(requests)
         for r, (history, from_store, failed) in zip(requests, histories, strict=True):
-            plan = self.engine.plan(
+            plan = engine.plan(
                 history,
                 r.k,
                 r.exclude_seen,
@@ -370,11 +457,11 @@ class RecommendationService:
             )
             plans.append(_with_store_warning(plan, failed))
         queries = [p.query for p in plans if p.query is not None]
-        scored = iter(await self._score(queries))
+        scored = iter(await self._score(queries, active))
         responses = []
         rows = zip(requests, plans, histories, strict=True)
         for i, (request, plan, (history, _, _)) in enumerate(rows):
-            answer = self.engine.render(plan, next(scored) if plan.query else None)
+            answer = engine.render(plan, next(scored) if plan.query else None)
             answer["request_id"] = answer_id(request_id, i, len(requests))
             self.logs.served(request, plan, answer, history)
             responses.append(answer)
@@ -383,8 +470,10 @@ class RecommendationService:
 
     @bentoml.on_shutdown
     def _close(self) -> None:
-        """Stop the micro-batcher (its dispatcher and model thread) and flush the logs."""
-        self.batcher.close()
+        """Stop the micro-batchers (dispatcher and model thread) and flush the logs."""
+        self.active.batcher.close()
+        for task in self._retiring:
+            task.cancel()
         self.logs.close()
 
     async def _online_histories(self, user_ids: list[str]) -> tuple[dict[str, list[str]], bool]:
@@ -403,13 +492,29 @@ class RecommendationService:
             return {}, True
         return found, False
 
-    async def _score(self, queries: list[ScoreQuery]) -> list[Scored]:
-        """Through the micro-batcher, ``max_batch_size`` queries at a time."""
+    async def _score(self, queries: list[ScoreQuery], active: Loaded) -> list[Scored]:
+        """Through ``active``'s micro-batcher, ``max_batch_size`` queries at a time."""
         size = SETTINGS.serve.max_batch_size
         out: list[Scored] = []
         for start in range(0, len(queries), size):
-            out.extend(await self.batcher.submit(queries[start : start + size]))
+            out.extend(await active.batcher.submit(queries[start : start + size]))
         return out
+
+
+@dataclass
+class Loaded:
+    """One model version ready to serve: its bento arguments, engine and micro-batcher."""
+
+    settings: ServiceSettings
+    engine: Engine
+    batcher: MicroBatcher[ScoreQuery, Scored]
+    loaded_at: datetime
+
+
+async def _retire(old: Loaded, timeout_s: float) -> None:
+    """Close a swapped-out model's batcher once the requests it holds are answered."""
+    await old.batcher.drain(timeout_s)
+    old.batcher.close()
 
 
 def serving_device(wanted: str) -> torch.device:

@@ -24,7 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -86,6 +86,7 @@ class BuiltBento:
     tag: str
     version: str  # the model version it pins
     path: Path
+    args: dict[str, object] = field(default_factory=dict)  # its bento arguments
 
 
 def pinned_requirements(packages: list[str] = RUNTIME_PACKAGES) -> list[str]:
@@ -216,7 +217,7 @@ def build_bento(
         )
         tag, path = _build(job, model.version)
     log.info("built bento %s for model %s", tag, model.version)
-    return BuiltBento(tag=tag, version=model.version, path=Path(path))
+    return BuiltBento(tag=tag, version=model.version, path=Path(path), args=job.args)
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,10 @@ class LocalDeployConfig(BentoBuildConfig):
     target: Literal["local"] = "local"
     readiness_timeout_s: float = Field(120.0, gt=0)
     switch_drain_s: float = Field(1.0, ge=0)
+    # a new version whose bento differs only in its model is loaded by the running
+    # backend (components/deploy/swap.py: ~1 s instead of a process start); off = always
+    # start a new process
+    hot_swap: bool = True
     # supervision of the local deployment (components/deploy/supervisor.py)
     supervise: bool = True
     supervise_poll_s: float = Field(0.5, gt=0)

@@ -51,8 +51,9 @@ import psutil
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict
 
+from components.deploy import swap
 from components.deploy.auth import auth_headers, decide_auth
-from components.deploy.bento import REPO_ROOT, build_bento
+from components.deploy.bento import REPO_ROOT, BuiltBento, build_bento
 from components.deploy.config import LocalDeployConfig, ServeConfig
 from components.errors import DeployFailed
 from components.features.config import FeaturesConfig
@@ -159,6 +160,7 @@ class Deployment:
     # seconds per switch-over step: bento build, process start until /readyz, smoke tests
     # and the switch (the old backend's drain comes after the new version answers)
     timings: dict[str, float] = field(default_factory=dict)
+    mode: str = "process_start"  # or "hot_swap": the running backend loaded the model
 
 
 # --- state ----------------------------------------------------------------------------
@@ -672,33 +674,37 @@ def _deploy_locked(
     adopted = _take_challenger(workspace, state, version, same_auth)
 
     clock = _Clock()
+    mode = "hot_swap"
+    backend: ProcessInfo | None = None
     if adopted is not None:  # the promoted shadow/canary: its warm process takes over
-        bento_tag, bento_version, backend = adopted.bento_tag, adopted.version, adopted.backend
+        bento_tag, bento_version = adopted.bento_tag, adopted.version
         clock.lap("build_s")
+        mode, backend = "challenger", adopted.backend
     else:
         bento = build_bento(workspace, version, serve_cfg, deploy_cfg, features_cfg, auth_required)
         bento_tag, bento_version = bento.tag, bento.version
         clock.lap("build_s")
-        backend = start_backend(workspace, bento_tag, host)
-        log.info("started %s on port %d (pid %d)", bento_tag, backend.port, backend.pid)
-    started_proxy = False
-    try:
-        wait_ready(backend, host, deploy_cfg.readiness_timeout_s)
-        clock.lap("start_to_ready_s")
-        smoke_test(f"http://{host}:{backend.port}", bento_version, serve_cfg)
-        if proxy is None:
-            proxy = start_proxy(workspace, host, port)
-            started_proxy = True
-        _write_target(workspace, host, backend.port, bento_version)
-        smoke_test(f"http://{host}:{port}", bento_version, serve_cfg)
-        clock.lap("checks_and_switch_s")
-    except BaseException:
-        stop_process(backend)
-        if started_proxy:
-            stop_process(proxy)
-        if old_backend is not None:  # the proxy may already point at the new port
-            _write_target(workspace, host, old_backend.port, state.version if state else None)
-        raise
+        swappable = deploy_cfg.hot_swap and proxy is not None and old_backend is not None
+        if swappable and state is not None and old_backend is not None:
+            backend = _switch_in_place(workspace, state, old_backend, bento, serve_cfg, deploy_cfg)
+        if backend is not None:
+            clock.lap("swap_and_checks_s")
+        else:
+            mode = "process_start"
+    if mode != "hot_swap":
+        backend, proxy = _switch_by_process(
+            workspace,
+            state,
+            old_backend,
+            proxy,
+            (bento_tag, bento_version),
+            backend,
+            port,
+            serve_cfg,
+            deploy_cfg,
+            clock,
+        )
+    assert backend is not None and proxy is not None
     previous = state.version if state else None
     new_state = LocalState(
         host=host,
@@ -721,10 +727,11 @@ def _deploy_locked(
     if deploy_cfg.supervise:
         ensure_supervisor(workspace, new_state, serve_cfg, deploy_cfg)
     log.info(
-        "deployed %s at http://%s:%d (previous: %s; %s)",
+        "deployed %s at http://%s:%d by %s (previous: %s; %s)",
         bento_version,
         host,
         port,
+        mode,
         previous,
         clock.laps,
     )
@@ -736,6 +743,7 @@ def _deploy_locked(
         pid=backend.pid,
         previous_version=previous,
         timings=clock.laps,
+        mode=mode,
     )
 
 
@@ -756,6 +764,104 @@ def _take_challenger(
         workspace, state, f"{challenger.mode} stopped: champion {kept}", stop_backend=not keep
     )
     return challenger if keep else None
+
+
+def _switch_by_process(
+    workspace: Workspace,
+    state: LocalState | None,
+    old_backend: ProcessInfo | None,
+    proxy: ProcessInfo | None,
+    bento: tuple[str, str],
+    backend: ProcessInfo | None,
+    port: int,
+    serve_cfg: ServeConfig,
+    deploy_cfg: LocalDeployConfig,
+    clock: _Clock,
+) -> tuple[ProcessInfo, ProcessInfo]:
+    """Start bento ``(tag, version)`` beside the old backend (or take ``backend``, the
+    promoted challenger's running process), check it, point the proxy (started when there
+    is none) at it; ``(backend, proxy)``. On any failure the new process is stopped and
+    the proxy points at the old backend again."""
+    host = serve_cfg.host
+    tag, version = bento
+    if backend is None:
+        backend = start_backend(workspace, tag, host)
+        log.info("started %s on port %d (pid %d)", tag, backend.port, backend.pid)
+    started_proxy = False
+    try:
+        wait_ready(backend, host, deploy_cfg.readiness_timeout_s)
+        clock.lap("start_to_ready_s")
+        smoke_test(f"http://{host}:{backend.port}", version, serve_cfg)
+        if proxy is None:
+            proxy = start_proxy(workspace, host, port)
+            started_proxy = True
+        _write_target(workspace, host, backend.port, version)
+        smoke_test(f"http://{host}:{port}", version, serve_cfg)
+        clock.lap("checks_and_switch_s")
+    except BaseException:
+        stop_process(backend)
+        if started_proxy:
+            stop_process(proxy)
+        if old_backend is not None:  # the proxy may already point at the new port
+            _write_target(workspace, host, old_backend.port, state.version if state else None)
+        raise
+    return backend, proxy
+
+
+def _switch_in_place(
+    workspace: Workspace,
+    state: LocalState,
+    backend: ProcessInfo,
+    bento: BuiltBento,
+    serve_cfg: ServeConfig,
+    deploy_cfg: LocalDeployConfig,
+) -> ProcessInfo | None:
+    """Hot swap (components/deploy/swap.py): the running ``backend`` serves ``bento``'s
+    model from now on, checked on its port and the public one; None (nothing changed)
+    when it refuses or fails, so the caller starts a process instead. A swap that passed
+    the service's own check but fails the public one restarts the recorded bento."""
+    base = f"http://{state.host}:{backend.port}"
+    try:
+        request_swap(base, workspace, bento, serve_cfg, deploy_cfg.readiness_timeout_s)
+    except DeployFailed as exc:
+        log.warning("no hot swap (%s): starting a new process", exc.message)
+        return None
+    try:
+        smoke_test(base, bento.version, serve_cfg)
+        smoke_test(f"http://{state.host}:{state.public_port}", bento.version, serve_cfg)
+    except DeployFailed:
+        log.error("the swapped model failed its check: restarting %s", state.bento_tag)
+        stop_process(backend)
+        if state.bento_tag is not None:
+            state.backend = start_backend(workspace, state.bento_tag, state.host)
+            save_state(workspace, state)
+            wait_ready(state.backend, state.host, deploy_cfg.readiness_timeout_s)
+            point_target(workspace, state)
+        raise
+    return backend
+
+
+def request_swap(
+    base_url: str, workspace: Workspace, bento: BuiltBento, serve_cfg: ServeConfig, timeout: float
+) -> dict[str, Any]:
+    """Ask the backend at ``base_url`` to serve ``bento``'s model in place; its new
+    ``/metadata``. :class:`DeployFailed` (one line) when it refuses or cannot."""
+    headers = {
+        **auth_headers(serve_cfg),
+        swap.TOKEN_HEADER: swap.ensure_token(workspace.deploy_dir),
+    }
+    body = {"settings": bento.args, "source_digest": swap.source_digest(bento.path / "src")}
+    try:
+        answer = httpx.post(base_url + swap.SWAP_PATH, json=body, headers=headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise DeployFailed(f"hot swap request to {base_url} failed: {exc}") from exc
+    if answer.status_code != 200:
+        try:
+            reason = str(answer.json().get("error"))
+        except (ValueError, AttributeError):
+            reason = answer.text[:120]
+        raise DeployFailed(f"{answer.status_code} {reason}")
+    return _json_object(answer)
 
 
 HEALTH_CODES = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}  # Nagios plugin codes

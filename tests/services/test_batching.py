@@ -163,3 +163,20 @@ def test_close_stops_the_dispatcher_and_cancels_what_waits() -> None:
 
     outcome, closed = asyncio.run(run())
     assert isinstance(outcome, asyncio.CancelledError) and closed
+
+
+def test_drain_waits_for_queued_work_then_a_closed_batcher_sheds() -> None:
+    batcher, _ = _batcher(0.1)
+
+    async def run() -> tuple[list[list[int]], BaseException | list[int]]:
+        answers = [asyncio.ensure_future(batcher.submit([i, i])) for i in range(3)]
+        await asyncio.sleep(0.01)
+        await batcher.drain(5.0)
+        assert all(a.done() for a in answers)
+        batcher.close()
+        (late,) = await asyncio.gather(batcher.submit([1]), return_exceptions=True)
+        return [a.result() for a in answers], late
+
+    answers, late = asyncio.run(run())
+    assert answers == [[0, 0], [10, 10], [20, 20]]
+    assert isinstance(late, Overloaded) and late.retry_after_s == 1

@@ -59,9 +59,10 @@ def serve_cfg() -> ServeConfig:
 
 @pytest.fixture(scope="module")
 def deploy_cfg() -> LocalDeployConfig:
-    return LocalDeployConfig(
+    return LocalDeployConfig(  # process starts: these tests kill them at every step
         readiness_timeout_s=90,
         switch_drain_s=0.2,
+        hot_swap=False,
         supervise_poll_s=0.3,
         restart_backoff_s=0.5,
         max_restarts=2,
