@@ -919,6 +919,7 @@ def serve_status(
         "champion": _champion(workspace),
         "deployed_at": state.deployed_at.isoformat() if state.deployed_at else None,
         "log": state.backend.log if state.backend else None,
+        "challenger": _challenger_status(state),
         **health,
     }
     out["health"] = _health(out)
@@ -934,6 +935,20 @@ def _served_version(meta: httpx.Response) -> str | None:
     except ValueError:
         return None
     return body.get("model_version") if isinstance(body, dict) else None
+
+
+def _challenger_status(state: LocalState) -> dict[str, Any] | None:
+    """The attached shadow/canary in a few words (None when there is none)."""
+    ch = state.challenger
+    if ch is None:
+        return None
+    return {
+        "mode": ch.mode,
+        "version": ch.version,
+        "alive": ch.backend.alive(),
+        "since": ch.started_at.isoformat(),
+        "share": ch.settings.get("share"),
+    }
 
 
 def _health(status: dict[str, Any]) -> str:

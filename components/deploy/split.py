@@ -167,6 +167,7 @@ class Request:
     body: bytes
     raw: bytes
     chunked: bool
+    method: bytes = b"POST"
 
     @property
     def closes(self) -> bool:
@@ -202,8 +203,13 @@ async def _chunked(reader: asyncio.StreamReader) -> bytes:
         parts.append(await reader.readexactly(size + 2))
 
 
-async def read_request(reader: asyncio.StreamReader) -> Request | None:
-    """The next request on a keep-alive connection; None when the client closed it."""
+async def read_request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None = None
+) -> Request | None:
+    """The next request on a keep-alive connection; None when the client closed it.
+
+    ``Expect: 100-continue`` is answered here (to ``writer``) and not forwarded: a backend
+    would answer it with an interim response the client no longer waits for."""
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError as exc:
@@ -216,28 +222,41 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
     parts = start.split(b" ")
     if len(parts) != 3:
         raise HttpError("bad request line")
+    if b"100-continue" in headers.pop(b"expect", b"").lower():
+        if writer is not None:
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await writer.drain()
+        kept = [ln for ln in head[:-4].split(b"\r\n") if not ln.lower().startswith(b"expect:")]
+        head = b"\r\n".join(kept) + b"\r\n\r\n"
     chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
     if chunked:
         body = await _chunked(reader)
     else:
         body = await reader.readexactly(int(headers.get(b"content-length", b"0") or 0))
-    return Request(parts[1].split(b"?", 1)[0], headers, body, head + body, chunked)
+    return Request(parts[1].split(b"?", 1)[0], headers, body, head + body, chunked, parts[0])
 
 
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
-    """(status, raw bytes, connection closes after it) of the next response."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    start, headers = _headers(head[:-4])
-    try:
-        status = int(start.split(b" ", 2)[1])
-    except (IndexError, ValueError) as exc:
-        raise HttpError("bad status line") from exc
+async def read_response(
+    reader: asyncio.StreamReader, head_only: bool = False
+) -> tuple[int, bytes, bool]:
+    """(status, raw bytes, connection closes after it) of the next final response
+    (interim 1xx responses are skipped; ``head_only``: the answer to a HEAD request)."""
+    status = 100
+    while status < 200:
+        head = await reader.readuntil(b"\r\n\r\n")
+        start, headers = _headers(head[:-4])
+        try:
+            status = int(start.split(b" ", 2)[1])
+        except (IndexError, ValueError) as exc:
+            raise HttpError("bad status line") from exc
     closes = headers.get(b"connection", b"").lower() == b"close"
-    if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+    if head_only:
+        body = b""
+    elif b"chunked" in headers.get(b"transfer-encoding", b"").lower():
         body = await _chunked(reader)
     elif b"content-length" in headers:
         body = await reader.readexactly(int(headers[b"content-length"]))
-    elif status in (204, 304) or status < 200:
+    elif status in (204, 304):
         body = b""
     else:
         body, closes = await reader.read(), True
@@ -253,7 +272,7 @@ def with_request_id(request: Request) -> tuple[Request, str]:
     head_end = len(request.raw) - len(request.body) - 2
     raw = request.raw[:head_end] + b"x-request-id: " + rid.encode() + b"\r\n\r\n" + request.body
     headers = {**request.headers, b"x-request-id": rid.encode()}
-    return Request(request.path, headers, request.body, raw, request.chunked), rid
+    return Request(request.path, headers, request.body, raw, request.chunked, request.method), rid
 
 
 def user_bucket(key: str) -> float:
@@ -325,7 +344,7 @@ class Splitter:
         try:
             while True:
                 try:
-                    request = await read_request(client_r)
+                    request = await read_request(client_r, client_w)
                 except (HttpError, ValueError):
                     await _reply(client_w, 400, b'{"error": "malformed HTTP request"}\n')
                     return
@@ -370,12 +389,12 @@ class Splitter:
         back to the champion; None when the champion is unreachable too."""
         if challenger and cfg is not None:
             started = time.perf_counter()
-            got = await _exchange(conns, cfg.challenger, request.raw)
+            got = await _exchange(conns, cfg.challenger, request)
             self._count_challenger(cfg, got[0] if got else 0, time.perf_counter() - started)
             if got is not None:
                 return got[1], got[2]
         started = time.perf_counter()
-        got = await _exchange(conns, champion, request.raw)
+        got = await _exchange(conns, champion, request)
         if cfg is not None and request.path in ROUTED_PATHS:
             self.stats.champion.count(got[0] if got else 0, time.perf_counter() - started)
             self._dirty = True
@@ -470,9 +489,9 @@ def _drop(
 async def _exchange(
     conns: dict[Address, tuple[asyncio.StreamReader, asyncio.StreamWriter]],
     address: Address,
-    raw: bytes,
+    request: Request,
 ) -> tuple[int, bytes, bool] | None:
-    """Send ``raw`` to ``address`` over this client's kept-alive connection to it and
+    """Send ``request`` to ``address`` over this client's kept-alive connection to it and
     read the answer; one retry on a fresh connection when a kept one went stale. None
     when the backend cannot be reached or answers garbage."""
     for attempt in (0, 1):
@@ -481,9 +500,9 @@ async def _exchange(
             if not reused:
                 conns[address] = await asyncio.open_connection(*address)
             reader, writer = conns[address]
-            writer.write(raw)
+            writer.write(request.raw)
             await writer.drain()
-            status, response, closes = await read_response(reader)
+            status, response, closes = await read_response(reader, request.method == b"HEAD")
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, HttpError):
             if address in conns:
                 conns.pop(address)[1].close()

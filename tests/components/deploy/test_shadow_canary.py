@@ -29,7 +29,13 @@ from prefect.flow_runs import resume_flow_run
 
 from components.deploy.challenger import attach, detach, split_stats
 from components.deploy.config import ChallengerConfig, LocalDeployConfig, ServeConfig
-from components.deploy.local import PROC_ENV, deploy_version, read_state, stop_local
+from components.deploy.local import (
+    PROC_ENV,
+    deploy_version,
+    read_state,
+    serve_status,
+    stop_local,
+)
 from components.errors import DeployFailed
 from components.lifecycle.online import compare_online
 from components.monitoring.config import ServingLogConfig
@@ -130,6 +136,8 @@ def test_shadow_logs_both_answers_under_one_id_and_the_client_sees_the_champion(
     stats = split_stats(ws)
     assert stats["mode"] == "shadow" and stats["mirrored"] == len(ids), stats
     assert actions(served)[-1] == ("shadow", v2, "test")
+    status = serve_status(ws, serve_cfg)
+    assert status["version"] == v1 and status["challenger"]["mode"] == "shadow", status
 
     # a dead shadow: live requests keep answering, promptly, and the failures are counted
     state = read_state(ws)

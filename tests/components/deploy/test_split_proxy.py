@@ -1,0 +1,165 @@
+"""The proxy's per-request splitting, fast: the real proxy process in front of two small
+asyncio HTTP backends (no model), driven by a real HTTP client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from components.deploy.proxy import STATS_FILE
+from components.deploy.split import read_request
+from components.net import free_port
+from tests.conftest import REPO_ROOT
+
+
+class Backend:
+    """Answers every request with who it is and the request id it was given."""
+
+    def __init__(self, name: str, delay_s: float = 0.0) -> None:
+        self.name, self.delay_s, self.seen = name, delay_s, []  # type: ignore[var-annotated]
+        self.port = free_port()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (request := await read_request(reader)) is not None:
+            rid = request.headers.get(b"x-request-id", b"").decode()
+            self.seen.append(rid)
+            await asyncio.sleep(self.delay_s)
+            body = json.dumps({"who": self.name, "request_id": rid}).encode()
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            await writer.drain()
+        writer.close()
+
+    async def serve(self) -> None:
+        server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        async with server:
+            await server.serve_forever()
+
+
+@pytest.fixture
+def backends() -> Iterator[tuple[Backend, Backend, Backend]]:
+    trio = (Backend("champion"), Backend("challenger"), Backend("slow", delay_s=5.0))
+    loop = asyncio.new_event_loop()
+    for b in trio:
+        loop.create_task(b.serve())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield trio
+    loop.call_soon_threadsafe(loop.stop)
+
+
+@pytest.fixture
+def proxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    port = free_port()
+    target = tmp_path / "backend.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "components.deploy.proxy", "--port", str(port)]
+        + ["--target-file", str(target)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}", target
+    proc.terminate()
+    proc.wait(10)
+
+
+def point(target: Path, champion: Backend, challenger: Backend | None, **settings: object) -> None:
+    doc: dict = {"host": "127.0.0.1", "port": champion.port, "version": "v1"}
+    if challenger is not None:
+        doc["challenger"] = {
+            "host": "127.0.0.1",
+            "port": challenger.port,
+            "version": "v2",
+            "generation": f"g{time.monotonic_ns()}",
+            **settings,
+        }
+    target.write_text(json.dumps(doc))
+
+
+def stats(target: Path) -> dict:
+    try:
+        return json.loads((target.parent / STATS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def wait_stats(target: Path, check) -> dict:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if check(found := stats(target)):
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"split stats never matched: {stats(target)}")
+
+
+def test_shadow_mirrors_with_the_same_request_id_and_a_slow_shadow_costs_nothing(
+    backends: tuple[Backend, Backend, Backend], proxy: tuple[str, Path]
+) -> None:
+    champion, challenger, slow = backends
+    url, target = proxy
+    point(target, champion, challenger, mode="shadow")
+    with httpx.Client(base_url=url, timeout=5) as client:
+        answers = [client.post("/recommend", json={"user_id": f"u{i}"}).json() for i in range(20)]
+        given = client.post("/recommend", json={}, headers={"x-request-id": "mine"}).json()
+        client.post("/feedback", json={"events": []})  # never mirrored
+    assert {a["who"] for a in answers} == {"champion"} and given["request_id"] == "mine"
+    wait_stats(target, lambda s: s.get("challenger", {}).get("requests") == 21)
+    assert sorted(challenger.seen) == sorted([a["request_id"] for a in answers] + ["mine"])
+
+    point(target, champion, slow, mode="shadow", timeout_s=0.2, queue=2)
+    started = time.perf_counter()
+    with httpx.Client(base_url=url, timeout=5) as client:
+        for i in range(20):
+            assert client.post("/recommend", json={"user_id": f"u{i}"}).json()["who"] == "champion"
+    assert time.perf_counter() - started < 4.0  # 20 requests; the shadow takes 5 s each
+    found = wait_stats(target, lambda s: s.get("mirror_timeouts", 0) >= 1)
+    assert found["dropped"] >= 1, found
+
+
+def test_canary_is_sticky_per_user_and_expect_continue_is_answered(
+    backends: tuple[Backend, Backend, Backend], proxy: tuple[str, Path]
+) -> None:
+    champion, challenger, _ = backends
+    url, target = proxy
+    point(target, champion, challenger, mode="canary", share=0.5)
+    with httpx.Client(base_url=url, timeout=5) as client:
+        first = {
+            u: client.post("/recommend", json={"user_id": u}).json()["who"]
+            for u in "abcdefghijklmnop"
+        }
+        again = {
+            u: client.post("/recommend", json={"user_id": u}).json()["who"]
+            for u in "abcdefghijklmnop"
+        }
+    assert first == again and set(first.values()) == {"champion", "challenger"}
+
+    port = int(url.rsplit(":", 1)[1])
+    body = b'{"user_id": "a"}'
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /recommend HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\n"
+            b"content-length: %d\r\n\r\n" % len(body)
+        )
+        assert sock.recv(1024).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(body)
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 200") and first["a"].encode() in answer
