@@ -83,7 +83,9 @@ def retrain_flow(
         materialize_features(cfg, ws, data_version)
     prepared = prepare_data(cfg, ws, data_version)
     features_path = (
-        point_in_time_features(cfg, ws, prepared, run_id) if cfg.features.enabled else None
+        point_in_time_features(cfg, ws, prepared, data_version, run_id)
+        if cfg.features.enabled
+        else None
     )
     trained = train_challenger(cfg, ws, prepared, data_version, run_id)
     version = register_model(ws, trained.result.bundle, trained.record).version

@@ -133,20 +133,23 @@ def prepare_data(cfg: RecopsConfig, ws: Workspace, data_version: str) -> Prepare
 
 @task(name="training-features", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def point_in_time_features(
-    cfg: RecopsConfig, ws: Workspace, prepared: PreparedData, run_id: str
+    cfg: RecopsConfig, ws: Workspace, prepared: PreparedData, data_version: str, run_id: str
 ) -> str:
-    """The split's labels with Feast's point-in-time user/item features (lifecycle.prepare),
-    written to the run folder; returns the file's path."""
+    """The split's labels with Feast's point-in-time user/item features (lifecycle.prepare,
+    cached per data version and feature repo), written to the run folder; returns the
+    file's path."""
     from components.lifecycle.prepare import training_features
 
-    frame = training_features(ws, cfg.features, prepared)
+    found = training_features(ws, cfg.features, prepared, data_version)
+    frame = found.frame
     path = ws.runs_dir / run_id / "training_features.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path, index=False)
     get_run_logger().info(
-        "training features: %d label rows x %d columns from Feast -> %s",
+        "training features: %d label rows x %d columns from Feast (%s) -> %s",
         len(frame),
         frame.shape[1],
+        "cached" if found.cached else f"{cfg.features.offline_store} offline store",
         path,
     )
     return str(path)

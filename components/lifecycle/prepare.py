@@ -7,6 +7,8 @@ path, so ``recops stage prepare``, ``recops train`` and the flow read files alik
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
@@ -18,6 +20,9 @@ from components.features.tables import EVENT_TS
 from components.versioning.config import VersioningConfig
 from components.versioning.dvc_store import DatasetStore
 from components.workspace import Workspace
+
+if TYPE_CHECKING:
+    from components.features.store import TrainingSet
 
 
 def load_dataset(data_cfg: DataConfig) -> pd.DataFrame:
@@ -114,14 +119,20 @@ def label_rows(prepared: PreparedData) -> pd.DataFrame:
 
 
 def training_features(
-    ws: Workspace, features_cfg: FeaturesConfig, prepared: PreparedData
-) -> pd.DataFrame:
+    ws: Workspace,
+    features_cfg: FeaturesConfig,
+    prepared: PreparedData,
+    data_version: str | None = None,
+) -> TrainingSet:
     """The labels of ``prepared``'s split with the user and item features Feast's offline
     store held strictly before each label's time (point-in-time joins over every feature
-    the training feature service declares: new item features arrive without code here)."""
-    from components.features.store import historical_features
+    the training feature service declares: new item features arrive without code here).
+
+    Cached per (data version, feature repo digest, sources as written, label rows): a
+    re-run over the same version reads the frame back instead of joining again."""
+    from components.features.store import TrainingSet, training_set
 
     rows = label_rows(prepared)
     if rows.empty:
-        return rows
-    return historical_features(ws, features_cfg, rows)
+        return TrainingSet(rows, ws.features_dir / "training_sets" / "empty.parquet", False)
+    return training_set(ws, features_cfg, rows, data_version)

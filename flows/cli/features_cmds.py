@@ -142,11 +142,24 @@ def bench_features(
     lookups: Annotated[int, typer.Option("--lookups", help="Single-user lookups timed.")] = 2000,
     batch: Annotated[int, typer.Option("--batch", help="Users per batched lookup.")] = 64,
     redis: Annotated[bool, typer.Option("--redis/--no-redis", help="Also bench Redis.")] = True,
+    pit: Annotated[
+        int,
+        typer.Option(
+            "--pit",
+            help="Instead: time the point-in-time training join per offline store (file, "
+            "duckdb) and its cached re-run, on this many synthetic users (2 labels each).",
+        ),
+    ] = 0,
     json_out: JsonOutOpt = None,
 ) -> None:
     """Materialization time and online lookup latency (p50/p99), SQLite and Redis."""
     from benchmarks.features import default_ml100k, run_features_benchmark
 
+    if pit:
+        from benchmarks.pit import run_pit_benchmark
+
+        run_pit_benchmark(n_users=pit, json_out=json_out)
+        return
     run_features_benchmark(
         n_events=events,
         ml100k=ml100k if ml100k is not None else default_ml100k(),

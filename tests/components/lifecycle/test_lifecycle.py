@@ -179,7 +179,7 @@ def test_training_features_come_from_feast_point_in_time_without_leaks(
     cfg = FeaturesConfig(history_length=5)
     refresh_features(tiny_events, workspace, cfg)
     prepared = prepare(tiny_events, DataConfig(max_len=20))
-    frame = training_features(workspace, cfg, prepared)
+    frame = training_features(workspace, cfg, prepared).frame
     assert set(frame["split"]) == {"valid", "test"}
     assert len(frame) == 2 * len(prepared.split.test)
     assert "item_features__n_events" in frame.columns
@@ -187,3 +187,29 @@ def test_training_features_come_from_feast_point_in_time_without_leaks(
     for row in frame.sample(40, random_state=0).itertuples():
         before = int(((tiny_events[USER] == row.user_id) & (times < row.event_timestamp)).sum())
         assert row.user_features__n_events == before
+
+
+def test_training_features_are_cached_per_data_version_and_sources(
+    workspace: Workspace, tiny_events: pd.DataFrame
+) -> None:
+    """A re-run over the same data version reads the point-in-time frame back; another
+    data version, or sources rewritten from other events, joins again (provably fresh)."""
+    from components.data.prepare import prepare
+    from components.features.store import refresh_features
+    from components.lifecycle.prepare import training_features
+
+    cfg = FeaturesConfig(history_length=5)
+    refresh_features(tiny_events, workspace, cfg)
+    prepared = prepare(tiny_events, DataConfig(max_len=20))
+    first = training_features(workspace, cfg, prepared, "v1")
+    again = training_features(workspace, cfg, prepared, "v1")
+    assert not first.cached and again.cached
+    pd.testing.assert_frame_equal(first.frame, again.frame)
+    assert not training_features(workspace, cfg, prepared, "v2").cached
+    fewer = tiny_events.iloc[: len(tiny_events) // 2]
+    refresh_features(fewer, workspace, cfg)  # same labels, other feature values
+    rewritten = training_features(workspace, cfg, prepared, "v1")
+    assert not rewritten.cached
+    assert not rewritten.frame["user_features__n_events"].equals(
+        first.frame["user_features__n_events"]
+    )
