@@ -220,27 +220,64 @@ def _validate_and_accept(
         return _validate_and_accept_files(
             source, ws, data_cfg, validation_cfg, versioning_cfg, batch_id, catalogue_items
         )
+    checked = check_batch(
+        source,
+        ws,
+        data_cfg,
+        validation_cfg,
+        versioning_cfg,
+        fmt=fmt,
+        batch_id=batch_id,
+        catalogue_items=catalogue_items,
+    )
+    if not checked.report.passed:
+        reject(ws, source, checked.report, checked.batch_id)
+    store = DatasetStore(ws, versioning_cfg)
+    return _accept(store, checked.events, checked.batch_id, checked.report)
+
+
+@dataclass(frozen=True)
+class CheckedBatch:
+    """A batch read into the event contract and its validation report."""
+
+    events: pd.DataFrame
+    report: ValidationReport
+    batch_id: str
+
+
+def check_batch(
+    source: Path | pd.DataFrame,
+    ws: Workspace,
+    data_cfg: DataConfig,
+    validation_cfg: ValidationConfig,
+    versioning_cfg: VersioningConfig,
+    *,
+    fmt: str = "auto",
+    batch_id: str | None = None,
+    catalogue_items: set[str] | None = None,
+) -> CheckedBatch:
+    """Read one batch (column mapping, ``default_event_type``) and run the GX suite on it,
+    drift included against the accepted version's statistics: the validation of
+    :func:`ingest`, which ``recops stage validate`` (``dvc repro``) runs on its own.
+    Nothing is versioned or quarantined here (:func:`reject` does that)."""
     events, load_error = read_batch(
         source, fmt=fmt, columns=data_cfg.columns, default_event_type=data_cfg.default_event_type
     )
     batch_id = batch_id or f"frame-{events_digest(events)[:12]}"
-    store = DatasetStore(ws, versioning_cfg)
     report = validate_events(
         events,
         validation_cfg,
         ws,
         batch_id=batch_id,
         catalogue_items=catalogue_items,
-        previous=store.stats(),
+        previous=DatasetStore(ws, versioning_cfg).stats(),
     )
     if load_error is not None:
         report = with_load_failure(report, load_error)
-    if not report.passed:
-        _reject(ws, source, report, batch_id)
-    return _accept(store, events, batch_id, report)
+    return CheckedBatch(events, report, batch_id)
 
 
-def _reject(
+def reject(
     ws: Workspace, source: Path | pd.DataFrame, report: ValidationReport, batch_id: str
 ) -> NoReturn:
     """Quarantine the batch and raise :class:`ValidationFailed` naming the failed checks."""
@@ -294,7 +331,7 @@ def _validate_and_accept_files(
         list_event_files(source)
     except DataError as exc:
         empty = validate_events(pd.DataFrame(), validation_cfg, ws, batch_id=batch_id)
-        _reject(ws, source, with_load_failure(empty, exc), batch_id)
+        reject(ws, source, with_load_failure(empty, exc), batch_id)
     report = validate_event_files(
         source,
         validation_cfg,
@@ -307,7 +344,7 @@ def _validate_and_accept_files(
         previous=store.stats(),
     )
     if not report.passed:
-        _reject(ws, source, report, batch_id)
+        reject(ws, source, report, batch_id)
     passes = plan_passes(
         report.n_rows, report.n_users, report.n_items, 0, data_cfg.memory_budget_mb, GX_ROW_BYTES
     ).passes

@@ -55,20 +55,22 @@ def stage_validate(
     overrides: SetOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Run the GX event-contract suite; exit non-zero (ValidationFailed) on failure."""
+    """Run the GX event-contract suite (lifecycle.ingest, as ``recops data add`` does);
+    on failure quarantine the batch and exit non-zero (ValidationFailed)."""
     import pandas as pd
 
-    from components.errors import ValidationFailed
-    from components.validation.runner import validate_events
+    from components.lifecycle.ingest import check_batch, reject
 
     cfg, ws = prologue(config, overrides, workspace)
     events = pd.read_parquet(events_path)
-    report = validate_events(events, cfg.validation, ws, batch_id=events_path.stem)
+    checked = check_batch(
+        events, ws, cfg.data, cfg.validation, cfg.versioning, batch_id=events_path.stem
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report.model_dump_json(indent=2))
-    console.print(f"validate: {report.summary}")
-    if not report.passed:
-        raise ValidationFailed(report.summary, report_path=str(out))
+    out.write_text(checked.report.model_dump_json(indent=2))
+    console.print(f"validate: {checked.report.summary}")
+    if not checked.report.passed:
+        reject(ws, events, checked.report, checked.batch_id)
 
 
 @stage_app.command("features")

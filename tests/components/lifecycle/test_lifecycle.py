@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -213,3 +214,36 @@ def test_training_features_are_cached_per_data_version_and_sources(
     assert not rewritten.frame["user_features__n_events"].equals(
         first.frame["user_features__n_events"]
     )
+
+
+def test_stage_validate_is_ingests_validation(
+    workspace: Workspace, tiny_events: pd.DataFrame, tmp_path: Path
+) -> None:
+    """`recops stage validate` (dvc repro) runs lifecycle.ingest's check: the same report
+    as `data add` for a good batch, and a bad batch is quarantined as ingest would."""
+    from typer.testing import CliRunner
+
+    import flows.cli  # noqa: F401  (registers the commands)
+    from components.lifecycle.ingest import check_batch
+    from flows.cli.app import app
+
+    good = tmp_path / "good.parquet"
+    tiny_events.to_parquet(good, index=False)
+    bad = tmp_path / "bad.parquet"
+    tiny_events.assign(user_id=None).to_parquet(bad, index=False)
+    runner = CliRunner()
+
+    def stage(path: Path) -> tuple[int, dict]:
+        out = tmp_path / f"{path.stem}.json"
+        args = ["stage", "validate", "--events", str(path), "--out", str(out)]
+        result = runner.invoke(app, [*args, "--workspace", str(workspace.root)])
+        return result.exit_code, json.loads(out.read_text())
+
+    code, report = stage(good)
+    expected = check_batch(
+        tiny_events, workspace, DataConfig(), ValidationConfig(), VersioningConfig()
+    ).report
+    assert code == 0 and report["passed"] and report["summary"] == expected.summary
+    code, report = stage(bad)
+    assert code != 0 and not report["passed"]
+    assert [p.name for p in workspace.quarantine_dir.iterdir()] == ["bad"]
