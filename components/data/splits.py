@@ -32,6 +32,8 @@ class EvalSet:
     targets: torch.Tensor  # LongTensor [n], item indices (1-based)
     events: torch.Tensor | None = None  # LongTensor [n, max_len], event-type indices
     target_events: np.ndarray | None = None  # int64 [n], the target event's type index
+    # index of each target event inside its user's full sequence (None: not from one)
+    positions: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.users)
@@ -45,6 +47,7 @@ class EvalSet:
             self.targets[index],
             None if self.events is None else self.events[index],
             None if self.target_events is None else self.target_events[rows],
+            None if self.positions is None else self.positions[rows],
         )
 
 
@@ -65,6 +68,7 @@ def eval_set_of(
         torch.from_numpy(targets),
         history.padded_events(max_len),
         target_events,
+        at - chosen.offsets[:-1],
     )
 
 

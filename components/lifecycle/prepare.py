@@ -91,18 +91,16 @@ def label_rows(prepared: PreparedData) -> pd.DataFrame:
     """One row per held-out label: ``user_id``, ``item_id``, ``event_timestamp`` (the label
     event's time, the split's cut-off for that user) and ``split`` (valid/test).
 
-    Leave-one-out only (the label positions are each user's last two events); a temporal
-    split gives no rows yet.
-    """
+    Any split whose evaluation sets know where their targets sit in the users' sequences
+    (leave-one-out: each user's last two events; temporal: each user's first event after
+    the global cut)."""
     seqs = prepared.sequences
-    if prepared.split.strategy != "leave_one_out" or seqs.timestamps is None:
-        return pd.DataFrame(columns=[USER, ITEM, EVENT_TS, LABEL_SPLIT])
     frames = []
-    for name, back in (("valid", 2), ("test", 1)):
-        rows = np.asarray(
-            prepared.split.valid.users if name == "valid" else prepared.split.test.users
-        )
-        positions = seqs.offsets[rows] + seqs.lengths[rows] - back
+    for name, eval_set in (("valid", prepared.split.valid), ("test", prepared.split.test)):
+        if eval_set.positions is None or seqs.timestamps is None:
+            continue
+        rows = np.asarray(eval_set.users)
+        positions = seqs.offsets[rows] + eval_set.positions
         frames.append(
             pd.DataFrame(
                 {
@@ -115,6 +113,8 @@ def label_rows(prepared: PreparedData) -> pd.DataFrame:
                 }
             )
         )
+    if not frames:
+        return pd.DataFrame(columns=[USER, ITEM, EVENT_TS, LABEL_SPLIT])
     return pd.concat(frames, ignore_index=True)
 
 

@@ -247,3 +247,27 @@ def test_stage_validate_is_ingests_validation(
     code, report = stage(bad)
     assert code != 0 and not report["passed"]
     assert [p.name for p in workspace.quarantine_dir.iterdir()] == ["bad"]
+
+
+@pytest.mark.parametrize("split", ["leave_one_out", "temporal"])
+def test_label_rows_are_the_splits_targets_at_their_event_times(
+    tiny_events: pd.DataFrame, split: str
+) -> None:
+    """Both split strategies give point-in-time label rows: the valid/test targets, at the
+    time of the event that is each target."""
+    import numpy as np
+
+    from components.data.prepare import prepare
+    from components.lifecycle.prepare import label_rows
+
+    prepared = prepare(tiny_events, DataConfig(max_len=20, split=split))
+    rows = label_rows(prepared)
+    for name, eval_set in (("valid", prepared.split.valid), ("test", prepared.split.test)):
+        part = rows[rows["split"] == name]
+        targets = np.asarray(prepared.vocab.items, dtype=object)[eval_set.targets.numpy() - 1]
+        assert part["item_id"].tolist() == targets.tolist()
+        users = np.asarray(prepared.vocab.users, dtype=object)[eval_set.users]
+        events = tiny_events.assign(timestamp=pd.to_datetime(tiny_events["timestamp"], utc=True))
+        found = part.merge(events, on=["user_id", "item_id"], suffixes=("", "_event"))
+        at_time = found[found["event_timestamp"] == found["timestamp"]]
+        assert set(at_time["user_id"]) == set(users)  # each label is a real event at its time
