@@ -28,7 +28,7 @@ STORES = ("file", "duckdb")
 def _time_store(events: pd.DataFrame, prepared: Any, store: str) -> tuple[dict[str, Any], Any]:
     from components.lifecycle.prepare import training_features
 
-    cfg = FeaturesConfig(offline_store=store)  # type: ignore[arg-type]
+    cfg = FeaturesConfig(offline_store=store)
     definitions(cfg)  # import Feast and the repo outside the timed part
     with tempfile.TemporaryDirectory(prefix="recops-bench-pit-") as tmp:
         ws = Workspace.at(tmp).ensure()

@@ -419,7 +419,7 @@ def _validate_and_accept_catalogue(
     if load_error is not None:
         report = with_load_failure(report, load_error)
     if not report.passed:
-        _reject(ws, source, report, batch_id)
+        reject(ws, source, report, batch_id)
     accepted, _ = check_catalogue(catalogue)  # the suite's tolerated duplicates: last row wins
     version = store.accept_catalogue(accepted, batch_id, report)
     log.info("catalogue %s accepted: dataset version %s", batch_id, version.version)
