@@ -24,6 +24,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from components.data.sequences import PAD, pad_left
+from components.models.ann import AnnIndex, ann_recommend
 from services.explanations import (
     Because,
     ExplainLimits,
@@ -202,8 +203,10 @@ class Engine:
         version: str,
         device: torch.device,
         explain: ExplainLimits | None = None,
+        ann: AnnIndex | None = None,
     ) -> None:
         self.bundle = bundle
+        self.ann = ann  # approximate top-k (components/models/ann.py) when set
         self.explain_limits = explain or ExplainLimits()
         self.vocab = bundle.vocab
         self.version = version
@@ -330,14 +333,25 @@ class Engine:
         if any(q.events is not None for q in queries):
             rows = [q.events if q.events is not None else [PAD] * len(q.history) for q in queries]
             events = _left_padded(rows, self.max_len).to(self.device)
-        indices, scores = self.bundle.recommend(
-            histories.to(self.device),
-            top,
-            exclude_seen=False,
-            exclude=excluded.to(self.device),
-            events=events,
-        )
-        indices, scores = indices.cpu().numpy(), scores.float().cpu().numpy()
+        found: tuple[torch.Tensor, torch.Tensor]
+        if self.ann is not None:
+            found = ann_recommend(
+                self.bundle.model,
+                self.ann,
+                histories.to(self.device),
+                top,
+                excluded.to(self.device),
+                events if self.bundle.uses_events else None,
+            )
+        else:
+            found = self.bundle.recommend(
+                histories.to(self.device),
+                top,
+                exclude_seen=False,
+                exclude=excluded.to(self.device),
+                events=events,
+            )
+        indices, scores = found[0].cpu().numpy(), found[1].float().cpu().numpy()
         out: list[Scored] = []
         for row, query in enumerate(queries):
             keep = np.isfinite(scores[row, : query.k]) & (indices[row, : query.k] != PAD)

@@ -48,6 +48,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from components.deploy import swap
+from components.models.ann import AnnIndex
 from components.monitoring.servelog import new_request_id
 from components.quiet import quiet_third_party
 from services import metrics
@@ -289,7 +290,8 @@ class RecommendationService:
             max_k=serve.explain_max_k,
             top_events=serve.explain_top_events,
         )
-        engine = Engine(bundle, settings.model_version, self.device, explain=limits)
+        ann = AnnIndex.load(path, serve.ann_nprobe) if serve.ann != "off" else None
+        engine = Engine(bundle, settings.model_version, self.device, explain=limits, ann=ann)
         batcher: MicroBatcher[ScoreQuery, Scored] = MicroBatcher(
             engine.score,
             max_batch_size=serve.max_batch_size,
@@ -322,7 +324,7 @@ class RecommendationService:
         if reason is not None:
             raise swap.SwapRefused(reason)
         async with self._swap_lock:
-            loaded = await anyio.to_thread.run_sync(self._load_checked, new)
+            loaded = await anyio.to_thread.run_sync(self._load_checked, new, request.model_path)
             old, self.active = self.active, loaded
         retiring = asyncio.get_running_loop().create_task(_retire(old, new.serve.timeout_s))
         self._retiring.add(retiring)
@@ -330,15 +332,15 @@ class RecommendationService:
         logger.info("hot swap: %s -> %s", old.settings.model_version, new.model_version)
         return self.metadata()
 
-    def _load_checked(self, settings: ServiceSettings) -> Loaded:
-        """Load the registered version ``settings`` names and check that it recommends
+    def _load_checked(self, settings: ServiceSettings, model_path: str) -> Loaded:
+        """Load the version ``settings`` names from its folder in the workspace's BentoML
+        store (where the build put it, with its ANN index) and check that it recommends
         from the model for its own popular items (what the deploy's smoke test asks)."""
-        from components.registry.store import ModelRegistry
-
-        model = ModelRegistry(self.workspace).get(settings.model_version)
-        if model.tag != settings.model_tag:
-            raise swap.SwapRefused(f"the registry has {model.tag}, not {settings.model_tag}")
-        loaded = self._load(settings, Path(model.path))
+        path = Path(model_path).resolve()
+        store = self.workspace.bentoml_home.resolve()
+        if not path.is_relative_to(store) or path.name != settings.model_version:
+            raise swap.SwapRefused(f"{model_path} is not {settings.model_version} in {store}")
+        loaded = self._load(settings, path)
         engine = loaded.engine
         plan = engine.plan(engine.vocab.item_tokens(engine.popular(3, []).items), 5, True, [])
         if plan.query is None or not engine.score([plan.query])[0].items:
@@ -378,6 +380,7 @@ class RecommendationService:
             "loaded_at": active.loaded_at.isoformat(),
             "device": str(self.device),
             "n_items": engine.n_items,
+            "ann": engine.ann is not None,
             "max_len": engine.max_len,
             "sample_items": engine.vocab.item_tokens(engine.popular(3, []).items),
             "auth_required": SETTINGS.auth_required,

@@ -76,6 +76,7 @@ RUNTIME_PACKAGES = [
     "scipy",
     "lightning",
     "prometheus-client",
+    "faiss-cpu",
 ]
 
 
@@ -87,6 +88,7 @@ class BuiltBento:
     version: str  # the model version it pins
     path: Path
     args: dict[str, object] = field(default_factory=dict)  # its bento arguments
+    model_path: str = ""  # the model's folder in the workspace's BentoML store
 
 
 def pinned_requirements(packages: list[str] = RUNTIME_PACKAGES) -> list[str]:
@@ -214,10 +216,14 @@ def build_bento(
             model_tag=model.tag,
             model_dir=model.path,
             home=str(workspace.bentoml_home.resolve()),
+            ann=serve_cfg.ann,
+            ann_min_items=serve_cfg.ann_min_items,
         )
-        tag, path = _build(job, model.version)
+        tag, path, model_path = _build(job, model.version)
     log.info("built bento %s for model %s", tag, model.version)
-    return BuiltBento(tag=tag, version=model.version, path=Path(path), args=job.args)
+    return BuiltBento(
+        tag=tag, version=model.version, path=Path(path), args=job.args, model_path=model_path
+    )
 
 
 @dataclass(frozen=True)
@@ -229,11 +235,15 @@ class BuildJob:
     model_tag: str
     model_dir: str
     home: str  # the BentoML home the bento must land in
+    ann: str = "off"  # serve.ann: build the approximate top-k index (components/models/ann.py)
+    ann_min_items: int = 0
 
 
-def _build(job: BuildJob, version: str) -> tuple[str, str]:
+def _build(job: BuildJob, version: str) -> tuple[str, str, str]:
+    """``(bento tag, bento path, stored model path)``."""
     try:
-        return run_build(job) if import_model(job) else build_in_child(job)
+        stored = import_model(job)
+        return (*run_build(job), stored) if stored is not None else build_in_child(job)
     except (DeployFailed, StorageFull):
         raise
     except Exception as exc:  # BentoML raises many types; the user needs one line
@@ -243,9 +253,10 @@ def _build(job: BuildJob, version: str) -> tuple[str, str]:
         raise DeployFailed(f"bento build for {version} failed: {exc}".splitlines()[0]) from exc
 
 
-def import_model(job: BuildJob) -> bool:
-    """Put the registered model into this process's BentoML model store; False when that
-    store is not ``job.home`` (this process is bound to another workspace)."""
+def import_model(job: BuildJob) -> str | None:
+    """Put the registered model (and, per ``job.ann``, its approximate top-k index) into
+    this process's BentoML model store; its folder there, or None when that store is not
+    ``job.home`` (this process is bound to another workspace)."""
     import bentoml
     from bentoml.exceptions import NotFound
 
@@ -270,9 +281,25 @@ def import_model(job: BuildJob) -> bool:
             raise
         found = bentoml.models.get(job.model_tag)
     if Path(found.path).resolve().is_relative_to(Path(job.home)):
-        return True
+        add_ann_index(Path(found.path), job.ann, job.ann_min_items)
+        return str(found.path)
     log.info("BentoML in this process uses another store; building %s in a child", job.model_tag)
-    return False
+    return None
+
+
+def add_ann_index(model_dir: Path, mode: str, min_items: int) -> None:
+    """Write ``ann.faiss`` beside the stored model when ``mode`` is ``on``, or ``auto``
+    and the catalogue has at least ``min_items`` items (once per model version)."""
+    from components.models.ann import INDEX_FILE, write_index
+    from components.models.bundle import ModelBundle
+
+    if mode == "off" or (model_dir / INDEX_FILE).exists():
+        return
+    bundle = ModelBundle.load(model_dir, "cpu")
+    if mode == "auto" and bundle.vocab.n_items < min_items:
+        return
+    if write_index(bundle.model, model_dir) is not None:
+        log.info("approximate top-k index built for %d items", bundle.vocab.n_items)
 
 
 def same_files(source: Path, copy: Path) -> bool:
@@ -297,7 +324,7 @@ def run_build(job: BuildJob) -> tuple[str, str]:
     return str(bento.tag), str(bento.path)
 
 
-def build_in_child(job: BuildJob) -> tuple[str, str]:
+def build_in_child(job: BuildJob) -> tuple[str, str, str]:
     """:func:`run_build` in a child process whose ``BENTOML_HOME`` is ``job.home``."""
     env = {**os.environ, "BENTOML_HOME": job.home, "BENTOML_DO_NOT_TRACK": "true"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
@@ -319,7 +346,7 @@ def build_in_child(job: BuildJob) -> tuple[str, str]:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise DeployFailed(f"bento build in a child process failed: {tail}")
     answer = json.loads(lines[-1])
-    return str(answer["tag"]), str(answer["path"])
+    return str(answer["tag"]), str(answer["path"]), str(answer["model_path"])
 
 
 def main() -> None:
@@ -328,7 +355,8 @@ def main() -> None:
     parser.add_argument("job", help="BuildJob as JSON")
     job = BuildJob(**json.loads(parser.parse_args().job))
     try:
-        if not import_model(job):
+        model_path = import_model(job)
+        if model_path is None:
             raise SystemExit(f"BENTOML_HOME is not {job.home}")
         tag, path = run_build(job)
     except Exception as exc:
@@ -336,7 +364,7 @@ def main() -> None:
             raise
         print(f"no space left on device: {exc}", file=sys.stderr)
         raise SystemExit(StorageFull.exit_code) from exc
-    print(json.dumps({"tag": tag, "path": path}))
+    print(json.dumps({"tag": tag, "path": path, "model_path": model_path}))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,12 @@ class ServeConfig(BaseModel):
     # keeps small-batch latency flat on a shared or oversubscribed machine: with more,
     # OpenMP workers spin-wait on descheduled siblings (p95 1 ms -> 200 ms measured)
     cpu_threads: int = Field(1, ge=0)
+    # approximate top-k (components/models/ann.py, FAISS IVF, built at bento build time):
+    # auto = for catalogues of at least ann_min_items items; below that the exact product
+    # and top-k is cheap (recops bench ann) and the approximation buys nothing
+    ann: Literal["auto", "on", "off"] = "auto"
+    ann_min_items: int = Field(100_000, ge=1)
+    ann_nprobe: int = Field(32, ge=1, description="IVF cells searched: more = higher recall")
     timeout_s: int = Field(30, ge=1)
     log: ServingLogConfig = ServingLogConfig()
     # explanations (``"explain": true``, ``/explain``): bounded work per request

@@ -850,7 +850,11 @@ def request_swap(
         **auth_headers(serve_cfg),
         swap.TOKEN_HEADER: swap.ensure_token(workspace.deploy_dir),
     }
-    body = {"settings": bento.args, "source_digest": swap.source_digest(bento.path / "src")}
+    body = {
+        "settings": bento.args,
+        "source_digest": swap.source_digest(bento.path / "src"),
+        "model_path": bento.model_path,
+    }
     try:
         answer = httpx.post(base_url + swap.SWAP_PATH, json=body, headers=headers, timeout=timeout)
     except httpx.HTTPError as exc:

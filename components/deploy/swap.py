@@ -43,6 +43,7 @@ class SwapRequest(BaseModel):
 
     settings: dict[str, Any]
     source_digest: str
+    model_path: str  # the new model's folder in the workspace's BentoML store
 
 
 class SwapRefused(Exception):

@@ -359,6 +359,28 @@ def bench_serving(
     write_json(json_out, results[0] if len(results) == 1 else {"runs": results})
 
 
+@bench_app.command("ann")
+def bench_ann(
+    items: Annotated[
+        list[int] | None,
+        typer.Option("--items", help="Catalogue sizes (repeatable; default 100000, 1000000)."),
+    ] = None,
+    nprobe: Annotated[
+        list[int] | None, typer.Option("--nprobe", help="IVF cells searched (repeatable).")
+    ] = None,
+    queries: Annotated[int, typer.Option(help="Queries per size.")] = 200,
+    dim: Annotated[int, typer.Option(help="Item vector size.")] = 64,
+    json_out: JsonOutOpt = None,
+) -> None:
+    """Approximate (FAISS IVF, serve.ann) vs exact top-10 per query: latency, recall@10
+    against the exact answer and index build time, on clustered synthetic item tables."""
+    from benchmarks.ann import render_table, run_ann_benchmark
+
+    result = run_ann_benchmark(items or [100_000, 1_000_000], dim, queries, nprobe)
+    console.print(render_table(result), markup=False, highlight=False)
+    write_json(json_out, result)
+
+
 @bench_app.command("online")
 def bench_online(
     requests: Annotated[

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 from components.deploy import swap
 from components.deploy.bento import build_bento
@@ -24,6 +26,7 @@ from components.deploy.local import (
 from components.errors import DeployFailed
 from components.net import free_port
 from components.registry.store import ModelRegistry
+from services.engine import Engine
 from tests.services.conftest import ServedWorkspace, register
 
 pytestmark = pytest.mark.slow
@@ -31,7 +34,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def serve_cfg() -> ServeConfig:
-    return ServeConfig(port=free_port())
+    return ServeConfig(port=free_port(), ann="on")  # every answer here via the ANN index
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +88,32 @@ def test_a_model_only_redeploy_swaps_in_place_without_a_failed_request(
     assert [v for _, v in seen[-10:]] == [sw.v2.version] * 10
     meta = httpx.get(f"{first.url}/metadata", timeout=10).json()
     assert (meta["model_version"], meta["model_tag"]) == (sw.v2.version, sw.v2.tag)
+    assert meta["ann"] is True  # the swapped-in model came with its index
     state = read_state(sw.workspace)
     assert state is not None and (state.version, state.bento_tag) == (sw.v2.version, d2.bento_tag)
     assert (state.previous_version, state.backend and state.backend.pid) == (
         sw.v1.version,
         first.pid,
     )
+
+
+def test_answers_served_through_the_ann_index_equal_the_exact_ranking(
+    served_workspace: ServedWorkspace, first: Deployment
+) -> None:
+    """40 items: the index has 6 cells and every one is searched (nprobe 32), so the
+    approximate path must reproduce the exact answer, scores included."""
+    meta = httpx.get(f"{first.url}/metadata", timeout=10).json()
+    bundle = ModelRegistry(served_workspace.workspace).load_bundle(meta["model_version"])
+    exact = Engine(bundle, meta["model_version"], torch.device("cpu"))
+    for history in (["i1", "i2", "i3"], ["i7"], [f"i{j}" for j in range(1, 30)]):
+        body = {"history": history, "k": 5}
+        served = httpx.post(f"{first.url}/recommend", json=body, timeout=10).json()
+        (expected,) = exact.recommend_local([exact.plan(history, 5, True, [])])
+        assert [i["item_id"] for i in served["items"]] == [i.item_id for i in expected.items]
+        assert [i["score"] for i in served["items"]] == pytest.approx(
+            [i.score for i in expected.items], rel=1e-4
+        )
+    assert meta["ann"] is True
 
 
 def test_the_swap_route_needs_the_deployment_s_admin_token(first: Deployment) -> None:
@@ -111,8 +134,7 @@ def test_a_broken_or_differently_configured_version_is_refused_in_place(
     serving = httpx.get(f"{first.url}/metadata", timeout=10).json()["model_version"]
     v3 = register(ModelRegistry(ws), sw.events, seed=3, ndcg=0.13)
     broken = build_bento(ws, v3.version, serve_cfg, deploy_cfg, sw.features, False)
-    with open(f"{v3.path}/weights.pt", "wb") as fh:  # rots after the build: the load fails
-        fh.write(b"not a checkpoint")
+    Path(broken.model_path, "weights.pt").write_bytes(b"not a checkpoint")  # the load fails
     backend = f"http://127.0.0.1:{read_state(ws).backend.port}"  # type: ignore[union-attr]
     with pytest.raises(DeployFailed, match="409 hot swap failed"):
         request_swap(backend, ws, broken, serve_cfg, 60)
