@@ -71,7 +71,7 @@ def run_pipeline_benchmark(
         )
     )
     print_table(
-        f"bench pipeline: {data_path or 'synthetic'} ({result['model_name']}, {result['outcome']['status']})",
+        f"bench pipeline: {data_path or 'synthetic'} ({result.record.model_name}, {result.outcome.status})",
         ["stage", "seconds", "share"],
         rows + [("total", total, 1.0)],
     )
@@ -85,8 +85,8 @@ def run_pipeline_benchmark(
         {
             "data": str(data_path) if data_path else "synthetic",
             "format": data_format,
-            "model": result["model_name"],
-            "outcome": result["outcome"]["status"],
+            "model": result.record.model_name,
+            "outcome": result.outcome.status,
             "total_seconds": total,
             "work_seconds": work,
             "overhead_share": overhead,

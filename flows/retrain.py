@@ -33,6 +33,7 @@ from components.quiet import quiet_third_party, show_recops_progress
 from components.records import RunRecord
 from components.workspace import Workspace
 from flows.online import online_decision_flow, start_challenger
+from flows.results import RetrainResult, RunOutcome
 from flows.tasks import (
     deploy_version,
     evaluation_gate,
@@ -62,8 +63,8 @@ def retrain_flow(
     data_path: str | None = None,
     data_format: str = "auto",
     actor: str = ACTOR_DEFAULT,
-) -> dict[str, Any]:
-    """Run the whole retrain pipeline once; return the run record as a dict."""
+) -> RetrainResult:
+    """Run the whole retrain pipeline once; return its run record and outcome."""
     quiet_third_party()
     show_recops_progress()
     logger = get_run_logger()
@@ -107,39 +108,40 @@ def retrain_flow(
             )
     if online and gate.decision.promote:  # paused until the online decision
         promotion = online_decision_flow(config=cfg.model_dump(mode="json"), actor=actor).promotion
-    outcome = run_outcome(ws, promotion)
-    outcome["example_user"] = prepared.vocab.users[0] if prepared.vocab.n_users else None
+    example_user = prepared.vocab.users[0] if prepared.vocab.n_users else None
+    outcome = run_outcome(ws, promotion, example_user)
 
     record = trained.record.model_copy(
         update={
             "model_version": version,
             "gate": gate.decision.model_dump(mode="json"),
-            "deployed_version": outcome["deployed_version"],
+            "deployed_version": outcome.deployed_version,
             "status": promotion.status,
             "training_features": features_path,
             "validation": validation_summary(ingested, catalogue),
-            **deployment_lineage(ws, outcome["deployed_version"]),
+            **deployment_lineage(ws, outcome.deployed_version),
         }
     )
     record = write_run_report(ws, record)
     publish_summary(record, ingested, gate.decision, gate.champion_before, outcome)
     logger.info("run %s finished: %s; report %s", run_id, promotion.status, record.report_path)
-    return record.model_dump(mode="json") | {"outcome": outcome}
+    return RetrainResult(record=record, outcome=outcome)
 
 
-def run_outcome(ws: Workspace, promotion: Promotion) -> dict[str, Any]:
+def run_outcome(ws: Workspace, promotion: Promotion, example_user: str | None) -> RunOutcome:
     """Status, what this run deployed, and what serves now (local target) and where."""
     deployed = promotion.deployed
-    outcome: dict[str, Any] = {
-        "status": promotion.status,
-        "deployed_version": deployed.version if deployed and deployed.target != "none" else None,
-        "deploy_target": deployed.target if deployed else None,
-        "deploy_detail": dict(deployed.detail) if deployed else {},
-    }
-    return outcome | serving_summary(ws)
+    return RunOutcome(
+        status=promotion.status,
+        deployed_version=deployed.version if deployed and deployed.target != "none" else None,
+        deploy_target=deployed.target if deployed else None,
+        deploy_detail=dict(deployed.detail) if deployed else {},
+        example_user=example_user,
+        **serving_summary(ws),
+    )
 
 
-def serving_summary(ws: Workspace) -> dict[str, Any]:
+def serving_summary(ws: Workspace) -> dict[str, str | None]:
     """Which version the local deployment serves now, and where (None when nothing is)."""
     from components.deploy.local import read_state
 
@@ -230,7 +232,7 @@ def publish_summary(
     ingested: Ingested,
     decision: GateDecision,
     champion_before: str | None,
-    outcome: dict[str, Any],
+    outcome: RunOutcome,
 ) -> None:
     """The run's Markdown summary and metrics table as Prefect artifacts."""
     rows = _metric_rows(decision)
@@ -247,8 +249,8 @@ def publish_summary(
         f"- validation: {validation}",
         f"- model: `{record.model_name}` -> version `{record.model_version}`",
         f"- champion before: `{champion_before}`",
-        f"- outcome: **{outcome['status']}**; deployed: `{outcome.get('deployed_version') or 'nothing'}`"
-        f" (target {outcome.get('deploy_target') or '-'})",
+        f"- outcome: **{outcome.status}**; deployed: `{outcome.deployed_version or 'nothing'}`"
+        f" (target {outcome.deploy_target or '-'})",
         "",
         "## Gate",
         "```",

@@ -15,6 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from components.lifecycle.rollback import rollback
 from components.workspace import Workspace
+from flows.results import RollbackResult
 from flows.retrain import resolve_config
 from flows.tasks import deploy_version
 
@@ -28,7 +29,7 @@ def rollback_flow(
     to: str | None = None,
     actor: str = "rollback-flow",
     reason: str = "",
-) -> dict[str, Any]:
+) -> RollbackResult:
     """Roll the champion back to ``to`` (default: the previous champion) and redeploy."""
     logger = get_run_logger()
     cfg = resolve_config(config)
@@ -44,4 +45,4 @@ def rollback_flow(
         ),
         description="champion rollback",
     )
-    return {"from": before, "to": after, "url": done.deployed.url}
+    return RollbackResult(before=before, after=after, url=done.deployed.url)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,6 +20,9 @@ from flows.cli.app import (
     load_run_config,
     open_workspace,
 )
+
+if TYPE_CHECKING:
+    from flows.results import RetrainResult
 
 DataOpt = Annotated[
     Path | None,
@@ -41,27 +44,27 @@ def _pinned_workspace(config, overrides, workspace):
     return cfg.model_copy(update={"workspace": str(Workspace.at(cfg.workspace).root)})
 
 
-def run_summary_lines(result: dict[str, Any]) -> list[str]:
+def run_summary_lines(result: RetrainResult) -> list[str]:
     """What happened in one retrain run, as plain aligned lines (no width assumed)."""
-    gate = result.get("gate") or {}
-    outcome = result["outcome"]
     from components.evaluation.metrics import format_headline
 
-    metrics = format_headline(result["metrics_test"])
+    record, outcome = result.record, result.outcome
+    gate = record.gate or {}
+    metrics = format_headline(record.metrics_test)
     verdict = "PROMOTED" if gate.get("promote") else "REJECTED"
-    serving = outcome.get("serving_version") or "nothing deployed"
+    serving = outcome.serving_version or "nothing deployed"
     lines = [
-        f"data version   {result['data_version']}",
-        f"model          {result['model_name']} -> version {result['model_version']}",
+        f"data version   {record.data_version}",
+        f"model          {record.model_name} -> version {record.model_version}",
         f"test metrics   {metrics}",
         f"gate           {verdict} (reference: {gate.get('reference')})",
         *(f"               - {reason}" for reason in gate.get("reasons", [])),
-        f"serving        {serving} {outcome.get('url') or ''}".rstrip(),
+        f"serving        {serving} {outcome.url or ''}".rstrip(),
     ]
-    if result.get("report_path"):
-        lines.append(f"report         {result['report_path']}")
-    if outcome.get("url"):
-        lines += ["", "try it:", "  " + curl_example(outcome["url"], outcome.get("example_user"))]
+    if record.report_path:
+        lines.append(f"report         {record.report_path}")
+    if outcome.url:
+        lines += ["", "try it:", "  " + curl_example(outcome.url, outcome.example_user)]
     return lines
 
 
@@ -79,7 +82,7 @@ def print_lines(title: str, lines: list[str]) -> None:
         typer.echo(line)
 
 
-def print_run_summary(result: dict[str, Any]) -> None:
+def print_run_summary(result: RetrainResult) -> None:
     """What happened in one retrain run, for people."""
     print_lines("recops run", run_summary_lines(result))
 
@@ -138,9 +141,9 @@ def rollback(
     quiet_user_error_tracebacks()
     cfg = _pinned_workspace(config, overrides, workspace)
     result = rollback_flow(config=cfg.model_dump(mode="json"), to=to, actor="cli", reason=reason)
-    console.print(f"champion: {result['from']} -> {result['to']}")
-    if result.get("url"):
-        console.print(f"serving {result['to']} at {result['url']}")
+    console.print(f"champion: {result.before} -> {result.after}")
+    if result.url:
+        console.print(f"serving {result.after} at {result.url}")
 
 
 @app.command("schedule")

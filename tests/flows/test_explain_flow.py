@@ -68,14 +68,17 @@ def two_runs(api: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, An
     ws_root = tmp_path_factory.mktemp("explain-flow") / "ws"
     config = _config(ws_root)
     first = retrain_flow(config=config, return_state=True)
-    record_1 = first.result()
+    record_1 = first.result().record.model_dump(mode="json")
     registry = ModelRegistry(Workspace.at(ws_root))
     if registry.champion() is None:
         registry.promote(record_1["model_version"], actor="test", reason="a champion to compare")
     second = retrain_flow(config=config, return_state=True)
     return {
         "ws": ws_root,
-        "runs": [(state.state_details.flow_run_id, state.result()) for state in (first, second)],
+        "runs": [
+            (state.state_details.flow_run_id, state.result().record.model_dump(mode="json"))
+            for state in (first, second)
+        ],
     }
 
 

@@ -98,16 +98,16 @@ def test_retrain_and_rollback_flows_keep_serving_on_failed_deploys(
 
     k8s = _config(ws_root, "deploy.target=k8s", "deploy.gpu=false", "features.enabled=true")
     result = retrain_flow(config=_flow_config(k8s))
-    assert result["outcome"]["status"] == "champion"
+    assert result.outcome.status == "champion"
     # deploy.target=k8s deploys through its target: a bento and validated manifests
-    assert result["outcome"]["deploy_target"] == "k8s"
-    manifests = Path(result["outcome"]["deploy_detail"]["manifests"])
+    assert result.outcome.deploy_target == "k8s"
+    manifests = Path(result.outcome.deploy_detail["manifests"])
     assert (manifests / "deployment.yaml").is_file()
-    assert result["model_version"] in (manifests / "deployment.yaml").read_text()
+    assert result.record.model_version in (manifests / "deployment.yaml").read_text()
     # the training set's point-in-time features came from Feast's offline store
-    labels = pd.read_parquet(result["training_features"])
+    labels = pd.read_parquet(result.record.training_features)
     assert len(labels) > 0 and "user_features__n_events" in labels.columns
-    knn = result["model_version"]
+    knn = result.record.model_version
     assert registry.champion().version == knn
 
     with pytest.raises(DeployFailed, match="in use"):
@@ -115,7 +115,7 @@ def test_retrain_and_rollback_flows_keep_serving_on_failed_deploys(
     assert registry.champion().version == knn  # the current champion keeps its place
 
     done = rollback_flow(config=_flow_config(_config(ws_root, "deploy.target=none")))
-    assert (done["from"], done["to"]) == (knn, pop)
+    assert (done.before, done.after) == (knn, pop)
     assert registry.champion().version == pop
     assert [e.action for e in registry.history()][-1] == "rollback"
 
@@ -133,8 +133,8 @@ def test_a_corrupt_champion_does_not_stop_the_influence_report_or_the_gate(
 
     cfg = _config(ws_root, "deploy.target=none", "explain.report=true", "explain.report_users=20")
     result = retrain_flow(config=_flow_config(cfg))
-    assert "cannot be loaded" in result["gate"]["champion_error"]
-    assert result["outcome"]["status"] == "champion"
-    report = Workspace.at(ws_root).runs_dir / result["run_id"] / "influence.json"
+    assert "cannot be loaded" in result.record.gate["champion_error"]
+    assert result.outcome.status == "champion"
+    report = Workspace.at(ws_root).runs_dir / result.record.run_id / "influence.json"
     reports = json.loads(report.read_text())
     assert [r["label"] for r in reports] == ["challenger"]
