@@ -129,11 +129,13 @@ def spark_vocabulary(events: DataFrame) -> Vocabulary:
     """Sorted distinct user and item tokens (computed on the executors)."""
     users = sorted(r[0] for r in events.select(USER).distinct().collect())
     items = sorted(r[0] for r in events.select(ITEM).distinct().collect())
-    return Vocabulary(tuple(users), tuple(items))
+    kinds = sorted(r[0] for r in events.select(EVENT).distinct().collect())
+    return Vocabulary(tuple(users), tuple(items), tuple(kinds))
 
 
 def spark_tails(events: DataFrame, keep: int) -> pd.DataFrame:
-    """Each user's last ``keep`` events (user, item, time ns), oldest first per user."""
+    """Each user's last ``keep`` events (user, item, time ns, event type), oldest first
+    per user."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -141,7 +143,7 @@ def spark_tails(events: DataFrame, keep: int) -> pd.DataFrame:
         F.col(TIME).desc(), F.col(FILE).desc(), F.col(POS).desc()
     )
     ranked = events.withColumn("_rank", F.row_number().over(newest_first))
-    tails = ranked.filter(F.col("_rank") <= keep).select(USER, ITEM, TIME, "_rank")
+    tails = ranked.filter(F.col("_rank") <= keep).select(USER, ITEM, TIME, EVENT, "_rank")
     frame = cast(pd.DataFrame, tails.toPandas())
     return frame.sort_values([USER, "_rank"], ascending=[True, False], kind="stable")
 
@@ -153,6 +155,7 @@ def spark_sequences(events: DataFrame, vocab: Vocabulary, keep: int) -> Sequence
         vocab.user_index(tails[USER].to_numpy()),
         vocab.item_index(tails[ITEM].to_numpy()),
         tails[TIME].to_numpy(dtype=np.int64),
+        vocab.event_index(tails[EVENT].to_numpy()),
         vocab,
     )
 

@@ -58,6 +58,7 @@ BASELINE_MB = 350
 ROW = "_row"
 USER_IDX = "_user"
 ITEM_IDX = "_item"
+EVENT_IDX = "_event"
 
 
 @dataclass(frozen=True)
@@ -264,7 +265,8 @@ def stream_vocabulary(lazy: pl.LazyFrame) -> Vocabulary:
     """Sorted unique user and item tokens (the same as :meth:`Vocabulary.from_events`)."""
     users = lazy.select(pl.col(USER).unique()).collect(engine="streaming")[USER].sort()
     items = lazy.select(pl.col(ITEM).unique()).collect(engine="streaming")[ITEM].sort()
-    return Vocabulary(tuple(users.to_list()), tuple(items.to_list()))
+    kinds = lazy.select(pl.col(EVENT).unique()).collect(engine="streaming")[EVENT].sort()
+    return Vocabulary(tuple(users.to_list()), tuple(items.to_list()), tuple(kinds.to_list()))
 
 
 def _index_frame(tokens: tuple[str, ...], name: str, column: str, offset: int) -> pl.LazyFrame:
@@ -274,7 +276,7 @@ def _index_frame(tokens: tuple[str, ...], name: str, column: str, offset: int) -
 
 def _tails_of_pass(
     lazy: pl.LazyFrame,
-    vocab_frames: tuple[pl.LazyFrame, pl.LazyFrame],
+    vocab_frames: tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame],
     part: int,
     passes: int,
     keep: int,
@@ -284,15 +286,17 @@ def _tails_of_pass(
 
     The scan and the id joins stream; the pass's integer rows are then sorted in memory
     (the join does not keep row order, so order is restored from time and row number)."""
-    users, items = vocab_frames
+    users, items, kinds = vocab_frames
     chosen = lazy.filter(pl.col(USER).hash(seed=0) % passes == part) if passes > 1 else lazy
     rows = (
-        chosen.select(USER, ITEM, TIME, ROW)
+        chosen.select(USER, ITEM, TIME, EVENT, ROW)
         .join(users, on=USER, how="left")
         .join(items, on=ITEM, how="left")
+        .join(kinds, on=EVENT, how="left")
         .select(
             pl.col(USER_IDX).cast(pl.Int64),
             pl.col(ITEM_IDX).cast(pl.Int64),
+            pl.col(EVENT_IDX).cast(pl.Int64),
             pl.col(TIME).dt.epoch("ns").alias(TIME),
             pl.col(ROW),
         )
@@ -310,6 +314,7 @@ def stream_sequences(lazy: pl.LazyFrame, vocab: Vocabulary, keep: int, passes: i
     frames = (
         _index_frame(vocab.users, USER_IDX, USER, 0),
         _index_frame(vocab.items, ITEM_IDX, ITEM, 1),
+        _index_frame(vocab.event_types, EVENT_IDX, EVENT, 1),
     )
     parts = []
     for part in range(passes):
@@ -318,19 +323,24 @@ def stream_sequences(lazy: pl.LazyFrame, vocab: Vocabulary, keep: int, passes: i
     tails = pl.concat(parts)
     del parts
     return csr_sequences(
-        tails[USER_IDX].to_numpy(), tails[ITEM_IDX].to_numpy(), tails[TIME].to_numpy(), vocab
+        tails[USER_IDX].to_numpy(),
+        tails[ITEM_IDX].to_numpy(),
+        tails[TIME].to_numpy(),
+        tails[EVENT_IDX].to_numpy(),
+        vocab,
     )
 
 
 def csr_sequences(
-    users: np.ndarray, items: np.ndarray, times: np.ndarray, vocab: Vocabulary
+    users: np.ndarray, items: np.ndarray, times: np.ndarray, kinds: np.ndarray, vocab: Vocabulary
 ) -> Sequences:
     """CSR sequences from tail events already in time order inside each user (users may
-    interleave, as passes and partitions return them)."""
+    interleave, as passes and partitions return them); ``kinds`` are event-type indices."""
     order = np.argsort(users, kind="stable")
     counts = np.bincount(users, minlength=vocab.n_users)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return Sequences(items[order], offsets, times[order].astype(np.int64))
+    events = kinds[order].astype(np.int64) if vocab.event_types else None
+    return Sequences(items[order], offsets, times[order].astype(np.int64), events)
 
 
 def require_leave_one_out(cfg: DataConfig, engine: str) -> None:

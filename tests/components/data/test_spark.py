@@ -49,10 +49,13 @@ def test_spark_prepare_equals_the_single_machine_path(parts: Path) -> None:
     np.testing.assert_array_equal(on_spark.sequences.offsets, local.sequences.offsets)
     np.testing.assert_array_equal(on_spark.sequences.values, local.sequences.values)
     np.testing.assert_array_equal(on_spark.sequences.timestamps, local.sequences.timestamps)
+    np.testing.assert_array_equal(on_spark.sequences.events, local.sequences.events)
     for name in ("valid", "test"):
         ours, theirs = getattr(on_spark.split, name), getattr(local.split, name)
         assert torch.equal(ours.histories, theirs.histories)
         assert torch.equal(ours.targets, theirs.targets)
+        assert ours.events is not None and theirs.events is not None
+        assert torch.equal(ours.events, theirs.events)
 
 
 def test_duplicates_are_counted_by_the_engine(parts: Path, tmp_path: Path) -> None:

@@ -65,6 +65,9 @@ def test_stream_prepare_equals_the_in_memory_split(parts: Path, budget: int) -> 
         np.testing.assert_array_equal(ours.users, theirs.users)
         assert torch.equal(ours.histories, theirs.histories)
         assert torch.equal(ours.targets, theirs.targets)
+        assert ours.events is not None and theirs.events is not None
+        assert torch.equal(ours.events, theirs.events)
+        np.testing.assert_array_equal(ours.target_events, theirs.target_events)
     # training windows (the last max_len + 1 items) are the same for every user
     assert torch.equal(
         streamed.split.train.padded(cfg.max_len + 1), full.split.train.padded(cfg.max_len + 1)
