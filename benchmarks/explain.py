@@ -33,12 +33,16 @@ import torch
 
 from benchmarks.accuracy import _model_config
 from components.explain.gradients import integrated_gradients
+from components.explain.group import greedy_group_deletion
 from components.explain.influence import Question, deletion_influence
+from components.explain.shapley import shapley_values
 from components.models.bundle import ModelBundle
 
-STRATEGIES = ("top3", "random3", "recent3")  # + "ig3" where integrated gradients apply
+CURVE = 5  # the deletion curve: each method's top 1..CURVE events deleted together
+N_DELETE = 3  # the headline point of the curve
 IG_STEPS = 16
-N_DELETE = 3
+SHAPLEY_PERMUTATIONS = 8
+BASELINES = ("recent", "random")
 LATENCY_HISTORY = 50
 LATENCY_K = 10
 
@@ -54,24 +58,19 @@ def without_events(history: torch.Tensor, positions: list[int], width: int) -> t
     return row
 
 
-def deletion_sets(
-    drops: np.ndarray,
-    length: int,
-    rng: np.random.Generator,
-    gradients: np.ndarray | None = None,
-) -> dict[str, list[int]]:
-    """Positions (into a history of ``length``) each strategy deletes; ``drops`` are the
-    single-event deletion influences of every event, ``gradients`` their integrated
-    gradients (``ig3``, when the model has them)."""
-    order = np.argsort(-drops, kind="stable")
-    sets = {
-        "top3": sorted(order[:N_DELETE].tolist()),
-        "random3": sorted(rng.choice(length, N_DELETE, replace=False).tolist()),
-        "recent3": list(range(length - N_DELETE, length)),
+def ranked_positions(values: np.ndarray) -> list[int]:
+    """Positions by decreasing value; ties list the most recent (largest) position first,
+    as :meth:`~components.explain.influence.Influence.top_events` does."""
+    reversed_order = np.argsort(-values[::-1], kind="stable")
+    return (len(values) - 1 - reversed_order).tolist()
+
+
+def baseline_orders(length: int, rng: np.random.Generator) -> dict[str, list[int]]:
+    """The most recent events first, and a random order."""
+    return {
+        "recent": list(range(length - 1, -1, -1)),
+        "random": rng.permutation(length).tolist(),
     }
-    if gradients is not None:
-        sets["ig3"] = sorted(np.argsort(-gradients, kind="stable")[:N_DELETE].tolist())
-    return sets
 
 
 def eligible_rows(histories: torch.Tensor, min_history: int, size: int, seed: int) -> np.ndarray:
@@ -83,68 +82,129 @@ def eligible_rows(histories: torch.Tensor, min_history: int, size: int, seed: in
     return rows
 
 
+def _timed(call: Callable[[], Any], users: int) -> tuple[Any, float]:
+    started = time.perf_counter()
+    found = call()
+    return found, (time.perf_counter() - started) * 1000 / max(users, 1)
+
+
+def method_orders(
+    bundle: ModelBundle, questions: list[Question], permutations: int
+) -> tuple[dict[str, list[list[int]]], dict[str, float]]:
+    """Per method, each question's history positions from the most to the least
+    influential (``group``: its ``CURVE`` greedy picks), and the ms per user it took.
+    Every method explains the same histories with all their events (``max_events =
+    width``)."""
+    width, model, n = bundle.max_len, bundle.model, len(questions)
+    single, single_ms = _timed(lambda: deletion_influence(model, questions, width, width), n)
+    group, group_ms = _timed(
+        lambda: greedy_group_deletion(model, questions, width, width, CURVE), n
+    )
+    values, shapley_ms = _timed(
+        lambda: shapley_values(model, questions, width, width, permutations=permutations), n
+    )
+    gradients, ig_ms = _timed(
+        lambda: [
+            integrated_gradients(model, q.history, int(q.targets[0]), width, IG_STEPS)
+            for q in questions
+        ],
+        n,
+    )
+    orders = {
+        "deletion": [ranked_positions(i.drops[0].numpy()) for i in single],
+        "group": [g[0].positions.tolist() for g in group],
+        "shapley": [ranked_positions(v.values[0].numpy()) for v in values],
+    }
+    costs = {"deletion": single_ms, "group": group_ms, "shapley": shapley_ms}
+    if all(g is not None for g in gradients):
+        orders["ig"] = [ranked_positions(g.numpy()) for g in gradients if g is not None]
+        costs["ig"] = ig_ms
+    return orders, costs
+
+
+@torch.no_grad()
+def deletion_curves(
+    bundle: ModelBundle,
+    histories: list[torch.Tensor],
+    targets: list[int],
+    orders: dict[str, list[list[int]]],
+    chunk: int = 1024,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Per method ``[users, CURVE]`` score and rank drops of each user's target when the
+    method's top ``m`` events are deleted together (``m = 1..CURVE``), and the targets'
+    scores and ranks with the whole history."""
+    width = bundle.max_len
+    rows, wanted = [], []
+    for user, (history, target) in enumerate(zip(histories, targets, strict=True)):
+        rows.append(without_events(history, [], width))
+        wanted.append(target)
+        for name in orders:
+            for m in range(1, CURVE + 1):
+                rows.append(without_events(history, orders[name][user][:m], width))
+                wanted.append(target)
+    scores, ranks = [], []
+    for start in range(0, len(rows), chunk):
+        block = bundle.score(torch.stack(rows[start : start + chunk])).float()
+        chosen = block.gather(1, torch.tensor(wanted[start : start + chunk])[:, None])
+        scores.append(chosen[:, 0])
+        ranks.append((block > chosen).sum(dim=1) + 1)
+    per_user = 1 + len(orders) * CURVE
+    score = torch.cat(scores).view(len(histories), per_user).numpy()
+    rank = torch.cat(ranks).view(len(histories), per_user).numpy()
+    drops, rank_drops = {}, {}
+    for number, name in enumerate(orders):
+        columns = slice(1 + number * CURVE, 1 + (number + 1) * CURVE)
+        drops[name] = score[:, :1] - score[:, columns]
+        rank_drops[name] = rank[:, columns] - rank[:, :1]
+    return drops, rank_drops, score[:, 0], rank[:, 0]
+
+
 @torch.no_grad()
 def faithfulness(
-    bundle: ModelBundle, histories: torch.Tensor, seed: int, chunk: int = 1024
+    bundle: ModelBundle,
+    histories: torch.Tensor,
+    seed: int,
+    permutations: int = SHAPLEY_PERMUTATIONS,
 ) -> dict[str, Any]:
-    """Per-strategy mean score/rank drop and the top-3 win shares over ``histories``."""
-    width = bundle.max_len
+    """Deletion curves of every method and baseline over ``histories`` (each user's target:
+    the model's top-1 recommendation, history items excluded): per method the mean score
+    and rank drop with its top ``m`` events deleted together, the area over the curve (mean
+    drop over ``m = 1..CURVE``), and the share of users where its top 3 drop the score
+    strictly more than the 3 most recent / 3 random events."""
     top1, _ = bundle.recommend(histories, 1, exclude_seen=True)
     questions = [
-        Question(row[row != 0], target) for row, target in zip(histories, top1, strict=True)
+        Question(row[row != 0][-bundle.max_len :], target)
+        for row, target in zip(histories, top1, strict=True)
     ]
-    started = time.perf_counter()
-    influences = deletion_influence(bundle.model, questions, width, max_events=width)
-    deletion_ms = (time.perf_counter() - started) * 1000 / max(len(questions), 1)
-    started = time.perf_counter()
-    gradients = [
-        integrated_gradients(bundle.model, q.history, int(q.targets), width, IG_STEPS)
-        for q in questions
-    ]
-    ig_ms = (time.perf_counter() - started) * 1000 / max(len(questions), 1)
-    has_ig = all(g is not None for g in gradients)
-    strategies = [*STRATEGIES, "ig3"] if has_ig else list(STRATEGIES)
+    orders, costs = method_orders(bundle, questions, permutations)
     rng = np.random.default_rng(seed)
-    variant_rows, targets, same = [], [], []
-    for influence, gradient in zip(influences, gradients, strict=True):
-        history = influence.history
-        sets = deletion_sets(
-            influence.drops[0].numpy(),
-            len(history),
-            rng,
-            gradient.numpy() if has_ig and gradient is not None else None,
-        )
-        variant_rows += [without_events(history, sets[s], width) for s in strategies]
-        targets.append(int(influence.targets[0]))
-        same.append(sets["top3"] == sets["recent3"])
-    target_index = torch.tensor(targets).repeat_interleave(len(strategies))
-    scores, ranks = [], []
-    for start in range(0, len(variant_rows), chunk):
-        block = bundle.score(torch.stack(variant_rows[start : start + chunk])).float()
-        wanted = block.gather(1, target_index[start : start + chunk, None])
-        scores.append(wanted[:, 0])
-        ranks.append((block > wanted).sum(dim=1) + 1)
-    after = torch.cat(scores).view(-1, len(strategies)).numpy()
-    rank_after = torch.cat(ranks).view(-1, len(strategies)).numpy()
-    base = np.array([float(i.scores[0]) for i in influences])
-    base_rank = np.array([int(i.ranks[0]) for i in influences])
-    drop = base[:, None] - after
-    rank_drop = rank_after - base_rank[:, None]
-    out: dict[str, Any] = {
-        "users": len(influences),
-        "deletion_ms_per_user": round(deletion_ms, 2),
-        "ig_ms_per_user": round(ig_ms, 2) if has_ig else None,
-        "ig_beats_random_share": float((drop[:, 3] > drop[:, 1]).mean()) if has_ig else None,
-        "top3_beats_ig_share": float((drop[:, 0] > drop[:, 3]).mean()) if has_ig else None,
+    for name in BASELINES:
+        orders[name] = []
+    for q in questions:
+        for name, order in baseline_orders(len(q.history), rng).items():
+            orders[name].append(order)
+    drops, rank_drops, _, _ = deletion_curves(
+        bundle, [q.history for q in questions], [int(q.targets[0]) for q in questions], orders
+    )
+    at = N_DELETE - 1
+    methods: dict[str, Any] = {}
+    for name in orders:
+        methods[name] = {
+            "ms_per_user": round(costs[name], 2) if name in costs else None,
+            "mean_score_drop": [round(float(x), 5) for x in drops[name].mean(axis=0)],
+            "mean_rank_drop": [round(float(x), 2) for x in rank_drops[name].mean(axis=0)],
+            "aopc": float(drops[name].mean()),
+            "beats_recent3_share": float((drops[name][:, at] > drops["recent"][:, at]).mean()),
+            "beats_random3_share": float((drops[name][:, at] > drops["random"][:, at]).mean()),
+            "ties_recent3_share": float((drops[name][:, at] == drops["recent"][:, at]).mean()),
+        }
+    return {
+        "users": len(questions),
+        "curve": CURVE,
+        "shapley_permutations": permutations,
+        "mean_history_length": float(np.mean([len(q.history) for q in questions])),
+        "methods": methods,
     }
-    for column, name in enumerate(strategies):
-        out[f"{name}_mean_score_drop"] = float(drop[:, column].mean())
-        out[f"{name}_mean_rank_drop"] = float(rank_drop[:, column].mean())
-    out["top3_beats_random_share"] = float((drop[:, 0] > drop[:, 1]).mean())
-    out["top3_beats_recent_share"] = float((drop[:, 0] > drop[:, 2]).mean())
-    out["top3_is_recent3_share"] = float(np.mean(same))
-    out["mean_history_length"] = float(np.mean([len(i.history) for i in influences]))
-    return out
 
 
 def faithfulness_one(
@@ -358,8 +418,13 @@ def run_explain_benchmark(
                 overrides=overrides,
             )
             progress(
-                f"{data.name} {model}: top-3 beats random {row['top3_beats_random_share']:.1%}, "
-                f"beats recent {row['top3_beats_recent_share']:.1%} ({row['users']} users)"
+                f"{data.name} {model}: top-3 beats recent: "
+                + ", ".join(
+                    f"{name} {m['beats_recent3_share']:.1%}"
+                    for name, m in row["methods"].items()
+                    if name not in BASELINES
+                )
+                + f" ({row['users']} users)"
             )
             rows.append(row)
             first_data = data == datasets[0][0]
@@ -389,45 +454,34 @@ def run_explain_benchmark(
 def format_tables(result: dict[str, Any]) -> str:
     """The faithfulness and latency tables (same figures as the JSON)."""
     lines = [
-        f"{'data':<16}{'model':<9}{'epochs':>7}{'NDCG@10':>9}{'users':>7}"
-        f"{'top3>rand':>10}{'top3>recent':>12}{'=recent':>8}"
-        f"{'score drop top3/rand/recent':>30}{'rank drop top3/rand/recent':>32}"
+        f"{'data':<16}{'model':<9}{'epochs':>7}{'NDCG@10':>9}{'users':>7}  {'method':<10}"
+        f"{'>recent3':>9}{'>random3':>9}{'=recent3':>9}{'AOPC':>9}"
+        f"{'score drop @1..' + str(CURVE):>36}{'rank drop @3':>13}{'ms/user':>9}"
     ]
     for r in result["faithfulness"]:
         capped = f"{r['epochs']}/{r['max_epochs']}"
-        lines.append(
-            f"{r['data']:<16}{r['model']:<9}{capped:>7}{r['test_ndcg@10']:>9.4f}{r['users']:>7}"
-            f"{r['top3_beats_random_share']:>10.1%}{r['top3_beats_recent_share']:>12.1%}"
-            f"{r['top3_is_recent3_share']:>8.1%}"
-            f"{r['top3_mean_score_drop']:>12.3f}{r['random3_mean_score_drop']:>9.3f}"
-            f"{r['recent3_mean_score_drop']:>9.3f}"
-            f"{r['top3_mean_rank_drop']:>12.1f}{r['random3_mean_rank_drop']:>10.1f}"
-            f"{r['recent3_mean_rank_drop']:>10.1f}"
-        )
-    lines.append(
-        "epochs: run/cap. Share of users whose top-3-by-influence deletion drops the top-1 item's "
-        "score strictly more than 3 random / the 3 most recent events; '=recent': top-3 were the "
-        "3 most recent."
-    )
-    with_ig = [r for r in result["faithfulness"] if r.get("ig_ms_per_user") is not None]
-    if with_ig:
-        lines.append(
-            f"{'data':<16}{'model':<9}{'IG>rand':>9}{'del>IG':>8}{'score drop IG':>15}"
-            f"{'rank drop IG':>14}{'ms/user deletion':>18}{'ms/user IG':>12}"
-        )
-        for r in with_ig:
+        head = f"{r['data']:<16}{r['model']:<9}{capped:>7}{r['test_ndcg@10']:>9.4f}{r['users']:>7}"
+        for name, m in r["methods"].items():
+            curve = " ".join(f"{x:.3f}" for x in m["mean_score_drop"])
+            cost = "-" if m["ms_per_user"] is None else f"{m['ms_per_user']:.1f}"
             lines.append(
-                f"{r['data']:<16}{r['model']:<9}{r['ig_beats_random_share']:>9.1%}"
-                f"{r['top3_beats_ig_share']:>8.1%}{r['ig3_mean_score_drop']:>15.3f}"
-                f"{r['ig3_mean_rank_drop']:>14.1f}{r['deletion_ms_per_user']:>18.1f}"
-                f"{r['ig_ms_per_user']:>12.1f}"
+                f"{head}  {name:<10}{m['beats_recent3_share']:>9.1%}"
+                f"{m['beats_random3_share']:>9.1%}{m['ties_recent3_share']:>9.1%}"
+                f"{m['aopc']:>9.3f}{curve:>36}{m['mean_rank_drop'][N_DELETE - 1]:>13.1f}{cost:>9}"
             )
-        lines.append(
-            f"IG: top-3 events by integrated gradients ({IG_STEPS} steps, zero-embedding "
-            "baseline) deleted together; 'del>IG': top-3 by deletion drops the score strictly "
-            "more than top-3 by IG; ms/user: one history's attribution (deletion: all users "
-            "batched)."
-        )
+            head = " " * len(head)
+    runs = result["faithfulness"]
+    orders = runs[0]["shapley_permutations"] if runs else SHAPLEY_PERMUTATIONS
+    lines.append(
+        "epochs: run/cap. Each method ranks the history's events for the user's top-1 item; "
+        f"its top m events are deleted together and the item re-scored (m = 1..{CURVE}). "
+        ">recent3 / >random3: share of users whose top-3 deletion drops the score strictly "
+        "more than deleting the 3 most recent / 3 random events; AOPC: mean score drop over "
+        f"m = 1..{CURVE}. deletion: single-event drops; group: greedy group deletion; shapley: "
+        f"Shapley values of the deletion game ({orders} sampled orders, exact for <= 8 events); "
+        f"ig: integrated gradients ({IG_STEPS} steps). ms/user: one history explained "
+        "(batched over users)."
+    )
     if result["latency"]:
         setup = result["latency_setup"]
         lines += [

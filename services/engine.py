@@ -7,7 +7,10 @@ bento answers is what they measure. Three steps:
    :class:`ScoreQuery` over vocabulary indices, or into a cold start when no known item
    is left; unknown ids are dropped and named in ``warnings``.
 2. :meth:`Engine.score` runs many queries as one padded ``[B, max_len]`` batch through
-   ``bundle.recommend`` (the service routes it through its micro-batcher).
+   ``bundle.recommend`` (the service routes it through its micro-batcher). Explanations
+   are a separate batched call, :meth:`Engine.explain`, over :class:`ExplainJob` s built
+   from the scored answers (the service gives it a batcher of its own): a plain batch
+   never carries explanation work, and explaining never changes what was recommended.
 3. :meth:`Engine.render` (plain data, the service's hot path) or :meth:`Engine.respond`
    (a validated model) renders either result as the public response.
 """
@@ -132,6 +135,14 @@ class ScoreQuery(BaseModel):
     explain: bool = False
     targets: list[int] | None = None  # items to explain (default: the recommended ones)
     top: int | None = None  # events listed per explained item (default: the deployment's)
+
+
+class ExplainJob(BaseModel):
+    """One query's explanation work: ``targets`` (item indices) given ``history``."""
+
+    history: list[int]
+    targets: list[int]
+    top: int  # events listed per item
 
 
 class Scored(BaseModel):
@@ -361,23 +372,33 @@ class Engine:
                     scores=scores[row, : query.k][keep].tolist(),
                 )
             )
-        self._explain(queries, out)
         return out
 
-    def _explain(self, queries: list[ScoreQuery], scored: list[Scored]) -> None:
-        """Attach deletion influence to the queries that asked for it: one forward pass
-        over all their history variants, after (and apart from) the recommendations."""
-        asked = [i for i, q in enumerate(queries) if q.explain]
-        if not asked:
-            return
-        histories = [queries[i].history for i in asked]
-        targets = [queries[i].targets or scored[i].items for i in asked]
+    def explain_job(self, query: ScoreQuery, scored: Scored | None) -> ExplainJob:
+        """What explaining ``query`` takes: its ``targets`` (default: the recommended items,
+        at most ``explain_max_k``) and the events listed per item."""
         limits = self.explain_limits
-        targets = [t[: limits.max_k] for t in targets]
-        tops = [queries[i].top or limits.top_events for i in asked]
-        found = explain_queries(self.bundle.model, histories, targets, tops, self.max_len, limits)
-        for i, influence in zip(asked, found, strict=True):
-            scored[i].influence = influence
+        targets = query.targets if query.targets is not None else (scored.items if scored else [])
+        return ExplainJob(
+            history=query.history,
+            targets=targets[: limits.max_k],
+            top=query.top or limits.top_events,
+        )
+
+    @torch.inference_mode()
+    def explain(self, jobs: list[ExplainJob]) -> list[QueryInfluence]:
+        """Deletion influence for every job: all their history variants in one batched
+        forward pass (apart from, and after, the recommendations they explain)."""
+        if not jobs:
+            return []
+        return explain_queries(
+            self.bundle.model,
+            [j.history for j in jobs],
+            [j.targets for j in jobs],
+            [j.top for j in jobs],
+            self.max_len,
+            self.explain_limits,
+        )
 
     def popular(self, k: int, exclude: list[int]) -> Scored:
         """The ``k`` most popular items outside ``exclude`` (the cold-start answer)."""
@@ -465,11 +486,29 @@ class Engine:
             note = f"only the {influence.events_explained} most recent events were explained"
         return Explanation(explainable=True, events_explained=influence.events_explained, note=note)
 
+    def explain_plans(self, plans: list[Plan], scored: list[Scored | None]) -> None:
+        """In-process: attach the influence to each scored answer whose plan asked for it."""
+        asked = [(p.query, s) for p, s in zip(plans, scored, strict=True) if p.explain and p.query]
+        jobs = [self.explain_job(query, answer) for query, answer in asked]
+        for (_, answer), found in zip(asked, self.explain(jobs), strict=True):
+            if answer is not None:
+                answer.influence = found
+
     def recommend_local(self, plans: list[Plan]) -> list[RecommendResponse]:
-        """All three steps in-process (benchmarks, tests): no HTTP, no adaptive batching."""
+        """All steps in-process (benchmarks, tests): no HTTP, no adaptive batching."""
         queries = [p.query for p in plans if p.query is not None]
-        scored = iter(self.score(queries))
-        return [self.respond(p, next(scored) if p.query is not None else None) for p in plans]
+        answers = iter(self.score(queries))
+        scored = [next(answers) if p.query is not None else None for p in plans]
+        self.explain_plans(plans, scored)
+        return [self.respond(p, s) for p, s in zip(plans, scored, strict=True)]
+
+    def explain_local(self, plan: Plan, item_id: str) -> ExplainResponse:
+        """``/explain`` in-process: ``plan`` names its one target; nothing is recommended."""
+        scored: Scored | None = None
+        if plan.query is not None:
+            scored = Scored(items=[], scores=[])
+            (scored.influence,) = self.explain([self.explain_job(plan.query, scored)])
+        return self.respond_explain(plan, scored, item_id)
 
 
 def _left_padded(rows: list[list[int]], max_len: int) -> torch.Tensor:

@@ -94,7 +94,8 @@ def explain_queries(
         Question(torch.as_tensor(h, dtype=torch.long), torch.as_tensor(t, dtype=torch.long))
         for h, t in zip(histories, targets, strict=True)
     ]
-    influences = deletion_influence(model, questions, width, limits.max_history)
+    listed = max(tops, default=limits.top_events)
+    influences = deletion_influence(model, questions, width, limits.max_history, listed=listed)
     return [_query_influence(i, top) for i, top in zip(influences, tops, strict=True)]
 
 
@@ -106,7 +107,7 @@ def _query_influence(influence: Influence, top: int) -> QueryInfluence:
             score=float(influence.scores[row]),
             rank=int(influence.ranks[row]),
             support=_events(influence, row, influence.top_events(row, top), positive=True),
-            against=_events(influence, row, _bottom_events(influence, row, top), positive=False),
+            against=_events(influence, row, influence.bottom_events(row, top), positive=False),
         )
         for row, item in enumerate(influence.targets.tolist())
     ]
@@ -115,14 +116,6 @@ def _query_influence(influence: Influence, top: int) -> QueryInfluence:
         events_explained=int(influence.positions.numel()),
         items=items,
     )
-
-
-def _bottom_events(influence: Influence, row: int, n: int) -> list[int]:
-    drops = influence.drops[row]
-    if drops.numel() == 0:
-        return []
-    order = torch.argsort(drops, stable=True)
-    return order[: min(n, drops.numel())].tolist()
 
 
 def _events(

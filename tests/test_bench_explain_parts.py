@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from benchmarks.explain import deletion_sets, eligible_rows, faithfulness, without_events
+from benchmarks.explain import (
+    baseline_orders,
+    eligible_rows,
+    faithfulness,
+    format_tables,
+    ranked_positions,
+    without_events,
+)
 from components.data.sequences import Vocabulary
 from components.models.bundle import ModelBundle
 from tests.components.explain.test_influence import _SumModel
@@ -16,13 +23,12 @@ def test_without_events_removes_positions_and_left_pads() -> None:
     assert row.tolist() == [0, 0, 0, 6, 8]
 
 
-def test_deletion_sets_pick_largest_drops_random_and_most_recent() -> None:
-    drops = np.array([0.1, 0.9, -0.2, 0.5, 0.3, 0.0])
-    sets = deletion_sets(drops, 6, np.random.default_rng(0), gradients=-drops)
-    assert sets["top3"] == [1, 3, 4]
-    assert sets["recent3"] == [3, 4, 5]
-    assert len(set(sets["random3"])) == 3 and all(0 <= p < 6 for p in sets["random3"])
-    assert sets["ig3"] == [0, 2, 5]
+def test_ranked_positions_and_baselines() -> None:
+    values = np.array([0.1, 0.9, -0.2, 0.5, 0.3, 0.9])
+    assert ranked_positions(values) == [5, 1, 3, 4, 0, 2]  # ties: most recent first
+    orders = baseline_orders(6, np.random.default_rng(0))
+    assert orders["recent"] == [5, 4, 3, 2, 1, 0]
+    assert sorted(orders["random"]) == list(range(6))
 
 
 def test_eligible_rows_need_enough_history() -> None:
@@ -30,15 +36,24 @@ def test_eligible_rows_need_enough_history() -> None:
     assert eligible_rows(histories, 2, 10, 0).tolist() == [1, 2]
 
 
-def test_on_an_additive_model_top3_by_influence_is_the_best_deletion() -> None:
-    """Influence is exact for a model whose score is a sum over events: deleting the 3
-    most influential events must drop the target at least as much as any other set."""
+def test_on_an_additive_model_deletion_is_the_best_deletion() -> None:
+    """Single-event influence is exact for a model whose score is a sum over events:
+    deleting its top m events drops the target at least as much as any other method's,
+    and Shapley values equal the single drops (no interaction)."""
     model = _SumModel()
     vocab = Vocabulary(users=("u",), items=tuple(f"i{i}" for i in range(1, 7)))
     bundle = ModelBundle(model, vocab, "sum-test", {}, 8, np.ones(7))
     histories = torch.tensor([[0, 0, 1, 2, 3, 4, 5, 6], [0, 3, 1, 4, 1, 5, 6, 2]])
     figures = faithfulness(bundle, histories, seed=0)
     assert figures["users"] == 2
-    assert figures["top3_mean_score_drop"] >= figures["random3_mean_score_drop"]
-    assert figures["top3_mean_score_drop"] >= figures["recent3_mean_score_drop"]
-    assert figures["ig_ms_per_user"] is None  # no embedding layer: deletion only
+    methods = figures["methods"]
+    assert set(methods) == {"deletion", "group", "shapley", "recent", "random"}  # no IG
+    for other in ("recent", "random", "group", "shapley"):
+        for m in range(5):
+            best = methods["deletion"]["mean_score_drop"][m]
+            assert best >= methods[other]["mean_score_drop"][m] - 1e-5
+    assert methods["shapley"]["mean_score_drop"] == methods["deletion"]["mean_score_drop"]
+    assert methods["recent"]["ties_recent3_share"] == 1.0
+    row = {"data": "d", "model": "sum-test", "epochs": 1, "max_epochs": 1, "test_ndcg@10": 0.0}
+    table = format_tables({"faithfulness": [{**row, **figures}], "latency": []})
+    assert "shapley" in table and "AOPC" in table

@@ -134,6 +134,32 @@ def _fmt(value: float | None, *, signed: bool = False) -> str:
 
 
 # --- re-scoring a model on the current split ----------------------------------------
+def _item_map(vocab: Vocabulary, target_vocab: Vocabulary) -> torch.Tensor:
+    """``[n_items + 1]``: index in ``target_vocab`` of each index of ``vocab`` (0 = unknown)."""
+    return torch.from_numpy(
+        np.concatenate([[PAD], target_vocab.item_index(vocab.items)]).astype(np.int64)
+    )
+
+
+def remap_history_rows(
+    histories: torch.Tensor,
+    vocab: Vocabulary,
+    target_vocab: Vocabulary,
+    max_len: int,
+    *aligned: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """Left-padded ``histories [n, W]`` (indices of ``vocab``) in ``target_vocab``'s
+    indices: unknown items are dropped, the remaining items shift right, rows stay left
+    padded, cropped or padded to ``max_len``. Each tensor of ``aligned`` (same shape, e.g.
+    event-type codes, 0 = padding) follows its items. Returns ``(histories, *aligned)``."""
+    mapped = _item_map(vocab, target_vocab)[histories]
+    real = mapped != PAD
+    # stable sort on "is real item" moves the dropped (0) entries to the left
+    order = torch.sort(real.to(torch.int8), dim=1, stable=True).indices
+    rows = [mapped, *(torch.where(real, a, torch.zeros_like(a)) for a in aligned)]
+    return tuple(_fit_width(r.gather(1, order), max_len) for r in rows)
+
+
 def remap_eval_set(
     eval_set: EvalSet,
     vocab: Vocabulary,
@@ -151,14 +177,15 @@ def remap_eval_set(
     Returns ``(remapped, unknown_targets, unknown_users)``; rows stay in the same order,
     so per-user results pair up with the challenger's.
     """
-    item_map = torch.from_numpy(
-        np.concatenate([[PAD], target_vocab.item_index(vocab.items)]).astype(np.int64)
-    )
-    histories = item_map[eval_set.histories]
-    # stable sort on "is real item" moves the dropped (0) entries to the left
-    order = torch.sort((histories != PAD).to(torch.int8), dim=1, stable=True).indices
-    events = _remapped_events(eval_set, vocab, target_vocab, histories, order, max_len)
-    histories = _fit_width(histories.gather(1, order), max_len)
+    item_map = _item_map(vocab, target_vocab)
+    kinds = _event_codes(eval_set, vocab, target_vocab)
+    if kinds is None:
+        (histories,) = remap_history_rows(eval_set.histories, vocab, target_vocab, max_len)
+        events = None
+    else:
+        histories, events = remap_history_rows(
+            eval_set.histories, vocab, target_vocab, max_len, kinds
+        )
     targets = item_map[eval_set.targets]
     unknown_targets = int(((targets == PAD) & (eval_set.targets != PAD)).sum())
     user_tokens = [vocab.users[int(u)] for u in eval_set.users]
@@ -171,23 +198,17 @@ def remap_eval_set(
     return remapped, unknown_targets, int(unknown_user_rows.sum())
 
 
-def _remapped_events(
-    eval_set: EvalSet,
-    vocab: Vocabulary,
-    target_vocab: Vocabulary,
-    histories: torch.Tensor,
-    order: torch.Tensor,
-    max_len: int,
+def _event_codes(
+    eval_set: EvalSet, vocab: Vocabulary, target_vocab: Vocabulary
 ) -> torch.Tensor | None:
-    """The history event types in ``target_vocab``'s indices, following the items' drop
-    and shift (None when either side has no event types)."""
+    """The history event types in ``target_vocab``'s indices, aligned with
+    ``eval_set.histories`` (None when either side has no event types)."""
     if eval_set.events is None or not target_vocab.event_types:
         return None
     kind_map = torch.from_numpy(
         np.concatenate([[PAD], target_vocab.event_index(vocab.event_types)]).astype(np.int64)
     )
-    events = kind_map[eval_set.events].masked_fill(histories == PAD, PAD)
-    return _fit_width(events.gather(1, order), max_len)
+    return kind_map[eval_set.events]
 
 
 def _fit_width(histories: torch.Tensor, max_len: int) -> torch.Tensor:

@@ -18,6 +18,7 @@ from components.data.schema import EVENT, ITEM, USER, sort_events
 from components.data.sequences import Sequences, Vocabulary
 from components.data.splits import EvalSet
 from components.errors import DataError
+from components.evaluation.gate import remap_history_rows
 
 
 class EvalHistories(BaseModel, arbitrary_types_allowed=True):
@@ -91,22 +92,20 @@ def remap_histories(
     data: EvalHistories, vocab: Vocabulary, target_vocab: Vocabulary, width: int
 ) -> EvalHistories:
     """``data`` (indices of ``vocab``) in ``target_vocab``'s indices, for a model trained
-    on another vocabulary (the champion): unknown items are dropped with their event
-    types, histories stay left padded and are cropped or padded to ``width``."""
-    item_map = torch.from_numpy(
-        np.concatenate([[0], target_vocab.item_index(vocab.items)]).astype(np.int64)
-    )
-    rows = []
-    types: list[list[str]] | None = [] if data.event_types is not None else None
-    for index, history in enumerate(data.histories):
-        real = history[history != 0]
-        mapped = item_map[real]
-        keep = mapped != 0
-        kept = mapped[keep][-width:] if width > 0 else mapped[:0]
-        padded = torch.zeros(width, dtype=torch.long)
-        padded[width - len(kept) :] = kept
-        rows.append(padded)
-        if types is not None and data.event_types is not None:
-            kinds = [t for t, k in zip(data.event_types[index], keep.tolist(), strict=True) if k]
-            types.append(kinds[len(kinds) - len(kept) :])
-    return EvalHistories(histories=torch.stack(rows), event_types=types)
+    on another vocabulary (the champion), by the evaluation's own remapping
+    (:func:`~components.evaluation.gate.remap_history_rows`): unknown items are dropped
+    with their event types, histories stay left padded and are cropped or padded to
+    ``width``."""
+    if data.event_types is None:
+        (histories,) = remap_history_rows(data.histories, vocab, target_vocab, width)
+        return EvalHistories(histories=histories)
+    names = sorted({t for row in data.event_types for t in row})
+    codes = torch.zeros_like(data.histories)
+    for row, kinds in enumerate(data.event_types):
+        if kinds:
+            codes[row, codes.shape[1] - len(kinds) :] = torch.tensor(
+                [names.index(t) + 1 for t in kinds]
+            )
+    histories, codes = remap_history_rows(data.histories, vocab, target_vocab, width, codes)
+    types = [[names[c - 1] for c in row.tolist() if c] for row in codes]
+    return EvalHistories(histories=histories, event_types=types)

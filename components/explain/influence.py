@@ -17,7 +17,10 @@ it is what makes deletion meaningful for LightGCN, whose graph user vector ignor
 history; with the history alone it folds the history's item vectors in.
 
 Only the ``max_events`` most recent events are deleted (bounded work per history);
-older events stay in every variant. Ranks count every real item (history items
+older events stay in every variant. Ranks cost more than the forward pass on a large
+catalogue (a comparison of every variant row with every target: ``E x T x C``), so a
+caller that lists only a few events per target (the service) passes ``listed`` and gets
+rank changes for those events only (``Influence.ranked`` says which). Ranks count every real item (history items
 included, since the model scores them too): rank 1 = highest score. A model whose
 scores do not depend on the history (``uses_history = False``, e.g. ``pop``) has no
 influence: its :class:`Influence` says ``explainable=False`` and holds no events.
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -67,7 +70,8 @@ class Influence:
     scores: Tensor  # [T] target scores with the whole history
     ranks: Tensor  # [T] 1-based target ranks with the whole history
     drops: Tensor  # [T, E]
-    rank_changes: Tensor  # [T, E]
+    rank_changes: Tensor  # [T, E] (0 where ``ranked`` is False)
+    ranked: Tensor | None = None  # [T, E] bool: rank change computed (None: everywhere)
 
     def top_events(self, target: int, n: int) -> list[int]:
         """Column indices (into ``positions``) of the ``n`` events with the largest score
@@ -80,28 +84,47 @@ class Influence:
         columns = row.shape[0] - 1 - order
         return columns[: min(n, row.shape[0])].tolist()
 
+    def bottom_events(self, target: int, n: int) -> list[int]:
+        """Column indices of the ``n`` events with the smallest score drop (the most
+        negative first: the events that hold ``target`` back most); ties keep the oldest."""
+        if self.drops.shape[1] == 0 or n <= 0:
+            return []
+        order = torch.argsort(self.drops[target], stable=True)
+        return order[: min(n, self.drops.shape[1])].tolist()
+
 
 def is_explainable(model: Recommender) -> bool:
     """Whether ``model``'s scores depend on the history at all."""
     return bool(getattr(model, "uses_history", True))
 
 
-def deletion_rows(history: Tensor, width: int, max_events: int) -> tuple[Tensor, Tensor]:
+def deletion_rows(
+    history: Tensor, width: int, max_events: int, removed: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """``(rows [E + 1, width], positions [E])``: row 0 is ``history`` left-padded, row
-    ``e + 1`` is it without the event at ``positions[e]`` (the ``E = min(L, max_events)``
-    most recent events)."""
+    ``e + 1`` is it without the event at ``positions[e]`` (the ``E`` most recent of the
+    ``max_events`` most recent events that are still there).
+
+    ``removed`` (``[L]`` bool over the scored history, the last ``width`` events) marks
+    events already deleted: they are missing from every row, row 0 included, and are not
+    candidates (greedy group deletion, :mod:`components.explain.group`)."""
     history = history[-width:] if width > 0 else history[:0]
     length = history.shape[0]
-    n_events = max(0, min(length, max_events))
-    positions = torch.arange(length - n_events, length, device=history.device)
-    rows = torch.zeros(n_events + 1, width, dtype=torch.long, device=history.device)
-    if length:
-        rows[0, width - length :] = history
-    if n_events and length > 1:
-        keep = torch.ones(n_events, length, dtype=torch.bool, device=history.device)
-        keep[torch.arange(n_events), positions] = False
-        shortened = history.expand(n_events, length)[keep].view(n_events, length - 1)
-        rows[1:, width - length + 1 :] = shortened
+    device = history.device
+    present = torch.ones(length, dtype=torch.bool, device=device)
+    if removed is not None:
+        present &= ~removed.to(device)
+    window = torch.arange(max(0, length - max(0, max_events)), length, device=device)
+    positions = window[present[window]]
+    n_events, kept = positions.shape[0], int(present.sum())
+    rows = torch.zeros(n_events + 1, width, dtype=torch.long, device=device)
+    if kept:
+        rows[0, width - kept :] = history[present]
+    if n_events and kept > 1:
+        keep = present.expand(n_events, length).clone()
+        keep[torch.arange(n_events, device=device), positions] = False
+        shortened = history.expand(n_events, length)[keep].view(n_events, kept - 1)
+        rows[1:, width - kept + 1 :] = shortened
     return rows, positions
 
 
@@ -119,7 +142,14 @@ def ranks_of(scores: Tensor, targets: Tensor) -> Tensor:
     return torch.stack(columns, dim=1) + 1
 
 
-def _device(model: Recommender) -> torch.device:
+def ranks_at(scores: Tensor, thresholds: Tensor) -> Tensor:
+    """``[R]`` 1-based rank of a score ``thresholds[r]`` within row ``r`` of ``scores [R, C]``
+    (1 + the number of items scored strictly higher)."""
+    return (scores > thresholds[:, None]).sum(dim=1) + 1
+
+
+def model_device(model: Recommender) -> torch.device:
+    """The device of the model's first parameter (or buffer); CPU for a model with none."""
     # parameters, then buffers, as ModelBundle.device: ``state_dict()`` builds a dict of
     # every tensor, on the request path for each explained batch
     for tensor in itertools.chain(model.parameters(), model.buffers()):
@@ -147,11 +177,14 @@ def deletion_influence(
     width: int,
     max_events: int,
     max_rows: int = MAX_ROWS_PER_PASS,
+    listed: int | None = None,
 ) -> list[Influence]:
     """The :class:`Influence` of each question, scoring every question's variants in
     batched forward passes of ``model.score_all`` (one pass unless the rows exceed
-    ``max_rows``). ``width`` is the model's history length (``max_len``)."""
-    device = _device(model)
+    ``max_rows``). ``width`` is the model's history length (``max_len``). With
+    ``listed``, rank changes are computed only for each target's ``listed`` top and
+    bottom events (:meth:`Influence.top_events` / :meth:`Influence.bottom_events`)."""
+    device = model_device(model)
     explainable = is_explainable(model)
     events = max_events if explainable else 0
     built = [deletion_rows(q.history.to(device), width, events) for q in questions]
@@ -161,7 +194,8 @@ def deletion_influence(
         scores = model.score_all(torch.cat([rows for rows, _ in built[start:stop]]))
         for offset, index in zip(_offsets(sizes[start:stop]), range(start, stop), strict=True):
             block = scores[offset : offset + sizes[index]].float()
-            out.append(_influence(block, built[index], questions[index], explainable, device))
+            question = questions[index]
+            out.append(_influence(block, built[index], question, explainable, device, listed))
     return out
 
 
@@ -179,19 +213,45 @@ def _influence(
     question: Question,
     explainable: bool,
     device: torch.device,
+    listed: int | None,
 ) -> Influence:
     rows, positions = built
     targets = question.targets.to(device)
-    ranks = ranks_of(block, targets)  # [E + 1, T]
     target_scores = block[:, targets]  # [E + 1, T]
+    base_ranks = ranks_of(block[:1], targets)[0]  # [T]
     history = rows[0][rows[0] != 0]
-    return Influence(
+    influence = Influence(
         explainable=explainable,
         history=history.cpu(),
         positions=positions.cpu(),
         targets=targets.cpu(),
         scores=target_scores[0].cpu(),
-        ranks=ranks[0].cpu(),
+        ranks=base_ranks.cpu(),
         drops=(target_scores[:1] - target_scores[1:]).T.cpu(),
-        rank_changes=(ranks[1:] - ranks[:1]).T.cpu(),
+        rank_changes=torch.zeros(targets.shape[0], positions.shape[0], dtype=torch.long),
     )
+    if listed is None:
+        changes = (ranks_of(block[1:], targets) - base_ranks[None]).T.cpu()
+        return replace(influence, rank_changes=changes)
+    return _with_listed_ranks(influence, block, target_scores, base_ranks, listed)
+
+
+def _with_listed_ranks(
+    influence: Influence, block: Tensor, target_scores: Tensor, base_ranks: Tensor, listed: int
+) -> Influence:
+    """``influence`` with rank changes of each target's ``listed`` top and bottom events
+    only: one comparison of those variant rows (``P x C``) instead of ``E x T x C``."""
+    n_targets, n_events = influence.drops.shape
+    ranked = torch.zeros(n_targets, n_events, dtype=torch.bool)
+    for target in range(n_targets):
+        columns = influence.top_events(target, listed) + influence.bottom_events(target, listed)
+        ranked[target, columns] = True
+    pair_targets, pair_columns = ranked.nonzero(as_tuple=True)
+    changes = torch.zeros(n_targets, n_events, dtype=torch.long)
+    if pair_targets.numel():
+        device = block.device
+        variant = pair_columns.to(device) + 1
+        thresholds = target_scores[variant, pair_targets.to(device)]
+        ranks = ranks_at(block[variant], thresholds) - base_ranks[pair_targets.to(device)]
+        changes[pair_targets, pair_columns] = ranks.cpu()
+    return replace(influence, rank_changes=changes, ranked=ranked)

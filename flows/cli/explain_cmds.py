@@ -59,9 +59,7 @@ def explain(
             from components.errors import DataError
 
             raise DataError(f"unknown item {item!r}: not in model {engine.version}'s catalogue")
-        plan = plan_for(1, [target])
-        scored = engine.score([plan.query])[0] if plan.query is not None else None
-        answer = engine.respond_explain(plan, scored, item)
+        answer = engine.explain_local(plan_for(1, [target]), item)
         _print_item(answer.model_dump(mode="json"))
     write_json(json_out, answer.model_dump(mode="json"))
 

@@ -62,7 +62,7 @@ def test_explain_any_item_reports_its_rank_and_matches_rescoring(engine: Engine)
     history = list(engine.vocab.items[3:7])
     target = engine.vocab.items[20]
     plan = engine.plan(history, 1, False, [], explain=True, targets=[engine.item_index(target)])
-    answer = engine.respond_explain(plan, engine.score([plan.query])[0], target)
+    answer = engine.explain_local(plan, target)
     scores = engine.bundle.score(engine.bundle.encode_histories([history])[0])[0]
     index = engine.item_index(target)
     assert answer.rank == int((scores > scores[index]).sum()) + 1
@@ -70,6 +70,8 @@ def test_explain_any_item_reports_its_rank_and_matches_rescoring(engine: Engine)
         without = [t for p, t in enumerate(history) if p != event.position]
         changed = engine.bundle.score(engine.bundle.encode_histories([without])[0])[0]
         assert event.influence == pytest.approx(float(scores[index] - changed[index]), abs=1e-4)
+        new_rank = int((changed > changed[index]).sum()) + 1  # ranks of listed events only
+        assert event.rank_change == new_rank - answer.rank
     assert all(e.influence > 0 for e in answer.because)
     assert all(e.influence < 0 for e in answer.against)
 

@@ -107,7 +107,7 @@ def test_explain_k_above_the_limit_is_a_one_line_422(client) -> None:
     assert "limited to k <= 10" in resp.json()["error"]
 
 
-def test_concurrent_explained_and_plain_requests_are_batched_together(
+def test_concurrent_explained_and_plain_requests_each_get_their_own_answer(
     served_workspace, client, deployed
 ) -> None:
     items = _items(served_workspace)

@@ -155,3 +155,20 @@ def test_every_model_drop_is_the_score_of_the_history_without_the_event(
         without = torch.cat([history[:position], history[position + 1 :]])
         expected = full - bundle.score(without[None])[0, targets]
         assert torch.allclose(influence.drops[:, column], expected, atol=1e-4)
+
+
+def test_listed_rank_changes_equal_the_full_ones_where_computed() -> None:
+    model = _SumModel()
+    history = torch.tensor([4, 1, 6, 3, 2, 5, 1])
+    targets = torch.arange(1, N_ITEMS + 1)
+    (full,) = deletion_influence(model, [Question(history, targets)], 8, 10)
+    (listed,) = deletion_influence(model, [Question(history, targets)], 8, 10, listed=2)
+    assert full.ranked is None and listed.ranked is not None
+    assert torch.equal(listed.drops, full.drops)
+    for target in range(len(targets)):
+        columns = listed.top_events(target, 2) + listed.bottom_events(target, 2)
+        assert sorted(set(columns)) == listed.ranked[target].nonzero().flatten().tolist()
+        assert listed.rank_changes[target, columns].tolist() == (
+            full.rank_changes[target, columns].tolist()
+        )
+    assert int(listed.ranked.sum()) < listed.ranked.numel()  # the others were skipped
