@@ -29,10 +29,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from components.data.sequences import PAD, pad_left
 from components.models.ann import AnnIndex, ann_recommend
 from services.explanations import (
+    GROUP_NOTE,
     Because,
     ExplainLimits,
     Explanation,
     ItemInfluence,
+    Method,
     QueryInfluence,
     explain_queries,
     render_because,
@@ -89,6 +91,7 @@ class ExplainQuery(Protocol):
     history: list[str] | None
     event_types: list[str] | None
     top: int
+    method: Method
 
 
 def explain_request_model(
@@ -108,6 +111,11 @@ def explain_request_model(
         history: list[ItemId] | None = Field(None, max_length=max_history)
         event_types: list[ItemId] | None = Field(None, max_length=max_history)
         top: int = Field(5, ge=1, le=max_top)
+        method: Method = Field(
+            "group",
+            description="group: the events whose removal together lowers the item most "
+            "(greedy group deletion); deletion: each event removed alone (cheaper)",
+        )
 
         @model_validator(mode="after")
         def _needs_user_or_history(self) -> ExplainRequest:
@@ -135,6 +143,7 @@ class ScoreQuery(BaseModel):
     explain: bool = False
     targets: list[int] | None = None  # items to explain (default: the recommended ones)
     top: int | None = None  # events listed per explained item (default: the deployment's)
+    method: Method = "deletion"
 
 
 class ExplainJob(BaseModel):
@@ -143,6 +152,7 @@ class ExplainJob(BaseModel):
     history: list[int]
     targets: list[int]
     top: int  # events listed per item
+    method: Method = "deletion"
 
 
 class Scored(BaseModel):
@@ -218,6 +228,7 @@ class Engine:
     ) -> None:
         self.bundle = bundle
         self.ann = ann  # approximate top-k (components/models/ann.py) when set
+        bundle.model.eval()  # serving only: the explanation path calls the model directly
         self.explain_limits = explain or ExplainLimits()
         self.vocab = bundle.vocab
         self.version = version
@@ -256,6 +267,7 @@ class Engine:
         targets: list[int] | None = None,
         top: int | None = None,
         event_types: list[str] | None = None,
+        method: Method = "deletion",
     ) -> Plan:
         """Map raw ids to indices; unknown ids are dropped and reported. With ``explain``
         the batched call also explains ``targets`` (default: the recommended items)."""
@@ -298,6 +310,7 @@ class Engine:
             targets=targets,
             top=top,
             events=self._event_indices(event_types, positions, warnings),
+            method=method,
         )
         return Plan(
             query,
@@ -383,6 +396,7 @@ class Engine:
             history=query.history,
             targets=targets[: limits.max_k],
             top=query.top or limits.top_events,
+            method=query.method,
         )
 
     @torch.inference_mode()
@@ -398,6 +412,7 @@ class Engine:
             [j.top for j in jobs],
             self.max_len,
             self.explain_limits,
+            [j.method for j in jobs],
         )
 
     def popular(self, k: int, exclude: list[int]) -> Scored:
@@ -481,10 +496,15 @@ class Engine:
         if not influence.explainable:
             flat = f"{self.bundle.model_name} scores do not depend on the history"
             return Explanation(explainable=False, note=flat)
-        note: str | None = None
+        notes = [GROUP_NOTE] if influence.method == "group" else []
         if influence.events_explained < len(plan.query.history):
-            note = f"only the {influence.events_explained} most recent events were explained"
-        return Explanation(explainable=True, events_explained=influence.events_explained, note=note)
+            notes.append(f"only the {influence.events_explained} most recent events were explained")
+        return Explanation(
+            explainable=True,
+            method=influence.method,
+            events_explained=influence.events_explained,
+            note="; ".join(notes) or None,
+        )
 
     def explain_plans(self, plans: list[Plan], scored: list[Scored | None]) -> None:
         """In-process: attach the influence to each scored answer whose plan asked for it."""

@@ -1,11 +1,18 @@
 """Explanations on the request path: which history events drove a recommendation.
 
-The batched model call (:meth:`services.engine.Engine.score`) computes, for every query
-that asks for it, the counterfactual-deletion influence of its most recent events
+The batched explanation call (:meth:`services.engine.Engine.explain`) computes, for every
+query that asks for it, the counterfactual-deletion influence of its most recent events
 (``components.explain.influence``: all variants of all explained queries of a batch in
 one forward pass) on its target items (the recommended ones, or the item a ``/explain``
 request names). The recommendations themselves come from the unchanged scoring path
 before that, so explaining never changes what is recommended.
+
+Two methods (``method``): ``deletion`` (each event removed alone; one pass, the default
+of ``/recommend``) and ``group`` (greedy group deletion,
+:mod:`components.explain.group`: the listed events are the ones whose removal *together*
+lowers the item most, each with its marginal drop once the events listed before it are
+gone; ``top`` more passes per item, the default of ``/explain``, which explains one
+item). ``against`` is always single-event deletion.
 
 Influence is reported in the model's score units (how much the item's score drops when
 the event is removed) and as a rank change (how many places the item falls). Work is
@@ -15,13 +22,18 @@ and at most ``max_k`` items explained.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, Field
 
+from components.explain.group import GroupDeletion, greedy_group_deletion
 from components.explain.influence import METHOD, Influence, Question, deletion_influence
 from components.models.base import Recommender
+
+Method = Literal["deletion", "group"]
 
 
 class ExplainLimits(BaseModel):
@@ -57,6 +69,7 @@ class QueryInfluence(BaseModel):
     explainable: bool
     events_explained: int
     items: list[ItemInfluence]
+    method: Method = "deletion"
 
 
 # --- public ------------------------------------------------------------------------
@@ -80,6 +93,12 @@ class Explanation(BaseModel):
     note: str | None = None
 
 
+GROUP_NOTE = (
+    "group deletion: each 'because' event's influence is the item's score drop when it is "
+    "removed after the events listed before it; its rank_change is with all of them removed"
+)
+
+
 def explain_queries(
     model: Recommender,
     histories: Sequence[list[int]],
@@ -87,16 +106,47 @@ def explain_queries(
     tops: Sequence[int],
     width: int,
     limits: ExplainLimits,
+    methods: Sequence[Method] | None = None,
 ) -> list[QueryInfluence]:
-    """Deletion influence of each history's most recent events on its targets, all in
-    one batched forward pass; ``tops[q]`` events are listed per item of query ``q``."""
+    """Influence of each history's most recent events on its targets: single-event
+    deletion for all queries in one batched pass, then greedy group deletion (one batched
+    pass per listed event) for the queries whose method is ``group``; ``tops[q]`` events
+    are listed per item of query ``q``."""
     questions = [
         Question(torch.as_tensor(h, dtype=torch.long), torch.as_tensor(t, dtype=torch.long))
         for h, t in zip(histories, targets, strict=True)
     ]
     listed = max(tops, default=limits.top_events)
     influences = deletion_influence(model, questions, width, limits.max_history, listed=listed)
-    return [_query_influence(i, top) for i, top in zip(influences, tops, strict=True)]
+    out = [_query_influence(i, top) for i, top in zip(influences, tops, strict=True)]
+    grouped = [q for q, m in enumerate(methods or []) if m == "group"]
+    if grouped:
+        found = greedy_group_deletion(
+            model, [questions[q] for q in grouped], width, limits.max_history, listed
+        )
+        for q, per_target in zip(grouped, found, strict=True):
+            out[q] = _with_group_support(out[q], per_target, tops[q])
+    return out
+
+
+def _with_group_support(
+    query: QueryInfluence, per_target: list[GroupDeletion], top: int
+) -> QueryInfluence:
+    """``query`` with each item's ``support`` replaced by its first ``top`` greedy group
+    picks (up to the first that did not lower the score)."""
+    items = []
+    for item, group in zip(query.items, per_target, strict=True):
+        picks = zip(
+            group.positions.tolist(), group.drops.tolist(), group.rank_changes.tolist(), strict=True
+        )
+        # marginal drops assume every earlier pick is gone: stop at the first one that
+        # does not lower the score rather than skip it
+        support = [
+            EventInfluence(position=position, influence=drop, rank_change=change)
+            for position, drop, change in itertools.takewhile(lambda p: p[1] > 0, picks)
+        ][:top]
+        items.append(item.model_copy(update={"support": support}))
+    return query.model_copy(update={"items": items, "method": "group"})
 
 
 def _query_influence(influence: Influence, top: int) -> QueryInfluence:

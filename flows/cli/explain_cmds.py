@@ -8,7 +8,7 @@ history is read from the dataset version the model was trained on (with event ty
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -24,6 +24,11 @@ from flows.cli.app import (
     write_json,
 )
 
+if TYPE_CHECKING:
+    from services.explanations import Method
+else:
+    Method = str
+
 UserOpt = Annotated[str, typer.Option("--user", "-u", help="User id to explain.")]
 ItemOpt = Annotated[
     str | None, typer.Option("--item", "-i", help="Explain this item (recommended or not).")
@@ -33,6 +38,15 @@ VersionOpt = Annotated[
 ]
 KOpt = Annotated[int, typer.Option("--k", "-k", min=1, help="Recommendations to explain.")]
 TopOpt = Annotated[int, typer.Option("--top", min=1, help="Events listed per item.")]
+MethodOpt = Annotated[
+    str,
+    typer.Option(
+        "--method",
+        help="group: the events whose removal together lowers the item most (greedy group "
+        "deletion; default with --item); deletion: each event removed alone (default for "
+        "the recommendations).",
+    ),
+]
 
 
 @app.command("explain")
@@ -42,6 +56,7 @@ def explain(
     version: VersionOpt = None,
     k: KOpt = 10,
     top: TopOpt = 3,
+    method: MethodOpt = "",
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     workspace: WorkspaceOpt = None,
@@ -49,9 +64,10 @@ def explain(
 ) -> None:
     """Which past events of USER drove each recommendation (score drop and rank change
     when the event is removed), or why ITEM is (not) recommended."""
+    chosen = _method(method, "deletion" if item is None else "group")
     engine, plan_for = _engine_and_planner(config, overrides, workspace, version, user, top)
     if item is None:
-        answer = engine.recommend_local([plan_for(k, None)])[0]
+        answer = engine.recommend_local([plan_for(k, None, chosen)])[0]
         _print_recommendations(answer.model_dump(mode="json"))
     else:
         target = engine.item_index(item)
@@ -59,7 +75,7 @@ def explain(
             from components.errors import DataError
 
             raise DataError(f"unknown item {item!r}: not in model {engine.version}'s catalogue")
-        answer = engine.explain_local(plan_for(1, [target]), item)
+        answer = engine.explain_local(plan_for(1, [target], chosen), item)
         _print_item(answer.model_dump(mode="json"))
     write_json(json_out, answer.model_dump(mode="json"))
 
@@ -92,13 +108,32 @@ def _engine_and_planner(config, overrides, workspace, version, user: str, top: i
     events = DatasetStore(ws, cfg.versioning).load_events(chosen.record.data_version)
     items, types = user_history(events, user)
 
-    def plan_for(k: int, targets: list[int] | None):
+    def plan_for(k: int, targets: list[int] | None, method: Method):
         return engine.plan(
-            items, k, True, [], explain=True, targets=targets, top=top, event_types=types
+            items,
+            k,
+            True,
+            [],
+            explain=True,
+            targets=targets,
+            top=top,
+            event_types=types,
+            method=method,
         )
 
     typer.echo(f"user {user}: {len(items)} events; model {chosen.version} ({chosen.model_name})")
     return engine, plan_for
+
+
+def _method(given: str, default: Method) -> Method:
+    """The explanation method asked for (``default`` when none); others are a one-line error."""
+    if not given:
+        return default
+    if given not in ("deletion", "group"):
+        from components.errors import ConfigError
+
+        raise ConfigError(f"--method must be deletion or group, not {given!r}")
+    return cast(Method, given)
 
 
 def _note(explanation: dict[str, Any]) -> None:

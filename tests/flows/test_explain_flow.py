@@ -130,6 +130,7 @@ def test_recops_explain_prints_the_engines_answer_as_a_table(two_runs, monkeypat
     assert "item i1: score" in item.output and "raised by:" in item.output
     answer = json.loads(json_path.read_text())
     assert answer["item_id"] == "i1" and answer["explanation"]["explainable"]
+    assert answer["explanation"]["method"] == "group"  # the default for one item
     assert answer["rank"] >= 1
 
 
@@ -143,6 +144,7 @@ def test_recops_explain_bad_input_is_one_line(two_runs) -> None:
         (["--user", "nobody"], "unknown user 'nobody'"),
         (["--user", "u1", "--item", "nothing"], "unknown item 'nothing'"),
         (["--user", "u1", "--version", "nope"], "nope"),
+        (["--user", "u1", "--method", "magic"], "--method must be deletion or group"),
     ):
         done = subprocess.run(
             [str(exe), "explain", *args, "-w", ws], capture_output=True, text=True, timeout=300

@@ -76,6 +76,44 @@ def test_explain_any_item_reports_its_rank_and_matches_rescoring(engine: Engine)
     assert all(e.influence < 0 for e in answer.against)
 
 
+def test_group_method_lists_marginal_drops_of_one_growing_deletion(engine: Engine) -> None:
+    history = list(engine.vocab.items[2:9])
+    # an item some event of this history pushes up (an untrained model's top item need not be)
+    target = next(
+        t
+        for t in engine.vocab.items
+        if engine.explain_local(
+            engine.plan(history, 1, False, [], explain=True, targets=[engine.item_index(t)]), t
+        ).because
+    )
+    index = engine.item_index(target)
+    plan = engine.plan(history, 1, False, [], explain=True, targets=[index], top=3, method="group")
+    answer = engine.explain_local(plan, target)
+    assert answer.explanation.method == "group" and "group deletion" in answer.explanation.note
+
+    def score_without(removed: set[int]) -> tuple[float, int]:
+        kept = [t for p, t in enumerate(history) if p not in removed]
+        scores = engine.bundle.score(engine.bundle.encode_histories([kept])[0])[0]
+        return float(scores[index]), int((scores > scores[index]).sum()) + 1
+
+    before, rank = score_without(set())
+    removed: set[int] = set()
+    assert answer.because
+    for event in answer.because:  # each: its drop once the ones listed before are gone
+        assert event.position >= len(history) - 4  # among the max_history most recent
+        after, new_rank = score_without(removed | {event.position})
+        assert event.influence == pytest.approx(before - after, abs=1e-4) and event.influence > 0
+        assert event.rank_change == new_rank - rank
+        removed.add(event.position)
+        before = after
+    single = engine.explain_local(
+        engine.plan(history, 1, False, [], explain=True, targets=[index], method="deletion"),
+        target,
+    )
+    assert single.explanation.method == "deletion"
+    assert [e.position for e in single.against] == [e.position for e in answer.against]
+
+
 def test_cold_start_and_pop_are_not_explainable_but_still_answer(events) -> None:
     vocab = Vocabulary.from_events(events)
     seqs = build_sequences(events, vocab)
@@ -96,6 +134,9 @@ def test_cold_start_and_pop_are_not_explainable_but_still_answer(events) -> None
 
 
 def test_explain_request_limits() -> None:
+    assert explain_request_model(50, 10)(item_id="i", history=["a"]).method == "group"
+    with pytest.raises(ValueError, match="method"):
+        explain_request_model(50, 10)(item_id="i", history=["a"], method="attention")
     recommend = request_model(max_k=50, max_history=10, explain_max_k=5)
     with pytest.raises(ValueError, match="limited to k <= 5"):
         recommend(history=["a"], k=6, explain=True)
