@@ -30,7 +30,9 @@ class _RedundantModel(Recommender):
     input_kind = "none"
     trainable = False
 
-    def score_all(self, histories: Tensor, users: Tensor | None = None) -> Tensor:
+    def score_all(
+        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
         scores = torch.full((histories.shape[0], N_ITEMS + 1), 0.5)
         group = (histories[:, :, None] == torch.tensor([2, 3, 4])).any(dim=2).any(dim=1)
         scores[:, 8] = 1.0 * group.float() + 0.25 * (histories == 1).any(dim=1).float()
@@ -46,7 +48,9 @@ class _SaturatingModel(Recommender):
     input_kind = "none"
     trainable = False
 
-    def score_all(self, histories: Tensor, users: Tensor | None = None) -> Tensor:
+    def score_all(
+        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
         scores = torch.full((histories.shape[0], N_ITEMS + 1), 0.5)
         count = (histories[:, :, None] == torch.tensor([2, 3, 4])).any(dim=2).sum(dim=1)
         scores[:, 8] = 0.6 * count.clamp(max=2).float() + 0.35 * (histories == 1).any(dim=1)

@@ -32,7 +32,9 @@ class _OneItemModel(Recommender):
     input_kind = "none"
     trainable = False
 
-    def score_all(self, histories: Tensor, users: Tensor | None = None) -> Tensor:
+    def score_all(
+        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
         base = torch.tensor([0.0, 1.0, 0.9, 0.8, 0.7, 0.0, 0.5])
         scores = base.expand(histories.shape[0], -1).clone()
         scores[:, 5] = 2.0 * (histories == 3).any(dim=1).float()
@@ -55,7 +57,9 @@ class _SumModel(Recommender):
         table[0] = 0.0
         self.register_buffer("table", table)
 
-    def score_all(self, histories: Tensor, users: Tensor | None = None) -> Tensor:
+    def score_all(
+        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
         return mask_padding_column(self.table[histories].sum(dim=1))
 
 
