@@ -75,6 +75,14 @@ def spark_session(master: str) -> SparkSession:
         return _SESSIONS[master]
 
 
+def stop_spark_sessions() -> None:
+    """Stop every session this process started (tests, and a CLI run that is done)."""
+    with _GUARD:
+        for session in _SESSIONS.values():
+            session.stop()
+        _SESSIONS.clear()
+
+
 def _nanos(frame: DataFrame, column: str):
     from pyspark.sql import functions as F
     from pyspark.sql.types import LongType, NumericType, TimestampType

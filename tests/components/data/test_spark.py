@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from components.data.spark import (
     spark_events,
     spark_prepare,
     spark_session,
+    stop_spark_sessions,
 )
 from components.data.stream import stream_prepare, write_events_dataset
 from components.errors import DataError
@@ -30,9 +32,11 @@ CFG = DataConfig(max_len=5, engine="spark", spark_master="local[1]")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _spark_available() -> None:
+def _spark_available() -> Iterator[None]:
     if importlib.util.find_spec("pyspark") is None or shutil.which("java") is None:
         service_unavailable("Spark needs pyspark (dev extra) and Java 17+ on PATH")
+    yield
+    stop_spark_sessions()  # one session for this module, none left for the next
 
 
 @pytest.fixture(scope="module")
