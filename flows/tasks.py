@@ -107,16 +107,19 @@ def _features_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     persist_result=True,
 )
 def materialize_features(cfg: RecopsConfig, ws: Workspace, data_version: str) -> dict[str, Any]:
-    """Feast: write feature tables of ``data_version``, apply the repo, materialize online.
+    """Feast: write feature tables of ``data_version`` (with its item catalogue's content:
+    text vectors and categories), apply the repo, materialize online.
 
     Cached by (workspace, data version, feature settings): the same version is never
     materialized twice.
     """
     from components.features.store import refresh_features
     from components.lifecycle.prepare import load_version
+    from components.versioning.dvc_store import DatasetStore
 
     events = load_version(ws, cfg.versioning, data_version)
-    result = refresh_features(events, ws, cfg.features)
+    catalogue = DatasetStore(ws, cfg.versioning).load_catalogue(data_version)
+    result = refresh_features(events, ws, cfg.features, catalogue=catalogue)
     get_run_logger().info("features materialized for dataset version %s", data_version)
     return result.model_dump(mode="json")
 

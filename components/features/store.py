@@ -546,9 +546,8 @@ def refresh_features(
     """Write the tables from ``events`` (and ``catalogue``'s item content), apply the repo,
     materialize incrementally."""
     write_feature_tables(events, workspace, cfg, item_side)
-    apply_repo(workspace, cfg)
-    if catalogue is not None:
-        publish_item_content(workspace, cfg, catalogue)
+    if catalogue is None or not publish_item_content(workspace, cfg, catalogue):
+        apply_repo(workspace, cfg)  # (publishing applies it)
     return materialize(workspace, cfg, end=end, incremental=True)
 
 

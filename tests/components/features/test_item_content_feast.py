@@ -114,3 +114,17 @@ def test_text_vectors_round_trip_through_feast(ws) -> None:
     assert np.allclose(np.asarray(rows.loc["a", TEXT_VECTOR], dtype=np.float32), direct[0])
     assert np.allclose(np.asarray(rows.loc["c", TEXT_VECTOR], dtype=np.float32), direct[2])
     assert len(rows.loc["b", TEXT_VECTOR]) == 0  # no text: no vector
+
+
+def test_refresh_with_a_catalogue_materializes_item_content_online(ws) -> None:
+    """The retrain flow's materialize step: item content lands in the online store with
+    the other views, cold items included."""
+    from components.features.store import feature_store, refresh_features
+
+    cfg = FeaturesConfig(text_encoder="none")
+    result = refresh_features(cyclic_events(10, 12, 6, seed=2), ws, cfg, catalogue=_catalogue(12))
+    assert {v.view: v.entities for v in result.views}[ITEM_CONTENT_VIEW] == 13
+    online = feature_store(ws, cfg).get_online_features(
+        features=[f"{ITEM_CONTENT_VIEW}:category"], entity_rows=[{"item_id": "cold"}]
+    )
+    assert online.to_dict()["category"] == ["c1 c2"]
