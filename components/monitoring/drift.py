@@ -115,25 +115,35 @@ def item_counts(values: pa.Array | pa.ChunkedArray) -> pd.Series:
     )
 
 
-def served_history_items(served: pa.Table) -> pa.Array:
-    """The items of served histories, each (user, item) pair once; a request without a
-    user id is its own user. Empty for logs written before histories were kept."""
-    history = served["history"].combine_chunks() if served.num_rows else None
-    if history is None or pc.sum(pc.list_value_length(history)).as_py() in (None, 0):
-        return pa.array([], pa.string())
-    items = pc.list_flatten(history)
+def served_history_counts(served: pa.Table) -> pd.Series:
+    """Item -> count over served histories, each (user, item) pair once; a request
+    without a user id is its own user. Empty for logs written before histories were kept.
+
+    Works in integer codes one log chunk at a time (a million requests hold tens of
+    millions of history item ids): no Python string per item, no copy of the column."""
+    if served.num_rows == 0:
+        return pd.Series(dtype=np.float64)
+    history = served["history"]
+    vocabulary = pc.unique(pc.list_flatten(history))
+    if len(vocabulary) == 0:
+        return pd.Series(dtype=np.float64)
     owner = pc.coalesce(served["user_id"], served["request_id"]).combine_chunks()
-    owners = pc.take(owner, pc.list_parent_indices(history)).dictionary_encode()
-    codes = items.dictionary_encode()
-    n_items = len(codes.dictionary)
-    pairs = owners.indices.to_numpy().astype(np.int64) * n_items + codes.indices.to_numpy()
-    distinct = np.unique(pairs) % n_items
-    return codes.dictionary.take(pa.array(distinct))
+    owners = owner.dictionary_encode().indices.to_numpy().astype(np.int64)
+    n_items = len(vocabulary)
+    parts, start = [], 0
+    for chunk in history.chunks:
+        parents = pc.list_parent_indices(chunk).to_numpy().astype(np.int64) + start
+        codes = pc.index_in(pc.list_flatten(chunk), value_set=vocabulary).to_numpy()
+        parts.append(np.unique(owners[parents] * n_items + codes))
+        start += len(chunk)
+    items = np.unique(np.concatenate(parts)) % n_items
+    counts = np.bincount(items, minlength=n_items).astype(np.float64)
+    return pd.Series(counts, index=pd.Index(vocabulary.to_pylist(), dtype=object))[counts > 0]
 
 
 def live_item_counts(served: pa.Table, feedback: pa.Table) -> pd.Series:
     """Item counts of live traffic: distinct served-history pairs plus feedback events."""
-    counts = item_counts(served_history_items(served))
+    counts = served_history_counts(served)
     return counts.add(item_counts(feedback["item_id"]), fill_value=0.0)
 
 

@@ -97,7 +97,8 @@ def serving_drift(
     except Exception:
         log.info("training data %s of %s is not in this workspace", data_version, model_version)
         return None
-    mine = served.filter(pc.equal(served["model_version"], model_version))
+    same = pc.equal(served["model_version"], model_version)
+    mine = served if pc.all(same).as_py() in (True, None) else served.filter(same)  # no copy
     lengths = mine["history_len"].to_numpy(zero_copy_only=False)
     cold = (
         float(pc.mean(pc.cast(pc.equal(mine["source"], "cold_start"), pa.float64())).as_py())

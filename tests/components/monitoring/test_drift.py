@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from components.data.config import SyntheticConfig
@@ -85,7 +86,7 @@ def _served_histories(events, requests_per_user: int, keep: int = 20):
 
 
 def test_live_popularity_comes_from_served_histories_each_pair_once() -> None:
-    from components.monitoring.drift import live_item_counts, served_history_items
+    from components.monitoring.drift import live_item_counts, served_history_counts
     from components.monitoring.servelog import FEEDBACK_SCHEMA
 
     reference = generate_events(WORLD)
@@ -94,11 +95,12 @@ def test_live_popularity_comes_from_served_histories_each_pair_once() -> None:
     verdicts = {}
     for name, world in (("same", WORLD), ("shifted", WORLD.model_copy(update={"seed": 77}))):
         served = _served_histories(_batch(world, 3), requests_per_user=3)
-        pairs = served_history_items(served)
+        pairs = served_history_counts(served)
         # three requests per user with the same history: each (user, item) pair once
         users, histories = served["user_id"].to_pylist(), served["history"].to_pylist()
         distinct = {(u, i) for u, h in zip(users, histories, strict=True) for i in h}
-        assert len(pairs) == len(distinct)
+        assert pairs.sum() == len(distinct)
+        assert pairs.to_dict() == pd.Series([i for _, i in distinct]).value_counts().to_dict()
         counts = live_item_counts(served, FEEDBACK_SCHEMA.empty_table())  # no feedback at all
         summary, _ = drift_summary(reference["item_id"], lengths, counts, lengths, None, cfg)
         verdicts[name] = float(summary[ITEM_JS].iloc[0])
