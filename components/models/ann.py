@@ -65,6 +65,11 @@ def build_index(table: np.ndarray) -> Any:
     cells = int(np.clip(round(np.sqrt(len(table))), 1, MAX_CELLS))
     quantizer = faiss.IndexFlatIP(table.shape[1])
     index = faiss.IndexIVFFlat(quantizer, table.shape[1], cells, faiss.METRIC_INNER_PRODUCT)
+    # k-means on 64 items per cell, 10 rounds (FAISS: 256 and 25): the build at 1M items
+    # fits a bento build on 2 busy cores; the cells only route the search, the scores
+    # inside them are exact
+    index.cp.max_points_per_centroid = 64
+    index.cp.niter = 10
     index.train(table)
     index.add(table)
     return index
