@@ -24,18 +24,33 @@ import psutil
 MODEL_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "models"
 
 
+def anonymous_rss_mb() -> float:
+    """This process's anonymous resident memory (``RssAnon``, Linux; 0 elsewhere): RSS
+    without file-backed pages such as a memory-mapped cache being read."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 class PeakRSS:
-    """Context manager sampling this process's resident memory; ``.peak_mb`` afterwards."""
+    """Context manager sampling this process's resident memory; ``.peak_mb`` afterwards
+    (and ``.peak_anon_mb``, the anonymous part, see :func:`anonymous_rss_mb`)."""
 
     def __init__(self, interval_s: float = 0.2) -> None:
         self.interval_s = interval_s
         self.peak_mb = 0.0
+        self.peak_anon_mb = 0.0
         self._stop = threading.Event()
         self._process = psutil.Process(os.getpid())
 
     def _sample(self) -> None:
         while not self._stop.is_set():
             self.peak_mb = max(self.peak_mb, self._process.memory_info().rss / 2**20)
+            self.peak_anon_mb = max(self.peak_anon_mb, anonymous_rss_mb())
             self._stop.wait(self.interval_s)
 
     def __enter__(self) -> PeakRSS:

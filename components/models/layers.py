@@ -97,7 +97,10 @@ class ItemInput(nn.Module):
         if "text" in features:
             if params.text_dim <= 0:
                 raise ValueError("item_features has 'text' but no text vectors were given")
-            self.register_buffer("text", torch.zeros(rows, params.text_dim))
+            # uninitialised: filled by set_content or by loading weights, and never touched
+            # before, so a 1M-item catalogue's vectors are not resident twice (zeros here
+            # were a second full copy next to the encoder's array until set_content)
+            self.register_buffer("text", torch.empty(rows, params.text_dim))
             self.text_proj = nn.Linear(params.text_dim, dim, bias=False)
         if "category" in features:
             self.register_buffer(
