@@ -153,6 +153,7 @@ class ExplainJob(BaseModel):
     targets: list[int]
     top: int  # events listed per item
     method: Method = "deletion"
+    events: list[int] | None = None  # event-type indices aligned with history (model reads them)
 
 
 class Scored(BaseModel):
@@ -397,6 +398,7 @@ class Engine:
             targets=targets[: limits.max_k],
             top=query.top or limits.top_events,
             method=query.method,
+            events=query.events,
         )
 
     @torch.inference_mode()
@@ -413,6 +415,7 @@ class Engine:
             self.max_len,
             self.explain_limits,
             [j.method for j in jobs],
+            [j.events for j in jobs],
         )
 
     def popular(self, k: int, exclude: list[int]) -> Scored:

@@ -107,14 +107,21 @@ def explain_queries(
     width: int,
     limits: ExplainLimits,
     methods: Sequence[Method] | None = None,
+    events: Sequence[list[int] | None] | None = None,
 ) -> list[QueryInfluence]:
     """Influence of each history's most recent events on its targets: single-event
     deletion for all queries in one batched pass, then greedy group deletion (one batched
     pass per listed event) for the queries whose method is ``group``; ``tops[q]`` events
-    are listed per item of query ``q``."""
+    are listed per item of query ``q``; ``events[q]``: event-type indices aligned with
+    ``histories[q]`` for a model that reads them (a deleted event takes its type along)."""
+    kinds = list(events) if events is not None else [None] * len(histories)
     questions = [
-        Question(torch.as_tensor(h, dtype=torch.long), torch.as_tensor(t, dtype=torch.long))
-        for h, t in zip(histories, targets, strict=True)
+        Question(
+            torch.as_tensor(h, dtype=torch.long),
+            torch.as_tensor(t, dtype=torch.long),
+            None if e is None else torch.as_tensor(e, dtype=torch.long),
+        )
+        for h, t, e in zip(histories, targets, kinds, strict=True)
     ]
     listed = max(tops, default=limits.top_events)
     influences = deletion_influence(model, questions, width, limits.max_history, listed=listed)

@@ -37,6 +37,7 @@ from components.explain.influence import (
     is_explainable,
     model_device,
     ranks_at,
+    score_rows,
 )
 from components.models.base import Recommender
 
@@ -85,6 +86,7 @@ def greedy_group_deletion(
     do not depend on the history). ``width`` is the model's history length."""
     device = model_device(model)
     histories = [q.history.to(device)[-width:] for q in questions]
+    kinds = [None if q.events is None else q.events.to(device)[-width:] for q in questions]
     paths = [
         _Path(q, int(t), torch.zeros(len(histories[q]), dtype=torch.bool, device=device))
         for q, question in enumerate(questions)
@@ -95,10 +97,10 @@ def greedy_group_deletion(
         live = [p for p in paths if _has_candidates(p, max_events)]
         if not live:
             break
-        _score_round(model, live, histories, width, max_events, max_rows, pick=True)
+        _score_round(model, live, histories, kinds, width, max_events, max_rows, pick=True)
     unscored = [p for p in paths if p.base_rank == 0]
     if unscored:  # no pick was possible: score the whole history alone
-        _score_round(model, unscored, histories, width, max_events, max_rows, pick=False)
+        _score_round(model, unscored, histories, kinds, width, max_events, max_rows, pick=False)
     return _results(questions, paths)
 
 
@@ -111,6 +113,7 @@ def _score_round(
     model: Recommender,
     paths: list[_Path],
     histories: list[Tensor],
+    kinds: list[Tensor | None],
     width: int,
     max_events: int,
     max_rows: int,
@@ -125,12 +128,20 @@ def _score_round(
     for path in paths:
         key = (path.question, bytes(path.removed.cpu().numpy().tobytes()))
         groups.setdefault(key, []).append(path)
-    built = []
+    built, types = [], []
     for members in groups.values():
         first = members[0]
         events = max_events if pick else 0
-        built.append(deletion_rows(histories[first.question], width, events, first.removed))
-    blocks = _score_rows(model, [rows for rows, _ in built], max_rows)
+        rows, positions = deletion_rows(histories[first.question], width, events, first.removed)
+        built.append((rows, positions))
+        kind = kinds[first.question]
+        types.append(
+            torch.zeros_like(rows)
+            if kind is None
+            else deletion_rows(kind, width, events, first.removed)[0]
+        )
+    typed = any(k is not None for k in kinds)
+    blocks = _score_rows(model, [rows for rows, _ in built], types if typed else None, max_rows)
     for members, (_, positions), block in zip(groups.values(), built, blocks, strict=True):
         for path in members:
             column = block[:, path.target]
@@ -155,21 +166,25 @@ def _take_best(path: _Path, block: Tensor, column: Tensor, positions: Tensor) ->
     path.removed[int(positions[best])] = True
 
 
-def _score_rows(model: Recommender, rows: list[Tensor], max_rows: int) -> list[Tensor]:
-    """``model.score_all`` of every row block, blocks packed into passes of at most
-    ``max_rows`` rows (a larger block gets a pass of its own)."""
+def _score_rows(
+    model: Recommender, rows: list[Tensor], types: list[Tensor] | None, max_rows: int
+) -> list[Tensor]:
+    """``model.score_all`` of every row block (with its event-type rows, when given),
+    blocks packed into passes of at most ``max_rows`` rows (a larger block gets a pass of
+    its own)."""
     out: list[Tensor] = []
-    pending: list[Tensor] = []
+    pending: list[int] = []
     count = 0
-    for block in [*rows, None]:
-        if block is None or (pending and count + block.shape[0] > max_rows):
+    for index in [*range(len(rows)), None]:
+        if index is None or (pending and count + rows[index].shape[0] > max_rows):
             if pending:
-                scores = model.score_all(torch.cat(pending)).float()
-                out.extend(scores.split([p.shape[0] for p in pending]))
+                kinds = None if types is None else torch.cat([types[i] for i in pending])
+                scores = score_rows(model, torch.cat([rows[i] for i in pending]), kinds).float()
+                out.extend(scores.split([rows[i].shape[0] for i in pending]))
             pending, count = [], 0
-        if block is not None:
-            pending.append(block)
-            count += block.shape[0]
+        if index is not None:
+            pending.append(index)
+            count += rows[index].shape[0]
     return out
 
 

@@ -49,10 +49,28 @@ MAX_ROWS_PER_PASS = 4096
 @dataclass(frozen=True)
 class Question:
     """What to explain: ``targets`` (item indices) given ``history`` (oldest first, no
-    padding)."""
+    padding) and, for a model that reads them, each event's type index (``events``,
+    aligned with ``history``: a deleted event takes its type with it)."""
 
     history: Tensor  # [L] int64
     targets: Tensor  # [T] int64
+    events: Tensor | None = None  # [L] int64
+
+
+def score_rows(model: Recommender, rows: Tensor, events: Tensor | None) -> Tensor:
+    """``model.score_all`` of left-padded ``rows`` with their aligned event types (if any)."""
+    if events is None:
+        return model.score_all(rows)
+    return model.score_all(rows, None, events)
+
+
+def event_rows(
+    question: Question, width: int, max_events: int, removed: Tensor | None, device: torch.device
+) -> Tensor | None:
+    """The event types of :func:`deletion_rows`' rows for ``question`` (None without)."""
+    if question.events is None:
+        return None
+    return deletion_rows(question.events.to(device), width, max_events, removed)[0]
 
 
 @dataclass(frozen=True)
@@ -188,15 +206,31 @@ def deletion_influence(
     explainable = is_explainable(model)
     events = max_events if explainable else 0
     built = [deletion_rows(q.history.to(device), width, events) for q in questions]
+    kinds = [event_rows(q, width, events, None, device) for q in questions]
     sizes = [rows.shape[0] for rows, _ in built]
     out: list[Influence] = []
     for start, stop in _chunks(sizes, max_rows):
-        scores = model.score_all(torch.cat([rows for rows, _ in built[start:stop]]))
+        rows = torch.cat([rows for rows, _ in built[start:stop]])
+        scores = score_rows(model, rows, _joined(kinds[start:stop], built[start:stop]))
         for offset, index in zip(_offsets(sizes[start:stop]), range(start, stop), strict=True):
             block = scores[offset : offset + sizes[index]].float()
             question = questions[index]
             out.append(_influence(block, built[index], question, explainable, device, listed))
     return out
+
+
+def _joined(
+    kinds: Sequence[Tensor | None], built: Sequence[tuple[Tensor, Tensor]]
+) -> Tensor | None:
+    """The event-type rows of a pass (zeros for questions without types; None if none has)."""
+    if all(k is None for k in kinds):
+        return None
+    return torch.cat(
+        [
+            torch.zeros_like(rows) if k is None else k
+            for k, (rows, _) in zip(kinds, built, strict=True)
+        ]
+    )
 
 
 def _offsets(sizes: Sequence[int]) -> list[int]:

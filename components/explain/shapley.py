@@ -31,6 +31,7 @@ from components.explain.influence import (
     Question,
     is_explainable,
     model_device,
+    score_rows,
 )
 from components.models.base import Recommender
 
@@ -142,7 +143,10 @@ def shapley_values(
             members, weights = _sampled_plan(n_events, permutations, generator, device)
         keep = torch.ones(members.shape[0], length, dtype=torch.bool, device=device)
         keep[:, length - n_events :] = members
-        values = _coalition_values(model, coalition_rows(history, width, keep), max_rows)
+        kinds = None
+        if question.events is not None:
+            kinds = coalition_rows(question.events.to(device)[-width:], width, keep)
+        values = _coalition_values(model, coalition_rows(history, width, keep), kinds, max_rows)
         targets = question.targets.to(device)
         phi = (weights @ values[:, targets]).T  # [T, E]
         out.append(
@@ -158,6 +162,12 @@ def shapley_values(
     return out
 
 
-def _coalition_values(model: Recommender, rows: Tensor, max_rows: int) -> Tensor:
-    """``[R, C]`` scores of ``rows``, at most ``max_rows`` per forward pass."""
-    return torch.cat([model.score_all(part).float() for part in rows.split(max_rows)])
+def _coalition_values(
+    model: Recommender, rows: Tensor, kinds: Tensor | None, max_rows: int
+) -> Tensor:
+    """``[R, C]`` scores of ``rows`` (event types ``kinds``), ``max_rows`` per forward pass."""
+    parts = rows.split(max_rows)
+    types = [None] * len(parts) if kinds is None else list(kinds.split(max_rows))
+    return torch.cat(
+        [score_rows(model, part, kind).float() for part, kind in zip(parts, types, strict=True)]
+    )

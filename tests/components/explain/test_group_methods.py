@@ -143,3 +143,33 @@ def test_every_model_gets_group_influence_that_matches_rescoring(
                 scores = bundle.model.score_all(rows)[:, found.target]
             assert float(scores[1]) == pytest.approx(found.score, abs=1e-4)
             assert float(scores[1] - scores[0]) == pytest.approx(float(found.drops.sum()), abs=1e-4)
+
+
+class _TypedModel(Recommender):
+    """Item 8 scores 1.0 for each purchase (event type 2) of item 3 in the history: the
+    event type must leave the history together with its item."""
+
+    name: ClassVar[str] = "typed-test"
+    Params = ModelParams
+    input_kind = "none"
+    trainable = False
+
+    def score_all(
+        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
+        assert events is not None and events.shape == histories.shape
+        scores = torch.full((histories.shape[0], N_ITEMS + 1), 0.5)
+        scores[:, 8] = ((histories == 3) & (events == 2)).sum(dim=1).float()
+        return mask_padding_column(scores)
+
+
+def test_event_types_leave_the_history_with_their_events() -> None:
+    model = _model(_TypedModel)
+    # item 3 viewed, item 3 purchased, item 1 purchased
+    question = Question(torch.tensor([3, 3, 1]), torch.tensor([8]), torch.tensor([1, 2, 2]))
+    (single,) = deletion_influence(model, [question], 10, 10)
+    assert single.drops[0].tolist() == [0.0, 1.0, 0.0]
+    ((group,),) = greedy_group_deletion(model, [question], 10, 10, 1)
+    assert group.positions.tolist() == [1] and group.drops.tolist() == [1.0]
+    (values,) = shapley_values(model, [question], 10, 10)
+    assert torch.allclose(values.values[0], torch.tensor([0.0, 1.0, 0.0]), atol=1e-6)
