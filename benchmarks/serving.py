@@ -100,6 +100,10 @@ def parse_wrk(text: str) -> dict[str, Any]:
     return {
         "requests": int(total.group(1)) if total else 0,
         "errors": errors,
+        # of which: refused with a status (e.g. 503 + Retry-After when shed) and timed
+        # out (no answer within wrk's 2 s) - overload should be the former, never the latter
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "timeouts": int(sock.group(4)) if sock else 0,
         "rps": round(float(rps.group(1)), 1) if rps else 0.0,
         "p50_ms": ms("50"),
         "p90_ms": ms("90"),

@@ -357,6 +357,7 @@ class RecommendationService:
         plan = engine.plan(engine.vocab.item_tokens(engine.popular(3, []).items), 5, True, [])
         if plan.query is None or not engine.score([plan.query])[0].items:
             loaded.batcher.close()
+            loaded.explainer.close()
             raise swap.SwapRefused(f"{settings.model_version} did not answer from the model")
         return loaded
 

@@ -28,6 +28,7 @@ def test_wrk_output_is_parsed_with_units_and_all_errors() -> None:
     assert row["requests"] == 1128 and row["rps"] == 281.9
     assert row["p50_ms"] == 0.64 and row["p90_ms"] == 20.5 and row["p99_ms"] == 1180.0
     assert row["errors"] == 7  # 4 non-2xx + 3 socket errors
+    assert (row["non_2xx"], row["timeouts"]) == (4, 1)
     assert math.isnan(parse_wrk("garbage")["p50_ms"])
 
 
