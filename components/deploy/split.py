@@ -308,7 +308,7 @@ class Splitter:
         self.stats = SplitStats()
         # unbounded as an object (the workers wait on this one queue for the proxy's
         # lifetime); bounded by each challenger's ``queue`` setting in _mirror
-        self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[str, Request]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._dirty = False
 
@@ -422,45 +422,35 @@ class Splitter:
         if self.queue.qsize() >= cfg.queue:
             self.stats.dropped += 1
         else:
-            self.queue.put_nowait((cfg.generation, request.raw))
+            self.queue.put_nowait((cfg.generation, request))
             self.stats.mirrored += 1
         self._dirty = True
 
     # --- off the request path ----------------------------------------------------------
     async def _mirror_worker(self) -> None:
-        conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-        conn_to: Address | None = None
+        conns: dict[Address, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
         while True:
-            generation, raw = await self.queue.get()
+            generation, request = await self.queue.get()
             cfg = self.cfg
             if cfg is None or cfg.generation != generation:
                 continue
-            if conn is not None and conn_to != cfg.challenger:
-                conn[1].close()
-                conn = None
+            for address in [a for a in conns if a != cfg.challenger]:  # a new challenger
+                conns.pop(address)[1].close()
             started = time.perf_counter()
             try:
-                if conn is None:
-                    conn = await asyncio.wait_for(
-                        asyncio.open_connection(*cfg.challenger), cfg.timeout_s
-                    )
-                    conn_to = cfg.challenger
-                conn[1].write(raw)
-                status, _, closes = await asyncio.wait_for(read_response(conn[0]), cfg.timeout_s)
-                self._count_challenger(cfg, status, time.perf_counter() - started)
-                if closes:
-                    conn[1].close()
-                    conn = None
+                # a kept connection the shadow closed while idle is retried once, fresh
+                got = await asyncio.wait_for(
+                    _exchange(conns, cfg.challenger, request), cfg.timeout_s
+                )
             except (TimeoutError, asyncio.TimeoutError):
                 self.stats.mirror_timeouts += 1
-                _drop(conn)
-                conn = None
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, HttpError):
+                if cfg.challenger in conns:  # the answer may still come: not on this one
+                    conns.pop(cfg.challenger)[1].close()
+                self._dirty = True
+                continue
+            if got is None:
                 self.stats.mirror_errors += 1
-                self._count_challenger(cfg, 0, time.perf_counter() - started)
-                _drop(conn)
-                conn = None
-            self._dirty = True
+            self._count_challenger(cfg, got[0] if got else 0, time.perf_counter() - started)
 
     async def _write_stats_loop(self) -> None:
         while True:
@@ -476,14 +466,6 @@ class Splitter:
             os.replace(tmp, self.stats_path)
         except OSError:
             log.exception("could not write %s", self.stats_path)
-
-
-def _drop(
-    conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None,
-) -> None:
-    if conn is not None:
-        conn[1].close()
-    return None
 
 
 async def _exchange(

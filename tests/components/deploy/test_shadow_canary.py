@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from uuid import UUID
 
 import httpx
@@ -24,7 +25,6 @@ import psutil
 import pyarrow.compute as pc
 import pytest
 from prefect import get_client
-from prefect.client.schemas.objects import State
 from prefect.flow_runs import resume_flow_run
 
 from components.deploy.challenger import attach, detach, split_stats
@@ -261,17 +261,27 @@ def test_compare_and_conclude_promote_with_the_online_evidence(
         "features": served.features.model_dump(mode="json"),
     }
     mapping["deploy"]["challenger"].update(observe_s=600, poll_s=1)
-    outcome: dict[str, State] = {}
-    flow_thread = threading.Thread(
-        target=lambda: outcome.update(
-            state=online_decision_flow(config=mapping, actor="test", return_state=True)
-        )
-    )
+    outcome: dict[str, Any] = {}
+
+    def run_flow() -> None:
+        try:
+            outcome["state"] = online_decision_flow(config=mapping, actor="test", return_state=True)
+        except BaseException as exc:  # reported by the waits below
+            outcome["error"] = exc
+
+    flow_thread = threading.Thread(target=run_flow)
     flow_thread.start()
     paused: list[UUID] = []
-    wait_for("the flow run pauses", lambda: bool(paused.extend(paused_runs()) or paused), 240)
+
+    def is_paused() -> bool:
+        assert flow_thread.is_alive(), f"the flow ended before it paused: {outcome}"
+        paused.extend(paused_runs())
+        return bool(paused)
+
+    wait_for("the flow run pauses", is_paused, 300)
     resume_flow_run(paused[0], run_input={"decision": "auto"})
     flow_thread.join(300)
+    assert "state" in outcome, outcome
     done = outcome["state"].result()
     assert done.decision == "promote" and done.promotion.status == "champion"
     history = ModelRegistry(ws).history()
