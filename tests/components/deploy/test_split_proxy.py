@@ -57,7 +57,17 @@ def backends() -> Iterator[tuple[Backend, Backend, Backend]]:
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     yield trio
+
+    async def shutdown() -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
 
 
 @pytest.fixture
