@@ -202,8 +202,21 @@ class ItemInput(nn.Module):
         return x
 
     # --- housekeeping -----------------------------------------------------------------
-    def train(self, mode: bool = True) -> ItemInput:
+    def refresh(self) -> None:
+        """Drop the cached table (after changing weights or buffers in place in eval mode)."""
         self._cached = None
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> ItemInput:
+        self._cached = None  # .to(device) / .half(): the cached table is of the old kind
+        return super()._apply(fn, *args, **kwargs)
+
+    def train(self, mode: bool = True) -> ItemInput:
+        # the cached table is valid while the module stays in eval mode (weights change in
+        # training or by a state-dict load, which also drops it). ``eval()`` on an eval
+        # module keeps it: ModelBundle.score calls eval() per request, and rebuilding a
+        # 12k-item table each time cost ~1.3 ms of a 8.5 ms lone request (profiled)
+        if mode or self.training:
+            self._cached = None
         return super().train(mode)
 
     def _load_from_state_dict(

@@ -93,7 +93,7 @@ def test_cold_item_has_no_id_embedding_but_is_scored_by_its_text(
     before = bundle.score(histories)[:, cold].clone()
     with torch.no_grad():  # give the cold item another text: its score must follow
         items.text[cold] = torch.roll(items.text[cold], 1)
-    items.train(False)  # drops the cached table
+    items.refresh()  # drops the cached table
     after = bundle.score(histories)[:, cold]
     assert not torch.allclose(before, after)
     table = bundle.model.output_embeddings()
@@ -102,6 +102,29 @@ def test_cold_item_has_no_id_embedding_but_is_scored_by_its_text(
         slots = items.categories[cold]
         mean = items.categories_emb(slots[slots > 0]).mean(dim=0)
     assert torch.allclose(table[cold], projected + mean, atol=1e-6)  # no id part
+
+
+def test_the_eval_table_is_built_once_and_rebuilt_after_training(
+    tiny_prepared: PreparedData,
+) -> None:
+    """The serving path calls eval() per request: that must not rebuild the item table
+    (1.3 ms of an 8.5 ms request at 12k items); training must."""
+    bundle = _bundle("sasrec", tiny_prepared, ["id", "text", "category"])
+    items = bundle.model.item_input
+    histories = tiny_prepared.split.test.histories[:3]
+    before = bundle.score(histories).clone()
+    with torch.no_grad():
+        cached = items.table()
+    bundle.model.eval()  # what ModelBundle.score does on every call
+    with torch.no_grad():
+        assert items.table() is cached
+    bundle.model.train()
+    with torch.no_grad():
+        items.ids.weight.mul_(2.0)  # a training step changes the weights
+    after = bundle.score(histories)  # back in eval: the table reflects the new weights
+    assert not torch.allclose(before, after)
+    with torch.no_grad():
+        assert items.table() is not cached
 
 
 def test_id_only_default_matches_legacy_bundles(
