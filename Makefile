@@ -5,6 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
+# test processes (pytest-xdist): most of the suite waits on servers and subprocesses it
+# starts, so two workers keep both CI cores busy; whole files go to one worker (--dist
+# loadfile) so module-scoped servers are started once. TEST_JOBS=0 runs in one process.
+TEST_JOBS ?= 2
 
 .PHONY: run test install lint bench-data clean
 
@@ -22,7 +26,7 @@ run: $(STAMP)
 
 ## test: the whole test suite (slow and service tests included; they skip with a reason where they cannot run)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile $(ARGS)
 
 ## lint: ruff (lint + format check) and mypy over components flows services (pyproject.toml)
 lint: $(STAMP)
