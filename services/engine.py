@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from components.data.sequences import PAD, pad_left
 from components.models.ann import AnnIndex, ann_recommend
+from components.models.base import trim_left_padding
 from services.explanations import (
     GROUP_NOTE,
     Because,
@@ -357,7 +358,14 @@ class Engine:
         events = None
         if any(q.events is not None for q in queries):
             rows = [q.events if q.events is not None else [PAD] * len(q.history) for q in queries]
-            events = _left_padded(rows, self.max_len).to(self.device)
+            events = _left_padded(rows, self.max_len)
+        # columns that are padding in every row cost the model work and change nothing
+        # (evaluation trims them too): a 3-item history is 3 positions, not max_len
+        if events is None:
+            (histories,) = trim_left_padding(histories)
+        else:
+            histories, events = trim_left_padding(histories, events)
+            events = events.to(self.device)
         found: tuple[torch.Tensor, torch.Tensor]
         if self.ann is not None:
             found = ann_recommend(

@@ -91,3 +91,21 @@ def test_every_item_id_and_the_user_id_are_length_bounded() -> None:
         with pytest.raises(ValueError):
             model.model_validate(body)
     assert model.model_validate({"history": ["a" * 8], "exclude": ["b" * 8]}).history
+
+
+def test_scores_equal_the_model_call_on_full_max_len_padding(engine: Engine) -> None:
+    """The engine trims all-padding columns before the model; answers must be those of
+    the untrimmed ``[B, max_len]`` call."""
+    from services.engine import _left_padded, _right_padded
+
+    histories = [["i1", "i2", "i3"], ["i4"], ["i5", "i6"]]
+    plans = [engine.plan(h, 5, True, []) for h in histories]
+    queries = [p.query for p in plans if p.query is not None]
+    scored = engine.score(queries)
+    padded = _left_padded([q.history for q in queries], engine.max_len)
+    assert padded.shape[1] == engine.max_len and (padded[:, :-3] == 0).all()
+    exclude = _right_padded([q.exclude or [0] for q in queries])
+    items, scores = engine.bundle.recommend(padded, 5, exclude_seen=False, exclude=exclude)
+    for row, answer in enumerate(scored):
+        assert answer.items == items[row].tolist()
+        assert answer.scores == pytest.approx(scores[row].tolist(), rel=1e-5, abs=1e-6)
