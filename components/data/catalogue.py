@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict
 
+from components.data.config import CatalogueColumns
 from components.data.schema import ITEM, STRING_DTYPE
 from components.errors import DataError
 
@@ -44,18 +44,6 @@ CATALOGUE_COLUMNS: tuple[str, ...] = (ITEM, TEXT, CATEGORY)
 # RecBole .item columns that make up an item's text and category (first found wins)
 RECBOLE_TEXT = ("movie_title", "title", "name", "description")
 RECBOLE_CATEGORY = ("class", "genre", "genres", "categories", "category")
-
-
-class CatalogueColumns(BaseModel):
-    """Names of the catalogue columns in a csv/parquet item file.
-
-    ``text`` may name several columns; their non-empty values are joined with ". "."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    item_id: str = "item_id"
-    text: list[str] = ["title"]
-    category: str | None = "category"
 
 
 @dataclass(frozen=True)

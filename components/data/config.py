@@ -6,12 +6,22 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from components.data.catalogue import CatalogueColumns
-
 #: the event types the contract knows (validation accepts these by default)
 EVENT_TYPES: tuple[str, ...] = ("view", "click", "cart", "purchase", "rating", "interaction")
 
 InputFormat = Literal["auto", "csv", "parquet", "recbole", "seq", "pairs", "movielens"]
+
+
+class CatalogueColumns(BaseModel):
+    """Names of the catalogue columns in a csv/parquet item file.
+
+    ``text`` may name several columns; their non-empty values are joined with ". "."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: str = "item_id"
+    text: list[str] = ["title"]
+    category: str | None = "category"
 
 
 class ColumnMapping(BaseModel):

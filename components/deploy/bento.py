@@ -41,7 +41,6 @@ from components.errors import (
     full_disk_is_one_line,
     storage_full,
 )
-from components.evaluation.metrics import HEADLINE_METRICS
 from components.features.config import FeaturesConfig
 from components.workspace import Workspace
 
@@ -139,6 +138,8 @@ def recorded_event_types(model: ModelVersion) -> list[str]:
 
 def bento_labels(model: ModelVersion) -> dict[str, str]:
     """Labels on the bento: what it serves and how good it was (strings only)."""
+    from components.evaluation.metrics import HEADLINE_METRICS  # torch: only when building
+
     labels = {
         "recops": "recommender",
         "model_version": model.version,

@@ -9,12 +9,11 @@ import pandas as pd
 import pytest
 
 from components.data.catalogue import (
-    CatalogueColumns,
     catalogue_from_config,
     check_catalogue,
     load_catalogue,
 )
-from components.data.config import DataConfig, SyntheticConfig
+from components.data.config import CatalogueColumns, DataConfig, SyntheticConfig
 from components.data.prepare import prepare
 from components.data.synthetic import THEMES, synthetic_catalogue
 from components.errors import DataError
