@@ -131,6 +131,8 @@ class ItemInput(nn.Module):
         content is used, keep id embeddings only for ``trained_items`` (bool mask)."""
         if self.text_proj is not None and text is not None:
             self.text = torch.as_tensor(text, dtype=torch.float32)  # shares numpy memory
+        elif self.text_proj is not None:
+            self.text.zero_()  # no vectors given: "no text" rather than the unfilled buffer
         if self.categories_emb is not None and categories is not None:
             self.categories = torch.as_tensor(categories, dtype=torch.long)
         content = self.text_proj is not None or self.categories_emb is not None
