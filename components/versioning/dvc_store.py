@@ -31,22 +31,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict
 
 from components.data.config import ColumnMapping
-from components.data.schema import EVENT, ITEM, STRING_DTYPE, TIME, USER, empty_events
 from components.errors import VersioningError, storage_full
 from components.faults import pause_point
 from components.validation.report import BatchStats, ValidationReport
 from components.versioning.config import VersioningConfig
 from components.workspace import Workspace
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# pandas, numpy, pyarrow and the event schema (which builds on pandas) are imported in the
+# functions that touch frames: reading the version index (`recops status`,
+# `recops data versions`) stays free of them.
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,10 @@ def dir_md5(directory: Path) -> str:
 def events_digest(events: pd.DataFrame) -> str:
     """Content identity of a batch of events: independent of row order, file format and
     batch id (sha256 over the sorted per-row hashes of the contract columns)."""
+    import pandas as pd
+
+    from components.data.schema import EVENT, ITEM, TIME, USER
+
     columns = [c for c in (USER, ITEM, TIME, EVENT) if c in events.columns]
     rows = pd.util.hash_pandas_object(events[columns], index=False).to_numpy()
     rows.sort()
@@ -160,6 +166,7 @@ class FileBatch:
     def _pass(self, part: int) -> pd.DataFrame:
         import polars as pl
 
+        from components.data.schema import EVENT, ITEM, STRING_DTYPE, USER
         from components.data.stream import ROW
 
         chosen = self.lazy
@@ -171,6 +178,11 @@ class FileBatch:
         return frame
 
     def digest(self) -> str:
+        import numpy as np
+        import pandas as pd
+
+        from components.data.schema import EVENT, ITEM, TIME, USER
+
         hashes = []
         for part in range(self.passes):
             frame = self._pass(part)
@@ -212,6 +224,10 @@ def _quiet_dvc() -> None:
 
 
 def _contract_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
+    from components.data.schema import EVENT, ITEM, STRING_DTYPE, TIME, USER
+
     for col in (USER, ITEM, EVENT):
         if col in frame.columns and frame[col].dtype != STRING_DTYPE:
             frame[col] = frame[col].astype(STRING_DTYPE)
@@ -443,6 +459,10 @@ class DatasetStore:
     def load_catalogue(self, version: str | None = None) -> pd.DataFrame | None:
         """The item catalogue of the current (or given) version (None when it has none):
         its catalogue batches in order, the last row of each item id kept."""
+        import pandas as pd
+
+        from components.data.schema import ITEM
+
         chosen = self.current() if version is None else self.show(version)
         if chosen is None or not chosen.catalogue_batches:
             return None
@@ -452,6 +472,11 @@ class DatasetStore:
 
     def load_events(self, version: str | None = None) -> pd.DataFrame:
         """Accepted events of the current (or given) version, in batch order, contract dtypes."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from components.data.schema import empty_events
+
         chosen = self.current() if version is None else self.show(version)
         if chosen is None:
             return empty_events()
@@ -539,6 +564,12 @@ class DatasetStore:
     def _accept_catalogue(
         self, catalogue: pd.DataFrame, batch_id: str, parent: DatasetVersion
     ) -> DatasetVersion:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        from components.data.schema import ITEM
+
         folder = self.accepted / CATALOGUE_DIR
         folder.mkdir(parents=True, exist_ok=True)
         partial = self.root / f".{batch_id}.catalogue.partial"
@@ -613,6 +644,12 @@ class DatasetStore:
         return self._commit_version(version, batch_id)
 
     def _dataset_counts(self, batches: list[str]) -> dict[str, int]:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        from components.data.schema import ITEM, USER
+
         paths = [self.accepted / f"{b}.parquet" for b in batches]
         table = pa.concat_tables(
             [pq.read_table(p, columns=[USER, ITEM]) for p in paths], promote_options="permissive"
