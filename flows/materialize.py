@@ -12,12 +12,13 @@ from prefect import flow, get_run_logger
 
 from components.errors import VersioningError
 from components.workspace import Workspace
+from flows.results import MaterializeRun
 from flows.retrain import resolve_config
 from flows.tasks import materialize_features
 
 
 @flow(name="recops-materialize", description="Materialize features of the current dataset version.")
-def materialize_flow(config: dict[str, Any] | None = None) -> dict[str, Any]:
+def materialize_flow(config: dict[str, Any] | None = None) -> MaterializeRun:
     """Materialize the current accepted dataset version's features into the online store."""
     from components.versioning.dvc_store import DatasetStore
 
@@ -30,4 +31,4 @@ def materialize_flow(config: dict[str, Any] | None = None) -> dict[str, Any]:
         )
     result = materialize_features(cfg, ws, current.version)
     get_run_logger().info("materialized features for %s", current.version)
-    return {"data_version": current.version, **result}
+    return MaterializeRun(data_version=current.version, materialized=result)

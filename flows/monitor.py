@@ -23,11 +23,12 @@ from prefect.cache_policies import NO_CACHE
 from components.config import RecopsConfig
 from components.errors import ValidationFailed
 from components.workspace import Workspace
+from flows.results import FeedbackIngest, MonitorResult
 from flows.retrain import resolve_config
 
 
 @task(name="ingest-feedback", retries=0, cache_policy=NO_CACHE)
-def ingest_feedback(cfg: RecopsConfig, ws: Workspace) -> dict[str, Any]:
+def ingest_feedback(cfg: RecopsConfig, ws: Workspace) -> FeedbackIngest:
     """New feedback parts -> one batch through the normal ingest (accepted or quarantined)."""
     from components.lifecycle.ingest import ingest_events
     from components.monitoring.feedback import feedback_events, mark_ingested, pending_parts
@@ -35,7 +36,7 @@ def ingest_feedback(cfg: RecopsConfig, ws: Workspace) -> dict[str, Any]:
 
     parts = pending_parts(ws)
     if not parts:
-        return {"parts": 0, "events": 0}
+        return FeedbackIngest(parts=0, events=0)
     events = feedback_events(parts)
     batch_id = f"feedback-{events_digest(events)[:12]}"  # same events, same batch: never twice
     try:
@@ -45,14 +46,14 @@ def ingest_feedback(cfg: RecopsConfig, ws: Workspace) -> dict[str, Any]:
     except ValidationFailed as exc:
         mark_ingested(ws, parts, batch_id, "quarantined")
         get_run_logger().warning("feedback batch quarantined: %s", exc.message)
-        return {"parts": len(parts), "events": len(events), "quarantined": exc.quarantine_path}
+        return FeedbackIngest(parts=len(parts), events=len(events), quarantined=exc.quarantine_path)
     mark_ingested(ws, parts, batch_id, "accepted")
-    return {
-        "parts": len(parts),
-        "events": len(events),
-        "batch_id": batch_id,
-        "data_version": ingested.version.version,
-    }
+    return FeedbackIngest(
+        parts=len(parts),
+        events=len(events),
+        batch_id=batch_id,
+        data_version=ingested.version.version,
+    )
 
 
 @task(name="online-metrics-and-drift", retries=0, cache_policy=NO_CACHE)
@@ -118,7 +119,7 @@ def monitor_flow(
     config: dict[str, Any] | None = None,
     version: str | None = None,
     since: str | None = None,
-) -> dict[str, Any]:
+) -> MonitorResult:
     from components.monitoring.drift import DriftCheck, DriftReport
     from components.monitoring.report import GAUGES_FILE, write_gauges
     from components.monitoring.triggers import new_events_since_champion, retrain_reason
@@ -129,7 +130,7 @@ def monitor_flow(
     feedback = ingest_feedback(cfg, ws)
     since_at = datetime.fromisoformat(since) if since else None
     report = monitoring_report(cfg, ws, version, since_at)
-    report["feedback_ingest"] = feedback
+    report["feedback_ingest"] = feedback.model_dump()
     drift = report["drift"]
     drift_obj = (
         DriftReport(**{**drift, "checks": [DriftCheck(**c) for c in drift["checks"]]})
@@ -144,9 +145,8 @@ def monitor_flow(
     )
     ws.monitoring_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-    (ws.monitoring_dir / f"report-{stamp}.json").write_text(
-        json.dumps(report, indent=2, default=str)
-    )
+    report_path = ws.monitoring_dir / f"report-{stamp}.json"
+    report_path.write_text(json.dumps(report, indent=2, default=str))
     report["gauges"] = str(write_gauges(report, ws.monitoring_dir / GAUGES_FILE))
     create_table_artifact(
         key="recops-online-metrics",
@@ -160,4 +160,13 @@ def monitor_flow(
         bool(drift_obj and drift_obj.drifted),
         reason,
     )
-    return report
+    return MonitorResult(
+        feedback_ingest=feedback,
+        new_events_since_champion=new_events,
+        drifted=drift_obj.drifted if drift_obj else None,
+        retrain_reason=reason,
+        retrain_event_sent=sent,
+        report_path=str(report_path),
+        gauges=report["gauges"],
+        report=report,
+    )

@@ -3,8 +3,11 @@ tests read (pydantic models, which Prefect persists and returns as they are)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 
+from components.features.store import MaterializeResult
 from components.records import RunRecord
 
 
@@ -39,3 +42,41 @@ class RollbackResult(BaseModel):
     before: str | None
     after: str
     url: str | None = None
+
+
+class FeedbackIngest(BaseModel):
+    """The monitoring flow's feedback batch: accepted (with its batch and data version),
+    quarantined (with where it went), or nothing new."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    parts: int
+    events: int
+    batch_id: str | None = None
+    data_version: str | None = None
+    quarantined: str | None = None
+
+
+class MonitorResult(BaseModel):
+    """One monitoring run: its decisions, typed, and the report document it wrote (the
+    JSON of ``recops monitor --json``: online metrics per version and drift checks)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feedback_ingest: FeedbackIngest
+    new_events_since_champion: int | None
+    drifted: bool | None  # None: drift not evaluated (no champion, or its data elsewhere)
+    retrain_reason: str | None
+    retrain_event_sent: bool
+    report_path: str
+    gauges: str
+    report: dict[str, Any]
+
+
+class MaterializeRun(BaseModel):
+    """A materialization run: the dataset version whose features now serve online."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_version: str
+    materialized: MaterializeResult

@@ -25,6 +25,7 @@ from components.workspace import Workspace
 if TYPE_CHECKING:
     from components.data.prepare import PreparedData
     from components.deploy.targets import Deployed
+    from components.features.store import MaterializeResult
     from components.lifecycle.challenge import Challenge
     from components.lifecycle.train import TrainedRun
     from components.models.bundle import ModelBundle
@@ -106,7 +107,7 @@ def _features_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     cache_key_fn=_features_cache_key,
     persist_result=True,
 )
-def materialize_features(cfg: RecopsConfig, ws: Workspace, data_version: str) -> dict[str, Any]:
+def materialize_features(cfg: RecopsConfig, ws: Workspace, data_version: str) -> MaterializeResult:
     """Feast: write feature tables of ``data_version`` (with its item catalogue's content:
     text vectors and categories), apply the repo, materialize online.
 
@@ -121,7 +122,7 @@ def materialize_features(cfg: RecopsConfig, ws: Workspace, data_version: str) ->
     catalogue = DatasetStore(ws, cfg.versioning).load_catalogue(data_version)
     result = refresh_features(events, ws, cfg.features, catalogue=catalogue)
     get_run_logger().info("features materialized for dataset version %s", data_version)
-    return result.model_dump(mode="json")
+    return result
 
 
 @task(name="prepare-data", retries=0, cache_policy=NO_CACHE)

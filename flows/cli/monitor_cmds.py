@@ -160,7 +160,7 @@ def monitor(
             config=cfg.model_dump(mode="json"),
             version=version,
             since=since_at.isoformat() if since_at else None,
-        )
+        ).report
     else:
         from components.monitoring.report import build_report
 

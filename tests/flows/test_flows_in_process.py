@@ -138,3 +138,17 @@ def test_a_corrupt_champion_does_not_stop_the_influence_report_or_the_gate(
     report = Workspace.at(ws_root).runs_dir / result.record.run_id / "influence.json"
     reports = json.loads(report.read_text())
     assert [r["label"] for r in reports] == ["challenger"]
+
+
+@pytest.mark.slow
+def test_materialize_flow_returns_what_it_materialized(harness: None, tmp_path: Path) -> None:
+    from flows.materialize import materialize_flow
+
+    cfg = _config(tmp_path / "ws", "features.enabled=true")
+    ws = Workspace.at(cfg.workspace).activate()
+    batch = fetch_batch(ws, cfg.data, cfg.versioning)
+    version = ingest(batch, ws, cfg.data, cfg.validation, cfg.versioning).version.version
+    run = materialize_flow(config=_flow_config(cfg))
+    assert run.data_version == version
+    assert run.materialized.views and run.materialized.rows > 0
+    assert all(view.entities > 0 for view in run.materialized.views)

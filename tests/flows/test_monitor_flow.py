@@ -89,10 +89,15 @@ def test_monitor_run_ingests_feedback_and_reports(monitored) -> None:
     from flows.monitor import monitor_flow
 
     ws, cfg = monitored
-    report = monitor_flow(
+    result = monitor_flow(
         config=cfg.model_copy(update={"workspace": str(ws.root)}).model_dump(mode="json")
     )
-    assert report["feedback_ingest"]["events"] == 121 and report["feedback_ingest"]["batch_id"]
+    assert result.feedback_ingest.events == 121 and result.feedback_ingest.batch_id
+    assert result.retrain_reason and result.retrain_reason.startswith("121 new accepted events")
+    assert result.retrain_event_sent is False and result.drifted is not None
+    assert Path(result.report_path).exists()
+    report = result.report
+    assert report["feedback_ingest"]["events"] == 121
     assert pending_parts(ws) == []  # ingested once, recorded in the ledger
     events = DatasetStore(ws, cfg.versioning).load_events()
     assert "request_id" in events.columns
