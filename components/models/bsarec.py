@@ -39,32 +39,20 @@ Reference Beauty settings kept: 64 dimensions, 2 layers, 1 head, dropout 0.5/0.5
 from __future__ import annotations
 
 from functools import partial
-from typing import Literal
 
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from components.models.base import Recommender, TrainingPairs
-from components.models.layers import ItemInput, TransformerBlock, TransformerParams
+from components.models.layers import TransformerBlock, TransformerEncoder, TransformerParams
+from components.models.sasrec import SASRec, SASRecParams
 from components.models.zoo import register
 
 
-class BSARecParams(TransformerParams):
-    """BSARec hyperparameters (see :class:`TransformerParams` for the shared fields)."""
+class BSARecParams(SASRecParams):
+    """BSARec hyperparameters: SASRec's (the reference's Beauty layout) plus the filter."""
 
     num_heads: int = Field(1, ge=1, description="attention heads (must divide hidden_size)")
-    attn_dropout: float = Field(0.5, ge=0, lt=1, description="dropout on attention weights")
-    positions_from: Literal["first", "last"] = Field(
-        "first", description="position 0 = oldest item in the window"
-    )
-    norm_first: bool = Field(
-        False, description="post-LN blocks with an embedding LayerNorm (the reference's layout)"
-    )
-    layer_norm_eps: float = Field(1e-12, gt=0, description="LayerNorm epsilon")
-    linear_init_std: float | None = Field(
-        0.02, gt=0, description="normal init std for linear weights"
-    )
     c: int = Field(
         5, ge=1, description="low-pass cut-off: the filter keeps the c // 2 + 1 lowest frequencies"
     )
@@ -141,36 +129,15 @@ class BSARecBlock(TransformerBlock):
 
 
 @register("bsarec")
-class BSARec(Recommender):
-    """Causal frequency filter + self-attention per layer; tied item embeddings."""
+class BSARec(SASRec):
+    """Causal frequency filter + self-attention per layer; tied item embeddings. Everything
+    but the blocks (inputs, training pairs, scoring) is SASRec's."""
 
     Params = BSARecParams
-    input_kind = "causal"
 
-    def __init__(self, params: BSARecParams, n_items: int, n_users: int, max_len: int) -> None:
-        super().__init__(params, n_items, n_users, max_len)
+    def build_encoder(
+        self, params: TransformerParams, n_items: int, max_len: int
+    ) -> TransformerEncoder:
+        assert isinstance(params, BSARecParams)  # Params: built from this class's settings
         block = partial(BSARecBlock, window=max_len, c=params.c, alpha=params.alpha)
-        self.encoder = params.encoder(n_items, max_len, block=block)
-
-    @property
-    def item_input(self) -> ItemInput:
-        return self.encoder.items
-
-    def hidden_states(
-        self, histories: Tensor, table: Tensor | None = None, events: Tensor | None = None
-    ) -> Tensor:
-        """``[B, L, D]``: position ``t`` sees only items at positions ``<= t``."""
-        return self.encoder(histories, causal=True, table=table, events=events)
-
-    def training_pairs(self, batch: dict[str, Tensor]) -> TrainingPairs:
-        table = self.output_embeddings()  # computed once for inputs and scoring
-        hidden = self.hidden_states(batch["inputs"], table, batch.get("input_events"))
-        return self.causal_pairs(hidden, batch["inputs"], batch["targets"], table)
-
-    def output_embeddings(self) -> Tensor:
-        return self.encoder.items.table()
-
-    def encode(
-        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
-    ) -> Tensor:
-        return self.hidden_states(histories, events=events)[:, -1]
+        return params.encoder(n_items, max_len, block=block)

@@ -28,7 +28,7 @@ from pydantic import Field
 from torch import Tensor
 
 from components.models.base import Recommender, TrainingPairs
-from components.models.layers import ItemInput, TransformerParams
+from components.models.layers import ItemInput, TransformerEncoder, TransformerParams
 from components.models.zoo import register
 
 
@@ -60,7 +60,13 @@ class SASRec(Recommender):
 
     def __init__(self, params: SASRecParams, n_items: int, n_users: int, max_len: int) -> None:
         super().__init__(params, n_items, n_users, max_len)
-        self.encoder = params.encoder(n_items, max_len)
+        self.encoder = self.build_encoder(params, n_items, max_len)
+
+    def build_encoder(
+        self, params: TransformerParams, n_items: int, max_len: int
+    ) -> TransformerEncoder:
+        """The causal encoder (a variant changes only its blocks: see BSARec)."""
+        return params.encoder(n_items, max_len)
 
     @property
     def item_input(self) -> ItemInput:

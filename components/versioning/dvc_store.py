@@ -27,7 +27,7 @@ import logging
 import os
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -515,17 +515,24 @@ class DatasetStore:
             digest = batch.digest()
             if parent and (same := _batch_with_digest(parent, digest)) is not None:
                 raise AlreadyAccepted(batch_id, same, parent)
-            journal = self.workspace.lock_dir / JOURNAL
-            journal.write_text(json.dumps({"batch_id": batch_id}))
-            try:
-                version = self._accept(batch, batch_id, report, parent, digest)
-            except BaseException:
-                self._rollback(batch_id)
-                raise
-            finally:
-                journal.unlink(missing_ok=True)
+            version = self._journaled(
+                batch_id, lambda: self._accept(batch, batch_id, report, parent, digest)
+            )
         log.info("accepted batch %s -> dataset version %s", batch_id, version.short)
         return version
+
+    def _journaled(self, batch_id: str, write: Callable[[], DatasetVersion]) -> DatasetVersion:
+        """Run one accepting write (under the lock) behind the crash journal: a failure
+        rolls it back here; a kill leaves the journal naming the batch for recovery."""
+        journal = self.workspace.lock_dir / JOURNAL
+        journal.write_text(json.dumps({"batch_id": batch_id}))
+        try:
+            return write()
+        except BaseException:
+            self._rollback(batch_id)
+            raise
+        finally:
+            journal.unlink(missing_ok=True)
 
     def accept_catalogue(
         self, catalogue: pd.DataFrame, batch_id: str, report: ValidationReport
@@ -549,15 +556,9 @@ class DatasetStore:
                 )
             if batch_id in parent.catalogue_batches:
                 raise AlreadyAccepted(batch_id, batch_id, parent)
-            journal = self.workspace.lock_dir / JOURNAL
-            journal.write_text(json.dumps({"batch_id": batch_id}))
-            try:
-                version = self._accept_catalogue(catalogue, batch_id, parent)
-            except BaseException:
-                self._rollback(batch_id)
-                raise
-            finally:
-                journal.unlink(missing_ok=True)
+            version = self._journaled(
+                batch_id, lambda: self._accept_catalogue(catalogue, batch_id, parent)
+            )
         log.info("accepted catalogue %s -> dataset version %s", batch_id, version.short)
         return version
 
