@@ -381,16 +381,49 @@ def validate_events(
     stats = batch_stats(events, batch_id)
     with FileLock(str(workspace.lock_dir / "gx.lock")):
         results, pages = _validate_rows(context, events, cfg, batch_id, catalogue_items)
-        if previous is not None and stats.n_rows > 0:
-            drift, page = _validate_drift(context, stats, previous, cfg, batch_id)
-            results += drift
-            if page:
-                pages.append(page)
+        _add_drift(context, stats, previous, cfg, batch_id, results, pages)
     n_chunks = len(_chunks(events, cfg.chunk_rows))
     docs = pages[0] if n_chunks == 1 and pages else _site_index(pages)
+    return _events_report(batch_id, stats, results, pages, docs, n_chunks, started)
+
+
+def _add_drift(
+    context: Any,
+    stats: BatchStats,
+    previous: BatchStats | None,
+    cfg: ValidationConfig,
+    batch_id: str,
+    results: list[ExpectationResult],
+    pages: list[str],
+) -> None:
+    """Append the drift checks against ``previous`` (when there is one and data)."""
+    if previous is not None and stats.n_rows > 0:
+        drift, page = _validate_drift(context, stats, previous, cfg, batch_id)
+        results += drift
+        if page:
+            pages.append(page)
+
+
+def _events_report(
+    batch_id: str,
+    stats: BatchStats,
+    results: list[ExpectationResult],
+    pages: list[str],
+    docs: str | None,
+    n_chunks: int,
+    started: float,
+    passes: int = 1,
+) -> ValidationReport:
+    """The report of an event batch validated in ``n_chunks`` chunks over ``passes``."""
     passed = not any(not r.success and r.severity == "failure" for r in results)
     seconds = time.perf_counter() - started
-    log.info("batch %s: %s in %.1fs", batch_id, "passed" if passed else "FAILED", seconds)
+    log.info(
+        "batch %s: %s in %.1fs (%d pass(es))",
+        batch_id,
+        "passed" if passed else "FAILED",
+        seconds,
+        passes,
+    )
     return ValidationReport(
         batch_id=batch_id,
         passed=passed,
@@ -489,34 +522,10 @@ def validate_event_files(
     chunks = _pass_chunks(lazy, plan.passes, cfg.chunk_rows, catalogue_items)
     with FileLock(str(workspace.lock_dir / "gx.lock")):
         results, pages = _validate_chunks(context, expectations, chunks, batch_id)
-        if previous is not None and stats.n_rows > 0:
-            drift, page = _validate_drift(context, stats, previous, cfg, batch_id)
-            results += drift
-            if page:
-                pages.append(page)
-    passed = not any(not r.success and r.severity == "failure" for r in results)
-    seconds = time.perf_counter() - started
-    log.info(
-        "batch %s: %s in %.1fs (%d pass(es))",
-        batch_id,
-        "passed" if passed else "FAILED",
-        seconds,
-        plan.passes,
-    )
-    return ValidationReport(
-        batch_id=batch_id,
-        passed=passed,
-        n_rows=stats.n_rows,
-        n_users=stats.n_users,
-        n_items=stats.n_items,
-        results=results,
-        data_docs_path=_site_index(pages) if len(pages) > 1 else next(iter(pages), None),
-        summary=summarize(results, stats.n_rows),
-        validated_at=datetime.now(timezone.utc),
-        seconds=round(seconds, 3),
-        n_chunks=max(1, len([p for p in pages if "drift" not in p])),
-        data_docs_pages=pages,
-    )
+        _add_drift(context, stats, previous, cfg, batch_id, results, pages)
+    docs = _site_index(pages) if len(pages) > 1 else next(iter(pages), None)
+    n_chunks = max(1, len([p for p in pages if "drift" not in p]))
+    return _events_report(batch_id, stats, results, pages, docs, n_chunks, started, plan.passes)
 
 
 def validate_catalogue(
