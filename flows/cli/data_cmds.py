@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -26,6 +26,9 @@ from flows.cli.app import (
     prologue,
     write_json,
 )
+
+if TYPE_CHECKING:
+    from components.validation.report import ValidationReport
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -97,22 +100,26 @@ def add(
             highlight=False,
         )
         return
-    console.print(
-        f"[green]accepted[/green] batch {result.batch_id}: {report.n_rows} events, "
-        f"{len(report.warnings)} warnings",
-        highlight=False,
-    )
-    for warning in report.warnings:
-        console.print(f"  ! {warning.name}: {warning.details}", highlight=False)
-    console.print(
+    _print_acceptance(
+        f"batch {result.batch_id}: {report.n_rows} events",
+        report,
         f"dataset version {version.version} (git {(version.git_rev or '-')[:10]}): "
         f"{version.n_rows} events, {version.n_users} users, {version.n_items} items, "
         f"{len(version.batches)} batches",
-        highlight=False,
     )
     from flows.cli.monitor_cmds import retrain_if_due
 
     retrain_if_due(cfg, ws)
+
+
+def _print_acceptance(what: str, report: ValidationReport, version_line: str) -> None:
+    """An accepted batch (events or catalogue): its size, its warnings, the new version."""
+    console.print(
+        f"[green]accepted[/green] {what}, {len(report.warnings)} warnings", highlight=False
+    )
+    for warning in report.warnings:
+        console.print(f"  ! {warning.name}: {warning.details}", highlight=False)
+    console.print(version_line, highlight=False)
 
 
 def _print_rejection(path: Path, exc: Exception) -> None:
@@ -157,18 +164,12 @@ def add_items(
             highlight=False,
         )
         return
-    console.print(
-        f"[green]accepted[/green] catalogue {result.batch_id}: {report.n_rows} items, "
-        f"{len(report.warnings)} warnings",
-        highlight=False,
-    )
-    for warning in report.warnings:
-        console.print(f"  ! {warning.name}: {warning.details}", highlight=False)
-    console.print(
+    _print_acceptance(
+        f"catalogue {result.batch_id}: {report.n_rows} items",
+        report,
         f"dataset version {version.version}: {version.n_rows} events, "
         f"{version.n_catalogue_items} catalogue items ({len(version.catalogue_batches)} "
         "catalogue batches)",
-        highlight=False,
     )
 
 
