@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -24,9 +24,26 @@ from flows.cli.app import (
     stage_app,
 )
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 InOpt = Annotated[
     Path, typer.Option("--events", help="Contract events (Parquet) from the prepare stage.")
 ]
+ItemsOpt = Annotated[
+    Path | None,
+    typer.Option("--items", help="Item catalogue (Parquet) from the prepare stage; empty: none."),
+]
+
+
+def _read_catalogue(path: Path | None) -> pd.DataFrame | None:
+    """The catalogue the prepare stage wrote (None without one, or when it has no rows)."""
+    import pandas as pd
+
+    if path is None:
+        return None
+    frame = pd.read_parquet(path)
+    return frame if len(frame) else None
 
 
 @stage_app.command("prepare")
@@ -34,10 +51,20 @@ def stage_prepare(
     out: Annotated[
         Path, typer.Option("--out", help="Where to write the contract events (Parquet).")
     ],
+    items_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--items-out", help="Where to write the item catalogue (Parquet; no rows: none)."
+        ),
+    ] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
 ) -> None:
-    """Load data.path (or generate data.synthetic) into the event contract."""
+    """Load data.path (or generate data.synthetic) into the event contract, and its item
+    catalogue (data.items, a RecBole .item beside the events, or the synthetic world's)."""
+    import pandas as pd
+
+    from components.data.catalogue import CATALOGUE_COLUMNS, catalogue_from_config
     from components.lifecycle.prepare import load_dataset
 
     cfg = load_run_config(config, overrides, None)
@@ -45,6 +72,13 @@ def stage_prepare(
     out.parent.mkdir(parents=True, exist_ok=True)
     events.to_parquet(out, index=False)
     console.print(f"prepare: {len(events):,} events -> {out}")
+    if items_out is not None:
+        catalogue = catalogue_from_config(cfg.data)
+        if catalogue is None:
+            catalogue = pd.DataFrame({column: pd.Series(dtype=str) for column in CATALOGUE_COLUMNS})
+        items_out.parent.mkdir(parents=True, exist_ok=True)
+        catalogue.to_parquet(items_out, index=False)
+        console.print(f"prepare: {len(catalogue):,} catalogue items -> {items_out}")
 
 
 @stage_app.command("validate")
@@ -100,10 +134,13 @@ def stage_train(
     events_path: InOpt,
     out: Annotated[Path, typer.Option("--out", help="Folder for the trained model bundle.")],
     metrics: Annotated[Path, typer.Option("--metrics", help="Validation metrics (JSON).")],
+    items: ItemsOpt = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
+    workspace: WorkspaceOpt = None,
 ) -> None:
-    """Train the configured model on the split of the events; save the bundle."""
+    """Train the configured model on the split of the events (with the item catalogue,
+    whose content reaches the model through the workspace's Feast store); save the bundle."""
     import tempfile
 
     import pandas as pd
@@ -111,10 +148,10 @@ def stage_train(
     from components.data.prepare import prepare
     from components.lifecycle.train import train
 
-    cfg = load_run_config(config, overrides, None)
-    prepared = prepare(pd.read_parquet(events_path), cfg.data)
+    cfg, ws = prologue(config, overrides, workspace)
+    prepared = prepare(pd.read_parquet(events_path), cfg.data, _read_catalogue(items))
     with tempfile.TemporaryDirectory(prefix="recops-stage-") as tmp:
-        result = train(prepared, cfg, Path(tmp) / "run").result
+        result = train(prepared, cfg, Path(tmp) / "run", ws=ws).result
         out.mkdir(parents=True, exist_ok=True)
         result.bundle.save(out)
     metrics.parent.mkdir(parents=True, exist_ok=True)
@@ -133,6 +170,7 @@ def stage_evaluate(
     metrics: Annotated[
         Path, typer.Option("--metrics", help="Test metrics (JSON) for `dvc metrics`.")
     ],
+    items: ItemsOpt = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
 ) -> None:
@@ -145,7 +183,7 @@ def stage_evaluate(
     from components.models.bundle import ModelBundle
 
     cfg = load_run_config(config, overrides, None)
-    prepared = prepare(pd.read_parquet(events_path), cfg.data)
+    prepared = prepare(pd.read_parquet(events_path), cfg.data, _read_catalogue(items))
     bundle = ModelBundle.load(model)
     result = evaluate_bundle(bundle, prepared, cfg.eval, "test")
     summary = {k: float(v) for k, v in result.summary.items()}

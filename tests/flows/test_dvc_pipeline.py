@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -28,6 +29,10 @@ def test_dvc_repro_runs_all_stages_and_reports_metrics(tmp_path: Path) -> None:
     shutil.copy(REPO / "dvc.yaml", project)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["train"]["max_epochs"] = 2
+    # a content-aware model: the catalogue travels prepare -> train -> evaluate, and its
+    # categories reach the model through the workspace's Feast store (no text encoder)
+    params["model"]["params"] = {"item_features": ["id", "category"]}
+    params["features"]["text_encoder"] = "none"
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     assert _run(["git", "init", "-q"], project).returncode == 0
     assert _run(["dvc", "init", "-q"], project).returncode == 0
@@ -38,6 +43,8 @@ def test_dvc_repro_runs_all_stages_and_reports_metrics(tmp_path: Path) -> None:
         assert f"Running stage '{stage}'" in result.stdout
     metrics = json.loads((project / "pipeline" / "metrics.json").read_text())["test"]
     assert 0.0 <= metrics["ndcg@10"] <= 1.0 and metrics["n_users"] > 0
+    items = pd.read_parquet(project / "pipeline" / "items.parquet")
+    assert len(items) > 0 and items["category"].str.len().gt(0).all()
     report = json.loads((project / "pipeline" / "validation.json").read_text())
     assert report["passed"] is True
 
