@@ -86,6 +86,10 @@ class DeployFailed(RecopsError):
     exit_code = 10
 
 
+class DeployBusy(DeployFailed):
+    """Another deploy command holds the deployment's lock; nothing was changed."""
+
+
 class StorageFull(RecopsError):
     """A write failed because the disk (or quota) is full; nothing half-written was kept."""
 

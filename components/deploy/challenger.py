@@ -11,8 +11,9 @@ with the online evidence so far). A canary the proxy *tripped* (error rate above
 ``deploy.challenger.max_error_rate``) is detached by :func:`stop_if_tripped`, which the
 supervisor calls on every pass.
 
-Deploy commands that change the challenger wait at most ``LOCK_WAIT_S`` for the deploy
-lock: a second command started while one runs gets a one-line :class:`DeployFailed`.
+Deploy commands that change the challenger wait at most ``deploy.lock_wait_s`` for the
+deploy lock (:func:`components.deploy.local.deploy_lock`): a second command started while
+one runs gets a one-line :class:`DeployFailed` naming the holder.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
-
-from filelock import FileLock, Timeout
 
 from components.deploy import local
 from components.deploy.bento import build_bento
@@ -53,18 +52,6 @@ class Attached:
     url: str
 
 
-def deploy_lock(workspace: Workspace, wait_s: float = LOCK_WAIT_S) -> FileLock:
-    workspace.ensure()
-    return FileLock(str(workspace.lock_dir / "deploy.lock"), timeout=wait_s)
-
-
-def busy(exc: Timeout) -> DeployFailed:
-    return DeployFailed(
-        "another deploy command is running on this workspace (deploy lock held)",
-        hint="wait for it to finish, then try again",
-    )
-
-
 def proxy_settings(mode: Mode, cfg: BentoBuildConfig) -> dict[str, Any]:
     """The knobs the proxy reads for ``mode`` (see components/deploy/split.py)."""
     c = cfg.challenger
@@ -89,13 +76,9 @@ def attach(
     actor: str,
 ) -> Attached:
     """Serve ``version`` as a ``mode`` challenger beside the running champion."""
-    try:
-        with deploy_lock(workspace):
-            return _attach_locked(
-                workspace, version, mode, serve_cfg, deploy_cfg, features_cfg, actor
-            )
-    except Timeout as exc:
-        raise busy(exc) from None
+    what = f"recops deploy --mode {mode} {version}"
+    with local.deploy_lock(workspace, what, deploy_cfg.lock_wait_s):
+        return _attach_locked(workspace, version, mode, serve_cfg, deploy_cfg, features_cfg, actor)
 
 
 def _serving_state(workspace: Workspace) -> local.LocalState:
@@ -182,16 +165,15 @@ def split_stats(workspace: Workspace) -> dict[str, Any]:
     return stats if isinstance(stats, dict) and stats.get("generation") == current else {}
 
 
-def detach(workspace: Workspace, reason: str) -> local.ChallengerState | None:
+def detach(
+    workspace: Workspace, reason: str, wait_s: float = LOCK_WAIT_S
+) -> local.ChallengerState | None:
     """Stop the attached challenger (None when there was none) and record why."""
-    try:
-        with deploy_lock(workspace):
-            state = local.read_state(workspace)
-            if state is None or state.challenger is None:
-                return None
-            return detach_locked(workspace, state, reason)
-    except Timeout as exc:
-        raise busy(exc) from None
+    with local.deploy_lock(workspace, "recops deploy detach", wait_s):
+        state = local.read_state(workspace)
+        if state is None or state.challenger is None:
+            return None
+        return detach_locked(workspace, state, reason)
 
 
 def detach_locked(

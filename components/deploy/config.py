@@ -100,6 +100,9 @@ class LocalDeployConfig(BentoBuildConfig):
 
     target: Literal["local"] = "local"
     readiness_timeout_s: float = Field(120.0, gt=0)
+    # a deploy command started while another holds the deploy lock waits this long, then
+    # fails with one line naming the holder (components/deploy/local.py: deploy_lock)
+    lock_wait_s: float = Field(5.0, ge=0)
     switch_drain_s: float = Field(1.0, ge=0)
     # a new version whose bento differs only in its model is loaded by the running
     # backend (components/deploy/swap.py: ~1 s instead of a process start); off = always

@@ -41,6 +41,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,7 +56,7 @@ from components.deploy import swap
 from components.deploy.auth import auth_headers, decide_auth
 from components.deploy.bento import REPO_ROOT, BuiltBento, build_bento
 from components.deploy.config import LocalDeployConfig, ServeConfig
-from components.errors import DeployFailed
+from components.errors import DeployBusy, DeployFailed
 from components.features.config import FeaturesConfig
 from components.net import free_port
 from components.quiet import quiet_environment
@@ -65,7 +66,9 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "local.json"
 TARGET_FILE = "backend.json"
-LOCK_TIMEOUT_S = 600.0
+LOCK_FILE = "deploy.lock"
+OWNER_FILE = "deploy.lock.owner"  # who holds it (pid, what, since): named in the refusal
+STOP_LOCK_WAIT_S = 60.0  # `recops serve stop` waits for a deploy in progress this long
 STOP_TIMEOUT_S = 15.0
 LEDGER_FILE = "processes.jsonl"
 LEDGER_GRACE_S = 60.0  # a ledger line younger than this is kept (its process may be starting)
@@ -163,10 +166,44 @@ class Deployment:
     mode: str = "process_start"  # or "hot_swap": the running backend loaded the model
 
 
-# --- state ----------------------------------------------------------------------------
-def _lock(workspace: Workspace) -> FileLock:
+# --- the deploy lock ----------------------------------------------------------------------
+@contextlib.contextmanager
+def deploy_lock(workspace: Workspace, what: str, wait_s: float) -> Iterator[None]:
+    """Hold the deployment's lock while ``what`` (words: "recops deploy v3") runs.
+
+    Waits at most ``wait_s`` (``deploy.lock_wait_s``): a second deploy command started
+    while one runs gets a one-line :class:`DeployBusy` naming the holder (pid, what,
+    for how long) from ``deploy.lock.owner``, written while the lock is held."""
     workspace.ensure()
-    return FileLock(str(workspace.lock_dir / "deploy.lock"), timeout=LOCK_TIMEOUT_S)
+    lock = FileLock(str(workspace.lock_dir / LOCK_FILE), timeout=wait_s)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise DeployBusy(
+            f"another deploy command holds the deploy lock ({lock_holder(workspace)}); "
+            f"gave up after {wait_s:g} s",
+            hint="wait for it to finish, then try again (deploy.lock_wait_s sets the wait)",
+        ) from None
+    owner = workspace.lock_dir / OWNER_FILE
+    try:
+        _write_atomic(owner, json.dumps({"pid": os.getpid(), "what": what, "at": time.time()}))
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()
+
+
+def lock_holder(workspace: Workspace) -> str:
+    """Who holds the deploy lock, in words ("pid 12, recops deploy v3, for 40 s")."""
+    try:
+        owner = json.loads((workspace.lock_dir / OWNER_FILE).read_text())
+        held = time.time() - float(owner["at"])
+        return f"pid {int(owner['pid'])}, {owner['what']}, for {held:.0f} s"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"
+
+
+# --- state ----------------------------------------------------------------------------
 
 
 def read_state(workspace: Workspace) -> LocalState | None:
@@ -628,11 +665,8 @@ def deploy_version(
     start-up, readiness or smoke test fails, or the public port belongs to someone else.
     """
     host = serve_cfg.host
-    try:
-        with _lock(workspace):
-            return _deploy_locked(workspace, version, host, serve_cfg, deploy_cfg, features_cfg)
-    except Timeout as exc:
-        raise DeployFailed("another deployment is in progress (deploy lock held)") from exc
+    with deploy_lock(workspace, f"recops deploy {version}", deploy_cfg.lock_wait_s):
+        return _deploy_locked(workspace, version, host, serve_cfg, deploy_cfg, features_cfg)
 
 
 def deployment_port(state: LocalState | None, serve_cfg: ServeConfig) -> int:
@@ -987,7 +1021,7 @@ def _repair(
     Skipped (nothing reported) while a deploy holds the lock."""
     done: list[str] = []
     try:
-        with FileLock(str(workspace.lock_dir / "deploy.lock"), timeout=1.0):
+        with FileLock(str(workspace.lock_dir / LOCK_FILE), timeout=1.0):
             state = read_state(workspace)
             if (n := reap_strays(workspace, state)) > 0:
                 done.append(f"stopped {n} stray process(es)")
@@ -1030,7 +1064,7 @@ def _set_aside_unreadable_state(workspace: Workspace) -> LocalState | None:
 def stop_local(workspace: Workspace) -> LocalState | None:
     """Stop the supervisor, the backend and the proxy - and every other process this
     deployment's marker is on; returns what was recorded as running (None if nothing)."""
-    with _lock(workspace):
+    with deploy_lock(workspace, "recops serve stop", STOP_LOCK_WAIT_S):
         try:
             state = read_state(workspace)
         except DeployFailed:  # unreadable: set aside (never deleted); strays are reaped below

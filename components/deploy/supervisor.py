@@ -36,11 +36,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 from components.deploy import local
 from components.deploy.config import LocalDeployConfig, ServeConfig
-from components.errors import RecopsError
+from components.errors import DeployBusy, RecopsError
 from components.workspace import Workspace
 
 log = logging.getLogger("recops.supervisor")
@@ -99,10 +97,10 @@ class Supervisor:
         while not stop["now"]:
             self._collect_children()
             try:
-                with FileLock(str(self.workspace.lock_dir / "deploy.lock"), timeout=0):
+                with local.deploy_lock(self.workspace, "supervisor pass", wait_s=0):
                     if not self.tick(time.monotonic()):
                         break
-            except Timeout:
+            except DeployBusy:
                 pass  # a deploy or stop owns the deployment right now
             except Exception:  # the supervisor must survive anything one pass does
                 log.exception("supervisor pass failed")

@@ -1,10 +1,12 @@
-"""The switch-over's checks against a port where something else answers (real HTTP), and
-the process ledger's compaction."""
+"""The switch-over's checks against a port where something else answers (real HTTP), the
+process ledger's compaction, and the deploy lock's fail-fast refusal."""
 
 from __future__ import annotations
 
 import json
+import os
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,9 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from components.deploy.config import ServeConfig
-from components.deploy.local import LEDGER_FILE, compact_ledger, reap_strays, smoke_test
-from components.errors import DeployFailed
+from components.deploy.config import LocalDeployConfig, ServeConfig
+from components.deploy.local import (
+    LEDGER_FILE,
+    compact_ledger,
+    deploy_lock,
+    deploy_version,
+    lock_holder,
+    read_state,
+    reap_strays,
+    smoke_test,
+)
+from components.errors import DeployBusy, DeployFailed
+from components.features.config import FeaturesConfig
 from components.workspace import Workspace
 
 
@@ -77,3 +89,33 @@ def test_the_process_ledger_keeps_only_what_runs_or_is_starting(tmp_path: Path) 
     # every reap reads and compacts it: nothing of this workspace runs, the old line goes
     reap_strays(ws, None)
     assert [json.loads(x)["proc_id"] for x in ledger.read_text().splitlines()] == ["proxy-starting"]
+
+
+def test_a_second_deploy_fails_fast_naming_the_deploy_in_progress(tmp_path: Path) -> None:
+    """Two deploy commands at once: the one holding the lock goes on, the other gets a
+    one-line refusal after ``deploy.lock_wait_s`` (not 600 s) and changes nothing."""
+    ws = Workspace.at(tmp_path).activate()
+    holding, release = threading.Event(), threading.Event()
+
+    def first_deploy() -> None:
+        with deploy_lock(ws, "recops deploy v1", wait_s=5):
+            holding.set()
+            release.wait(30)
+
+    first = threading.Thread(target=first_deploy)
+    first.start()
+    assert holding.wait(10)
+    cfg = LocalDeployConfig(lock_wait_s=0.5)
+    started = time.monotonic()
+    with pytest.raises(DeployBusy) as refused:
+        deploy_version(ws, "v2", ServeConfig(), cfg, FeaturesConfig(enabled=False))
+    waited = time.monotonic() - started
+    release.set()
+    first.join(10)
+    message = str(refused.value)
+    assert "\n" not in message and f"pid {os.getpid()}, recops deploy v1" in message, message
+    assert 0.4 <= waited < 5, waited
+    assert read_state(ws) is None  # the refused deploy wrote nothing
+    assert lock_holder(ws) == "holder unknown"  # released: the next command goes ahead
+    with deploy_lock(ws, "recops deploy v2", wait_s=0):
+        assert "recops deploy v2" in lock_holder(ws)
