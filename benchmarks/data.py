@@ -12,10 +12,13 @@ import gc
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.common import StageFigures, measure, print_table, write_report
 from components.data.config import DataConfig, SyntheticConfig
+
+if TYPE_CHECKING:
+    from components.data.stream import UserBuckets
 
 ENGINES = ("memory", "stream", "spark")
 
@@ -56,6 +59,7 @@ def _stream_stages(
 ) -> list[StageFigures]:
     from components.data.splits import leave_one_out
     from components.data.stream import (
+        bucket_count,
         check_files,
         list_event_files,
         plan_passes,
@@ -64,6 +68,7 @@ def _stream_stages(
         stream_vocabulary,
         tail_length,
         write_events_dataset,
+        write_user_buckets,
     )
 
     stages = []
@@ -78,18 +83,24 @@ def _stream_stages(
         lazy = scan_events(files, cfg.columns, cfg.default_event_type)
     fig.extra = {"files": len(files.paths)}
     stages.append(fig)
+    shutil.rmtree(folder / "buckets", ignore_errors=True)
+    with measure("bucket by user hash (once)") as fig:
+        buckets = write_user_buckets(lazy, folder / "buckets", bucket_count(files.n_rows))
+    fig.extra = {"buckets": buckets.n_buckets}
+    stages.append(fig)
     with measure("vocabulary") as fig:
         vocab = stream_vocabulary(lazy)
     stages.append(fig)
-    stages += _ingest_stages(folder, cfg)
+    stages += _ingest_stages(folder, cfg, buckets)
     gc.collect()
     keep = tail_length(cfg)
     plan = plan_passes(files.n_rows, vocab.n_users, vocab.n_items, keep, cfg.memory_budget_mb)
     with measure("sequences+split") as fig:
-        seqs = stream_sequences(lazy, vocab, keep, plan.passes)
+        seqs = stream_sequences(buckets, vocab, keep, plan.passes)
         split = leave_one_out(seqs, vocab.n_items, cfg.max_len, cfg.min_user_events)
     fig.extra = {**split.summary(), "passes": plan.passes, "budget_mb": plan.budget_mb}
     stages.append(fig)
+    shutil.rmtree(folder / "buckets", ignore_errors=True)
     return stages
 
 
@@ -128,8 +139,9 @@ def _spark_stages(
     return stages
 
 
-def _ingest_stages(folder: Path, cfg: DataConfig) -> list[StageFigures]:
-    """GX validation of the folder in hash passes, then versioning it with DVC."""
+def _ingest_stages(folder: Path, cfg: DataConfig, buckets: UserBuckets) -> list[StageFigures]:
+    """GX validation of the folder in passes over its user buckets, then versioning it
+    with DVC."""
     from components.data.stream import GX_ROW_BYTES, plan_passes
     from components.validation.config import ValidationConfig
     from components.validation.runner import gx_context, validate_event_files
@@ -148,6 +160,7 @@ def _ingest_stages(folder: Path, cfg: DataConfig) -> list[StageFigures]:
             ws,
             batch_id="bench",
             memory_budget_mb=cfg.memory_budget_mb,
+            buckets=buckets,
         )
     fig.extra = {"passed": report.passed, "chunks": report.n_chunks}
     stages.append(fig)
@@ -156,7 +169,7 @@ def _ingest_stages(folder: Path, cfg: DataConfig) -> list[StageFigures]:
     ).passes
     with measure("version (digest + sink + dvc add)") as fig:
         version = DatasetStore(ws, VersioningConfig(push=False)).accept(
-            FileBatch(folder / "events", passes), "bench", report
+            FileBatch(folder / "events", passes, buckets=buckets), "bench", report
         )
     fig.extra = {"passes": passes, "version": version.short}
     stages.append(fig)

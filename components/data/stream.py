@@ -8,6 +8,12 @@ pass taking the users whose id hashes to it (so a user's events are always in on
 The number of passes follows from ``data.memory_budget_mb`` and the row count in the
 Parquet footers, so peak memory is bounded by the budget, not by the data size.
 
+The events are written once bucketed by user hash (:func:`write_user_buckets`: one
+folder of Parquet per bucket, a single streaming read of the input): every later pass
+(validation, the version's digest, the per-user tails) then reads only its own buckets,
+so each stage reads the data once whatever the number of passes (reading every file on
+every pass made the stages grow with events x passes).
+
 What comes out is what the sequence models need: the vocabulary of every user and item,
 and each user's last ``max_len + 3`` events (enough for leave-one-out's validation and
 test histories and for the training windows of ``max_len + 1`` items, so sequence models
@@ -23,6 +29,9 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +65,9 @@ TOKEN_BYTES = 120
 #: fixed cost of the interpreter and libraries, not available to the data
 BASELINE_MB = 350
 ROW = "_row"
+BUCKET = "_bucket"
+#: rows per user bucket (a pass takes whole buckets, so this is the finest memory step)
+BUCKET_ROWS = 500_000
 USER_IDX = "_user"
 ITEM_IDX = "_item"
 EVENT_IDX = "_event"
@@ -274,20 +286,124 @@ def _index_frame(tokens: tuple[str, ...], name: str, column: str, offset: int) -
     return frame.with_row_index(name, offset=offset).lazy()
 
 
+@dataclass(frozen=True)
+class UserBuckets:
+    """A batch's events in contract form (plus ``_row``) written once by user hash:
+    ``_bucket=<k>/*.parquet`` under ``directory``, ``files[k]`` the files of bucket ``k``
+    and ``rows[k]`` its row count (from the footers). A user's events are all in one
+    bucket, in input order."""
+
+    directory: Path
+    files: tuple[tuple[Path, ...], ...]
+    rows: tuple[int, ...]
+
+    @property
+    def n_buckets(self) -> int:
+        return len(self.rows)
+
+    @property
+    def n_rows(self) -> int:
+        return int(sum(self.rows))
+
+    def scan(self, buckets: Sequence[int] | None = None) -> pl.LazyFrame:
+        """The events of ``buckets`` (all when None) as one lazy frame."""
+        chosen = range(self.n_buckets) if buckets is None else buckets
+        paths = [str(path) for k in chosen for path in self.files[k]]
+        if not paths:
+            return pl.LazyFrame(schema=_CONTRACT_SCHEMA)
+        return pl.scan_parquet(paths, schema=_CONTRACT_SCHEMA)
+
+
+_CONTRACT_SCHEMA = pl.Schema(
+    [
+        (USER, pl.String()),
+        (ITEM, pl.String()),
+        (TIME, pl.Datetime("ns", "UTC")),
+        (EVENT, pl.String()),
+        (VALUE, pl.Float64()),
+        (ROW, pl.UInt32()),
+    ]
+)
+
+
+def bucket_count(n_rows: int) -> int:
+    """Buckets for ``n_rows`` events: about :data:`BUCKET_ROWS` each."""
+    return max(1, math.ceil(n_rows / BUCKET_ROWS))
+
+
+def _user_hash() -> pl.Expr:
+    return pl.col(USER).hash(seed=0)
+
+
+def write_user_buckets(lazy: pl.LazyFrame, directory: str | Path, n_buckets: int) -> UserBuckets:
+    """Write the contract frame ``lazy`` (from :func:`scan_events`) once, partitioned by
+    ``hash(user_id) % n_buckets``, with polars' streaming partitioned sink (memory
+    bounded by the sink's buffers, not by the data). ``directory`` must not exist."""
+    directory = Path(directory)
+    directory.mkdir(parents=True)
+    key = (_user_hash() % n_buckets).cast(pl.UInt32).alias(BUCKET)
+    lazy.with_columns(pl.col(ROW).cast(pl.UInt32), key).sink_parquet(
+        pl.PartitionBy(str(directory), key=BUCKET, include_key=False), mkdir=True
+    )
+    return read_user_buckets(directory, n_buckets)
+
+
+def read_user_buckets(directory: str | Path, n_buckets: int) -> UserBuckets:
+    """The buckets written by :func:`write_user_buckets` in ``directory``."""
+    directory = Path(directory)
+    files = tuple(
+        tuple(sorted((directory / f"{BUCKET}={k}").glob("*.parquet"))) for k in range(n_buckets)
+    )
+    rows = tuple(sum(pq.ParquetFile(path).metadata.num_rows for path in bucket) for bucket in files)
+    return UserBuckets(directory, files, rows)
+
+
+@contextmanager
+def staged_buckets(
+    lazy: pl.LazyFrame, n_rows: int, parent: str | Path | None = None
+) -> Iterator[UserBuckets]:
+    """:func:`write_user_buckets` into a private folder under ``parent`` (the system's
+    temporary folder by default), removed on exit."""
+    if parent is not None:
+        Path(parent).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="recops-buckets-", dir=parent) as tmp:
+        yield write_user_buckets(lazy, Path(tmp) / "buckets", bucket_count(n_rows))
+
+
+def user_passes(source: pl.LazyFrame | UserBuckets, passes: int) -> Iterator[pl.LazyFrame]:
+    """``passes`` lazy frames that split the users of ``source`` (each user in exactly
+    one), for work that must hold a pass in memory.
+
+    From :class:`UserBuckets` a pass reads only its own buckets (contiguous runs of
+    buckets; when there are more passes than buckets, each bucket is split further by
+    the user hash). From a plain lazy frame every pass reads everything and keeps the
+    users hashing to it."""
+    if isinstance(source, pl.LazyFrame):
+        for part in range(passes):
+            yield source.filter(_user_hash() % passes == part) if passes > 1 else source
+        return
+    if passes <= source.n_buckets:
+        for group in np.array_split(np.arange(source.n_buckets), passes):
+            yield source.scan(group.tolist())
+        return
+    split = math.ceil(passes / source.n_buckets)
+    for bucket in range(source.n_buckets):
+        for sub in range(split):
+            share = (_user_hash() // source.n_buckets) % split == sub
+            yield source.scan([bucket]).filter(share)
+
+
 def _tails_of_pass(
-    lazy: pl.LazyFrame,
+    chosen: pl.LazyFrame,
     vocab_frames: tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame],
-    part: int,
-    passes: int,
     keep: int,
 ) -> pl.DataFrame:
     """(user index, item index, time ns) of the last ``keep`` events of every user in
-    pass ``part``, ordered by user then (time, input order).
+    the pass ``chosen``, ordered by user then (time, input order).
 
     The scan and the id joins stream; the pass's integer rows are then sorted in memory
     (the join does not keep row order, so order is restored from time and row number)."""
     users, items, kinds = vocab_frames
-    chosen = lazy.filter(pl.col(USER).hash(seed=0) % passes == part) if passes > 1 else lazy
     rows = (
         chosen.select(USER, ITEM, TIME, EVENT, ROW)
         .join(users, on=USER, how="left")
@@ -309,16 +425,19 @@ def _tails_of_pass(
     return rows.filter(pl.Series(from_end < keep)).drop(ROW)
 
 
-def stream_sequences(lazy: pl.LazyFrame, vocab: Vocabulary, keep: int, passes: int) -> Sequences:
-    """Each vocabulary user's last ``keep`` events as CSR sequences, in ``passes`` passes."""
+def stream_sequences(
+    source: pl.LazyFrame | UserBuckets, vocab: Vocabulary, keep: int, passes: int
+) -> Sequences:
+    """Each vocabulary user's last ``keep`` events as CSR sequences, in ``passes`` passes
+    (users of the vocabulary with no event in ``source`` get empty sequences)."""
     frames = (
         _index_frame(vocab.users, USER_IDX, USER, 0),
         _index_frame(vocab.items, ITEM_IDX, ITEM, 1),
         _index_frame(vocab.event_types, EVENT_IDX, EVENT, 1),
     )
     parts = []
-    for part in range(passes):
-        parts.append(_tails_of_pass(lazy, frames, part, passes, keep))
+    for part, chosen in enumerate(user_passes(source, passes)):
+        parts.append(_tails_of_pass(chosen, frames, keep))
         log.debug("pass %d/%d: %d tail events", part + 1, passes, len(parts[-1]))
     tails = pl.concat(parts)
     del parts
@@ -389,6 +508,10 @@ def stream_prepare(
         BUDGET_KEY,
         cfg.memory_budget_mb,
     )
-    seqs = stream_sequences(lazy, vocab, keep, plan.passes)
+    if plan.passes == 1:
+        seqs = stream_sequences(lazy, vocab, keep, 1)
+    else:
+        with staged_buckets(lazy, files.n_rows) as buckets:
+            seqs = stream_sequences(buckets, vocab, keep, plan.passes)
     split = leave_one_out(seqs, vocab.n_items, cfg.max_len, cfg.min_user_events)
     return PreparedData(vocab, seqs, split, catalogue, report)

@@ -19,6 +19,7 @@ import hashlib
 import logging
 import re
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -26,6 +27,7 @@ from typing import NoReturn
 import pandas as pd
 
 from components.data.config import DataConfig
+from components.data.stream import GX_ROW_BYTES, plan_passes, staged_buckets
 from components.errors import DataError, ValidationFailed, VersioningError, full_disk_is_one_line
 from components.validation.config import ValidationConfig
 from components.validation.ingest import quarantine, read_batch, with_load_failure
@@ -323,33 +325,54 @@ def _validate_and_accept_files(
     of users, never holding the batch as one frame (memory bounded by
     ``data.memory_budget_mb``). An unreadable file rejects the whole batch: validated as
     a load failure naming the file and batch row, quarantined, nothing versioned."""
-    from components.data.stream import GX_ROW_BYTES, list_event_files, plan_passes
+    from components.data.stream import list_event_files, scan_events
 
     batch_id = batch_id or content_batch_id(source)
     store = DatasetStore(ws, versioning_cfg)
     try:
-        list_event_files(source)
+        files = list_event_files(source)
     except DataError as exc:
         empty = validate_events(pd.DataFrame(), validation_cfg, ws, batch_id=batch_id)
         reject(ws, source, with_load_failure(empty, exc), batch_id)
-    report = validate_event_files(
-        source,
-        validation_cfg,
-        ws,
-        batch_id=batch_id,
-        memory_budget_mb=data_cfg.memory_budget_mb,
-        columns=data_cfg.columns,
-        default_event_type=data_cfg.default_event_type,
-        catalogue_items=catalogue_items,
-        previous=store.stats(),
-    )
-    if not report.passed:
-        reject(ws, source, report, batch_id)
-    passes = plan_passes(
-        report.n_rows, report.n_users, report.n_items, 0, data_cfg.memory_budget_mb, GX_ROW_BYTES
-    ).passes
-    batch = FileBatch(source, passes, data_cfg.columns, data_cfg.default_event_type)
-    return _accept(store, batch, batch_id, report)
+    with ExitStack() as stack:
+        buckets = None
+        if _needs_passes(files.n_rows, data_cfg.memory_budget_mb):
+            lazy = scan_events(files, data_cfg.columns, data_cfg.default_event_type)
+            buckets = stack.enter_context(
+                staged_buckets(lazy, files.n_rows, ws.inbox_dir / ".buckets")
+            )
+        report = validate_event_files(
+            source,
+            validation_cfg,
+            ws,
+            batch_id=batch_id,
+            memory_budget_mb=data_cfg.memory_budget_mb,
+            columns=data_cfg.columns,
+            default_event_type=data_cfg.default_event_type,
+            catalogue_items=catalogue_items,
+            previous=store.stats(),
+            buckets=buckets,
+        )
+        if not report.passed:
+            reject(ws, source, report, batch_id)
+        passes = plan_passes(
+            report.n_rows,
+            report.n_users,
+            report.n_items,
+            0,
+            data_cfg.memory_budget_mb,
+            GX_ROW_BYTES,
+        ).passes
+        batch = FileBatch(
+            source, passes, data_cfg.columns, data_cfg.default_event_type, buckets=buckets
+        )
+        return _accept(store, batch, batch_id, report)
+
+
+def _needs_passes(n_rows: int, budget_mb: int) -> bool:
+    """Whether validating ``n_rows`` events within ``budget_mb`` takes more than one pass
+    (a lower bound: the vocabulary's share is not known before reading the ids)."""
+    return plan_passes(n_rows, 0, 0, 0, budget_mb, GX_ROW_BYTES).passes > 1
 
 
 # --- item catalogue batches ----------------------------------------------------------

@@ -14,10 +14,11 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 import pandas as pd
@@ -42,6 +43,9 @@ from components.validation.suite import (
     with_derived_columns,
 )
 from components.workspace import Workspace
+
+if TYPE_CHECKING:
+    from components.data.stream import UserBuckets
 
 log = logging.getLogger(__name__)
 
@@ -462,16 +466,15 @@ def file_batch_stats(lazy: pl.LazyFrame, n_rows: int, batch_id: str | None) -> B
 
 
 def _pass_chunks(
-    lazy: pl.LazyFrame, passes: int, chunk_rows: int, catalogue: set[str] | None
+    source: pl.LazyFrame | UserBuckets, passes: int, chunk_rows: int, catalogue: set[str] | None
 ) -> Iterator[pd.DataFrame]:
-    """The batch as pandas chunks with the suite's derived columns, one hash pass of users
-    at a time (duplicates share a user, so flagging them inside a pass is exact)."""
+    """The batch as pandas chunks with the suite's derived columns, one pass of users at a
+    time (duplicates share a user, so flagging them inside a pass is exact)."""
     from components.data.schema import EVENT, STRING_DTYPE, TIME
-    from components.data.stream import ROW
+    from components.data.stream import ROW, user_passes
 
     key = pl.struct(USER, ITEM, TIME, EVENT)
-    for part in range(passes):
-        chosen = lazy.filter(pl.col(USER).hash(seed=0) % passes == part) if passes > 1 else lazy
+    for chosen in user_passes(source, passes):
         rows = chosen.collect(engine="streaming").sort(ROW)
         duplicates = (~rows.select(key.is_first_distinct()).to_series()).to_numpy()
         frame = rows.drop(ROW).to_pandas()
@@ -496,16 +499,25 @@ def validate_event_files(
     default_event_type: str = "interaction",
     catalogue_items: set[str] | None = None,
     previous: BatchStats | None = None,
+    buckets: UserBuckets | None = None,
 ) -> ValidationReport:
     """:func:`validate_events` for a Parquet file or folder too big for one frame.
 
     Batch statistics (rows, users, items, time range: the drift checks' input) come from
-    polars over the files; the rows reach GX one hash pass of users at a time, in chunks
-    of ``cfg.chunk_rows``, with duplicates flagged by polars inside each pass. Passes are
+    polars over the files; the rows reach GX one pass of users at a time, in chunks of
+    ``cfg.chunk_rows``, with duplicates flagged by polars inside each pass. Passes are
     planned from ``memory_budget_mb`` (``data.memory_budget_mb``) like the streaming
-    data path's. A file that is not readable Parquet raises :class:`DataError` naming it.
+    data path's; with more than one, each pass reads only its own user buckets
+    (``buckets``, the batch already written by user hash, or written here for the call).
+    A file that is not readable Parquet raises :class:`DataError` naming it.
     """
-    from components.data.stream import GX_ROW_BYTES, list_event_files, plan_passes, scan_events
+    from components.data.stream import (
+        GX_ROW_BYTES,
+        list_event_files,
+        plan_passes,
+        scan_events,
+        staged_buckets,
+    )
 
     started = time.perf_counter()
     files = list_event_files(path)
@@ -519,10 +531,18 @@ def validate_event_files(
     expectations = event_expectations(
         cfg, with_catalogue=catalogue_items is not None, with_value=True
     )
-    chunks = _pass_chunks(lazy, plan.passes, cfg.chunk_rows, catalogue_items)
-    with FileLock(str(workspace.lock_dir / "gx.lock")):
-        results, pages = _validate_chunks(context, expectations, chunks, batch_id)
-        _add_drift(context, stats, previous, cfg, batch_id, results, pages)
+    with ExitStack() as stack:
+        source: pl.LazyFrame | UserBuckets = lazy
+        if buckets is not None:
+            source = buckets
+        elif plan.passes > 1:
+            source = stack.enter_context(
+                staged_buckets(lazy, files.n_rows, workspace.inbox_dir / ".buckets")
+            )
+        chunks = _pass_chunks(source, plan.passes, cfg.chunk_rows, catalogue_items)
+        with FileLock(str(workspace.lock_dir / "gx.lock")):
+            results, pages = _validate_chunks(context, expectations, chunks, batch_id)
+            _add_drift(context, stats, previous, cfg, batch_id, results, pages)
     docs = _site_index(pages) if len(pages) > 1 else next(iter(pages), None)
     n_chunks = max(1, len([p for p in pages if "drift" not in p]))
     return _events_report(batch_id, stats, results, pages, docs, n_chunks, started, plan.passes)

@@ -46,6 +46,8 @@ from components.workspace import Workspace
 if TYPE_CHECKING:
     import pandas as pd
 
+    from components.data.stream import UserBuckets
+
 # pandas, numpy, pyarrow and the event schema (which builds on pandas) are imported in the
 # functions that touch frames: reading the version index (`recops status`,
 # `recops data versions`) stays free of them.
@@ -148,7 +150,9 @@ class FileBatch:
     ``passes`` (from :func:`components.data.stream.plan_passes`) bounds the rows held at
     once while the digest is computed; the digest equals :func:`events_digest` of the
     same events as one frame (per-row hashes of the same dtypes, sorted), at 8 bytes a
-    row for the sort."""
+    row for the sort. With ``buckets`` (the batch already written by user hash) each
+    pass reads only its own buckets; the stored file is written from the input files,
+    in their order."""
 
     def __init__(
         self,
@@ -156,26 +160,25 @@ class FileBatch:
         passes: int,
         columns: ColumnMapping | None = None,
         default_event_type: str = "interaction",
+        buckets: UserBuckets | None = None,
     ) -> None:
         from components.data.stream import list_event_files, scan_events
 
         self.files = list_event_files(path)
         self.lazy = scan_events(self.files, columns, default_event_type)
         self.passes = passes
+        self.buckets = buckets
 
-    def _pass(self, part: int) -> pd.DataFrame:
-        import polars as pl
-
+    def _passes(self) -> Iterator[pd.DataFrame]:
         from components.data.schema import EVENT, ITEM, STRING_DTYPE, USER
-        from components.data.stream import ROW
+        from components.data.stream import ROW, user_passes
 
-        chosen = self.lazy
-        if self.passes > 1:
-            chosen = chosen.filter(pl.col(USER).hash(seed=0) % self.passes == part)
-        frame = chosen.collect(engine="streaming").drop(ROW).to_pandas()
-        for col in (USER, ITEM, EVENT):
-            frame[col] = frame[col].astype(STRING_DTYPE)
-        return frame
+        source = self.lazy if self.buckets is None else self.buckets
+        for chosen in user_passes(source, self.passes):
+            frame = chosen.collect(engine="streaming").drop(ROW).to_pandas()
+            for col in (USER, ITEM, EVENT):
+                frame[col] = frame[col].astype(STRING_DTYPE)
+            yield frame
 
     def digest(self) -> str:
         import numpy as np
@@ -184,8 +187,7 @@ class FileBatch:
         from components.data.schema import EVENT, ITEM, TIME, USER
 
         hashes = []
-        for part in range(self.passes):
-            frame = self._pass(part)
+        for frame in self._passes():
             columns = [c for c in (USER, ITEM, TIME, EVENT) if c in frame.columns]
             hashes.append(pd.util.hash_pandas_object(frame[columns], index=False).to_numpy())
             del frame
@@ -645,20 +647,25 @@ class DatasetStore:
         return self._commit_version(version, batch_id)
 
     def _dataset_counts(self, batches: list[str]) -> dict[str, int]:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
+        import polars as pl
 
         from components.data.schema import ITEM, USER
 
+        # polars' streaming engine: the ids are never all in memory at once (pyarrow's
+        # tables of every batch's ids took ~2 GB at 100M events)
         paths = [self.accepted / f"{b}.parquet" for b in batches]
-        table = pa.concat_tables(
-            [pq.read_table(p, columns=[USER, ITEM]) for p in paths], promote_options="permissive"
+        ids = pl.concat(
+            [pl.scan_parquet(p).select(pl.col(USER, ITEM).cast(pl.String)) for p in paths]
         )
+        row = ids.select(
+            pl.len().alias("rows"),
+            pl.col(USER).drop_nulls().n_unique().alias("users"),
+            pl.col(ITEM).drop_nulls().n_unique().alias("items"),
+        ).collect(engine="streaming")
         return {
-            "n_rows": table.num_rows,
-            "n_users": pc.count_distinct(table[USER]).as_py(),
-            "n_items": pc.count_distinct(table[ITEM]).as_py(),
+            "n_rows": int(row["rows"][0]),
+            "n_users": int(row["users"][0]),
+            "n_items": int(row["items"][0]),
             "n_files": len(paths),
             "size_bytes": sum(p.stat().st_size for p in paths),
         }

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -15,11 +16,17 @@ from components.data.config import DataConfig, SyntheticConfig
 from components.data.prepare import prepare
 from components.data.stream import (
     BUDGET_KEY,
+    ROW,
+    UserBuckets,
     list_event_files,
     plan_passes,
+    scan_events,
     stream_prepare,
+    stream_sequences,
     tail_length,
+    user_passes,
     write_events_dataset,
+    write_user_buckets,
 )
 from components.data.synthetic import iter_event_chunks
 from components.errors import DataError
@@ -131,3 +138,65 @@ def test_catalogue_items_join_the_streamed_vocabulary(parts: Path) -> None:
     assert streamed.vocab == full.vocab
     assert streamed.catalogue_report == full.catalogue_report
     assert torch.equal(streamed.split.test.histories, full.split.test.histories)
+
+
+def _bucketed(parts: Path, target: Path, n_buckets: int) -> UserBuckets:
+    files = list_event_files(parts)
+    return write_user_buckets(scan_events(files), target, n_buckets)
+
+
+def test_user_buckets_hold_every_row_once_with_each_user_in_one_bucket(
+    parts: Path, tmp_path: Path
+) -> None:
+    buckets = _bucketed(parts, tmp_path / "buckets", 4)
+    assert buckets.n_rows == SYNTH.n_events and buckets.n_buckets == 4
+    owners: dict[str, int] = {}
+    for k in range(buckets.n_buckets):
+        frame = buckets.scan([k]).collect()
+        assert frame[ROW].is_sorted()  # input order kept inside a bucket
+        for user in frame["user_id"].unique().to_list():
+            assert owners.setdefault(user, k) == k
+    everything = buckets.scan().collect().sort(ROW)
+    assert everything[ROW].to_list() == list(range(SYNTH.n_events))
+    expected = scan_events(list_event_files(parts)).collect().sort(ROW)
+    assert everything.equals(expected.select(everything.columns))
+
+
+@pytest.mark.parametrize("passes", [1, 3, 4, 9])
+def test_user_passes_over_buckets_split_the_users_exactly(
+    parts: Path, tmp_path: Path, passes: int
+) -> None:
+    buckets = _bucketed(parts, tmp_path / "buckets", 4)
+    seen: list[str] = []
+    rows = 0
+    for chosen in user_passes(buckets, passes):
+        frame = chosen.collect()
+        rows += len(frame)
+        seen += frame["user_id"].unique().to_list()
+    assert rows == SYNTH.n_events
+    assert len(seen) == len(set(seen)) == SYNTH.n_users
+
+
+def test_a_pass_reads_only_its_own_buckets(parts: Path, tmp_path: Path) -> None:
+    buckets = _bucketed(parts, tmp_path / "buckets", 4)
+    for path in buckets.files[3]:
+        path.write_bytes(b"not parquet")  # only the last pass may touch bucket 3
+    frames = user_passes(buckets, 4)
+    for _ in range(3):
+        assert len(next(frames).collect()) > 0
+    with pytest.raises(pl.exceptions.PolarsError):
+        next(frames).collect()
+
+
+def test_sequences_from_buckets_equal_the_in_memory_sequences(parts: Path, tmp_path: Path) -> None:
+    cfg = DataConfig(max_len=6)
+    buckets = _bucketed(parts, tmp_path / "buckets", 3)
+    full = prepare(_generated(), cfg)
+    seqs = stream_sequences(buckets, full.vocab, tail_length(cfg), 2)
+    expected = stream_sequences(
+        scan_events(list_event_files(parts)), full.vocab, tail_length(cfg), 1
+    )
+    np.testing.assert_array_equal(seqs.offsets, expected.offsets)
+    np.testing.assert_array_equal(seqs.values, expected.values)
+    assert seqs.timestamps is not None and expected.timestamps is not None
+    np.testing.assert_array_equal(seqs.timestamps, expected.timestamps)
