@@ -5,9 +5,11 @@ every ``train.val_every_steps`` steps) it appends one entry to :attr:`history` a
 one line through ``components.training.progress`` (the same logger in a flow, ``recops
 train`` and ``recops bench``; Prefect ships it to the UI)::
 
-    epoch 3/15 loss 2.8712 valid ndcg@10 0.5540 hr@10 0.7800 elapsed 12s eta<=48s
+    epoch 3/15 loss 2.8712 valid ndcg@10 0.5540 hr@10 0.7800 elapsed 12s cpu 23s eta<=48s
 
-``eta`` is an upper bound: the time left if training ran to ``max_epochs`` (or
+``cpu`` is this process's CPU time (all threads) since training started: on a shared
+machine wall time depends on everyone else's load, CPU time much less, so time-to-accuracy
+comparisons between runs measured under different loads use it. ``eta`` is an upper bound: the time left if training ran to ``max_epochs`` (or
 ``max_time``) at the pace so far; early stopping usually ends it sooner. Where no progress
 bar is drawn (stdout is not a terminal) it also logs a plain line every ``every_s``
 seconds inside long epochs, so a log file never goes quiet for minutes.
@@ -48,6 +50,8 @@ def epoch_line(entry: Mapping[str, float], max_epochs: int, k: int) -> str:
         f"valid ndcg@{k} {entry[f'ndcg@{k}']:.4f} hr@{k} {entry[f'hr@{k}']:.4f}",
         f"elapsed {format_seconds(entry['elapsed_s'])}",
     ]
+    if entry.get("cpu_s") is not None:
+        parts.append(f"cpu {format_seconds(entry['cpu_s'])}")
     if entry.get("eta_s") is not None:
         parts.append(f"eta<={format_seconds(entry['eta_s'])}")
     return " ".join(parts)
@@ -62,7 +66,7 @@ def _batch_loss(outputs: Any) -> torch.Tensor | None:
 
 
 class EpochProgress(pl.Callback):
-    """Record and log (epoch, mean train loss, valid NDCG/HR@K, elapsed, ETA) per validation.
+    """Record and log (epoch, mean train loss, valid NDCG/HR@K, elapsed, CPU, ETA) per validation.
 
     ``periodic`` adds a line every ``every_s`` seconds inside an epoch (for sinks without
     a progress bar). Only rank 0 logs; every rank records the same history.
@@ -74,12 +78,14 @@ class EpochProgress(pl.Callback):
         self.every_s = every_s
         self.history: list[dict[str, float]] = []
         self._started = 0.0
+        self._cpu_started = 0.0
         self._last_line = 0.0
         self._loss_sum: torch.Tensor | None = None
         self._loss_n = 0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = self._last_line = time.perf_counter()
+        self._cpu_started = time.process_time()
         self.history = []
 
     def on_train_batch_end(
@@ -139,6 +145,7 @@ class EpochProgress(pl.Callback):
             f"ndcg@{k}": float(metrics.get(f"valid_ndcg@{k}", float("nan"))),
             f"hr@{k}": float(metrics.get(f"valid_hr@{k}", float("nan"))),
             "elapsed_s": elapsed,
+            "cpu_s": time.process_time() - self._cpu_started,
         }
         if trainer.optimizers:
             entry["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])

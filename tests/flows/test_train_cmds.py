@@ -112,6 +112,8 @@ def test_bench_accuracy_prints_and_writes_one_row_per_model(
     table = result.output
     assert "seen offset" in table and "history items not excluded" in table
     assert "s to NDCG>=0.05" in table and "seconds_to_high_target" in sasrec
+    assert "(CPU s)" in table and "cpu_seconds_to_target" in sasrec
+    assert all(entry["cpu_s"] > 0 for entry in sasrec["history"])
     assert any(line.startswith("sasrec") for line in table.splitlines())
 
 

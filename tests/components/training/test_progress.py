@@ -32,10 +32,11 @@ def test_epoch_line_names_every_figure() -> None:
         "ndcg@10": 0.554,
         "hr@10": 0.78,
         "elapsed_s": 12.2,
+        "cpu_s": 23.4,
         "eta_s": 48.0,
     }
     assert epoch_line(entry, 15, 10) == (
-        "epoch 3/15 loss 2.8712 valid ndcg@10 0.5540 hr@10 0.7800 elapsed 12s eta<=48s"
+        "epoch 3/15 loss 2.8712 valid ndcg@10 0.5540 hr@10 0.7800 elapsed 12s cpu 23s eta<=48s"
     )
 
 
@@ -64,6 +65,8 @@ def test_training_logs_one_line_per_epoch_and_records_loss(
     assert all(math.isfinite(x) and x > 0 for x in losses)
     assert losses[-1] < losses[0]  # it learns
     assert all(h["elapsed_s"] > 0 for h in result.history)
+    cpu = [h["cpu_s"] for h in result.history]
+    assert 0 < cpu[0] < cpu[1] < cpu[2]  # this process's CPU time, growing
     # the line is the record: same numbers
     last = result.history[-1]
     assert f"valid ndcg@10 {last['ndcg@10']:.4f}" in epoch_lines[-1]
