@@ -32,6 +32,7 @@ from components.validation.config import ValidationConfig
 from components.validation.report import BatchStats, ExpectationResult, ValidationReport, summarize
 from components.validation.suite import (
     DRIFT_SUITE,
+    ENCODED_IDS,
     EVENTS_SUITE,
     USER_RATIO,
     VOLUME_RATIO,
@@ -95,20 +96,26 @@ def _batch_definition(context, asset_name: str):
     return asset.add_batch_definition_whole_dataframe("whole")
 
 
-def _checkpoint(context, name: str, expectations: list):
-    """(Re)register suite ``name`` with ``expectations`` and its checkpoint; return it."""
+def _checkpoint(context, name: str, expectations: list, docs: bool = True):
+    """(Re)register suite ``name`` with ``expectations`` and its checkpoint; return it.
+
+    ``docs=False``: a checkpoint without the Data Docs action (results are still
+    stored), for chunks whose pages are built once afterwards (:func:`_docs_pages`)."""
     import great_expectations as gx
-    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.checkpoint import UpdateDataDocsAction, ValidationAction
 
     suite = context.suites.add_or_update(gx.ExpectationSuite(name=name, expectations=expectations))
     definition = context.validation_definitions.add_or_update(
         gx.ValidationDefinition(name=name, data=_batch_definition(context, name), suite=suite)
     )
+    actions: list[ValidationAction] = (
+        [UpdateDataDocsAction(name="update_data_docs")] if docs else []
+    )
     return context.checkpoints.add_or_update(
         gx.Checkpoint(
-            name=name,
+            name=name if docs else f"{name}-chunks",
             validation_definitions=[definition],
-            actions=[UpdateDataDocsAction(name="update_data_docs")],
+            actions=actions,
             result_format="SUMMARY",
         )
     )
@@ -116,10 +123,11 @@ def _checkpoint(context, name: str, expectations: list):
 
 @dataclass
 class _Run:
-    """One checkpoint run: its expectation results and Data Docs page."""
+    """One checkpoint run: its expectation results, result id and Data Docs page."""
 
     results: list
     docs_page: str | None
+    identifier: Any = None
 
 
 def _run_checkpoint(context, checkpoint, frame: pd.DataFrame, run_name: str) -> _Run:
@@ -129,12 +137,26 @@ def _run_checkpoint(context, checkpoint, frame: pd.DataFrame, run_name: str) -> 
         batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name)
     )
     identifier, result = next(iter(outcome.run_results.items()))
-    page = None
+    page = _docs_page(context, identifier) if checkpoint.actions else None
+    return _Run(results=list(result.results), docs_page=page, identifier=identifier)
+
+
+def _docs_page(context, identifier) -> str | None:
+    """The local Data Docs page of one validation result."""
     for site in context.get_docs_sites_urls(resource_identifier=identifier):
         url = site.get("site_url") or ""
         if url.startswith("file://"):
-            page = unquote(urlparse(url).path)
-    return _Run(results=list(result.results), docs_page=page)
+            return unquote(urlparse(url).path)
+    return None
+
+
+def _docs_pages(context, identifiers: list) -> list[str]:
+    """Build the Data Docs pages of ``identifiers`` (and the index) in one go: building
+    them per chunk re-rendered the site index each time (~2.5 s a chunk)."""
+    if not identifiers:
+        return []
+    context.build_data_docs(resource_identifiers=identifiers)
+    return [page for page in (_docs_page(context, i) for i in identifiers) if page]
 
 
 def _exception_text(er) -> str | None:
@@ -275,13 +297,12 @@ def _validate_chunks(
     """Run the events suite on each chunk (derived columns included) and merge the
     results into one per check (counts summed, ``mostly`` applied to the batch-wide
     share). Only one chunk is alive at a time."""
-    checkpoint = _checkpoint(context, EVENTS_SUITE, expectations)
+    checkpoint = _checkpoint(context, EVENTS_SUITE, expectations, docs=False)
     merged: dict[str, _Merged] = {}
-    pages: list[str] = []
+    identifiers = []
     for number, frame in enumerate(chunks):
         run = _run_checkpoint(context, checkpoint, frame, f"{batch_id}-part{number}")
-        if run.docs_page:
-            pages.append(run.docs_page)
+        identifiers.append(run.identifier)
         for er in run.results:
             config = er.expectation_config
             check = config.meta["check"]
@@ -299,7 +320,7 @@ def _validate_chunks(
         log.debug("validated chunk %d (%d rows) of batch %s", number, len(frame), batch_id)
         del frame
     order = [e.meta["check"] for e in expectations]
-    return [merged[c].finish() for c in order if c in merged], pages
+    return [merged[c].finish() for c in order if c in merged], _docs_pages(context, identifiers)
 
 
 def _validate_drift(
@@ -469,18 +490,20 @@ def _pass_chunks(
     source: pl.LazyFrame | UserBuckets, passes: int, chunk_rows: int, catalogue: set[str] | None
 ) -> Iterator[pd.DataFrame]:
     """The batch as pandas chunks with the suite's derived columns, one pass of users at a
-    time (duplicates share a user, so flagging them inside a pass is exact)."""
-    from components.data.schema import EVENT, STRING_DTYPE, TIME
+    time (duplicates share a user, so flagging them inside a pass is exact); ids and
+    event types dictionary-encoded (:data:`~components.validation.suite.ENCODED_IDS`)."""
+    from components.data.schema import EVENT, TIME
     from components.data.stream import ROW, user_passes
 
-    key = pl.struct(USER, ITEM, TIME, EVENT)
+    # a 64-bit hash of the key, like the frame path's duplicate_flags (a struct key
+    # cost ~3x more); a user's rows are in input order in its bucket or file
+    key = pl.struct(USER, ITEM, TIME, EVENT).hash(seed=0)
     for chosen in user_passes(source, passes):
-        rows = chosen.collect(engine="streaming").sort(ROW)
+        rows = chosen.collect(engine="streaming")
         duplicates = (~rows.select(key.is_first_distinct()).to_series()).to_numpy()
-        frame = rows.drop(ROW).to_pandas()
+        frame = rows.drop(ROW).with_columns(pl.col(USER, ITEM, EVENT).cast(pl.Categorical))
+        frame = frame.to_pandas()
         del rows
-        for col in (USER, ITEM, EVENT):
-            frame[col] = frame[col].astype(STRING_DTYPE)
         for lo in range(0, max(len(frame), 1), chunk_rows):
             yield with_derived_columns(
                 frame.iloc[lo : lo + chunk_rows], duplicates[lo : lo + chunk_rows], catalogue
@@ -529,7 +552,7 @@ def validate_event_files(
         files.n_rows, stats.n_users, stats.n_items, 0, memory_budget_mb, row_bytes=GX_ROW_BYTES
     )
     expectations = event_expectations(
-        cfg, with_catalogue=catalogue_items is not None, with_value=True
+        cfg, with_catalogue=catalogue_items is not None, with_value=True, id_type=ENCODED_IDS
     )
     with ExitStack() as stack:
         source: pl.LazyFrame | UserBuckets = lazy
