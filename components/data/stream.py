@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -348,11 +349,16 @@ def write_user_buckets(lazy: pl.LazyFrame, directory: str | Path, n_buckets: int
     return read_user_buckets(directory, n_buckets)
 
 
-def read_user_buckets(directory: str | Path, n_buckets: int) -> UserBuckets:
-    """The buckets written by :func:`write_user_buckets` in ``directory``."""
+def read_user_buckets(
+    directory: str | Path, n_buckets: int, only: Sequence[int] | None = None
+) -> UserBuckets:
+    """The buckets written by :func:`write_user_buckets` in ``directory`` (``only`` those
+    buckets when given: the others read as empty and their files are never opened)."""
     directory = Path(directory)
+    chosen = set(range(n_buckets) if only is None else only)
     files = tuple(
-        tuple(sorted((directory / f"{BUCKET}={k}").glob("*.parquet"))) for k in range(n_buckets)
+        tuple(sorted((directory / f"{BUCKET}={k}").glob("*.parquet"))) if k in chosen else ()
+        for k in range(n_buckets)
     )
     rows = tuple(sum(pq.ParquetFile(path).metadata.num_rows for path in bucket) for bucket in files)
     return UserBuckets(directory, files, rows)
@@ -368,6 +374,45 @@ def staged_buckets(
         Path(parent).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="recops-buckets-", dir=parent) as tmp:
         yield write_user_buckets(lazy, Path(tmp) / "buckets", bucket_count(n_rows))
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One rank's share of the users under data-parallel training (``world`` ranks):
+    the user buckets ``k`` with ``k % world == rank``, so the ranks' users are disjoint
+    and together all users."""
+
+    rank: int
+    world: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rank < self.world:
+            raise DataError(f"rank {self.rank} is not in 0..{self.world - 1}")
+
+    def buckets(self, n_buckets: int) -> list[int]:
+        return list(range(self.rank, n_buckets, self.world))
+
+
+def shared_buckets(
+    lazy: pl.LazyFrame, n_rows: int, directory: str | Path, shard: Shard
+) -> UserBuckets:
+    """``shard``'s buckets of ``lazy``, bucketed into ``directory`` once for all the ranks
+    (a multiple of ``shard.world`` buckets, so the shares are even): the first rank
+    writes under a file lock, the others wait and read what it wrote (``_done`` marks a
+    complete folder). Only the shard's own bucket files are opened."""
+    from filelock import FileLock
+
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    n_buckets = math.ceil(bucket_count(n_rows) / shard.world) * shard.world
+    done = directory / "_done"
+    with FileLock(str(directory) + ".lock"):
+        if not done.exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            write_user_buckets(lazy, directory, n_buckets)
+            done.write_text(str(n_buckets))
+    n_buckets = int(done.read_text())
+    return read_user_buckets(directory, n_buckets, only=shard.buckets(n_buckets))
 
 
 def user_passes(source: pl.LazyFrame | UserBuckets, passes: int) -> Iterator[pl.LazyFrame]:
@@ -482,9 +527,17 @@ def stream_prepare(
     path: str | Path,
     cfg: DataConfig,
     catalogue: pd.DataFrame | None = None,
+    *,
+    shard: Shard | None = None,
+    bucket_dir: str | Path | None = None,
 ) -> PreparedData:
     """Vocabulary, per-user tails and the leave-one-out split of the Parquet file or
     directory ``path``, in memory bounded by ``data.memory_budget_mb``.
+
+    With ``shard`` (a data-parallel rank) the vocabulary is still every user and item
+    (all ranks index alike), but sequences and split hold only the shard's users, read
+    from its own user buckets: the batch is bucketed once into ``bucket_dir`` (shared by
+    the ranks, :func:`shared_buckets`) and each rank reads only its buckets.
 
     Raises :class:`DataError` for an unreadable file (naming it and the row; the whole
     batch is rejected), a budget too small (naming the config key) or a temporal split
@@ -508,7 +561,12 @@ def stream_prepare(
         BUDGET_KEY,
         cfg.memory_budget_mb,
     )
-    if plan.passes == 1:
+    if shard is not None:
+        if bucket_dir is None:
+            raise DataError("a sharded read needs the folder the ranks share (bucket_dir)")
+        mine = shared_buckets(lazy, files.n_rows, bucket_dir, shard)
+        seqs = stream_sequences(mine, vocab, keep, plan.passes)
+    elif plan.passes == 1:
         seqs = stream_sequences(lazy, vocab, keep, 1)
     else:
         with staged_buckets(lazy, files.n_rows) as buckets:

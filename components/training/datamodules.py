@@ -17,7 +17,10 @@ leading all-padding columns are trimmed, which on short-sequence data like Beaut
 the work per epoch several-fold without changing any result (models ignore padding).
 Validation batches carry ``histories``, ``targets`` and ``users`` of an :class:`EvalSet`
 (and ``events``, its history event types, when it has them).
-Under DDP each rank takes every ``world_size``-th batch (``use_distributed_sampler=False``).
+Under DDP each rank takes every ``world_size``-th batch (``use_distributed_sampler=False``),
+unless the data module holds only its rank's users (``sharded``, from
+:func:`components.data.stream.stream_prepare` with a shard): then each rank takes all
+of its own batches, as many on every rank (the fewest any rank has).
 """
 
 from __future__ import annotations
@@ -49,7 +52,9 @@ class BucketBatchSampler(Sampler[list[int]]):
         seed: int,
         rank: int = 0,
         world_size: int = 1,
+        limit: int | None = None,
     ) -> None:
+        self.limit = limit
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -83,13 +88,16 @@ class BucketBatchSampler(Sampler[list[int]]):
                     : max(self.world_size, len(batches) - len(batches) % self.world_size)
                 ]
             batches = batches[self.rank :: self.world_size]
+        if self.limit is not None:
+            batches = batches[: self.limit]
         if self.shuffle:
             self.epoch += 1  # fresh order next time even if nobody calls set_epoch
         return iter([b.tolist() for b in batches])
 
     def __len__(self) -> int:
         n_batches = -(-len(self.lengths) // self.batch_size)
-        return max(1, n_batches // self.world_size) if self.world_size > 1 else n_batches
+        n = max(1, n_batches // self.world_size) if self.world_size > 1 else n_batches
+        return n if self.limit is None else min(n, self.limit)
 
 
 class TensorBatches(Dataset):
@@ -201,8 +209,10 @@ class RecDataModule(pl.LightningDataModule):
         eval_batch_size: int,
         seed: int,
         num_workers: int = 0,
+        sharded: bool = False,
     ) -> None:
         super().__init__()
+        self.sharded = sharded
         self.kind = kind
         self.train_data, self.train_lengths = training_dataset(kind, train, max_len)
         self.valid_data = eval_dataset(valid)
@@ -232,13 +242,28 @@ class RecDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank, world = self._rank()
-        sampler = BucketBatchSampler(
-            self.train_lengths, self.batch_size, True, self.seed, rank, world
-        )
+        if self.sharded:
+            sampler = BucketBatchSampler(
+                self.train_lengths, self.batch_size, True, self.seed, limit=self._common_steps()
+            )
+        else:
+            sampler = BucketBatchSampler(
+                self.train_lengths, self.batch_size, True, self.seed, rank, world
+            )
         return self._loader(self.train_data, sampler)
 
+    def _common_steps(self) -> int | None:
+        """With per-rank data: the fewest training batches any rank has (DDP must take
+        the same number of steps on every rank, or the ranks wait on each other)."""
+        trainer = getattr(self, "trainer", None)
+        mine = -(-len(self.train_lengths) // self.batch_size)
+        if trainer is None or trainer.world_size == 1:
+            return None
+        fewest = trainer.strategy.reduce(torch.tensor(mine), reduce_op="min")
+        return int(fewest)
+
     def val_dataloader(self) -> DataLoader:
-        rank, world = self._rank()
+        rank, world = (0, 1) if self.sharded else self._rank()
         lengths = np.zeros(len(self.valid_data), dtype=np.int64)
         sampler = BucketBatchSampler(lengths, self.eval_batch_size, False, self.seed, rank, world)
         return self._loader(self.valid_data, sampler)

@@ -17,9 +17,11 @@ from components.data.prepare import prepare
 from components.data.stream import (
     BUDGET_KEY,
     ROW,
+    Shard,
     UserBuckets,
     list_event_files,
     plan_passes,
+    read_user_buckets,
     scan_events,
     stream_prepare,
     stream_sequences,
@@ -200,3 +202,37 @@ def test_sequences_from_buckets_equal_the_in_memory_sequences(parts: Path, tmp_p
     np.testing.assert_array_equal(seqs.values, expected.values)
     assert seqs.timestamps is not None and expected.timestamps is not None
     np.testing.assert_array_equal(seqs.timestamps, expected.timestamps)
+
+
+def test_shards_split_the_users_and_each_rank_reads_only_its_buckets(
+    parts: Path, tmp_path: Path
+) -> None:
+    cfg = DataConfig(max_len=6)
+    full = prepare(_generated(), cfg)
+    shared = tmp_path / "buckets"
+    ranks = [stream_prepare(parts, cfg, shard=Shard(rank, 2), bucket_dir=shared) for rank in (0, 1)]
+    # one bucketing for both ranks, and every rank indexes users and items alike
+    assert (shared / "_done").exists()
+    assert all(r.vocab == full.vocab for r in ranks)
+    users = [set(r.split.test.users.tolist()) for r in ranks]
+    assert users[0] and users[1] and not users[0] & users[1]
+    assert users[0] | users[1] == set(full.split.test.users.tolist())
+    # each rank's training windows are the full split's windows of its users
+    window = cfg.max_len + 1
+    for r in ranks:
+        mine = r.split.train.lengths > 0
+        assert torch.equal(
+            r.split.train.padded(window)[mine], full.split.train.padded(window)[mine]
+        )
+    # rank 1 never touches rank 0's buckets
+    buckets = read_user_buckets(shared, int((shared / "_done").read_text()))
+    for k in Shard(0, 2).buckets(buckets.n_buckets):
+        for path in buckets.files[k]:
+            path.write_bytes(b"not parquet")
+    again = stream_prepare(parts, cfg, shard=Shard(1, 2), bucket_dir=shared)
+    np.testing.assert_array_equal(again.split.test.users, ranks[1].split.test.users)
+
+
+def test_a_shard_outside_the_world_is_an_error() -> None:
+    with pytest.raises(DataError, match="rank 2 is not in 0..1"):
+        Shard(2, 2)

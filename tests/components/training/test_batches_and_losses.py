@@ -96,3 +96,20 @@ def test_gbce_matches_a_hand_computed_value() -> None:
     assert gbce_beta(2, 5, 0.0) == pytest.approx(1.0)
     # t = 1 gives beta = alpha: a weaker push on the positive (calibrated to the softmax)
     assert gbce_beta(2, 5, 1.0) == pytest.approx(0.5)
+
+
+def test_sharded_data_module_takes_all_its_own_batches() -> None:
+    from components.data.splits import leave_one_out
+    from components.training.datamodules import RecDataModule
+
+    rows = [[1 + (u + i) % 9 for i in range(5 + u % 4)] for u in range(300)]
+    split = leave_one_out(_seqs(rows), n_items=9, max_len=6)
+    per_rank = RecDataModule("causal", split.train, split.valid, 6, 32, 32, 0, sharded=True)
+    everyone = RecDataModule("causal", split.train, split.valid, 6, 32, 32, 0)
+    # no trainer (one process): a sharded module's data is all its own, like world size 1
+    mine = [i for batch in per_rank.train_dataloader().sampler for i in batch]
+    assert sorted(mine) == list(range(per_rank.n_train_examples))
+    assert len(per_rank.train_dataloader()) == len(everyone.train_dataloader())
+    # the cap DDP sets to the fewest batches any rank has
+    capped = BucketBatchSampler(np.ones(1000), 64, True, seed=1, limit=5)
+    assert len(list(capped)) == len(capped) == 5
