@@ -155,6 +155,7 @@ class ExplainJob(BaseModel):
     top: int  # events listed per item
     method: Method = "deletion"
     events: list[int] | None = None  # event-type indices aligned with history (model reads them)
+    against: bool = True  # the events that hold each item back are shown (/explain)
 
 
 class Scored(BaseModel):
@@ -407,6 +408,9 @@ class Engine:
             top=query.top or limits.top_events,
             method=query.method,
             events=query.events,
+            # /explain names its item and shows the events against it too; /recommend
+            # shows what raised each recommended item only
+            against=query.targets is not None,
         )
 
     @torch.inference_mode()
@@ -424,6 +428,7 @@ class Engine:
             self.explain_limits,
             [j.method for j in jobs],
             [j.events for j in jobs],
+            [j.against for j in jobs],
         )
 
     def popular(self, k: int, exclude: list[int]) -> Scored:

@@ -108,25 +108,33 @@ def explain_queries(
     limits: ExplainLimits,
     methods: Sequence[Method] | None = None,
     events: Sequence[list[int] | None] | None = None,
+    against: Sequence[bool] | None = None,
 ) -> list[QueryInfluence]:
     """Influence of each history's most recent events on its targets: single-event
     deletion for all queries in one batched pass, then greedy group deletion (one batched
     pass per listed event) for the queries whose method is ``group``; ``tops[q]`` events
     are listed per item of query ``q``; ``events[q]``: event-type indices aligned with
-    ``histories[q]`` for a model that reads them (a deleted event takes its type along)."""
+    ``histories[q]`` for a model that reads them (a deleted event takes its type along).
+    Rank changes are computed only for events the answer lists: the single-deletion
+    support of ``deletion`` queries and, where ``against[q]`` (default all), the events
+    against each item."""
     kinds = list(events) if events is not None else [None] * len(histories)
+    opposed = list(against) if against is not None else [True] * len(histories)
+    chosen = list(methods) if methods is not None else ["deletion"] * len(histories)
     questions = [
         Question(
             torch.as_tensor(h, dtype=torch.long),
             torch.as_tensor(t, dtype=torch.long),
             None if e is None else torch.as_tensor(e, dtype=torch.long),
+            rank_support=m != "group",  # group support has rank changes of its own
+            rank_against=a,
         )
-        for h, t, e in zip(histories, targets, kinds, strict=True)
+        for h, t, e, m, a in zip(histories, targets, kinds, chosen, opposed, strict=True)
     ]
     listed = max(tops, default=limits.top_events)
     influences = deletion_influence(model, questions, width, limits.max_history, listed=listed)
     out = [_query_influence(i, top) for i, top in zip(influences, tops, strict=True)]
-    grouped = [q for q, m in enumerate(methods or []) if m == "group"]
+    grouped = [q for q, m in enumerate(chosen) if m == "group"]
     if grouped:
         found = greedy_group_deletion(
             model, [questions[q] for q in grouped], width, limits.max_history, listed

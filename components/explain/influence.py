@@ -34,11 +34,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from components.models.base import Recommender
+from components.models.base import Recommender, mask_padding_column
 
 METHOD = "deletion"
 #: Rows per forward pass when many histories are explained together (whole histories
@@ -55,6 +56,11 @@ class Question:
     history: Tensor  # [L] int64
     targets: Tensor  # [T] int64
     events: Tensor | None = None  # [L] int64
+    #: with ``listed``: whether the rank changes of the supporting (positive drop) and of the
+    #: opposing (negative drop) listed events are wanted (a caller that shows only one side
+    #: saves scoring the other side's variant rows)
+    rank_support: bool = True
+    rank_against: bool = True
 
 
 def score_rows(model: Recommender, rows: Tensor, events: Tensor | None) -> Tensor:
@@ -198,25 +204,135 @@ def deletion_influence(
     listed: int | None = None,
 ) -> list[Influence]:
     """The :class:`Influence` of each question, scoring every question's variants in
-    batched forward passes of ``model.score_all`` (one pass unless the rows exceed
-    ``max_rows``). ``width`` is the model's history length (``max_len``). With
-    ``listed``, rank changes are computed only for each target's ``listed`` top and
-    bottom events (:meth:`Influence.top_events` / :meth:`Influence.bottom_events`)."""
+    batched forward passes (one pass unless the rows exceed ``max_rows``). ``width`` is
+    the model's history length (``max_len``). With ``listed``, rank changes are computed
+    only for each target's ``listed`` top and bottom events
+    (:meth:`Influence.top_events` / :meth:`Influence.bottom_events`).
+
+    A model that scores by a dot product with its item table (it keeps the base
+    ``score_all``) is encoded instead (its :meth:`~Recommender.encode_deletions` shortcut
+    when it has one, else one batched ``encode`` of the variant rows): the drops need the
+    targets' columns only, and full catalogue rows are scored (one matmul) only for the
+    rows whose ranks are asked for."""
     device = model_device(model)
     explainable = is_explainable(model)
     events = max_events if explainable else 0
     built = [deletion_rows(q.history.to(device), width, events) for q in questions]
     kinds = [event_rows(q, width, events, None, device) for q in questions]
+    if explainable and scores_by_dot_product(model):
+        hidden = _encodings(model, questions, built, kinds, width, max_rows)
+        scorers: list[VariantScores] = [
+            EncodedScores(model, h, rows, kind)
+            for h, (rows, _), kind in zip(hidden, built, kinds, strict=True)
+        ]
+    else:
+        scorers = _scored_blocks(model, built, kinds, max_rows)
+    return [
+        _influence(scorer, rows_positions, question, explainable, device, listed)
+        for scorer, rows_positions, question in zip(scorers, built, questions, strict=True)
+    ]
+
+
+class VariantScores(Protocol):
+    """Scores of one question's rows (row 0 = whole history, row ``e + 1`` = without
+    event ``e``): the targets' columns of every row, or whole catalogue rows."""
+
+    def columns(self, targets: Tensor) -> Tensor:
+        """``[R, T]`` float scores of ``targets`` in every row."""
+        ...
+
+    def rows(self, index: Tensor) -> Tensor:
+        """``[len(index), n_items + 1]`` float scores of rows ``index`` (as ``score_all``)."""
+        ...
+
+
+@dataclass(frozen=True)
+class BlockScores:
+    """Scores already computed by ``score_all`` for every row."""
+
+    block: Tensor  # [R, n_items + 1] float
+
+    def columns(self, targets: Tensor) -> Tensor:
+        return self.block[:, targets]
+
+    def rows(self, index: Tensor) -> Tensor:
+        return self.block[index]
+
+
+@dataclass(frozen=True)
+class EncodedScores:
+    """Scores of a dot-product model from the rows' encodings ``hidden [R, D]``: equal to
+    its ``score_all`` of ``rows`` (the seen-item offset included) up to float rounding."""
+
+    model: Recommender
+    hidden: Tensor  # [R, D]
+    histories: Tensor  # [R, width] the rows as scored (for the seen-item offset)
+    events: Tensor | None
+
+    def columns(self, targets: Tensor) -> Tensor:
+        scores = (self.hidden @ self.model.output_embeddings()[targets].T).float()
+        bias = self.model.seen_bias
+        if bias is None:
+            return scores
+        seen = (self.histories[:, :, None] == targets[None, None, :]).any(dim=1)
+        return torch.where(seen, scores + bias.float(), scores)
+
+    def rows(self, index: Tensor) -> Tensor:
+        scores = self.hidden[index] @ self.model.output_embeddings().T
+        return mask_padding_column(self.model.add_seen_bias(scores, self.histories[index])).float()
+
+
+def scores_by_dot_product(model: Recommender) -> bool:
+    """Whether ``model`` scores as ``encode(history) @ output_embeddings().T`` plus the
+    seen-item offset (it keeps the base class's ``score_all``)."""
+    return type(model).score_all is Recommender.score_all
+
+
+def _scored_blocks(
+    model: Recommender,
+    built: Sequence[tuple[Tensor, Tensor]],
+    kinds: Sequence[Tensor | None],
+    max_rows: int,
+) -> list[VariantScores]:
+    """Every question's rows through ``score_all``, in passes of at most ``max_rows``."""
     sizes = [rows.shape[0] for rows, _ in built]
-    out: list[Influence] = []
+    out: list[VariantScores] = []
     for start, stop in _chunks(sizes, max_rows):
         rows = torch.cat([rows for rows, _ in built[start:stop]])
         scores = score_rows(model, rows, _joined(kinds[start:stop], built[start:stop]))
-        for offset, index in zip(_offsets(sizes[start:stop]), range(start, stop), strict=True):
-            block = scores[offset : offset + sizes[index]].float()
-            question = questions[index]
-            out.append(_influence(block, built[index], question, explainable, device, listed))
+        for offset, size in zip(_offsets(sizes[start:stop]), sizes[start:stop], strict=True):
+            out.append(BlockScores(scores[offset : offset + size].float()))
     return out
+
+
+def _encodings(
+    model: Recommender,
+    questions: Sequence[Question],
+    built: Sequence[tuple[Tensor, Tensor]],
+    kinds: Sequence[Tensor | None],
+    width: int,
+    max_rows: int,
+) -> list[Tensor]:
+    """``[R_q, D]`` encodings of every question's rows: the model's
+    :meth:`~Recommender.encode_deletions` shortcut where it has one, the others' rows in
+    batched ``encode`` passes."""
+    found: list[Tensor | None] = []
+    for question, (rows, positions) in zip(questions, built, strict=True):
+        history = rows[0][rows[0] != 0]
+        kind = question.events
+        if kind is not None:
+            kind = kind.to(history.device)[-width:][-history.shape[0] :]
+        found.append(model.encode_deletions(history, positions, kind) if len(history) else None)
+    missing = [index for index, hidden in enumerate(found) if hidden is None]
+    sizes = [built[index][0].shape[0] for index in missing]
+    for start, stop in _chunks(sizes, max_rows):
+        part = missing[start:stop]
+        rows = torch.cat([built[index][0] for index in part])
+        events = _joined([kinds[index] for index in part], [built[index] for index in part])
+        hidden = model.encode(rows, None, events)
+        for offset, index in zip(_offsets(sizes[start:stop]), part, strict=True):
+            found[index] = hidden[offset : offset + built[index][0].shape[0]]
+    return [hidden for hidden in found if hidden is not None]
 
 
 def _joined(
@@ -242,7 +358,7 @@ def _offsets(sizes: Sequence[int]) -> list[int]:
 
 
 def _influence(
-    block: Tensor,
+    scores: VariantScores,
     built: tuple[Tensor, Tensor],
     question: Question,
     explainable: bool,
@@ -251,8 +367,8 @@ def _influence(
 ) -> Influence:
     rows, positions = built
     targets = question.targets.to(device)
-    target_scores = block[:, targets]  # [E + 1, T]
-    base_ranks = ranks_of(block[:1], targets)[0]  # [T]
+    target_scores = scores.columns(targets)  # [E + 1, T]
+    base_ranks = ranks_of(scores.rows(torch.tensor([0], device=device)), targets)[0]  # [T]
     history = rows[0][rows[0] != 0]
     influence = Influence(
         explainable=explainable,
@@ -265,27 +381,38 @@ def _influence(
         rank_changes=torch.zeros(targets.shape[0], positions.shape[0], dtype=torch.long),
     )
     if listed is None:
-        changes = (ranks_of(block[1:], targets) - base_ranks[None]).T.cpu()
+        variants = torch.arange(1, rows.shape[0], device=device)
+        changes = (ranks_of(scores.rows(variants), targets) - base_ranks[None]).T.cpu()
         return replace(influence, rank_changes=changes)
-    return _with_listed_ranks(influence, block, target_scores, base_ranks, listed)
+    return _with_listed_ranks(influence, scores, base_ranks, listed, question)
 
 
 def _with_listed_ranks(
-    influence: Influence, block: Tensor, target_scores: Tensor, base_ranks: Tensor, listed: int
+    influence: Influence,
+    scores: VariantScores,
+    base_ranks: Tensor,
+    listed: int,
+    question: Question,
 ) -> Influence:
-    """``influence`` with rank changes of each target's ``listed`` top and bottom events
-    only: one comparison of those variant rows (``P x C``) instead of ``E x T x C``."""
+    """``influence`` with rank changes of each target's ``listed`` top events that raise
+    it and bottom events that lower it (the events an explanation lists; either side
+    only if ``question`` asks for it): the distinct variant rows they need are scored once
+    (``V x C``) and compared with their targets, instead of ``E x T x C``."""
     n_targets, n_events = influence.drops.shape
     ranked = torch.zeros(n_targets, n_events, dtype=torch.bool)
     for target in range(n_targets):
-        columns = influence.top_events(target, listed) + influence.bottom_events(target, listed)
-        ranked[target, columns] = True
+        row = influence.drops[target]
+        top = influence.top_events(target, listed) if question.rank_support else []
+        bottom = influence.bottom_events(target, listed) if question.rank_against else []
+        ranked[target, [c for c in top if row[c] > 0] + [c for c in bottom if row[c] < 0]] = True
     pair_targets, pair_columns = ranked.nonzero(as_tuple=True)
     changes = torch.zeros(n_targets, n_events, dtype=torch.long)
     if pair_targets.numel():
-        device = block.device
-        variant = pair_columns.to(device) + 1
-        thresholds = target_scores[variant, pair_targets.to(device)]
-        ranks = ranks_at(block[variant], thresholds) - base_ranks[pair_targets.to(device)]
+        device = base_ranks.device
+        needed, local = torch.unique(pair_columns, return_inverse=True)
+        block = scores.rows(needed.to(device) + 1)  # [V, C]
+        local, chosen = local.to(device), pair_targets.to(device)
+        thresholds = block[local, influence.targets.to(device)[chosen]]
+        ranks = ranks_at(block[local], thresholds) - base_ranks[chosen]
         changes[pair_targets, pair_columns] = ranks.cpu()
     return replace(influence, rank_changes=changes, ranked=ranked)

@@ -346,8 +346,21 @@ class TransformerBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def _attend(self, x: Tensor, mask: Tensor) -> Tensor:
-        b, length, dim = x.shape
-        q, k, v = self.qkv(x).view(b, length, 3, self.heads, dim // self.heads).unbind(2)
+        qkv = self.qkv(x)
+        return self.drop(self.proj(self.mix(qkv, qkv, mask)))
+
+    def project_qkv(self, x: Tensor) -> Tensor:
+        """``[..., 3D]`` queries, keys and values of layer input ``x`` (after ``norm1`` in a
+        pre-LN block)."""
+        return self.qkv(self.norm1(x) if self.norm_first else x)
+
+    def mix(self, queries: Tensor, keys: Tensor, mask: Tensor | None) -> Tensor:
+        """``[B, Lq, D]`` attention of the query part of ``queries [B, Lq, 3D]`` over the
+        key and value parts of ``keys [B, Lk, 3D]`` (before the output projection)."""
+        b, n_queries, width = queries.shape
+        dim, heads = width // 3, self.heads
+        q = queries.unflatten(-1, (3, heads, dim // heads))[:, :, 0]
+        _, k, v = keys.unflatten(-1, (3, heads, dim // heads)).unbind(2)
         attended = F.scaled_dot_product_attention(
             q.transpose(1, 2),
             k.transpose(1, 2),
@@ -355,14 +368,20 @@ class TransformerBlock(nn.Module):
             attn_mask=mask,
             dropout_p=self.attn_dropout if self.training else 0.0,
         )
-        return self.drop(self.proj(attended.transpose(1, 2).reshape(b, length, dim)))
+        return attended.transpose(1, 2).reshape(b, n_queries, dim)
+
+    def finish(self, x: Tensor, attended: Tensor) -> Tensor:
+        """The block's output at rows ``x`` (layer input) given their attention ``attended``
+        (after the output projection): residuals, LayerNorms and the feed-forward."""
+        if self.norm_first:
+            x = x + attended
+            return x + self.drop(self.ffn(self.norm2(x)))
+        x = self.norm1(x + attended)
+        return self.norm2(x + self.drop(self.ffn(x)))
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        if self.norm_first:
-            x = x + self._attend(self.norm1(x), mask)
-            return x + self.drop(self.ffn(self.norm2(x)))
-        x = self.norm1(x + self._attend(x, mask))
-        return self.norm2(x + self.drop(self.ffn(x)))
+        qkv = self.project_qkv(x)
+        return self.finish(x, self.drop(self.proj(self.mix(qkv, qkv, mask))))
 
 
 class TransformerEncoder(nn.Module):

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from components.models.base import Recommender, TrainingPairs
 from components.models.layers import ItemInput, TransformerEncoder, TransformerParams
+from components.models.prefix import deletion_states, prefix_reusable
 from components.models.zoo import register
 
 
@@ -90,3 +91,11 @@ class SASRec(Recommender):
         self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
     ) -> Tensor:
         return self.hidden_states(histories, events=events)[:, -1]
+
+    def encode_deletions(
+        self, history: Tensor, positions: Tensor, events: Tensor | None = None
+    ) -> Tensor | None:
+        """One-event deletions by prefix reuse (:mod:`components.models.prefix`): exact
+        for a causal encoder whose positions count from the oldest event."""
+        usable = 2 <= history.shape[0] <= self.max_len and prefix_reusable(self.encoder)
+        return deletion_states(self.encoder, history, positions, events) if usable else None

@@ -1,0 +1,80 @@
+"""Prefix reuse for one-event deletions equals encoding every deletion from scratch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from components.explain.influence import (
+    Question,
+    deletion_influence,
+    deletion_rows,
+    ranks_of,
+)
+from components.models.sasrec import SASRec, SASRecParams
+
+N_ITEMS, WIDTH = 300, 12
+
+
+def _sasrec(**params: Any) -> SASRec:
+    torch.manual_seed(0)
+    model = SASRec(SASRecParams(**params), N_ITEMS, 0, WIDTH)
+    with torch.no_grad():  # a learned seen-item offset, so it is exercised
+        assert model.seen_bias_raw is not None
+        model.seen_bias_raw.fill_(-0.3)
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},  # post-LN, 2 blocks (the Beauty recipe)
+        {"norm_first": True, "num_layers": 3},
+        {"num_layers": 1},
+        {"event_types": True, "n_event_types": 3},
+    ],
+)
+@pytest.mark.parametrize("length,events", [(WIDTH, WIDTH), (7, 4), (2, 2)])
+def test_prefix_reuse_equals_encoding_each_deletion(
+    params: dict[str, Any], length: int, events: int
+) -> None:
+    model = _sasrec(**params)
+    history = torch.randint(1, N_ITEMS + 1, (length,), generator=torch.Generator().manual_seed(1))
+    kinds = torch.randint(1, 4, (length,)) if params.get("event_types") else None
+    rows, positions = deletion_rows(history, WIDTH, events)
+    kind_rows = None if kinds is None else deletion_rows(kinds, WIDTH, events)[0]
+    with torch.no_grad():
+        expected = model.encode(rows, None, kind_rows)
+        found = model.encode_deletions(history, positions, kinds)
+    assert found is not None and found.shape == expected.shape
+    assert torch.allclose(found, expected, atol=1e-5)
+
+
+def test_no_shortcut_where_it_would_not_be_exact() -> None:
+    history, positions = torch.tensor([5, 9, 2, 7]), torch.arange(4)
+    # positions counted from the most recent event shift every earlier event on a deletion
+    assert _sasrec(positions_from="last").encode_deletions(history, positions) is None
+    training = _sasrec().train()  # dropout on
+    assert training.encode_deletions(history, positions) is None
+    assert _sasrec().encode_deletions(history[:1], positions[:1]) is None  # nothing left
+
+
+def test_influence_equals_rescoring_every_deletion_with_score_all() -> None:
+    """Drops and the listed rank changes from encodings + target columns equal plain
+    counterfactual deletion: ``score_all`` of each history without one event."""
+    model = _sasrec()
+    history = torch.randint(1, N_ITEMS + 1, (WIDTH,), generator=torch.Generator().manual_seed(2))
+    targets = torch.tensor([history[-1].item(), 17, 250])  # one of them is in the history
+    (found,) = deletion_influence(model, [Question(history, targets)], WIDTH, WIDTH, listed=3)
+    rows, _ = deletion_rows(history, WIDTH, WIDTH)
+    with torch.no_grad():
+        scores = model.score_all(rows)
+    expected = (scores[:1, targets] - scores[1:, targets]).T
+    assert torch.allclose(found.drops, expected, atol=1e-5)
+    assert torch.allclose(found.scores, scores[0, targets], atol=1e-5)
+    assert torch.equal(found.ranks, ranks_of(scores[:1], targets)[0])
+    assert found.ranked is not None and bool(found.ranked.any())
+    changes = (ranks_of(scores[1:], targets) - found.ranks[None]).T
+    assert torch.equal(found.rank_changes[found.ranked], changes[found.ranked])
