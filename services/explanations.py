@@ -166,39 +166,38 @@ def _with_group_support(
 
 def _query_influence(influence: Influence, top: int) -> QueryInfluence:
     # positions index the scored history (its last `width` items) = the query history's tail
-    items = [
-        ItemInfluence(
-            item=int(item),
-            score=float(influence.scores[row]),
-            rank=int(influence.ranks[row]),
-            support=_events(influence, row, influence.top_events(row, top), positive=True),
-            against=_events(influence, row, influence.bottom_events(row, top), positive=False),
+    drops, changes = influence.drops.tolist(), influence.rank_changes.tolist()
+    positions = influence.positions.tolist()
+    tops, bottoms = influence.top_columns(top).tolist(), influence.bottom_columns(top).tolist()
+    scores, ranks = influence.scores.tolist(), influence.ranks.tolist()
+    items = []
+    for row, item in enumerate(influence.targets.tolist()):
+        listed = [(positions[c], drops[row][c], changes[row][c]) for c in tops[row]]
+        lowered = [(positions[c], drops[row][c], changes[row][c]) for c in bottoms[row]]
+        items.append(
+            ItemInfluence(
+                item=int(item),
+                score=float(scores[row]),
+                rank=int(ranks[row]),
+                support=_events(listed, positive=True),
+                against=_events(lowered, positive=False),
+            )
         )
-        for row, item in enumerate(influence.targets.tolist())
-    ]
     return QueryInfluence(
         explainable=influence.explainable,
-        events_explained=int(influence.positions.numel()),
+        events_explained=len(positions),
         items=items,
     )
 
 
-def _events(
-    influence: Influence, row: int, columns: list[int], positive: bool
-) -> list[EventInfluence]:
-    out = []
-    for column in columns:
-        drop = float(influence.drops[row, column])
-        if (drop > 0) != positive or drop == 0:
-            continue
-        out.append(
-            EventInfluence(
-                position=int(influence.positions[column]),
-                influence=drop,
-                rank_change=int(influence.rank_changes[row, column]),
-            )
-        )
-    return out
+def _events(listed: list[tuple[int, float, int]], positive: bool) -> list[EventInfluence]:
+    """``(position, drop, rank change)`` of listed events as :class:`EventInfluence`, the
+    ones on the wrong side (or with no effect) left out."""
+    return [
+        EventInfluence(position=position, influence=drop, rank_change=change)
+        for position, drop, change in listed
+        if drop != 0 and (drop > 0) == positive
+    ]
 
 
 def render_because(

@@ -100,21 +100,24 @@ class Influence:
     def top_events(self, target: int, n: int) -> list[int]:
         """Column indices (into ``positions``) of the ``n`` events with the largest score
         drop for target row ``target``, largest first; ties keep the most recent first."""
-        if self.drops.shape[1] == 0 or n <= 0:
-            return []
-        row = self.drops[target]
-        # stable sort on the reversed row: equal drops list the most recent event first
-        order = torch.argsort(row.flip(0), descending=True, stable=True)
-        columns = row.shape[0] - 1 - order
-        return columns[: min(n, row.shape[0])].tolist()
+        return self.top_columns(n)[target].tolist()
+
+    def top_columns(self, n: int) -> Tensor:
+        """``[T, min(n, E)]``: :meth:`top_events` of every target (one sort)."""
+        n = max(0, min(n, self.drops.shape[1]))
+        # stable sort on the reversed rows: equal drops list the most recent event first
+        order = torch.argsort(self.drops.flip(1), dim=1, descending=True, stable=True)
+        return (self.drops.shape[1] - 1 - order)[:, :n]
+
+    def bottom_columns(self, n: int) -> Tensor:
+        """``[T, min(n, E)]``: :meth:`bottom_events` of every target (one sort)."""
+        n = max(0, min(n, self.drops.shape[1]))
+        return torch.argsort(self.drops, dim=1, stable=True)[:, :n]
 
     def bottom_events(self, target: int, n: int) -> list[int]:
         """Column indices of the ``n`` events with the smallest score drop (the most
         negative first: the events that hold ``target`` back most); ties keep the oldest."""
-        if self.drops.shape[1] == 0 or n <= 0:
-            return []
-        order = torch.argsort(self.drops[target], stable=True)
-        return order[: min(n, self.drops.shape[1])].tolist()
+        return self.bottom_columns(n)[target].tolist()
 
 
 def is_explainable(model: Recommender) -> bool:
@@ -314,15 +317,14 @@ def _encodings(
     max_rows: int,
 ) -> list[Tensor]:
     """``[R_q, D]`` encodings of every question's rows: the model's
-    :meth:`~Recommender.encode_deletions` shortcut where it has one, the others' rows in
-    batched ``encode`` passes."""
-    found: list[Tensor | None] = []
-    for question, (rows, positions) in zip(questions, built, strict=True):
-        history = rows[0][rows[0] != 0]
-        kind = question.events
-        if kind is not None:
-            kind = kind.to(history.device)[-width:][-history.shape[0] :]
-        found.append(model.encode_deletions(history, positions, kind) if len(history) else None)
+    :meth:`~Recommender.encode_deletions` shortcut where it has one (questions with
+    equally long histories together), the others' rows in batched ``encode`` passes."""
+    found: list[Tensor | None] = [None] * len(questions)
+    for members in _same_shape(built, max_rows):
+        hidden = _shortcut(model, [questions[i] for i in members], [built[i] for i in members])
+        if hidden is not None:
+            for index, states in zip(members, hidden, strict=True):
+                found[index] = states
     missing = [index for index, hidden in enumerate(found) if hidden is None]
     sizes = [built[index][0].shape[0] for index in missing]
     for start, stop in _chunks(sizes, max_rows):
@@ -333,6 +335,40 @@ def _encodings(
         for offset, index in zip(_offsets(sizes[start:stop]), part, strict=True):
             found[index] = hidden[offset : offset + built[index][0].shape[0]]
     return [hidden for hidden in found if hidden is not None]
+
+
+def _same_shape(built: Sequence[tuple[Tensor, Tensor]], max_rows: int) -> list[list[int]]:
+    """Indices of questions with equally long histories and the same deleted positions,
+    in groups of at most ``max_rows`` rows."""
+    groups: dict[tuple[int, tuple[int, ...]], list[int]] = {}
+    for index, (rows, positions) in enumerate(built):
+        key = (int((rows[0] != 0).sum()), tuple(positions.tolist()))
+        groups.setdefault(key, []).append(index)
+    out = []
+    for members in groups.values():
+        per = max(1, max_rows // built[members[0]][0].shape[0])
+        out += [members[start : start + per] for start in range(0, len(members), per)]
+    return out
+
+
+def _shortcut(
+    model: Recommender, questions: Sequence[Question], built: Sequence[tuple[Tensor, Tensor]]
+) -> Tensor | None:
+    """``[Q, E + 1, D]`` from ``model.encode_deletions`` for questions of one shape."""
+    histories = torch.stack([rows[0][rows[0] != 0] for rows, _ in built])
+    if histories.shape[1] == 0:
+        return None
+    events = None
+    if any(q.events is not None for q in questions):
+        # as the batched encode: a question without event types has type 0 (none)
+        length = histories.shape[1]
+        events = torch.stack(
+            [
+                torch.zeros(length, dtype=torch.long) if q.events is None else q.events[-length:]
+                for q in questions
+            ]
+        ).to(histories.device)
+    return model.encode_deletions(histories, built[0][1], events)
 
 
 def _joined(
@@ -398,13 +434,15 @@ def _with_listed_ranks(
     it and bottom events that lower it (the events an explanation lists; either side
     only if ``question`` asks for it): the distinct variant rows they need are scored once
     (``V x C``) and compared with their targets, instead of ``E x T x C``."""
-    n_targets, n_events = influence.drops.shape
+    drops = influence.drops
+    n_targets, n_events = drops.shape
     ranked = torch.zeros(n_targets, n_events, dtype=torch.bool)
-    for target in range(n_targets):
-        row = influence.drops[target]
-        top = influence.top_events(target, listed) if question.rank_support else []
-        bottom = influence.bottom_events(target, listed) if question.rank_against else []
-        ranked[target, [c for c in top if row[c] > 0] + [c for c in bottom if row[c] < 0]] = True
+    if question.rank_support:
+        top = influence.top_columns(listed)
+        ranked.scatter_(1, top, drops.gather(1, top) > 0)
+    if question.rank_against:
+        bottom = influence.bottom_columns(listed)
+        ranked |= torch.zeros_like(ranked).scatter_(1, bottom, drops.gather(1, bottom) < 0)
     pair_targets, pair_columns = ranked.nonzero(as_tuple=True)
     changes = torch.zeros(n_targets, n_events, dtype=torch.long)
     if pair_targets.numel():

@@ -205,13 +205,13 @@ class Recommender(torch.nn.Module):
         raise NotImplementedError
 
     def encode_deletions(
-        self, history: Tensor, positions: Tensor, events: Tensor | None = None
+        self, histories: Tensor, positions: Tensor, events: Tensor | None = None
     ) -> Tensor | None:
-        """``[E + 1, D]``: :meth:`encode` of ``history`` (``[n]`` item indices, oldest first,
-        no padding, ``n <= max_len``; ``events`` aligned with it) in row 0 and of the history
-        without the event at ``positions[e]`` in row ``e + 1``, by a model-specific shortcut
-        equal (up to float rounding) to encoding the left-padded variants. ``None`` (the
-        default) = no shortcut: callers encode the variant rows themselves."""
+        """``[Q, E + 1, D]``: :meth:`encode` of each of ``histories`` (``[Q, n]`` item
+        indices, oldest first, no padding, ``n <= max_len``; ``events`` aligned with them)
+        in row 0 and of it without the event at ``positions[e]`` in row ``e + 1``, by a
+        model-specific shortcut equal (up to float rounding) to encoding the left-padded
+        variants. ``None`` (the default) = no shortcut: callers encode the variant rows."""
         return None
 
     def score_all(

@@ -36,77 +36,83 @@ def prefix_reusable(encoder: TransformerEncoder) -> bool:
 
 @torch.no_grad()
 def deletion_states(
-    encoder: TransformerEncoder, history: Tensor, positions: Tensor, events: Tensor | None = None
+    encoder: TransformerEncoder, histories: Tensor, positions: Tensor, events: Tensor | None = None
 ) -> Tensor:
-    """``[E + 1, D]`` causal encodings at the last position: row 0 of ``history`` (``[n]``
-    item indices, oldest first, no padding, ``2 <= n <= max_len``), row ``e + 1`` of it
-    without the event at ``positions[e]`` (with its event type, ``events`` aligned with
-    ``history``). Equal, up to float rounding, to ``encoder`` on the left-padded rows."""
-    n, device = history.shape[0], history.device
-    table = encoder.items.table()
-    blocks: list[TransformerBlock] = list(encoder.blocks)  # type: ignore[arg-type]
+    """``[Q, E + 1, D]`` causal encodings at the last position: in row 0 of each of
+    ``histories`` (``[Q, n]`` item indices, oldest first, no padding, ``2 <= n <=
+    max_len``), in row ``e + 1`` of it without the event at ``positions[e]`` (with its
+    event type, ``events [Q, n]`` aligned with ``histories``). Equal, up to float
+    rounding, to ``encoder`` on the left-padded rows."""
+    n, device = histories.shape[1], histories.device
     causal = torch.ones(n, n, dtype=torch.bool, device=device).tril()
-    x = _embedded(encoder, history, events, torch.arange(n, device=device), table)[None]
+    x = _embedded(encoder, histories, events, torch.arange(n, device=device))
     inputs, keys = [], []
-    for block in blocks:
+    for block in _blocks(encoder):
         qkv = block.project_qkv(x)
-        inputs.append(x[0])
-        keys.append(qkv[0])
+        inputs.append(x)
+        keys.append(qkv)
         x = block.finish(x, block.drop(block.proj(block.mix(qkv, qkv, causal))))
-    full = x[:, -1]
+    full = x[:, -1:]
     if positions.numel() == 0:
         return _final(encoder, full)
-    return _final(
-        encoder, torch.cat([full, _variants(encoder, history, positions, events, inputs, keys)])
-    )
+    variants = _variants(encoder, histories, positions, events, inputs, keys)
+    return _final(encoder, torch.cat([full, variants], dim=1))
+
+
+def _blocks(encoder: TransformerEncoder) -> list[TransformerBlock]:
+    return list(encoder.blocks)  # type: ignore[arg-type]  # checked by prefix_reusable
 
 
 def _variants(
     encoder: TransformerEncoder,
-    history: Tensor,
+    histories: Tensor,
     positions: Tensor,
     events: Tensor | None,
     inputs: list[Tensor],
     keys: list[Tensor],
 ) -> Tensor:
-    """``[E, D]`` last-position states (before a pre-LN encoder's final norm) of the
-    deletions, from the full history's per-block ``inputs`` and ``keys`` (``[n, D]`` and
-    ``[n, 3D]``)."""
-    n, n_variants = history.shape[0], positions.shape[0]
-    steps = torch.arange(n - 1, device=history.device)
+    """``[Q, E, D]`` last-position states (before a pre-LN encoder's final norm) of the
+    deletions, from the full histories' per-block ``inputs`` and ``keys`` (``[Q, n, D]``
+    and ``[Q, n, 3D]``)."""
+    (n_questions, n), n_events = histories.shape, positions.shape[0]
+    steps = torch.arange(n - 1, device=histories.device)
     suffix = steps[None] >= positions[:, None]  # [E, n - 1]: rows to recompute
-    variant, row = suffix.nonzero(as_tuple=True)
-    source = row + 1  # a suffix row holds the event one place later in the full history
-    kinds = None if events is None else events[source]
-    x = _embedded(encoder, history[source], kinds, row, encoder.items.table())
-    causal = torch.ones(n - 1, n - 1, dtype=torch.bool, device=history.device).tril()
-    blocks: list[TransformerBlock] = list(encoder.blocks)  # type: ignore[arg-type]
+    question, event, row = suffix.expand(n_questions, -1, -1).nonzero(as_tuple=True)
+    variant = question * n_events + event  # rows of the [Q * E, n - 1] variant batch
+    # a suffix row holds the event one place later in the full history; in the first block
+    # it is the same in every variant (item p + 1 at position p), so is its projection
+    kinds = None if events is None else events[:, 1:]
+    shifted = _embedded(encoder, histories[:, 1:], kinds, steps)  # [Q, n - 1, D]
+    x = shifted[question, row]  # [N, D] the suffix rows of every variant, packed
+    causal = torch.ones(n - 1, n - 1, dtype=torch.bool, device=histories.device).tril()
+    blocks = _blocks(encoder)
     for depth, block in enumerate(blocks):
-        merged = keys[depth][: n - 1].expand(n_variants, n - 1, -1).clone()
-        merged[variant, row] = block.project_qkv(x)
+        if depth == 0:
+            fresh = block.project_qkv(shifted)[:, None]  # [Q, 1, n - 1, 3D]
+            merged = torch.where(suffix[None, :, :, None], fresh, keys[0][:, None, : n - 1])
+            merged = merged.flatten(0, 1)
+        else:
+            merged = keys[depth][:, : n - 1].repeat_interleave(n_events, dim=0)
+            merged[variant, row] = block.project_qkv(x)
         if depth < len(blocks) - 1:
             attended = block.mix(merged, merged, causal)[variant, row]
             x = block.finish(x, block.drop(block.proj(attended)))
             continue
-        last = inputs[depth][n - 2].expand(n_variants, -1).clone()
+        last = inputs[depth][:, n - 2].repeat_interleave(n_events, dim=0)
         at_end = row == n - 2
         last[variant[at_end]] = x[at_end]
         attended = block.drop(block.proj(block.mix(merged[:, -1:], merged, None)))
-        return block.finish(last[:, None], attended)[:, 0]
+        return block.finish(last[:, None], attended).view(n_questions, n_events, -1)
     raise AssertionError("a Transformer encoder has at least one block")
 
 
 def _embedded(
-    encoder: TransformerEncoder,
-    items: Tensor,
-    events: Tensor | None,
-    steps: Tensor,
-    table: Tensor,
+    encoder: TransformerEncoder, items: Tensor, events: Tensor | None, steps: Tensor
 ) -> Tensor:
-    """``[m, D]`` first-block inputs of ``items`` at position ids ``steps`` (the encoder's
-    embedding sum, with the embedding LayerNorm of a post-LN encoder)."""
-    kinds = None if events is None else events[None]
-    x = encoder.items(items[None], table, kinds)[0] + encoder.positions(steps)
+    """``[B, m, D]`` first-block inputs of ``items [B, m]`` at position ids ``steps``
+    (``[m]``): the encoder's embedding sum, with the embedding LayerNorm of a post-LN
+    encoder."""
+    x = encoder.items(items, encoder.items.table(), events) + encoder.positions(steps)
     return encoder.drop(x if encoder.norm_first else encoder.norm(x))
 
 

@@ -93,9 +93,9 @@ class SASRec(Recommender):
         return self.hidden_states(histories, events=events)[:, -1]
 
     def encode_deletions(
-        self, history: Tensor, positions: Tensor, events: Tensor | None = None
+        self, histories: Tensor, positions: Tensor, events: Tensor | None = None
     ) -> Tensor | None:
         """One-event deletions by prefix reuse (:mod:`components.models.prefix`): exact
         for a causal encoder whose positions count from the oldest event."""
-        usable = 2 <= history.shape[0] <= self.max_len and prefix_reusable(self.encoder)
-        return deletion_states(self.encoder, history, positions, events) if usable else None
+        usable = 2 <= histories.shape[1] <= self.max_len and prefix_reusable(self.encoder)
+        return deletion_states(self.encoder, histories, positions, events) if usable else None

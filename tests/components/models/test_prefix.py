@@ -41,24 +41,29 @@ def test_prefix_reuse_equals_encoding_each_deletion(
     params: dict[str, Any], length: int, events: int
 ) -> None:
     model = _sasrec(**params)
-    history = torch.randint(1, N_ITEMS + 1, (length,), generator=torch.Generator().manual_seed(1))
-    kinds = torch.randint(1, 4, (length,)) if params.get("event_types") else None
-    rows, positions = deletion_rows(history, WIDTH, events)
-    kind_rows = None if kinds is None else deletion_rows(kinds, WIDTH, events)[0]
+    generator = torch.Generator().manual_seed(1)
+    histories = torch.randint(1, N_ITEMS + 1, (3, length), generator=generator)
+    kinds = torch.randint(1, 4, (3, length), generator=generator)
+    kinds = kinds if params.get("event_types") else None
     with torch.no_grad():
-        expected = model.encode(rows, None, kind_rows)
-        found = model.encode_deletions(history, positions, kinds)
-    assert found is not None and found.shape == expected.shape
-    assert torch.allclose(found, expected, atol=1e-5)
+        found = model.encode_deletions(histories, torch.arange(length - events, length), kinds)
+    assert found is not None and found.shape[:2] == (3, events + 1)
+    for question, history in enumerate(histories):  # a batch of histories of one length
+        rows, positions = deletion_rows(history, WIDTH, events)
+        assert positions.tolist() == list(range(length - events, length))
+        kind_rows = None if kinds is None else deletion_rows(kinds[question], WIDTH, events)[0]
+        with torch.no_grad():
+            expected = model.encode(rows, None, kind_rows)
+        assert torch.allclose(found[question], expected, atol=1e-5)
 
 
 def test_no_shortcut_where_it_would_not_be_exact() -> None:
-    history, positions = torch.tensor([5, 9, 2, 7]), torch.arange(4)
+    history, positions = torch.tensor([[5, 9, 2, 7]]), torch.arange(4)
     # positions counted from the most recent event shift every earlier event on a deletion
     assert _sasrec(positions_from="last").encode_deletions(history, positions) is None
     training = _sasrec().train()  # dropout on
     assert training.encode_deletions(history, positions) is None
-    assert _sasrec().encode_deletions(history[:1], positions[:1]) is None  # nothing left
+    assert _sasrec().encode_deletions(history[:, :1], positions[:1]) is None  # nothing left
 
 
 def test_influence_equals_rescoring_every_deletion_with_score_all() -> None:
@@ -67,7 +72,10 @@ def test_influence_equals_rescoring_every_deletion_with_score_all() -> None:
     model = _sasrec()
     history = torch.randint(1, N_ITEMS + 1, (WIDTH,), generator=torch.Generator().manual_seed(2))
     targets = torch.tensor([history[-1].item(), 17, 250])  # one of them is in the history
-    (found,) = deletion_influence(model, [Question(history, targets)], WIDTH, WIDTH, listed=3)
+    question = Question(history, targets)
+    other = Question(history.flip(0)[2:], targets)  # another length: a group of its own
+    found, _, again = deletion_influence(model, [question, other, question], WIDTH, WIDTH, listed=3)
+    assert torch.allclose(again.drops, found.drops, atol=1e-6)
     rows, _ = deletion_rows(history, WIDTH, WIDTH)
     with torch.no_grad():
         scores = model.score_all(rows)
