@@ -35,6 +35,7 @@ from benchmarks.accuracy import _model_config
 from components.explain.gradients import integrated_gradients
 from components.explain.group import greedy_group_deletion
 from components.explain.influence import Question, deletion_influence
+from components.explain.search import best_deletion_sets
 from components.explain.shapley import shapley_values
 from components.models.bundle import ModelBundle
 
@@ -71,6 +72,12 @@ def baseline_orders(length: int, rng: np.random.Generator) -> dict[str, list[int
         "recent": list(range(length - 1, -1, -1)),
         "random": rng.permutation(length).tolist(),
     }
+
+
+def searched_order(best: list[int], by_single: list[int]) -> list[int]:
+    """The searched set first, then the other events by single-event drop (the deletion
+    curve beyond the set's size)."""
+    return best + [p for p in by_single if p not in best]
 
 
 def eligible_rows(histories: torch.Tensor, min_history: int, size: int, seed: int) -> np.ndarray:
@@ -110,12 +117,25 @@ def method_orders(
         ],
         n,
     )
+    picks = [[g[0].positions.tolist()] for g in group]
+    searched, search_ms = _timed(
+        lambda: best_deletion_sets(model, questions, width, N_DELETE, extra=picks), n
+    )
     orders = {
         "deletion": [ranked_positions(i.drops[0].numpy()) for i in single],
         "group": [g[0].positions.tolist() for g in group],
+        "search": [
+            searched_order(s[0].positions.tolist(), ranked_positions(i.drops[0].numpy()))
+            for s, i in zip(searched, single, strict=True)
+        ],
         "shapley": [ranked_positions(v.values[0].numpy()) for v in values],
     }
-    costs = {"deletion": single_ms, "group": group_ms, "shapley": shapley_ms}
+    costs = {
+        "deletion": single_ms,
+        "group": group_ms,
+        "search": search_ms + single_ms + group_ms,  # it starts from both
+        "shapley": shapley_ms,
+    }
     if all(g is not None for g in gradients):
         orders["ig"] = [ranked_positions(g.numpy()) for g in gradients if g is not None]
         costs["ig"] = ig_ms
@@ -477,7 +497,10 @@ def format_tables(result: dict[str, Any]) -> str:
         f"its top m events are deleted together and the item re-scored (m = 1..{CURVE}). "
         ">recent3 / >random3: share of users whose top-3 deletion drops the score strictly "
         "more than deleting the 3 most recent / 3 random events; AOPC: mean score drop over "
-        f"m = 1..{CURVE}. deletion: single-event drops; group: greedy group deletion; shapley: "
+        f"m = 1..{CURVE}. deletion: single-event drops; group: greedy group deletion; search: "
+        f"the most damaging {N_DELETE}-set among the top single drops, the greedy picks and the "
+        f"{N_DELETE} most recent events (so never below recent3: =recent3 is where the recent "
+        "events are that set), then single drops; shapley: "
         f"Shapley values of the deletion game ({orders} sampled orders, exact for <= 8 events); "
         f"ig: integrated gradients ({IG_STEPS} steps). ms/user: one history explained "
         "(batched over users)."

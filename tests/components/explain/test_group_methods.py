@@ -12,8 +12,10 @@ from torch import Tensor
 from components.data.prepare import PreparedData
 from components.explain.group import greedy_group_deletion
 from components.explain.influence import Question, deletion_influence, is_explainable
+from components.explain.search import best_deletion_sets
 from components.explain.shapley import coalition_rows, shapley_values
 from components.models.base import ModelParams, Recommender, mask_padding_column
+from components.models.sasrec import SASRec, SASRecParams
 from components.models.zoo import available_models
 from tests.components.models.test_contract import _bundle
 
@@ -173,3 +175,34 @@ def test_event_types_leave_the_history_with_their_events() -> None:
     assert group.positions.tolist() == [1] and group.drops.tolist() == [1.0]
     (values,) = shapley_values(model, [question], 10, 10)
     assert torch.allclose(values.values[0], torch.tensor([0.0, 1.0, 0.0]), atol=1e-6)
+
+
+def test_searched_sets_find_the_redundant_block_that_greedy_misses() -> None:
+    # the interchangeable items 2, 3, 4 are the oldest events; item 1 alone is worth 0.25
+    question = Question(torch.tensor([2, 3, 4, 1, 5, 6, 7, 5]), torch.tensor([8]))
+    model = _model(_RedundantModel)
+    ((greedy,),) = greedy_group_deletion(model, [question], 10, 10, 3)
+    assert float(greedy.drops.sum()) == pytest.approx(0.25)  # after item 1, no single event matters
+    ((found,),) = best_deletion_sets(model, [question], 10, size=3, pool=8)
+    assert sorted(found.positions.tolist()) == [0, 1, 2]
+    assert found.drop == pytest.approx(1.0)
+
+
+def test_searched_set_lowers_the_item_at_least_as_much_as_the_most_recent_events() -> None:
+    torch.manual_seed(3)
+    model = SASRec(SASRecParams(), 60, 0, 10).eval()
+    histories = [torch.randint(1, 61, (n,)) for n in (4, 7, 10, 10)]
+    questions = [Question(h, torch.tensor([7, 33])) for h in histories]
+    found = best_deletion_sets(model, questions, 10, size=3, pool=2)
+    for question, per_target in zip(questions, found, strict=True):
+        history = question.history
+        recent = torch.zeros(10, dtype=torch.long)
+        recent[10 - (len(history) - 3) :] = history[: len(history) - 3]
+        whole = torch.zeros(10, dtype=torch.long)
+        whole[10 - len(history) :] = history
+        with torch.no_grad():
+            scores = model.score_all(torch.stack([whole, recent]))
+        for best, target in zip(per_target, question.targets.tolist(), strict=True):
+            assert len(set(best.positions.tolist())) == 3
+            recent_drop = float(scores[0, target] - scores[1, target])
+            assert best.drop >= recent_drop - 1e-5
