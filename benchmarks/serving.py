@@ -5,6 +5,8 @@ at each level so a shared machine's drift hits both alike:
 
 * ``bento``      - ``POST /recommend`` (explicit history, k=10) through the public port of
   the local deployment (proxy + BentoML + our routes + micro-batcher + model);
+* ``backend``    - the same request on the bento's own port, past the proxy: the
+  difference to ``bento`` is the proxy hop;
 * ``echo``       - the same body against ``services.echo`` (a trivial BentoML service,
   started for the run from the same environment): what BentoML itself costs here;
 * ``in-process`` - ``Engine.plan`` + ``Engine.recommend_local`` on the same bundle in this
@@ -254,12 +256,13 @@ def run_serving_benchmark(
     rows: list[dict[str, Any]] = []
     echo = _start_echo(workspace)
     try:
-        echo_url = f"http://127.0.0.1:{echo.port}/recommend"
-        for level in levels:  # back to back per level: drift hits both targets alike
-            rows.append(
-                {"target": "bento", **load(f"{base}/recommend", level, duration_s, body, headers)}
-            )
-            rows.append({"target": "echo", **load(echo_url, level, duration_s, body, {})})
+        urls = {"bento": (f"{base}/recommend", headers)}
+        if state.backend is not None:
+            urls["backend"] = (f"http://{state.host}:{state.backend.port}/recommend", headers)
+        urls["echo"] = (f"http://127.0.0.1:{echo.port}/recommend", {})
+        for level in levels:  # back to back per level: drift hits all targets alike
+            for target, (url, with_headers) in urls.items():
+                rows.append({"target": target, **load(url, level, duration_s, body, with_headers)})
     finally:
         stop_process(echo)
     rows += _in_process(

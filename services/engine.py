@@ -26,9 +26,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from components.data.sequences import PAD, pad_left
+from components.data.sequences import PAD
 from components.models.ann import AnnIndex, ann_recommend
-from components.models.base import trim_left_padding
 from services.explanations import (
     GROUP_NOTE,
     Because,
@@ -353,20 +352,17 @@ class Engine:
         """One forward pass for all queries; each gets its own ``k`` and exclusions."""
         if not queries:
             return []
-        histories = _left_padded([q.history for q in queries], self.max_len)
+        # padded to the longest history, not to max_len: columns that are padding in
+        # every row cost the model work and change nothing (evaluation trims them too),
+        # so a 3-item history is 3 positions (what trim_left_padding would leave)
+        width = max(len(q.history) for q in queries)
+        histories = _left_padded([q.history for q in queries], width)
         excluded = _right_padded([q.exclude or [PAD] for q in queries])
         top = min(max(q.k for q in queries), self.n_items)
         events = None
         if any(q.events is not None for q in queries):
             rows = [q.events if q.events is not None else [PAD] * len(q.history) for q in queries]
-            events = _left_padded(rows, self.max_len)
-        # columns that are padding in every row cost the model work and change nothing
-        # (evaluation trims them too): a 3-item history is 3 positions, not max_len
-        if events is None:
-            (histories,) = trim_left_padding(histories)
-        else:
-            histories, events = trim_left_padding(histories, events)
-            events = events.to(self.device)
+            events = _left_padded(rows, width).to(self.device)
         found: tuple[torch.Tensor, torch.Tensor]
         if self.ann is not None:
             found = ann_recommend(
@@ -547,11 +543,14 @@ class Engine:
         return self.respond_explain(plan, scored, item_id)
 
 
-def _left_padded(rows: list[list[int]], max_len: int) -> torch.Tensor:
-    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    values = np.fromiter((i for r in rows for i in r), dtype=np.int64, count=int(offsets[-1]))
-    return torch.from_numpy(pad_left(values, offsets, max_len))
+def _left_padded(rows: list[list[int]], width: int) -> torch.Tensor:
+    """``[len(rows), width]`` with each row's last ``width`` values at its right end."""
+    out = np.full((len(rows), width), PAD, dtype=np.int64)
+    for i, r in enumerate(rows):
+        if r:
+            tail = r[-width:]
+            out[i, width - len(tail) :] = tail
+    return torch.from_numpy(out)
 
 
 def _right_padded(rows: list[list[int]]) -> torch.Tensor:

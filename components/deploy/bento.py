@@ -296,11 +296,19 @@ def add_ann_index(model_dir: Path, mode: str, min_items: int) -> None:
 
     if mode == "off" or (model_dir / INDEX_FILE).exists():
         return
+    if mode == "auto" and bundle_items(model_dir) < min_items:
+        return  # decided from bundle.json: loading the model costs seconds of a switch-over
     bundle = ModelBundle.load(model_dir, "cpu")
-    if mode == "auto" and bundle.vocab.n_items < min_items:
-        return
     if write_index(bundle.model, model_dir) is not None:
         log.info("approximate top-k index built for %d items", bundle.vocab.n_items)
+
+
+def bundle_items(model_dir: Path) -> int:
+    """The catalogue size a stored bundle records (``bundle.json``; 0 when unreadable)."""
+    try:
+        return int(json.loads((model_dir / "bundle.json").read_text())["n_items"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def same_files(source: Path, copy: Path) -> bool:

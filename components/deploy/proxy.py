@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import signal
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +136,18 @@ def main() -> None:
     parser.add_argument("--target-file", type=Path, required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    asyncio.run(serve(args.host, args.port, args.target_file))
+    run_loop(serve(args.host, args.port, args.target_file))
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """``main`` on uvloop when it is installed (uvicorn's, so BentoML's, event loop: a
+    shorter hop per request than asyncio's own loop), else on asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 if __name__ == "__main__":

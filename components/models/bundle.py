@@ -121,7 +121,8 @@ class ModelBundle:
     ) -> Tensor:
         """``[B, n_items + 1]`` scores in eval mode on the model's device (column 0 = ``-inf``);
         ``events``: event-type indices aligned with ``histories`` (see :attr:`uses_events`)."""
-        self.model.eval()
+        if self.model.training:  # eval() walks every submodule: ~0.06 ms per request
+            self.model.eval()
         device = self.device
         histories = histories.to(device)
         users = users.to(device) if users is not None else None

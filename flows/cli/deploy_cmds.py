@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 
 from flows.cli.app import (
     ConfigOpt,
+    FormatOpt,
     JsonOutOpt,
     SetOpt,
     WorkspaceOpt,
@@ -370,13 +372,34 @@ def bench_ann(
     ] = None,
     queries: Annotated[int, typer.Option(help="Queries per size.")] = 200,
     dim: Annotated[int, typer.Option(help="Item vector size.")] = 64,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--bundle",
+            help="A saved model bundle: measure its own item table, queried with its "
+            "encodings of real histories from --data (--items above its size: replicated "
+            "with noise).",
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", "-d", help="Event file the --bundle was trained on.")
+    ] = None,
+    fmt: FormatOpt = "auto",
     json_out: JsonOutOpt = None,
 ) -> None:
     """Approximate (FAISS IVF, serve.ann) vs exact top-10 per query: latency, recall@10
-    against the exact answer and index build time, on clustered synthetic item tables."""
-    from benchmarks.ann import render_table, run_ann_benchmark
+    against the exact answer and index build time, on clustered synthetic item tables or
+    a trained model's own table (--bundle, --data)."""
+    from benchmarks.ann import render_table, run_ann_benchmark, trained_table
+    from components.errors import ConfigError
 
-    result = run_ann_benchmark(items or [100_000, 1_000_000], dim, queries, nprobe)
+    trained = None
+    if bundle is not None:
+        if data is None:
+            raise ConfigError("--bundle needs --data: the event file its queries come from")
+        trained = trained_table(bundle, data, fmt, queries)
+    sizes = items or ([] if trained is not None else [100_000, 1_000_000])
+    result = run_ann_benchmark(sizes, dim, queries, nprobe, trained)
     console.print(render_table(result), markup=False, highlight=False)
     write_json(json_out, result)
 

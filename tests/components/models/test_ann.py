@@ -56,3 +56,24 @@ def test_served_top_k_is_exactly_scored_and_honours_exclusions(tmp_path) -> None
         ranked[list(banned)] = float("-inf")
         best = set(ranked.topk(10).indices.tolist())
         assert len(best & set(items[row].tolist())) >= 8  # approximate, close to exact
+
+
+def test_the_auto_index_is_built_only_from_its_catalogue_size(tmp_path) -> None:
+    """``serve.ann: auto`` decides from the bundle's recorded size (no model load below the
+    threshold) and builds the index at or above it; ``off`` never builds one."""
+    from components.data.sequences import Vocabulary
+    from components.deploy.bento import add_ann_index, bundle_items
+    from components.models.ann import INDEX_FILE
+    from components.models.bundle import ModelBundle
+
+    n_items = 300
+    vocab = Vocabulary(users=("u0",), items=tuple(f"i{j}" for j in range(n_items)))
+    model = build_model("sasrec", PARAMS, n_items, 1, 20)
+    ModelBundle(model, vocab, "sasrec", PARAMS, 20, np.zeros(n_items + 1)).save(tmp_path)
+    assert bundle_items(tmp_path) == n_items
+    add_ann_index(tmp_path, "auto", n_items + 1)
+    add_ann_index(tmp_path, "off", 0)
+    assert not (tmp_path / INDEX_FILE).exists()
+    add_ann_index(tmp_path, "auto", n_items)
+    assert AnnIndex.load(tmp_path, nprobe=8) is not None
+    assert bundle_items(tmp_path / "missing") == 0
