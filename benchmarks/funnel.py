@@ -5,6 +5,12 @@ Data: the synthetic world with ``data.synthetic.funnel: true``
 purchase follows of an item the user carted among their last 20 events. The item sequence
 alone does not say which recent items were carted; the event types do.
 
+Two oracle rows first check that the data carries the signal at all, on the same test
+split: "recent carts first" ranks the history's carted items above its other items (each
+group most recent first), "recent items first" ranks history items by recency alone, types
+ignored. If the first does not beat the second on purchase targets, no model can gain from
+event types here.
+
 For each seed (the world's seed and the training seed), the same model is trained twice
 on the same leave-one-out split, once on item ids only and once with
 ``model.params.event_types=true``; both are ranked against all items. Reported: test
@@ -21,6 +27,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import torch
+from torch import Tensor
 
 from benchmarks.accuracy import MODEL_CONFIGS
 
@@ -47,6 +56,55 @@ def funnel_config(model: str, seed: int, size: dict[str, int], overrides: list[s
     return load_config([path] if path.exists() else [], extra + overrides)
 
 
+class RecentOracle:
+    """A scorer that knows the funnel's rule: history items by recency, optionally with the
+    items carted in the history ranked above all others. Not a model: it checks the data."""
+
+    def __init__(self, n_items: int, cart_index: int | None) -> None:
+        self.n_items = n_items
+        self.cart_index = cart_index  # event-type index of "cart" (None: types ignored)
+
+    def score(
+        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
+        """``[B, n_items + 1]``: 0 for items outside the history; a history item scores its
+        latest position's recency in (1, 2], plus 2 when it was ever carted."""
+        n_items = self.n_items
+        length = histories.shape[1]
+        recency = 1.0 + torch.arange(1, length + 1, dtype=torch.float32) / length
+        value = recency.expand(histories.shape).clone()
+        if self.cart_index is not None and events is not None:
+            carted = torch.zeros(histories.shape[0], n_items + 1)
+            carted.scatter_reduce_(1, histories, (events == self.cart_index).float(), "amax")
+            value += 2.0 * carted.gather(1, histories)
+        scores = torch.zeros(histories.shape[0], n_items + 1)
+        scores.scatter_reduce_(1, histories, value, "amax")
+        scores[:, 0] = float("-inf")
+        return scores
+
+
+def oracle_rows(prepared: Any) -> list[dict[str, Any]]:
+    """Test metrics of the two oracles (recent carts first; recent items first, types
+    ignored), overall and per target event type."""
+    from components.evaluation.breakdown import event_type_rows
+    from components.evaluation.metrics import evaluate
+
+    types = list(prepared.vocab.event_types)
+    rows = []
+    for variant, cart in (
+        ("oracle: recent carts first", types.index("cart") + 1 if "cart" in types else None),
+        ("oracle: recent items first", None),
+    ):
+        result = evaluate(RecentOracle(prepared.vocab.n_items, cart), prepared.split.test, ks=[10])
+        row: dict[str, Any] = {key: result.summary[key] for key in SHOWN}
+        row["test_users"] = int(result.summary["n_users"])
+        by_type = event_type_rows(prepared.split.test, result.per_user, types)
+        for group in by_type:
+            row[f"by_type.{group.bucket}"] = {"n_users": group.n_users, **group.metrics}
+        rows.append({"variant": variant, **row, "epochs": 0, "wall_s": 0.0})
+    return rows
+
+
 def train_variant(prepared: Any, cfg: Any) -> dict[str, Any]:
     """Train one variant; its overall and per-target-event-type test metrics."""
     from components.evaluation.breakdown import event_type_rows
@@ -62,6 +120,10 @@ def train_variant(prepared: Any, cfg: Any) -> dict[str, Any]:
     for group in by_type:
         row[f"by_type.{group.bucket}"] = {"n_users": group.n_users, **group.metrics}
     row |= {"epochs": result.epochs, "wall_s": wall}
+    table = result.bundle.model.learned_seen_table()
+    if table is not None:  # logits by [event type][recency bucket], "none" first
+        names = ["none", *prepared.vocab.event_types]
+        row["seen_offsets"] = dict(zip(names, table, strict=False))
     return row
 
 
@@ -78,12 +140,12 @@ def run_funnel_benchmark(
     from components.lifecycle.prepare import prepare_dataset
 
     extra = [*(overrides or []), *([f"train.max_epochs={max_epochs}"] if max_epochs else [])]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for seed in seeds:
-        prepared = None
+        prepared = prepare_dataset(funnel_config(model, seed, size, extra).data)
+        rows.extend({"seed": seed, **row} for row in oracle_rows(prepared))
         for variant, switches in VARIANTS.items():
             cfg = funnel_config(model, seed, size, [*extra, *switches])
-            prepared = prepared or prepare_dataset(cfg.data)
             row = {"variant": variant, "seed": seed, **train_variant(prepared, cfg)}
             rows.append(row)
             if progress:

@@ -67,6 +67,11 @@ user_features = FeatureView(
             dtype=Array(String),
             description="last N raw item ids, oldest -> newest",
         ),
+        Field(
+            name="recent_event_types",
+            dtype=Array(String),
+            description="event type of each of recent_items (aligned); empty without types",
+        ),
         Field(name="n_events", dtype=Int64),
         *[Field(name=f"events_{w}d", dtype=Int64) for w in WINDOWS_DAYS],
         Field(name="distinct_items", dtype=Int64),

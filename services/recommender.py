@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import anyio.to_thread
 import bentoml
@@ -70,6 +70,9 @@ from services.explanations import ExplainLimits, QueryInfluence
 from services.guard import GuardMiddleware
 from services.servinglog import ServiceLogs, feedback_event_model
 from services.settings import SERVICE_NAME, ServiceSettings
+
+if TYPE_CHECKING:
+    from components.features.store import RecentHistory
 
 quiet_third_party()  # service start: drop third-party banners from the service log
 logger = logging.getLogger("recops.service")
@@ -421,20 +424,20 @@ class RecommendationService:
             raise bentoml.exceptions.NotFound(
                 f"unknown item_id {request.item_id!r}: not in this model's catalogue"
             )
-        ((history, from_store, failed),) = await self._histories([request])
+        (found,) = await self._histories([request])
         plan = engine.plan(
-            history,
+            found.items,
             1,
             False,
             [],
-            from_store=from_store,
+            from_store=found.from_store,
             explain=True,
             targets=[target],
             top=request.top,
-            event_types=request.event_types,
+            event_types=found.event_types,
             method=request.method,
         )
-        plan = _with_store_warning(plan, failed)
+        plan = _with_store_warning(plan, found.store_failed)
         scored: Scored | None = None
         if plan.query is not None:
             scored = Scored(items=[], scores=[])
@@ -443,17 +446,20 @@ class RecommendationService:
             )
         return engine.respond_explain(plan, scored, request.item_id)
 
-    async def _histories(self, requests: list[Any]) -> list[tuple[list[str], bool, bool]]:
-        """Per request: ``(history, from_store, store_failed)``; user-id-only requests read
-        their history from the online store (one lookup for all of them)."""
+    async def _histories(self, requests: list[Any]) -> list[History]:
+        """Per request: its history with event types; user-id-only requests read both from
+        the online store (one lookup for all of them)."""
         recent, store_failed = await self._online_histories(
             [r.user_id for r in requests if r.history is None and r.user_id is not None]
         )
         out = []
         for r in requests:
-            from_store = r.history is None
-            history = recent.get(r.user_id, []) if from_store else r.history
-            out.append((history, from_store, from_store and store_failed))
+            if r.history is not None:
+                out.append(History(r.history, r.event_types, False, False))
+                continue
+            stored = recent.get(r.user_id)
+            items, kinds = (stored.items, stored.event_types) if stored else ([], None)
+            out.append(History(items, kinds, True, store_failed))
         return out
 
     async def recommend_many(
@@ -467,27 +473,27 @@ class RecommendationService:
         active = self.active  # one model for the whole request, whatever a swap does
         engine = active.engine
         histories = await self._histories(requests)
-        for r, (history, from_store, failed) in zip(requests, histories, strict=True):
+        for r, given in zip(requests, histories, strict=True):
             plan = engine.plan(
-                history,
+                given.items,
                 r.k,
                 r.exclude_seen,
                 r.exclude,
-                from_store=from_store,
+                from_store=given.from_store,
                 explain=r.explain,
-                event_types=r.event_types,
+                event_types=given.event_types,
             )
-            plans.append(_with_store_warning(plan, failed))
+            plans.append(_with_store_warning(plan, given.store_failed))
         queries = [p.query for p in plans if p.query is not None]
         answers = iter(await self._score(queries, active))
         scored = [next(answers) if p.query is not None else None for p in plans]
         await self._explain(plans, scored, active)
         responses = []
         rows = zip(requests, plans, histories, scored, strict=True)
-        for i, (request, plan, (history, _, _), found) in enumerate(rows):
+        for i, (request, plan, history, found) in enumerate(rows):
             answer = engine.render(plan, found)
             answer["request_id"] = answer_id(request_id, i, len(requests))
-            self.logs.served(request, plan, answer, history)
+            self.logs.served(request, plan, answer, history.items)
             responses.append(answer)
             self.requests_by_source.labels(source=plan.source).inc()
         return responses
@@ -501,16 +507,17 @@ class RecommendationService:
             task.cancel()
         self.logs.close()
 
-    async def _online_histories(self, user_ids: list[str]) -> tuple[dict[str, list[str]], bool]:
-        """Recent raw item ids per user from the Feast online store ([] when unknown),
-        and whether the lookup failed (the users then get the popularity fallback)."""
+    async def _online_histories(self, user_ids: list[str]) -> tuple[dict[str, RecentHistory], bool]:
+        """Recent raw item ids and their event types per user from the Feast online store
+        (empty when unknown), and whether the lookup failed (the users then get the
+        popularity fallback)."""
         if not user_ids or not SETTINGS.features.enabled:
             return {}, False
-        from components.features.store import online_recent_items
+        from components.features.store import online_recent_history
 
         try:
             found = await anyio.to_thread.run_sync(
-                online_recent_items, self.workspace, SETTINGS.features, user_ids
+                online_recent_history, self.workspace, SETTINGS.features, user_ids
             )
         except Exception:
             logger.exception("online feature lookup failed for %d users", len(user_ids))
@@ -539,6 +546,15 @@ class RecommendationService:
         for start in range(0, len(queries), size):
             out.extend(await active.batcher.submit(queries[start : start + size]))
         return out
+
+
+class History(NamedTuple):
+    """A request's history: given in the request, or read from the online store."""
+
+    items: list[str]
+    event_types: list[str] | None
+    from_store: bool
+    store_failed: bool
 
 
 @dataclass

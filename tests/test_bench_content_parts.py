@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from benchmarks.content import summarise, wilson_interval
-from benchmarks.funnel import summarise_funnel
+from benchmarks.funnel import RecentOracle, summarise_funnel
 
 
 def test_wilson_interval_matches_hand_computed_values() -> None:
@@ -41,3 +42,13 @@ def test_funnel_summary_averages_purchase_targets_per_variant() -> None:
     a, b = summarise_funnel(rows)
     assert a["variant"] == "a" and a["purchase_hr@10"] == pytest.approx(0.4)
     assert a["hr@10_sd"] == pytest.approx(0.14142, abs=1e-4) and b["hr@10_sd"] == 0.0
+
+
+def test_funnel_oracles_rank_carted_items_first_or_by_recency_alone() -> None:
+    histories = torch.tensor([[0, 5, 2, 7, 3]])
+    events = torch.tensor([[0, 1, 2, 2, 2]])  # item 5 carted (type 1), then three views
+    carts = RecentOracle(n_items=8, cart_index=1).score(histories, None, events)
+    recency = RecentOracle(n_items=8, cart_index=None).score(histories, None, events)
+    assert carts[0].argsort(descending=True)[:4].tolist() == [5, 3, 7, 2]
+    assert recency[0].argsort(descending=True)[:4].tolist() == [3, 7, 2, 5]
+    assert carts[0, 0] == float("-inf") and carts[0, 1] == 0.0  # padding; never seen

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -30,6 +30,15 @@ if TYPE_CHECKING:
     from components.models.bundle import ModelBundle
 
 Scorer = Callable[[Tensor, "Tensor | None"], Tensor]
+
+
+class HistoryScorer(Protocol):
+    """A scorer that also reads the history's event types (a ModelBundle, a benchmark's
+    oracle): ``score(histories, users, events) -> [B, n_items + 1]``."""
+
+    def score(
+        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor: ...
 
 
 @dataclass
@@ -117,7 +126,7 @@ def per_user_metrics(ranks: Tensor, ks: Sequence[int]) -> dict[str, Tensor]:
     return out
 
 
-def _as_scorer(scorer: Scorer | ModelBundle) -> tuple[Scorer, torch.device | None]:
+def _as_scorer(scorer: Scorer | ModelBundle | HistoryScorer) -> tuple[Scorer, torch.device | None]:
     score = getattr(scorer, "score", None)
     if score is not None:
         return score, getattr(scorer, "device", None)
@@ -126,7 +135,7 @@ def _as_scorer(scorer: Scorer | ModelBundle) -> tuple[Scorer, torch.device | Non
 
 @torch.no_grad()
 def evaluate(
-    scorer: Scorer | ModelBundle,
+    scorer: Scorer | ModelBundle | HistoryScorer,
     eval_set: EvalSet,
     ks: Sequence[int] = (10,),
     exclude_seen: bool = False,

@@ -663,6 +663,35 @@ def online_recent_items(
     return {str(u): list(v) if v is not None else [] for u, v in zip(user_ids, values, strict=True)}
 
 
+@dataclass(frozen=True)
+class RecentHistory:
+    """A user's recent history from the online store: raw item ids, oldest -> newest, and
+    their event types (aligned; None when the store holds none for this user)."""
+
+    items: list[str]
+    event_types: list[str] | None
+
+
+def online_recent_history(
+    workspace: Workspace, cfg: FeaturesConfig, user_ids: list[str]
+) -> dict[str, RecentHistory]:
+    """Each user's last-N items with their event types, in one online lookup; unknown
+    users get an empty history. Types are None when they are missing or not aligned
+    (rows materialized before the store kept them, events without types)."""
+    if not user_ids:
+        return {}
+    features = [f"{USER_VIEW}:recent_items", f"{USER_VIEW}:recent_event_types"]
+    found = _online(workspace, cfg, user_ids, features)
+    out = {}
+    for user, items, kinds in zip(
+        user_ids, found["recent_items"], found["recent_event_types"], strict=True
+    ):
+        items = list(items) if items is not None else []
+        aligned = kinds is not None and len(kinds) == len(items) and len(items) > 0
+        out[str(user)] = RecentHistory(items, list(kinds) if aligned else None)
+    return out
+
+
 def online_user_features(
     workspace: Workspace, cfg: FeaturesConfig, user_ids: list[str]
 ) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from components.data.schema import ITEM, TIME, USER
+from components.data.schema import EVENT, ITEM, TIME, USER
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ class _Snapshots:
     """Events sorted by (entity, time) plus the index of each snapshot's last event."""
 
     def __init__(self, events: pd.DataFrame, entity: str) -> None:
-        ordered = events[[USER, ITEM, TIME]].sort_values([entity, TIME], kind="stable")
+        columns = [USER, ITEM, TIME, *([EVENT] if EVENT in events.columns else [])]
+        ordered = events[columns].sort_values([entity, TIME], kind="stable")
         self.frame = ordered.reset_index(drop=True)
         self.codes, self.entities = pd.factorize(self.frame[entity], sort=False)
         ts = pd.to_datetime(self.frame[TIME], utc=True)
@@ -85,7 +86,8 @@ class _Snapshots:
 
 
 def _recent_lists(items: pa.Array, item_codes: np.ndarray, snaps: _Snapshots, n: int) -> pa.Array:
-    """ListArray: per snapshot, the last ``n`` item ids up to and including it (old -> new)."""
+    """ListArray: per snapshot, the last ``n`` values (``items[item_codes]``: item ids or
+    event types) up to and including it (old -> new)."""
     last = snaps.last
     lengths = np.minimum(n, last - snaps.entity_start[last] + 1).astype(np.int64)
     offsets = np.zeros(len(last) + 1, dtype=np.int64)
@@ -97,6 +99,18 @@ def _recent_lists(items: pa.Array, item_codes: np.ndarray, snaps: _Snapshots, n:
     return pa.LargeListArray.from_arrays(pa.array(offsets), values).cast(pa.list_(pa.string()))
 
 
+def _recent_column(values: pd.Series | None, snaps: _Snapshots, history_length: int) -> pd.Series:
+    """Per snapshot, the last ``history_length`` of ``values`` (aligned with
+    ``snaps.frame``); empty lists when ``values`` is None."""
+    if values is None:
+        lists = pa.array([[]] * len(snaps.last), type=pa.list_(pa.string()))
+    else:
+        codes, uniques = pd.factorize(values, sort=False)
+        tokens = pa.array(np.asarray(uniques, dtype=object), type=pa.string())
+        lists = _recent_lists(tokens, codes, snaps, history_length)
+    return pd.Series(lists, dtype=pd.ArrowDtype(pa.list_(pa.string())))
+
+
 def user_feature_table(
     events: pd.DataFrame, history_length: int, windows_days: list[int]
 ) -> pd.DataFrame:
@@ -104,15 +118,15 @@ def user_feature_table(
 
     Columns: ``user_id`` (string), ``event_timestamp`` (UTC), ``recent_items``
     (list[str]: the last ``history_length`` raw item ids, oldest -> newest, ties in input
-    order), ``n_events`` (all events so far), ``events_{w}d`` for each window,
+    order), ``recent_event_types`` (list[str]: those events' types, aligned with
+    ``recent_items``; empty when the events carry no type), ``n_events`` (all events so
+    far), ``events_{w}d`` for each window,
     ``distinct_items`` (so far), ``last_event_unix`` (seconds; recency at serving time is
     ``now - last_event_unix``) and ``seconds_since_prev`` (gap to the previous snapshot,
     ``-1.0`` for the first).
     """
     snaps = _Snapshots(events, USER)
     frame, last = snaps.frame, snaps.last
-    item_codes, item_uniques = pd.factorize(frame[ITEM], sort=False)
-    items = pa.array(np.asarray(item_uniques, dtype=object), type=pa.string())
     first_pair = ~frame.duplicated([USER, ITEM]).to_numpy()
     cum_first = np.cumsum(first_pair)
     start = snaps.entity_start[last]
@@ -127,9 +141,9 @@ def user_feature_table(
         {
             USER: pd.Series(np.asarray(snaps.entities, dtype=object)[snaps.codes[last]]),
             EVENT_TS: snaps.event_ts(),
-            "recent_items": pd.Series(
-                _recent_lists(items, item_codes, snaps, history_length),
-                dtype=pd.ArrowDtype(pa.list_(pa.string())),
+            "recent_items": _recent_column(frame[ITEM], snaps, history_length),
+            "recent_event_types": _recent_column(
+                frame[EVENT].fillna("") if EVENT in frame.columns else None, snaps, history_length
             ),
             "n_events": (last - start + 1).astype(np.int64),
         }

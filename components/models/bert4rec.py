@@ -36,6 +36,11 @@ class BERT4RecParams(TransformerParams):
     )
 
 
+def row_per_position(values: Tensor, keep: Tensor) -> Tensor:
+    """``[N, L]``: the whole row of ``values [B, L]`` once for each ``True`` in ``keep [B, L]``."""
+    return values[:, None, :].expand(-1, values.shape[1], -1)[keep]
+
+
 @register("bert4rec")
 class BERT4Rec(Recommender):
     """Bidirectional self-attention; the output at ``[MASK]`` scores the missing item."""
@@ -69,13 +74,25 @@ class BERT4Rec(Recommender):
 
     def training_pairs(self, batch: dict[str, Tensor]) -> TrainingPairs:
         inputs, targets = self.mask_batch(batch["sequences"])
+        masked = inputs == self.mask_token
+        events = batch.get("events")
+        if events is not None:
+            # a [MASK] carries no event type: at inference the appended one has none, and
+            # the masked event's own type would tell the model what kind of event to predict
+            events = events.masked_fill(masked, 0)
         table = self.encoder.items.table()  # items + [MASK], projected once per step
-        hidden = self.encoder(inputs, causal=False, table=table, events=batch.get("events"))
+        hidden = self.encoder(inputs, causal=False, table=table, events=events)
         keep = targets != 0
-        # every masked position sees the items left visible in its sequence
-        visible = inputs.masked_fill(inputs == self.mask_token, 0)
-        seen = visible[:, None, :].expand(-1, inputs.shape[1], -1)[keep]
-        return self.pairs(hidden[keep], targets[keep], seen, table[: self.n_items + 1])
+        # every masked position sees the items left visible in its sequence, aged by their
+        # distance from it (inference appends [MASK] after the last item: that item has age 0)
+        seen = row_per_position(inputs.masked_fill(masked, 0), keep)
+        seen_events = None if events is None else row_per_position(events, keep)
+        steps = torch.arange(inputs.shape[1], device=inputs.device)
+        ages = ((steps[:, None] - steps[None, :]).abs() - 1).clamp(min=0)
+        ages = ages.expand(inputs.shape[0], -1, -1)[keep]
+        return self.pairs(
+            hidden[keep], targets[keep], seen, table[: self.n_items + 1], seen_events, ages
+        )
 
     def output_embeddings(self) -> Tensor:
         return self.encoder.items.table()[: self.n_items + 1]

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from components.models.base import SeenBiasParams
@@ -52,10 +52,31 @@ class ItemInputParams(SeenBiasParams):
         "the model also learns to score items from content alone (cold items have content "
         "only; unscaled, warm items outranked them and cold-item HR@10 on ml-100k was 0)",
     )
+    seen_recency: list[int] = Field(
+        [],
+        description="ages (0 = the item read last) at which the seen-item offset starts a new "
+        "recency bucket, e.g. [1, 5, 20]; [] = one offset whatever the age (see "
+        "components.models.base: with event_types the offset is also learned per event type)",
+    )
     text_dim: int = Field(0, ge=0, description="text vector width (set from the catalogue)")
     n_categories: int = Field(0, ge=0, description="distinct categories (set from the catalogue)")
     category_slots: int = Field(1, ge=1, description="most categories of one item (set from data)")
     n_event_types: int = Field(0, ge=0, description="distinct event types (set from the data)")
+
+    @field_validator("seen_recency")
+    @classmethod
+    def _increasing(cls, edges: list[int]) -> list[int]:
+        if any(a >= b for a, b in zip(edges, edges[1:], strict=False)) or any(e < 1 for e in edges):
+            raise ValueError("seen_recency must be increasing ages >= 1, e.g. [1, 5, 20]")
+        return edges
+
+    def seen_recency_edges(self) -> list[int]:
+        return list(self.seen_recency)
+
+    def seen_offset_shape(self) -> tuple[int, int]:
+        """One row per event type (plus "none") when the model reads event types."""
+        rows = self.n_event_types + 1 if self.event_types else 1
+        return rows, len(self.seen_recency) + 1
 
     @property
     def uses_content(self) -> bool:

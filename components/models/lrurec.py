@@ -193,8 +193,9 @@ class LRURec(Recommender):
 
     def training_pairs(self, batch: dict[str, Tensor]) -> TrainingPairs:
         table = self.output_embeddings()  # computed once for inputs and scoring
-        hidden = self.hidden_states(batch["inputs"], table, batch.get("input_events"))
-        return self.causal_pairs(hidden, batch["inputs"], batch["targets"], table)
+        events = batch.get("input_events")
+        hidden = self.hidden_states(batch["inputs"], table, events)
+        return self.causal_pairs(hidden, batch["inputs"], batch["targets"], table, events)
 
     def output_embeddings(self) -> Tensor:
         return self.items.table()

@@ -15,8 +15,8 @@
   which removes the overconfidence that sampled BCE learns on popular items. Negatives
   are shared by the batch (one matmul) rather than drawn per position as in gSASRec.
 
-Every objective adds the model's learned seen-item offset (``pairs.seen_bias``) to the
-logits of items in ``pairs.seen``, so the offset is trained by the same loss it serves.
+Every objective adds the model's learned seen-item offsets (``pairs.seen_offsets``) to the
+logits of items in ``pairs.seen``, so the offsets are trained by the same loss they serve.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from components.models.base import TrainingPairs, add_seen_offset_
+from components.models.base import SeenItems, TrainingPairs, add_seen_offset_, seen_offset_at
 
 
 def full_cross_entropy(pairs: TrainingPairs) -> Tensor:
     logits = pairs.hidden @ pairs.item_table.T
-    if pairs.seen is not None and pairs.seen_bias is not None:
-        add_seen_offset_(logits, pairs.seen, pairs.seen_bias)
+    if pairs.seen is not None and pairs.seen_offsets is not None:
+        add_seen_offset_(logits, pairs.seen, pairs.seen_offsets)
     logits[:, 0] = float("-inf")
     if pairs.candidates is not None:
         logits = logits.masked_fill(~pairs.candidates[None, :], float("-inf"))
@@ -40,10 +40,9 @@ def full_cross_entropy(pairs: TrainingPairs) -> Tensor:
 
 def _seen_offset(pairs: TrainingPairs, candidates: Tensor) -> Tensor | float:
     """Seen-item offset ``[N, C]`` for candidate items ``[N, C]`` (per row) or ``[1, C]`` (shared)."""
-    if pairs.seen is None or pairs.seen_bias is None:
+    if pairs.seen is None or pairs.seen_offsets is None:
         return 0.0
-    hit = (pairs.seen[:, :, None] == candidates[:, None, :]).any(dim=1)
-    return pairs.seen_bias * hit
+    return seen_offset_at(SeenItems(pairs.seen, pairs.seen_offsets), candidates)
 
 
 def _positive_logits(pairs: TrainingPairs) -> Tensor:

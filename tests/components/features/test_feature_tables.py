@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.data.schema import ITEM, TIME, USER, normalize_events, sort_events
+from components.data.schema import EVENT, ITEM, TIME, USER, normalize_events, sort_events
 from components.features.tables import item_feature_table, user_feature_table
 
 DAY = pd.Timedelta(days=1)
@@ -65,6 +65,7 @@ def _reference_user_rows(events: pd.DataFrame, n: int, windows: list[int]) -> pd
         for ts in group[TIME].unique():
             upto = group[group[TIME] <= ts]
             row = {USER: user, "ts": ts, "recent": list(upto[ITEM].tail(n))}
+            row["types"] = list(upto[EVENT].tail(n))
             row["n_events"] = len(upto)
             row["distinct"] = upto[ITEM].nunique()
             for w in windows:
@@ -83,6 +84,8 @@ def test_user_table_matches_reference_on_synthetic_events(tiny_events: pd.DataFr
     expected = expected.sort_values([USER, "ts"]).reset_index(drop=True)
     assert len(table) == len(expected)
     assert [list(x) for x in table["recent_items"]] == expected["recent"].tolist()
+    assert [list(x) for x in table["recent_event_types"]] == expected["types"].tolist()
+    assert len({t for x in expected["types"] for t in x}) > 1  # the sample has several types
     assert table["n_events"].tolist() == expected["n_events"].tolist()
     assert table["distinct_items"].tolist() == expected["distinct"].tolist()
     assert table["events_1d"].tolist() == expected["w1"].tolist()

@@ -17,7 +17,13 @@ import torch
 
 from components.data.config import DataConfig
 from components.data.prepare import PreparedData, prepare
-from components.models.base import TrainingPairs, add_seen_offset_, causal_seen
+from components.models.base import (
+    SeenItems,
+    TrainingPairs,
+    add_seen_offset_,
+    causal_seen,
+    distinct_seen,
+)
 from components.models.bundle import ModelBundle
 from components.models.config import ModelConfig
 from components.training.datamodules import BucketBatchSampler, training_dataset
@@ -81,10 +87,17 @@ def seen_mask(seen: torch.Tensor, n_columns: int) -> torch.Tensor:
     return (seen[:, :, None] == columns[None, None, :]).any(dim=1) & (columns != 0)
 
 
+def base_only(seen: torch.Tensor, bias: torch.Tensor) -> SeenItems:
+    """The offsets of a model without a table: ``bias`` once per distinct item."""
+    zeros = torch.zeros_like(seen)
+    return distinct_seen(seen, zeros, zeros, bias, None)
+
+
 def test_offset_lands_once_on_each_distinct_history_item() -> None:
     scores = torch.zeros(2, 5)
-    out = add_seen_offset_(scores, torch.tensor([[0, 2, 2, 3], [0, 0, 0, 0]]), torch.tensor(-1.5))
-    assert out[:, 1:].tolist() == [[0.0, -1.5, -1.5, 0.0], [0.0] * 4]
+    seen = base_only(torch.tensor([[0, 2, 2, 3], [0, 0, 0, 0]]), torch.tensor(-1.5))
+    out = add_seen_offset_(scores, *seen)
+    assert out.tolist() == [[0.0, 0.0, -1.5, -1.5, 0.0], [0.0] * 5]
 
 
 def test_sparse_offset_equals_the_dense_mask_and_trains_the_same() -> None:
@@ -92,7 +105,7 @@ def test_sparse_offset_equals_the_dense_mask_and_trains_the_same() -> None:
     seen = torch.randint(0, 40, (16, 12))  # with repeats and padding
     logits = torch.randn(16, 40)
     bias = torch.tensor(-2.0, requires_grad=True)
-    sparse = add_seen_offset_(logits.clone(), seen, bias)
+    sparse = add_seen_offset_(logits.clone(), *base_only(seen, bias))
     dense = logits + bias * seen_mask(seen, 40)
     assert torch.allclose(sparse[:, 1:], dense[:, 1:])
     targets = torch.randint(1, 40, (16,))
@@ -111,7 +124,7 @@ def test_sampled_losses_offset_the_same_items_as_full_softmax(loss: str) -> None
     seen = torch.randint(0, 30, (6, 5))
     bias = torch.tensor(-3.0)
     pairs = TrainingPairs(
-        torch.randn(6, 4), torch.randint(1, 30, (6,)), torch.randn(30, 4), seen, bias
+        torch.randn(6, 4), torch.randint(1, 30, (6,)), torch.randn(30, 4), *base_only(seen, bias)
     )
     candidates = torch.randint(1, 30, (1, 40))
     expected = bias * seen_mask(seen, 30).gather(1, candidates.expand(6, -1))
