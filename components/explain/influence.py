@@ -274,15 +274,14 @@ class EncodedScores:
 
     def columns(self, targets: Tensor) -> Tensor:
         scores = (self.hidden @ self.model.output_embeddings()[targets].T).float()
-        bias = self.model.seen_bias
-        if bias is None:
-            return scores
-        seen = (self.histories[:, :, None] == targets[None, None, :]).any(dim=1)
-        return torch.where(seen, scores + bias.float(), scores)
+        offsets = self.model.seen_offsets_at(self.histories, targets[None, :], self.events)
+        return scores if offsets is None else scores + offsets.float()
 
     def rows(self, index: Tensor) -> Tensor:
         scores = self.hidden[index] @ self.model.output_embeddings().T
-        return mask_padding_column(self.model.add_seen_bias(scores, self.histories[index])).float()
+        events = None if self.events is None else self.events[index]
+        seen = self.model.add_seen_bias(scores, self.histories[index], events)
+        return mask_padding_column(seen).float()
 
 
 def scores_by_dot_product(model: Recommender) -> bool:

@@ -129,10 +129,9 @@ def target_column(model: Recommender, rows: Tensor, events: Tensor | None, item:
         return score_rows(model, rows, events)[:, item].float()
     hidden = model.encode(rows, None, events)
     scores = (hidden @ model.output_embeddings()[item]).float()
-    bias = model.seen_bias
-    if bias is None:
-        return scores
-    return torch.where((rows == item).any(dim=1), scores + bias.float(), scores)
+    column = torch.full((1, 1), item, dtype=rows.dtype, device=rows.device)
+    offsets = model.seen_offsets_at(rows, column, events)
+    return scores if offsets is None else scores + offsets[:, 0].float()
 
 
 def _without(history: Tensor, combos: Tensor, width: int) -> Tensor:

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from components.data.sequences import PAD
-from components.models.base import Recommender, seen_offset_at
+from components.models.base import Recommender
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +139,9 @@ def ann_recommend(
     repeat = torch.zeros_like(candidates, dtype=torch.bool)
     repeat[:, 1:] = candidates[:, 1:] == candidates[:, :-1]
     scores = torch.einsum("bd,bcd->bc", hidden, model.output_embeddings()[candidates].float())
-    seen = model.seen_offsets(histories, events)
-    if seen is not None:
-        scores = scores + seen_offset_at(seen, candidates).float()
+    offsets = model.seen_offsets_at(histories, candidates, events)
+    if offsets is not None:
+        scores = scores + offsets.float()
     excluded = (candidates[:, :, None] == exclude[:, None, :]).any(dim=2)
     scores = scores.masked_fill((candidates == PAD) | repeat | excluded, float("-inf"))
     top = scores.topk(min(k, scores.shape[1]), dim=1)

@@ -256,6 +256,15 @@ class Recommender(torch.nn.Module):
         buckets = torch.bucketize(ages, self.seen_age_edges, right=True).expand_as(seen)
         return distinct_seen(seen, kinds, buckets, base, table * SEEN_TABLE_GAIN)
 
+    def seen_offsets_at(
+        self, histories: Tensor, candidates: Tensor, events: Tensor | None = None
+    ) -> Tensor | None:
+        """``[B, C]`` learned offsets of ``candidates [B, C]`` (or ``[1, C]``, shared) given
+        left-padded ``histories`` (and their ``events``), as :meth:`score_all` adds them to
+        those columns; ``None`` when this model has no seen-item offset."""
+        seen = self.seen_offsets(histories, events)
+        return None if seen is None else seen_offset_at(seen, candidates)
+
     def pairs(
         self,
         hidden: Tensor,

@@ -183,3 +183,25 @@ def test_models_without_types_or_order_keep_one_offset(carts: PreparedData) -> N
     assert lightgcn.seen_bias_table_raw is None
     with pytest.raises(ConfigError, match="seen_recency must be increasing"):
         build_model("sasrec", {"seen_recency": [5, 2]}, 40, 60, TINY_MAX_LEN)
+
+
+def test_explanations_rescore_with_the_same_offsets_by_type(carts: PreparedData) -> None:
+    from components.explain.influence import Question, deletion_influence
+    from components.explain.search import target_column
+
+    model = _model("sasrec", carts).eval()
+    with torch.no_grad():
+        model.seen_bias_table_raw.normal_(std=0.1)
+    history = carts.split.test.histories[0][-6:]
+    events = carts.split.test.events[0][-6:]
+    targets = torch.unique(history)
+    question = Question(history, targets, events)
+    (influence,) = deletion_influence(model, [question], TINY_MAX_LEN, 6)
+    with torch.no_grad():
+        full = model.score_all(history[None], None, events[None])[0]
+        for column, position in enumerate(influence.positions.tolist()):
+            keep = torch.arange(len(history)) != position
+            without = model.score_all(history[keep][None], None, events[keep][None])[0]
+            torch.testing.assert_close(influence.drops[:, column], full[targets] - without[targets])
+        column = target_column(model, history[None], events[None], int(targets[0]))
+    torch.testing.assert_close(column[0], full[targets[0]])
