@@ -54,53 +54,94 @@ def _memory_stages(synth: SyntheticConfig, folder: Path, cfg: DataConfig) -> lis
     return stages
 
 
+#: the stream engine's stages, in order; ``--stages`` runs a subset, each reusing what
+#: the earlier stages left in ``--keep-dir`` (so a long run is measured stage by stage)
+STREAM_STAGES = ("generate", "load", "bucket", "vocabulary", "validate", "version", "sequences")
+
+
 def _stream_stages(
-    synth: SyntheticConfig, folder: Path, cfg: DataConfig, events_per_file: int
+    synth: SyntheticConfig,
+    folder: Path,
+    cfg: DataConfig,
+    events_per_file: int,
+    only: tuple[str, ...] = STREAM_STAGES[1:],
 ) -> list[StageFigures]:
-    from components.data.splits import leave_one_out
+    """The stages in ``only`` (the events are generated when asked or missing)."""
     from components.data.stream import (
-        bucket_count,
         check_files,
         list_event_files,
-        plan_passes,
         scan_events,
-        stream_sequences,
-        stream_vocabulary,
-        tail_length,
         write_events_dataset,
-        write_user_buckets,
     )
 
     stages = []
-    if not (folder / "events").exists():
+    if "generate" in only or not (folder / "events").exists():
+        shutil.rmtree(folder / "events", ignore_errors=True)
         with measure("generate+write parquet (partitioned)") as fig:
             write_events_dataset(synth, folder / "events", events_per_file)
         stages.append(fig)
     gc.collect()
     with measure("load+normalise (scan + row checks)") as fig:
         files = list_event_files(folder / "events")
-        check_files(files, cfg.columns, cfg.default_event_type)
+        if "load" in only:
+            check_files(files, cfg.columns, cfg.default_event_type)
         lazy = scan_events(files, cfg.columns, cfg.default_event_type)
     fig.extra = {"files": len(files.paths)}
-    stages.append(fig)
+    if "load" in only:
+        stages.append(fig)
+    buckets, figure = _bucket_stage(lazy, files.n_rows, folder, "bucket" in only)
+    stages += figure
+    if "validate" in only or "version" in only:
+        stages += _ingest_stages(folder, cfg, buckets, only)
+    if "vocabulary" in only or "sequences" in only:
+        stages += _sequence_stages(lazy, files.n_rows, buckets, cfg, only)
+    return stages
+
+
+def _bucket_stage(
+    lazy: Any, n_rows: int, folder: Path, measured: bool
+) -> tuple[UserBuckets, list[StageFigures]]:
+    """The user buckets under ``folder/buckets``: written (and measured) when asked or
+    missing, else read back."""
+    from components.data.stream import bucket_count, read_user_buckets, write_user_buckets
+
+    done = folder / "buckets" / "_done"
+    if not measured and done.exists():
+        return read_user_buckets(folder / "buckets", int(done.read_text())), []
     shutil.rmtree(folder / "buckets", ignore_errors=True)
     with measure("bucket by user hash (once)") as fig:
-        buckets = write_user_buckets(lazy, folder / "buckets", bucket_count(files.n_rows))
+        buckets = write_user_buckets(lazy, folder / "buckets", bucket_count(n_rows))
+    done.write_text(str(buckets.n_buckets))
     fig.extra = {"buckets": buckets.n_buckets}
-    stages.append(fig)
+    return buckets, [fig]
+
+
+def _sequence_stages(
+    lazy: Any, n_rows: int, buckets: UserBuckets, cfg: DataConfig, only: tuple[str, ...]
+) -> list[StageFigures]:
+    from components.data.splits import leave_one_out
+    from components.data.stream import (
+        plan_passes,
+        stream_sequences,
+        stream_vocabulary,
+        tail_length,
+    )
+
+    stages = []
     with measure("vocabulary") as fig:
         vocab = stream_vocabulary(lazy)
-    stages.append(fig)
-    stages += _ingest_stages(folder, cfg, buckets)
+    if "vocabulary" in only:
+        stages.append(fig)
+    if "sequences" not in only:
+        return stages
     gc.collect()
     keep = tail_length(cfg)
-    plan = plan_passes(files.n_rows, vocab.n_users, vocab.n_items, keep, cfg.memory_budget_mb)
+    plan = plan_passes(n_rows, vocab.n_users, vocab.n_items, keep, cfg.memory_budget_mb)
     with measure("sequences+split") as fig:
         seqs = stream_sequences(buckets, vocab, keep, plan.passes)
         split = leave_one_out(seqs, vocab.n_items, cfg.max_len, cfg.min_user_events)
     fig.extra = {**split.summary(), "passes": plan.passes, "budget_mb": plan.budget_mb}
     stages.append(fig)
-    shutil.rmtree(folder / "buckets", ignore_errors=True)
     return stages
 
 
@@ -139,31 +180,44 @@ def _spark_stages(
     return stages
 
 
-def _ingest_stages(folder: Path, cfg: DataConfig, buckets: UserBuckets) -> list[StageFigures]:
-    """GX validation of the folder in passes over its user buckets, then versioning it
-    with DVC."""
+def _ingest_stages(
+    folder: Path, cfg: DataConfig, buckets: UserBuckets, only: tuple[str, ...]
+) -> list[StageFigures]:
+    """GX validation of the folder in passes over its user buckets (its report kept in
+    ``folder/report.json``), then versioning it with DVC (from that report)."""
     from components.data.stream import GX_ROW_BYTES, plan_passes
+    from components.errors import DataError
     from components.validation.config import ValidationConfig
+    from components.validation.report import ValidationReport
     from components.validation.runner import gx_context, validate_event_files
     from components.versioning.config import VersioningConfig
     from components.versioning.dvc_store import DatasetStore, FileBatch
     from components.workspace import Workspace
 
-    shutil.rmtree(folder / "ws", ignore_errors=True)
-    ws = Workspace.at(folder / "ws").ensure()
-    gx_context(ws)  # context creation is a fixed cost, not the stage's
     stages = []
-    with measure("validate (GX, hash passes)") as fig:
-        report = validate_event_files(
-            folder / "events",
-            ValidationConfig(),
-            ws,
-            batch_id="bench",
-            memory_budget_mb=cfg.memory_budget_mb,
-            buckets=buckets,
-        )
-    fig.extra = {"passed": report.passed, "chunks": report.n_chunks}
-    stages.append(fig)
+    saved = folder / "report.json"
+    if "validate" in only:
+        shutil.rmtree(folder / "ws", ignore_errors=True)
+        ws = Workspace.at(folder / "ws").ensure()
+        gx_context(ws)  # context creation is a fixed cost, not the stage's
+        with measure("validate (GX, passes over buckets)") as fig:
+            report = validate_event_files(
+                folder / "events",
+                ValidationConfig(),
+                ws,
+                batch_id="bench",
+                memory_budget_mb=cfg.memory_budget_mb,
+                buckets=buckets,
+            )
+        fig.extra = {"passed": report.passed, "chunks": report.n_chunks}
+        saved.write_text(report.model_dump_json())
+        stages.append(fig)
+    if "version" not in only:
+        return stages
+    if not saved.exists():
+        raise DataError(f"{saved}: no validation report; run the validate stage first")
+    report = ValidationReport.model_validate_json(saved.read_text())
+    ws = Workspace.at(folder / "ws").ensure()
     passes = plan_passes(
         report.n_rows, report.n_users, report.n_items, 0, cfg.memory_budget_mb, GX_ROW_BYTES
     ).passes
@@ -185,25 +239,32 @@ def run_data_benchmark(
     budget_mb: int = 2048,
     events_per_file: int = 1_000_000,
     keep_dir: Path | None = None,
+    stages: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Measure each data stage on ``n_events`` synthetic events with ``engine``.
 
-    With ``keep_dir`` (stream engine) the partitioned files are kept there, and a later
-    run with the same folder skips generating them (so long runs can be measured in
-    parts)."""
+    With ``keep_dir`` (stream engine) the partitioned files, user buckets, workspace and
+    validation report are kept there, and a later run with the same folder skips
+    generating the events; ``stages`` (a subset of :data:`STREAM_STAGES`) then measures
+    only those stages, each reusing what the earlier ones left (so a long run is
+    measured stage by stage)."""
     synth = bench_synthetic(n_events, seed)
     cfg = DataConfig(max_len=50, engine=engine, memory_budget_mb=budget_mb)
     with tempfile.TemporaryDirectory(prefix="recops-bench-") as tmp:
         if engine in ("stream", "spark"):
             folder = keep_dir or Path(tmp)
             folder.mkdir(parents=True, exist_ok=True)
-            run = _stream_stages if engine == "stream" else _spark_stages
-            stages = run(synth, folder, cfg, events_per_file)
+            if engine == "stream":
+                figures = _stream_stages(
+                    synth, folder, cfg, events_per_file, stages or STREAM_STAGES[1:]
+                )
+            else:
+                figures = _spark_stages(synth, folder, cfg, events_per_file)
         else:
-            stages = _memory_stages(synth, Path(tmp), cfg)
+            figures = _memory_stages(synth, Path(tmp), cfg)
     rows = [
         (s.name, s.seconds, n_events / s.seconds if s.seconds else 0.0, s.peak_rss_mb)
-        for s in stages
+        for s in figures
     ]
     print_table(
         f"bench data: {n_events:,} synthetic events, engine {engine}"
@@ -227,7 +288,7 @@ def run_data_benchmark(
                     "peak_rss_mb": s.peak_rss_mb,
                     **s.extra,
                 }
-                for s in stages
+                for s in figures
             ],
         },
     )

@@ -53,13 +53,29 @@ def bench_data(
             help="Stream engine: keep the Parquet parts here; a rerun with it skips generating.",
         ),
     ] = None,
+    stages: Annotated[
+        str | None,
+        typer.Option(
+            "--stages",
+            help="Stream engine, with --keep-dir: only these stages (comma-separated: "
+            "generate,load,bucket,vocabulary,validate,version,sequences), each reusing "
+            "what earlier runs left there.",
+        ),
+    ] = None,
     json_out: JsonOutOpt = None,
 ) -> None:
     """Wall time and peak RSS of generating, loading, normalising and splitting events."""
-    from benchmarks.data import ENGINES, run_data_benchmark
+    from benchmarks.data import ENGINES, STREAM_STAGES, run_data_benchmark
 
     if engine not in ENGINES:
         raise typer.BadParameter(f"choose one of {', '.join(ENGINES)}", param_hint="--engine")
+    chosen = tuple(s.strip() for s in stages.split(",")) if stages else None
+    unknown = sorted(set(chosen or ()) - set(STREAM_STAGES))
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown stage {', '.join(unknown)}; choose from {', '.join(STREAM_STAGES)}",
+            param_hint="--stages",
+        )
     run_data_benchmark(
         events,
         json_out,
@@ -67,4 +83,5 @@ def bench_data(
         budget_mb=budget_mb,
         events_per_file=events_per_file,
         keep_dir=keep_dir,
+        stages=chosen,
     )

@@ -1,0 +1,32 @@
+"""``recops bench data --engine stream --stages``: a run measured stage by stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks.data import run_data_benchmark
+
+
+def _stage_names(report: dict) -> list[str]:
+    return [s["stage"].split(" ")[0] for s in report["stages"]]
+
+
+def test_stages_run_one_at_a_time_reuse_the_kept_folder(tmp_path: Path) -> None:
+    keep = tmp_path / "keep"
+
+    def run(*stages: str) -> dict:
+        out = tmp_path / f"{'-'.join(stages)}.json"
+        run_data_benchmark(
+            20_000, out, engine="stream", budget_mb=352, keep_dir=keep, stages=stages
+        )
+        return json.loads(out.read_text())
+
+    first = run("generate", "bucket", "validate")
+    assert _stage_names(first) == ["generate+write", "bucket", "validate"]
+    assert first["stages"][2]["passed"] and (keep / "report.json").exists()
+    # the next command versions and splits what the first one left (no regeneration)
+    second = run("version", "sequences")
+    assert _stage_names(second) == ["version", "sequences+split"]
+    assert second["stages"][1]["passes"] > 1  # the small budget needs several passes
+    assert second["stages"][1]["test_users"] > 0
