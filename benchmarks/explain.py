@@ -207,9 +207,27 @@ def faithfulness(
         bundle, [q.history for q in questions], [int(q.targets[0]) for q in questions], orders
     )
     at = N_DELETE - 1
+    lengths = np.asarray([len(q.history) for q in questions])
     methods: dict[str, Any] = {}
     for name in orders:
+        short = drops[name][:, at] <= drops["recent"][:, at]  # not strictly above recent3
         methods[name] = {
+            # what the users look like where the method's top 3 do not beat the recent 3:
+            # how often its top 3 *are* the 3 most recent events, and their history length
+            "top3_is_recent3_share": float(
+                np.mean(
+                    [
+                        set(order[:N_DELETE]) == set(range(n - N_DELETE, n))
+                        for order, n in zip(orders[name], lengths, strict=True)
+                    ]
+                )
+            ),
+            "history_length_not_above_recent3": float(lengths[short].mean())
+            if short.any()
+            else None,
+            "history_length_above_recent3": float(lengths[~short].mean())
+            if (~short).any()
+            else None,
             "ms_per_user": round(costs[name], 2) if name in costs else None,
             "mean_score_drop": [round(float(x), 5) for x in drops[name].mean(axis=0)],
             "mean_rank_drop": [round(float(x), 2) for x in rank_drops[name].mean(axis=0)],

@@ -47,13 +47,19 @@ def test_on_an_additive_model_deletion_is_the_best_deletion() -> None:
     figures = faithfulness(bundle, histories, seed=0)
     assert figures["users"] == 2
     methods = figures["methods"]
-    assert set(methods) == {"deletion", "group", "shapley", "recent", "random"}  # no IG
+    assert set(methods) == {"deletion", "group", "search", "shapley", "recent", "random"}  # no IG
     for other in ("recent", "random", "group", "shapley"):
         for m in range(5):
             best = methods["deletion"]["mean_score_drop"][m]
             assert best >= methods[other]["mean_score_drop"][m] - 1e-5
     assert methods["shapley"]["mean_score_drop"] == methods["deletion"]["mean_score_drop"]
     assert methods["recent"]["ties_recent3_share"] == 1.0
+    # additive: the most damaging triple is the top 3 single drops, in the same order
+    assert np.allclose(
+        methods["search"]["mean_score_drop"], methods["deletion"]["mean_score_drop"], atol=1e-5
+    )
+    search = methods["search"]
+    assert search["beats_recent3_share"] + search["ties_recent3_share"] == 1.0
     row = {"data": "d", "model": "sum-test", "epochs": 1, "max_epochs": 1, "test_ndcg@10": 0.0}
     table = format_tables({"faithfulness": [{**row, **figures}], "latency": []})
     assert "shapley" in table and "AOPC" in table
