@@ -369,6 +369,40 @@ class Recommender(torch.nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
+class CausalRecommender(Recommender):
+    """A next-item model: the hidden state at each position of a history (having read the
+    items up to it) scores the next item against the model's tied item input table.
+
+    Subclasses give :attr:`item_input` and :meth:`hidden_states`; training pairs (every
+    real position predicts its next item), the output table and :meth:`encode` (the state
+    after the last item) are shared by every causal model (SASRec, BSARec, GRU4Rec,
+    LRURec).
+    """
+
+    input_kind: ClassVar[InputKind] = "causal"
+
+    def hidden_states(
+        self, histories: Tensor, table: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
+        """``[B, L, D]``: the state at position ``t`` depends only on positions ``<= t``
+        (``table``: the item input table when the caller already has it)."""
+        raise NotImplementedError
+
+    def training_pairs(self, batch: dict[str, Tensor]) -> TrainingPairs:
+        table = self.output_embeddings()  # computed once for inputs and scoring
+        events = batch.get("input_events")
+        hidden = self.hidden_states(batch["inputs"], table, events)
+        return self.causal_pairs(hidden, batch["inputs"], batch["targets"], table, events)
+
+    def output_embeddings(self) -> Tensor:
+        return self.item_input.table()
+
+    def encode(
+        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
+        return self.hidden_states(histories, events=events)[:, -1]
+
+
 def mask_padding_column(scores: Tensor) -> Tensor:
     """Set column 0 (the padding item) to ``-inf`` so it is never ranked or recommended."""
     scores = scores.clone() if scores.requires_grad else scores

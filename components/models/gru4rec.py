@@ -16,7 +16,7 @@ from __future__ import annotations
 from pydantic import Field
 from torch import Tensor, nn
 
-from components.models.base import Recommender, TrainingPairs
+from components.models.base import CausalRecommender
 from components.models.layers import ItemInput, ItemInputParams
 from components.models.zoo import register
 
@@ -31,11 +31,10 @@ class GRU4RecParams(ItemInputParams):
 
 
 @register("gru4rec")
-class GRU4Rec(Recommender):
+class GRU4Rec(CausalRecommender):
     """A bias-free GRU over the history; its state is projected onto the item table."""
 
     Params = GRU4RecParams
-    input_kind = "causal"
 
     def __init__(self, params: GRU4RecParams, n_items: int, n_users: int, max_len: int) -> None:
         super().__init__(params, n_items, n_users, max_len)
@@ -61,17 +60,3 @@ class GRU4Rec(Recommender):
         table = self.items.table() if table is None else table
         out, _ = self.gru(self.drop(self.items(histories, table, events)))
         return self.project(self.drop(out))
-
-    def training_pairs(self, batch: dict[str, Tensor]) -> TrainingPairs:
-        table = self.output_embeddings()  # projected once for inputs and scoring
-        events = batch.get("input_events")
-        hidden = self.hidden_states(batch["inputs"], table, events)
-        return self.causal_pairs(hidden, batch["inputs"], batch["targets"], table, events)
-
-    def output_embeddings(self) -> Tensor:
-        return self.items.table()
-
-    def encode(
-        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
-    ) -> Tensor:
-        return self.hidden_states(histories, events=events)[:, -1]

@@ -42,7 +42,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from components.models.base import Recommender, TrainingPairs
+from components.models.base import CausalRecommender
 from components.models.layers import ItemInput, ItemInputParams
 from components.models.zoo import register
 
@@ -146,11 +146,10 @@ class LRUBlock(nn.Module):
 
 
 @register("lrurec")
-class LRURec(Recommender):
+class LRURec(CausalRecommender):
     """Stacked linear recurrent units over the history; tied item embeddings."""
 
     Params = LRURecParams
-    input_kind = "causal"
 
     def __init__(self, params: LRURecParams, n_items: int, n_users: int, max_len: int) -> None:
         super().__init__(params, n_items, n_users, max_len)
@@ -190,17 +189,3 @@ class LRURec(Recommender):
         for block in self.blocks:
             x = block(x, real, recurrent)
         return x
-
-    def training_pairs(self, batch: dict[str, Tensor]) -> TrainingPairs:
-        table = self.output_embeddings()  # computed once for inputs and scoring
-        events = batch.get("input_events")
-        hidden = self.hidden_states(batch["inputs"], table, events)
-        return self.causal_pairs(hidden, batch["inputs"], batch["targets"], table, events)
-
-    def output_embeddings(self) -> Tensor:
-        return self.items.table()
-
-    def encode(
-        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
-    ) -> Tensor:
-        return self.hidden_states(histories, events=events)[:, -1]

@@ -27,7 +27,7 @@ from typing import Literal
 from pydantic import Field
 from torch import Tensor
 
-from components.models.base import Recommender, TrainingPairs
+from components.models.base import CausalRecommender
 from components.models.layers import ItemInput, TransformerEncoder, TransformerParams
 from components.models.prefix import deletion_states, prefix_reusable
 from components.models.zoo import register
@@ -53,11 +53,10 @@ class SASRecParams(TransformerParams):
 
 
 @register("sasrec")
-class SASRec(Recommender):
+class SASRec(CausalRecommender):
     """Causal self-attention over the history; tied input/output item embeddings."""
 
     Params = SASRecParams
-    input_kind = "causal"
 
     def __init__(self, params: SASRecParams, n_items: int, n_users: int, max_len: int) -> None:
         super().__init__(params, n_items, n_users, max_len)
@@ -78,20 +77,6 @@ class SASRec(Recommender):
     ) -> Tensor:
         """``[B, L, D]``: position ``t`` sees only items at positions ``<= t``."""
         return self.encoder(histories, causal=True, table=table, events=events)
-
-    def training_pairs(self, batch: dict[str, Tensor]) -> TrainingPairs:
-        table = self.output_embeddings()  # projected once for inputs and scoring
-        events = batch.get("input_events")
-        hidden = self.hidden_states(batch["inputs"], table, events)
-        return self.causal_pairs(hidden, batch["inputs"], batch["targets"], table, events)
-
-    def output_embeddings(self) -> Tensor:
-        return self.encoder.items.table()
-
-    def encode(
-        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
-    ) -> Tensor:
-        return self.hidden_states(histories, events=events)[:, -1]
 
     def encode_deletions(
         self, histories: Tensor, positions: Tensor, events: Tensor | None = None
