@@ -89,6 +89,8 @@ def _stream_stages(
     fig.extra = {"files": len(files.paths)}
     if "load" in only:
         stages.append(fig)
+    if not {"bucket", "validate", "version", "sequences"} & set(only):
+        return stages
     buckets, figure = _bucket_stage(lazy, files.n_rows, folder, "bucket" in only)
     stages += figure
     if "validate" in only or "version" in only:
