@@ -13,7 +13,9 @@ at each level so a shared machine's drift hits both alike:
   process, ``concurrency`` requests as one batch (the batching ideal, no HTTP).
 
 The summary gives, per level, bento/echo throughput and p99 ratios against the targets
-(>= 0.8 and <= 2.0). Load comes from ``wrk`` (one thread, keep-alive) when it is on PATH,
+(>= 0.8 and <= 2.0). ``cpu us`` is the server processes' CPU time per request (proxy +
+bento for ``bento``, bento for ``backend``, echo for ``echo``; this process for
+``in-process``): where the work goes, whatever the machine's load. Load comes from ``wrk`` (one thread, keep-alive) when it is on PATH,
 else from ``benchmarks.loadgen`` (a Python client, slower than the servers it measures:
 the result says so). ``--items N`` measures a self-contained deployment of an untrained
 SASRec over an ``N``-item catalogue in a scratch workspace (e.g. 40 and 12101, Beauty's
@@ -139,17 +141,44 @@ def _repo_root() -> Path:
 
 
 # --- targets ----------------------------------------------------------------------------
-def _start_echo(workspace: Workspace) -> Any:
+def _start_echo(workspace: Workspace, access_log: bool) -> Any:
+    """The echo service, with BentoML's access log as the measured deployment has it."""
     from components.deploy.local import _child_env, _spawn, wait_ready
     from components.net import free_port
+    from services.echo import ACCESS_LOG_ENV
 
     port = free_port()
     log_path = workspace.deploy_dir / "logs" / "bench-echo.log"
     cmd = [sys.executable, "-m", "bentoml", "serve", "services.echo:Echo"]
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
-    info = _spawn(cmd, log_path, port, _child_env(workspace), _repo_root(), "bench")
+    env = {**_child_env(workspace), ACCESS_LOG_ENV: "1" if access_log else "0"}
+    info = _spawn(cmd, log_path, port, env, _repo_root(), "bench")
     wait_ready(info, "127.0.0.1", 120.0)
     return info
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) used so far by ``pids`` and all their descendants.
+
+    Per request (``server_cpu_us``) it says where a request's work goes - proxy, BentoML,
+    our code - independently of how busy the machine is, unlike latency."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for proc in procs:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            # children_*: descendants that exited and were reaped (a restarted worker)
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
 
 
 def _in_process(
@@ -181,10 +210,12 @@ def _in_process(
         call()  # warm-up
         times: list[float] = []
         until = time.perf_counter() + duration
+        cpu_before = time.process_time()
         while time.perf_counter() < until:
             start = time.perf_counter()
             call()
             times.append(time.perf_counter() - start)
+        cpu_us = (time.process_time() - cpu_before) / (len(times) * level) * 1e6
         ms = np.asarray(times) * 1000.0
         p50, p90, p99 = np.percentile(ms, [50, 90, 99])
         rows.append(
@@ -198,6 +229,7 @@ def _in_process(
                 "p50_ms": round(float(p50), 2),
                 "p90_ms": round(float(p90), 2),
                 "p99_ms": round(float(p99), 2),
+                "server_cpu_us": round(cpu_us),
             }
         )
     return rows
@@ -254,15 +286,22 @@ def run_serving_benchmark(
     history = list(meta.get("sample_items") or [])
     body = {"history": history, "k": BODY_K}
     rows: list[dict[str, Any]] = []
-    echo = _start_echo(workspace)
+    # a deployment older than serve.access_log logs every request: so does echo then
+    echo = _start_echo(workspace, bool(meta.get("access_log", True)))
     try:
-        urls = {"bento": (f"{base}/recommend", headers)}
+        backend_pids = [state.backend.pid] if state.backend is not None else []
+        urls = {"bento": (f"{base}/recommend", headers, [state.proxy.pid, *backend_pids])}
         if state.backend is not None:
-            urls["backend"] = (f"http://{state.host}:{state.backend.port}/recommend", headers)
-        urls["echo"] = (f"http://127.0.0.1:{echo.port}/recommend", {})
+            url = f"http://{state.host}:{state.backend.port}/recommend"
+            urls["backend"] = (url, headers, backend_pids)
+        urls["echo"] = (f"http://127.0.0.1:{echo.port}/recommend", {}, [echo.pid])
         for level in levels:  # back to back per level: drift hits all targets alike
-            for target, (url, with_headers) in urls.items():
-                rows.append({"target": target, **load(url, level, duration_s, body, with_headers)})
+            for target, (url, with_headers, pids) in urls.items():
+                before = cpu_seconds(pids)
+                row = load(url, level, duration_s, body, with_headers)
+                spent = cpu_seconds(pids) - before
+                row["server_cpu_us"] = round(spent / max(1, row["requests"]) * 1e6)
+                rows.append({"target": target, **row})
     finally:
         stop_process(echo)
     rows += _in_process(
@@ -359,7 +398,7 @@ def render_table(result: dict[str, Any]) -> str:
     """Readable table of the rows, then the bento/echo ratios per level."""
     head = (
         f"{'target':<11} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} "
-        f"{'p99 ms':>8} {'errors':>6} {'tool':>6}"
+        f"{'p99 ms':>8} {'errors':>6} {'cpu us':>7} {'tool':>6}"
     )
     machine = result["machine"]
     lines = [
@@ -372,7 +411,8 @@ def render_table(result: dict[str, Any]) -> str:
     for row in sorted(result["rows"], key=lambda r: (r["concurrency"], r["target"])):
         lines.append(
             f"{row['target']:<11} {row['concurrency']:>4} {row['rps']:>8} {row['p50_ms']:>8} "
-            f"{row['p90_ms']:>8} {row['p99_ms']:>8} {row['errors']:>6} {row['tool']:>6}"
+            f"{row['p90_ms']:>8} {row['p99_ms']:>8} {row['errors']:>6} "
+            f"{row.get('server_cpu_us', '-')!s:>7} {row['tool']:>6}"
         )
     if "switch_over" in result:
         lines.append(f"first deploy (build -> answering): {result['switch_over']}")

@@ -28,12 +28,14 @@ The ``depends`` client adds an HTTP hop to a second process on the same cores an
 session fails requests under concurrency (500s: "Cannot write to closing transport").
 
 Where the model runs: a batch of up to ``inline_max`` queries (default one: nobody else
-is waiting) runs on the event loop itself (a lone request that finds the batcher idle
-runs inside ``submit``, without the hop through the queue and the dispatcher task); larger batches run on one dedicated thread
+is waiting) runs on the event loop itself; larger batches run on one dedicated thread
 (torch releases the GIL), so the loop keeps parsing the next requests while a batch
 computes. Measured back to back on the shared 2-core machine (tiny SASRec, wrk):
 always-inline was 11-38 % faster at concurrency 1 and 25-30 % slower at 32 than
-always-threaded; the split keeps the better of both.
+always-threaded; the split keeps the better of both. A lone request still goes through
+the queue and the dispatcher task, never straight from ``submit``: tried, and with the
+model run inside ``submit`` the loop parsed no other request meanwhile, so concurrent
+requests were never merged (96 requests in 32-way parallel rounds became 96 batches).
 """
 
 from __future__ import annotations
@@ -119,10 +121,6 @@ class MicroBatcher(Generic[Q, R]):
             return []
         if self._closed:  # e.g. this model was just swapped out; the next request is served
             raise Overloaded("the model behind this request was replaced", 1)
-        if not self._queue and not self._running and len(queries) <= self.inline_max:
-            # idle and small enough to run on the loop anyway: no queue, no dispatcher
-            # task switch (the dispatcher would run it inline at once too)
-            return self._run_inline(queries)
         if self._queued + len(queries) > self.max_queue:
             self.stats.shed += 1
             raise Overloaded(f"{self._queued} queries already queued", self._retry_after())
@@ -199,17 +197,6 @@ class MicroBatcher(Generic[Q, R]):
         pending = self._queue.popleft()
         self._queued -= len(pending.queries)
         return pending
-
-    def _run_inline(self, queries: Sequence[Q]) -> list[R]:
-        """Run a lone small request now, on the loop (exceptions go to its caller)."""
-        started = time.perf_counter()
-        try:
-            results = self.run_batch(list(queries))
-        except Exception:
-            logger.exception("model call failed for a batch of %d", len(queries))
-            raise
-        self._count(len(queries), time.perf_counter() - started)
-        return results
 
     def _count(self, size: int, seconds: float) -> None:
         self.stats.last_batch_s = seconds

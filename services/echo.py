@@ -6,12 +6,22 @@ model, feature lookup or batching, so the difference to the recommender is our w
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import bentoml
 
+#: "1" turns BentoML's access log on: the benchmark mirrors the measured deployment's
+#: ``serve.access_log`` so both services pay for the same logging
+ACCESS_LOG_ENV = "RECOPS_ECHO_ACCESS_LOG"
 
-@bentoml.service(name="recops-echo", workers=1, traffic={"timeout": 30, "max_concurrency": 256})
+
+@bentoml.service(
+    name="recops-echo",
+    workers=1,
+    traffic={"timeout": 30, "max_concurrency": 256},
+    logging={"access": {"enabled": os.environ.get(ACCESS_LOG_ENV, "1") == "1"}},
+)
 class Echo:
     @bentoml.api(route="/recommend")
     async def recommend(

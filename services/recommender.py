@@ -253,6 +253,7 @@ routes_app = Starlette(
     },
     workers=1,
     metrics={"enabled": False},
+    logging={"access": {"enabled": SETTINGS.serve.access_log}},
     labels={"model_version": SETTINGS.model_version},
 )
 class RecommendationService:
@@ -400,6 +401,7 @@ class RecommendationService:
             "max_len": engine.max_len,
             "sample_items": engine.vocab.item_tokens(engine.popular(3, []).items),
             "auth_required": SETTINGS.auth_required,
+            "access_log": SETTINGS.serve.access_log,
             "limits": {
                 "max_batch_requests": SETTINGS.serve.max_batch_requests,
                 "max_item_id_length": SETTINGS.serve.max_item_id_length,

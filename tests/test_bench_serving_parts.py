@@ -43,3 +43,33 @@ def test_summary_compares_bento_with_echo_at_each_level() -> None:
     one, eight = summarise(rows)
     assert (one["rps_ratio"], one["p99_ratio"], one["meets_target"]) == (0.8, 1.25, True)
     assert (eight["rps_ratio"], eight["p99_ratio"], eight["meets_target"]) == (0.6, 3.0, False)
+
+
+def test_server_cpu_counts_a_process_and_its_children() -> None:
+    """``cpu_seconds`` sums a process tree (a bento is an arbiter plus workers), so the
+    per-request CPU column covers every process that served the request."""
+    import subprocess
+    import sys
+    import time
+
+    from benchmarks.serving import cpu_seconds
+
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\n"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn!r}]); import time; time.sleep(30)",
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while cpu_seconds([parent.pid]) < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # while the child runs it is a descendant; once reaped, its time is in the
+        # parent's children's times: either way it is counted
+        assert cpu_seconds([parent.pid]) >= 0.25
+    finally:
+        parent.kill()
+        parent.wait()
+    assert cpu_seconds([parent.pid]) == 0.0  # gone: nothing to count, no error

@@ -53,6 +53,10 @@ class ServeConfig(BaseModel):
     ann_min_items: int = Field(100_000, ge=1)
     ann_nprobe: int = Field(32, ge=1, description="IVF cells searched: more = higher recall")
     timeout_s: int = Field(30, ge=1)
+    # BentoML's access log: one formatted line per request into the backend's log file
+    # (unbounded growth, CPU on every request); off by default because the serving log
+    # (``log``) already records every answered request in Parquet
+    access_log: bool = False
     log: ServingLogConfig = ServingLogConfig()
     # explanations (``"explain": true``, ``/explain``): bounded work per request
     explain_max_history: int = Field(50, ge=1, description="most recent events deleted")

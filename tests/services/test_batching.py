@@ -183,30 +183,3 @@ def test_drain_waits_for_queued_work_then_a_closed_batcher_sheds() -> None:
     answers, late = asyncio.run(run())
     assert answers == [[0, 0], [10, 10], [20, 20]]
     assert isinstance(late, Overloaded) and late.retry_after_s == 1
-
-
-def test_a_lone_request_on_an_idle_batcher_runs_without_the_dispatcher() -> None:
-    """Idle and small enough to run inline: answered inside ``submit`` (no dispatcher task
-    is started), counted like any batch; a failure reaches that caller."""
-    batcher, sizes = _batcher(0.0)
-
-    async def lone() -> list[int]:
-        return await batcher.submit([7])
-
-    assert asyncio.run(lone()) == [70]
-    assert batcher._task is None and sizes == [1]
-    assert (batcher.stats.batches, batcher.stats.queries, batcher.stats.last_batch_size) == (
-        1,
-        1,
-        1,
-    )
-
-    def broken(queries: list[int]) -> list[int]:
-        raise RuntimeError("model exploded")
-
-    failing = MicroBatcher(broken, max_batch_size=8, max_wait_s=5.0, max_queue=100)
-    with pytest.raises(RuntimeError, match="model exploded"):
-        asyncio.run(failing.submit([1]))
-    assert failing.stats.batches == 0
-    batcher.close()
-    failing.close()

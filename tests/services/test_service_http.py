@@ -15,7 +15,13 @@ import httpx
 import pytest
 
 from components.deploy.config import LocalDeployConfig, ServeConfig
-from components.deploy.local import Deployment, deploy_version, serve_status, stop_local
+from components.deploy.local import (
+    Deployment,
+    deploy_version,
+    read_state,
+    serve_status,
+    stop_local,
+)
 from components.errors import DeployFailed
 from components.features.store import online_recent_items
 from components.net import free_port
@@ -166,6 +172,12 @@ def test_metadata_and_metrics(served_workspace, client) -> None:
     assert meta["model_version"] == served_workspace.v1.version
     assert meta["model_name"] == "sasrec" and meta["data_version"] == "data-v1"
     assert meta["metrics"] == {"ndcg@10": 0.11} and meta["loaded_at"]
+    # BentoML's access log is off by default (serve.access_log): no log line per request
+    assert meta["access_log"] is False
+    state = read_state(served_workspace.workspace)
+    assert state is not None and state.backend is not None
+    backend_log = Path(state.backend.log).read_text()
+    assert "recops-recommender initialized" in backend_log and "path=/metadata" not in backend_log
     metrics = client.get("/metrics").text
     assert 'recops_recommend_requests_total{source="cold_start"}' in metrics
     assert "recops_batch_size_bucket" in metrics

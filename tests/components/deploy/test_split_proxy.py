@@ -173,3 +173,23 @@ def test_canary_is_sticky_per_user_and_expect_continue_is_answered(
         sock.sendall(body)
         answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 200") and first["a"].encode() in answer
+
+
+def test_without_a_challenger_bytes_are_piped_and_failures_are_one_line(
+    backends: tuple[Backend, Backend, Backend], proxy: tuple[str, Path]
+) -> None:
+    """The plain path (no challenger): no target yet is a 503, a keep-alive connection is
+    piped to the champion request after request (no request id added: bytes unchanged),
+    and a backend that is gone is a 502 with a one-line JSON error."""
+    champion, _, _ = backends
+    url, target = proxy
+    gone = httpx.post(f"{url}/recommend", json={}, timeout=5)
+    assert gone.status_code == 503 and gone.json() == {"error": "no backend deployed"}
+    point(target, champion, None)
+    with httpx.Client(base_url=url, timeout=5) as client:
+        answers = [client.post("/recommend", json={"user_id": f"u{i}"}) for i in range(20)]
+    assert {a.json()["who"] for a in answers} == {"champion"}
+    assert {a.json()["request_id"] for a in answers} == {""}  # piped, not parsed
+    target.write_text(json.dumps({"host": "127.0.0.1", "port": free_port(), "version": "v0"}))
+    refused = httpx.post(f"{url}/recommend", json={}, timeout=5)
+    assert refused.status_code == 502 and refused.json() == {"error": "backend unavailable"}
