@@ -138,6 +138,9 @@ class MicroBatcher(Generic[Q, R]):
         deadline = time.monotonic() + timeout_s
         while (self._queue or self._running) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        # the last batch's callers were woken with their answers: let them take them
+        # before the caller of drain (e.g. closing this batcher) goes on
+        await asyncio.sleep(0)
 
     @property
     def closed(self) -> bool:
