@@ -236,3 +236,15 @@ def test_shards_split_the_users_and_each_rank_reads_only_its_buckets(
 def test_a_shard_outside_the_world_is_an_error() -> None:
     with pytest.raises(DataError, match="rank 2 is not in 0..1"):
         Shard(2, 2)
+
+
+@pytest.mark.parametrize("passes", [1, 3])
+def test_version_digest_over_buckets_equals_the_frame_digest(
+    parts: Path, tmp_path: Path, passes: int
+) -> None:
+    from components.data.loaders import load_events
+    from components.versioning.dvc_store import FileBatch, events_digest
+
+    buckets = _bucketed(parts, tmp_path / "buckets", 4)
+    batch = FileBatch(parts, passes, buckets=buckets if passes > 1 else None)
+    assert batch.digest() == events_digest(load_events(parts, "parquet"))
