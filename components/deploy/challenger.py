@@ -113,10 +113,14 @@ def _attach_locked(
     bento = build_bento(
         workspace, version, serve_cfg, deploy_cfg, features_cfg, state.auth_required
     )
+    cpu_priority = deploy_cfg.challenger.shadow_priority if mode == "shadow" else "normal"
     backend = local.start_backend(workspace, bento.tag, state.host)
     try:
         local.wait_ready(backend, state.host, deploy_cfg.readiness_timeout_s)
         local.smoke_test(f"http://{state.host}:{backend.port}", bento.version, serve_cfg)
+        # lowered before the proxy sends it anything (components/deploy/priority.py)
+        if cpu_priority != "normal" and not local.set_cpu_priority(backend, cpu_priority):
+            raise DeployFailed(f"could not lower the shadow's CPU priority to {cpu_priority}")
         state.challenger = local.ChallengerState(
             mode=mode,
             version=bento.version,
@@ -125,6 +129,7 @@ def _attach_locked(
             generation=uuid.uuid4().hex[:12],
             started_at=datetime.now(timezone.utc),
             settings=proxy_settings(mode, deploy_cfg),
+            cpu_priority=cpu_priority,
         )
         local.save_state(workspace, state)
         local.point_target(workspace, state)
@@ -136,7 +141,7 @@ def _attach_locked(
         bento.version,
         actor=actor,
         reason=f"{mode} beside champion {state.version} ({_describe(state.challenger)})",
-        metrics={"settings": state.challenger.settings},
+        metrics={"settings": state.challenger.settings, "cpu_priority": cpu_priority},
     )
     log.info("%s %s attached beside %s (port %d)", mode, version, state.version, backend.port)
     return Attached(
@@ -151,7 +156,9 @@ def _attach_locked(
 
 def _describe(ch: local.ChallengerState) -> str:
     share = ch.settings.get("share", 1.0)
-    return f"{share:.0%} of users" if ch.mode == "canary" else f"{share:.0%} of requests mirrored"
+    if ch.mode == "canary":
+        return f"{share:.0%} of users"
+    return f"{share:.0%} of requests mirrored, CPU priority {ch.cpu_priority}"
 
 
 def split_stats(workspace: Workspace) -> dict[str, Any]:

@@ -74,6 +74,11 @@ class ChallengerConfig(BaseModel):
     mirror_share: float = Field(1.0, gt=0, le=1, description="shadow: share of requests")
     timeout_s: float = Field(2.0, gt=0, description="shadow: a mirrored request's limit")
     queue: int = Field(256, ge=1, description="shadow: copies waiting; beyond it, dropped")
+    # shadow: the CPU priority of its whole process tree (components/deploy/priority.py):
+    # idle = SCHED_IDLE, only CPU the champion leaves unused (copies it cannot keep up
+    # with time out or are dropped, counted); low = nice 19; normal = as the champion.
+    # A canary answers users and always runs at normal priority.
+    shadow_priority: Literal["idle", "low", "normal"] = "idle"
     max_error_rate: float = Field(0.05, ge=0, le=1, description="canary: stop beyond it")
     min_requests: int = Field(20, ge=1, description="canary answers before the error check")
     # the online decision (components/deploy/online.py)
@@ -129,6 +134,10 @@ class KubernetesDeployConfig(BentoBuildConfig):
     k8s_namespace: str = "recops"
     k8s_replicas: int = Field(2, ge=1)
     k8s_output_dir: str | None = None  # default: <workspace>/deploy/k8s
+    k8s_workspace_size: str = "20Gi"  # the claim both arms share (serving logs, feedback)
+    # where this machine sees that claim's serving-log/ (a mount or a sync of it) for
+    # `recops deploy compare`; default: <workspace>/serving-log
+    k8s_serving_log_dir: str | None = None
     apply: bool = False
     kubectl_timeout_s: float = Field(120.0, gt=0)
 

@@ -6,36 +6,64 @@ to ``deploy.k8s_output_dir`` or ``workspace.deploy_dir/k8s``. No cluster is cont
 reject or that this project relies on (GPU request, probes on ``/readyz``/``/healthz``,
 selector matching the pod labels, the Service targeting the container port).
 
-Deployment modes (``deploy.mode``): ``replace`` renders the champion's Deployment and
-Service; ``shadow`` and ``canary`` (:func:`render_challenger`) add the challenger's own
-Deployment and Service (``challenger.yaml``, pods labelled apart so the champion's
-selectors never match them) and an Istio ``VirtualService`` on the champion's host that
-mirrors to the challenger (shadow, ``mirrorPercentage``) or splits by weight (canary,
-``deploy.challenger.share``), checked by :func:`validate_challenger`. A replace render
-removes the challenger files from the output folder, so ``kubectl apply -f`` of it no
-longer applies them (deleting them from a cluster is ``kubectl delete``).
+Deployment modes (``deploy.mode``): ``replace`` renders the champion's Deployment,
+Service and the workspace claim both arms mount as ``RECOPS_HOME`` (their serving logs,
+under the same request ids, are what ``recops deploy compare`` reads from
+``deploy.k8s_serving_log_dir``); ``shadow`` and ``canary`` (:func:`render_challenger`) add
+the challenger's own Deployment and Service (``challenger.yaml``, pods labelled apart so
+the champion's selectors never match them) and an Istio ``VirtualService`` on the
+champion's host that mirrors to the challenger (shadow, ``mirrorPercentage``) or routes a
+sticky share of *users* to it (canary: a header match on the user's bucket
+``x-recops-bucket``, see ``infra/k8s/virtualservice-canary.yaml`` for why not weights),
+checked by :func:`validate_challenger` and recorded in ``k8s-challenger.json``. Concluding
+or replacing renders the champion-only VirtualService over it and moves the challenger's
+manifests to ``retired/`` (:func:`retire_challenger`: ``kubectl apply -f`` the folder,
+``kubectl delete -f`` retired/).
 """
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict
 
 from components.deploy.config import BentoBuildConfig, KubernetesDeployConfig, ServeConfig
 from components.errors import DeployFailed
 from components.workspace import Workspace
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "infra" / "k8s"
-TEMPLATES = ("deployment.yaml", "service.yaml")
+TEMPLATES = ("deployment.yaml", "service.yaml", "workspace-pvc.yaml")
 CHALLENGER_FILE = "challenger.yaml"
 VIRTUAL_SERVICE_FILE = "virtualservice.yaml"
+RETIRED_DIR = "retired"  # the challenger's manifests after it ended: kubectl delete -f
+RECORD_FILE = "k8s-challenger.json"  # in the workspace's deploy dir, never in the output
 ISTIO_API = "networking.istio.io/"
 APP_NAME = "recops-recommender"
 GPU_RESOURCE = "nvidia.com/gpu"
+WORKSPACE_MOUNT = "/var/lib/recops"  # RECOPS_HOME in both arms' pods (a shared claim)
+BUCKET_HEADER = "x-recops-bucket"
+BUCKETS = 100
+
+
+class ChallengerRecord(BaseModel):
+    """A shadow or canary rendered for Kubernetes (``k8s-challenger.json``): what
+    ``recops deploy compare``/``conclude`` need without a cluster."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["shadow", "canary"]
+    version: str
+    champion: str
+    bento_tag: str
+    started_at: datetime
+    directory: str
 
 
 @dataclass(frozen=True)
@@ -72,6 +100,8 @@ def _values(
         "model_version": version,
         "api_key_env": serve_cfg.api_key_env,
         "gpu_limit": f"              {GPU_RESOURCE}: 1" if deploy_cfg.gpu else "",
+        "workspace_mount": WORKSPACE_MOUNT,
+        "workspace_size": deploy_cfg.k8s_workspace_size,
     }
 
 
@@ -92,10 +122,63 @@ def render_manifests(
     out = _output_dir(workspace, deploy_cfg)
     values = _values(version, bento_tag, serve_cfg, deploy_cfg)
     files = [_write(name, out, name, values) for name in TEMPLATES]
-    for stale in (CHALLENGER_FILE, VIRTUAL_SERVICE_FILE):  # a replace ends shadow/canary
-        (out / stale).unlink(missing_ok=True)
+    if (out / VIRTUAL_SERVICE_FILE).exists():  # a replace ends a shadow/canary
+        files.append(retire_challenger(out, values))
     validate_manifests(files, expect_gpu=deploy_cfg.gpu, api_key_env=serve_cfg.api_key_env)
     return RenderedManifests(directory=out, files=files, image=values["image"])
+
+
+def retire_challenger(out: Path, values: dict[str, str]) -> Path:
+    """The mesh routes to the champion alone again: ``virtualservice.yaml`` rendered
+    without mirror or canary route (applying the folder overwrites the mode's), and the
+    challenger's Deployment + Service moved to ``retired/`` (``kubectl delete -f``)."""
+    challenger = out / CHALLENGER_FILE
+    if challenger.exists():
+        (out / RETIRED_DIR).mkdir(exist_ok=True)
+        os.replace(challenger, out / RETIRED_DIR / CHALLENGER_FILE)
+    path = _write("virtualservice-replace.yaml", out, VIRTUAL_SERVICE_FILE, values)
+    routes = _require(_load_documents([path])[0], "spec.http")
+    if len(routes) != 1 or [d["destination"]["host"] for d in routes[0]["route"]] != [APP_NAME]:
+        raise DeployFailed(f"the retired VirtualService must route to {APP_NAME} alone")
+    return path
+
+
+def retire_rendered(
+    workspace: Workspace, serve_cfg: ServeConfig, deploy_cfg: KubernetesDeployConfig
+) -> Path:
+    """:func:`retire_challenger` in the configured output folder; the VirtualService."""
+    out = _output_dir(workspace, deploy_cfg)
+    values = _values("", "", serve_cfg, deploy_cfg)
+    return retire_challenger(out, values)
+
+
+def bucket_regex(share: float) -> str:
+    """The ``x-recops-bucket`` values (00-99) that go to a canary of ``share``."""
+    n = round(share * BUCKETS)
+    return "^(" + "|".join(f"{b:02d}" for b in range(n)) + ")$"
+
+
+def save_record(workspace: Workspace, record: ChallengerRecord) -> None:
+    path = workspace.deploy_dir / RECORD_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(record.model_dump_json(indent=2))
+    os.replace(tmp, path)
+
+
+def read_record(workspace: Workspace) -> ChallengerRecord | None:
+    """The rendered challenger, None when there is none."""
+    path = workspace.deploy_dir / RECORD_FILE
+    try:
+        return ChallengerRecord.model_validate_json(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise DeployFailed(f"the Kubernetes challenger record {path} is unreadable") from exc
+
+
+def clear_record(workspace: Workspace) -> None:
+    (workspace.deploy_dir / RECORD_FILE).unlink(missing_ok=True)
 
 
 def render_challenger(
@@ -118,6 +201,7 @@ def render_challenger(
         "timeout_s": f"{serve_cfg.timeout_s}",
         "champion_weight": str(100 - challenger_weight),
         "challenger_weight": str(challenger_weight),
+        "bucket_regex": bucket_regex(c.share),
     }
     files = [
         _write(CHALLENGER_FILE, out, CHALLENGER_FILE, values),
@@ -155,7 +239,39 @@ def validate_challenger(paths: list[Path], mode: str, deploy_cfg: BentoBuildConf
     if mode == "shadow":
         _check_mirror(routes[-1], challenger, deploy_cfg.challenger.mirror_share)
     else:
-        _check_weights(routes[-1], challenger, deploy_cfg.challenger.share)
+        _check_sticky_canary(routes, challenger, deploy_cfg.challenger.share)
+
+
+def _routed_buckets(route: dict[str, Any]) -> set[int]:
+    """The buckets (0-99) whose ``x-recops-bucket`` header this route's match takes."""
+    taken: set[int] = set()
+    for match in route.get("match") or []:
+        spec = (match.get("headers") or {}).get(BUCKET_HEADER)
+        if spec is None:
+            continue
+        pattern = spec.get("regex")
+        if pattern is None:
+            raise DeployFailed(f"canary: match {BUCKET_HEADER} by regex, not {sorted(spec)}")
+        taken |= {b for b in range(BUCKETS) if re.fullmatch(pattern, f"{b:02d}")}
+    return taken
+
+
+def _check_sticky_canary(routes: list[dict[str, Any]], challenger: str, share: float) -> None:
+    """Users, not requests: the challenger gets exactly the buckets below the share, by
+    header match; no route splits by weight; the default route is the champion alone."""
+    if any(len(r.get("route", [])) > 1 for r in routes):
+        raise DeployFailed("canary: weights split requests, not users; route by bucket header")
+    to_challenger = [r for r in routes if r["route"][0]["destination"]["host"] == challenger]
+    buckets = set().union(*(_routed_buckets(r) for r in to_challenger)) if to_challenger else set()
+    wanted = set(range(round(share * BUCKETS)))
+    if buckets != wanted:
+        raise DeployFailed(
+            f"canary: buckets {sorted(buckets)[:5]}... ({len(buckets)}) go to the challenger, "
+            f"config says the {len(wanted)} below {share:.0%}"
+        )
+    default = routes[-1]
+    if default.get("match") or default["route"][0]["destination"]["host"] != APP_NAME:
+        raise DeployFailed(f"canary: requests without a bucket must go to {APP_NAME}")
 
 
 def _check_mirror(route: dict[str, Any], challenger: str, share: float) -> None:
@@ -167,16 +283,6 @@ def _check_mirror(route: dict[str, Any], challenger: str, share: float) -> None:
     percent = float(route.get("mirrorPercentage", {}).get("value", 100.0))
     if abs(percent - share * 100) > 0.05:
         raise DeployFailed(f"shadow: mirrors {percent}% of requests, config says {share:.1%}")
-
-
-def _check_weights(route: dict[str, Any], challenger: str, share: float) -> None:
-    weights = {d["destination"]["host"]: int(d.get("weight", 0)) for d in route.get("route", [])}
-    if set(weights) != {APP_NAME, challenger} or sum(weights.values()) != 100:
-        raise DeployFailed(f"canary: weights {weights} must split 100 between the two arms")
-    if weights[challenger] != round(share * 100):
-        raise DeployFailed(
-            f"canary: the challenger gets {weights[challenger]}%, config says {share:.0%}"
-        )
 
 
 def _load_documents(paths: list[Path]) -> list[dict[str, Any]]:
@@ -215,6 +321,23 @@ def _check_api_key_secret(container: dict[str, Any], api_key_env: str) -> None:
         raise DeployFailed(f"the Secret holding ${api_key_env} must not be optional")
 
 
+def _check_shared_workspace(dep: dict[str, Any], container: dict[str, Any]) -> None:
+    """RECOPS_HOME is a mount of the claim both arms share (their serving logs are what
+    ``recops deploy compare`` reads)."""
+    env = {e.get("name"): e.get("value") for e in container.get("env") or []}
+    mounts = {m.get("mountPath"): m.get("name") for m in container.get("volumeMounts") or []}
+    volume = mounts.get(env.get("RECOPS_HOME"))
+    claims = {
+        v.get("name"): (v.get("persistentVolumeClaim") or {}).get("claimName")
+        for v in dep["spec"]["template"]["spec"].get("volumes") or []
+    }
+    if volume is None or claims.get(volume) != f"{APP_NAME}-workspace":
+        raise DeployFailed(
+            f"RECOPS_HOME must be a mount of the shared claim {APP_NAME}-workspace "
+            "(both arms' serving logs)"
+        )
+
+
 def validate_manifests(
     paths: list[Path], expect_gpu: bool = True, api_key_env: str | None = None
 ) -> None:
@@ -246,6 +369,7 @@ def validate_manifests(
         raise DeployFailed("the liveness probe must call /healthz")
     if api_key_env is not None:
         _check_api_key_secret(container, api_key_env)
+    _check_shared_workspace(dep, container)
     limits = container.get("resources", {}).get("limits", {}) or {}
     if expect_gpu and int(limits.get(GPU_RESOURCE, 0)) < 1:
         raise DeployFailed(f"the container does not request {GPU_RESOURCE}")

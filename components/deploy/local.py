@@ -52,7 +52,7 @@ import psutil
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict
 
-from components.deploy import swap
+from components.deploy import priority, swap
 from components.deploy.auth import auth_headers, decide_auth
 from components.deploy.bento import REPO_ROOT, BuiltBento, build_bento
 from components.deploy.config import LocalDeployConfig, ServeConfig
@@ -111,6 +111,7 @@ class ChallengerState(BaseModel):
     generation: str  # names this attachment in the proxy's split stats
     started_at: datetime
     settings: dict[str, Any] = {}  # the proxy's knobs (share, timeout_s, queue, ...)
+    cpu_priority: priority.Priority = "normal"  # a shadow's tree runs lower (priority.py)
 
     def target_entry(self, host: str) -> dict[str, Any]:
         """The ``challenger`` entry of the proxy's target file."""
@@ -395,6 +396,13 @@ def stop_process(info: ProcessInfo | None, timeout: float = STOP_TIMEOUT_S) -> N
         left = [p for p in psutil.process_iter() if _carries(p, info.proc_id)]
         if left:
             _terminate(left, timeout)
+
+
+def set_cpu_priority(info: ProcessInfo, cpu_priority: priority.Priority) -> bool:
+    """Every process carrying ``info``'s marker (arbiter and workers), every thread, at
+    ``cpu_priority``; False when the kernel refused (raising it needs CAP_SYS_NICE)."""
+    pids = [p.pid for p in psutil.process_iter() if _carries(p, info.proc_id)]
+    return bool(pids) and priority.apply(pids, cpu_priority)
 
 
 def _carries(proc: psutil.Process, proc_id: str) -> bool:
@@ -793,6 +801,10 @@ def _take_challenger(
 
     challenger = state.challenger
     keep = challenger.version == version and same_auth and challenger.backend.alive()
+    if keep and challenger.cpu_priority != "normal":  # it answers users from now on
+        keep = set_cpu_priority(challenger.backend, "normal")
+        if not keep:
+            log.warning("cannot raise the shadow's CPU priority: starting a fresh process")
     kept = "promoted" if challenger.version == version else f"replaced by {version}"
     detach_locked(
         workspace, state, f"{challenger.mode} stopped: champion {kept}", stop_backend=not keep
@@ -986,6 +998,7 @@ def _challenger_status(state: LocalState) -> dict[str, Any] | None:
         "alive": ch.backend.alive(),
         "since": ch.started_at.isoformat(),
         "share": ch.settings.get("share"),
+        "cpu_priority": ch.cpu_priority,
     }
 
 

@@ -52,6 +52,43 @@ class Arm:
 
 
 @dataclass(frozen=True)
+class Mirror:
+    """What the proxy did with the shadow's copies: sent, dropped (queue full: the shadow
+    could not keep up), timed out, failed. The paired test sees only copies answered."""
+
+    mirrored: int
+    dropped: int
+    timeouts: int
+    errors: int
+
+    @property
+    def drop_share(self) -> float | None:
+        """Dropped copies over all copies the proxy made."""
+        made = self.mirrored + self.dropped
+        return self.dropped / made if made else None
+
+    @classmethod
+    def from_stats(cls, stats: dict[str, Any]) -> Mirror | None:
+        """From the proxy's split stats (None before a shadow's first copy)."""
+        if stats.get("mode") != "shadow":
+            return None
+        return cls(
+            int(stats.get("mirrored", 0)),
+            int(stats.get("dropped", 0)),
+            int(stats.get("mirror_timeouts", 0)),
+            int(stats.get("mirror_errors", 0)),
+        )
+
+    def describe(self) -> str:
+        share = self.drop_share
+        return (
+            f"mirror: {self.mirrored} copies sent, {self.dropped} dropped "
+            f"({'n/a' if share is None else f'{share:.1%}'}), {self.timeouts} timed out, "
+            f"{self.errors} failed"
+        )
+
+
+@dataclass(frozen=True)
 class OnlineComparison:
     """Both arms, the test, and the decision with its reasons."""
 
@@ -68,9 +105,13 @@ class OnlineComparison:
     agreement: float | None  # mean top-k overlap on the same requests (shadow)
     decision: Decision
     reasons: list[str] = field(default_factory=list)
+    mirror: Mirror | None = None  # shadow: the proxy's copies (drops, timeouts)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.mirror is not None:
+            out["mirror"]["drop_share"] = self.mirror.drop_share
+        return out
 
     def table(self) -> str:
         """A fixed-width table for people."""
@@ -87,6 +128,8 @@ class OnlineComparison:
         rows.append(f"{'p50 / p95 ms':<22}" + "".join(f"{_lat(a):>14}" for a in arms))
         if self.agreement is not None:
             rows.append(f"top-{self.k} agreement (same requests): {self.agreement:.3f}")
+        if self.mirror is not None:
+            rows.append(self.mirror.describe())
         p = "n/a" if self.p_value is None else f"{self.p_value:.4f}"
         rows.append(f"{self.test}: n={self.n}, p={p} (one-sided, alpha {self.alpha})")
         if self.delta is not None:
@@ -232,7 +275,20 @@ def compare(
         p, delta, n, arm_b, alpha=alpha, min_lists=min_lists, max_error_rate=max_error_rate
     )
     return OnlineComparison(
-        mode, k, alpha, arm_a, arm_b, test, p, delta, ci, n, agreement, decision, reasons
+        mode,
+        k,
+        alpha,
+        arm_a,
+        arm_b,
+        test,
+        p,
+        delta,
+        ci,
+        n,
+        agreement,
+        decision,
+        reasons,
+        Mirror.from_stats(stats),
     )
 
 

@@ -140,7 +140,7 @@ class SplitStats:
     mirror_errors: int = 0
     tripped: str | None = None
 
-    def as_dict(self, cfg: SplitConfig | None) -> dict[str, Any]:
+    def as_dict(self, cfg: SplitConfig | None, queue_depth: int = 0) -> dict[str, Any]:
         return {
             "generation": self.generation,
             "mode": cfg.mode if cfg else None,
@@ -153,6 +153,7 @@ class SplitStats:
             "mirror_timeouts": self.mirror_timeouts,
             "mirror_errors": self.mirror_errors,
             "tripped": self.tripped,
+            "queue_depth": queue_depth,  # copies waiting for the shadow now
             "pid": os.getpid(),
             "updated_at": time.time(),
         }
@@ -279,6 +280,12 @@ def user_bucket(key: str) -> float:
     """A stable position in [0, 1) for ``key`` (first 8 bytes of its blake2b digest)."""
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2.0**64
+
+
+def bucket_header(user_id: str) -> str:
+    """The ``x-recops-bucket`` value (00-99) a client or gateway sends for ``user_id`` on
+    the Kubernetes target: the same users fall below a canary's share as here."""
+    return f"{int(user_bucket(f'user:{user_id}') * 100):02d}"
 
 
 def routing_key(request: Request, request_id: str) -> str:
@@ -462,7 +469,7 @@ class Splitter:
         self._dirty = False
         tmp = self.stats_path.with_name(f".{self.stats_path.name}.{os.getpid()}.tmp")
         try:
-            tmp.write_text(json.dumps(self.stats.as_dict(self.cfg)))
+            tmp.write_text(json.dumps(self.stats.as_dict(self.cfg, self.queue.qsize())))
             os.replace(tmp, self.stats_path)
         except OSError:
             log.exception("could not write %s", self.stats_path)

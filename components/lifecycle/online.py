@@ -3,7 +3,9 @@ from the serving and feedback logs, and concluded.
 
 ``start`` attaches the challenger through the deploy target (``deploy.mode``);
 ``compare`` reads what both versions answered since it was attached and the feedback on
-those answers (:func:`components.deploy.online.compare`); ``conclude`` acts on the
+those answers (:func:`components.deploy.online.compare`) from the serving log the target
+names (local: the workspace's, with the proxy's counters; k8s: the claim both arms
+share, as this machine sees it); ``conclude`` acts on the
 decision through the normal gate-and-promote path (:mod:`components.lifecycle.promote`):
 *promote* deploys the challenger as champion (the deploy stops the shadow/canary first)
 and records the online evidence as the gate decision in the registry history; *retire*
@@ -16,11 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from components.deploy.challenger import detach, split_stats
 from components.deploy.config import ChallengerConfig
-from components.deploy.local import ChallengerState, read_state
 from components.deploy.online import OnlineComparison, compare
-from components.deploy.targets import ChallengerMode, Deployed, DeployTarget
+from components.deploy.targets import Attachment, ChallengerMode, Deployed, DeployTarget
 from components.errors import DeployFailed
 from components.evaluation.gate import GateDecision
 from components.lifecycle.promote import Promotion, gate_and_promote, promotion_lock
@@ -49,33 +49,32 @@ def start(
     return target.attach(ws, version, mode, actor)
 
 
-def attached(ws: Workspace) -> ChallengerState:
-    """The attached challenger; :class:`DeployFailed` when there is none."""
-    state = read_state(ws)
-    if state is None or state.challenger is None or state.version is None:
+def attached(ws: Workspace, target: DeployTarget) -> Attachment:
+    """The challenger attached through ``target``; :class:`DeployFailed` when none is."""
+    found = target.challenger(ws)
+    if found is None:
         raise DeployFailed(
             "no shadow or canary is attached",
             hint="start one: `recops deploy --version V --mode shadow`",
         )
-    return state.challenger
+    return found
 
 
-def compare_online(ws: Workspace, cfg: ChallengerConfig) -> OnlineComparison:
-    """Champion vs the attached challenger from the logs since it was attached."""
-    challenger = attached(ws)
-    state = read_state(ws)
-    assert state is not None and state.version is not None
-    served, feedback = read_logs(ws, since=challenger.started_at)
+def compare_online(ws: Workspace, target: DeployTarget, cfg: ChallengerConfig) -> OnlineComparison:
+    """Champion vs the attached challenger from the logs since it was attached (the local
+    proxy's counters too, where there is one)."""
+    challenger = attached(ws, target)
+    served, feedback = read_logs(ws, since=challenger.started_at, folder=challenger.serving_log_dir)
     return compare(
         served,
         feedback,
         mode=challenger.mode,
-        champion=state.version,
+        champion=challenger.champion,
         challenger=challenger.version,
         k=cfg.k,
         alpha=cfg.alpha,
         min_lists=cfg.min_lists,
-        proxy=split_stats(ws),
+        proxy=challenger.proxy,
         max_error_rate=cfg.max_error_rate,
     )
 
@@ -123,8 +122,8 @@ def conclude(
     refused (:class:`DeployFailed`, the challenger stays) or, with ``undecided="retire"``
     (a window that ran out), retires it."""
     with promotion_lock(ws):
-        challenger = attached(ws)
-        comparison = compare_online(ws, cfg)
+        challenger = attached(ws, target)
+        comparison = compare_online(ws, target, cfg)
         decision = comparison.decision if force == "auto" else force
         if decision == "undecided" and undecided == "retire":
             decision = "retire"
@@ -139,7 +138,7 @@ def conclude(
         if decision == "promote":
             promotion = gate_and_promote(ws, challenger.version, gate, target.deploy, actor=actor)
         else:
-            detach(ws, f"{challenger.mode} retired: {'; '.join(reasons)}")
+            target.detach(ws, f"{challenger.mode} retired: {'; '.join(reasons)}")
             change = apply_gate(ModelRegistry(ws), challenger.version, gate, actor=actor)
             promotion = Promotion("rejected", change)
     return Concluded(decision, force != "auto", comparison, promotion)

@@ -48,13 +48,19 @@ def _since(table: pa.Table, column: str, since: datetime | None) -> pa.Table:
 
 
 def read_logs(
-    ws: Workspace, *, version: str | None = None, since: datetime | None = None
+    ws: Workspace,
+    *,
+    version: str | None = None,
+    since: datetime | None = None,
+    folder: Path | None = None,
 ) -> tuple[pa.Table, pa.Table]:
-    """(served lists, feedback events) from the closed log parts, filtered."""
-    served = _since(read_log(ws.serving_log_dir, SERVED, SERVED_SCHEMA), "ts", since)
+    """(served lists, feedback events) from the closed log parts in ``folder`` (default:
+    the workspace's serving log), filtered."""
+    folder = folder or ws.serving_log_dir
+    served = _since(read_log(folder, SERVED, SERVED_SCHEMA), "ts", since)
     if version is not None:
         served = served.filter(pc.equal(served["model_version"], version))
-    feedback = read_log(ws.serving_log_dir / FEEDBACK, FEEDBACK, FEEDBACK_SCHEMA)
+    feedback = read_log(folder / FEEDBACK, FEEDBACK, FEEDBACK_SCHEMA)
     return served, _since(feedback, "timestamp", since)
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
+import socket
 import threading
 import time
 import uuid
@@ -62,6 +64,7 @@ FEEDBACK_SCHEMA = pa.schema(
     ]
 )
 SERVED = "served"
+HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:63] or "host"
 FEEDBACK = "feedback"
 PART_SUFFIX = ".parquet"
 EventHook = Callable[[str, int], None]
@@ -204,7 +207,8 @@ class ParquetLog:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._seq += 1
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-        stem = f"{self.name}-{stamp}-{os.getpid()}-{self._seq:05d}"
+        # the host too: pods sharing one volume (the k8s arms) may run the same pid
+        stem = f"{self.name}-{stamp}-{HOST}-{os.getpid()}-{self._seq:05d}"
         tmp = self.folder / f"{stem}{PART_SUFFIX}.tmp"
         return _Part(
             pq.ParquetWriter(str(tmp), self.schema), tmp, self.folder / f"{stem}{PART_SUFFIX}"

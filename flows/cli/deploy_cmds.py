@@ -127,10 +127,12 @@ def deploy_compare(
 ) -> None:
     """Champion vs the attached shadow/canary: top-k agreement, latency, errors and
     hit-rate@k per arm from feedback, with a test, confidence intervals and the decision."""
+    from components.lifecycle.deploy import target_for
     from components.lifecycle.online import compare_online
 
     cfg, ws = prologue(config, set_, workspace)
-    comparison = compare_online(ws, cfg.deploy.challenger)
+    target = target_for(cfg.deploy, cfg.serve, cfg.features)
+    comparison = compare_online(ws, target, cfg.deploy.challenger)
     console.print(comparison.table(), markup=False, highlight=False)
     write_json(json_out, comparison.as_dict())
 
@@ -183,13 +185,12 @@ def deploy_detach(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Stop the attached shadow/canary without a decision (recorded in the history)."""
-    from components.deploy.challenger import detach
+    from components.lifecycle.deploy import target_for
 
-    _, ws = prologue(config, set_, workspace)
-    stopped = detach(ws, "stopped by hand (`recops deploy detach`)")
-    console.print(
-        f"stopped {stopped.mode} {stopped.version}" if stopped else "no challenger was attached"
-    )
+    cfg, ws = prologue(config, set_, workspace)
+    target = target_for(cfg.deploy, cfg.serve, cfg.features)
+    stopped = target.detach(ws, "stopped by hand (`recops deploy detach`)")
+    console.print(f"stopped {stopped}" if stopped else "no challenger was attached")
 
 
 @serve_app.command("start")

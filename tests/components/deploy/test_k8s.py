@@ -130,12 +130,24 @@ def test_shadow_renders_a_second_deployment_and_an_istio_mirror(tmp_path) -> Non
     assert route["mirror"]["host"] == "recops-recommender-challenger"
     assert route["mirrorPercentage"]["value"] == 50.0
     assert [d["destination"]["host"] for d in route["route"]] == ["recops-recommender"]
-    # a replace render takes the mode's files out of the folder kubectl applies
+    # a replace render takes the mode's routing out of the mesh (a champion-only
+    # VirtualService over the mirror) and the challenger's manifests out of the folder
     render_manifests(ws, "v2", "img:2", ServeConfig(), _k8s())
-    assert sorted(p.name for p in out.directory.iterdir()) == ["deployment.yaml", "service.yaml"]
+    assert sorted(p.name for p in out.directory.iterdir()) == [
+        "deployment.yaml",
+        "retired",
+        "service.yaml",
+        "virtualservice.yaml",
+        "workspace-pvc.yaml",
+    ]
+    plain = yaml.safe_load((out.directory / "virtualservice.yaml").read_text())
+    assert "mirror" not in plain["spec"]["http"][0]
+    assert (out.directory / "retired" / "challenger.yaml").exists()
 
 
-def test_canary_weights_follow_the_share_and_a_wrong_split_is_refused(tmp_path) -> None:
+def test_the_canary_routes_users_by_bucket_header_and_a_wrong_split_is_refused(tmp_path) -> None:
+    """Istio weights would split requests; the canary takes the users whose bucket header
+    is below the share, and the validation counts the buckets the regex matches."""
     from components.deploy.k8s import render_challenger, validate_challenger
 
     ws = Workspace.at(tmp_path).ensure()
@@ -143,11 +155,43 @@ def test_canary_weights_follow_the_share_and_a_wrong_split_is_refused(tmp_path) 
     out = render_challenger(ws, "v2", "img:2", "canary", ServeConfig(), cfg)
     vs_path = out.directory / "virtualservice.yaml"
     vs = yaml.safe_load(vs_path.read_text())
-    weights = {d["destination"]["host"]: d["weight"] for d in vs["spec"]["http"][-1]["route"]}
-    assert weights == {"recops-recommender": 80, "recops-recommender-challenger": 20}
-    vs["spec"]["http"][-1]["route"][1]["weight"] = 30
-    vs_path.write_text(yaml.safe_dump(vs))
-    with pytest.raises(DeployFailed, match="split 100"):
-        validate_challenger(out.files, "canary", cfg)
+    routes = vs["spec"]["http"]
+    to_challenger = [r for r in routes if "bucket" in str(r.get("match"))]
+    assert len(to_challenger) == 1
+    assert to_challenger[0]["route"] == [
+        {"destination": {"host": "recops-recommender-challenger", "port": {"number": 80}}}
+    ]
+    assert routes[-1] == {
+        "route": [{"destination": {"host": "recops-recommender", "port": {"number": 80}}}]
+    }
+    buckets = to_challenger[0]["match"][1]["headers"]["x-recops-bucket"]["regex"]
+    assert buckets == "^(" + "|".join(f"{b:02d}" for b in range(20)) + ")$"
+    for edit, message in [
+        ("^(0[0-9]|1[0-9]|2[0-9])$", "30"),  # 30 buckets for a 20 % canary
+        (None, "weights split requests"),  # back to a weighted split
+    ]:
+        broken = yaml.safe_load(vs_path.read_text())
+        if edit is None:
+            broken["spec"]["http"][-1]["route"] = [
+                {"destination": {"host": "recops-recommender"}, "weight": 80},
+                {"destination": {"host": "recops-recommender-challenger"}, "weight": 20},
+            ]
+        else:
+            broken["spec"]["http"][1]["match"][1]["headers"]["x-recops-bucket"]["regex"] = edit
+        vs_path.write_text(yaml.safe_dump(broken))
+        with pytest.raises(DeployFailed, match=message):
+            validate_challenger(out.files, "canary", cfg)
     with pytest.raises(DeployFailed, match="mirror"):
         validate_challenger(out.files, "shadow", cfg)
+
+
+def test_both_arms_must_mount_the_shared_workspace(tmp_path) -> None:
+    """compare reads both arms' serving logs from the claim they share: a Deployment
+    whose RECOPS_HOME is not a mount of it is refused."""
+    ws = Workspace.at(tmp_path).ensure()
+    out = render_manifests(ws, "v1", "img:1", ServeConfig(), _k8s())
+    dep = yaml.safe_load(out.files[0].read_text())
+    dep["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] = "x"
+    out.files[0].write_text(yaml.safe_dump(dep))
+    with pytest.raises(DeployFailed, match="shared claim"):
+        validate_manifests(out.files)

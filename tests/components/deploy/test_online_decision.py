@@ -6,8 +6,17 @@ from __future__ import annotations
 import pytest
 from scipy.stats import binomtest
 
-from benchmarks.online import World, decide_once, render_table, run_online_benchmark
+from benchmarks.online import (
+    CHALLENGER,
+    CHAMPION,
+    World,
+    decide_once,
+    render_table,
+    run_online_benchmark,
+    simulate_logs,
+)
 from components.deploy.online import (
+    compare,
     mcnemar_greater,
     paired_delta_ci,
     two_proportion_greater,
@@ -48,3 +57,37 @@ def test_the_benchmark_reports_power_and_false_promotions_per_horizon() -> None:
     for row in result["rows"]:
         assert 0 <= row["power"] <= 1 and 0 <= row["false_promotion"] <= 1
     assert "false+" in render_table(result)
+
+
+def test_compare_reports_the_shadows_dropped_copies() -> None:
+    """A shadow that could not keep up: the proxy's dropped copies are in the comparison
+    (table and JSON) beside the test on the copies it answered."""
+    world = World()
+    served, feedback = simulate_logs(world, 200, True, "shadow", seed=0)
+    proxy = {"mode": "shadow", "mirrored": 150, "dropped": 50, "mirror_timeouts": 3}
+    c = compare(
+        served,
+        feedback,
+        mode="shadow",
+        champion=CHAMPION,
+        challenger=CHALLENGER,
+        k=10,
+        alpha=0.05,
+        min_lists=50,
+        proxy=proxy,
+    )
+    assert c.mirror is not None and c.mirror.drop_share == pytest.approx(0.25)
+    assert "50 dropped (25.0%), 3 timed out" in c.table()
+    assert c.as_dict()["mirror"]["drop_share"] == pytest.approx(0.25)
+    canary = compare(
+        served,
+        feedback,
+        mode="canary",
+        champion=CHAMPION,
+        challenger=CHALLENGER,
+        k=10,
+        alpha=0.05,
+        min_lists=50,
+        proxy={**proxy, "mode": "canary"},
+    )
+    assert canary.mirror is None and "mirror:" not in canary.table()

@@ -36,6 +36,7 @@ from components.deploy.local import (
     serve_status,
     stop_local,
 )
+from components.deploy.targets import LocalTarget
 from components.errors import DeployFailed
 from components.lifecycle.online import compare_online
 from components.monitoring.config import ServingLogConfig
@@ -223,6 +224,7 @@ def test_compare_and_conclude_promote_with_the_online_evidence(
 ) -> None:
     ws, v1, v2 = served.workspace, served.v1.version, served.v2.version
     cfg = deploy_cfg(k=5, min_lists=10, alpha=0.05)
+    target = LocalTarget(cfg, serve_cfg, served.features)
     state = read_state(ws)
     assert state is not None and state.challenger is not None  # the previous test's shadow
     shadow_pid = state.challenger.backend.pid
@@ -246,10 +248,10 @@ def test_compare_and_conclude_promote_with_the_online_evidence(
         assert client.post("/feedback", json={"events": events}).status_code == 200
 
     def compared() -> bool:
-        return compare_online(ws, cfg.challenger).challenger.hit_rate.n >= len(users)
+        return compare_online(ws, target, cfg.challenger).challenger.hit_rate.n >= len(users)
 
     wait_for("feedback joined", compared)
-    comparison = compare_online(ws, cfg.challenger)
+    comparison = compare_online(ws, target, cfg.challenger)
     assert comparison.mode == "shadow" and comparison.agreement is not None
     assert comparison.challenger.hit_rate.value == 1.0
     assert comparison.decision == "promote", comparison.table()
