@@ -121,7 +121,7 @@ def wait_stats(target: Path, check) -> dict:  # type: ignore[no-untyped-def]
     raise AssertionError(f"split stats never matched: {stats(target)}")
 
 
-def test_shadow_mirrors_with_the_same_request_id_and_a_slow_shadow_costs_nothing(
+def test_shadow_mirrors_with_the_same_request_id_and_a_slow_or_dead_shadow_costs_nothing(
     backends: tuple[Backend, Backend, Backend], proxy: tuple[str, Path]
 ) -> None:
     champion, challenger, slow = backends
@@ -143,6 +143,16 @@ def test_shadow_mirrors_with_the_same_request_id_and_a_slow_shadow_costs_nothing
     assert time.perf_counter() - started < 4.0  # 20 requests; the shadow takes 5 s each
     found = wait_stats(target, lambda s: s.get("mirror_timeouts", 0) >= 1)
     assert found["dropped"] >= 1, found
+
+    dead = Backend("dead")  # nothing listens on its port: a crashed shadow
+    point(target, champion, dead, mode="shadow")
+    started = time.perf_counter()
+    with httpx.Client(base_url=url, timeout=5) as client:
+        for i in range(10):
+            assert client.post("/recommend", json={"user_id": f"u{i}"}).json()["who"] == "champion"
+    assert time.perf_counter() - started < 4.0
+    found = wait_stats(target, lambda s: s.get("mirror_errors", 0) >= 10)
+    assert found["challenger"]["errors"] == 10, found
 
 
 def test_canary_is_sticky_per_user_and_expect_continue_is_answered(
