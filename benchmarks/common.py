@@ -27,11 +27,15 @@ from components.records import code_revision, utc_now
 
 @dataclass
 class StageFigures:
-    """Wall time and peak resident memory of one measured stage."""
+    """Wall time, CPU time and peak resident memory of one measured stage.
+
+    ``cpu_seconds`` is this process's CPU time (all its threads): on a shared machine it
+    says what the stage costs whatever the load, where wall time says what it took."""
 
     name: str
     seconds: float = 0.0
     peak_rss_mb: float = 0.0
+    cpu_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -71,10 +75,12 @@ def measure(name: str, *, children: bool = False) -> Iterator[StageFigures]:
     sampler = _RssSampler(children=children)
     sampler.start()
     start = time.perf_counter()
+    cpu_start = time.process_time()
     try:
         yield figures
     finally:
         figures.seconds = time.perf_counter() - start
+        figures.cpu_seconds = time.process_time() - cpu_start
         figures.peak_rss_mb = sampler.stop() / 2**20
 
 

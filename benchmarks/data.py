@@ -265,13 +265,20 @@ def run_data_benchmark(
         else:
             figures = _memory_stages(synth, Path(tmp), cfg)
     rows = [
-        (s.name, s.seconds, n_events / s.seconds if s.seconds else 0.0, s.peak_rss_mb)
+        (
+            s.name,
+            s.seconds,
+            n_events / s.seconds if s.seconds else 0.0,
+            s.cpu_seconds,
+            n_events / s.cpu_seconds if s.cpu_seconds else 0.0,
+            s.peak_rss_mb,
+        )
         for s in figures
     ]
     print_table(
         f"bench data: {n_events:,} synthetic events, engine {engine}"
         + (f", budget {budget_mb} MB" if engine == "stream" else ""),
-        ["stage", "seconds", "events/s", "peak RSS MB"],
+        ["stage", "seconds", "events/s", "CPU s", "events/CPU s", "peak RSS MB"],
         rows,
     )
     return write_report(
@@ -287,6 +294,8 @@ def run_data_benchmark(
                     "stage": s.name,
                     "seconds": s.seconds,
                     "events_per_s": n_events / s.seconds if s.seconds else None,
+                    "cpu_seconds": s.cpu_seconds,
+                    "events_per_cpu_s": n_events / s.cpu_seconds if s.cpu_seconds else None,
                     "peak_rss_mb": s.peak_rss_mb,
                     **s.extra,
                 }
