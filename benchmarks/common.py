@@ -25,6 +25,20 @@ from rich.table import Table
 from components.records import code_revision, utc_now
 
 
+@contextmanager
+def measurement_lock(path: Path | None) -> Iterator[str]:
+    """Hold an exclusive ``flock`` on ``path`` (None: no lock) around a timed part of a
+    benchmark, so preparation (training, data) runs outside it and two measurements on a
+    shared machine never overlap; yields the load average when the lock was taken."""
+    import fcntl
+
+    with contextlib.ExitStack() as stack:
+        if path is not None:
+            handle = stack.enter_context(path.open("a"))
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 @dataclass
 class StageFigures:
     """Wall time, CPU time and peak resident memory of one measured stage.

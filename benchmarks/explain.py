@@ -20,6 +20,7 @@ in-process through :class:`services.engine.Engine` (no HTTP).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -32,10 +33,11 @@ import numpy as np
 import torch
 
 from benchmarks.accuracy import _model_config
+from benchmarks.common import measurement_lock
 from components.explain.gradients import integrated_gradients
 from components.explain.group import greedy_group_deletion
 from components.explain.influence import Question, deletion_influence
-from components.explain.search import best_deletion_sets
+from components.explain.search import POOL, best_deletion_sets
 from components.explain.shapley import shapley_values
 from components.models.bundle import ModelBundle
 
@@ -96,7 +98,7 @@ def _timed(call: Callable[[], Any], users: int) -> tuple[Any, float]:
 
 
 def method_orders(
-    bundle: ModelBundle, questions: list[Question], permutations: int
+    bundle: ModelBundle, questions: list[Question], permutations: int, search_pool: int = POOL
 ) -> tuple[dict[str, list[list[int]]], dict[str, float]]:
     """Per method, each question's history positions from the most to the least
     influential (``group``: its ``CURVE`` greedy picks), and the ms per user it took.
@@ -119,7 +121,7 @@ def method_orders(
     )
     picks = [[g[0].positions.tolist()] for g in group]
     searched, search_ms = _timed(
-        lambda: best_deletion_sets(model, questions, width, N_DELETE, extra=picks), n
+        lambda: best_deletion_sets(model, questions, width, N_DELETE, search_pool, picks), n
     )
     orders = {
         "deletion": [ranked_positions(i.drops[0].numpy()) for i in single],
@@ -185,6 +187,7 @@ def faithfulness(
     histories: torch.Tensor,
     seed: int,
     permutations: int = SHAPLEY_PERMUTATIONS,
+    search_pool: int = POOL,
 ) -> dict[str, Any]:
     """Deletion curves of every method and baseline over ``histories`` (each user's target:
     the model's top-1 recommendation, history items excluded): per method the mean score
@@ -196,7 +199,7 @@ def faithfulness(
         Question(row[row != 0][-bundle.max_len :], target)
         for row, target in zip(histories, top1, strict=True)
     ]
-    orders, costs = method_orders(bundle, questions, permutations)
+    orders, costs = method_orders(bundle, questions, permutations, search_pool)
     rng = np.random.default_rng(seed)
     for name in BASELINES:
         orders[name] = []
@@ -240,6 +243,7 @@ def faithfulness(
         "users": len(questions),
         "curve": CURVE,
         "shapley_permutations": permutations,
+        "search_pool": search_pool,
         "mean_history_length": float(np.mean([len(q.history) for q in questions])),
         "methods": methods,
     }
@@ -255,6 +259,7 @@ def faithfulness_one(
     min_history: int,
     seed: int,
     overrides: list[str],
+    search_pool: int = POOL,
 ) -> tuple[dict[str, Any], Any, Any]:
     """Train ``model`` on ``data`` and measure faithfulness; returns (row, bundle, prepared)."""
     from components.lifecycle.prepare import prepare_dataset
@@ -271,7 +276,8 @@ def faithfulness_one(
     test = prepared.split.test
     rows = eligible_rows(test.histories, min_history, users, seed)
     started = time.perf_counter()
-    figures = faithfulness(bundle, test.histories[torch.from_numpy(rows)], seed)
+    histories = test.histories[torch.from_numpy(rows)]
+    figures = faithfulness(bundle, histories, seed, search_pool=search_pool)
     row = {
         "data": data.name,
         "model": model,
@@ -437,9 +443,11 @@ def run_explain_benchmark(
     explain_histories: list[int],
     overrides: list[str],
     progress: Callable[[str], None],
+    search_pool: int = POOL,
+    lock: Path | None = None,
 ) -> dict[str, Any]:
     """Faithfulness rows for every (dataset, model); latency on the first dataset's SASRec
-    (or first model)."""
+    (or first model), holding ``lock`` (a shared measurement lock file) while it runs."""
     rows = []
     latency_source = None
     latency_model = "sasrec" if "sasrec" in models else models[0]
@@ -454,6 +462,7 @@ def run_explain_benchmark(
                 min_history=min_history,
                 seed=seed,
                 overrides=overrides,
+                search_pool=search_pool,
             )
             progress(
                 f"{data.name} {model}: top-3 beats recent: "
@@ -474,17 +483,23 @@ def run_explain_benchmark(
         bundle, prepared, model, data = latency_source
         history = latency_history(prepared)
         progress(f"latency: {model} on {data.name}, history length {len(history)}")
-        for explain_history in explain_histories:
-            latency_rows += in_process_latency(bundle, history, levels, duration, explain_history)
-            latency_rows += http_latency(
-                bundle, history, levels, duration, 1, explain_history=explain_history
-            )
+        with measurement_lock(lock) as load_before:
+            for explain_history in explain_histories:
+                latency_rows += in_process_latency(
+                    bundle, history, levels, duration, explain_history
+                )
+                latency_rows += http_latency(
+                    bundle, history, levels, duration, 1, explain_history=explain_history
+                )
+            load_after = " / ".join(f"{x:.2f}" for x in os.getloadavg())
         latency_info = {
             "model": model,
             "data": data.name,
             "n_items": prepared.vocab.n_items,
             "history_length": len(history),
             "k": LATENCY_K,
+            "load_average_before": load_before,
+            "load_average_after": load_after,
         }
     return {"faithfulness": rows, "latency": latency_rows, "latency_setup": latency_info}
 
@@ -528,7 +543,9 @@ def format_tables(result: dict[str, Any]) -> str:
         lines += [
             "",
             f"latency: {setup['model']} on {setup['data']} ({setup['n_items']} items), "
-            f"history {setup['history_length']}, k={setup['k']}",
+            f"history {setup['history_length']}, k={setup['k']}, load average "
+            f"{setup.get('load_average_before', '?')} before, "
+            f"{setup.get('load_average_after', '?')} after",
             f"{'target':<12}{'events':>7}{'conc':>5}{'explain':>9}{'requests':>10}{'p50 ms':>9}"
             f"{'p99 ms':>9}{'errors':>8}{'p50 ratio':>11}{'p99 ratio':>11}",
         ]

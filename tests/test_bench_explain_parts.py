@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 
+from benchmarks.common import measurement_lock
 from benchmarks.explain import (
     baseline_orders,
     eligible_rows,
@@ -63,3 +68,13 @@ def test_on_an_additive_model_deletion_is_the_best_deletion() -> None:
     row = {"data": "d", "model": "sum-test", "epochs": 1, "max_epochs": 1, "test_ndcg@10": 0.0}
     table = format_tables({"faithfulness": [{**row, **figures}], "latency": []})
     assert "shapley" in table and "AOPC" in table
+
+
+def test_measurement_lock_is_held_while_measuring(tmp_path: Path) -> None:
+    path = tmp_path / "bench.lock"
+    with measurement_lock(path) as load, path.open("a") as other:
+        assert len(load.split(" / ")) == 3
+        with pytest.raises(BlockingIOError):  # a second measurement would wait
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with path.open("a") as other:  # released afterwards
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -207,6 +207,20 @@ def bench_explain(
             "--explain-history", help="serve.explain_max_history settings to measure latency at."
         ),
     ] = "50,20",
+    search_pool: Annotated[
+        int,
+        typer.Option(
+            "--search-pool", min=1, help="Top single-drop events the searched 3-sets come from."
+        ),
+    ] = 10,
+    lock: Annotated[
+        Path | None,
+        typer.Option(
+            "--lock",
+            help="Hold an exclusive flock on this file while latency is measured (training "
+            "and faithfulness run outside it), e.g. /tmp/recops-bench.lock.",
+        ),
+    ] = None,
     set_: SetOpt = None,
     json_out: JsonOutOpt = None,
 ) -> None:
@@ -236,6 +250,8 @@ def bench_explain(
         explain_histories=[int(x) for x in explain_history.split(",") if x.strip()],
         overrides=list(set_ or []),
         progress=lambda line: console.print(line, highlight=False),
+        search_pool=search_pool,
+        lock=lock,
     )
     typer.echo(format_tables(result))
     write_report(json_out, "explain", result)
