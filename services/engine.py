@@ -114,7 +114,9 @@ def explain_request_model(
         method: Method = Field(
             "group",
             description="group: the events whose removal together lowers the item most "
-            "(greedy group deletion); deletion: each event removed alone (cheaper)",
+            "(greedy group deletion); search: the most damaging 3 events found by trying every "
+            "3-set of the likely candidates (the recent three among them; about 300 histories "
+            "re-scored); deletion: each event removed alone (cheapest)",
         )
 
         @model_validator(mode="after")
@@ -508,7 +510,7 @@ class Engine:
         if not influence.explainable:
             flat = f"{self.bundle.model_name} scores do not depend on the history"
             return Explanation(explainable=False, note=flat)
-        notes = [GROUP_NOTE] if influence.method == "group" else []
+        notes = [GROUP_NOTE] if influence.method in ("group", "search") else []
         if influence.events_explained < len(plan.query.history):
             notes.append(f"only the {influence.events_explained} most recent events were explained")
         return Explanation(

@@ -31,9 +31,10 @@ from pydantic import BaseModel, Field
 
 from components.explain.group import GroupDeletion, greedy_group_deletion
 from components.explain.influence import METHOD, Influence, Question, deletion_influence
+from components.explain.search import searched_group_deletion
 from components.models.base import Recommender
 
-Method = Literal["deletion", "group"]
+Method = Literal["deletion", "group", "search"]
 
 
 class ExplainLimits(BaseModel):
@@ -126,7 +127,7 @@ def explain_queries(
             torch.as_tensor(h, dtype=torch.long),
             torch.as_tensor(t, dtype=torch.long),
             None if e is None else torch.as_tensor(e, dtype=torch.long),
-            rank_support=m != "group",  # group support has rank changes of its own
+            rank_support=m == "deletion",  # group/search support has rank changes of its own
             rank_against=a,
         )
         for h, t, e, m, a in zip(histories, targets, kinds, chosen, opposed, strict=True)
@@ -140,28 +141,58 @@ def explain_queries(
             model, [questions[q] for q in grouped], width, limits.max_history, listed
         )
         for q, per_target in zip(grouped, found, strict=True):
-            out[q] = _with_group_support(out[q], per_target, tops[q])
+            out[q] = _with_group_support(out[q], per_target, tops[q], "group")
+    searched = [q for q, m in enumerate(chosen) if m == "search"]
+    if searched:
+        sets = searched_group_deletion(
+            model, [questions[q] for q in searched], width, limits.max_history
+        )
+        for q, per_target in zip(searched, sets, strict=True):
+            out[q] = _with_group_support(out[q], per_target, tops[q], "search")
     return out
 
 
 def _with_group_support(
-    query: QueryInfluence, per_target: list[GroupDeletion], top: int
+    query: QueryInfluence, per_target: list[GroupDeletion], top: int, method: Method
 ) -> QueryInfluence:
-    """``query`` with each item's ``support`` replaced by its first ``top`` greedy group
-    picks (up to the first that did not lower the score)."""
+    """``query`` with each item's ``support`` replaced by its first ``top`` group picks:
+    greedy picks up to the first that did not lower the score; a searched set up to where
+    removing its events one after the other has lowered the score most (its events may
+    matter only together: three interchangeable events show marginal drops 0, 0, 1)."""
     items = []
     for item, group in zip(query.items, per_target, strict=True):
-        picks = zip(
-            group.positions.tolist(), group.drops.tolist(), group.rank_changes.tolist(), strict=True
-        )
-        # marginal drops assume every earlier pick is gone: stop at the first one that
-        # does not lower the score rather than skip it
+        picks = list(
+            zip(
+                group.positions.tolist(),
+                group.drops.tolist(),
+                group.rank_changes.tolist(),
+                strict=True,
+            )
+        )[:top]
+        kept = _searched_prefix(picks) if method == "search" else _greedy_prefix(picks)
         support = [
             EventInfluence(position=position, influence=drop, rank_change=change)
-            for position, drop, change in itertools.takewhile(lambda p: p[1] > 0, picks)
-        ][:top]
+            for position, drop, change in kept
+        ]
         items.append(item.model_copy(update={"support": support}))
-    return query.model_copy(update={"items": items, "method": "group"})
+    return query.model_copy(update={"items": items, "method": method})
+
+
+Pick = tuple[int, float, int]
+
+
+def _greedy_prefix(picks: list[Pick]) -> list[Pick]:
+    # marginal drops assume every earlier pick is gone: stop at the first one that does
+    # not lower the score rather than skip it
+    return list(itertools.takewhile(lambda p: p[1] > 0, picks))
+
+
+def _searched_prefix(picks: list[Pick]) -> list[Pick]:
+    """The shortest prefix with the largest total drop (none if no prefix lowers the score)."""
+    totals = list(itertools.accumulate(drop for _, drop, _ in picks))
+    if not totals or max(totals) <= 0:
+        return []
+    return picks[: totals.index(max(totals)) + 1]
 
 
 def _query_influence(influence: Influence, top: int) -> QueryInfluence:

@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
+from components.explain.group import GroupDeletion, greedy_group_deletion
 from components.explain.influence import (
     Question,
     deletion_influence,
     is_explainable,
     model_device,
+    ranks_at,
     score_rows,
     scores_by_dot_product,
 )
@@ -59,13 +61,15 @@ def best_deletion_sets(
     size: int = 3,
     pool: int = POOL,
     extra: Sequence[Sequence[Sequence[int]]] | None = None,
+    max_events: int | None = None,
 ) -> list[list[DeletionSet]]:
-    """Per question, per target: the ``size`` events (of the last ``width``) whose joint
-    deletion lowers the target's score most among every ``size``-subset of the pool: the
-    ``pool`` largest single-event drops, ``extra[q][t]`` (e.g. greedy picks) and the
-    ``size`` most recent events. A history of at most ``size`` events is deleted whole;
-    a model whose scores do not depend on the history gets empty sets."""
-    singles = deletion_influence(model, questions, width, width)
+    """Per question, per target: the ``size`` events (of the ``max_events`` most recent,
+    default all ``width``) whose joint deletion lowers the target's score most among every
+    ``size``-subset of the pool: the ``pool`` largest single-event drops, ``extra[q][t]``
+    (e.g. greedy picks) and the ``size`` most recent events. A history of at most ``size``
+    events is deleted whole; a model whose scores do not depend on the history gets empty
+    sets."""
+    singles = deletion_influence(model, questions, width, max_events or width)
     out: list[list[DeletionSet]] = []
     for q, (question, single) in enumerate(zip(questions, singles, strict=True)):
         history = question.history[-width:]
@@ -78,7 +82,7 @@ def best_deletion_sets(
             drops = single.drops[t]
             given = extra[q][t] if extra is not None else []
             pool_of = candidates(drops, single.positions, size, pool, given)
-            combos = _combinations(pool_of, min(size, len(history)))
+            combos = _combinations(pool_of, min(size, len(pool_of)))
             scored = _joint_scores(model, history, kinds, combos, target, width)
             best = int(torch.argmax(float(single.scores[t]) - scored))
             chosen = _by_single_drop(combos[best], drops, single.positions)
@@ -152,3 +156,61 @@ def _by_single_drop(chosen: Tensor, drops: Tensor, positions: Tensor) -> Tensor:
     values = [(-float(drops[column[int(p)]]), -int(p)) for p in chosen.tolist()]
     order = sorted(range(len(values)), key=values.__getitem__)
     return chosen[torch.tensor(order, dtype=torch.long)]
+
+
+@torch.no_grad()
+def searched_group_deletion(
+    model: Recommender,
+    questions: Sequence[Question],
+    width: int,
+    max_events: int,
+    size: int = 3,
+) -> list[list[GroupDeletion]]:
+    """Per question, per target: the searched ``size``-set (greedy picks among the
+    candidates) as a :class:`~components.explain.group.GroupDeletion`: its events in order
+    of single-event drop, each with its marginal drop given the earlier ones are gone and
+    the target's rank change with them all removed (``size + 1`` rows re-scored)."""
+    greedy = greedy_group_deletion(model, questions, width, max_events, size)
+    extra = [[g.positions.tolist() for g in per_target] for per_target in greedy]
+    found = best_deletion_sets(model, questions, width, size, POOL, extra, max_events)
+    return [
+        [
+            _as_path(model, question, chosen, group, width)
+            for chosen, group in zip(per_target, by_greedy, strict=True)
+        ]
+        for question, per_target, by_greedy in zip(questions, found, greedy, strict=True)
+    ]
+
+
+def _as_path(
+    model: Recommender, question: Question, chosen: DeletionSet, group: GroupDeletion, width: int
+) -> GroupDeletion:
+    """``chosen`` removed one event at a time: marginal drops and rank changes."""
+    device = model_device(model)
+    rows = _prefix_rows(question.history[-width:], chosen.positions, width).to(device)
+    types = None
+    if question.events is not None:
+        kinds = question.events[-width:]
+        types = _prefix_rows(kinds, chosen.positions, width).to(device)
+    block = score_rows(model, rows, types).float()
+    scores = block[:, chosen.target]
+    ranks = ranks_at(block, scores)
+    return replace(
+        group,
+        positions=chosen.positions,
+        drops=(scores[:-1] - scores[1:]).cpu(),
+        rank_changes=(ranks[1:] - ranks[0]).cpu(),
+    )
+
+
+def _prefix_rows(history: Tensor, chosen: Tensor, width: int) -> Tensor:
+    """``[m + 1, width]``: row ``k`` is ``history`` left-padded without the first ``k``
+    positions of ``chosen``."""
+    rows = torch.zeros(chosen.shape[0] + 1, width, dtype=history.dtype)
+    keep = torch.ones(history.shape[0], dtype=torch.bool)
+    for k in range(chosen.shape[0] + 1):
+        if k:
+            keep[int(chosen[k - 1])] = False
+        kept = history.cpu()[keep][-width:]
+        rows[k, width - kept.shape[0] :] = kept
+    return rows

@@ -43,7 +43,8 @@ MethodOpt = Annotated[
     typer.Option(
         "--method",
         help="group: the events whose removal together lowers the item most (greedy group "
-        "deletion; default with --item); deletion: each event removed alone (default for "
+        "deletion; default with --item); search: the most damaging 3 events among the likely "
+        "candidates (every 3-set tried); deletion: each event removed alone (default for "
         "the recommendations).",
     ),
 ]
@@ -129,10 +130,10 @@ def _method(given: str, default: Method) -> Method:
     """The explanation method asked for (``default`` when none); others are a one-line error."""
     if not given:
         return default
-    if given not in ("deletion", "group"):
+    if given not in ("deletion", "group", "search"):
         from components.errors import ConfigError
 
-        raise ConfigError(f"--method must be deletion or group, not {given!r}")
+        raise ConfigError(f"--method must be deletion, group or search, not {given!r}")
     return cast(Method, given)
 
 

@@ -12,7 +12,7 @@ from torch import Tensor
 from components.data.prepare import PreparedData
 from components.explain.group import greedy_group_deletion
 from components.explain.influence import Question, deletion_influence, is_explainable
-from components.explain.search import best_deletion_sets
+from components.explain.search import best_deletion_sets, searched_group_deletion
 from components.explain.shapley import coalition_rows, shapley_values
 from components.models.base import ModelParams, Recommender, mask_padding_column
 from components.models.sasrec import SASRec, SASRecParams
@@ -206,3 +206,13 @@ def test_searched_set_lowers_the_item_at_least_as_much_as_the_most_recent_events
             assert len(set(best.positions.tolist())) == 3
             recent_drop = float(scores[0, target] - scores[1, target])
             assert best.drop >= recent_drop - 1e-5
+
+
+def test_searched_group_deletion_gives_marginal_drops_of_the_searched_set() -> None:
+    question = Question(torch.tensor([2, 3, 4, 1, 5, 6, 7, 5]), torch.tensor([8]))
+    ((found,),) = searched_group_deletion(_model(_RedundantModel), [question], 10, 8)
+    assert sorted(found.positions.tolist()) == [0, 1, 2]
+    # one interchangeable event after another: only the last removal lowers the item
+    assert found.drops.tolist() == pytest.approx([0.0, 0.0, 1.0])
+    assert found.rank_changes.tolist()[-1] > 0
+    assert found.score == pytest.approx(1.25)
