@@ -111,8 +111,9 @@ def _attach(ws: Workspace, deploy_target: DeployTarget, version: str | None, mod
         raise ConfigError(f"--mode {mode} needs the challenger's --version")
     challenger_mode: ChallengerMode = "canary" if mode == "canary" else "shadow"
     done = start(ws, deploy_target, version, challenger_mode, actor=default_actor())
+    where = done.url or done.detail.get("manifests", "-")
     console.print(
-        f"{mode}: {done.version} beside champion {done.previous_version} at {done.url} "
+        f"{mode}: {done.version} beside champion {done.previous_version} at {where} "
         f"(`recops deploy compare`, then `recops deploy conclude`)"
     )
     return done
@@ -326,6 +327,9 @@ def bench_serving(
             "on a scratch deployment of two untrained SASRecs (--items, default 40).",
         ),
     ] = False,
+    repeats: Annotated[
+        int, typer.Option(help="--shadow: back-to-back repeats of every state per level.")
+    ] = 2,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     workspace: WorkspaceOpt = None,
@@ -344,7 +348,7 @@ def bench_serving(
         from benchmarks.shadow import run_shadow_benchmark
 
         runs = [
-            run_shadow_benchmark(n, concurrency or [8, 32], duration, device=device)
+            run_shadow_benchmark(n, concurrency or [8, 32], duration, repeats, device=device)
             for n in items or [40]
         ]
         for run in runs:
