@@ -15,11 +15,13 @@ four states, switched by rewriting the proxy's target file and the shadow's prio
 * ``shadow_normal`` - every ``/recommend`` mirrored to a shadow at normal CPU priority
   (its model competes with the champion's: the cost before components/deploy/priority.py);
 * ``shadow_idle`` - the same at ``SCHED_IDLE`` (the default): the shadow gets the CPU the
-  champion leaves; the copies it cannot keep up with are dropped (queue full) or time out.
+  champion leaves; the copies it cannot keep up with are dropped (queue full) or time out;
+* ``shadow_gated`` - idle and ``mirror_max_live: 0``: a copy is only sent while no live
+  request is open at the proxy (dropped as stale after ``timeout_s``).
 
 Between states the mirror queue is drained. The summary gives each shadow state's p50
 and p99 cost against ``plain`` per level (target: p50 within 10 %) and its copies:
-made, dropped, timed out, and the share the shadow answered.
+made, dropped (queue full or stale), timed out, and the share the shadow answered.
 """
 
 from __future__ import annotations
@@ -46,12 +48,12 @@ from components.net import free_port
 from components.workspace import Workspace
 
 TARGET_P50_COST = 0.10
-STATES = ("plain", "split", "shadow_normal", "shadow_idle")
-SHADOWS = ("shadow_normal", "shadow_idle")
+STATES = ("plain", "split", "shadow_normal", "shadow_idle", "shadow_gated")
+SHADOWS = ("shadow_normal", "shadow_idle", "shadow_gated")
 SETTLE_S = 0.7  # the proxy writes its counters every 0.5 s
 DRAIN_S = 15.0
 ROLES = ("proxy", "champion", "shadow")
-COUNTERS = ("mirrored", "dropped", "mirror_timeouts", "mirror_errors")
+COUNTERS = ("mirrored", "dropped", "mirror_timeouts", "mirror_errors", "mirror_stale")
 
 
 def _set_state(ws: Workspace, which: str) -> bool:
@@ -69,7 +71,8 @@ def _set_state(ws: Workspace, which: str) -> bool:
         view = state.model_copy(update={"challenger": None})
     else:
         share = 1e-9 if which == "split" else 1.0
-        settings = {**state.challenger.settings, "share": share}
+        gate = 0 if which == "shadow_gated" else None
+        settings = {**state.challenger.settings, "share": share, "max_live": gate}
         challenger = state.challenger.model_copy(update={"settings": settings})
         view = state.model_copy(update={"challenger": challenger})
     local.point_target(ws, view)
@@ -125,7 +128,7 @@ def _mirror_row(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]
     made = d["mirrored"] + d["dropped"]
     return {
         **d,
-        "drop_share": d["dropped"] / made if made else None,
+        "drop_share": (d["dropped"] + d["mirror_stale"]) / made if made else None,
         "answered_share": d["answered"] / made if made else None,
     }
 
@@ -229,7 +232,8 @@ def _copies(rows: list[dict[str, Any]]) -> dict[str, Any]:
     keys = (*COUNTERS, "answered")
     total: dict[str, Any] = {k: sum(int(r.get(f"mirror_{k}", 0)) for r in rows) for k in keys}
     made = total["mirrored"] + total["dropped"]
-    total["drop_share"] = round(total["dropped"] / made, 3) if made else None
+    lost = total["dropped"] + total["mirror_stale"]
+    total["drop_share"] = round(lost / made, 3) if made else None
     total["answered_share"] = round(total["answered"] / made, 3) if made else None
     return total
 
@@ -259,7 +263,8 @@ def render_table(result: dict[str, Any]) -> str:
             answered = "n/a" if c["answered_share"] is None else f"{c['answered_share']:.0%}"
             lines.append(
                 f"{head}{s[f'{which}_p50_cost']:>+10.1%}{s[f'{which}_p99_cost']:>+10.1%}"
-                f"{made:>8}{c['dropped']:>9}{c['mirror_timeouts']:>6}{answered:>10}{cpu:>34}"
+                f"{made:>8}{c['dropped'] + c['mirror_stale']:>9}{c['mirror_timeouts']:>6}"
+                f"{answered:>10}{cpu:>34}"
                 f"  {'ok' if s[f'{which}_meets_target'] else 'MISSED'} (<= {TARGET_P50_COST:.0%})"
             )
     if result.get("skipped_states"):

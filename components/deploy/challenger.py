@@ -62,6 +62,7 @@ def proxy_settings(mode: Mode, cfg: BentoBuildConfig) -> dict[str, Any]:
         "queue": c.queue,
         "max_error_rate": c.max_error_rate,
         "min_requests": c.min_requests,
+        "max_live": c.mirror_max_live if mode == "shadow" else None,
     }
 
 

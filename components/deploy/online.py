@@ -60,12 +60,13 @@ class Mirror:
     dropped: int
     timeouts: int
     errors: int
+    stale: int = 0  # queued, then dropped: live traffic never quiet enough (max_live)
 
     @property
     def drop_share(self) -> float | None:
-        """Dropped copies over all copies the proxy made."""
+        """Copies never sent to the shadow (queue full or stale) over all copies made."""
         made = self.mirrored + self.dropped
-        return self.dropped / made if made else None
+        return (self.dropped + self.stale) / made if made else None
 
     @classmethod
     def from_stats(cls, stats: dict[str, Any]) -> Mirror | None:
@@ -77,14 +78,15 @@ class Mirror:
             int(stats.get("dropped", 0)),
             int(stats.get("mirror_timeouts", 0)),
             int(stats.get("mirror_errors", 0)),
+            int(stats.get("mirror_stale", 0)),
         )
 
     def describe(self) -> str:
         share = self.drop_share
         return (
-            f"mirror: {self.mirrored} copies sent, {self.dropped} dropped "
-            f"({'n/a' if share is None else f'{share:.1%}'}), {self.timeouts} timed out, "
-            f"{self.errors} failed"
+            f"mirror: {self.mirrored + self.dropped} copies, {self.dropped + self.stale} "
+            f"dropped ({'n/a' if share is None else f'{share:.1%}'}; {self.stale} stale), "
+            f"{self.timeouts} timed out, {self.errors} failed"
         )
 
 

@@ -10,7 +10,9 @@ share it), and forwarded:
   ``/recommend`` and ``/recommend_batch``, never ``/feedback``, which would be counted
   twice). The queue is bounded and served by a few workers with a timeout, so a slow or
   dead shadow only fills the queue: further copies are dropped and counted, the live
-  request never waits on it.
+  request never waits on it. With ``max_live`` a copy is only sent while at most that
+  many live requests are open (0: the champion is idle), so the shadow's model runs in
+  the champion's pauses; a copy that waited past ``timeout_s`` is dropped as stale.
 * ``canary``: users whose ``user_id`` hashes below ``share`` are answered by the
   challenger (sticky: blake2b of the id, the same on every proxy); requests without a
   user are split by their request id. A challenger that cannot be reached falls back to
@@ -71,6 +73,7 @@ class SplitConfig:
     queue: int
     max_error_rate: float
     min_requests: int
+    max_live: int | None = None  # shadow: copies wait while more live requests are open
 
     @classmethod
     def from_target(cls, champion: Address, raw: dict[str, Any]) -> SplitConfig | None:
@@ -91,6 +94,7 @@ class SplitConfig:
                 queue=int(ch.get("queue", 256)),
                 max_error_rate=float(ch.get("max_error_rate", 0.05)),
                 min_requests=int(ch.get("min_requests", 20)),
+                max_live=None if ch.get("max_live") is None else int(ch["max_live"]),
             )
         except (KeyError, TypeError, ValueError):
             log.warning("challenger in the target file is malformed: %s", ch)
@@ -138,6 +142,7 @@ class SplitStats:
     dropped: int = 0
     mirror_timeouts: int = 0
     mirror_errors: int = 0
+    mirror_stale: int = 0  # copies that waited for quiet live traffic past timeout_s
     tripped: str | None = None
 
     def as_dict(self, cfg: SplitConfig | None, queue_depth: int = 0) -> dict[str, Any]:
@@ -152,6 +157,7 @@ class SplitStats:
             "dropped": self.dropped,
             "mirror_timeouts": self.mirror_timeouts,
             "mirror_errors": self.mirror_errors,
+            "mirror_stale": self.mirror_stale,
             "tripped": self.tripped,
             "queue_depth": queue_depth,  # copies waiting for the shadow now
             "pid": os.getpid(),
@@ -315,9 +321,12 @@ class Splitter:
         self.stats = SplitStats()
         # unbounded as an object (the workers wait on this one queue for the proxy's
         # lifetime); bounded by each challenger's ``queue`` setting in _mirror
-        self.queue: asyncio.Queue[tuple[str, Request]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[str, Request, float]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._dirty = False
+        self.live = 0  # live requests waiting for their answer now
+        self._quiet = asyncio.Event()  # set while live <= the shadow's max_live
+        self._quiet.set()
 
     def configure(self, champion: Address, raw: dict[str, Any]) -> SplitConfig | None:
         """Take the target file's settings; the challenger's, None when none is attached."""
@@ -366,7 +375,11 @@ class Splitter:
                 cfg = self.configure(champion, raw)
                 request, request_id = with_request_id(request)
                 challenger = cfg is not None and self._to_challenger(cfg, request, request_id)
-                response = await self._answer(conns, champion, cfg, request, challenger)
+                self._live_changed(cfg, +1)
+                try:
+                    response = await self._answer(conns, champion, cfg, request, challenger)
+                finally:
+                    self._live_changed(cfg, -1)
                 if response is None:
                     await _reply(client_w, 502, b'{"error": "backend unavailable"}\n')
                     return
@@ -407,6 +420,14 @@ class Splitter:
             self._dirty = True
         return (got[1], got[2]) if got is not None else None
 
+    def _live_changed(self, cfg: SplitConfig | None, delta: int) -> None:
+        self.live += delta
+        limit = cfg.max_live if cfg is not None else None
+        if limit is None or self.live <= limit:
+            self._quiet.set()
+        else:
+            self._quiet.clear()
+
     def _count_challenger(self, cfg: SplitConfig, status: int, latency_s: float) -> None:
         arm = self.stats.challenger
         arm.count(status, latency_s)
@@ -429,7 +450,7 @@ class Splitter:
         if self.queue.qsize() >= cfg.queue:
             self.stats.dropped += 1
         else:
-            self.queue.put_nowait((cfg.generation, request))
+            self.queue.put_nowait((cfg.generation, request, time.monotonic()))
             self.stats.mirrored += 1
         self._dirty = True
 
@@ -437,9 +458,13 @@ class Splitter:
     async def _mirror_worker(self) -> None:
         conns: dict[Address, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
         while True:
-            generation, request = await self.queue.get()
+            generation, request, queued_at = await self.queue.get()
             cfg = self.cfg
             if cfg is None or cfg.generation != generation:
+                continue
+            if not await self._wait_quiet(cfg, queued_at):
+                self.stats.mirror_stale += 1
+                self._dirty = True
                 continue
             for address in [a for a in conns if a != cfg.challenger]:  # a new challenger
                 conns.pop(address)[1].close()
@@ -458,6 +483,19 @@ class Splitter:
             if got is None:
                 self.stats.mirror_errors += 1
             self._count_challenger(cfg, got[0] if got else 0, time.perf_counter() - started)
+
+    async def _wait_quiet(self, cfg: SplitConfig, queued_at: float) -> bool:
+        """With ``max_live``: wait until at most that many live requests are open (the
+        shadow then runs in the champion's pauses, never beside its work); False when the
+        copy would be older than ``timeout_s`` by then (it is dropped as stale)."""
+        if cfg.max_live is None or self._quiet.is_set():
+            return True
+        left = cfg.timeout_s - (time.monotonic() - queued_at)
+        try:
+            await asyncio.wait_for(self._quiet.wait(), max(0.0, left))
+        except (TimeoutError, asyncio.TimeoutError):
+            return False
+        return True
 
     async def _write_stats_loop(self) -> None:
         while True:

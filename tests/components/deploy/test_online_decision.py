@@ -77,7 +77,7 @@ def test_compare_reports_the_shadows_dropped_copies() -> None:
         proxy=proxy,
     )
     assert c.mirror is not None and c.mirror.drop_share == pytest.approx(0.25)
-    assert "50 dropped (25.0%), 3 timed out" in c.table()
+    assert "200 copies, 50 dropped (25.0%; 0 stale), 3 timed out" in c.table()
     assert c.as_dict()["mirror"]["drop_share"] == pytest.approx(0.25)
     canary = compare(
         served,

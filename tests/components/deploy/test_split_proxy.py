@@ -49,8 +49,13 @@ class Backend:
 
 
 @pytest.fixture
-def backends() -> Iterator[tuple[Backend, Backend, Backend]]:
-    trio = (Backend("champion"), Backend("challenger"), Backend("slow", delay_s=5.0))
+def backends() -> Iterator[tuple[Backend, Backend, Backend, Backend]]:
+    trio = (
+        Backend("champion"),
+        Backend("challenger"),
+        Backend("slow", delay_s=5.0),
+        Backend("busy", delay_s=1.0),
+    )
     loop = asyncio.new_event_loop()
     for b in trio:
         loop.create_task(b.serve())
@@ -122,9 +127,9 @@ def wait_stats(target: Path, check) -> dict:  # type: ignore[no-untyped-def]
 
 
 def test_shadow_mirrors_with_the_same_request_id_and_a_slow_or_dead_shadow_costs_nothing(
-    backends: tuple[Backend, Backend, Backend], proxy: tuple[str, Path]
+    backends: tuple[Backend, Backend, Backend, Backend], proxy: tuple[str, Path]
 ) -> None:
-    champion, challenger, slow = backends
+    champion, challenger, slow, _ = backends
     url, target = proxy
     point(target, champion, challenger, mode="shadow")
     with httpx.Client(base_url=url, timeout=5) as client:
@@ -156,9 +161,9 @@ def test_shadow_mirrors_with_the_same_request_id_and_a_slow_or_dead_shadow_costs
 
 
 def test_canary_is_sticky_per_user_and_expect_continue_is_answered(
-    backends: tuple[Backend, Backend, Backend], proxy: tuple[str, Path]
+    backends: tuple[Backend, Backend, Backend, Backend], proxy: tuple[str, Path]
 ) -> None:
-    champion, challenger, _ = backends
+    champion, challenger, _, _ = backends
     url, target = proxy
     point(target, champion, challenger, mode="canary", share=0.5)
     with httpx.Client(base_url=url, timeout=5) as client:
@@ -186,12 +191,12 @@ def test_canary_is_sticky_per_user_and_expect_continue_is_answered(
 
 
 def test_without_a_challenger_bytes_are_piped_and_failures_are_one_line(
-    backends: tuple[Backend, Backend, Backend], proxy: tuple[str, Path]
+    backends: tuple[Backend, Backend, Backend, Backend], proxy: tuple[str, Path]
 ) -> None:
     """The plain path (no challenger): no target yet is a 503, a keep-alive connection is
     piped to the champion request after request (no request id added: bytes unchanged),
     and a backend that is gone is a 502 with a one-line JSON error."""
-    champion, _, _ = backends
+    champion, *_ = backends
     url, target = proxy
     gone = httpx.post(f"{url}/recommend", json={}, timeout=5)
     assert gone.status_code == 503 and gone.json() == {"error": "no backend deployed"}
@@ -203,3 +208,27 @@ def test_without_a_challenger_bytes_are_piped_and_failures_are_one_line(
     target.write_text(json.dumps({"host": "127.0.0.1", "port": free_port(), "version": "v0"}))
     refused = httpx.post(f"{url}/recommend", json={}, timeout=5)
     assert refused.status_code == 502 and refused.json() == {"error": "backend unavailable"}
+
+
+def test_a_gated_shadow_gets_copies_only_while_live_traffic_is_quiet(
+    backends: tuple[Backend, Backend, Backend, Backend], proxy: tuple[str, Path]
+) -> None:
+    """mirror_max_live 0: request A's copy waits while B is still open; B stays open past
+    the copy's timeout, so A's copy is dropped as stale; B's own copy goes (quiet then)."""
+    _, challenger, _, busy = backends  # the champion takes 1 s per request
+    url, target = proxy
+    point(target, busy, challenger, mode="shadow", max_live=0, timeout_s=0.3)
+    ids: dict[str, str] = {}
+
+    def send(name: str) -> None:
+        with httpx.Client(base_url=url, timeout=5) as client:
+            ids[name] = client.post("/recommend", json={"user_id": name}).json()["request_id"]
+
+    first = threading.Thread(target=send, args=("a",))
+    first.start()
+    time.sleep(0.6)  # B opens while A is open, and stays open 0.6 s after A's answer
+    send("b")
+    first.join(5)
+    found = wait_stats(target, lambda s: s.get("challenger", {}).get("requests") == 1)
+    assert found["mirrored"] == 2 and found["mirror_stale"] == 1, found
+    assert challenger.seen == [ids["b"]]
