@@ -70,6 +70,7 @@ LOCK_FILE = "deploy.lock"
 OWNER_FILE = "deploy.lock.owner"  # who holds it (pid, what, since): named in the refusal
 STOP_LOCK_WAIT_S = 60.0  # `recops serve stop` waits for a deploy in progress this long
 STOP_TIMEOUT_S = 15.0
+READY_POLL_S = 0.05  # /readyz polls while a new backend starts (a local GET and a log scan)
 LEDGER_FILE = "processes.jsonl"
 LEDGER_GRACE_S = 60.0  # a ledger line younger than this is kept (its process may be starting)
 OWNER_ENV = "RECOPS_DEPLOY_DIR"  # which deployment a process belongs to
@@ -482,7 +483,7 @@ def wait_ready(info: ProcessInfo, host: str, timeout: float) -> None:
                     return
             except httpx.HTTPError:
                 pass
-            time.sleep(0.2)  # each switch-over waits up to one interval extra
+            time.sleep(READY_POLL_S)  # each switch-over waits up to one interval extra
     raise DeployFailed(f"the new server was not ready after {timeout:.0f}s (log: {info.log})")
 
 
