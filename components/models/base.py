@@ -300,6 +300,8 @@ class Recommender(torch.nn.Module):
         if not self.learns_seen_bias:
             return self.pairs(hidden[keep], targets[keep], None, item_table)
         seen = causal_seen(inputs)[keep]
+        if self.seen_bias_table_raw is None:  # one offset: types and ages are not read
+            return self.pairs(hidden[keep], targets[keep], seen, item_table)
         seen_events = None if events is None else causal_seen(events)[keep]
         ages = causal_ages(inputs.shape[1], inputs.device).expand(inputs.shape[0], -1, -1)
         return self.pairs(hidden[keep], targets[keep], seen, item_table, seen_events, ages[keep])

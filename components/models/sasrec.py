@@ -14,8 +14,9 @@ Departures from the paper:
   step ``t`` of a training sequence sees exactly what inference on that prefix sees (every
   position is a faithful training example) and left padding never changes a score;
 - padding keys are masked in attention instead of zeroing padded timesteps afterwards;
-- repeat-aware scoring (``seen_bias``, see :mod:`components.models.base`): one learned logit
-  offset for items the history already holds. On Beauty (no item is ever bought twice) it
+- repeat-aware scoring (``seen_bias``, see :mod:`components.models.base`): a learned logit
+  offset for items the history already holds (per event type of the seen event with
+  ``event_types: true``). On Beauty (no item is ever bought twice) it
   turns strongly negative and lifts test NDCG@10 from 0.034 to 0.047 with history items
   kept in the ranking; tied embeddings otherwise rank the items just read near the top.
 """
