@@ -231,3 +231,24 @@ def test_stream_engine_versions_a_parquet_folder_like_the_frame_path(tmp_path):
         in Path(caught.value.report_path).read_text()
     )
     assert _snapshot(ws) == before
+
+
+def test_stream_ingest_over_user_buckets_versions_the_same_events(tmp_path):
+    from components.versioning.dvc_store import events_digest
+    from components.workspace import Workspace
+
+    ws = Workspace.at(tmp_path / "ws").ensure()
+    events = make_events(6000, seed=12)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for number, lo in enumerate(range(0, len(events), 2000)):
+        events.iloc[lo : lo + 2000].to_parquet(folder / f"part-{number:05d}.parquet", index=False)
+    # 351 MB leaves about a megabyte: validation and the digest take several passes,
+    # each over its own user buckets (written once, removed afterwards)
+    cfg = DataConfig(engine="stream", memory_budget_mb=351)
+    got = ingest_events(folder, ws, cfg, ValidationConfig(), VersioningConfig(), batch_id="b")
+    assert got.appended and got.report.n_rows == 6000
+    assert got.version.batch_digests["b"] == events_digest(events)
+    stored = DatasetStore(ws, VersioningConfig()).load_events(got.version.version)
+    pd.testing.assert_frame_equal(stored[events.columns.tolist()], events)
+    assert not any((ws.inbox_dir / ".buckets").iterdir())
