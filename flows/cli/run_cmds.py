@@ -109,18 +109,22 @@ def run(
     ./.recops and ends with the champion bento serving on localhost. Running it again is
     safe: a new challenger, a new gate decision; the champion keeps serving unless beaten.
     """
-    from flows.retrain import retrain_flow
+    from flows.temporary_server import flow_api, start_temporary_server
 
     quiet_user_error_tracebacks()
     if items is not None:
         overrides = [*(overrides or []), f"data.items={items.expanduser().resolve()}"]
     cfg = _pinned_workspace(config, overrides, workspace)
-    result = retrain_flow(
-        config=cfg.model_dump(mode="json"),
-        data_path=str(data) if data else None,
-        data_format=fmt,
-        actor="cli",
-    )
+    server = start_temporary_server()  # starts on the other core while the flow imports
+    from flows.retrain import retrain_flow
+
+    with flow_api(server):
+        result = retrain_flow(
+            config=cfg.model_dump(mode="json"),
+            data_path=str(data) if data else None,
+            data_format=fmt,
+            actor="cli",
+        )
     print_run_summary(result)
 
 
@@ -136,11 +140,17 @@ def rollback(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Make an earlier model version champion again and redeploy it (a Prefect flow)."""
-    from flows.rollback import rollback_flow
+    from flows.temporary_server import flow_api, start_temporary_server
 
     quiet_user_error_tracebacks()
     cfg = _pinned_workspace(config, overrides, workspace)
-    result = rollback_flow(config=cfg.model_dump(mode="json"), to=to, actor="cli", reason=reason)
+    server = start_temporary_server()
+    from flows.rollback import rollback_flow
+
+    with flow_api(server):
+        result = rollback_flow(
+            config=cfg.model_dump(mode="json"), to=to, actor="cli", reason=reason
+        )
     console.print(f"champion: {result.before} -> {result.after}")
     if result.url:
         console.print(f"serving {result.after} at {result.url}")
@@ -229,10 +239,22 @@ def bench_pipeline(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     workspace: WorkspaceOpt = None,
+    lazy_server: Annotated[
+        bool,
+        typer.Option(
+            "--lazy-server",
+            help="Let Prefect start its temporary server at the first flow call (as before "
+            "`recops run` started it early), to measure the difference.",
+        ),
+    ] = False,
 ) -> None:
     """Run the retrain flow once; print wall time per stage and the orchestration share."""
-    from benchmarks.pipeline import run_pipeline_benchmark
+    from flows.temporary_server import start_temporary_server
 
     quiet_user_error_tracebacks()
     cfg = _pinned_workspace(config, overrides, workspace)
-    run_pipeline_benchmark(cfg, data, fmt, json_out)
+    # as `recops run` does: the server starts while the modules below import
+    server = None if lazy_server else start_temporary_server()
+    from benchmarks.pipeline import run_pipeline_benchmark
+
+    run_pipeline_benchmark(cfg, data, fmt, json_out, server)

@@ -1,6 +1,10 @@
-"""Two `recops run` processes on one workspace at once: both finish, the dataset has one
-version with the batch once, and the registry has exactly one champion and a complete,
-ordered history (the promotion lock serialises gate -> promote)."""
+"""Two `recops run` processes on one workspace at once, on the same batch: both finish,
+the dataset has one version with the batch once, and the registry has exactly one champion
+and a complete, ordered history (the promotion lock serialises gate -> promote).
+
+The batch is one file given to both (``--data``): without it each run generates "the next
+synthetic batch" of the version it finds, so a run that starts after the other accepted
+its batch rightly ingests batch 1, and the test would depend on start-up timing."""
 
 from __future__ import annotations
 
@@ -12,18 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from components.data.config import SyntheticConfig
+from components.data.synthetic import write_events_parquet
+
 BIN = Path(sys.executable).parent
 SMALL = [
     "--set",
     "deploy.target=none",
-    "--set",
-    "data.synthetic.n_users=200",
-    "--set",
-    "data.synthetic.n_items=60",
-    "--set",
-    "data.synthetic.n_events=4000",
-    "--set",
-    "data.synthetic.n_clusters=4",
     "--set",
     "model.name=itemknn",  # fits in seconds and clearly beats pop: the lock is under test
     "--set",
@@ -36,8 +35,12 @@ SMALL = [
 @pytest.mark.slow
 def test_two_concurrent_runs_leave_one_champion(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
+    batch = write_events_parquet(
+        SyntheticConfig(n_users=200, n_items=60, n_events=4000, n_clusters=4),
+        tmp_path / "batch.parquet",
+    )
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "COLUMNS": "200"}
-    cmd = [str(BIN / "recops"), "run", "-w", str(ws), *SMALL]
+    cmd = [str(BIN / "recops"), "run", "-w", str(ws), "--data", str(batch), *SMALL]
     procs = [
         subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         for _ in range(2)
