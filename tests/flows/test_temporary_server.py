@@ -28,7 +28,7 @@ def probe(x: int) -> int:
 def test_a_flow_runs_on_the_early_server_which_stops_after() -> None:
     mark_owner()
     server = start_temporary_server()
-    assert server is not None
+    assert server is not None and server.wait_ready()  # exec'd: its command line is final
     proc = psutil.Process(server.process.pid)
     assert SERVER_APP in proc.cmdline()  # what flows.reaper matches after a kill -9
     env = proc.environ()
