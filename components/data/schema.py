@@ -57,23 +57,37 @@ def parse_timestamps(series: pd.Series, source: str, unit: str | None = None) ->
         if series.isna().any():
             row = int(np.flatnonzero(series.isna().to_numpy())[0])
             raise DataError(f"{source}: column 'timestamp' is empty at data row {row + 1}")
-        parsed = pd.to_datetime(series.astype("float64"), unit=unit or "s", utc=True)
+        parsed = _from_numbers(series.astype("float64"), unit or "s")
+        _raise_on_missing(parsed, series, source)
     else:
         numeric = pd.to_numeric(series, errors="coerce")
         if numeric.notna().all():
             return parse_timestamps(numeric, source, unit)
         text = series.where(numeric.isna())
         parsed = pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
-        from_numbers = pd.to_datetime(numeric.where(numeric.notna()), unit=unit or "s", utc=True)
-        parsed = parsed.fillna(from_numbers)
-        bad = parsed.isna().to_numpy()
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise DataError(
-                f"{source}: column 'timestamp' has a value that is not a time "
-                f"at data row {row + 1}: {series.iloc[row]!r}"
-            )
+        parsed = parsed.fillna(_from_numbers(numeric, unit or "s"))
+        _raise_on_missing(parsed, series, source)
     return parsed.astype("datetime64[ns, UTC]")
+
+
+def _from_numbers(numbers: pd.Series, unit: str) -> pd.Series:
+    """UTC datetimes from numbers in ``unit``; NaN and numbers outside the datetime range
+    (year 1677..2262, e.g. milliseconds read as seconds) become NaT. pandas raises
+    OutOfBoundsDatetime or, under its own overflow check, FloatingPointError for those."""
+    limit = np.iinfo(np.int64).max / pd.Timedelta(1, unit=unit).value
+    in_range = numbers.where(numbers.abs() < limit)
+    return pd.to_datetime(in_range, unit=unit, utc=True)
+
+
+def _raise_on_missing(parsed: pd.Series, series: pd.Series, source: str) -> None:
+    """A DataError naming the first row whose time could not be parsed (or is out of range)."""
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{source}: column 'timestamp' has a value that is not a time (or is outside "
+            f"1677..2262) at data row {row + 1}: {series.iloc[row]!r}"
+        )
 
 
 def normalize_events(

@@ -109,3 +109,22 @@ def test_unknown_format_is_rejected(tmp_path: Path) -> None:
     path = _write(tmp_path / "x.csv", "user_id,item_id,timestamp\n1,a,1\n")
     with pytest.raises(DataError, match="unknown format"):
         load_events(path, "xml")
+
+
+@pytest.mark.parametrize(
+    "values, row",
+    [
+        ([1_700_000_000, 1_700_000_000_000, 1_700_000_100], 2),  # milliseconds among seconds
+        (["1700000000", "not a time", "1700000100"], 2),
+        (["2024-01-01T00:00:00Z", "1e30", "1700000100"], 2),
+    ],
+)
+def test_timestamps_out_of_range_or_unparseable_name_their_row(values: list, row: int) -> None:
+    """Times pandas cannot represent (or parse) are one DataError naming the row, never a
+    raw OutOfBoundsDatetime/FloatingPointError (pandas' own overflow check raises the
+    latter for floats)."""
+    from components.data.schema import parse_timestamps
+
+    series = pd.Series(values, dtype=object if isinstance(values[0], str) else "int64")
+    with pytest.raises(DataError, match=f"data row {row}: "):
+        parse_timestamps(series, "events.csv")
