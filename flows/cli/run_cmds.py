@@ -111,13 +111,13 @@ def run(
     """
     from flows.temporary_server import flow_api, start_temporary_server
 
-    quiet_user_error_tracebacks()
     if items is not None:
         overrides = [*(overrides or []), f"data.items={items.expanduser().resolve()}"]
     cfg = _pinned_workspace(config, overrides, workspace)
     server = start_temporary_server()  # starts on the other core while the flow imports
     from flows.retrain import retrain_flow
 
+    quiet_user_error_tracebacks()  # after the flow import: Prefect's handlers exist now
     with flow_api(server):
         result = retrain_flow(
             config=cfg.model_dump(mode="json"),
@@ -142,11 +142,11 @@ def rollback(
     """Make an earlier model version champion again and redeploy it (a Prefect flow)."""
     from flows.temporary_server import flow_api, start_temporary_server
 
-    quiet_user_error_tracebacks()
     cfg = _pinned_workspace(config, overrides, workspace)
     server = start_temporary_server()
     from flows.rollback import rollback_flow
 
+    quiet_user_error_tracebacks()
     with flow_api(server):
         result = rollback_flow(
             config=cfg.model_dump(mode="json"), to=to, actor="cli", reason=reason
@@ -251,10 +251,10 @@ def bench_pipeline(
     """Run the retrain flow once; print wall time per stage and the orchestration share."""
     from flows.temporary_server import start_temporary_server
 
-    quiet_user_error_tracebacks()
     cfg = _pinned_workspace(config, overrides, workspace)
     # as `recops run` does: the server starts while the modules below import
     server = None if lazy_server else start_temporary_server()
     from benchmarks.pipeline import run_pipeline_benchmark
 
+    quiet_user_error_tracebacks()
     run_pipeline_benchmark(cfg, data, fmt, json_out, server)

@@ -144,7 +144,7 @@ def test_recops_explain_bad_input_is_one_line(two_runs) -> None:
         (["--user", "nobody"], "unknown user 'nobody'"),
         (["--user", "u1", "--item", "nothing"], "unknown item 'nothing'"),
         (["--user", "u1", "--version", "nope"], "nope"),
-        (["--user", "u1", "--method", "magic"], "--method must be deletion or group"),
+        (["--user", "u1", "--method", "magic"], "--method must be deletion, group or search"),
     ):
         done = subprocess.run(
             [str(exe), "explain", *args, "-w", ws], capture_output=True, text=True, timeout=300
