@@ -26,6 +26,7 @@ from torch import Tensor
 
 from components.explain.group import GroupDeletion, greedy_group_deletion
 from components.explain.influence import (
+    EncodedScores,
     Question,
     deletion_influence,
     is_explainable,
@@ -131,11 +132,8 @@ def target_column(model: Recommender, rows: Tensor, events: Tensor | None, item:
     item (no catalogue-wide scores)."""
     if not scores_by_dot_product(model):
         return score_rows(model, rows, events)[:, item].float()
-    hidden = model.encode(rows, None, events)
-    scores = (hidden @ model.output_embeddings()[item]).float()
-    column = torch.full((1, 1), item, dtype=rows.dtype, device=rows.device)
-    offsets = model.seen_offsets_at(rows, column, events)
-    return scores if offsets is None else scores + offsets[:, 0].float()
+    encoded = EncodedScores(model, model.encode(rows, None, events), rows, events)
+    return encoded.columns(torch.tensor([item], device=rows.device))[:, 0]
 
 
 def _without(history: Tensor, combos: Tensor, width: int) -> Tensor:
