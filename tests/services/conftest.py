@@ -38,26 +38,35 @@ class ServedWorkspace:
     features: FeaturesConfig
 
 
-def make_bundle(events: pd.DataFrame, seed: int) -> ModelBundle:
+def make_bundle(events: pd.DataFrame, seed: int, params: dict | None = None) -> ModelBundle:
+    """An untrained SASRec bundle (``params``: default PARAMS) over ``events``' vocabulary."""
+    params = params or PARAMS
     torch.manual_seed(seed)
     vocab = Vocabulary.from_events(events)
     seqs = build_sequences(events, vocab)
-    model = build_model("sasrec", PARAMS, vocab.n_items, vocab.n_users, MAX_LEN)
+    model = build_model("sasrec", params, vocab.n_items, vocab.n_users, MAX_LEN)
     popularity = np.bincount(seqs.values, minlength=vocab.n_items + 1).astype(np.float64)
-    return ModelBundle(model, vocab, "sasrec", PARAMS, MAX_LEN, popularity)
+    return ModelBundle(model, vocab, "sasrec", params, MAX_LEN, popularity)
 
 
-def register(registry: ModelRegistry, events: pd.DataFrame, seed: int, ndcg: float) -> ModelVersion:
+def register_bundle(
+    registry: ModelRegistry, bundle: ModelBundle, run_id: str, ndcg: float = 0.1
+) -> ModelVersion:
+    """Register ``bundle`` with a minimal run record (test NDCG@10 ``ndcg``)."""
     record = RunRecord(
-        run_id=f"run-{seed}",
-        model_name="sasrec",
+        run_id=run_id,
+        model_name=bundle.model_name,
         config={},
         config_hash="test",
         code_rev="test",
         data_version="data-v1",
         metrics_test={"ndcg@10": ndcg},
     )
-    return registry.register(make_bundle(events, seed), record)
+    return registry.register(bundle, record)
+
+
+def register(registry: ModelRegistry, events: pd.DataFrame, seed: int, ndcg: float) -> ModelVersion:
+    return register_bundle(registry, make_bundle(events, seed), f"run-{seed}", ndcg)
 
 
 def build_served_workspace(root: Path) -> ServedWorkspace:

