@@ -27,6 +27,14 @@ def _snapshot(ws) -> tuple[str, str, str]:
     )
 
 
+def _write_parts(events, folder: Path, rows: int) -> Path:
+    """``events`` as numbered Parquet parts of ``rows`` rows each in ``folder``."""
+    folder.mkdir()
+    for number, lo in enumerate(range(0, len(events), rows)):
+        events.iloc[lo : lo + rows].to_parquet(folder / f"part-{number:05d}.parquet", index=False)
+    return folder
+
+
 def _future(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     frame.loc[:49, "timestamp"] = pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=30)
@@ -176,11 +184,8 @@ def test_unknown_items_fail_against_a_catalogue(accepted_ws):
 
 
 def test_corrupt_part_in_the_middle_rejects_the_whole_batch_naming_it(accepted_ws, tmp_path):
-    folder = tmp_path / "parts"
-    folder.mkdir()
     events = make_events(seed=9)
-    for number, lo in enumerate(range(0, len(events), 100)):
-        events.iloc[lo : lo + 100].to_parquet(folder / f"part-{number:05d}.parquet", index=False)
+    folder = _write_parts(events, tmp_path / "parts", rows=100)
     middle = folder / "part-00002.parquet"
     middle.write_bytes(middle.read_bytes()[:64])
     before = _snapshot(accepted_ws)
@@ -206,10 +211,7 @@ def test_stream_engine_versions_a_parquet_folder_like_the_frame_path(tmp_path):
 
     ws = Workspace.at(tmp_path / "ws").ensure()
     events = make_events(600, seed=11)
-    folder = tmp_path / "parts"
-    folder.mkdir()
-    for number, lo in enumerate(range(0, len(events), 200)):
-        events.iloc[lo : lo + 200].to_parquet(folder / f"part-{number:05d}.parquet", index=False)
+    folder = _write_parts(events, tmp_path / "parts", rows=200)
     stream_cfg = DataConfig(engine="stream", memory_budget_mb=351)
     cfgs = (ValidationConfig(), VersioningConfig())
     got = ingest_events(folder, ws, stream_cfg, *cfgs, batch_id="streamed")
@@ -239,10 +241,7 @@ def test_stream_ingest_over_user_buckets_versions_the_same_events(tmp_path):
 
     ws = Workspace.at(tmp_path / "ws").ensure()
     events = make_events(6000, seed=12)
-    folder = tmp_path / "parts"
-    folder.mkdir()
-    for number, lo in enumerate(range(0, len(events), 2000)):
-        events.iloc[lo : lo + 2000].to_parquet(folder / f"part-{number:05d}.parquet", index=False)
+    folder = _write_parts(events, tmp_path / "parts", rows=2000)
     # 351 MB leaves about a megabyte: validation and the digest take several passes,
     # each over its own user buckets (written once, removed afterwards)
     cfg = DataConfig(engine="stream", memory_budget_mb=351)
