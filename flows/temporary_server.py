@@ -33,11 +33,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from components.net import free_port
+from flows.reaper import SERVER_APP  # the command line the reaper matches after a kill -9
 
 log = logging.getLogger(__name__)
 
 API_ENV = "PREFECT_API_URL"
-SERVER_APP = "prefect.server.api.server:create_app"
 HOST = "127.0.0.1"
 #: what Prefect's own ``SubprocessASGIServer`` sets for its child
 EPHEMERAL_ENV = {
