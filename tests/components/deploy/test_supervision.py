@@ -139,8 +139,15 @@ def test_a_sigkilled_proxy_is_restarted(
     assert state is not None and state.proxy is not None
     os.kill(state.proxy.pid, signal.SIGKILL)
     wait_for("the proxy answers again", lambda: serving(deployed) == served.v1.version, 60)
+
+    def recorded() -> bool:  # the new proxy answers a moment before its state is saved
+        after = read_state(served.workspace)
+        return bool(after and after.proxy_restarts == 1)
+
+    wait_for("the supervisor records the proxy restart", recorded, 10)
     after = read_state(served.workspace)
     assert after is not None and after.proxy_restarts == 1 and after.proxy is not None
+    assert after.last_event is not None and "proxy" in after.last_event
     assert after.proxy.pid != state.proxy.pid and after.proxy.alive()
 
 
