@@ -22,7 +22,10 @@ from components.owner import owner_alive, owner_marker
 log = logging.getLogger(__name__)
 
 OWNER_ENV = "RECOPS_OWNER"  # "<pid>:<create time>" of the recops process that ran flows
-SERVER_APP = "prefect.server.api.server:create_app"
+#: the factory recops' own early temporary server runs (:mod:`flows.prefect_app`)
+SERVER_APP = "flows.prefect_app:create_temporary_app"
+#: the factory of the temporary server Prefect starts itself (when no early one is used)
+PREFECT_SERVER_APP = "prefect.server.api.server:create_app"
 
 
 def mark_owner() -> None:
@@ -34,17 +37,24 @@ def _prefect_home(env: dict[str, str]) -> str:
     return str(Path(env.get("PREFECT_HOME", "~/.prefect")).expanduser().resolve())
 
 
+def _temporary(cmdline: list[str], env: dict[str, str]) -> bool:
+    """Ours by its factory; Prefect's own by the marker Prefect gives its child (read only
+    to recognise it: a ``prefect server start`` a user runs never carries it)."""
+    return SERVER_APP in cmdline or env.get("PREFECT__SERVER_EPHEMERAL") == "1"
+
+
 def orphaned_servers() -> list[psutil.Process]:
     """Temporary Prefect servers of this ``PREFECT_HOME`` whose recops owner is dead."""
     home = _prefect_home(dict(os.environ))
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         with contextlib.suppress(psutil.Error):
-            if SERVER_APP not in (proc.info["cmdline"] or []):
+            cmdline = proc.info["cmdline"] or []
+            if SERVER_APP not in cmdline and PREFECT_SERVER_APP not in cmdline:
                 continue
             env = proc.environ()
             marker = env.get(OWNER_ENV)
-            if env.get("PREFECT__SERVER_EPHEMERAL") != "1" or not marker:
+            if not marker or not _temporary(cmdline, env):
                 continue
             if _prefect_home(env) == home and not owner_alive(marker):
                 found.append(proc)

@@ -6,14 +6,15 @@ Without ``PREFECT_API_URL`` Prefect starts a temporary server (``uvicorn`` over
 whole server package into the calling process (7.3 s of a 95 s ``recops bench pipeline``
 at load 10), then waits for the child to answer (15.6 s). Nothing else runs meanwhile.
 
-:func:`start_temporary_server` spawns the same command, with the same environment Prefect
-gives it (``PREFECT__SERVER_EPHEMERAL``: its services and UI stay off), as the first thing
-a command that runs flows does; the child starts on the other core while this process
+:func:`start_temporary_server` spawns the same ``uvicorn`` command on
+:func:`flows.prefect_app.create_temporary_app`, which asks Prefect's public ``create_app``
+for the same ephemeral app (services and UI off), as the first thing a command that runs
+flows does; the child starts on the other core while this process
 imports torch, Lightning and the flow modules. :func:`flow_api` then waits for it (usually
 not at all) and points Prefect at it for the flows run inside, and stops it afterwards.
 The flow still runs on a real Prefect server with its SQLite database in ``PREFECT_HOME``,
-exactly as in Prefect's own temporary mode; the reaper (:mod:`flows.reaper`) still finds
-it after a ``kill -9``, because it carries the same command line and markers.
+exactly as in Prefect's own temporary mode; the reaper (:mod:`flows.reaper`) finds it
+after a ``kill -9`` by its factory on the command line and the owner marker.
 
 This module imports nothing heavy at module level: it must cost milliseconds, or starting
 early buys nothing.
@@ -39,12 +40,9 @@ log = logging.getLogger(__name__)
 
 API_ENV = "PREFECT_API_URL"
 HOST = "127.0.0.1"
-#: what Prefect's own ``SubprocessASGIServer`` sets for its child
-EPHEMERAL_ENV = {
-    "PREFECT_UI_ENABLED": "0",
-    "PREFECT__SERVER_EPHEMERAL": "1",
-    "PREFECT__SERVER_FINAL": "1",
-}
+#: a public setting: the temporary server serves no UI (``create_app(ephemeral=True)``
+#: turns the UI and the background services off as well)
+SERVER_ENV = {"PREFECT_UI_ENABLED": "0"}
 READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 5.0
 
@@ -100,7 +98,8 @@ class TemporaryServer:
 
 
 def server_command(port: int) -> list[str]:
-    """The command Prefect runs for its temporary server (``SubprocessASGIServer``)."""
+    """Prefect's own temporary-server command (``SubprocessASGIServer``), on recops'
+    factory (:func:`flows.prefect_app.create_temporary_app`)."""
     return [
         sys.executable,
         "-m",
@@ -127,7 +126,7 @@ def start_temporary_server() -> TemporaryServer | None:
         return None
     port = free_port(HOST)
     process = subprocess.Popen(
-        server_command(port), stdin=subprocess.DEVNULL, env={**os.environ, **EPHEMERAL_ENV}
+        server_command(port), stdin=subprocess.DEVNULL, env={**os.environ, **SERVER_ENV}
     )
     server = TemporaryServer(process=process, port=port)
     atexit.register(server.stop)

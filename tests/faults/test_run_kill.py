@@ -39,11 +39,19 @@ SMALL = [
 ]
 
 
+#: recops' early temporary server and the one Prefect starts itself
+TEMPORARY_SERVER_APPS = (
+    "flows.prefect_app:create_temporary_app",
+    "prefect.server.api.server:create_app",
+)
+
+
 def _servers_owned_by(pid: int) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         with contextlib.suppress(psutil.Error):
-            server = "prefect.server.api.server:create_app" in (proc.info["cmdline"] or [])
+            cmdline = proc.info["cmdline"] or []
+            server = any(app in cmdline for app in TEMPORARY_SERVER_APPS)
             if server and proc.environ().get("RECOPS_OWNER", "").startswith(f"{pid}:"):
                 found.append(proc)
     return found
