@@ -112,11 +112,13 @@ def drop_noise() -> None:
 
 
 def quiet_third_party() -> None:
-    """Telemetry off, chatty loggers down, known banners and deprecations dropped (idempotent)."""
+    """Telemetry off, chatty loggers down, known banners and deprecations dropped, no
+    tracebacks for user errors in Prefect's run logs (idempotent)."""
     quiet_environment()
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     quiet_loggers()
     drop_noise()
+    quiet_user_error_tracebacks()
 
 
 def show_recops_progress(level: int = logging.INFO) -> None:
@@ -179,10 +181,18 @@ class UserErrorTracebackFilter(logging.Filter):
         return True
 
 
-def quiet_user_error_tracebacks(logger_names: tuple[str, ...] = ("prefect", "")) -> None:
-    """Install :class:`UserErrorTracebackFilter` on these loggers' handlers (call after the
-    orchestrator set up its logging, i.e. after importing a flow)."""
+#: the loggers Prefect's engines log failed task and flow runs on (with ``exc_info``)
+PREFECT_RUN_LOGGERS: tuple[str, ...] = ("prefect.engine", "prefect.flow_runs", "prefect.task_runs")
+
+
+def quiet_user_error_tracebacks(logger_names: tuple[str, ...] = PREFECT_RUN_LOGGERS) -> None:
+    """Install :class:`UserErrorTracebackFilter` on these loggers (idempotent).
+
+    A filter on the logger itself, not on its handlers: it applies to every record logged
+    there whatever handlers Prefect's logging setup attaches later, so it can be installed
+    at any time (:func:`quiet_third_party` does, before any flow is imported).
+    """
     for name in logger_names:
-        for handler in logging.getLogger(name).handlers:
-            if not any(isinstance(f, UserErrorTracebackFilter) for f in handler.filters):
-                handler.addFilter(UserErrorTracebackFilter())
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, UserErrorTracebackFilter) for f in logger.filters):
+            logger.addFilter(UserErrorTracebackFilter())

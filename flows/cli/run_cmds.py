@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from components.quiet import quiet_user_error_tracebacks
 from flows.cli.app import (
     ConfigOpt,
     FormatOpt,
@@ -117,7 +116,6 @@ def run(
     server = start_temporary_server()  # starts on the other core while the flow imports
     from flows.retrain import retrain_flow
 
-    quiet_user_error_tracebacks()  # after the flow import: Prefect's handlers exist now
     with flow_api(server):
         result = retrain_flow(
             config=cfg.model_dump(mode="json"),
@@ -146,7 +144,6 @@ def rollback(
     server = start_temporary_server()
     from flows.rollback import rollback_flow
 
-    quiet_user_error_tracebacks()
     with flow_api(server):
         result = rollback_flow(
             config=cfg.model_dump(mode="json"), to=to, actor="cli", reason=reason
@@ -256,5 +253,4 @@ def bench_pipeline(
     server = None if lazy_server else start_temporary_server()
     from benchmarks.pipeline import run_pipeline_benchmark
 
-    quiet_user_error_tracebacks()
     run_pipeline_benchmark(cfg, data, fmt, json_out, server)

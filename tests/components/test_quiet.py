@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 
+from components.errors import DataError
 from components.quiet import is_noise, quiet_third_party
 
 
@@ -64,3 +65,32 @@ def test_is_noise_names_the_pydantic_deprecation() -> None:
     )
     assert is_noise("py.warnings", line)
     assert not is_noise("py.warnings", "/work/components/x.py:3: UserWarning: real")
+
+
+def _raised(exc: Exception) -> BaseException:
+    try:
+        raise exc
+    except Exception as caught:  # the exc_info a logging call carries
+        return caught
+
+
+@pytest.mark.parametrize("logger_name", ["prefect.task_runs", "prefect.flow_runs"])
+def test_user_error_tracebacks_are_dropped_whatever_handler_comes_later(logger_name: str) -> None:
+    quiet_third_party()  # before the handler exists, as at a command's start
+    logger = logging.getLogger(logger_name)
+    formatted: list[str] = []
+
+    class _Format(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            formatted.append(logging.Formatter().format(record))
+
+    handler = _Format()
+    logger.addHandler(handler)  # what Prefect's logging setup does later
+    try:
+        user_error = _raised(DataError("batch rejected: 3 rows have no user_id"))
+        logger.error("Task run failed", exc_info=user_error)
+        logger.error("Task run failed", exc_info=_raised(ValueError("a bug")))
+    finally:
+        logger.removeHandler(handler)
+    assert "Traceback" not in formatted[0] and "Task run failed" in formatted[0]
+    assert "Traceback" in formatted[1] and "ValueError: a bug" in formatted[1]
