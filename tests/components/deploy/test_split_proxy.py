@@ -226,7 +226,11 @@ def test_a_gated_shadow_gets_copies_only_while_live_traffic_is_quiet(
 
     first = threading.Thread(target=send, args=("a",))
     first.start()
-    time.sleep(0.6)  # B opens while A is open, and stays open 0.6 s after A's answer
+    deadline = time.monotonic() + 10
+    while not busy.seen:  # A is open at the champion (whatever the machine's load)
+        assert time.monotonic() < deadline, "request A never reached the champion"
+        time.sleep(0.01)
+    time.sleep(0.6)  # B opens while A is open (1 s), and stays open 0.6 s after A's answer
     send("b")
     first.join(5)
     found = wait_stats(target, lambda s: s.get("challenger", {}).get("requests") == 1)
