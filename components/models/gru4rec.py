@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from components.models.base import CausalRecommender
 from components.models.layers import ItemInput, ItemInputParams
+from components.models.prefix import gru_deletion_states
 from components.models.zoo import register
 
 
@@ -60,3 +61,14 @@ class GRU4Rec(CausalRecommender):
         table = self.items.table() if table is None else table
         out, _ = self.gru(self.drop(self.items(histories, table, events)))
         return self.project(self.drop(out))
+
+    def encode_deletions(
+        self, histories: Tensor, positions: Tensor, events: Tensor | None = None
+    ) -> Tensor | None:
+        """One-event deletions from the shared state before each deleted event
+        (:func:`~components.models.prefix.gru_deletion_states`; exact: leading padding
+        leaves a bias-free GRU at zero). None in training mode (dropout)."""
+        if self.training or histories.shape[1] > self.max_len:
+            return None
+        inputs = self.items(histories, self.items.table(), events)
+        return self.project(gru_deletion_states(self.gru, inputs, positions))

@@ -37,6 +37,7 @@ the recurrence parameters.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from pydantic import Field
@@ -44,6 +45,7 @@ from torch import Tensor, nn
 
 from components.models.base import CausalRecommender
 from components.models.layers import ItemInput, ItemInputParams
+from components.models.prefix import SuffixRows, suffix_rows
 from components.models.zoo import register
 
 
@@ -116,12 +118,32 @@ class LRULayer(nn.Module):
     def forward(self, x: Tensor, real: Tensor, recurrent: bool = False) -> Tensor:
         """``x [B, L, D]``; ``real [B, L, 1]`` is 0 at padding, whose input is dropped so it
         never enters a state."""
-        nu, theta, gamma = torch.exp(self.params_log)
-        magnitude = torch.exp(-nu)
-        lam_re, lam_im = magnitude * torch.cos(theta), magnitude * torch.sin(theta)
-        u_re, u_im = (self.in_proj(x) * gamma.repeat(2) * real).chunk(2, dim=-1)
         scan = sequential_scan if recurrent else parallel_scan
-        h_re, h_im = scan(u_re, u_im, lam_re, lam_im)
+        h_re, h_im = scan(*self.inputs(x, real), *self.decay())
+        return self.output(x, h_re, h_im)
+
+    def decay(self) -> tuple[Tensor, Tensor]:
+        """``lambda`` (real, imaginary parts, ``[state]``): ``exp(-nu + i theta)``."""
+        nu, theta, _ = torch.exp(self.params_log)
+        magnitude = torch.exp(-nu)
+        return magnitude * torch.cos(theta), magnitude * torch.sin(theta)
+
+    def decay_powers(self, powers: Tensor) -> tuple[Tensor, Tensor]:
+        """``lambda ** powers`` (``[P]`` integer powers): ``[P, state]`` real, imaginary."""
+        nu, theta, _ = torch.exp(self.params_log)
+        magnitude = torch.exp(-nu[None] * powers[:, None])
+        angle = theta[None] * powers[:, None]
+        return magnitude * torch.cos(angle), magnitude * torch.sin(angle)
+
+    def inputs(self, x: Tensor, real: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The recurrence's inputs ``gamma * B x`` (real, imaginary parts), 0 where ``real``
+        is 0 (padding)."""
+        gamma = torch.exp(self.params_log[2])
+        u = self.in_proj(x) * gamma.repeat(2)
+        return (u if real is None else u * real).chunk(2, dim=-1)
+
+    def output(self, x: Tensor, h_re: Tensor, h_im: Tensor) -> Tensor:
+        """The layer's output at rows ``x`` given their states."""
         return self.norm(x + self.drop(self.out_proj(torch.cat([h_re, h_im], dim=-1))))
 
 
@@ -141,7 +163,10 @@ class LRUBlock(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: Tensor, real: Tensor, recurrent: bool = False) -> Tensor:
-        x = self.lru(x, real, recurrent)
+        return self.feed_forward(self.lru(x, real, recurrent))
+
+    def feed_forward(self, x: Tensor) -> Tensor:
+        """The post-LN feed-forward sublayer (position-wise) on the LRU layer's output."""
         return self.norm(x + self.drop(self.ffn(x)))
 
 
@@ -189,3 +214,132 @@ class LRURec(CausalRecommender):
         for block in self.blocks:
             x = block(x, real, recurrent)
         return x
+
+    def encode_deletions(
+        self, histories: Tensor, positions: Tensor, events: Tensor | None = None
+    ) -> Tensor | None:
+        """One-event deletions from the states before each deleted event
+        (:func:`lru_deletion_states`). None in training mode (dropout) and for fewer than
+        two events."""
+        if self.training or not 2 <= histories.shape[1] <= self.max_len:
+            return None
+        x = self.norm(self.items(histories, self.items.table(), events))
+        blocks = [block for block in self.blocks if isinstance(block, LRUBlock)]
+        return lru_deletion_states(blocks, x, positions)
+
+
+Complex = tuple[Tensor, Tensor]  # (real, imaginary) parts
+
+
+def lru_deletion_states(blocks: Sequence[LRUBlock], x: Tensor, positions: Tensor) -> Tensor:
+    """``[Q, E + 1, D]`` outputs at the last position of eval-mode ``blocks`` over ``x``
+    (``[Q, n, D]`` first-block inputs of histories without padding, ``n >= 2``) in row 0,
+    and over it without the event at ``positions[e]`` in row ``e + 1``.
+
+    No position embeddings and a recurrence that reads only the past: deleting event ``j``
+    leaves every block's rows before ``j`` unchanged, and its suffix rows hold the later
+    events one place earlier. Only those rows are recomputed (packed), and cheaper than a
+    scan: in the first block a suffix state is the full history's minus a decaying copy of
+    the deleted event's step, ``h'[r] = h[r + 1] - lambda^(r + 1 - j) (h[j] - h[j - 1])``;
+    in the last block only the last row is needed, a ``lambda``-weighted sum of the suffix
+    inputs on top of the state before ``j``; blocks in between scan the suffix rows. Equal
+    to the blocks on the left-padded variants up to float32 reassociation (``lambda``'s
+    powers are taken in closed form rather than by repeated products)."""
+    n_questions, n, _ = x.shape
+    layout = suffix_rows(n_questions, n, positions)
+    starts = positions.repeat(n_questions)  # [V] the deleted position of each variant
+    ends = layout.row == n - 2  # each variant's last row (those whose suffix is not empty)
+    rows = x[layout.question, layout.row + 1]  # [N, D] suffix rows' first-block inputs
+    for depth, block in enumerate(blocks):
+        lru, last = block.lru, depth == len(blocks) - 1
+        full = parallel_scan(*lru.inputs(x), *lru.decay())  # [Q, n, S] each
+        powers = lru.decay_powers(torch.arange(n, device=x.device, dtype=x.dtype))
+        if depth == 0:
+            states = _first_block_states(full, powers, layout, starts, ends if last else None)
+        elif last:
+            states = _last_row_states(lru, full, powers, rows, layout, starts, ends)
+        else:
+            states = _scanned_states(lru, full, rows, layout, starts)
+        rows = rows[ends] if last else rows
+        rows = block.feed_forward(lru.output(rows, *states))
+        keep = slice(n - 2, n) if last else slice(None)
+        x = block.feed_forward(lru.output(x[:, keep], full[0][:, keep], full[1][:, keep]))
+    out = x[:, :1].repeat(1, positions.shape[0], 1)  # deleting the last event: row n - 2
+    out.view(-1, out.shape[-1])[layout.variant[ends]] = rows
+    return torch.cat([x[:, 1:], out], dim=1)
+
+
+def _before(full: Complex, questions: Tensor, starts: Tensor) -> Complex:
+    """The full histories' states ``h[j - 1]`` (0 for ``j = 0``) of ``questions`` at
+    ``starts`` (``j``, aligned)."""
+    previous = [torch.cat([torch.zeros_like(part[:, :1]), part[:, :-1]], dim=1) for part in full]
+    return previous[0][questions, starts], previous[1][questions, starts]
+
+
+def _times(a: Complex, b: Complex) -> Complex:
+    return a[0] * b[0] - a[1] * b[1], a[0] * b[1] + a[1] * b[0]
+
+
+def _power(powers: Complex, exponents: Tensor) -> Complex:
+    """``lambda ** exponents`` from the table ``powers`` (``[n, S]``: ``lambda ** 0 .. n-1``)."""
+    return powers[0][exponents], powers[1][exponents]
+
+
+def _first_block_states(
+    full: Complex, powers: Complex, layout: SuffixRows, starts: Tensor, only: Tensor | None
+) -> Complex:
+    """First-block suffix states (of the rows ``only`` selects; all by default):
+    ``h[r + 1] - lambda^(r + 1 - j) (h[j] - h[j - 1])`` (the suffix inputs are the full
+    history's, one place later, so only the deleted step's contribution goes)."""
+    chosen = slice(None) if only is None else only
+    questions, row = layout.question[chosen], layout.row[chosen]
+    start = starts[layout.variant[chosen]]
+    later = full[0][questions, row + 1], full[1][questions, row + 1]
+    previous = _before(full, questions, start)
+    step = full[0][questions, start] - previous[0], full[1][questions, start] - previous[1]
+    gone = _times(_power(powers, row + 1 - start), step)
+    return later[0] - gone[0], later[1] - gone[1]
+
+
+def _last_row_states(
+    lru: LRULayer,
+    full: Complex,
+    powers: Complex,
+    rows: Tensor,
+    layout: SuffixRows,
+    starts: Tensor,
+    ends: Tensor,
+) -> Complex:
+    """Last-block states at each variant's last row (``n - 2``): ``lambda^(n - 1 - j)
+    h[j - 1] + sum_(r >= j) lambda^(n - 2 - r) u'[r]`` over the suffix rows' new inputs."""
+    last = full[0].shape[1] - 2
+    inputs = lru.inputs(rows)
+    weighted = _times(_power(powers, last - layout.row), inputs)
+    sums = [
+        part.new_zeros(starts.shape[0], part.shape[1]).index_add_(0, layout.variant, part)
+        for part in weighted
+    ]
+    variants, questions = layout.variant[ends], layout.question[ends]
+    start = starts[variants]
+    carried = _times(_power(powers, last + 1 - start), _before(full, questions, start))
+    return sums[0][variants] + carried[0], sums[1][variants] + carried[1]
+
+
+def _scanned_states(
+    lru: LRULayer, full: Complex, rows: Tensor, layout: SuffixRows, starts: Tensor
+) -> Complex:
+    """Suffix states of a middle block: the suffix rows' new inputs scanned in a
+    ``[V, n - 1]`` batch whose row ``j - 1`` holds the state before ``j`` (0 elsewhere)."""
+    n_events = layout.mask.shape[0]
+    length = full[0].shape[1] - 1
+    inputs = lru.inputs(rows)
+    carry = (starts >= 1).nonzero().squeeze(1)
+    before = _before(full, carry // n_events, starts[carry])
+    dense = []
+    for part, state in zip(inputs, before, strict=True):
+        batch = part.new_zeros(starts.shape[0], length, part.shape[1])
+        batch[layout.variant, layout.row] = part
+        batch[carry, starts[carry] - 1] = state
+        dense.append(batch)
+    states = parallel_scan(dense[0], dense[1], *lru.decay())
+    return states[0][layout.variant, layout.row], states[1][layout.variant, layout.row]

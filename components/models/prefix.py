@@ -1,4 +1,4 @@
-"""One-event deletions of a causal Transformer's history by prefix reuse (exact).
+"""One-event deletions of a history by prefix reuse (exact), for causal encoders.
 
 Counterfactual deletion (``components.explain.influence``) encodes a history of ``n``
 events and its ``E`` one-event deletions. Encoding each variant from scratch costs
@@ -17,14 +17,44 @@ earlier event's position id changes when a later one is deleted, so nothing can 
 reused; :func:`prefix_reusable` says so and callers encode the variants in full. Blocks
 other than the plain :class:`~components.models.layers.TransformerBlock` (BSARec's filter
 mixes positions its own way) are not covered either.
+
+The same holds for any recurrence: the state before a deleted event is the full
+history's. :func:`gru_deletion_states` runs a GRU (GRU4Rec) from there over each suffix
+(all variants packed); LRURec's linear recurrence has closed forms of its own
+(:func:`components.models.lrurec.lru_deletion_states`, on :class:`SuffixRows`).
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from components.models.layers import TransformerBlock, TransformerEncoder
+
+
+class SuffixRows(NamedTuple):
+    """The rows that one-event deletions recompute, packed. Variant ``e`` of question ``q``
+    (its history without the event at ``positions[e]``) is row ``q * E + e`` of a
+    ``[Q * E, n - 1]`` variant batch; its rows ``r >= positions[e]`` (the suffix) hold the
+    full history's event ``r + 1``, its rows before that are the full history's own."""
+
+    mask: Tensor  # [E, n - 1] bool: the suffix rows of each deletion
+    question: Tensor  # [N] question of each packed row
+    variant: Tensor  # [N] variant (``question * E + event``) of each packed row
+    row: Tensor  # [N] position of each packed row within its variant
+
+
+def suffix_rows(n_questions: int, n: int, positions: Tensor) -> SuffixRows:
+    """:class:`SuffixRows` of ``n_questions`` histories of ``n`` events, deleting each of
+    ``positions [E]`` in turn (question-major, then event, then row: each variant's rows are
+    contiguous and in order)."""
+    steps = torch.arange(n - 1, device=positions.device)
+    mask = steps[None] >= positions[:, None]
+    question, event, row = mask.expand(n_questions, -1, -1).nonzero(as_tuple=True)
+    return SuffixRows(mask, question, question * positions.shape[0] + event, row)
 
 
 def prefix_reusable(encoder: TransformerEncoder) -> bool:
@@ -76,9 +106,8 @@ def _variants(
     and ``[Q, n, 3D]``)."""
     (n_questions, n), n_events = histories.shape, positions.shape[0]
     steps = torch.arange(n - 1, device=histories.device)
-    suffix = steps[None] >= positions[:, None]  # [E, n - 1]: rows to recompute
-    question, event, row = suffix.expand(n_questions, -1, -1).nonzero(as_tuple=True)
-    variant = question * n_events + event  # rows of the [Q * E, n - 1] variant batch
+    layout = suffix_rows(n_questions, n, positions)
+    suffix, question, variant, row = layout.mask, layout.question, layout.variant, layout.row
     # a suffix row holds the event one place later in the full history; in the first block
     # it is the same in every variant (item p + 1 at position p), so is its projection
     kinds = None if events is None else events[:, 1:]
@@ -119,3 +148,49 @@ def _embedded(
 def _final(encoder: TransformerEncoder, states: Tensor) -> Tensor:
     """The encoder's output of last-block ``states`` (its final LayerNorm when pre-LN)."""
     return encoder.norm(states) if encoder.norm_first else states
+
+
+@torch.no_grad()
+def gru_deletion_states(gru: nn.GRU, inputs: Tensor, positions: Tensor) -> Tensor:
+    """``[Q, E + 1, H]`` last-layer states of a (bias-free, eval-mode, batch-first) ``gru``
+    after reading each of ``inputs`` (``[Q, n, In]`` embedded histories, no padding) in
+    row 0, and after reading it without step ``positions[e]`` in row ``e + 1``.
+
+    The state before step ``j`` is the full history's (a recurrence reads only the past),
+    so deleting ``j`` runs the GRU from that state over steps ``j + 1 .. n - 1`` only: all
+    variants in one packed batch of ``sum(n - 1 - j)`` steps instead of ``E x n``."""
+    n_questions, n, _ = inputs.shape
+    states = _gru_layer_states(gru, inputs)  # [layers, Q, n, H]
+    full = states[-1][:, -1:]
+    if positions.numel() == 0:
+        return full
+    # state before step j, per layer (zero before the first step)
+    before = torch.cat([torch.zeros_like(states[:, :, :1]), states[:, :, :-1]], dim=2)
+    starts = before[:, :, positions]  # [layers, Q, E, H]
+    out = starts[-1].clone()  # deleting the last event: the state before it
+    lengths = n - 1 - positions
+    runs = lengths > 0
+    if bool(runs.any()):
+        steps = positions[runs, None] + 1 + torch.arange(n - 1, device=inputs.device)[None]
+        suffixes = inputs[:, steps.clamp(max=n - 1)].flatten(0, 1)  # [Q * E', n - 1, In]
+        packed = pack_padded_sequence(
+            suffixes,
+            lengths[runs].repeat(n_questions).cpu(),
+            batch_first=True,
+            enforce_sorted=False,
+        )
+        _, last = gru(packed, starts[:, :, runs].flatten(1, 2).contiguous())
+        out[:, runs] = last[-1].view(n_questions, -1, last.shape[-1])
+    return torch.cat([full, out], dim=1)
+
+
+def _gru_layer_states(gru: nn.GRU, inputs: Tensor) -> Tensor:
+    """``[layers, Q, n, H]``: every layer's state after each step of ``inputs`` (``nn.GRU``
+    returns the last layer's only), one layer at a time with the module's own weights."""
+    states, x = [], inputs
+    for layer in range(gru.num_layers):
+        weights = [getattr(gru, f"weight_ih_l{layer}"), getattr(gru, f"weight_hh_l{layer}")]
+        start = x.new_zeros(1, x.shape[0], gru.hidden_size)
+        x, _ = torch.gru(x, start, weights, False, 1, 0.0, False, False, True)
+        states.append(x)
+    return torch.stack(states)

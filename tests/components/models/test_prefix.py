@@ -13,38 +13,55 @@ from components.explain.influence import (
     deletion_rows,
     ranks_of,
 )
-from components.models.sasrec import SASRec, SASRecParams
+from components.models.base import Recommender
+from components.models.sasrec import SASRec
+from components.models.zoo import get_model_class
 
 N_ITEMS, WIDTH = 300, 12
 
 
-def _sasrec(**params: Any) -> SASRec:
+def _model(name: str, **params: Any) -> Recommender:
     torch.manual_seed(0)
-    model = SASRec(SASRecParams(**params), N_ITEMS, 0, WIDTH)
+    cls = get_model_class(name)
+    model = cls(cls.Params(**params), N_ITEMS, 0, WIDTH)
     with torch.no_grad():  # a learned seen-item offset, so it is exercised
         assert model.seen_bias_raw is not None
         model.seen_bias_raw.fill_(-0.3)
     return model.eval()
 
 
+def _sasrec(**params: Any) -> SASRec:
+    model = _model("sasrec", **params)
+    assert isinstance(model, SASRec)
+    return model
+
+
 @pytest.mark.parametrize(
-    "params",
+    "name,params",
     [
-        {},  # post-LN, 2 blocks (the Beauty recipe)
-        {"norm_first": True, "num_layers": 3},
-        {"num_layers": 1},
-        {"event_types": True, "n_event_types": 3},
+        ("sasrec", {}),  # post-LN, 2 blocks (the Beauty recipe)
+        ("sasrec", {"norm_first": True, "num_layers": 3}),
+        ("sasrec", {"num_layers": 1}),
+        ("sasrec", {"event_types": True, "n_event_types": 3}),
+        ("gru4rec", {}),
+        ("gru4rec", {"num_layers": 2, "event_types": True, "n_event_types": 3}),
+        ("lrurec", {"hidden_size": 16}),  # 2 blocks: first-block closed form, last-row sum
+        ("lrurec", {"hidden_size": 16, "num_layers": 1}),  # the first block is the last
+        ("lrurec", {"hidden_size": 16, "num_layers": 3, "event_types": True, "n_event_types": 3}),
     ],
 )
 @pytest.mark.parametrize("length,events", [(WIDTH, WIDTH), (7, 4), (2, 2)])
 def test_prefix_reuse_equals_encoding_each_deletion(
-    params: dict[str, Any], length: int, events: int
+    name: str, params: dict[str, Any], length: int, events: int
 ) -> None:
-    model = _sasrec(**params)
+    """The hook equals ``encode`` of every left-padded deletion within float32
+    reassociation (``atol`` 1e-5 on LayerNorm-scale states; LRURec's powers of ``lambda``
+    are taken in closed form, the scan multiplies them up)."""
+    model = _model(name, **params)
     generator = torch.Generator().manual_seed(1)
     histories = torch.randint(1, N_ITEMS + 1, (3, length), generator=generator)
-    kinds = torch.randint(1, 4, (3, length), generator=generator)
-    kinds = kinds if params.get("event_types") else None
+    types = torch.randint(1, 4, (3, length), generator=generator)
+    kinds = types if params.get("event_types") else None
     with torch.no_grad():
         found = model.encode_deletions(histories, torch.arange(length - events, length), kinds)
     assert found is not None and found.shape[:2] == (3, events + 1)
@@ -61,15 +78,18 @@ def test_no_shortcut_where_it_would_not_be_exact() -> None:
     history, positions = torch.tensor([[5, 9, 2, 7]]), torch.arange(4)
     # positions counted from the most recent event shift every earlier event on a deletion
     assert _sasrec(positions_from="last").encode_deletions(history, positions) is None
-    training = _sasrec().train()  # dropout on
-    assert training.encode_deletions(history, positions) is None
+    for name in ("sasrec", "gru4rec", "lrurec"):
+        training = _model(name).train()  # dropout on
+        assert training.encode_deletions(history, positions) is None
     assert _sasrec().encode_deletions(history[:, :1], positions[:1]) is None  # nothing left
+    assert _model("lrurec").encode_deletions(history[:, :1], positions[:1]) is None
 
 
-def test_influence_equals_rescoring_every_deletion_with_score_all() -> None:
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec", "lrurec"])
+def test_influence_equals_rescoring_every_deletion_with_score_all(name: str) -> None:
     """Drops and the listed rank changes from encodings + target columns equal plain
     counterfactual deletion: ``score_all`` of each history without one event."""
-    model = _sasrec()
+    model = _model(name)
     history = torch.randint(1, N_ITEMS + 1, (WIDTH,), generator=torch.Generator().manual_seed(2))
     targets = torch.tensor([history[-1].item(), 17, 250])  # one of them is in the history
     question = Question(history, targets)
