@@ -26,7 +26,10 @@ Departures from the reference code, and why:
   the attention uses (a position reads exactly what its attention may read).
 - positions counted from the oldest item of the window (as our SASRec), so every
   training position equals inference on its prefix; the reference counts over the padded
-  window, which is only faithful with its prefix expansion;
+  window, which is only faithful with its prefix expansion. With the causal filter (its
+  weights depend only on the lag) this also makes one-event deletions exact by prefix
+  reuse, as for SASRec (:mod:`components.models.prefix`): deleting event ``j`` leaves
+  every layer's rows before ``j`` unchanged; the reference's global FFT filter would not;
 - items enter through the shared :class:`~components.models.layers.ItemInput` (id, and
   optionally text / category / event-type inputs), like the other sequence models;
 - repeat-aware scoring (``seen_bias``, see :mod:`components.models.base`), on by default
@@ -94,9 +97,21 @@ class FrequencyFilter(nn.Module):
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """``x [B, L, D]``; ``mask [B, 1, L, L]`` (True = may read): each position filters
         only what it may attend to (the past, never padding)."""
+        return self.output(x, self.low_pass(x, mask))
+
+    def low_pass(self, x: Tensor, mask: Tensor | None, queries: int | None = None) -> Tensor:
+        """``[B, Q, D]`` causal low-pass of ``x [B, L, D]`` at its last ``queries`` rows
+        (all by default), each reading what ``mask`` (``[B, 1, Q, L]``, ``[Q, L]``, or
+        None: the whole past) lets it read. The weights depend only on the lag, so a row's
+        value does not depend on where the sequence starts."""
         length = x.shape[1]
-        weights = self.toeplitz[:length, :length] * mask[:, 0]
-        low = weights.to(x.dtype) @ x
+        weights = self.toeplitz[length - (queries or length) : length, :length]
+        if mask is not None:
+            weights = weights * (mask[:, 0] if mask.dim() == 4 else mask)
+        return weights.to(x.dtype) @ x
+
+    def output(self, x: Tensor, low: Tensor) -> Tensor:
+        """The filter sublayer's output at rows ``x`` given their low-pass ``low``."""
         filtered = low + self.sqrt_beta**2 * (x - low)
         return self.norm(x + self.drop(filtered))
 
@@ -122,9 +137,14 @@ class BSARecBlock(TransformerBlock):
         self.alpha = alpha
         self.filter = FrequencyFilter(dim, window, c, dropout, eps)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        attended = self.norm1(x + self._attend(x, mask))
-        mixed = self.alpha * self.filter(x, mask) + (1 - self.alpha) * attended
+    def context(self, inputs: Tensor, mask: Tensor | None, queries: int | None = None) -> Tensor:
+        return self.filter.low_pass(inputs, mask, queries)
+
+    def finish(self, x: Tensor, attended: Tensor, context: Tensor | None = None) -> Tensor:
+        assert context is not None  # the filter's low-pass (from :meth:`context`)
+        mixed = self.alpha * self.filter.output(x, context) + (1 - self.alpha) * self.norm1(
+            x + attended
+        )
         return self.norm2(mixed + self.drop(self.ffn(mixed)))
 
 

@@ -366,10 +366,6 @@ class TransformerBlock(nn.Module):
         )
         self.drop = nn.Dropout(dropout)
 
-    def _attend(self, x: Tensor, mask: Tensor) -> Tensor:
-        qkv = self.qkv(x)
-        return self.drop(self.proj(self.mix(qkv, qkv, mask)))
-
     def project_qkv(self, x: Tensor) -> Tensor:
         """``[..., 3D]`` queries, keys and values of layer input ``x`` (after ``norm1`` in a
         pre-LN block)."""
@@ -391,9 +387,21 @@ class TransformerBlock(nn.Module):
         )
         return attended.transpose(1, 2).reshape(b, n_queries, dim)
 
-    def finish(self, x: Tensor, attended: Tensor) -> Tensor:
+    def context(
+        self, inputs: Tensor, mask: Tensor | None, queries: int | None = None
+    ) -> Tensor | None:
+        """What the block reads from its input sequence besides attention, at the last
+        ``queries`` rows (all by default) of ``inputs [B, L, D]`` that ``mask`` lets each
+        row read (as :meth:`mix`'s; None: the past, no padding): nothing here (None);
+        BSARec's filter reads a low-pass of the past. Prefix reuse
+        (:mod:`components.models.prefix`) relies on the output at a row depending on other
+        rows only through :meth:`mix` and this."""
+        return None
+
+    def finish(self, x: Tensor, attended: Tensor, context: Tensor | None = None) -> Tensor:
         """The block's output at rows ``x`` (layer input) given their attention ``attended``
-        (after the output projection): residuals, LayerNorms and the feed-forward."""
+        (after the output projection) and :meth:`context`: residuals, LayerNorms and the
+        feed-forward."""
         if self.norm_first:
             x = x + attended
             return x + self.drop(self.ffn(self.norm2(x)))
@@ -402,7 +410,8 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         qkv = self.project_qkv(x)
-        return self.finish(x, self.drop(self.proj(self.mix(qkv, qkv, mask))))
+        attended = self.drop(self.proj(self.mix(qkv, qkv, mask)))
+        return self.finish(x, attended, self.context(x, mask))
 
 
 class TransformerEncoder(nn.Module):

@@ -14,9 +14,10 @@ last position is needed (the representation that scores the next item). That is 
 
 With positions counted from the most recent event (``positions_from: last``) every
 earlier event's position id changes when a later one is deleted, so nothing can be
-reused; :func:`prefix_reusable` says so and callers encode the variants in full. Blocks
-other than the plain :class:`~components.models.layers.TransformerBlock` (BSARec's filter
-mixes positions its own way) are not covered either.
+reused; :func:`prefix_reusable` says so and callers encode the variants in full. A block
+may read its input sequence besides attention (:meth:`TransformerBlock.context`): BSARec's
+causal low-pass filter, whose weights depend only on the lag, so it is just as
+prefix-stable; the variants' context is taken over the same merged prefix + suffix rows.
 
 The same holds for any recurrence: the state before a deleted event is the full
 history's. :func:`gru_deletion_states` runs a GRU (GRU4Rec) from there over each suffix
@@ -59,8 +60,12 @@ def suffix_rows(n_questions: int, n: int, positions: Tensor) -> SuffixRows:
 
 def prefix_reusable(encoder: TransformerEncoder) -> bool:
     """Whether :func:`deletion_states` is exact for ``encoder`` (eval mode, positions from
-    the oldest event, plain Transformer blocks)."""
-    plain = all(type(block) is TransformerBlock for block in encoder.blocks)
+    the oldest event, blocks that compute as :meth:`TransformerBlock.forward`: attention
+    plus a :meth:`~TransformerBlock.context` of the past, as SASRec's and BSARec's)."""
+    plain = all(
+        isinstance(block, TransformerBlock) and type(block).forward is TransformerBlock.forward
+        for block in encoder.blocks
+    )
     return plain and encoder.positions_from == "first" and not encoder.training
 
 
@@ -81,7 +86,8 @@ def deletion_states(
         qkv = block.project_qkv(x)
         inputs.append(x)
         keys.append(qkv)
-        x = block.finish(x, block.drop(block.proj(block.mix(qkv, qkv, causal))))
+        attended = block.drop(block.proj(block.mix(qkv, qkv, causal)))
+        x = block.finish(x, attended, block.context(x, None))
     full = x[:, -1:]
     if positions.numel() == 0:
         return _final(encoder, full)
@@ -125,14 +131,33 @@ def _variants(
             merged[variant, row] = block.project_qkv(x)
         if depth < len(blocks) - 1:
             attended = block.mix(merged, merged, causal)[variant, row]
-            x = block.finish(x, block.drop(block.proj(attended)))
+            context = _suffix_context(block, inputs[depth], x, layout, None)
+            x = block.finish(x, block.drop(block.proj(attended)), context)
             continue
         last = inputs[depth][:, n - 2].repeat_interleave(n_events, dim=0)
         at_end = row == n - 2
         last[variant[at_end]] = x[at_end]
         attended = block.drop(block.proj(block.mix(merged[:, -1:], merged, None)))
-        return block.finish(last[:, None], attended).view(n_questions, n_events, -1)
+        context = _suffix_context(block, inputs[depth], x, layout, 1)
+        return block.finish(last[:, None], attended, context).view(n_questions, n_events, -1)
     raise AssertionError("a Transformer encoder has at least one block")
+
+
+def _suffix_context(
+    block: TransformerBlock, inputs: Tensor, rows: Tensor, layout: SuffixRows, queries: int | None
+) -> Tensor | None:
+    """``block``'s :meth:`~TransformerBlock.context` in the variants: at their suffix rows
+    (``[N, D]``), or at their last ``queries`` rows (``[V, queries, D]``), reading the
+    full histories' block ``inputs [Q, n, D]`` before each deleted event and the suffix
+    ``rows [N, D]`` after it. None (nothing built) for a block without a context."""
+    if type(block).context is TransformerBlock.context:
+        return None
+    merged = inputs[:, :-1].repeat_interleave(layout.mask.shape[0], dim=0)
+    merged[layout.variant, layout.row] = rows
+    context = block.context(merged, None, queries)
+    return (
+        context if queries is not None or context is None else context[layout.variant, layout.row]
+    )
 
 
 def _embedded(

@@ -43,6 +43,8 @@ def _sasrec(**params: Any) -> SASRec:
         ("sasrec", {"norm_first": True, "num_layers": 3}),
         ("sasrec", {"num_layers": 1}),
         ("sasrec", {"event_types": True, "n_event_types": 3}),
+        ("bsarec", {}),  # causal low-pass filter + attention, 2 layers
+        ("bsarec", {"num_layers": 3, "alpha": 0.3, "event_types": True, "n_event_types": 3}),
         ("gru4rec", {}),
         ("gru4rec", {"num_layers": 2, "event_types": True, "n_event_types": 3}),
         ("lrurec", {"hidden_size": 16}),  # 2 blocks: first-block closed form, last-row sum
@@ -78,14 +80,14 @@ def test_no_shortcut_where_it_would_not_be_exact() -> None:
     history, positions = torch.tensor([[5, 9, 2, 7]]), torch.arange(4)
     # positions counted from the most recent event shift every earlier event on a deletion
     assert _sasrec(positions_from="last").encode_deletions(history, positions) is None
-    for name in ("sasrec", "gru4rec", "lrurec"):
+    for name in ("sasrec", "bsarec", "gru4rec", "lrurec"):
         training = _model(name).train()  # dropout on
         assert training.encode_deletions(history, positions) is None
     assert _sasrec().encode_deletions(history[:, :1], positions[:1]) is None  # nothing left
     assert _model("lrurec").encode_deletions(history[:, :1], positions[:1]) is None
 
 
-@pytest.mark.parametrize("name", ["sasrec", "gru4rec", "lrurec"])
+@pytest.mark.parametrize("name", ["sasrec", "bsarec", "gru4rec", "lrurec"])
 def test_influence_equals_rescoring_every_deletion_with_score_all(name: str) -> None:
     """Drops and the listed rank changes from encodings + target columns equal plain
     counterfactual deletion: ``score_all`` of each history without one event."""
