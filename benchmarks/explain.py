@@ -10,11 +10,12 @@ of 3 single deletions, so this tests whether single-event influence ranks events
 Reported per strategy: mean score drop and mean rank drop of the target, and the share
 of users whose top-3 deletion drops the score strictly more than random / recent.
 
-**Latency**: the trained SASRec of the first dataset is registered in a temporary
-workspace and deployed as a real bento (no feature store); ``POST /recommend`` with a
-real 50-event history and k=10, with and without ``"explain": true``, at concurrency 1
-and 8 (closed loop, ``benchmarks.loadgen`` in its own process), plus the same calls
-in-process through :class:`services.engine.Engine` (no HTTP).
+**Latency**: each trained model of the first dataset named by ``latency_models``
+(default: its SASRec, else its first model) is registered in a temporary workspace and
+deployed as a real bento (no feature store); ``POST /recommend`` with a real 50-event
+history and k=10, with and without ``"explain": true``, at concurrency 1 and 8 (closed
+loop, ``benchmarks.loadgen`` in its own process), plus the same calls in-process through
+:class:`services.engine.Engine` (no HTTP). The measurement lock is held per model.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch
 
 from benchmarks.accuracy import _model_config
 from benchmarks.common import measurement_lock
+from components.errors import ConfigError
 from components.explain.gradients import integrated_gradients
 from components.explain.group import greedy_group_deletion
 from components.explain.influence import Question, deletion_influence
@@ -445,12 +447,16 @@ def run_explain_benchmark(
     progress: Callable[[str], None],
     search_pool: int = POOL,
     lock: Path | None = None,
+    latency_models: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Faithfulness rows for every (dataset, model); latency on the first dataset's SASRec
-    (or first model), holding ``lock`` (a shared measurement lock file) while it runs."""
+    """Faithfulness rows for every (dataset, model); latency for the first dataset's
+    ``latency_models`` (default: its SASRec, or first model), holding ``lock`` (a shared
+    measurement lock file) while each model is measured."""
     rows = []
-    latency_source = None
-    latency_model = "sasrec" if "sasrec" in models else models[0]
+    timed = latency_models or ["sasrec" if "sasrec" in models else models[0]]
+    if unknown := sorted(set(timed) - set(models)):
+        raise ConfigError(f"latency models {', '.join(unknown)} are not among --models")
+    sources: list[tuple[ModelBundle, Any, str, Path]] = []
     for data, fmt in datasets:
         for model in models:
             row, bundle, prepared = faithfulness_one(
@@ -474,34 +480,52 @@ def run_explain_benchmark(
                 + f" ({row['users']} users)"
             )
             rows.append(row)
-            first_data = data == datasets[0][0]
-            if latency_source is None and first_data and model in ("sasrec", latency_model):
-                latency_source = (bundle, prepared, model, data)
+            if latency and data == datasets[0][0] and model in timed:
+                sources.append((bundle, prepared, model, data))
     latency_rows: list[dict[str, Any]] = []
-    latency_info: dict[str, Any] = {}
-    if latency and latency_source is not None:
-        bundle, prepared, model, data = latency_source
-        history = latency_history(prepared)
-        progress(f"latency: {model} on {data.name}, history length {len(history)}")
-        with measurement_lock(lock) as load_before:
-            for explain_history in explain_histories:
-                latency_rows += in_process_latency(
-                    bundle, history, levels, duration, explain_history
-                )
-                latency_rows += http_latency(
-                    bundle, history, levels, duration, 1, explain_history=explain_history
-                )
-            load_after = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-        latency_info = {
-            "model": model,
-            "data": data.name,
-            "n_items": prepared.vocab.n_items,
-            "history_length": len(history),
-            "k": LATENCY_K,
-            "load_average_before": load_before,
-            "load_average_after": load_after,
-        }
-    return {"faithfulness": rows, "latency": latency_rows, "latency_setup": latency_info}
+    setups: list[dict[str, Any]] = []
+    for bundle, prepared, model, data in sources:
+        rows_of_model, setup = model_latency(
+            bundle, prepared, model, data, levels, duration, explain_histories, lock, progress
+        )
+        latency_rows += rows_of_model
+        setups.append(setup)
+    return {"faithfulness": rows, "latency": latency_rows, "latency_setup": setups}
+
+
+def model_latency(
+    bundle: ModelBundle,
+    prepared: Any,
+    model: str,
+    data: Path,
+    levels: list[int],
+    duration: float,
+    explain_histories: list[int],
+    lock: Path | None,
+    progress: Callable[[str], None],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One model's latency rows (in process and over HTTP, every ``explain_max_history``)
+    and its setup (load average before and after), measured under ``lock``."""
+    history = latency_history(prepared)
+    progress(f"latency: {model} on {data.name}, history length {len(history)}")
+    rows: list[dict[str, Any]] = []
+    with measurement_lock(lock) as load_before:
+        for explain_history in explain_histories:
+            rows += in_process_latency(bundle, history, levels, duration, explain_history)
+            rows += http_latency(
+                bundle, history, levels, duration, 1, explain_history=explain_history
+            )
+        load_after = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    setup = {
+        "model": model,
+        "data": data.name,
+        "n_items": prepared.vocab.n_items,
+        "history_length": len(history),
+        "k": LATENCY_K,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+    }
+    return [{"model": model, **row} for row in rows], setup
 
 
 def format_tables(result: dict[str, Any]) -> str:
@@ -538,32 +562,39 @@ def format_tables(result: dict[str, Any]) -> str:
         f"ig: integrated gradients ({IG_STEPS} steps). ms/user: one history explained "
         "(batched over users)."
     )
-    if result["latency"]:
-        setup = result["latency_setup"]
-        lines += [
-            "",
-            f"latency: {setup['model']} on {setup['data']} ({setup['n_items']} items), "
-            f"history {setup['history_length']}, k={setup['k']}, load average "
-            f"{setup.get('load_average_before', '?')} before, "
-            f"{setup.get('load_average_after', '?')} after",
-            f"{'target':<12}{'events':>7}{'conc':>5}{'explain':>9}{'requests':>10}{'p50 ms':>9}"
-            f"{'p99 ms':>9}{'errors':>8}{'p50 ratio':>11}{'p99 ratio':>11}",
-        ]
-
-        def key(r: dict[str, Any]) -> tuple[str, int, int]:
-            return r["target"], r["explain_max_history"], r["concurrency"]
-
-        plain = {key(r): r for r in result["latency"] if not r["explain"]}
-        for r in sorted(result["latency"], key=lambda r: (*key(r), r["explain"])):
-            base = plain[key(r)]
-            lines.append(
-                f"{r['target']:<12}{r['explain_max_history']:>7}{r['concurrency']:>5}"
-                f"{str(r['explain']):>9}{r['requests']:>10}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-                f"{r['errors']:>8}{r['p50_ms'] / max(base['p50_ms'], 1e-9):>11.2f}"
-                f"{r['p99_ms'] / max(base['p99_ms'], 1e-9):>11.2f}"
-            )
+    setups = result.get("latency_setup", [])
+    for setup in setups:
+        lines += ["", *latency_table(setup, result["latency"])]
+    if setups:
         lines.append(
             "events: serve.explain_max_history (most recent events deleted per request); "
             "ratio: explain / plain on the same deployment and concurrency"
         )
     return "\n".join(lines)
+
+
+def latency_table(setup: dict[str, Any], latency: list[dict[str, Any]]) -> list[str]:
+    """The latency lines of the model ``setup`` names (rows without a model: the first)."""
+    lines = [
+        f"latency: {setup['model']} on {setup['data']} ({setup['n_items']} items), "
+        f"history {setup['history_length']}, k={setup['k']}, load average "
+        f"{setup.get('load_average_before', '?')} before, "
+        f"{setup.get('load_average_after', '?')} after",
+        f"{'target':<12}{'events':>7}{'conc':>5}{'explain':>9}{'requests':>10}{'p50 ms':>9}"
+        f"{'p99 ms':>9}{'errors':>8}{'p50 ratio':>11}{'p99 ratio':>11}",
+    ]
+    mine = [r for r in latency if r.get("model", setup["model"]) == setup["model"]]
+
+    def key(r: dict[str, Any]) -> tuple[str, int, int]:
+        return r["target"], r["explain_max_history"], r["concurrency"]
+
+    plain = {key(r): r for r in mine if not r["explain"]}
+    for r in sorted(mine, key=lambda r: (*key(r), r["explain"])):
+        base = plain[key(r)]
+        lines.append(
+            f"{r['target']:<12}{r['explain_max_history']:>7}{r['concurrency']:>5}"
+            f"{str(r['explain']):>9}{r['requests']:>10}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+            f"{r['errors']:>8}{r['p50_ms'] / max(base['p50_ms'], 1e-9):>11.2f}"
+            f"{r['p99_ms'] / max(base['p99_ms'], 1e-9):>11.2f}"
+        )
+    return lines

@@ -16,9 +16,11 @@ from benchmarks.explain import (
     faithfulness,
     format_tables,
     ranked_positions,
+    run_explain_benchmark,
     without_events,
 )
 from components.data.sequences import Vocabulary
+from components.errors import ConfigError
 from components.models.bundle import ModelBundle
 from tests.components.explain.test_influence import _SumModel
 
@@ -78,3 +80,53 @@ def test_measurement_lock_is_held_while_measuring(tmp_path: Path) -> None:
             fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
     with path.open("a") as other:  # released afterwards
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _latency_row(model: str, explain: bool, p50: float) -> dict[str, object]:
+    return {
+        "model": model,
+        "target": "bento",
+        "explain": explain,
+        "explain_max_history": 50,
+        "concurrency": 1,
+        "requests": 10,
+        "errors": 0,
+        "p50_ms": p50,
+        "p99_ms": 2 * p50,
+    }
+
+
+def test_latency_tables_are_one_per_model_with_their_own_ratios() -> None:
+    setups = [
+        {"model": m, "data": "d", "n_items": 9, "history_length": 50, "k": 10}
+        for m in ("sasrec", "lrurec")
+    ]
+    rows = [
+        _latency_row("sasrec", False, 10.0),
+        _latency_row("sasrec", True, 15.0),
+        _latency_row("lrurec", False, 4.0),
+        _latency_row("lrurec", True, 12.0),
+    ]
+    table = format_tables({"faithfulness": [], "latency": rows, "latency_setup": setups})
+    sasrec, lrurec = table.split("latency: ")[1:]
+    assert sasrec.startswith("sasrec") and "1.50" in sasrec and "3.00" not in sasrec
+    assert lrurec.startswith("lrurec") and "3.00" in lrurec and "1.50" not in lrurec
+
+
+def test_latency_of_a_model_not_benchmarked_is_refused_before_any_training() -> None:
+    with pytest.raises(ConfigError, match="gru4rec"):
+        run_explain_benchmark(
+            [(Path("unused.txt"), "auto")],
+            ["sasrec"],
+            max_epochs=1,
+            users=1,
+            min_history=4,
+            seed=0,
+            levels=[1],
+            duration=1.0,
+            latency=True,
+            explain_histories=[50],
+            overrides=[],
+            progress=print,
+            latency_models=["gru4rec"],
+        )

@@ -222,6 +222,14 @@ def bench_explain(
             "and faithfulness run outside it), e.g. /tmp/recops-bench.lock.",
         ),
     ] = None,
+    latency_models: Annotated[
+        str,
+        typer.Option(
+            "--latency-models",
+            help="Comma-separated models (of --models) whose latency is measured on the first "
+            "--data (default: sasrec, or the first model).",
+        ),
+    ] = "",
     set_: SetOpt = None,
     json_out: JsonOutOpt = None,
 ) -> None:
@@ -253,6 +261,7 @@ def bench_explain(
         progress=lambda line: console.print(line, highlight=False),
         search_pool=search_pool,
         lock=lock,
+        latency_models=[m.strip() for m in latency_models.split(",") if m.strip()] or None,
     )
     typer.echo(format_tables(result))
     write_report(json_out, "explain", result)
