@@ -2,7 +2,9 @@
 
 For each dataset (ml-100k when its files are present, and N synthetic events) and each
 online store (SQLite, and Redis when ``redis-server`` is installed): time building the
-feature tables, ``apply`` and a full materialization, then the latency of
+feature tables of the first 90 % of the days, ``apply`` and a full materialization; then
+the whole data as a second batch: the tables again (only the new days' partitions are
+written) and an incremental materialization (only the new interval); then the latency of
 ``online_recent_items`` for one user and for a batch of users (p50/p99 over many calls,
 after a warm-up, the FeatureStore kept alive as the serving bento keeps it).
 """
@@ -14,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ import pandas as pd
 
 from benchmarks.common import measure, print_table, write_report
 from components.data.config import SyntheticConfig
-from components.data.schema import USER
+from components.data.schema import TIME, USER
 from components.features.config import FeaturesConfig
 from components.features.local_redis import local_redis, redis_server_binary
 from components.features.store import (
@@ -63,6 +66,15 @@ def _datasets(
         yield f"synthetic-{n_events:,}", generate_events(synth), None
 
 
+def first_batch(events: pd.DataFrame, share: float = 0.9) -> tuple[pd.DataFrame, datetime]:
+    """The events before the UTC day holding the ``share`` quantile of the event times (the
+    first batch; the rest arrive as a second one) and the moment that batch was
+    materialized up to (that day's midnight)."""
+    times = pd.to_datetime(events[TIME], utc=True)
+    cut = pd.Timestamp(times.quantile(share)).floor("D")
+    return events[(times < cut).to_numpy()], cut.to_pydatetime()
+
+
 def _latencies_ms(call: Any, batches: list[list[str]], warmup: int = 20) -> dict[str, float]:
     for batch in batches[:warmup]:
         call(batch)
@@ -91,22 +103,34 @@ def _bench_one(
 ) -> dict[str, Any]:
     figures: dict[str, Any] = {"dataset": name, "online_store": cfg.online_store}
     figures["events"] = len(events)
+    first, cut = first_batch(events)
+    figures["first_batch_events"] = len(first)
     with tempfile.TemporaryDirectory(prefix="recops-bench-features-") as tmp:
         workspace = Workspace.at(tmp).ensure()
         definitions(cfg)  # import Feast and the repo outside the timed stages
         with measure("tables") as tables:
-            write_feature_tables(events, workspace, cfg, item_side)
+            write_feature_tables(first, workspace, cfg, item_side)
         with measure("apply") as applied:
             apply_repo(workspace, cfg)
         with measure("materialize") as mat:
-            result = materialize(workspace, cfg, incremental=False)
+            result = materialize(workspace, cfg, end=cut, incremental=False)
+        with measure("tables, new days") as tables_new:
+            write_feature_tables(events, workspace, cfg, item_side)
+        with measure("materialize, new days") as mat_new:
+            added = materialize(workspace, cfg, incremental=True)
         figures |= {
             "tables_s": tables.seconds,
+            "tables_peak_rss_mb": tables.peak_rss_mb,
             "apply_s": applied.seconds,
             "materialize_s": mat.seconds,
             "materialize_peak_rss_mb": mat.peak_rss_mb,
             "rows": {v.view: v.rows for v in result.views},
             "entities_written": {v.view: v.entities for v in result.views},
+            "tables_new_days_s": tables_new.seconds,
+            "tables_new_days_peak_rss_mb": tables_new.peak_rss_mb,
+            "materialize_new_days_s": mat_new.seconds,
+            "materialize_new_days_peak_rss_mb": mat_new.peak_rss_mb,
+            "rows_new_days": {v.view: v.rows for v in added.views},
         }
         users = events[USER].astype(str).unique()
         rng = np.random.default_rng(seed)
@@ -160,6 +184,9 @@ def run_features_benchmark(
             r["tables_s"],
             r["materialize_s"],
             r["materialize_peak_rss_mb"],
+            r["tables_new_days_s"],
+            r["materialize_new_days_s"],
+            max(r["tables_new_days_peak_rss_mb"], r["materialize_new_days_peak_rss_mb"]),
             r["single"]["p50_ms"],
             r["single"]["p99_ms"],
             r[key]["p50_ms"],
@@ -174,9 +201,12 @@ def run_features_benchmark(
             "dataset",
             "store",
             "events",
-            "tables s",
+            "tables s (90% of days)",
             "materialize s",
             "peak RSS MB",
+            "tables s (+ new days)",
+            "materialize s (new days)",
+            "peak RSS MB (new days)",
             "1 user p50 ms",
             "1 user p99 ms",
             f"{batch_size} users p50 ms",

@@ -1,7 +1,7 @@
 """Feast declarations for recops: the single source of entities, sources, views, services.
 
 The Parquet sources are written by ``components.features.store.write_feature_tables``
-from an accepted dataset version (tables computed in ``components.features.tables``).
+(user and item snapshots as daily partitions) from an accepted dataset version (tables computed in ``components.features.tables``).
 Source paths are relative: Feast resolves them against the repo path, which recops sets
 to the workspace's features folder.
 
@@ -19,8 +19,11 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueT
 from feast.types import Array, Float32, Float64, Int64, String
 
 WINDOWS_DAYS = (1, 7, 30)
-USER_SOURCE_PATH = "sources/user_features.parquet"
-ITEM_SOURCE_PATH = "sources/item_features.parquet"
+# Day partitions (``day=YYYY-MM-DD/part-0.parquet``, the UTC day of event_timestamp): a new
+# dataset version rewrites only the days from its first changed one, and materialization
+# reads only the days of its interval (components/features/partitions.py).
+USER_SOURCE_PATH = "sources/user_features/day=*/*.parquet"
+ITEM_SOURCE_PATH = "sources/item_features/day=*/*.parquet"
 ITEM_CONTENT_SOURCE_PATH = "sources/item_content.parquet"
 
 user = Entity(

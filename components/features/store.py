@@ -36,11 +36,26 @@ import pyarrow.parquet as pq
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from components.data.schema import ITEM, TIME, USER
+from components.data.schema import EVENT, ITEM, TIME, USER
 from components.errors import FeatureStoreError
 from components.features.config import FeaturesConfig
 from components.features.item_content import TextSettings, content_table
-from components.features.tables import EVENT_TS, item_feature_table, user_feature_table
+from components.features.partitions import (
+    MANIFEST,
+    Manifest,
+    edge_timestamp,
+    event_day_digests,
+    partition_root,
+    read_window,
+    write_partitions,
+)
+from components.features.tables import (
+    CATEGORY,
+    EVENT_TS,
+    TITLE,
+    item_feature_table,
+    user_feature_table,
+)
 from components.secrets import resolve
 from components.workspace import Workspace
 
@@ -298,9 +313,12 @@ def forget_stores() -> None:
 
 # --- offline tables -------------------------------------------------------------------
 def source_paths(workspace: Workspace, cfg: FeaturesConfig) -> dict[str, Path]:
-    """Feature view name -> absolute path of its Parquet source in this workspace."""
+    """Feature view name -> absolute path of its Parquet source in this workspace: the
+    folder of day partitions for a source declared as ``<folder>/day=*/*.parquet``
+    (:mod:`components.features.partitions`), the file otherwise."""
     return {
-        name: workspace.features_dir / rel for name, rel in definitions(cfg).source_paths.items()
+        name: workspace.features_dir / (partition_root(rel) or rel)
+        for name, rel in definitions(cfg).source_paths.items()
     }
 
 
@@ -322,16 +340,37 @@ def write_feature_tables(
         USER_VIEW: user_feature_table(events, cfg.history_length, cfg.windows_days),
         ITEM_VIEW: item_feature_table(events, cfg.windows_days, item_side),
     }
-    for name, table in tables.items():
-        path = paths[name]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".parquet.tmp")
+    # the rows depend on these columns of the events; side columns (category, title)
+    # reach the item view's basis through its table
+    days = event_day_digests(events[[c for c in (USER, ITEM, TIME, EVENT) if c in events]], TIME)
+    for name in list(tables):
+        table, path = tables.pop(name), paths[name]  # one pandas table alive at a time
+        basis = _table_basis(cfg, name, table)
         # plain Arrow schema: pandas metadata (ArrowDtype) confuses Feast's Dask reader
         arrow = pa.Table.from_pandas(table, preserve_index=False).replace_schema_metadata(None)
+        del table
+        if path.suffix != ".parquet":  # a folder of day partitions
+            write_partitions(arrow, path, Manifest(basis, days))
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".parquet.tmp")
         pq.write_table(arrow, tmp)
         tmp.replace(path)
-        log.info("wrote %s rows of %s to %s", len(table), name, path)
+        log.info("wrote %s rows of %s to %s", arrow.num_rows, name, path)
     return paths
+
+
+def _table_basis(cfg: FeaturesConfig, view: str, table: pd.DataFrame) -> str:
+    """Everything besides the day's events that a view's rows depend on: the feature repo
+    and table settings, and for the item view each item's category and title (one value
+    per item over all its snapshots, taken from the newest side data)."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{view}\0{repo_digest(cfg)}\0".encode())
+    if view == ITEM_VIEW:
+        side = table[[ITEM, CATEGORY, TITLE]].drop_duplicates(ITEM).sort_values(ITEM)
+        digest.update(pd.util.hash_pandas_object(side, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
 
 
 # --- apply / materialize --------------------------------------------------------------
@@ -372,36 +411,59 @@ def _source_window(
     path: Path, key: str, start: datetime | None, end: datetime
 ) -> tuple[int, int, datetime | None]:
     """(rows, distinct entities, earliest timestamp) of a source within [start, end]."""
-    if not path.exists():
+    earliest = _edge_timestamp(path, newest=False)
+    if earliest is None:
         return 0, 0, None
-    table = pq.read_table(path, columns=[key, EVENT_TS])
+    inside = source_rows(path, [key], start, end)
+    return inside.num_rows, pc.count_distinct(inside[key]).as_py(), earliest.to_pydatetime()
+
+
+def _edge_timestamp(path: Path, newest: bool) -> pd.Timestamp | None:
+    """A source's earliest or newest snapshot time (None: no source or no rows)."""
+    if path.is_dir():
+        return edge_timestamp(path, newest)
+    if not path.exists():
+        return None
+    ts = pq.read_table(path, columns=[EVENT_TS])[EVENT_TS]
+    value = (pc.max(ts) if newest else pc.min(ts)).as_py()
+    return pd.Timestamp(value) if value is not None else None
+
+
+def source_rows(
+    path: Path,
+    columns: list[str] | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> pa.Table:
+    """A source's rows with ``start <= event_timestamp <= end`` (bounds optional); a
+    partitioned source reads only the partitions of the days in the window."""
+    if path.is_dir():
+        return read_window(path, columns, start, end)
+    wanted = None if columns is None else list(dict.fromkeys([*columns, EVENT_TS]))
+    table = pq.read_table(path, columns=wanted)
     ts = table[EVENT_TS]
-    mask = pc.less_equal(ts, pd.Timestamp(end))
+    mask = pc.less_equal(ts, pd.Timestamp(end)) if end is not None else None
     if start is not None:
-        mask = pc.and_(mask, pc.greater_equal(ts, pd.Timestamp(start)))
-    inside = table.filter(mask)
-    earliest = pd.Timestamp(pc.min(ts).as_py()).to_pydatetime() if len(table) else None
-    return len(inside), pc.count_distinct(inside[key]).as_py(), earliest
+        lower = pc.greater_equal(ts, pd.Timestamp(start))
+        mask = lower if mask is None else pc.and_(mask, lower)
+    inside = table.filter(mask) if mask is not None else table
+    return inside.select(columns) if columns is not None else inside
 
 
 def _default_end(paths: dict[str, Path]) -> datetime:
     """Now, or just past the newest snapshot when the data's clock runs ahead of ours."""
     end = datetime.now(timezone.utc)
     for path in paths.values():
-        if path.exists():
-            newest = pc.max(pq.read_table(path, columns=[EVENT_TS])[EVENT_TS]).as_py()
-            if newest is not None:
-                end = max(end, pd.Timestamp(newest).to_pydatetime() + timedelta(seconds=1))
+        newest = _edge_timestamp(path, newest=True)
+        if newest is not None:
+            end = max(end, newest.to_pydatetime() + timedelta(seconds=1))
     return end
 
 
 def latest_snapshots(path: Path, key: str, start: datetime, end: datetime) -> pd.DataFrame:
-    """Each entity's newest snapshot with ``start <= event_timestamp <= end`` (pyarrow)."""
-    table = pq.read_table(path)
-    ts = table[EVENT_TS]
-    inside = table.filter(
-        pc.and_(pc.greater_equal(ts, pd.Timestamp(start)), pc.less_equal(ts, pd.Timestamp(end)))
-    )
+    """Each entity's newest snapshot with ``start <= event_timestamp <= end`` (pyarrow;
+    only the partitions of the days in the window are read)."""
+    inside = source_rows(path, None, start, end)
     if not len(inside):
         return inside.to_pandas()
     keys = inside.select([key, EVENT_TS]).to_pandas()
@@ -417,11 +479,17 @@ def _materialize_view(
     key: str,
     start: datetime,
     end: datetime,
+    incremental: bool,
 ) -> None:
-    """Load one view's snapshots in [start, end] into the online store; record the interval."""
+    """Load one view's snapshots in [start, end] into the online store; record the
+    interval. ``incremental``: ``start`` is the end the registry recorded last time."""
     if cfg.materialize_engine == "feast":
         with _feast_output_to_log():
-            store.materialize(start_date=start, end_date=end, feature_views=[view])
+            if incremental:
+                # Feast's own incremental run: from the recorded end (== start) to end
+                store.materialize_incremental(end_date=end, feature_views=[view])
+            else:
+                store.materialize(start_date=start, end_date=end, feature_views=[view])
         return
     rows = latest_snapshots(path, key, start, end)
     if len(rows):
@@ -458,12 +526,10 @@ def _marker_present(store: feast.FeatureStore) -> bool:
 
 def _write_marker(store: feast.FeatureStore, user_table: Path) -> None:
     """Write :data:`MARKER_USER` (a copy of one real user snapshot) to the online store."""
-    if not user_table.exists():
+    newest = _edge_timestamp(user_table, newest=True)
+    if newest is None:
         return
-    first = pq.ParquetFile(user_table)
-    if first.metadata.num_rows == 0:
-        return
-    row = first.read_row_group(0).slice(0, 1).to_pandas()
+    row = source_rows(user_table, None, start=newest.to_pydatetime()).slice(0, 1).to_pandas()
     row[USER] = MARKER_USER
     try:
         with warnings.catch_warnings():
@@ -515,7 +581,9 @@ def materialize(
             continue
         if start < end:
             try:
-                _materialize_view(store, cfg, fv.name, paths[fv.name], key, start, end)
+                _materialize_view(
+                    store, cfg, fv.name, paths[fv.name], key, start, end, previous is not None
+                )
             except Exception as exc:
                 raise FeatureStoreError(
                     f"materializing {fv.name} failed: {first_line(exc)}"
@@ -772,7 +840,8 @@ def training_set_key(
     digest = hashlib.sha256()
     digest.update(f"{data_version}\0{repo_digest(cfg)}\0".encode())
     for name, path in sorted(source_paths(workspace, cfg).items()):
-        stat = path.stat() if path.exists() else None
+        written = path / MANIFEST if path.is_dir() else path  # rewritten with every write
+        stat = written.stat() if written.exists() else None
         digest.update(f"{name}:{stat and (stat.st_size, stat.st_mtime_ns)}\0".encode())
     rows = pd.util.hash_pandas_object(entity_df.astype(str), index=False)
     digest.update(rows.to_numpy().tobytes())

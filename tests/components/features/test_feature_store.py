@@ -39,7 +39,7 @@ def test_state_lives_in_the_workspace(sqlite_store):
     features_dir = workspace.features_dir
     assert (features_dir / "registry.db").exists()
     assert (features_dir / "online_store.db").exists()
-    assert (features_dir / "sources" / "user_features.parquet").exists()
+    assert list((features_dir / "sources" / "user_features").glob("day=*/part-0.parquet"))
     assert repo_config(workspace, cfg).repo_path == features_dir
 
 
