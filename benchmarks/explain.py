@@ -78,6 +78,13 @@ def baseline_orders(length: int, rng: np.random.Generator) -> dict[str, list[int
     }
 
 
+def capped_order(order: list[int], length: int, cap: int) -> list[int]:
+    """``order`` (history positions, most influential first) restricted to the ``cap`` most
+    recent events: what deletion explains with ``serve.explain_max_history = cap`` (a
+    single deletion's drop does not depend on which other events are candidates)."""
+    return [position for position in order if position >= length - cap]
+
+
 def searched_order(best: list[int], by_single: list[int]) -> list[int]:
     """The searched set first, then the other events by single-event drop (the deletion
     curve beyond the set's size)."""
@@ -190,18 +197,38 @@ def faithfulness(
     seed: int,
     permutations: int = SHAPLEY_PERMUTATIONS,
     search_pool: int = POOL,
+    caps: list[int] | None = None,
 ) -> dict[str, Any]:
     """Deletion curves of every method and baseline over ``histories`` (each user's target:
     the model's top-1 recommendation, history items excluded): per method the mean score
     and rank drop with its top ``m`` events deleted together, the area over the curve (mean
     drop over ``m = 1..CURVE``), and the share of users where its top 3 drop the score
-    strictly more than the 3 most recent / 3 random events."""
+    strictly more than the 3 most recent / 3 random events. Each of ``caps`` adds a method
+    ``deletion@cap``: deletion limited to the ``cap`` most recent events (the trade-off of
+    a smaller ``serve.explain_max_history``), with the share of users whose unlimited top 3
+    reach further back (``top3_beyond_cap_share``)."""
     top1, _ = bundle.recommend(histories, 1, exclude_seen=True)
     questions = [
         Question(row[row != 0][-bundle.max_len :], target)
         for row, target in zip(histories, top1, strict=True)
     ]
     orders, costs = method_orders(bundle, questions, permutations, search_pool)
+    lengths = np.asarray([len(q.history) for q in questions])
+    beyond: dict[str, float] = {}
+    for cap in caps or []:
+        name = f"deletion@{cap}"
+        orders[name] = [
+            capped_order(order, int(n), cap)
+            for order, n in zip(orders["deletion"], lengths, strict=True)
+        ]
+        beyond[name] = float(
+            np.mean(
+                [
+                    min(order[:N_DELETE]) < n - cap
+                    for order, n in zip(orders["deletion"], lengths, strict=True)
+                ]
+            )
+        )
     rng = np.random.default_rng(seed)
     for name in BASELINES:
         orders[name] = []
@@ -212,7 +239,6 @@ def faithfulness(
         bundle, [q.history for q in questions], [int(q.targets[0]) for q in questions], orders
     )
     at = N_DELETE - 1
-    lengths = np.asarray([len(q.history) for q in questions])
     methods: dict[str, Any] = {}
     for name in orders:
         short = drops[name][:, at] <= drops["recent"][:, at]  # not strictly above recent3
@@ -241,6 +267,8 @@ def faithfulness(
             "beats_random3_share": float((drops[name][:, at] > drops["random"][:, at]).mean()),
             "ties_recent3_share": float((drops[name][:, at] == drops["recent"][:, at]).mean()),
         }
+        if name in beyond:
+            methods[name]["top3_beyond_cap_share"] = beyond[name]
     return {
         "users": len(questions),
         "curve": CURVE,
@@ -262,6 +290,7 @@ def faithfulness_one(
     seed: int,
     overrides: list[str],
     search_pool: int = POOL,
+    caps: list[int] | None = None,
 ) -> tuple[dict[str, Any], Any, Any]:
     """Train ``model`` on ``data`` and measure faithfulness; returns (row, bundle, prepared)."""
     from components.lifecycle.prepare import prepare_dataset
@@ -279,7 +308,7 @@ def faithfulness_one(
     rows = eligible_rows(test.histories, min_history, users, seed)
     started = time.perf_counter()
     histories = test.histories[torch.from_numpy(rows)]
-    figures = faithfulness(bundle, histories, seed, search_pool=search_pool)
+    figures = faithfulness(bundle, histories, seed, search_pool=search_pool, caps=caps)
     row = {
         "data": data.name,
         "model": model,
@@ -448,6 +477,7 @@ def run_explain_benchmark(
     search_pool: int = POOL,
     lock: Path | None = None,
     latency_models: list[str] | None = None,
+    caps: list[int] | None = None,
 ) -> dict[str, Any]:
     """Faithfulness rows for every (dataset, model); latency for the first dataset's
     ``latency_models`` (default: its SASRec, or first model), holding ``lock`` (a shared
@@ -469,6 +499,7 @@ def run_explain_benchmark(
                 seed=seed,
                 overrides=overrides,
                 search_pool=search_pool,
+                caps=caps,
             )
             progress(
                 f"{data.name} {model}: top-3 beats recent: "
@@ -534,6 +565,7 @@ def format_tables(result: dict[str, Any]) -> str:
         f"{'data':<16}{'model':<9}{'epochs':>7}{'NDCG@10':>9}{'users':>7}  {'method':<10}"
         f"{'>recent3':>9}{'>random3':>9}{'=recent3':>9}{'AOPC':>9}"
         f"{'score drop @1..' + str(CURVE):>36}{'rank drop @3':>13}{'ms/user':>9}"
+        f"{'top3 older':>11}"
     ]
     for r in result["faithfulness"]:
         capped = f"{r['epochs']}/{r['max_epochs']}"
@@ -541,10 +573,13 @@ def format_tables(result: dict[str, Any]) -> str:
         for name, m in r["methods"].items():
             curve = " ".join(f"{x:.3f}" for x in m["mean_score_drop"])
             cost = "-" if m["ms_per_user"] is None else f"{m['ms_per_user']:.1f}"
+            older = m.get("top3_beyond_cap_share")
+            beyond = "-" if older is None else f"{older:.1%}"
             lines.append(
                 f"{head}  {name:<10}{m['beats_recent3_share']:>9.1%}"
                 f"{m['beats_random3_share']:>9.1%}{m['ties_recent3_share']:>9.1%}"
                 f"{m['aopc']:>9.3f}{curve:>36}{m['mean_rank_drop'][N_DELETE - 1]:>13.1f}{cost:>9}"
+                f"{beyond:>11}"
             )
             head = " " * len(head)
     runs = result["faithfulness"]
@@ -559,8 +594,10 @@ def format_tables(result: dict[str, Any]) -> str:
         f"{N_DELETE} most recent events (so never below recent3: =recent3 is where the recent "
         "events are that set), then single drops; shapley: "
         f"Shapley values of the deletion game ({orders} sampled orders, exact for <= 8 events); "
-        f"ig: integrated gradients ({IG_STEPS} steps). ms/user: one history explained "
-        "(batched over users)."
+        f"ig: integrated gradients ({IG_STEPS} steps); deletion@H: deletion limited to the H "
+        "most recent events (serve.explain_max_history = H); top3 older: share of users "
+        "whose unlimited deletion top 3 include an event older than H. ms/user: one history "
+        "explained (batched over users)."
     )
     setups = result.get("latency_setup", [])
     for setup in setups:

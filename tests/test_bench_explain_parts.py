@@ -21,6 +21,7 @@ from benchmarks.explain import (
 )
 from components.data.sequences import Vocabulary
 from components.errors import ConfigError
+from components.explain.influence import Question, deletion_influence
 from components.models.bundle import ModelBundle
 from tests.components.explain.test_influence import _SumModel
 
@@ -130,3 +131,29 @@ def test_latency_of_a_model_not_benchmarked_is_refused_before_any_training() -> 
             progress=print,
             latency_models=["gru4rec"],
         )
+
+
+def test_capped_deletion_explains_only_the_most_recent_events() -> None:
+    """deletion@H ranks only the H most recent events: with H at least the history it is
+    deletion itself; with a smaller H its top 3 can only drop the score less on an
+    additive model, and the share of users whose top 3 reach further back is reported."""
+    model = _SumModel()
+    vocab = Vocabulary(users=("u",), items=tuple(f"i{i}" for i in range(1, 7)))
+    bundle = ModelBundle(model, vocab, "sum-test", {}, 8, np.ones(7))
+    histories = torch.tensor([[0, 0, 1, 2, 3, 4, 5, 6], [0, 6, 5, 4, 3, 2, 1, 1]])
+    methods = faithfulness(bundle, histories, seed=0, caps=[3, 8])["methods"]
+    assert methods["deletion@8"]["mean_score_drop"] == methods["deletion"]["mean_score_drop"]
+    assert methods["deletion@8"]["top3_beyond_cap_share"] == 0.0
+    capped, full = methods["deletion@3"], methods["deletion"]
+    assert capped["mean_score_drop"][2] <= full["mean_score_drop"][2] + 1e-6
+    assert capped["ties_recent3_share"] == 1.0  # capped at 3, its top 3 are the recent 3
+    # independently: whose 3 largest single drops include one of its older events
+    top1, _ = bundle.recommend(histories, 1, exclude_seen=True)
+    older = []
+    for row, target in zip(histories, top1, strict=True):
+        history = row[row != 0]
+        (found,) = deletion_influence(model, [Question(history, target)], 8, 8)
+        top3 = found.top_events(0, 3)
+        older.append(min(top3) < len(history) - 3)
+    assert any(older)  # the cap hides some user's influential events (not a vacuous check)
+    assert capped["top3_beyond_cap_share"] == sum(older) / len(older)

@@ -230,6 +230,14 @@ def bench_explain(
             "--data (default: sasrec, or the first model).",
         ),
     ] = "",
+    capped_history: Annotated[
+        str,
+        typer.Option(
+            "--capped-history",
+            help="Comma-separated H: also report deletion limited to the H most recent "
+            "events (the faithfulness side of a smaller serve.explain_max_history).",
+        ),
+    ] = "",
     set_: SetOpt = None,
     json_out: JsonOutOpt = None,
 ) -> None:
@@ -262,6 +270,7 @@ def bench_explain(
         search_pool=search_pool,
         lock=lock,
         latency_models=[m.strip() for m in latency_models.split(",") if m.strip()] or None,
+        caps=[int(x) for x in capped_history.split(",") if x.strip()],
     )
     typer.echo(format_tables(result))
     write_report(json_out, "explain", result)
