@@ -189,6 +189,7 @@ def _in_process(
     duration: float,
     device: str,
     cpu_threads: int = 0,
+    trace: bool = True,
 ) -> list[dict[str, Any]]:
     import numpy as np
     import torch
@@ -199,7 +200,7 @@ def _in_process(
     from services.engine import Engine
 
     bundle = ModelRegistry(workspace).load_bundle(version, device)
-    engine = Engine(bundle, version, torch.device(device))
+    engine = Engine(bundle, version, torch.device(device), trace=trace)  # as serve.scorer
     rows = []
     for level in levels:
 
@@ -305,7 +306,14 @@ def run_serving_benchmark(
     finally:
         stop_process(echo)
     rows += _in_process(
-        workspace, state.version, body, levels, duration_s, device, cfg.serve.cpu_threads
+        workspace,
+        state.version,
+        body,
+        levels,
+        duration_s,
+        device,
+        cfg.serve.cpu_threads,
+        meta.get("scorer", {}).get("kind") == "traced",
     )
     if any(r["tool"] == "python" and r["target"] != "in-process" for r in rows):
         log.warning("measured with the Python load generator: install wrk for real figures")

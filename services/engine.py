@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from components.data.sequences import PAD
 from components.models.ann import AnnIndex, ann_recommend
+from components.models.compiled import serving_scorer
 from services.explanations import (
     GROUP_NOTE,
     Because,
@@ -229,10 +230,14 @@ class Engine:
         device: torch.device,
         explain: ExplainLimits | None = None,
         ann: AnnIndex | None = None,
+        trace: bool = True,
     ) -> None:
         self.bundle = bundle
         self.ann = ann  # approximate top-k (components/models/ann.py) when set
         bundle.model.eval()  # serving only: the explanation path calls the model directly
+        # the model call of a plain request (components/models/compiled.py); explanations
+        # and the ANN path call the model itself
+        self.scorer = serving_scorer(bundle.model, trace, bundle.uses_events, device)
         self.explain_limits = explain or ExplainLimits()
         self.vocab = bundle.vocab
         self.version = version
@@ -365,24 +370,14 @@ class Engine:
         if any(q.events is not None for q in queries):
             rows = [q.events if q.events is not None else [PAD] * len(q.history) for q in queries]
             events = _left_padded(rows, width).to(self.device)
+        histories, excluded = histories.to(self.device), excluded.to(self.device)
+        events = events if self.bundle.uses_events else None
         found: tuple[torch.Tensor, torch.Tensor]
         if self.ann is not None:
-            found = ann_recommend(
-                self.bundle.model,
-                self.ann,
-                histories.to(self.device),
-                top,
-                excluded.to(self.device),
-                events if self.bundle.uses_events else None,
-            )
+            found = ann_recommend(self.bundle.model, self.ann, histories, top, excluded, events)
         else:
-            found = self.bundle.recommend(
-                histories.to(self.device),
-                top,
-                exclude_seen=False,
-                exclude=excluded.to(self.device),
-                events=events,
-            )
+            every = self.scorer(histories, events).float()
+            found = self.bundle.top_k(every, histories, top, exclude_seen=False, exclude=excluded)
         indices, scores = found[0].cpu().numpy(), found[1].float().cpu().numpy()
         out: list[Scored] = []
         for row, query in enumerate(queries):

@@ -298,7 +298,14 @@ class RecommendationService:
             top_events=serve.explain_top_events,
         )
         ann = AnnIndex.load(path, serve.ann_nprobe) if serve.ann != "off" else None
-        engine = Engine(bundle, settings.model_version, self.device, explain=limits, ann=ann)
+        engine = Engine(
+            bundle,
+            settings.model_version,
+            self.device,
+            explain=limits,
+            ann=ann,
+            trace=serve.scorer == "traced",
+        )
         batcher: MicroBatcher[ScoreQuery, Scored] = MicroBatcher(
             engine.score,
             max_batch_size=serve.max_batch_size,
@@ -398,6 +405,7 @@ class RecommendationService:
             "device": str(self.device),
             "n_items": engine.n_items,
             "ann": engine.ann is not None,
+            "scorer": {"kind": engine.scorer.kind, "reason": engine.scorer.reason},
             "max_len": engine.max_len,
             "sample_items": engine.vocab.item_tokens(engine.popular(3, []).items),
             "auth_required": SETTINGS.auth_required,

@@ -150,9 +150,15 @@ def distinct_seen(
     One sort by (item, type, bucket) puts each item's entries together with its types'
     most recent occurrence first, so both "first of its item" and "first of its pair" are
     comparisons with the previous entry."""
-    n_types = int(events.max()) + 1 if events.numel() else 1
-    n_buckets = int(buckets.max()) + 1 if buckets.numel() else 1
-    key = (seen * n_types + events) * n_buckets + buckets
+    # the key's radixes are the table's sizes (event types and buckets index it), not the
+    # largest values present: no tensor value is read back to Python, so a TorchScript trace
+    # of the scoring (components/models/compiled.py) holds for every input; without a table
+    # only the items matter
+    if table is None:
+        key = seen
+    else:
+        n_types, n_buckets = table.shape
+        key = (seen * n_types + events) * n_buckets + buckets
     order = key.argsort(dim=1)
     items, kinds, ages = seen.gather(1, order), events.gather(1, order), buckets.gather(1, order)
     first_item = torch.ones_like(items, dtype=torch.bool)

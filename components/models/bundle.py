@@ -161,30 +161,44 @@ class ModelBundle:
         """
         histories = histories.to(self.device)
         scores = self.score(histories, users, events).float()
+        return self.top_k(scores, histories, k, exclude_seen, exclude, users)
+
+    def top_k(
+        self,
+        scores: Tensor,
+        histories: Tensor,
+        k: int,
+        exclude_seen: bool = True,
+        exclude: Tensor | None = None,
+        users: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`recommend` given the model's ``scores [B, n_items + 1]`` for ``histories``
+        (the serving path scores with a compiled model: components/models/compiled.py)."""
         cold = (histories == PAD).all(dim=1)
         if users is not None:
             cold &= (users.to(self.device) < 0) | (users.to(self.device) >= self.vocab.n_users)
         if bool(cold.any()):
+            scores = scores.clone()
             popularity = torch.as_tensor(
                 self.item_popularity, dtype=scores.dtype, device=scores.device
             )
             scores[cold] = popularity
-        banned = torch.zeros_like(scores, dtype=torch.bool)
-        banned[:, 0] = True
-        if exclude_seen:
-            banned.scatter_(1, histories, True)
-        if exclude is not None:
-            banned.scatter_(1, exclude.to(self.device).clamp(min=0), True)
-        k = max(0, min(int(k), self.vocab.n_items))
         lowest = torch.finfo(scores.dtype).min
-        # Banned items sit just above padding so top-k never reaches padding.
-        ranked = scores.nan_to_num(nan=lowest / 4, neginf=lowest / 4).masked_fill(
-            banned, lowest / 2
-        )
+        # A fresh copy to rank in (``scores`` may be the model's own tensor); banned items
+        # sit at lowest / 2, just above padding (lowest), so top-k never reaches padding,
+        # and they are the only ranked values that low (NaN and -inf rank at lowest / 4).
+        # One copy and in-place bans: a dense banned mask cost four more passes over the
+        # catalogue per request.
+        ranked = scores.nan_to_num(nan=lowest / 4, neginf=lowest / 4)
+        if exclude_seen:
+            ranked.scatter_(1, histories, lowest / 2)
+        if exclude is not None:
+            ranked.scatter_(1, exclude.to(self.device).clamp(min=0), lowest / 2)
         ranked[:, 0] = lowest
+        k = max(0, min(int(k), self.vocab.n_items))
         top = ranked.topk(k, dim=1)
         top_scores = scores.gather(1, top.indices).masked_fill(
-            banned.gather(1, top.indices), float("-inf")
+            top.values <= lowest / 2, float("-inf")
         )
         return top.indices, top_scores
 

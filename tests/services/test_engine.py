@@ -109,3 +109,51 @@ def test_scores_equal_the_model_call_on_full_max_len_padding(engine: Engine) -> 
     for row, answer in enumerate(scored):
         assert answer.items == items[row].tolist()
         assert answer.scores == pytest.approx(scores[row].tolist(), rel=1e-5, abs=1e-6)
+
+
+def test_traced_answers_are_the_trainers_evaluation_ranking_on_real_histories() -> None:
+    """On 200 real ml-100k histories (up to 50 events, the benchmark SASRec's settings from
+    configs/models/sasrec.yaml): the traced scorer's top 10 is the eager engine's, scores
+    within the stated tolerance, and each answer's r-th item has rank r under the
+    trainer's own full-ranking evaluation (components.evaluation, seen items excluded)."""
+    import numpy as np
+    import yaml
+
+    from components.data.loaders import load_events
+    from components.data.sequences import Vocabulary, build_sequences
+    from components.data.splits import EvalSet
+    from components.evaluation.metrics import evaluate
+    from components.models.bundle import ModelBundle, build_model
+    from components.models.compiled import TOLERANCE
+    from tests.conftest import REPO_ROOT, shared_file
+
+    events = load_events(shared_file("ml-100k", "ml-100k.inter"), "recbole")
+    params = yaml.safe_load((REPO_ROOT / "configs/models/sasrec.yaml").read_text())["model"]
+    vocab = Vocabulary.from_events(events)
+    seqs = build_sequences(events, vocab)
+    torch.manual_seed(0)
+    model = build_model("sasrec", params["params"], vocab.n_items, vocab.n_users, 50)
+    popularity = np.bincount(seqs.values, minlength=vocab.n_items + 1).astype(np.float64)
+    bundle = ModelBundle(model, vocab, "sasrec", params["params"], 50, popularity)
+    traced = Engine(bundle, "v", torch.device("cpu"))
+    eager = Engine(bundle, "v", torch.device("cpu"), trace=False)
+    assert traced.scorer.kind == "traced", traced.scorer.reason
+    users = np.random.default_rng(0).choice(len(seqs), 200, replace=False)
+    plans = [traced.plan(vocab.item_tokens(seqs.row(u)[-50:]), 10, True, []) for u in users]
+    queries = [p.query for p in plans if p.query is not None]
+    assert len(queries) == 200
+    served, reference = traced.score(queries), eager.score(queries)
+    for got, want in zip(served, reference, strict=True):
+        assert got.items == want.items and len(got.items) == 10
+        scale = 1.0 + max(abs(s) for s in want.scores)
+        assert got.scores == pytest.approx(want.scores, rel=0, abs=TOLERANCE * scale)
+    histories = torch.zeros((200 * 10, 50), dtype=torch.long)
+    for row, query in enumerate(queries):
+        histories[row * 10 : row * 10 + 10, 50 - len(query.history) :] = torch.tensor(query.history)
+    targets = torch.tensor([item for answer in served for item in answer.items])
+    ranks = evaluate(
+        bundle,
+        EvalSet(np.zeros(len(targets), dtype=np.int64), histories, targets),
+        exclude_seen=True,
+    ).ranks
+    assert ranks.tolist() == list(range(10)) * 200
