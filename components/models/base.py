@@ -397,10 +397,17 @@ class CausalRecommender(Recommender):
         raise NotImplementedError
 
     def training_pairs(self, batch: dict[str, Tensor]) -> TrainingPairs:
+        """Every position of each sequence predicts its next item (``targets [B, L]``), or,
+        with ``train.samples: prefixes`` (``targets [B]``), each left-padded prefix's last
+        position predicts its one target."""
         table = self.output_embeddings()  # computed once for inputs and scoring
+        inputs, targets = batch["inputs"], batch["targets"]
+        if targets.dim() == 1:
+            hidden = self.hidden_states(inputs, table)[:, -1]
+            return self.pairs(hidden, targets, inputs if self.learns_seen_bias else None, table)
         events = batch.get("input_events")
-        hidden = self.hidden_states(batch["inputs"], table, events)
-        return self.causal_pairs(hidden, batch["inputs"], batch["targets"], table, events)
+        hidden = self.hidden_states(inputs, table, events)
+        return self.causal_pairs(hidden, inputs, targets, table, events)
 
     def output_embeddings(self) -> Tensor:
         return self.item_input.table()

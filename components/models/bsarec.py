@@ -24,6 +24,17 @@ Departures from the reference code, and why:
   position; in deeper models the lower layers are causal too, where the reference
   re-filters each prefix non-causally. Padding is kept out of the filter by the same mask
   the attention uses (a position reads exactly what its attention may read).
+- ``filter: window`` restores the reference's filter exactly: the whole padded window of
+  ``max_len`` (left padding included, as the reference pads every sequence to 50) is
+  low-passed with wrap-around, so every position reads the whole window. That is only
+  honest when the loss is taken at the last position alone, so it needs
+  ``train.samples: prefixes`` (the reference's own recipe: every prefix its own example)
+  and refuses every-position training. With ``positions_from: last`` the position ids
+  are the reference's (counted over the padded window). Remaining differences: padding
+  embeds as zero (the reference's padding row keeps its random init), a padding query
+  attends to itself only (the reference's all-masked rows attend uniformly), and the
+  empty-history prefix (predicting a user's first item from nothing) is not a training
+  example;
 - positions counted from the oldest item of the window (as our SASRec), so every
   training position equals inference on its prefix; the reference counts over the padded
   window, which is only faithful with its prefix expansion. With the causal filter (its
@@ -42,11 +53,15 @@ Reference Beauty settings kept: 64 dimensions, 2 layers, 1 head, dropout 0.5/0.5
 from __future__ import annotations
 
 from functools import partial
+from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from components.errors import TrainingError
+from components.models.base import TrainingPairs
 from components.models.layers import TransformerBlock, TransformerEncoder, TransformerParams
 from components.models.sasrec import SASRec, SASRecParams
 from components.models.zoo import register
@@ -62,6 +77,12 @@ class BSARecParams(SASRecParams):
     alpha: float = Field(
         0.7, ge=0, le=1, description="weight of the filter view (1 - alpha: self-attention)"
     )
+    filter: Literal["causal", "window"] = Field(
+        "causal",
+        description="'causal': each position low-passes what it has read (every position "
+        "can be trained); 'window': the reference's low-pass of the whole max_len window, "
+        "padding included (needs train.samples: prefixes)",
+    )
 
 
 def low_pass_kernel(window: int, c: int) -> Tensor:
@@ -70,6 +91,27 @@ def low_pass_kernel(window: int, c: int) -> Tensor:
     keep = torch.zeros(window // 2 + 1)
     keep[: c // 2 + 1] = 1.0
     return torch.fft.irfft(keep, n=window)
+
+
+def window_low_pass(x: Tensor, c: int) -> Tensor:
+    """The reference's filter: keep the ``c // 2 + 1`` lowest frequencies of ``x [B, L, D]``
+    along the sequence (orthonormal rfft / irfft, so the window wraps around)."""
+    spectrum = torch.fft.rfft(x, dim=1, norm="ortho")
+    keep = torch.zeros(spectrum.shape[1], 1, dtype=x.dtype, device=x.device)
+    keep[: c // 2 + 1] = 1.0
+    return torch.fft.irfft(spectrum * keep, n=x.shape[1], dim=1, norm="ortho")
+
+
+def window_matrix(window: int, c: int) -> Tensor:
+    """``[L, L]`` matrix ``M`` with ``window_low_pass(x) == M @ x`` (a circulant: the
+    filter is linear), so the filter is one small matmul and runs under autocast."""
+    return window_low_pass(torch.eye(window)[None], c)[0]
+
+
+def pad_window(histories: Tensor, length: int) -> Tensor:
+    """The last ``length`` columns of left-padded ``histories``, left-padded to ``length``."""
+    histories = histories[:, -length:]
+    return F.pad(histories, (length - histories.shape[1], 0))
 
 
 def causal_toeplitz(kernel: Tensor) -> Tensor:
@@ -85,28 +127,36 @@ class FrequencyFilter(nn.Module):
 
     toeplitz: Tensor  # [max_len, max_len] causal low-pass weights (derived, not saved)
 
-    def __init__(self, dim: int, window: int, c: int, dropout: float, eps: float) -> None:
+    def __init__(
+        self, dim: int, window: int, c: int, dropout: float, eps: float, whole_window: bool = False
+    ) -> None:
         super().__init__()
-        self.register_buffer(
-            "toeplitz", causal_toeplitz(low_pass_kernel(window, c)), persistent=False
+        self.whole_window = whole_window
+        weights = (
+            window_matrix(window, c)
+            if whole_window
+            else causal_toeplitz(low_pass_kernel(window, c))
         )
+        self.register_buffer("toeplitz", weights, persistent=False)
         self.sqrt_beta = nn.Parameter(torch.randn(dim))
         self.drop = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(dim, eps=eps)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """``x [B, L, D]``; ``mask [B, 1, L, L]`` (True = may read): each position filters
-        only what it may attend to (the past, never padding)."""
+        only what it may attend to (the past, never padding); with ``whole_window`` every
+        position reads the whole ``max_len`` window, padding included (``mask`` unused)."""
         return self.output(x, self.low_pass(x, mask))
 
     def low_pass(self, x: Tensor, mask: Tensor | None, queries: int | None = None) -> Tensor:
         """``[B, Q, D]`` causal low-pass of ``x [B, L, D]`` at its last ``queries`` rows
         (all by default), each reading what ``mask`` (``[B, 1, Q, L]``, ``[Q, L]``, or
         None: the whole past) lets it read. The weights depend only on the lag, so a row's
-        value does not depend on where the sequence starts."""
+        value does not depend on where the sequence starts. With ``whole_window`` each row
+        reads all of ``x`` (the window), future and padding included."""
         length = x.shape[1]
         weights = self.toeplitz[length - (queries or length) : length, :length]
-        if mask is not None:
+        if mask is not None and not self.whole_window:
             weights = weights * (mask[:, 0] if mask.dim() == 4 else mask)
         return weights.to(x.dtype) @ x
 
@@ -132,10 +182,11 @@ class BSARecBlock(TransformerBlock):
         window: int,
         c: int,
         alpha: float,
+        whole_window: bool = False,
     ) -> None:
         super().__init__(dim, heads, ffn_mult, dropout, attn_dropout, False, eps)
         self.alpha = alpha
-        self.filter = FrequencyFilter(dim, window, c, dropout, eps)
+        self.filter = FrequencyFilter(dim, window, c, dropout, eps, whole_window)
 
     def context(self, inputs: Tensor, mask: Tensor | None, queries: int | None = None) -> Tensor:
         return self.filter.low_pass(inputs, mask, queries)
@@ -159,5 +210,39 @@ class BSARec(SASRec):
         self, params: TransformerParams, n_items: int, max_len: int
     ) -> TransformerEncoder:
         assert isinstance(params, BSARecParams)  # Params: built from this class's settings
-        block = partial(BSARecBlock, window=max_len, c=params.c, alpha=params.alpha)
+        block = partial(
+            BSARecBlock,
+            window=max_len,
+            c=params.c,
+            alpha=params.alpha,
+            whole_window=params.filter == "window",
+        )
         return params.encoder(n_items, max_len, block=block)
+
+    @property
+    def whole_window(self) -> bool:
+        """Whether the filter reads the whole window (``filter: window``)."""
+        return bool(self.params.filter == "window")
+
+    def hidden_states(
+        self, histories: Tensor, table: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
+        """As SASRec's; with ``filter: window`` the histories are first left-padded to the
+        window (the filter's output depends on it) and only the last state is causal."""
+        if self.whole_window:
+            histories = pad_window(histories, self.max_len)
+            events = None if events is None else pad_window(events, self.max_len)
+        return super().hidden_states(histories, table, events)
+
+    def training_pairs(self, batch: dict[str, Tensor]) -> TrainingPairs:
+        if self.whole_window and batch["targets"].dim() > 1:
+            raise TrainingError(
+                "bsarec filter=window reads the whole window, so only its last position may "
+                "be trained: set train.samples=prefixes"
+            )
+        return super().training_pairs(batch)
+
+    def encode_deletions(
+        self, histories: Tensor, positions: Tensor, events: Tensor | None = None
+    ) -> Tensor | None:
+        return None if self.whole_window else super().encode_deletions(histories, positions, events)

@@ -29,6 +29,12 @@ class TrainConfig(BaseModel):
     num_negatives: int = Field(100, ge=1)
     #: gBCE calibration t in [0, 1] (0 = plain BCE; gSASRec recommends 0.75 with 256 negatives)
     gbce_t: float = Field(0.75, ge=0, le=1)
+    #: what one training example of a causal model is: "positions" (default) = a whole
+    #: sequence, every position predicting its next item in one pass; "prefixes" = every
+    #: prefix of every sequence is its own example, scored at its last position only (the
+    #: BSARec / FMLP-Rec reference code's recipe: about 6x the encoder work per Beauty
+    #: epoch, and the only way to train BSARec's whole-window filter, ``filter: window``)
+    samples: Literal["positions", "prefixes"] = "positions"
     patience: int = Field(5, ge=1)
     #: early stopping never ends training before this many optimiser steps (Lightning's
     #: ``min_steps``). It does not rescue small data: the LR has decayed by then (measured

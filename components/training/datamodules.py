@@ -9,7 +9,8 @@ batches, the dataset answers with a dict of tensors), never per-sample Python.
   ``input_events [B, L]``: each input event's type, when the sequences carry types.
 - ``masked``:  ``sequences [B, L]``: the model applies its own Cloze masking (``events``
   aligned with it when the sequences carry types).
-- ``session_graph``: ``inputs [B, L]`` / ``targets [B]``: every prefix of every sequence.
+- ``session_graph``: ``inputs [B, L]`` / ``targets [B]``: every prefix of every sequence
+  (also a causal model's examples with ``train.samples: prefixes``, see :func:`training_kind`).
 - ``interaction_graph``: ``users [B]`` / ``targets [B]``: every training (user, item) pair.
 
 Batches are formed from similar-length sequences (shuffled within and across buckets) and
@@ -35,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from components.data.sequences import Sequences
 from components.data.splits import EvalSet
+from components.errors import TrainingError
 from components.evaluation.metrics import by_history_length
 from components.models.base import InputKind, trim_left_padding
 
@@ -135,6 +137,17 @@ class PrefixBatches(TensorBatches):
         inputs = self.window[rows[:, None], cols.clamp(min=0)].masked_fill(cols < 0, 0)
         (inputs,) = trim_left_padding(inputs)
         return {"inputs": inputs, "targets": self.window[rows, ends]}
+
+
+def training_kind(kind: InputKind, samples: str) -> InputKind:
+    """The training data a model of input ``kind`` gets with ``train.samples``: a causal
+    model trained on ``prefixes`` gets the session-graph examples (every prefix, its next
+    item as the one target); every other combination keeps its own kind."""
+    if samples == "positions" or kind == "session_graph":
+        return kind
+    if kind != "causal":
+        raise TrainingError(f"train.samples=prefixes needs a causal model; this one is {kind!r}")
+    return "session_graph"
 
 
 def training_dataset(

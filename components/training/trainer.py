@@ -35,7 +35,7 @@ from components.models.bundle import ModelBundle
 from components.models.config import ModelConfig
 from components.models.zoo import get_model_class, validate_params
 from components.training.config import TrainConfig, validation_interval
-from components.training.datamodules import RecDataModule
+from components.training.datamodules import RecDataModule, training_kind
 from components.training.module import RecommenderModule
 from components.training.progress import EpochProgress
 
@@ -176,7 +176,7 @@ def _fit(
 ) -> _FitOutcome:
     model = bundle.model
     data = RecDataModule(
-        model.input_kind,
+        training_kind(model.input_kind, train_cfg.samples),
         prepared.split.train,
         prepared.split.valid,
         prepared.split.max_len,

@@ -11,11 +11,12 @@ import torch
 
 from components.data.config import DataConfig
 from components.data.prepare import PreparedData, prepare
-from components.errors import ConfigError
+from components.errors import ConfigError, TrainingError
 from components.evaluation.config import EvalConfig
 from components.models.bundle import ModelBundle
 from components.models.config import ModelConfig
 from components.training.config import TrainConfig, validation_interval
+from components.training.datamodules import training_kind
 from components.training.trainer import train_model
 
 FAST = TrainConfig(
@@ -78,6 +79,29 @@ def test_new_sequence_models_beat_pop_through_the_trainer(
         prepared, ModelConfig(name=name, params=params), FAST, EvalConfig(), tmp_path
     )
     assert result.metrics_test["ndcg@10"] > 1.5 * pop_result.metrics_test["ndcg@10"]
+
+
+@pytest.mark.slow
+def test_reference_bsarec_recipe_beats_pop_through_the_trainer(
+    prepared: PreparedData, pop_result, tmp_path: Path
+) -> None:
+    """BSARec's whole-window filter trained the reference's way: every prefix its own
+    example, the loss at its last position (``train.samples: prefixes``)."""
+    params = {"hidden_size": 32, "num_layers": 1, "dropout": 0.2, "attn_dropout": 0.2}
+    params |= {"filter": "window", "positions_from": "last"}
+    cfg = FAST.model_copy(update={"samples": "prefixes"})
+    result = train_model(
+        prepared, ModelConfig(name="bsarec", params=params), cfg, EvalConfig(), tmp_path
+    )
+    assert result.metrics_test["ndcg@10"] > 1.5 * pop_result.metrics_test["ndcg@10"]
+
+
+def test_prefix_samples_need_a_causal_model() -> None:
+    assert training_kind("causal", "prefixes") == "session_graph"
+    assert training_kind("causal", "positions") == "causal"
+    assert training_kind("session_graph", "prefixes") == "session_graph"
+    with pytest.raises(TrainingError, match="needs a causal model"):
+        training_kind("masked", "prefixes")
 
 
 def test_auto_validation_interval_follows_the_data_size() -> None:
