@@ -27,6 +27,9 @@ class PreparedData:
     split: Split
     catalogue: pd.DataFrame | None = None  # the accepted catalogue (catalogue contract)
     catalogue_report: CatalogueReport | None = None
+    # True: sequences and split hold one data-parallel rank's users only (the vocabulary
+    # is still global; ``components.data.stream.stream_prepare(shard=...)``)
+    sharded: bool = False
 
 
 def vocabulary_with_catalogue(events: pd.DataFrame, catalogue: pd.DataFrame | None) -> Vocabulary:

@@ -127,19 +127,22 @@ class Sequences:
     def take_prefix(self, lengths: np.ndarray) -> Sequences:
         """Keep the first ``lengths[u]`` items of each sequence ``u``."""
         lengths = np.minimum(lengths.astype(np.int64), self.lengths)
-        starts = self.offsets[:-1]
-        mask = _prefix_mask(starts, lengths, len(self.values))
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        return Sequences(self.values[mask], offsets, **self._aligned(mask))
+        return self._gathered(self.offsets[:-1], lengths)
 
     def select(self, rows: np.ndarray) -> Sequences:
         """Sub-collection of the sequences at ``rows`` (in that order)."""
         rows = np.asarray(rows, dtype=np.int64)
-        lengths = self.lengths[rows]
-        starts = self.offsets[rows]
+        return self._gathered(self.offsets[rows], self.lengths[rows])
+
+    def _gathered(self, starts: np.ndarray, lengths: np.ndarray) -> Sequences:
+        """The runs ``[starts[i], starts[i] + lengths[i])`` as new sequences (chunked
+        gathers: the memory beyond the result stays small at 100M events)."""
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        gather = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
-        return Sequences(self.values[gather], offsets, **self._aligned(gather))
+        aligned = {
+            name: None if column is None else gather_runs(column, starts, lengths)
+            for name, column in (("timestamps", self.timestamps), ("events", self.events))
+        }
+        return Sequences(gather_runs(self.values, starts, lengths), offsets, **aligned)
 
     def without_items(self, drop: np.ndarray) -> Sequences:
         """The same sequences with every item whose ``drop[item]`` is True removed."""
@@ -171,27 +174,52 @@ class Sequences:
         return torch.from_numpy(pad_left(self.events, self.offsets, max_len))
 
 
-def _prefix_mask(starts: np.ndarray, lengths: np.ndarray, total: int) -> np.ndarray:
-    mask = np.zeros(total + 1, dtype=np.int64)
-    np.add.at(mask, starts, 1)
-    np.add.at(mask, starts + lengths, -1)
-    return np.cumsum(mask[:-1]) > 0
+# rows per chunk of the vectorised gathers: their index temporaries are a few times
+# (rows x run length) int64s, so a chunk costs tens of MB whatever the data size
+CHUNK_ROWS = 1 << 16
+
+
+def _chunks(n: int) -> range:
+    return range(0, n, CHUNK_ROWS)
+
+
+def gather_runs(source: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``source[starts[i] : starts[i] + lengths[i]]`` for every ``i``, concatenated."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    out = np.empty(int(lengths.sum()), dtype=source.dtype)
+    at = 0
+    for lo in _chunks(len(lengths)):
+        first, count = starts[lo : lo + CHUNK_ROWS], lengths[lo : lo + CHUNK_ROWS]
+        total = int(count.sum())
+        index = np.repeat(first - (np.cumsum(count) - count), count) + np.arange(total)
+        out[at : at + total] = source[index]
+        at += total
+    return out
 
 
 def pad_left(values: np.ndarray, offsets: np.ndarray, max_len: int) -> np.ndarray:
     """Vectorised left padding: row ``u`` ends with the last ``max_len`` items of ``u``."""
-    n = len(offsets) - 1
-    out = np.zeros((n, max_len), dtype=np.int64)
-    lengths = np.minimum(np.diff(offsets), max_len)
-    if lengths.sum() == 0:
-        return out
-    rows = np.repeat(np.arange(n), lengths)
-    # position inside the kept window, counted from the end
-    ends = offsets[1:]
-    within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    src = np.repeat(ends - lengths, lengths) + within
-    cols = max_len - np.repeat(lengths, lengths) + within
-    out[rows, cols] = values[src]
+    return pad_window(values, offsets[:-1], offsets[1:], max_len)
+
+
+def pad_window(
+    values: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_len: int
+) -> np.ndarray:
+    """``[n, max_len]`` int64: row ``i`` holds the last ``max_len`` of
+    ``values[starts[i]:ends[i]]``, left-padded with 0 (chunked over rows)."""
+    out = np.zeros((len(starts), max_len), dtype=np.int64)
+    for lo in _chunks(len(starts)):
+        end = ends[lo : lo + CHUNK_ROWS]
+        lengths = np.clip(end - starts[lo : lo + CHUNK_ROWS], 0, max_len).astype(np.int64)
+        total = int(lengths.sum())
+        if total == 0:
+            continue
+        rows = np.repeat(np.arange(lo, lo + len(lengths)), lengths)
+        # position inside the kept window, counted from its start
+        within = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        src = np.repeat(end - lengths, lengths) + within
+        cols = max_len - np.repeat(lengths, lengths) + within
+        out[rows, cols] = values[src]
     return out
 
 

@@ -58,9 +58,12 @@ ROW_BYTES = 160
 #: bytes one event costs while a pass is validated (polars rows, the pandas chunk, the
 #: derived columns and GX's working copies); measured with ``recops bench validation``
 GX_ROW_BYTES = 400
-#: bytes one kept tail event costs in the result (item index, time, user index, and the
-#: sort's temporary copy)
-TAIL_BYTES = 48
+#: bytes one kept tail event costs in the result: the sequences (item, time, event type)
+#: and the training sequences (item, event type), int64 each
+TAIL_BYTES = 40
+#: bytes per user and history position of leave-one-out's evaluation tensors (validation
+#: and test, items and event types, int64)
+EVAL_BYTES = 32
 #: bytes per vocabulary token (Python str in a tuple, plus the polars copy while building)
 TOKEN_BYTES = 120
 #: fixed cost of the interpreter and libraries, not available to the data
@@ -241,28 +244,33 @@ class Plan:
 
     passes: int
     budget_mb: int
-    fixed_mb: float  # vocabulary + kept tails: held for the whole run
+    fixed_mb: float  # vocabulary + the result (tails and split): held at the end
     pass_mb: float  # one pass's events
 
 
 def plan_passes(
     n_rows: int, n_users: int, n_items: int, keep: int, budget_mb: int, row_bytes: int = ROW_BYTES
 ) -> Plan:
-    """The fewest passes whose events fit in what the budget leaves after the fixed part.
+    """The fewest passes whose events fit in what the budget leaves beside the vocabulary.
 
-    Raises :class:`DataError` naming ``data.memory_budget_mb`` when even the fixed part
-    (vocabulary and the kept tails, which no number of passes makes smaller) or one
-    pass's share at the maximum of 4096 passes does not fit."""
+    The passes spill their tails to disk, so what a pass holds and the result (every
+    user's last ``keep`` events, the training sequences and leave-one-out's padded
+    tensors, built after the last pass) are never in memory together. Raises
+    :class:`DataError` naming ``data.memory_budget_mb`` when the vocabulary and the result
+    (which no number of passes makes smaller) or one pass's share at the maximum of 4096
+    passes does not fit."""
     mib = 2**20
     kept = min(n_rows, n_users * keep)
-    fixed = BASELINE_MB + ((n_users + n_items) * TOKEN_BYTES + kept * TAIL_BYTES) / mib
-    free = budget_mb - fixed
-    if free <= 0:
+    vocabulary = BASELINE_MB + (n_users + n_items) * TOKEN_BYTES / mib
+    result = (kept * TAIL_BYTES + n_users * max(keep - 3, 0) * EVAL_BYTES) / mib
+    fixed = vocabulary + result
+    free = budget_mb - vocabulary
+    if fixed >= budget_mb:
         raise DataError(
             f"{BUDGET_KEY}={budget_mb} is too small: the vocabulary ({n_users:,} users, "
-            f"{n_items:,} items) and each user's last {keep} events need about "
-            f"{math.ceil(fixed)} MB before any pass",
-            hint=f"raise it with --set {BUDGET_KEY}={math.ceil(fixed * 1.5)}",
+            f"{n_items:,} items), each user's last {keep} events and the split's tensors "
+            f"need about {math.ceil(fixed)} MB",
+            hint=f"raise it with --set {BUDGET_KEY}={math.ceil(fixed * 1.25)}",
         )
     passes = max(1, math.ceil(n_rows * row_bytes / mib / free))
     if passes > 4096:
@@ -474,25 +482,63 @@ def stream_sequences(
     source: pl.LazyFrame | UserBuckets, vocab: Vocabulary, keep: int, passes: int
 ) -> Sequences:
     """Each vocabulary user's last ``keep`` events as CSR sequences, in ``passes`` passes
-    (users of the vocabulary with no event in ``source`` get empty sequences)."""
+    (users of the vocabulary with no event in ``source`` get empty sequences).
+
+    Each pass's tails are spilled to a temporary folder (so no pass is in memory beside
+    the result), and the result arrays are then allocated once and filled pass by pass:
+    no concatenation of every pass and no global sort (each user lies in one pass, sorted
+    there)."""
     frames = (
         _index_frame(vocab.users, USER_IDX, USER, 0),
         _index_frame(vocab.items, ITEM_IDX, ITEM, 1),
         _index_frame(vocab.event_types, EVENT_IDX, EVENT, 1),
     )
-    parts = []
-    for part, chosen in enumerate(user_passes(source, passes)):
-        parts.append(_tails_of_pass(chosen, frames, keep))
-        log.debug("pass %d/%d: %d tail events", part + 1, passes, len(parts[-1]))
-    tails = pl.concat(parts)
-    del parts
-    return csr_sequences(
-        tails[USER_IDX].to_numpy(),
-        tails[ITEM_IDX].to_numpy(),
-        tails[TIME].to_numpy(),
-        tails[EVENT_IDX].to_numpy(),
-        vocab,
-    )
+    tails = (_tails_of_pass(chosen, frames, keep) for chosen in user_passes(source, passes))
+    with tempfile.TemporaryDirectory(prefix="recops-tails-") as spill:
+        stored = [
+            _spill(_tail_arrays(pass_tails), Path(spill), n) for n, pass_tails in enumerate(tails)
+        ]
+        return _fill_sequences(stored, vocab)
+
+
+_TAIL_COLUMNS = (USER_IDX, ITEM_IDX, TIME, EVENT_IDX)
+
+
+def _tail_arrays(tails: pl.DataFrame) -> dict[str, np.ndarray]:
+    return {name: tails[name].to_numpy() for name in _TAIL_COLUMNS}
+
+
+def _spill(arrays: dict[str, np.ndarray], folder: Path, part: int) -> dict[str, np.ndarray]:
+    """Save one pass's tail arrays and give them back memory-mapped (read-only)."""
+    out = {}
+    for name, values in arrays.items():
+        path = folder / f"{part}{name}.npy"
+        np.save(path, values)
+        out[name] = np.load(path, mmap_mode="r")
+    log.debug("pass %d: %d tail events spilled", part, len(arrays[USER_IDX]))
+    return out
+
+
+def _fill_sequences(parts: list[dict[str, np.ndarray]], vocab: Vocabulary) -> Sequences:
+    """CSR sequences from per-pass tails, each sorted by user (then time), every user in
+    one pass: the result arrays are allocated once and each pass is copied into place."""
+    counts = np.zeros(vocab.n_users, dtype=np.int64)
+    for part in parts:
+        counts += np.bincount(part[USER_IDX], minlength=vocab.n_users)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    total = int(offsets[-1])
+    values = np.empty(total, dtype=np.int64)
+    times = np.empty(total, dtype=np.int64)
+    kinds = np.empty(total, dtype=np.int64) if vocab.event_types else None
+    for part in parts:
+        users = np.asarray(part[USER_IDX])
+        run_start = np.searchsorted(users, users, side="left")
+        at = offsets[users] + np.arange(len(users)) - run_start
+        values[at] = part[ITEM_IDX]
+        times[at] = part[TIME]
+        if kinds is not None:
+            kinds[at] = part[EVENT_IDX]
+    return Sequences(values, offsets, times, kinds)
 
 
 def csr_sequences(
@@ -572,4 +618,4 @@ def stream_prepare(
         with staged_buckets(lazy, files.n_rows) as buckets:
             seqs = stream_sequences(buckets, vocab, keep, plan.passes)
     split = leave_one_out(seqs, vocab.n_items, cfg.max_len, cfg.min_user_events)
-    return PreparedData(vocab, seqs, split, catalogue, report)
+    return PreparedData(vocab, seqs, split, catalogue, report, sharded=shard is not None)

@@ -38,6 +38,7 @@ from components.training.config import TrainConfig, validation_interval
 from components.training.datamodules import RecDataModule, training_kind
 from components.training.module import RecommenderModule
 from components.training.progress import EpochProgress
+from components.training.shards import gathered, require_rank_local_state, summed
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,7 @@ def _fit(
         train_cfg.eval_batch_size,
         train_cfg.seed,
         train_cfg.num_workers,
+        sharded=prepared.sharded,
     )
     if data.n_train_examples == 0:
         raise TrainingError(
@@ -324,8 +326,14 @@ def train_model(
     """Train ``model_cfg`` on ``prepared``'s split, restore the best epoch, evaluate, save.
     ``content``: the vocabulary's item features for a model that uses them.
 
+    With ``prepared.sharded`` (one data-parallel rank's users, under ``strategy: ddp``)
+    each rank trains on its own users; the metrics and ``per_user_test`` then cover every
+    rank's evaluation users (gathered in rank order) and the bundle's popularity sums all
+    ranks' training counts.
+
     Raises :class:`ConfigError` for unknown models/hyperparameters and
-    :class:`TrainingError` when there is nothing to train on.
+    :class:`TrainingError` when there is nothing to train on (or, sharded, for a model
+    that builds state from the whole training data).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -334,6 +342,8 @@ def train_model(
         torch.set_num_threads(train_cfg.num_threads)
     started = time.perf_counter()
     bundle = build_bundle(prepared, model_cfg, content)
+    if prepared.sharded:
+        require_rank_local_state(bundle)
     if bundle.model.trainable:
         outcome = _fit(bundle, prepared, train_cfg, eval_cfg, run_dir)
     else:
@@ -343,6 +353,10 @@ def train_model(
             epochs=0, train_seconds=seconds, samples_per_second=n / max(seconds, 1e-9)
         )
     bundle.model.to(_eval_device(train_cfg)).eval()
+    eval_sets = (prepared.split.valid, prepared.split.test)
+    if prepared.sharded:  # every rank evaluates (and rank 0 saves) what all ranks hold
+        eval_sets = (gathered(prepared.split.valid), gathered(prepared.split.test))
+        bundle.item_popularity = summed(bundle.item_popularity)
     valid, test = (
         evaluate(
             bundle,
@@ -351,7 +365,7 @@ def train_model(
             exclude_seen=eval_cfg.exclude_seen,
             batch_size=eval_cfg.batch_size,
         )
-        for split in (prepared.split.valid, prepared.split.test)
+        for split in eval_sets
     )
     bundle_dir = run_dir / "model"
     if outcome.is_global_zero:  # under DDP only rank 0 writes the bundle

@@ -5,10 +5,11 @@ import pandas as pd
 import pytest
 import torch
 
+from components.data import sequences as sequences_module
 from components.data.config import DataConfig
 from components.data.prepare import prepare
 from components.data.schema import normalize_events
-from components.data.sequences import Vocabulary, build_sequences, pad_left
+from components.data.sequences import Sequences, Vocabulary, build_sequences, pad_left
 from components.data.splits import leave_one_out, temporal
 from components.errors import DataError
 
@@ -125,3 +126,63 @@ def test_cold_item_protocol_removes_items_from_training_and_keeps_their_test_use
     assert np.array_equal(cold, same)  # seeded
     other, different = cold_item_split(prepared.split, share=0.1, seed=5)
     assert not np.array_equal(cold, different)
+
+
+def _random_sequences(seed: int = 5, users: int = 40) -> Sequences:
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, 12, size=users)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    total = int(offsets[-1])
+    return Sequences(
+        rng.integers(1, 30, size=total),
+        offsets,
+        np.sort(rng.integers(0, 10**12, size=total)),
+        rng.integers(1, 4, size=total),
+    )
+
+
+def _rows(seqs: Sequences, column: np.ndarray) -> list[list[int]]:
+    return [column[a:b].tolist() for a, b in zip(seqs.offsets[:-1], seqs.offsets[1:], strict=True)]
+
+
+@pytest.mark.parametrize("chunk", [3, 1 << 16])
+def test_chunked_split_equals_a_per_user_reference(monkeypatch, chunk: int) -> None:
+    """The chunked gathers and the eval sets padded straight from the sequences give, user
+    by user, what slicing each user's list gives (chunk 3: many chunks, ragged last one)."""
+    monkeypatch.setattr(sequences_module, "CHUNK_ROWS", chunk)
+    seqs, max_len = _random_sequences(), 5
+    values, kinds = _rows(seqs, seqs.values), _rows(seqs, seqs.events)
+    split = leave_one_out(seqs, n_items=30, max_len=max_len)
+    evaluable = [u for u, row in enumerate(values) if len(row) >= 3]
+    assert _rows(split.train, split.train.values) == [
+        row[:-2] if len(row) >= 3 else row for row in values
+    ]
+    assert _rows(split.train, split.train.events) == [
+        row[:-2] if len(row) >= 3 else row for row in kinds
+    ]
+
+    def padded(row: list[int]) -> list[int]:
+        kept = row[-max_len:]
+        return [0] * (max_len - len(kept)) + kept
+
+    for eval_set, drop in ((split.valid, 1), (split.test, 0)):
+        assert eval_set.users.tolist() == evaluable
+        cut = [len(values[u]) - drop - 1 for u in evaluable]
+        assert eval_set.targets.tolist() == [
+            values[u][c] for u, c in zip(evaluable, cut, strict=True)
+        ]
+        assert eval_set.histories.tolist() == [
+            padded(values[u][:c]) for u, c in zip(evaluable, cut, strict=True)
+        ]
+        assert eval_set.events is not None and eval_set.target_events is not None
+        assert eval_set.events.tolist() == [
+            padded(kinds[u][:c]) for u, c in zip(evaluable, cut, strict=True)
+        ]
+        assert eval_set.target_events.tolist() == [
+            kinds[u][c] for u, c in zip(evaluable, cut, strict=True)
+        ]
+        assert eval_set.positions is not None and eval_set.positions.tolist() == cut
+    picked = np.array([7, 0, 7, 3])
+    chosen = seqs.select(picked)
+    assert _rows(chosen, chosen.values) == [values[u] for u in picked]
+    assert pad_left(seqs.values, seqs.offsets, max_len).tolist() == [padded(row) for row in values]

@@ -86,7 +86,7 @@ def test_stream_prepare_equals_the_in_memory_split(parts: Path, budget: int) -> 
 
 def test_small_budget_uses_more_passes_with_the_same_result() -> None:
     assert (
-        plan_passes(10_000_000, 200_000, 50_000, 53, 1024).passes
+        plan_passes(10_000_000, 200_000, 50_000, 53, 1536).passes
         > plan_passes(10_000_000, 200_000, 50_000, 53, 8192).passes
     )
 
