@@ -24,17 +24,15 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 from pydantic import BaseModel, Field
 
 from components.explain.group import GroupDeletion, greedy_group_deletion
-from components.explain.influence import METHOD, Influence, Question, deletion_influence
+from components.explain.influence import Influence, Question, deletion_influence
 from components.explain.search import searched_group_deletion
 from components.models.base import Recommender
-
-Method = Literal["deletion", "group", "search"]
+from services.wire import Because, Method
 
 
 class ExplainLimits(BaseModel):
@@ -74,26 +72,6 @@ class QueryInfluence(BaseModel):
 
 
 # --- public ------------------------------------------------------------------------
-class Because(BaseModel):
-    """A history event and how much it drove an item."""
-
-    item_id: str
-    position: int = Field(description="index in the history as given (0 = oldest)")
-    events_ago: int = Field(description="1 = the most recent event")
-    event_type: str | None
-    influence: float = Field(description="score drop of the item if this event is removed")
-    rank_change: int = Field(description="places the item falls if this event is removed")
-
-
-class Explanation(BaseModel):
-    """How the explanation was made (and why there is none, when there is none)."""
-
-    explainable: bool
-    method: str = METHOD
-    events_explained: int = 0
-    note: str | None = None
-
-
 GROUP_NOTE = (
     "group deletion: each 'because' event's influence is the item's score drop when it is "
     "removed after the events listed before it; its rank_change is with all of them removed"

@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 import anyio.to_thread
 import bentoml
 import orjson
-import torch
 from pydantic import BaseModel, Field, ValidationError, create_model
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -50,29 +49,21 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from components.deploy import swap
-from components.models.ann import AnnIndex
 from components.monitoring.servelog import new_request_id
 from components.quiet import quiet_third_party
 from services import metrics
 from services.batching import MicroBatcher, Overloaded
-from services.engine import (
-    Engine,
-    ExplainJob,
-    ExplainQuery,
-    ExplainResponse,
-    Plan,
-    Scored,
-    ScoreQuery,
-    explain_request_model,
-    request_model,
-)
-from services.explanations import ExplainLimits, QueryInfluence
 from services.guard import GuardMiddleware
 from services.servinglog import ServiceLogs, feedback_event_model
 from services.settings import SERVICE_NAME, ServiceSettings
+from services.wire import ExplainQuery, ExplainResponse, explain_request_model, request_model
 
 if TYPE_CHECKING:
+    import torch
+
     from components.features.store import RecentHistory
+    from services.engine import Engine, ExplainJob, Plan, Scored, ScoreQuery
+    from services.explanations import QueryInfluence
 
 quiet_third_party()  # service start: drop third-party banners from the service log
 logger = logging.getLogger("recops.service")
@@ -270,6 +261,8 @@ class RecommendationService:
                 f"${SETTINGS.serve.api_key_env} or serve.api_key_file"
             )
         self.workspace = SETTINGS.resolved_workspace()
+        import torch  # here, in the worker: BentoML's parent imports this module too
+
         self.device = serving_device(SETTINGS.serve.device)
         if self.device.type == "cpu" and SETTINGS.serve.cpu_threads:
             torch.set_num_threads(SETTINGS.serve.cpu_threads)
@@ -288,7 +281,10 @@ class RecommendationService:
     # --- the served model and its hot swap -----------------------------------------------
     def _load(self, settings: ServiceSettings, path: Path) -> Loaded:
         """The model bundle at ``path`` with its engine and micro-batcher."""
+        from components.models.ann import AnnIndex
         from components.models.bundle import ModelBundle
+        from services.engine import Engine
+        from services.explanations import ExplainLimits
 
         serve = settings.serve
         bundle = ModelBundle.load(path, self.device)
@@ -450,6 +446,8 @@ class RecommendationService:
         plan = _with_store_warning(plan, found.store_failed)
         scored: Scored | None = None
         if plan.query is not None:
+            from services.engine import Scored
+
             scored = Scored(items=[], scores=[])
             (scored.influence,) = await active.explainer.submit(
                 [engine.explain_job(plan.query, scored)]
@@ -588,6 +586,8 @@ async def _retire(old: Loaded, timeout_s: float) -> None:
 
 def serving_device(wanted: str) -> torch.device:
     """``cuda`` when asked for (``auto``/``cuda``) and present, else CPU (logged)."""
+    import torch
+
     if wanted != "cpu" and torch.cuda.is_available():
         return torch.device("cuda")
     if wanted == "cuda":

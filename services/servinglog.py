@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -25,7 +25,9 @@ from components.monitoring.servelog import (
 )
 from components.workspace import Workspace
 from services import metrics
-from services.engine import Plan
+
+if TYPE_CHECKING:  # the service module imports this in BentoML's parent: no torch there
+    from services.engine import Plan
 
 
 class FeedbackEvent(BaseModel):

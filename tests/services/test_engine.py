@@ -7,7 +7,8 @@ import torch
 
 from components.data.config import SyntheticConfig
 from components.data.synthetic import generate_events
-from services.engine import Engine, request_model
+from services.engine import Engine
+from services.wire import request_model
 from tests.services.conftest import make_bundle
 
 

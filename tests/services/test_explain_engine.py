@@ -10,8 +10,9 @@ from components.data.config import SyntheticConfig
 from components.data.sequences import Vocabulary, build_sequences
 from components.data.synthetic import generate_events
 from components.models.bundle import ModelBundle, build_model
-from services.engine import Engine, explain_request_model, request_model
+from services.engine import Engine
 from services.explanations import ExplainLimits, Method
+from services.wire import explain_request_model, request_model
 from tests.services.conftest import make_bundle
 
 

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from components.deploy.config import LocalDeployConfig, ServeConfig
@@ -182,6 +183,21 @@ def test_metadata_and_metrics(served_workspace, client) -> None:
     assert 'recops_recommend_requests_total{source="cold_start"}' in metrics
     assert "recops_batch_size_bucket" in metrics
     assert 'recops_http_requests_total{code="200",endpoint="/metadata"}' in metrics
+
+
+def test_the_bentoml_parent_process_does_not_load_torch(served_workspace, client) -> None:
+    """``bentoml serve`` imports the service module before it starts the worker: with torch
+    kept to the worker (services/wire.py), a process start does not pay for it twice."""
+    assert client.get("/metadata").json()["scorer"] == {"kind": "traced", "reason": "traced"}
+    state = read_state(served_workspace.workspace)
+    assert state is not None and state.backend is not None
+    parent = psutil.Process(state.backend.pid)
+
+    def loads_torch(process: psutil.Process) -> bool:
+        return any("libtorch" in m.path for m in process.memory_maps())
+
+    assert not loads_torch(parent)
+    assert any(loads_torch(child) for child in parent.children(recursive=True))
 
 
 def _merged_batches(metrics: str) -> tuple[float, float]:
