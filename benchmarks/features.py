@@ -131,6 +131,11 @@ def _bench_one(
             "materialize_new_days_s": mat_new.seconds,
             "materialize_new_days_peak_rss_mb": mat_new.peak_rss_mb,
             "rows_new_days": {v.view: v.rows for v in added.views},
+            # CPU seconds: what each stage costs whatever the load on a shared machine
+            "cpu_s": {
+                stage.name: round(stage.cpu_seconds, 2)
+                for stage in (tables, applied, mat, tables_new, mat_new)
+            },
         }
         users = events[USER].astype(str).unique()
         rng = np.random.default_rng(seed)

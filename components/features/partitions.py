@@ -166,10 +166,11 @@ def write_partitions(table: pa.Table, root: Path, manifest: Manifest) -> list[st
     chosen = chosen[np.argsort(day_numbers[chosen], kind="stable")]  # rows keep their order
     ordered_days = day_numbers[chosen]
     bounds = np.flatnonzero(np.r_[True, ordered_days[1:] != ordered_days[:-1], True])
+    ordered = table.take(pa.array(chosen))  # one copy in day order, then zero-copy slices
     written = []
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         day = str(np.datetime64(int(ordered_days[lo]), "D"))
-        _replace_partition(table.take(pa.array(chosen[lo:hi])), root / f"{DAY}={day}")
+        _replace_partition(ordered.slice(lo, hi - lo), root / f"{DAY}={day}")
         written.append(day)
     for day in written_days(root):
         if day >= start and day not in set(written):
