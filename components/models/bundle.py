@@ -176,7 +176,8 @@ class ModelBundle:
         (the serving path scores with a compiled model: components/models/compiled.py)."""
         cold = (histories == PAD).all(dim=1)
         if users is not None:
-            cold &= (users.to(self.device) < 0) | (users.to(self.device) >= self.vocab.n_users)
+            users = users.to(scores.device)
+            cold &= (users < 0) | (users >= self.vocab.n_users)
         if bool(cold.any()):
             scores = scores.clone()
             popularity = torch.as_tensor(
@@ -193,7 +194,7 @@ class ModelBundle:
         if exclude_seen:
             ranked.scatter_(1, histories, lowest / 2)
         if exclude is not None:
-            ranked.scatter_(1, exclude.to(self.device).clamp(min=0), lowest / 2)
+            ranked.scatter_(1, exclude.to(scores.device).clamp(min=0), lowest / 2)
         ranked[:, 0] = lowest
         k = max(0, min(int(k), self.vocab.n_items))
         top = ranked.topk(k, dim=1)
