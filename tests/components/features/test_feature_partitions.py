@@ -150,3 +150,12 @@ def test_incremental_materialization_reads_only_new_days_and_answers_as_a_full_o
     pd.testing.assert_frame_equal(
         historical_features(incremental, cfg, labels), historical_features(full, cfg, labels)
     )
+
+
+def test_the_dask_offline_store_is_refused_with_the_reason(tmp_path):
+    from components.errors import FeatureStoreError
+    from components.features.store import feature_store
+
+    workspace = Workspace.at(tmp_path / "ws").ensure()
+    with pytest.raises(FeatureStoreError, match=r"offline_store=file .*partition"):
+        feature_store(workspace, FeaturesConfig(offline_store="file"))

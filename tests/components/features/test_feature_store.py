@@ -1,4 +1,4 @@
-"""The Feast store on the local default (file offline store, SQLite online, file registry)."""
+"""The Feast store on the local default (DuckDB offline store, SQLite online, file registry)."""
 
 from __future__ import annotations
 
