@@ -367,8 +367,9 @@ def http_latency(
 ) -> list[dict[str, Any]]:
     """Deploy ``bundle`` as a real bento (``serve.explain_max_history = explain_history``)
     in a temporary workspace and load it over HTTP."""
+    from benchmarks.serving import cpu_seconds
     from components.deploy.config import LocalDeployConfig, ServeConfig
-    from components.deploy.local import deploy_version, free_port, stop_local
+    from components.deploy.local import deploy_version, free_port, read_state, stop_local
     from components.features.config import FeaturesConfig
     from components.records import RunRecord
     from components.registry.store import ModelRegistry
@@ -396,16 +397,24 @@ def http_latency(
             FeaturesConfig(enabled=False),
         )
         try:
+            state = read_state(ws)
+            roles = [] if state is None else [state.proxy, state.backend]
+            pids = [info.pid for info in roles if info is not None]
             for level in levels:
                 for explain in (False, True):
                     body = {"history": history, "k": LATENCY_K, "explain": explain}
+                    before = cpu_seconds(pids)
                     figures = _loadgen(f"{deployed.url}/recommend", level, duration, body)
+                    spent = cpu_seconds(pids) - before
                     rows.append(
                         {
                             "target": "bento",
                             "explain": explain,
                             "explain_max_history": explain_history,
                             **figures,
+                            # proxy + bento CPU per request: what a request costs, whatever
+                            # else the shared machine runs (latency is not)
+                            "cpu_ms": round(spent * 1000 / max(1, figures["requests"]), 3),
                         }
                     )
         finally:
@@ -438,11 +447,13 @@ def in_process_latency(
 
             call()
             times = []
+            cpu_before = time.process_time()
             until = time.perf_counter() + duration
             while time.perf_counter() < until:
                 start = time.perf_counter()
                 call()
                 times.append(time.perf_counter() - start)
+            cpu_ms = (time.process_time() - cpu_before) * 1000 / (len(times) * level)
             ms = np.asarray(times) * 1000.0
             p50, p99 = np.percentile(ms, [50, 99])
             rows.append(
@@ -455,6 +466,7 @@ def in_process_latency(
                     "errors": 0,
                     "p50_ms": round(float(p50), 2),
                     "p99_ms": round(float(p99), 2),
+                    "cpu_ms": round(cpu_ms, 3),
                 }
             )
     return rows
@@ -605,7 +617,9 @@ def format_tables(result: dict[str, Any]) -> str:
     if setups:
         lines.append(
             "events: serve.explain_max_history (most recent events deleted per request); "
-            "ratio: explain / plain on the same deployment and concurrency"
+            "ratio: explain / plain on the same deployment and concurrency; cpu ms/req: CPU "
+            "time per request of the proxy and bento process trees (bento) or of this process "
+            "(in-process), which, unlike latency, does not grow with the machine's load"
         )
     return "\n".join(lines)
 
@@ -618,7 +632,8 @@ def latency_table(setup: dict[str, Any], latency: list[dict[str, Any]]) -> list[
         f"{setup.get('load_average_before', '?')} before, "
         f"{setup.get('load_average_after', '?')} after",
         f"{'target':<12}{'events':>7}{'conc':>5}{'explain':>9}{'requests':>10}{'p50 ms':>9}"
-        f"{'p99 ms':>9}{'errors':>8}{'p50 ratio':>11}{'p99 ratio':>11}",
+        f"{'p99 ms':>9}{'errors':>8}{'p50 ratio':>11}{'p99 ratio':>11}{'cpu ms/req':>12}"
+        f"{'cpu ratio':>11}",
     ]
     mine = [r for r in latency if r.get("model", setup["model"]) == setup["model"]]
 
@@ -633,5 +648,14 @@ def latency_table(setup: dict[str, Any], latency: list[dict[str, Any]]) -> list[
             f"{str(r['explain']):>9}{r['requests']:>10}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
             f"{r['errors']:>8}{r['p50_ms'] / max(base['p50_ms'], 1e-9):>11.2f}"
             f"{r['p99_ms'] / max(base['p99_ms'], 1e-9):>11.2f}"
+            f"{_cpu_cell(r.get('cpu_ms')):>12}{_ratio_cell(r.get('cpu_ms'), base.get('cpu_ms')):>11}"
         )
     return lines
+
+
+def _cpu_cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _ratio_cell(value: float | None, base: float | None) -> str:
+    return "-" if value is None or not base else f"{value / base:.2f}"

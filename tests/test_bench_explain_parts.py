@@ -94,6 +94,7 @@ def _latency_row(model: str, explain: bool, p50: float) -> dict[str, object]:
         "errors": 0,
         "p50_ms": p50,
         "p99_ms": 2 * p50,
+        "cpu_ms": p50 / 4,
     }
 
 
@@ -112,6 +113,8 @@ def test_latency_tables_are_one_per_model_with_their_own_ratios() -> None:
     sasrec, lrurec = table.split("latency: ")[1:]
     assert sasrec.startswith("sasrec") and "1.50" in sasrec and "3.00" not in sasrec
     assert lrurec.startswith("lrurec") and "3.00" in lrurec and "1.50" not in lrurec
+    explained = [line.split() for line in lrurec.splitlines() if " True " in line]
+    assert explained[0][-2:] == ["3.00", "3.00"]  # CPU per request 3.00 ms, 3x the plain 1.00
 
 
 def test_latency_of_a_model_not_benchmarked_is_refused_before_any_training() -> None:
