@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmarks.data import run_data_benchmark
+from benchmarks.data import run_data_benchmark, run_split_benchmark
 
 
 def _stage_names(report: dict) -> list[str]:
@@ -30,3 +30,12 @@ def test_stages_run_one_at_a_time_reuse_the_kept_folder(tmp_path: Path) -> None:
     assert _stage_names(second) == ["version", "sequences+split"]
     assert second["stages"][1]["passes"] > 1  # the small budget needs several passes
     assert second["stages"][1]["test_users"] > 0
+
+
+def test_split_only_reports_the_split_of_every_user(tmp_path: Path) -> None:
+    report = run_split_benchmark(5_000, tmp_path / "split.json", per_user=10)
+    written = json.loads((tmp_path / "split.json").read_text())
+    assert written["events"] == report["events"] == 5_000
+    assert written["valid_users"] == written["test_users"] == 500
+    assert written["train_events"] == 500 * 8  # two held out per user
+    assert written["peak_rss_mb"] > 0

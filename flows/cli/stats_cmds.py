@@ -62,11 +62,22 @@ def bench_data(
             "what earlier runs left there.",
         ),
     ] = None,
+    split_only: Annotated[
+        bool,
+        typer.Option(
+            "--split-only",
+            help="Only leave-one-out over --events CSR events already in memory (50 per "
+            "user): the split's peak RSS at a size the generator would take hours for.",
+        ),
+    ] = False,
     json_out: JsonOutOpt = None,
 ) -> None:
     """Wall time and peak RSS of generating, loading, normalising and splitting events."""
-    from benchmarks.data import ENGINES, STREAM_STAGES, run_data_benchmark
+    from benchmarks.data import ENGINES, STREAM_STAGES, run_data_benchmark, run_split_benchmark
 
+    if split_only:
+        run_split_benchmark(events, json_out)
+        return
     if engine not in ENGINES:
         raise typer.BadParameter(f"choose one of {', '.join(ENGINES)}", param_hint="--engine")
     chosen = tuple(s.strip() for s in stages.split(",")) if stages else None
