@@ -85,12 +85,15 @@ def test_user_error_tracebacks_are_dropped_whatever_handler_comes_later(logger_n
             formatted.append(logging.Formatter().format(record))
 
     handler = _Format()
-    logger.addHandler(handler)  # what Prefect's logging setup does later
+    # only this handler: Prefect's own (its API log handler, where a worker set it up)
+    # would warn about a record outside a flow run
+    saved, propagate = logger.handlers[:], logger.propagate
+    logger.handlers, logger.propagate = [handler], False  # what Prefect's setup does later
     try:
         user_error = _raised(DataError("batch rejected: 3 rows have no user_id"))
         logger.error("Task run failed", exc_info=user_error)
         logger.error("Task run failed", exc_info=_raised(ValueError("a bug")))
     finally:
-        logger.removeHandler(handler)
+        logger.handlers, logger.propagate = saved, propagate
     assert "Traceback" not in formatted[0] and "Task run failed" in formatted[0]
     assert "Traceback" in formatted[1] and "ValueError: a bug" in formatted[1]
