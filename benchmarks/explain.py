@@ -533,6 +533,7 @@ def run_explain_benchmark(
         )
         latency_rows += rows_of_model
         setups.append(setup)
+        progress("\n".join(latency_table(setup, rows_of_model)))  # kept if a later model fails
     return {"faithfulness": rows, "latency": latency_rows, "latency_setup": setups}
 
 
