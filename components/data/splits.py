@@ -116,21 +116,30 @@ class Split:
         }
 
 
-def _eval_set(seqs: Sequences, rows: np.ndarray, drop: int, max_len: int) -> EvalSet:
-    """Users ``rows``: the item ``drop + 1`` from the end of each sequence is the target,
-    the ``max_len`` before it the history. Padded straight from ``seqs`` (no copy of the
-    chosen sequences: at 100M events that copy was gigabytes)."""
+def _eval_sets(seqs: Sequences, rows: np.ndarray, max_len: int) -> tuple[EvalSet, EvalSet]:
+    """Validation and test examples of users ``rows`` (targets: the second-to-last and
+    the last item). The validation history is the test history shifted by one, so both
+    are views of one ``[n, max_len + 1]`` window padded straight from ``seqs``: the
+    tensors are stored once and no copy of the chosen sequences is made (at 100M events
+    those copies were gigabytes). Views: never modify them in place."""
     starts = seqs.offsets[rows]
-    at = seqs.offsets[rows + 1] - drop - 1
-    events = None if seqs.events is None else pad_window(seqs.events, starts, at, max_len)
-    return EvalSet(
-        rows,
-        torch.from_numpy(pad_window(seqs.values, starts, at, max_len)),
-        torch.from_numpy(seqs.values[at]),
-        None if events is None else torch.from_numpy(events),
-        None if seqs.events is None else seqs.events[at],
-        at - starts,
-    )
+    test_at = seqs.offsets[rows + 1] - 1
+    window = torch.from_numpy(pad_window(seqs.values, starts, test_at, max_len + 1))
+    kinds = None
+    if seqs.events is not None:
+        kinds = torch.from_numpy(pad_window(seqs.events, starts, test_at, max_len + 1))
+
+    def examples(at: np.ndarray, columns: slice) -> EvalSet:
+        return EvalSet(
+            rows,
+            window[:, columns],
+            torch.from_numpy(seqs.values[at]),
+            None if kinds is None else kinds[:, columns],
+            None if seqs.events is None else seqs.events[at],
+            at - starts,
+        )
+
+    return examples(test_at - 1, slice(0, max_len)), examples(test_at, slice(1, max_len + 1))
 
 
 def leave_one_out(seqs: Sequences, n_items: int, max_len: int, min_user_events: int = 3) -> Split:
@@ -144,10 +153,11 @@ def leave_one_out(seqs: Sequences, n_items: int, max_len: int, min_user_events: 
     drop = np.where(lengths >= min_user_events, 2, 0)
     # nothing reads training timestamps: leaving them out saves 8 bytes a training event
     train = replace(seqs, timestamps=None).take_prefix(lengths - drop)
+    valid, test = _eval_sets(seqs, evaluable, max_len)
     return Split(
         train=train,
-        valid=_eval_set(seqs, evaluable, 1, max_len),
-        test=_eval_set(seqs, evaluable, 0, max_len),
+        valid=valid,
+        test=test,
         n_items=n_items,
         max_len=max_len,
         strategy="leave_one_out",

@@ -61,9 +61,10 @@ GX_ROW_BYTES = 400
 #: bytes one kept tail event costs in the result: the sequences (item, time, event type)
 #: and the training sequences (item, event type), int64 each
 TAIL_BYTES = 40
-#: bytes per user and history position of leave-one-out's evaluation tensors (validation
-#: and test, items and event types, int64)
-EVAL_BYTES = 32
+#: bytes per user and window position of leave-one-out's evaluation tensors (one
+#: ``max_len + 1`` window of items and one of event types, int64, that the validation and
+#: test histories view)
+EVAL_BYTES = 16
 #: bytes per vocabulary token (Python str in a tuple, plus the polars copy while building)
 TOKEN_BYTES = 120
 #: fixed cost of the interpreter and libraries, not available to the data
@@ -262,7 +263,7 @@ def plan_passes(
     mib = 2**20
     kept = min(n_rows, n_users * keep)
     vocabulary = BASELINE_MB + (n_users + n_items) * TOKEN_BYTES / mib
-    result = (kept * TAIL_BYTES + n_users * max(keep - 3, 0) * EVAL_BYTES) / mib
+    result = (kept * TAIL_BYTES + n_users * max(keep - 2, 0) * EVAL_BYTES) / mib
     fixed = vocabulary + result
     free = budget_mb - vocabulary
     if fixed >= budget_mb:
