@@ -83,15 +83,28 @@ def test_no_shortcut_where_it_would_not_be_exact() -> None:
     for name in ("sasrec", "bsarec", "gru4rec", "lrurec"):
         training = _model(name).train()  # dropout on
         assert training.encode_deletions(history, positions) is None
+    # BSARec's reference filter reads the whole padded window (future and padding included)
+    assert _model("bsarec", filter="window").encode_deletions(history, positions) is None
     assert _sasrec().encode_deletions(history[:, :1], positions[:1]) is None  # nothing left
     assert _model("lrurec").encode_deletions(history[:, :1], positions[:1]) is None
 
 
-@pytest.mark.parametrize("name", ["sasrec", "bsarec", "gru4rec", "lrurec"])
-def test_influence_equals_rescoring_every_deletion_with_score_all(name: str) -> None:
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("sasrec", {}),
+        ("bsarec", {}),
+        ("bsarec", {"filter": "window"}),  # no shortcut: the generic path
+        ("gru4rec", {}),
+        ("lrurec", {}),
+    ],
+)
+def test_influence_equals_rescoring_every_deletion_with_score_all(
+    name: str, params: dict[str, Any]
+) -> None:
     """Drops and the listed rank changes from encodings + target columns equal plain
     counterfactual deletion: ``score_all`` of each history without one event."""
-    model = _model(name)
+    model = _model(name, **params)
     history = torch.randint(1, N_ITEMS + 1, (WIDTH,), generator=torch.Generator().manual_seed(2))
     targets = torch.tensor([history[-1].item(), 17, 250])  # one of them is in the history
     question = Question(history, targets)
