@@ -41,6 +41,11 @@ def _partition_files(workspace: Workspace, cfg: FeaturesConfig, view: str) -> di
     return {day: root / f"day={day}" / PART_FILE for day in written_days(root)}
 
 
+def _inodes(workspace: Workspace, cfg: FeaturesConfig, view: str) -> dict[str, int]:
+    """Each day's partition file's inode: a rewritten (atomically replaced) file gets a new one."""
+    return {day: path.stat().st_ino for day, path in _partition_files(workspace, cfg, view).items()}
+
+
 def _rows(path: Path) -> pd.DataFrame:
     return pq.read_table(path).to_pandas()
 
@@ -64,13 +69,9 @@ def test_a_new_batch_rewrites_only_the_days_from_its_first_event(tmp_path, tiny_
     old, cut = _split_at_day(tiny_events, 0.6)
     incremental = Workspace.at(tmp_path / "incremental").ensure()
     write_feature_tables(old, incremental, cfg)
-    before = {
-        d: p.stat().st_ino for d, p in _partition_files(incremental, cfg, "user_features").items()
-    }
+    before = _inodes(incremental, cfg, "user_features")
     write_feature_tables(tiny_events, incremental, cfg)
-    after = {
-        d: p.stat().st_ino for d, p in _partition_files(incremental, cfg, "user_features").items()
-    }
+    after = _inodes(incremental, cfg, "user_features")
     kept = {d for d in before if after.get(d) == before[d]}
     assert kept == {d for d in before if d < cut}  # every older day untouched, no newer one
     assert max(after) > max(before)
@@ -88,13 +89,9 @@ def test_a_late_event_rewrites_from_its_own_day(tmp_path, tiny_events):
     late[TIME] = pd.Timestamp(f"{days[len(days) // 2]}T12:00:00Z")
     late[ITEM] = "a-late-item"
     grown = pd.concat([tiny_events, late], ignore_index=True)
-    before = {
-        d: p.stat().st_ino for d, p in _partition_files(workspace, cfg, "user_features").items()
-    }
+    before = _inodes(workspace, cfg, "user_features")
     write_feature_tables(grown, workspace, cfg)
-    after = {
-        d: p.stat().st_ino for d, p in _partition_files(workspace, cfg, "user_features").items()
-    }
+    after = _inodes(workspace, cfg, "user_features")
     assert {d for d in days if after[d] == before[d]} == set(days[: len(days) // 2])
     full = Workspace.at(tmp_path / "full").ensure()
     write_feature_tables(grown, full, cfg)
@@ -105,19 +102,13 @@ def test_nothing_is_rewritten_when_no_day_changed(tmp_path, tiny_events):
     cfg = FeaturesConfig(history_length=HISTORY)
     workspace = Workspace.at(tmp_path / "same").ensure()
     write_feature_tables(tiny_events, workspace, cfg)
-    before = {
-        d: p.stat().st_ino for d, p in _partition_files(workspace, cfg, "item_features").items()
-    }
+    before = _inodes(workspace, cfg, "item_features")
     write_feature_tables(tiny_events, workspace, cfg)
-    after = {
-        d: p.stat().st_ino for d, p in _partition_files(workspace, cfg, "item_features").items()
-    }
+    after = _inodes(workspace, cfg, "item_features")
     assert before == after
     # a setting the rows depend on rewrites every day
     write_feature_tables(tiny_events, workspace, FeaturesConfig(history_length=HISTORY + 1))
-    again = {
-        d: p.stat().st_ino for d, p in _partition_files(workspace, cfg, "item_features").items()
-    }
+    again = _inodes(workspace, cfg, "item_features")
     assert not set(again.items()) & set(before.items())
 
 
