@@ -204,17 +204,22 @@ def read_window(
     files = [str(root / f"{DAY}={day}" / PART_FILE) for day in days]
     if not files:
         return _empty(root, columns)
-    dataset = ds.dataset(files, format="parquet")
-    ts = ds.field(EVENT_TS)
+    return window_rows(ds.dataset(files, format="parquet"), columns, start, end)
+
+
+def window_rows(
+    dataset: ds.Dataset,
+    columns: list[str] | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> pa.Table:
+    """``dataset``'s rows with ``start <= event_timestamp <= end`` (either bound optional)."""
+    ts, kind = ds.field(EVENT_TS), dataset.schema.field(EVENT_TS).type
     condition = None
     if start is not None:
-        condition = ts >= pa.scalar(
-            pd.Timestamp(start).as_unit("ns"), dataset.schema.field(EVENT_TS).type
-        )
+        condition = ts >= pa.scalar(pd.Timestamp(start).as_unit("ns"), kind)
     if end is not None:
-        upper = ts <= pa.scalar(
-            pd.Timestamp(end).as_unit("ns"), dataset.schema.field(EVENT_TS).type
-        )
+        upper = ts <= pa.scalar(pd.Timestamp(end).as_unit("ns"), kind)
         condition = upper if condition is None else condition & upper
     return dataset.to_table(columns=columns, filter=condition)
 

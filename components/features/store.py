@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import yaml
 from pydantic import BaseModel, ConfigDict
@@ -47,6 +48,7 @@ from components.features.partitions import (
     event_day_digests,
     partition_root,
     read_window,
+    window_rows,
     write_partitions,
 )
 from components.features.tables import (
@@ -446,15 +448,7 @@ def source_rows(
     partitioned source reads only the partitions of the days in the window."""
     if path.is_dir():
         return read_window(path, columns, start, end)
-    wanted = None if columns is None else list(dict.fromkeys([*columns, EVENT_TS]))
-    table = pq.read_table(path, columns=wanted)
-    ts = table[EVENT_TS]
-    mask = pc.less_equal(ts, pd.Timestamp(end)) if end is not None else None
-    if start is not None:
-        lower = pc.greater_equal(ts, pd.Timestamp(start))
-        mask = lower if mask is None else pc.and_(mask, lower)
-    inside = table.filter(mask) if mask is not None else table
-    return inside.select(columns) if columns is not None else inside
+    return window_rows(ds.dataset(path, format="parquet"), columns, start, end)
 
 
 def _default_end(paths: dict[str, Path]) -> datetime:
