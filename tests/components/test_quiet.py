@@ -67,6 +67,17 @@ def test_is_noise_names_the_pydantic_deprecation() -> None:
     assert not is_noise("py.warnings", "/work/components/x.py:3: UserWarning: real")
 
 
+def test_a_library_deprecation_is_noise_and_ours_is_not() -> None:
+    ibis = (
+        "/venv/lib/python3.11/site-packages/ibis/backends/duckdb/__init__.py:332: "
+        "DeprecationWarning: fetch_arrow_table() is deprecated, use to_arrow_table() instead."
+    )
+    ours = "/work/components/models/compiled.py:40: DeprecationWarning: torch.jit.trace is old"
+    assert is_noise("py.warnings", ibis)
+    assert not is_noise("py.warnings", ours)
+    assert not is_noise("py.warnings", "/venv/site-packages/x.py:1: UserWarning: real")
+
+
 def _raised(exc: Exception) -> BaseException:
     try:
         raise exc
