@@ -22,7 +22,7 @@ import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import pandas as pd
 
@@ -44,6 +44,9 @@ from components.versioning.dvc_store import (
     file_md5,
 )
 from components.workspace import Workspace
+
+if TYPE_CHECKING:
+    from components.data.stream import UserBuckets
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +221,10 @@ def _validate_and_accept(
     catalogue_items: set[str] | None,
 ) -> Ingested:
     ws.ensure()
+    if data_cfg.engine == "spark" and isinstance(source, Path) and _is_parquet(source):
+        return _validate_and_accept_on_spark(
+            source, ws, data_cfg, validation_cfg, versioning_cfg, batch_id, catalogue_items
+        )
     if data_cfg.engine == "stream" and isinstance(source, Path) and _is_parquet(source):
         return _validate_and_accept_files(
             source, ws, data_cfg, validation_cfg, versioning_cfg, batch_id, catalogue_items
@@ -355,18 +362,64 @@ def _validate_and_accept_files(
         )
         if not report.passed:
             reject(ws, source, report, batch_id)
-        passes = plan_passes(
-            report.n_rows,
-            report.n_users,
-            report.n_items,
-            0,
-            data_cfg.memory_budget_mb,
-            GX_ROW_BYTES,
-        ).passes
-        batch = FileBatch(
-            source, passes, data_cfg.columns, data_cfg.default_event_type, buckets=buckets
+        return _accept_files(store, source, data_cfg, report, batch_id, buckets)
+
+
+def _accept_files(
+    store: DatasetStore,
+    source: Path,
+    data_cfg: DataConfig,
+    report: ValidationReport,
+    batch_id: str,
+    buckets: UserBuckets | None = None,
+) -> Ingested:
+    """Version a validated Parquet file or folder through polars' streaming sink, in as
+    many user passes as ``data.memory_budget_mb`` needs for the digest."""
+    passes = plan_passes(
+        report.n_rows, report.n_users, report.n_items, 0, data_cfg.memory_budget_mb, GX_ROW_BYTES
+    ).passes
+    batch = FileBatch(
+        source, passes, data_cfg.columns, data_cfg.default_event_type, buckets=buckets
+    )
+    return _accept(store, batch, batch_id, report)
+
+
+def _validate_and_accept_on_spark(
+    source: Path,
+    ws: Workspace,
+    data_cfg: DataConfig,
+    validation_cfg: ValidationConfig,
+    versioning_cfg: VersioningConfig,
+    batch_id: str | None,
+    catalogue_items: set[str] | None,
+) -> Ingested:
+    """``data.engine=spark``: the GX suite runs on Spark at ``data.spark_master`` through
+    GX's Spark datasource (batch-wide duplicates and drift statistics computed by Spark);
+    an accepted batch is versioned like the stream engine's (DVC tracks files: the
+    version is one Parquet file written by polars' streaming sink, whoever validated it).
+    An unreadable file rejects the whole batch, named with its batch row."""
+    from components.validation.spark import validate_spark_files
+
+    batch_id = batch_id or content_batch_id(source)
+    store = DatasetStore(ws, versioning_cfg)
+    try:
+        report = validate_spark_files(
+            source,
+            validation_cfg,
+            ws,
+            batch_id=batch_id,
+            master=data_cfg.spark_master,
+            columns=data_cfg.columns,
+            default_event_type=data_cfg.default_event_type,
+            catalogue_items=catalogue_items,
+            previous=store.stats(),
         )
-        return _accept(store, batch, batch_id, report)
+    except DataError as exc:
+        empty = validate_events(pd.DataFrame(), validation_cfg, ws, batch_id=batch_id)
+        reject(ws, source, with_load_failure(empty, exc), batch_id)
+    if not report.passed:
+        reject(ws, source, report, batch_id)
+    return _accept_files(store, source, data_cfg, report, batch_id)
 
 
 def _needs_passes(n_rows: int, budget_mb: int) -> bool:

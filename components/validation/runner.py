@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DATASOURCE = "recops"
+#: GX's native Spark datasource (``data.engine=spark``): the suite runs on the executors
+SPARK_DATASOURCE = "recops-spark"
 _CONTEXTS: dict[Path, Any] = {}
 _CONTEXT_GUARD = threading.Lock()
 _EXAMPLES = 5
@@ -80,13 +82,16 @@ def gx_context(workspace: Workspace):
         return _CONTEXTS[key]
 
 
-def _batch_definition(context, asset_name: str):
+def _batch_definition(context, asset_name: str, source_name: str = DATASOURCE):
     # get_datasource() binds the context; data_sources.all() returns unbound copies when
     # the datasource was loaded from great_expectations.yml.
-    if DATASOURCE in context.data_sources.all():
-        source = context.get_datasource(DATASOURCE)
+    if source_name in context.data_sources.all():
+        source = context.get_datasource(source_name)
+    elif source_name == SPARK_DATASOURCE:
+        # the caller persists (and unpersists) the frame: GX's own persist never releases it
+        source = context.data_sources.add_spark(source_name, persist=False)
     else:
-        source = context.data_sources.add_pandas(DATASOURCE)
+        source = context.data_sources.add_pandas(source_name)
     if asset_name in {asset.name for asset in source.assets}:
         asset = source.get_asset(asset_name)
     else:
@@ -96,24 +101,32 @@ def _batch_definition(context, asset_name: str):
     return asset.add_batch_definition_whole_dataframe("whole")
 
 
-def _checkpoint(context, name: str, expectations: list, docs: bool = True):
+def _checkpoint(
+    context, name: str, expectations: list, docs: bool = True, source_name: str = DATASOURCE
+):
     """(Re)register suite ``name`` with ``expectations`` and its checkpoint; return it.
 
     ``docs=False``: a checkpoint without the Data Docs action (results are still
-    stored), for chunks whose pages are built once afterwards (:func:`_docs_pages`)."""
+    stored), for chunks whose pages are built once afterwards (:func:`_docs_pages`).
+    ``source_name``: the datasource the batches come from (pandas, or
+    :data:`SPARK_DATASOURCE`); the suite keeps its name, so reports and Data Docs name
+    the same suite whatever the engine."""
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction, ValidationAction
 
     suite = context.suites.add_or_update(gx.ExpectationSuite(name=name, expectations=expectations))
+    run_name = name if source_name == DATASOURCE else f"{name}-{source_name}"
     definition = context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=name, data=_batch_definition(context, name), suite=suite)
+        gx.ValidationDefinition(
+            name=run_name, data=_batch_definition(context, name, source_name), suite=suite
+        )
     )
     actions: list[ValidationAction] = (
         [UpdateDataDocsAction(name="update_data_docs")] if docs else []
     )
     return context.checkpoints.add_or_update(
         gx.Checkpoint(
-            name=name if docs else f"{name}-chunks",
+            name=run_name if docs else f"{run_name}-chunks",
             validation_definitions=[definition],
             actions=actions,
             result_format="SUMMARY",
@@ -130,7 +143,8 @@ class _Run:
     identifier: Any = None
 
 
-def _run_checkpoint(context, checkpoint, frame: pd.DataFrame, run_name: str) -> _Run:
+def _run_checkpoint(context, checkpoint, frame: Any, run_name: str) -> _Run:
+    """``frame``: a pandas frame, or a Spark frame for a checkpoint on the Spark source."""
     from great_expectations.core.run_identifier import RunIdentifier
 
     outcome = checkpoint.run(
@@ -292,12 +306,19 @@ def _validate_rows(
 
 
 def _validate_chunks(
-    context, expectations: list, chunks: Iterable[pd.DataFrame], batch_id: str
+    context,
+    expectations: list,
+    chunks: Iterable[Any],
+    batch_id: str,
+    source_name: str = DATASOURCE,
 ) -> tuple[list[ExpectationResult], list[str]]:
     """Run the events suite on each chunk (derived columns included) and merge the
     results into one per check (counts summed, ``mostly`` applied to the batch-wide
-    share). Only one chunk is alive at a time."""
-    checkpoint = _checkpoint(context, EVENTS_SUITE, expectations, docs=False)
+    share). Only one chunk is alive at a time. Chunks are pandas frames, or (with
+    :data:`SPARK_DATASOURCE`) Spark frames: the whole batch is then one chunk."""
+    checkpoint = _checkpoint(
+        context, EVENTS_SUITE, expectations, docs=False, source_name=source_name
+    )
     merged: dict[str, _Merged] = {}
     identifiers = []
     for number, frame in enumerate(chunks):
@@ -317,7 +338,7 @@ def _validate_chunks(
             if column is not None and column not in frame.columns:
                 merged[check].column_missing = True
             merged[check].add(er)
-        log.debug("validated chunk %d (%d rows) of batch %s", number, len(frame), batch_id)
+        log.debug("validated chunk %d of batch %s", number, batch_id)
         del frame
     order = [e.meta["check"] for e in expectations]
     return [merged[c].finish() for c in order if c in merged], _docs_pages(context, identifiers)

@@ -40,6 +40,9 @@ REQUIRED = (USER, ITEM, TIME, EVENT)
 #: the check then confirms the encoding.
 ENCODED_IDS = "CategoricalDtypeType"
 DUPLICATE_KEY = (USER, ITEM, TIME, EVENT)
+#: the id, time and value types of a Spark frame (Spark SQL type names), in the order of
+#: ``event_expectations``' ``id_type``, ``time_type`` and ``value_type``
+SPARK_TYPES = ("StringType", "TimestampType", "DoubleType")
 
 
 @dataclass(frozen=True)
@@ -70,12 +73,15 @@ def event_expectations(
     with_value: bool = True,
     now: datetime | None = None,
     id_type: str = "str",
+    time_type: str = "Timestamp",
+    value_type: str = "float64",
 ) -> list:
     """The row-level expectations (GX objects) of the event contract.
 
     ``id_type`` is the pandas type the id columns reach GX as: ``str``, or
     ``CategoricalDtypeType`` for the file path's dictionary-encoded chunks
-    (:data:`ENCODED_IDS`)."""
+    (:data:`ENCODED_IDS`). On GX's Spark datasource the types are Spark's
+    (:data:`SPARK_TYPES`)."""
     import great_expectations.expectations as gxe
 
     def meta(check: str) -> dict[str, str]:
@@ -92,7 +98,7 @@ def event_expectations(
             column=ITEM, type_=id_type, meta=meta("item_id_is_string")
         ),
         gxe.ExpectColumnValuesToBeOfType(
-            column=TIME, type_="Timestamp", meta=meta("timestamp_is_utc_datetime")
+            column=TIME, type_=time_type, meta=meta("timestamp_is_utc_datetime")
         ),
         gxe.ExpectColumnValuesToNotBeNull(column=USER, meta=meta("user_id_not_null")),
         gxe.ExpectColumnValuesToNotBeNull(column=ITEM, meta=meta("item_id_not_null")),
@@ -118,7 +124,7 @@ def event_expectations(
     if with_value:
         exps.append(
             gxe.ExpectColumnValuesToBeOfType(
-                column=VALUE, type_="float64", meta=meta("value_is_float")
+                column=VALUE, type_=value_type, meta=meta("value_is_float")
             )
         )
     if with_catalogue:

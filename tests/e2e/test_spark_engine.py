@@ -1,0 +1,119 @@
+"""``data.engine=spark`` end to end in local mode: GX's Spark datasource gives the stream
+engine's verdicts, ingest versions the same events. One Spark session (one JVM) for the whole module: starting one
+costs 10-30 s on two shared cores."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from components.data.config import DataConfig
+from components.data.spark import stop_spark_sessions
+from components.errors import ValidationFailed
+from components.lifecycle.ingest import ingest_events
+from components.validation.config import ValidationConfig
+from components.validation.report import BatchStats
+from components.validation.runner import validate_event_files
+from components.validation.spark import validate_spark_files
+from components.versioning.config import VersioningConfig
+from components.versioning.dvc_store import DatasetStore
+from components.workspace import Workspace
+from tests.components.validation.conftest import make_events
+from tests.conftest import service_unavailable
+
+pytestmark = pytest.mark.slow
+
+MASTER = "local[1]"
+SPARK = DataConfig(engine="spark", spark_master=MASTER)
+STREAM = DataConfig(engine="stream")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _spark() -> Iterator[None]:
+    if importlib.util.find_spec("pyspark") is None or shutil.which("java") is None:
+        service_unavailable("Spark needs pyspark (dev extra) and Java 17+ on PATH")
+    with pytest.MonkeyPatch.context() as patch:
+        # C1-compiled JVM: half the start-up of a local session; these jobs are tiny
+        patch.setenv("JAVA_TOOL_OPTIONS", "-XX:TieredStopAtLevel=1")
+        yield
+        stop_spark_sessions()
+
+
+def _parts(frame: pd.DataFrame, folder: Path, rows: int = 300) -> Path:
+    folder.mkdir(parents=True)
+    for number, lo in enumerate(range(0, len(frame), rows)):
+        frame.iloc[lo : lo + rows].to_parquet(folder / f"part-{number:05d}.parquet", index=False)
+    return folder
+
+
+def _outcome(report) -> dict[str, tuple[bool, object]]:
+    return {r.name: (r.success, r.observed) for r in report.results}
+
+
+def _bad_batch() -> pd.DataFrame:
+    """Duplicates over the 5 % allowed (across files), an unknown event type, one event
+    after the future bound and one before the floor."""
+    clean = make_events(900, seed=3)
+    batch = pd.concat([clean, clean.iloc[100:180]], ignore_index=True)
+    batch.loc[7, "event_type"] = "teleport"
+    batch.loc[8, "timestamp"] = pd.Timestamp("2100-01-01", tz="UTC")
+    batch.loc[9, "timestamp"] = pd.Timestamp("1980-01-01", tz="UTC")
+    return batch
+
+
+def test_spark_suite_gives_the_stream_engines_verdicts(tmp_path: Path) -> None:
+    ws = Workspace.at(tmp_path / "ws").ensure()
+    cfg = ValidationConfig()
+    previous = BatchStats(batch_id="before", n_rows=50, n_users=4, n_items=9)
+    catalogue = {f"i{i}" for i in range(36)}  # i36..i39 unknown: over 5 % of the rows
+    for name, frame, known in (
+        ("good", make_events(900, seed=1), None),
+        ("bad", _bad_batch(), catalogue),
+    ):
+        folder = _parts(frame, tmp_path / name)
+        kwargs = {"batch_id": name, "catalogue_items": known, "previous": previous}
+        on_spark = validate_spark_files(folder, cfg, ws, master=MASTER, **kwargs)
+        streamed = validate_event_files(folder, cfg, ws, memory_budget_mb=2048, **kwargs)
+        assert _outcome(on_spark) == _outcome(streamed), name
+        assert on_spark.passed == streamed.passed == (name == "good")
+        counts = ("n_rows", "n_users", "n_items")
+        assert [getattr(on_spark, c) for c in counts] == [getattr(streamed, c) for c in counts]
+        assert on_spark.data_docs_path and Path(on_spark.data_docs_path).is_file()
+    failed = {r.name for r in on_spark.failures}
+    assert {
+        "duplicate_share_below_threshold",
+        "event_type_known",
+        "timestamp_not_in_future",
+        "timestamp_after_floor",
+        "unknown_item_share_below_threshold",
+        "volume_change_within_bounds",
+    } <= failed | {r.name for r in on_spark.warnings}
+
+
+def test_spark_ingest_versions_the_stream_engines_events(tmp_path: Path) -> None:
+    cfgs = (ValidationConfig(), VersioningConfig(push=False))
+    folder = _parts(make_events(900, seed=2), tmp_path / "parts")
+    digests = {}
+    for engine, data_cfg in (("spark", SPARK), ("stream", STREAM)):
+        ws = Workspace.at(tmp_path / engine).ensure()
+        got = ingest_events(folder, ws, data_cfg, *cfgs, batch_id="b1")
+        assert got.appended and got.report is not None and got.report.passed
+        digests[engine] = got.version.batch_digests["b1"]
+    assert digests["spark"] == digests["stream"]
+
+    ws = Workspace.at(tmp_path / "spark").ensure()
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    (broken / "part-00001.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ValidationFailed, match="file_loads_as_event_contract"):
+        ingest_events(broken, ws, SPARK, *cfgs, batch_id="b2")
+    report = next(ws.quarantine_dir.glob("b2*/report.json")).read_text()
+    assert "part-00001.parquet: not a readable Parquet file" in report
+    assert "batch row 301 onwards" in report
+    assert list(DatasetStore(ws, cfgs[1]).current().batches) == ["b1"]
+
