@@ -116,4 +116,3 @@ def test_spark_ingest_versions_the_stream_engines_events(tmp_path: Path) -> None
     assert "part-00001.parquet: not a readable Parquet file" in report
     assert "batch row 301 onwards" in report
     assert list(DatasetStore(ws, cfgs[1]).current().batches) == ["b1"]
-
