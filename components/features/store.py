@@ -42,6 +42,7 @@ from components.errors import FeatureStoreError
 from components.features.config import FeaturesConfig
 from components.features.item_content import TextSettings, content_table
 from components.features.partitions import (
+    DAY,
     MANIFEST,
     Manifest,
     edge_timestamp,
@@ -214,6 +215,8 @@ def store_settings(workspace: Workspace, cfg: FeaturesConfig) -> dict[str, Any]:
             hint="set features.offline_store=duckdb",
         )
     settings["offline_store"] = {"type": cfg.offline_store}
+    if cfg.offline_store == "spark":
+        settings["offline_store"]["spark_conf"] = {"spark.master": cfg.spark_master}
     return settings
 
 
@@ -301,6 +304,8 @@ def feature_store(workspace: Workspace, cfg: FeaturesConfig) -> feast.FeatureSto
         if store is None:
             from feast import FeatureStore
 
+            if cfg.offline_store == "spark":
+                _start_spark(cfg)
             config = repo_config(workspace, cfg)
             try:
                 store = FeatureStore(repo_path=str(workspace.features_dir), config=config)
@@ -312,6 +317,15 @@ def feature_store(workspace: Workspace, cfg: FeaturesConfig) -> feast.FeatureSto
                 ) from exc
             _STORES[key] = store
     return store
+
+
+def _start_spark(cfg: FeaturesConfig) -> None:
+    """Start (or reuse) recops' Spark session at ``features.spark_master`` before Feast
+    looks for one: Feast's Spark store takes the active session, and ours runs in UTC
+    (Feast writes its time bounds as UTC literals)."""
+    from components.data.spark import spark_session
+
+    spark_session(cfg.spark_master)
 
 
 def forget_stores() -> None:
@@ -357,6 +371,7 @@ def write_feature_tables(
         basis = _table_basis(cfg, name, table)
         # plain Arrow schema: pandas metadata (ArrowDtype) confuses Feast's Dask reader
         arrow = pa.Table.from_pandas(table, preserve_index=False).replace_schema_metadata(None)
+        arrow = engine_timestamps(arrow, cfg)
         del table
         if path.suffix != ".parquet":  # a folder of day partitions
             write_partitions(arrow, path, Manifest(basis, days))
@@ -369,13 +384,28 @@ def write_feature_tables(
     return paths
 
 
+def engine_timestamps(table: pa.Table, cfg: FeaturesConfig) -> pa.Table:
+    """``table`` with its timestamps in microseconds for the Spark offline store (Spark
+    cannot read Parquet nanosecond timestamps as timestamps; the online store keeps
+    microseconds anyway), unchanged for the others."""
+    if cfg.offline_store != "spark":
+        return table
+    for index, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type) and field.type.unit == "ns":
+            column = table.column(index).cast(pa.timestamp("us", field.type.tz), safe=False)
+            table = table.set_column(index, field.name, column)
+    return table
+
+
 def _table_basis(cfg: FeaturesConfig, view: str, table: pd.DataFrame) -> str:
     """Everything besides the day's events that a view's rows depend on: the feature repo
-    and table settings, and for the item view each item's category and title (one value
-    per item over all its snapshots, taken from the newest side data)."""
+    and table settings (the timestamp unit included), and for the item view each item's
+    category and title (one value per item over all its snapshots, taken from the newest
+    side data)."""
     import hashlib
 
-    digest = hashlib.sha256(f"{view}\0{repo_digest(cfg)}\0".encode())
+    unit = "us" if cfg.offline_store == "spark" else "ns"
+    digest = hashlib.sha256(f"{view}\0{repo_digest(cfg)}\0{unit}\0".encode())
     if view == ITEM_VIEW:
         side = table[[ITEM, CATEGORY, TITLE]].drop_duplicates(ITEM).sort_values(ITEM)
         digest.update(pd.util.hash_pandas_object(side, index=False).to_numpy().tobytes())
@@ -389,7 +419,7 @@ def apply_repo(workspace: Workspace, cfg: FeaturesConfig) -> None:
     store = feature_store(workspace, cfg)
     try:
         with _feast_output_to_log():
-            views = workspace_views(workspace, defs)
+            views = workspace_views(workspace, defs, spark=cfg.offline_store == "spark")
             store.apply([*defs.entities, *views, *defs.feature_services])
     except Exception as exc:
         raise FeatureStoreError(f"feast apply failed: {first_line(exc)}") from exc
@@ -401,10 +431,11 @@ def apply_repo(workspace: Workspace, cfg: FeaturesConfig) -> None:
     )
 
 
-def workspace_views(workspace: Workspace, defs: Definitions) -> list[Any]:
+def workspace_views(workspace: Workspace, defs: Definitions, spark: bool = False) -> list[Any]:
     """The declared feature views with their Parquet sources at absolute paths in this
     workspace: the DuckDB offline store reads a relative path against the process's
-    working directory (not the repo path, as the file store does)."""
+    working directory (not the repo path, as the file store does). ``spark``: the sources
+    as :func:`spark_source`."""
     import copy
 
     views = []
@@ -412,8 +443,28 @@ def workspace_views(workspace: Workspace, defs: Definitions) -> list[Any]:
         view = copy.deepcopy(declared)
         source = view.batch_source
         source.file_options.uri = str(workspace.features_dir / source.path)
+        if spark:
+            view.batch_source = spark_source(workspace, source)
         views.append(view)
     return views
+
+
+def spark_source(workspace: Workspace, declared: Any) -> Any:
+    """The declared Parquet ``FileSource`` as Feast's ``SparkSource`` over the same files
+    (``features.offline_store=spark``): a day-partitioned source is read from its folder
+    with ``day`` as Feast's date partition column, so Spark reads only the days a query's
+    time range needs."""
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+    root = partition_root(declared.path)
+    return SparkSource(
+        name=declared.name,
+        path=str(workspace.features_dir / (root or declared.path)),
+        file_format="parquet",
+        timestamp_field=declared.timestamp_field,
+        date_partition_column=DAY if root else None,
+        description=declared.description,
+    )
 
 
 def _source_window(
@@ -665,7 +716,7 @@ def publish_item_content(
     table = content_table(catalogue, text_settings(workspace, cfg), datetime.now(timezone.utc))
     path = source_paths(workspace, cfg)[ITEM_CONTENT_VIEW]
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    arrow = engine_timestamps(pa.Table.from_pandas(table, preserve_index=False), cfg)
     tmp = path.with_suffix(".parquet.tmp")
     pq.write_table(arrow.replace_schema_metadata({CONTENT_DIGEST: digest.encode()}), tmp)
     tmp.replace(path)

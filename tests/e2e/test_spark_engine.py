@@ -1,5 +1,6 @@
 """``data.engine=spark`` end to end in local mode: GX's Spark datasource gives the stream
-engine's verdicts, ingest versions the same events. One Spark session (one JVM) for the whole module: starting one
+engine's verdicts, ingest versions the same events, Feast's Spark offline store gives the
+DuckDB store's features. One Spark session (one JVM) for the whole module: starting one
 costs 10-30 s on two shared cores."""
 
 from __future__ import annotations
@@ -7,14 +8,23 @@ from __future__ import annotations
 import importlib.util
 import shutil
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from components.data.config import DataConfig
+from components.data.schema import ITEM, TIME, USER
 from components.data.spark import stop_spark_sessions
 from components.errors import ValidationFailed
+from components.features.config import FeaturesConfig
+from components.features.store import (
+    forget_stores,
+    historical_features,
+    online_user_features,
+    refresh_features,
+)
 from components.lifecycle.ingest import ingest_events
 from components.validation.config import ValidationConfig
 from components.validation.report import BatchStats
@@ -41,6 +51,7 @@ def _spark() -> Iterator[None]:
         # C1-compiled JVM: half the start-up of a local session; these jobs are tiny
         patch.setenv("JAVA_TOOL_OPTIONS", "-XX:TieredStopAtLevel=1")
         yield
+        forget_stores()
         stop_spark_sessions()
 
 
@@ -116,3 +127,37 @@ def test_spark_ingest_versions_the_stream_engines_events(tmp_path: Path) -> None
     assert "part-00001.parquet: not a readable Parquet file" in report
     assert "batch row 301 onwards" in report
     assert list(DatasetStore(ws, cfgs[1]).current().batches) == ["b1"]
+
+
+def _comparable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Array features as lists (Spark hands back numpy arrays, DuckDB lists), rows sorted."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].map(lambda v: hasattr(v, "__len__") and not isinstance(v, str)).any():
+            out[column] = out[column].map(lambda v: None if v is None else list(v))
+    return out.sort_values(list(out.columns[:3])).reset_index(drop=True)
+
+
+def test_feast_spark_offline_store_gives_the_duckdb_features(tmp_path: Path, tiny_events) -> None:
+    sample = tiny_events[tiny_events[USER].isin(tiny_events[USER].unique()[:50])]
+    first = sample[sample[TIME] < sample[TIME].quantile(0.6)]
+    end = sample[TIME].max() + timedelta(seconds=1)
+    duck_cfg = FeaturesConfig(history_length=5)
+    spark_cfg = FeaturesConfig(
+        history_length=5, offline_store="spark", spark_master=MASTER, materialize_engine="feast"
+    )
+    duck = Workspace.at(tmp_path / "duckdb").ensure()
+    refresh_features(sample, duck, duck_cfg, end=end)
+    on_spark = Workspace.at(tmp_path / "spark").ensure()
+    refresh_features(first, on_spark, spark_cfg, end=first[TIME].max() + timedelta(seconds=1))
+    second = refresh_features(sample, on_spark, spark_cfg, end=end)  # Feast's incremental run
+    assert second.incremental and all(v.start < v.end for v in second.views)
+    users = sorted(sample[USER].astype(str).unique())
+    assert online_user_features(on_spark, spark_cfg, users) == online_user_features(
+        duck, duck_cfg, users
+    )
+    labels = sample.sample(n=300, random_state=3)[[USER, ITEM, TIME]]
+    labels = labels.rename(columns={TIME: "event_timestamp"})
+    found = _comparable(historical_features(on_spark, spark_cfg, labels))
+    pd.testing.assert_frame_equal(found, _comparable(historical_features(duck, duck_cfg, labels)))
+    assert found["user_features__n_events"].notna().mean() > 0.8  # most labels have a past
