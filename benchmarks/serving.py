@@ -35,13 +35,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
 from components.config import RecopsConfig
 from components.deploy.config import LocalDeployConfig, ServeConfig
 from components.errors import RecopsError
+from components.models.compiled import ScorerKind
 from components.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -189,7 +190,7 @@ def _in_process(
     duration: float,
     device: str,
     cpu_threads: int = 0,
-    trace: bool = True,
+    scorer: str = "onnx",
 ) -> list[dict[str, Any]]:
     import numpy as np
     import torch
@@ -200,7 +201,8 @@ def _in_process(
     from services.engine import Engine
 
     bundle = ModelRegistry(workspace).load_bundle(version, device)
-    engine = Engine(bundle, version, torch.device(device), trace=trace)  # as serve.scorer
+    # the scorer the deployment ended with (serve.scorer, after its fallbacks)
+    engine = Engine(bundle, version, torch.device(device), scorer=cast(ScorerKind, scorer))
     rows = []
     for level in levels:
 
@@ -313,7 +315,7 @@ def run_serving_benchmark(
         duration_s,
         device,
         cfg.serve.cpu_threads,
-        meta.get("scorer", {}).get("kind") == "traced",
+        meta.get("scorer", {}).get("kind", "eager"),
     )
     if any(r["tool"] == "python" and r["target"] != "in-process" for r in rows):
         log.warning("measured with the Python load generator: install wrk for real figures")
@@ -322,6 +324,7 @@ def run_serving_benchmark(
         "model_version": state.version,
         "model_name": meta.get("model_name"),
         "n_items": meta.get("n_items"),
+        "scorer": meta.get("scorer"),
         "request": body,
         "duration_s_per_level": duration_s,
         "machine": {
@@ -412,7 +415,8 @@ def render_table(result: dict[str, Any]) -> str:
     lines = [
         f"serving benchmark: model {result['model_version']} ({result['model_name']}, "
         f"{result['n_items']} items), {result['duration_s_per_level']}s per level, "
-        f"{machine['cpus']} CPUs (load {machine['load_avg_1m']}), device {machine['device']}",
+        f"{machine['cpus']} CPUs (load {machine['load_avg_1m']}), device {machine['device']}, "
+        f"scorer {(result.get('scorer') or {}).get('kind', '-')}",
         head,
         "-" * len(head),
     ]

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 from components.data.sequences import PAD
 from components.models.ann import AnnIndex, ann_recommend
-from components.models.compiled import serving_scorer
+from components.models.compiled import ScorerKind, serving_scorer
 from services.explanations import (
     GROUP_NOTE,
     ExplainLimits,
@@ -116,14 +116,14 @@ class Engine:
         device: torch.device,
         explain: ExplainLimits | None = None,
         ann: AnnIndex | None = None,
-        trace: bool = True,
+        scorer: ScorerKind = "onnx",
     ) -> None:
         self.bundle = bundle
         self.ann = ann  # approximate top-k (components/models/ann.py) when set
         bundle.model.eval()  # serving only: the explanation path calls the model directly
         # the model call of a plain request (components/models/compiled.py); explanations
         # and the ANN path call the model itself
-        self.scorer = serving_scorer(bundle.model, trace, bundle.uses_events, device)
+        self.scorer = serving_scorer(bundle.model, scorer, bundle.uses_events, device)
         self.explain_limits = explain or ExplainLimits()
         self.vocab = bundle.vocab
         self.version = version
@@ -258,13 +258,11 @@ class Engine:
             events = _left_padded(rows, width).to(self.device)
         histories, excluded = histories.to(self.device), excluded.to(self.device)
         events = events if self.bundle.uses_events else None
-        found: tuple[torch.Tensor, torch.Tensor]
         if self.ann is not None:
             found = ann_recommend(self.bundle.model, self.ann, histories, top, excluded, events)
-        else:
-            every = self.scorer(histories, events).float()
-            found = self.bundle.top_k(every, histories, top, exclude_seen=False, exclude=excluded)
-        indices, scores = found[0].cpu().numpy(), found[1].float().cpu().numpy()
+            indices, scores = found[0].cpu().numpy(), found[1].float().cpu().numpy()
+        else:  # scores and top-k in one compiled call (components/models/compiled.py)
+            indices, scores = self.scorer.top_k(histories, excluded, top, events)
         out: list[Scored] = []
         for row, query in enumerate(queries):
             keep = np.isfinite(scores[row, : query.k]) & (indices[row, : query.k] != PAD)

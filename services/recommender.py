@@ -300,7 +300,7 @@ class RecommendationService:
             self.device,
             explain=limits,
             ann=ann,
-            trace=serve.scorer == "traced",
+            scorer=serve.scorer,
         )
         batcher: MicroBatcher[ScoreQuery, Scored] = MicroBatcher(
             engine.score,

@@ -76,6 +76,10 @@ RUNTIME_PACKAGES = [
     "lightning",
     "prometheus-client",
     "faiss-cpu",
+    # serve.scorer=onnx (the pyproject's serving extra); a build machine without them
+    # leaves them unpinned, and a bento without them serves the frozen trace
+    "onnxruntime",
+    "onnx",
 ]
 
 

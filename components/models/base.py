@@ -165,8 +165,8 @@ def distinct_seen(
     first_item[:, 1:] = items[:, 1:] != items[:, :-1]
     offsets = base.expand(items.shape) * first_item
     if table is not None:
-        first_pair = first_item.clone()
-        first_pair[:, 1:] |= kinds[:, 1:] != kinds[:, :-1]
+        first_pair = first_item.clone()  # not ``|=``: the ONNX export has no in-place or
+        first_pair[:, 1:] = first_item[:, 1:] | (kinds[:, 1:] != kinds[:, :-1])
         offsets = offsets + table[kinds, ages] * first_pair
     return SeenItems(items, offsets.masked_fill(items == 0, 0.0))
 

@@ -22,6 +22,7 @@ from torch import Tensor
 from components.data.sequences import PAD, Vocabulary, pad_left
 from components.errors import RegistryError
 from components.models.base import Recommender
+from components.models.ranking import rank_top_k
 from components.models.zoo import get_model_class, validate_params
 
 log = logging.getLogger(__name__)
@@ -184,24 +185,11 @@ class ModelBundle:
                 self.item_popularity, dtype=scores.dtype, device=scores.device
             )
             scores[cold] = popularity
-        lowest = torch.finfo(scores.dtype).min
-        # A fresh copy to rank in (``scores`` may be the model's own tensor); banned items
-        # sit at lowest / 2, just above padding (lowest), so top-k never reaches padding,
-        # and they are the only ranked values that low (NaN and -inf rank at lowest / 4).
-        # One copy and in-place bans: a dense banned mask cost four more passes over the
-        # catalogue per request.
-        ranked = scores.nan_to_num(nan=lowest / 4, neginf=lowest / 4)
-        if exclude_seen:
-            ranked.scatter_(1, histories, lowest / 2)
+        banned = [histories] if exclude_seen else []
         if exclude is not None:
-            ranked.scatter_(1, exclude.to(scores.device).clamp(min=0), lowest / 2)
-        ranked[:, 0] = lowest
+            banned.append(exclude.to(scores.device))
         k = max(0, min(int(k), self.vocab.n_items))
-        top = ranked.topk(k, dim=1)
-        top_scores = scores.gather(1, top.indices).masked_fill(
-            top.values <= lowest / 2, float("-inf")
-        )
-        return top.indices, top_scores
+        return rank_top_k(scores, torch.cat(banned, dim=1) if banned else None, k)
 
     def encode_histories(self, item_tokens: list[list[str]]) -> tuple[Tensor, list[list[str]]]:
         """Raw item tokens per row -> ``([B, max_len]`` left-padded indices, unknown tokens per row)."""

@@ -1,124 +1,189 @@
-"""The serving path's model call: a frozen TorchScript trace of ``score_all``.
+"""The serving path's model call: ``score_all`` and its top-k, run by ONNX Runtime or a
+frozen trace.
 
 At serving batch sizes (one to a few short histories) a model's forward pass is almost all
-per-op overhead: Python, ``nn.Module`` calls and torch's dispatcher, not arithmetic. A
-trace frozen with ``torch.jit.freeze`` runs the same aten ops from TorchScript's
-interpreter, with the weights and the cached item table folded in as constants. Measured
-on the bench's SASRec (64 wide, 2 blocks, a 3-item history, one thread, medians of 3,000
-calls, load ~7): ``score_all`` 677 us eager, 318 us frozen, 306 us with
-``optimize_for_inference`` on top. That last step fuses ops (scores moved by up to
-1.2e-7) for 4 % more, so it is not taken: the frozen trace is the same computation, and on
-every probe here its scores equal the eager model's bit for bit.
+per-op overhead: Python, ``nn.Module`` calls and torch's dispatcher, not arithmetic. Two
+compiled forms of the same computation remove it:
 
-A trace records one run, so it is only kept when it can stand for every input:
+* ``onnx`` (components/models/onnx_scorer.py): exported to ONNX and run by ONNX Runtime's
+  CPU session (one thread, graph optimisations on);
+* ``traced``: a ``torch.jit.freeze(torch.jit.trace(...))``, run by TorchScript's
+  interpreter with the weights and the cached item table as constants.
 
-* tracing must emit no ``TracerWarning``: a tensor read back into Python (``int(t)``,
-  ``bool(t)``, iterating a tensor) would be frozen at its traced value. GRU4Rec (packed
-  sequences) and LRURec (a scan over the length) read lengths that way and stay eager;
-  SASRec, BSARec, BERT4Rec, SR-GNN, Pop and ItemKNN trace clean;
-* on probe histories of several batch sizes and lengths, with and without padding, the
-  trace's top-k must be the eager model's and its scores within :data:`TOLERANCE`.
+What is recorded is :class:`RankAll`: the model's ``score_all`` followed by the ranking
+every top-k in recops applies (components/models/ranking.py: bans, padding, ``-inf``),
+so one call returns the ``[B, k]`` answer: the catalogue-wide scores never come back to
+Python, and the dozen small torch ops of the ranking run inside the compiled graph. ``k``
+is read from an input's shape, so one graph serves every ``k``.
 
-Otherwise, or with ``serve.scorer: eager``, the model's own ``score_all`` serves, and
-:attr:`ServingScorer.reason` says why. ``torch.jit`` is deprecated in favour of
-``torch.compile``/``torch.export``; neither runs without Python per-op overhead on a CPU
-without a C compiler at start-up, so the trace stays until they do, and a torch without
-``torch.jit`` falls back to eager.
+Measured on the bench's SASRec (64 wide, 2 blocks, a 3-item history, 12,101 items, one
+thread, medians of 3,000 calls, load ~1): ``score_all`` 790 us eager, 330 us frozen trace,
+140-160 us ONNX Runtime. ``optimize_for_inference`` on the trace gains 4 % and moves
+scores by 1.2e-7, so it is not taken. The ONNX session's scores differ from the model's by
+float32 rounding (2e-7 here: ONNX Runtime fuses LayerNorm/attention and reorders sums).
+
+A compiled form records one run, so it is only kept when it can stand for every input:
+
+* recording must emit no ``TracerWarning``: a tensor read back into Python (``int(t)``,
+  ``bool(t)``, iterating a tensor) would be frozen at its recorded value;
+* on probe histories of several batch sizes and lengths, with and without padding, its
+  top-k must be the eager model's and its scores within :data:`TOLERANCE`.
+
+``serve.scorer`` names the form wanted; one that does not check out falls back to the
+next (``onnx`` -> ``traced`` -> ``eager``), and :attr:`ServingScorer.reason` says why.
+``torch.jit`` is deprecated in favour of ``torch.compile``/``torch.export``; neither runs
+without Python per-op overhead on a CPU without a C compiler at start-up, so the trace
+stays as the fallback, and a torch without ``torch.jit`` falls back to eager.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from components.models.base import Recommender
+from components.models.ranking import rank_top_k
 
 log = logging.getLogger(__name__)
 
-#: Largest accepted |traced - eager| score difference, relative to the scores' magnitude
+#: what ``serve.scorer`` may name, fastest first (each falls back to the next)
+ScorerKind = Literal["onnx", "traced", "eager"]
+FALLBACK: tuple[ScorerKind, ...] = ("onnx", "traced", "eager")
+#: Largest accepted |compiled - eager| score difference, relative to the scores' magnitude
 #: (1 + max |score|): float32 rounding of a reordered sum is ~1e-7 of it.
 TOLERANCE = 1e-5
-#: (batch, length) of the histories the trace is checked on; the trace is recorded on the
+#: (batch, length) of the histories a compiled form is checked on; it is recorded on the
 #: first (one 3-item history, the common request)
 PROBE_SHAPES = ((1, 3), (1, 1), (2, 7), (5, 2))
 PROBE_K = 10
 
+#: ``run(histories [B, L], exclude [B, E], k, events [B, L] | None) -> (items, scores)``,
+#: both ``[B, k]`` numpy arrays, as :func:`eager_top_k` computes them
+RankCall = Callable[[Tensor, Tensor, int, "Tensor | None"], "tuple[np.ndarray, np.ndarray]"]
 
-class _ScoreAll(nn.Module):
-    """``model.score_all`` as a module with tensor-only arguments (what a trace records)."""
+
+class RankAll(nn.Module):
+    """``model.score_all`` then :func:`rank_top_k`, with tensor-only arguments (what a
+    trace or an export records); ``k`` is ``width``'s length, so it stays an input."""
 
     def __init__(self, model: Recommender, with_events: bool) -> None:
         super().__init__()
         self.model = model
         self.with_events = with_events
 
-    def forward(self, histories: Tensor, events: Tensor | None = None) -> Tensor:
-        return self.model.score_all(histories, None, events if self.with_events else None)
+    def forward(
+        self, histories: Tensor, exclude: Tensor, width: Tensor, events: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        scores = self.model.score_all(histories, None, events if self.with_events else None)
+        return rank_top_k(scores.float(), exclude, width.shape[0])
+
+
+class Unservable(Exception):
+    """This compiled form cannot stand for the model (the message says why)."""
+
+
+def eager_top_k(
+    model: Recommender, histories: Tensor, exclude: Tensor, k: int, events: Tensor | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reference answer: the model's own ``score_all`` and :func:`rank_top_k`."""
+    scores = model.score_all(histories, None, events).float()
+    items, top = rank_top_k(scores, exclude, k)
+    return items.cpu().numpy(), top.cpu().numpy()
 
 
 @dataclass
 class ServingScorer:
-    """``scorer(histories [B, L], events [B, L] | None) -> [B, n_items + 1]``, as
-    ``model.score_all(histories, None, events)`` computes it (users are not served)."""
+    """``scorer.top_k(histories [B, L], exclude [B, E], k, events [B, L] | None)`` ->
+    ``(items [B, k], scores [B, k])``, as :func:`eager_top_k` computes them (users are not
+    served). Rows must hold at least one item: an empty history is a cold start, answered
+    from popularity before the model is called."""
 
     model: Recommender
     with_events: bool
-    traced: torch.jit.ScriptModule | None = None
+    run: RankCall | None = None  # the compiled call; None: the model itself
+    kind: ScorerKind = "eager"  # what ``/metadata`` reports, with :attr:`reason`
     reason: str = "serve.scorer is eager"
 
-    @property
-    def kind(self) -> str:
-        """``traced`` or ``eager`` (what ``/metadata`` reports, with :attr:`reason`)."""
-        return "traced" if self.traced is not None else "eager"
-
-    def __call__(self, histories: Tensor, events: Tensor | None = None) -> Tensor:
-        if self.traced is None:
-            return self.model.score_all(histories, None, events if self.with_events else None)
-        if self.with_events:
-            if events is None:  # the trace takes event types: "none" for every position
-                events = torch.zeros_like(histories)
-            return self.traced(histories, events)
-        return self.traced(histories)
+    def top_k(
+        self, histories: Tensor, exclude: Tensor, k: int, events: Tensor | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if not self.with_events:
+            events = None
+        elif events is None:  # the model reads event types: "none" for every position
+            events = torch.zeros_like(histories)
+        if self.run is None:
+            return eager_top_k(self.model, histories, exclude, k, events)
+        return self.run(histories, exclude, k, events)
 
 
 def serving_scorer(
-    model: Recommender, trace: bool, with_events: bool, device: torch.device
+    model: Recommender, kind: ScorerKind, with_events: bool, device: torch.device
 ) -> ServingScorer:
-    """With ``trace``: a checked frozen trace of ``model`` (eval mode, on ``device``, where
-    its weights are), falling back to the eager model (logged) when the trace cannot
-    stand for every input (see the module doc)."""
+    """The fastest form from ``kind`` down (:data:`FALLBACK`) that stands for ``model``
+    (eval mode, on ``device``, where its weights are); each refusal is logged and named
+    in the scorer's :attr:`~ServingScorer.reason`."""
     scorer = ServingScorer(model, with_events)
-    if not trace:
+    if kind == "eager":
         return scorer
     model.eval()
-    try:
-        traced = _frozen_trace(model, with_events, device)
-        mismatch = _mismatch(model, traced, with_events, device)
-    except _Untraceable as exc:
-        mismatch = str(exc)
-    except Exception as exc:  # a model TorchScript cannot record: serve it eagerly
-        mismatch = f"tracing failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
-    if mismatch is not None:
-        scorer.reason = mismatch
-        log.warning("serving %s eagerly: %s", type(model).__name__, mismatch)
-        return scorer
-    scorer.traced, scorer.reason = traced, "traced"
+    refused: list[str] = []
+    for candidate in FALLBACK[FALLBACK.index(kind) :]:
+        if candidate == "eager":
+            break
+        try:
+            run = _compile(model, candidate, with_events, device)
+            mismatch = _mismatch(model, run, with_events, device)
+        except Unservable as exc:
+            mismatch = str(exc)
+        except Exception as exc:  # a model the compiler cannot record: try the next form
+            mismatch = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        if mismatch is None:
+            scorer.run, scorer.kind = run, candidate
+            scorer.reason = "; ".join([*refused, candidate])
+            return scorer
+        refused.append(f"not {candidate}: {mismatch}")
+        log.warning("not serving %s as %s: %s", type(model).__name__, candidate, mismatch)
+    scorer.reason = "; ".join(refused)
     return scorer
 
 
-class _Untraceable(Exception):
-    """Tracing read a tensor back into Python: the trace would not hold for other inputs."""
+def _compile(
+    model: Recommender, kind: ScorerKind, with_events: bool, device: torch.device
+) -> RankCall:
+    if kind == "onnx":
+        from components.models.onnx_scorer import onnx_call  # onnxruntime only when asked
+
+        return onnx_call(model, with_events, device)
+    return _traced_call(_frozen_trace(model, with_events, device), with_events)
 
 
-def _probe(
-    model: Recommender, batch: int, length: int, seed: int, device: torch.device
-) -> tuple[Tensor, Tensor]:
-    """Histories of real items (the first row left padded when it is long enough) and
-    event types, on ``device``."""
+def _traced_call(traced: torch.jit.ScriptModule, with_events: bool) -> RankCall:
+    widths: dict[int, Tensor] = {}  # k -> a [k] tensor (its shape is the trace's k)
+
+    def run(
+        histories: Tensor, exclude: Tensor, k: int, events: Tensor | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        width = widths.get(k)
+        if width is None:
+            width = widths[k] = torch.empty(k, dtype=torch.int64, device=histories.device)
+        inputs = (histories, exclude, width, events) if with_events else (histories, exclude, width)
+        items, scores = traced(*inputs)
+        return items.cpu().numpy(), scores.cpu().numpy()
+
+    return run
+
+
+def probe(model: Recommender, batch: int, length: int, seed: int, device: torch.device) -> Probe:
+    """Histories of real items (the first row left padded when it is long enough), event
+    types, and per row a few banned items (padded with 0, as the service pads them), on
+    ``device``."""
     generator = torch.Generator().manual_seed(seed)
     histories = torch.randint(1, model.n_items + 1, (batch, length), generator=generator)
     if length > 2:  # a repeated item (the seen-item offset counts it once)
@@ -126,41 +191,75 @@ def _probe(
     if length > 1:
         histories[0, : length // 2] = 0
     events = torch.zeros_like(histories)
-    return histories.to(device), events.to(device)
+    exclude = torch.randint(1, model.n_items + 1, (batch, 1 + seed % 3), generator=generator)
+    exclude[0, 1:] = 0
+    return Probe(histories.to(device), exclude.to(device), events.to(device))
+
+
+@dataclass
+class Probe:
+    """One probe's inputs."""
+
+    histories: Tensor
+    exclude: Tensor
+    events: Tensor
+
+    def inputs(self, k: int, with_events: bool) -> tuple[Tensor, ...]:
+        """:class:`RankAll`'s arguments for top-``k``."""
+        width = torch.empty(k, dtype=torch.int64, device=self.histories.device)
+        head = (self.histories, self.exclude, width)
+        return (*head, self.events) if with_events else head
+
+
+def probe_k(model: Recommender) -> int:
+    """The ``k`` the probes rank (and a compiled form is recorded with)."""
+    return min(PROBE_K, model.n_items)
+
+
+def raise_on_tracer_warning(caught: list[warnings.WarningMessage]) -> None:
+    """:class:`Unservable` when recording read a tensor value back into Python."""
+    tracer = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+    if tracer:
+        where = f"{tracer[0].filename.rsplit('/', 1)[-1]}:{tracer[0].lineno}"
+        raise Unservable(f"the trace reads tensor values in Python ({where})")
 
 
 def _frozen_trace(
     model: Recommender, with_events: bool, device: torch.device
 ) -> torch.jit.ScriptModule:
-    module = _ScoreAll(model, with_events).eval()
-    histories, events = _probe(model, *PROBE_SHAPES[0], seed=0, device=device)
-    inputs = (histories, events) if with_events else (histories,)
+    module = RankAll(model, with_events).eval()
+    inputs = probe(model, *PROBE_SHAPES[0], seed=0, device=device).inputs(
+        probe_k(model), with_events
+    )
     with warnings.catch_warnings(record=True) as caught, torch.no_grad():
         warnings.simplefilter("always")
         traced = torch.jit.freeze(torch.jit.trace(module, inputs, check_trace=False))
-    tracer = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
-    if tracer:
-        where = f"{tracer[0].filename.rsplit('/', 1)[-1]}:{tracer[0].lineno}"
-        raise _Untraceable(f"the trace reads tensor values in Python ({where})")
+    raise_on_tracer_warning(caught)
     return traced
 
 
 def _mismatch(
-    model: Recommender, traced: torch.jit.ScriptModule, with_events: bool, device: torch.device
+    model: Recommender, run: RankCall, with_events: bool, device: torch.device
 ) -> str | None:
-    """Why ``traced`` does not stand for ``model`` on the probes (None when it does)."""
+    """Why ``run`` does not stand for ``model`` on the probes (None when it does): its
+    top-k must be the model's, with scores within :data:`TOLERANCE`, for ``k`` of 1 and
+    :func:`probe_k` (a deeper top-k would compare the order of near-ties, which float32
+    rounding may swap)."""
     with torch.inference_mode():
         for seed, (batch, length) in enumerate(PROBE_SHAPES):
-            histories, events = _probe(model, batch, length, seed, device)
-            ev = events if with_events else None
-            want = model.score_all(histories, None, ev)[:, 1:].float()
-            got = (traced(histories, events) if with_events else traced(histories))[:, 1:]
-            got = got.float()
-            scale = 1.0 + float(want.abs().max())
-            if not bool(torch.allclose(got, want, rtol=0.0, atol=TOLERANCE * scale)):
-                worst = float((got - want).abs().max())
-                return f"traced scores differ by {worst:.2e} on a {batch}x{length} probe"
-            k = min(PROBE_K, want.shape[1])
-            if not torch.equal(got.topk(k).indices, want.topk(k).indices):
-                return f"traced top-{k} differs on a {batch}x{length} probe"
+            p = probe(model, batch, length, seed, device)
+            events = p.events if with_events else None
+            for k in sorted({1, probe_k(model)}):
+                want_items, want = eager_top_k(model, p.histories, p.exclude, k, events)
+                got_items, got = run(p.histories, p.exclude, k, events)
+                where = f"top-{k} of a {batch}x{length} probe"
+                if not np.array_equal(got_items, want_items):
+                    return f"{where} differs"
+                finite = np.isfinite(want)
+                if not np.array_equal(finite, np.isfinite(got)):
+                    return f"{where}: banned items differ"
+                scale = 1.0 + float(np.abs(want[finite]).max(initial=0.0))
+                worst = float(np.abs(got[finite] - want[finite]).max(initial=0.0))
+                if worst > TOLERANCE * scale:
+                    return f"{where}: scores differ by {worst:.2e}"
     return None

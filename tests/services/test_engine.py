@@ -112,9 +112,10 @@ def test_scores_equal_the_model_call_on_full_max_len_padding(engine: Engine) -> 
         assert answer.scores == pytest.approx(scores[row].tolist(), rel=1e-5, abs=1e-6)
 
 
-def test_traced_answers_are_the_trainers_evaluation_ranking_on_real_histories() -> None:
+def test_compiled_answers_are_the_trainers_evaluation_ranking_on_real_histories() -> None:
     """On 200 real ml-100k histories (up to 50 events, the benchmark SASRec's settings from
-    configs/models/sasrec.yaml): the traced scorer's top 10 is the eager engine's, scores
+    configs/models/sasrec.yaml): the ONNX and the traced scorers' top 10 is the eager
+    engine's, scores
     within the stated tolerance, and each answer's r-th item has rank r under the
     trainer's own full-ranking evaluation (components.evaluation, seen items excluded)."""
     import numpy as np
@@ -136,18 +137,20 @@ def test_traced_answers_are_the_trainers_evaluation_ranking_on_real_histories() 
     model = build_model("sasrec", params["params"], vocab.n_items, vocab.n_users, 50)
     popularity = np.bincount(seqs.values, minlength=vocab.n_items + 1).astype(np.float64)
     bundle = ModelBundle(model, vocab, "sasrec", params["params"], 50, popularity)
-    traced = Engine(bundle, "v", torch.device("cpu"))
-    eager = Engine(bundle, "v", torch.device("cpu"), trace=False)
-    assert traced.scorer.kind == "traced", traced.scorer.reason
+    eager = Engine(bundle, "v", torch.device("cpu"), scorer="eager")
     users = np.random.default_rng(0).choice(len(seqs), 200, replace=False)
-    plans = [traced.plan(vocab.item_tokens(seqs.row(u)[-50:]), 10, True, []) for u in users]
+    plans = [eager.plan(vocab.item_tokens(seqs.row(u)[-50:]), 10, True, []) for u in users]
     queries = [p.query for p in plans if p.query is not None]
     assert len(queries) == 200
-    served, reference = traced.score(queries), eager.score(queries)
-    for got, want in zip(served, reference, strict=True):
-        assert got.items == want.items and len(got.items) == 10
-        scale = 1.0 + max(abs(s) for s in want.scores)
-        assert got.scores == pytest.approx(want.scores, rel=0, abs=TOLERANCE * scale)
+    reference = eager.score(queries)
+    for kind in ("onnx", "traced"):
+        compiled = Engine(bundle, "v", torch.device("cpu"), scorer=kind)
+        assert compiled.scorer.kind == kind, compiled.scorer.reason
+        served = compiled.score(queries)
+        for got, want in zip(served, reference, strict=True):
+            assert got.items == want.items and len(got.items) == 10
+            scale = 1.0 + max(abs(s) for s in want.scores)
+            assert got.scores == pytest.approx(want.scores, rel=0, abs=TOLERANCE * scale)
     histories = torch.zeros((200 * 10, 50), dtype=torch.long)
     for row, query in enumerate(queries):
         histories[row * 10 : row * 10 + 10, 50 - len(query.history) :] = torch.tensor(query.history)

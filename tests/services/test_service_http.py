@@ -179,6 +179,11 @@ def test_metadata_and_metrics(served_workspace, client) -> None:
     assert state is not None and state.backend is not None
     backend_log = Path(state.backend.log).read_text()
     assert "recops-recommender initialized" in backend_log and "path=/metadata" not in backend_log
+    # one answer from popularity and one from the model (batched), whatever ran before
+    cold = client.post("/recommend", json={"history": ["no-such-item"], "k": 3})
+    assert cold.json()["source"] == "cold_start"
+    warm = client.post("/recommend", json={"history": meta["sample_items"], "k": 3})
+    assert warm.json()["source"] == "model"
     metrics = client.get("/metrics").text
     assert 'recops_recommend_requests_total{source="cold_start"}' in metrics
     assert "recops_batch_size_bucket" in metrics
@@ -188,7 +193,7 @@ def test_metadata_and_metrics(served_workspace, client) -> None:
 def test_the_bentoml_parent_process_does_not_load_torch(served_workspace, client) -> None:
     """``bentoml serve`` imports the service module before it starts the worker: with torch
     kept to the worker (services/wire.py), a process start does not pay for it twice."""
-    assert client.get("/metadata").json()["scorer"] == {"kind": "traced", "reason": "traced"}
+    assert client.get("/metadata").json()["scorer"] == {"kind": "onnx", "reason": "onnx"}
     state = read_state(served_workspace.workspace)
     assert state is not None and state.backend is not None
     parent = psutil.Process(state.backend.pid)

@@ -1,14 +1,16 @@
-"""The serving scorer: a frozen trace of ``score_all`` only where it stands for every input."""
+"""The serving scorer: ONNX Runtime or a frozen trace of ``score_all`` and its top-k, only
+where it stands for every input; otherwise the model itself."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor
 
 from components.models.base import mask_padding_column
 from components.models.bundle import build_model
-from components.models.compiled import TOLERANCE, serving_scorer
+from components.models.compiled import TOLERANCE, ScorerKind, eager_top_k, serving_scorer
 from components.models.pop import Pop
 
 CPU = torch.device("cpu")
@@ -24,6 +26,45 @@ def _histories(seed: int, batch: int, length: int) -> Tensor:
     return out
 
 
+def _exclude(seed: int, batch: int, width: int) -> Tensor:
+    """Banned items per row, padded with 0 (the first row bans none)."""
+    generator = torch.Generator().manual_seed(seed + 100)
+    out = torch.randint(1, N_ITEMS + 1, (batch, width), generator=generator)
+    out[0] = 0
+    return out
+
+
+def _assert_answers_as_the_model(
+    model: torch.nn.Module, kind: ScorerKind, with_events: bool
+) -> None:
+    scorer = serving_scorer(model, kind, with_events, CPU)
+    assert scorer.kind == kind, scorer.reason
+    for seed, (batch, length, banned, k) in enumerate(
+        [(1, 5, 1, 10), (3, 12, 4, 7), (4, 9, 2, N_ITEMS), (2, 4, 1, 1)]
+    ):
+        histories = _histories(seed + 10, batch, length)
+        exclude = _exclude(seed, batch, banned)
+        events = torch.randint(0, 4, histories.shape) if with_events else None
+        with torch.inference_mode():
+            want_items, want = eager_top_k(model, histories, exclude, k, events)
+            got_items, got = scorer.top_k(histories, exclude, k, events)
+        assert got_items.shape == (batch, k)
+        top = min(k, 10)  # a deeper order compares near-ties that float rounding may swap
+        assert np.array_equal(got_items[:, :top], want_items[:, :top])
+        assert np.array_equal(np.isfinite(got), np.isfinite(want))  # banned: -inf, last
+        scale = 1.0 + float(np.abs(want[np.isfinite(want)]).max())
+        for row in range(batch):  # the same items, each with its own score
+            wanted = dict(zip(want_items[row].tolist(), want[row].tolist(), strict=True))
+            for item, score in zip(got_items[row].tolist(), got[row].tolist(), strict=True):
+                assert score == pytest.approx(wanted[item], rel=0, abs=TOLERANCE * scale)
+        assert not (got_items == 0).any()  # padding is never ranked
+        for row in range(1, batch):  # banned items are never above an allowed one
+            rank = {int(i): r for r, i in enumerate(got_items[row])}
+            last_allowed = max(r for i, r in rank.items() if i not in exclude[row].tolist())
+            assert all(rank[i] > last_allowed for i in exclude[row].tolist() if i in rank)
+
+
+@pytest.mark.parametrize("kind", ["onnx", "traced"])
 @pytest.mark.parametrize(
     ("name", "params"),
     [
@@ -34,21 +75,11 @@ def _histories(seed: int, batch: int, length: int) -> Tensor:
         ("bert4rec", {}),
     ],
 )
-def test_a_traced_model_scores_as_the_model_does(name: str, params: dict) -> None:
+def test_a_compiled_model_answers_as_the_model_does(
+    name: str, params: dict, kind: ScorerKind
+) -> None:
     model = build_model(name, params, N_ITEMS, 4, 12).eval()
-    with_events = bool(params.get("event_types"))
-    scorer = serving_scorer(model, True, with_events, CPU)
-    assert scorer.kind == "traced", scorer.reason
-    for seed, (batch, length) in enumerate([(1, 5), (3, 12), (4, 9), (2, 4)]):
-        histories = _histories(seed + 10, batch, length)
-        events = torch.randint(0, 4, histories.shape) if with_events else None
-        with torch.inference_mode():
-            want = model.score_all(histories, None, events)
-            got = scorer(histories, events)
-        assert torch.equal(got[:, 1:].topk(10).indices, want[:, 1:].topk(10).indices)
-        scale = 1.0 + float(want[:, 1:].abs().max())
-        assert torch.allclose(got[:, 1:], want[:, 1:], rtol=0.0, atol=TOLERANCE * scale)
-        assert bool(torch.isneginf(got[:, 0]).all())  # padding is never ranked
+    _assert_answers_as_the_model(model, kind, bool(params.get("event_types")))
 
 
 @pytest.mark.parametrize("name", ["gru4rec", "lrurec"])
@@ -56,19 +87,41 @@ def test_a_model_whose_trace_reads_tensor_values_is_served_eagerly(name: str) ->
     """GRU4Rec packs sequences by their lengths and LRURec scans by length: both read
     tensors back into Python while tracing, so a trace would freeze one input's lengths."""
     model = build_model(name, {}, N_ITEMS, 4, 12).eval()
-    scorer = serving_scorer(model, True, False, CPU)
+    scorer = serving_scorer(model, "onnx", False, CPU)
     assert scorer.kind == "eager"
+    assert "not onnx" in scorer.reason and "not traced" in scorer.reason
     assert "reads tensor values in Python" in scorer.reason
-    histories = _histories(3, 3, 7)
+    histories, exclude = _histories(3, 3, 7), _exclude(3, 3, 2)
     with torch.inference_mode():
-        assert torch.equal(scorer(histories), model.score_all(histories))
+        got = scorer.top_k(histories, exclude, 5)
+        want = eager_top_k(model, histories, exclude, 5, None)
+    assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
 
 
 def test_eager_by_configuration_calls_the_model_itself() -> None:
     model = build_model("sasrec", {}, N_ITEMS, 4, 12).eval()
-    scorer = serving_scorer(model, False, False, CPU)
-    assert scorer.kind == "eager" and scorer.traced is None
+    scorer = serving_scorer(model, "eager", False, CPU)
+    assert scorer.kind == "eager" and scorer.run is None
     assert "eager" in scorer.reason
+
+
+def test_the_trace_is_the_fallback_where_onnx_runtime_cannot_serve(monkeypatch) -> None:
+    """A machine without onnxruntime (or a CUDA device: the wheel is CPU only) serves the
+    frozen trace, and /metadata's reason says why."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def without_onnxruntime(name: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if name == "onnxruntime":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_onnxruntime)
+    model = build_model("sasrec", {}, N_ITEMS, 4, 12).eval()
+    scorer = serving_scorer(model, "onnx", False, CPU)
+    assert scorer.kind == "traced"
+    assert scorer.reason.startswith("not onnx: onnxruntime is not installed")
 
 
 class _ShapeBranching(Pop):
@@ -84,12 +137,14 @@ class _ShapeBranching(Pop):
         return mask_padding_column(scores)
 
 
-def test_a_trace_that_does_not_hold_for_other_shapes_is_refused() -> None:
+def test_a_compiled_form_that_does_not_hold_for_other_shapes_is_refused() -> None:
     model = _ShapeBranching(Pop.Params(), N_ITEMS, 4, 12)
     model.counts.copy_(torch.arange(N_ITEMS + 1, dtype=torch.float32))
-    scorer = serving_scorer(model, True, False, CPU)
-    assert scorer.kind == "eager" and scorer.reason != "traced"
+    scorer = serving_scorer(model, "onnx", False, CPU)
+    assert scorer.kind == "eager" and "not onnx" in scorer.reason and "not traced" in scorer.reason
     for length in (3, 7):  # both branches, as the model itself takes them
-        histories = _histories(1, 2, length)
+        histories, exclude = _histories(1, 2, length), _exclude(1, 2, 1)
         with torch.inference_mode():
-            assert torch.equal(scorer(histories), model.score_all(histories))
+            got = scorer.top_k(histories, exclude, 5)
+            want = eager_top_k(model, histories, exclude, 5, None)
+        assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
