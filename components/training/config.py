@@ -7,7 +7,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: Lightning's precision names recops accepts (a typo is a config error, not a crash later)
-Precision = Literal["64-true", "32-true", "16-true", "16-mixed", "bf16-true", "bf16-mixed"]
+LightningPrecision = Literal["64-true", "32-true", "16-true", "16-mixed", "bf16-true", "bf16-mixed"]
+#: ... plus "auto": bf16 autocast where the hardware computes bf16 natively, else fp32
+#: (:func:`resolved_precision`)
+Precision = LightningPrecision | Literal["auto"]
+
+#: /proc/cpuinfo flags of x86 CPUs with native bf16 dot products (AVX-512 BF16, AMX)
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
 class TrainConfig(BaseModel):
@@ -75,6 +81,39 @@ class TrainConfig(BaseModel):
         if isinstance(value, int) and value < 1:
             raise ValueError("val_every_steps must be >= 1, 'auto' or null")
         return value
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes bf16 dot products natively (``cpuinfo``: the text of
+    ``/proc/cpuinfo``, read when None; False where it cannot be read, e.g. macOS). Without
+    them bf16 autocast emulates the products and is slower than fp32."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as handle:
+                cpuinfo = handle.read()
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return bool(BF16_CPU_FLAGS & set(line.split(":", 1)[-1].split()))
+    return False
+
+
+def resolved_precision(precision: Precision, on_gpu: bool) -> LightningPrecision:
+    """Lightning's precision for ``train.precision``: ``"auto"`` is ``bf16-mixed`` on a GPU
+    that supports bf16 or a CPU with native bf16 (:func:`cpu_has_native_bf16`), else
+    ``32-true``; any other value is returned as is.
+
+    On Beauty (SASRec, one AVX-512 BF16 core) bf16 autocast cut the CPU time of a training
+    epoch by 21-23 % with the same validation curve to 0.001 and the same converged test
+    figure (see configs/models/sasrec.yaml); the final evaluation is always fp32."""
+    if precision != "auto":
+        return precision
+    if on_gpu:
+        import torch  # not at module level: loading a config must not import torch
+
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
 
 
 def validation_interval(cfg: TrainConfig, steps_per_epoch: int) -> int | None:

@@ -22,6 +22,25 @@ from components.training.config import TrainConfig
 from components.training.losses import compute_loss
 
 
+def rank_within(scores: Tensor, targets: Tensor, k: int) -> Tensor:
+    """0-based rank of each target among columns ``1..n`` of ``scores``, capped at ``k``
+    (``k`` = outside the top ``k``; a target of 0 is a miss): equal to
+    ``rank_of_targets(...).clamp(max=k)``, pessimistic ties included, from one top-(k+1)
+    per row instead of comparing every score with the target's (on Beauty's 12,101 items
+    the comparison was a third of a validation's CPU time, the top-(k+1) a sixth).
+
+    A target ranks below ``k`` iff the (k+1)-th best score is below it; then its rank is
+    the number of top-k scores at least equal to it, minus itself."""
+    real = scores[:, 1:]
+    if k + 1 > real.shape[1]:
+        return rank_of_targets(scores, targets).clamp(max=k)
+    target_scores = scores.gather(1, targets[:, None])
+    best = real.topk(k + 1, dim=1).values
+    ahead = (best[:, :k] >= target_scores).sum(dim=1) - 1
+    inside = (best[:, k] < target_scores[:, 0]) & (targets > 0)
+    return torch.where(inside, ahead.clamp(min=0), torch.full_like(ahead, k))
+
+
 class RecommenderModule(pl.LightningModule):
     """Wraps a backbone: training loss, optimiser, validation NDCG/HR@K."""
 
@@ -105,7 +124,7 @@ class RecommenderModule(pl.LightningModule):
         if self.exclude_seen:
             exclude_items(scores, histories)
         k = self.cfg.monitor_k
-        metrics = per_user_metrics(rank_of_targets(scores, batch["targets"]), [k])
+        metrics = per_user_metrics(rank_within(scores, batch["targets"], k), [k])
         assert self._valid_sums is not None
         self._valid_sums += torch.stack(
             [

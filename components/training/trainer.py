@@ -34,7 +34,7 @@ from components.features.item_content import ItemContent
 from components.models.bundle import ModelBundle
 from components.models.config import ModelConfig
 from components.models.zoo import get_model_class, validate_params
-from components.training.config import TrainConfig, validation_interval
+from components.training.config import TrainConfig, resolved_precision, validation_interval
 from components.training.datamodules import RecDataModule, training_kind
 from components.training.module import RecommenderModule
 from components.training.progress import EpochProgress
@@ -149,7 +149,7 @@ def _trainer(
         accelerator=train_cfg.accelerator,
         devices=train_cfg.devices,
         strategy=_strategy(train_cfg.strategy),
-        precision=train_cfg.precision,
+        precision=resolved_precision(train_cfg.precision, _eval_device(train_cfg).type == "cuda"),
         gradient_clip_val=train_cfg.grad_clip,
         callbacks=callbacks,
         logger=CSVLogger(save_dir=str(run_dir), name="logs", version=""),
