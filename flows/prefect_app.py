@@ -4,18 +4,55 @@
 own temporary server runs (``create_app`` with ``ephemeral=True``: no UI, no background
 services; ``final=True``: the only app this process builds), asked for by its documented
 arguments rather than by the private environment variables Prefect sets for its child.
+
+The server stops itself when the ``recops`` command that started it is gone, however it
+ended: a ``SIGTERM`` (a scheduler's timeout, ``kill``) ends that process without its
+``atexit`` hooks, and a ``kill -9`` without anything. The server inherits its owner's
+marker (:data:`flows.reaper.OWNER_ENV`) and watches it; the reaper stays as the backstop
+for a server that could not stop itself.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import threading
+import time
 from typing import TYPE_CHECKING
+
+from components.owner import owner_alive
+from flows.reaper import OWNER_ENV
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+log = logging.getLogger(__name__)
+
+#: seconds between two looks at the owner (a psutil lookup: microseconds)
+OWNER_POLL_S = 0.5
+
+
+def _watch_owner(marker: str) -> None:
+    while owner_alive(marker):
+        time.sleep(OWNER_POLL_S)
+    log.warning("the recops process that started this temporary server is gone; stopping")
+    os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's graceful shutdown
+
+
+def stop_with_owner(marker: str | None) -> threading.Thread | None:
+    """Stop this process (``SIGTERM``) once the process of ``marker`` has ended; no-op for
+    a server started by something other than a ``recops`` command (no marker)."""
+    if not marker:
+        return None
+    watcher = threading.Thread(target=_watch_owner, args=(marker,), name="owner-watch", daemon=True)
+    watcher.start()
+    return watcher
 
 
 def create_temporary_app() -> FastAPI:
     """Prefect's REST API as a temporary server (``uvicorn --factory`` calls this)."""
     from prefect.server.api.server import create_app
 
+    stop_with_owner(os.environ.get(OWNER_ENV))
     return create_app(ephemeral=True, final=True)

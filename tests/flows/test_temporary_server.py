@@ -1,17 +1,47 @@
 """The temporary Prefect server that ``recops run`` starts before its heavy imports: a real
 flow runs on it (its run is in that server's API), it carries what the reaper looks for,
-it stops when the flows are done, and recops steps aside when an API is configured or the
-server died (Prefect's own temporary mode then takes over)."""
+it stops when the flows are done and when the recops process that started it is ended by a
+signal, the reaper stops Prefect's own temporary server of a killed process, and recops
+steps aside when an API is configured or the server died (Prefect's own temporary mode
+then takes over)."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 from prefect import flow, task
 
-from flows.reaper import OWNER_ENV, SERVER_APP, mark_owner
+from components.net import free_port
+from flows.reaper import (
+    OWNER_ENV,
+    PREFECT_SERVER_APP,
+    SERVER_APP,
+    mark_owner,
+    orphaned_servers,
+    reap_orphaned_servers,
+)
 from flows.temporary_server import flow_api, start_temporary_server
+
+ROOT = Path(__file__).resolve().parents[2]
+#: a recops-like process: marks itself, starts the early server, says its pid, then waits
+OWNER_SCRIPT = """
+import sys
+import time
+from flows.reaper import mark_owner
+from flows.temporary_server import start_temporary_server
+mark_owner()
+server = start_temporary_server()
+assert server is not None and server.wait_ready()
+print(server.process.pid, flush=True)
+sys.stdin.read()
+"""
 
 
 @task
@@ -56,3 +86,50 @@ def test_a_server_that_died_is_left_to_prefect() -> None:
     server.process.wait()
     with flow_api(server) as used:
         assert used is None  # the flows inside fall back to Prefect's own temporary server
+
+
+@pytest.mark.slow  # starts a Prefect server
+def test_the_server_stops_itself_when_its_owner_is_terminated() -> None:
+    """``SIGTERM`` ends a Python process without its ``atexit`` hooks (a scheduler's
+    timeout, ``kill``): the server must not outlive it until the next command reaps it."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER_SCRIPT],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert owner.stdout is not None
+    server = psutil.Process(int(owner.stdout.readline()))
+    assert server.is_running()
+    owner.terminate()
+    owner.wait(timeout=30)
+    server.wait(timeout=60)  # psutil.TimeoutExpired: it outlived its owner
+
+
+@pytest.mark.slow  # starts a Prefect server
+def test_the_reaper_stops_prefects_own_server_of_a_dead_owner(tmp_path: Path) -> None:
+    """Prefect's own temporary server (started when recops' early one is not used) has no
+    owner watch: the next recops command reaps it. Imitated with the command and marker
+    Prefect's ``SubprocessASGIServer`` gives its child."""
+    port = free_port("127.0.0.1")
+    dead = f"{os.getpid()}:1.000"  # this pid with another start time: a gone process
+    env = {**os.environ, OWNER_ENV: dead, "PREFECT__SERVER_EPHEMERAL": "1"}
+    args = ["--factory", PREFECT_SERVER_APP, "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "server.log").open("w"),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while server.pid not in {p.pid for p in orphaned_servers()}:
+            assert time.monotonic() < deadline, "never seen as an orphan"
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+            time.sleep(0.2)
+        assert reap_orphaned_servers() >= 1
+        assert server.wait(timeout=30) is not None
+    finally:
+        server.kill()
