@@ -175,6 +175,26 @@ def ranks_at(scores: Tensor, thresholds: Tensor) -> Tensor:
     return (scores > thresholds[:, None]).sum(dim=1) + 1
 
 
+def counts_above(block: Tensor, rows: Tensor, thresholds: Tensor) -> Tensor:
+    """``[K]``: how many entries of row ``rows[k]`` of ``block [R, C]`` are strictly above
+    ``thresholds[k]`` (``ranks_at`` of ``block[rows]`` less one, without copying a row per
+    query).
+
+    Only the entries above their row's smallest threshold can count, and for the
+    top-ranked items an explanation asks about they are few: they are picked out with one
+    comparison of ``block`` and compared with the thresholds of their own row. Where they
+    are not few (items ranked far down) the rows are compared whole."""
+    floor = torch.full_like(block[:, 0], float("inf"))
+    floor = floor.scatter_reduce(0, rows, thresholds, "amin")
+    candidates = block > floor[:, None]
+    if int(candidates.sum()) > block.shape[1]:
+        return (block[rows] > thresholds[:, None]).sum(dim=1)
+    hit_rows, hit_columns = candidates.nonzero(as_tuple=True)
+    hits = block[hit_rows, hit_columns]
+    above = (hit_rows[None] == rows[:, None]) & (hits[None] > thresholds[:, None])
+    return above.sum(dim=1)
+
+
 def model_device(model: Recommender) -> torch.device:
     """The device of the model's first parameter (or buffer); CPU for a model with none."""
     # parameters, then buffers, as ModelBundle.device: ``state_dict()`` builds a dict of
@@ -403,36 +423,38 @@ def _influence(
     rows, positions = built
     targets = question.targets.to(device)
     target_scores = scores.columns(targets)  # [E + 1, T]
-    base_ranks = ranks_of(scores.rows(torch.tensor([0], device=device)), targets)[0]  # [T]
-    history = rows[0][rows[0] != 0]
     influence = Influence(
         explainable=explainable,
-        history=history.cpu(),
+        history=rows[0][rows[0] != 0].cpu(),
         positions=positions.cpu(),
         targets=targets.cpu(),
         scores=target_scores[0].cpu(),
-        ranks=base_ranks.cpu(),
+        ranks=torch.zeros(targets.shape[0], dtype=torch.long),
         drops=(target_scores[:1] - target_scores[1:]).T.cpu(),
         rank_changes=torch.zeros(targets.shape[0], positions.shape[0], dtype=torch.long),
     )
     if listed is None:
-        variants = torch.arange(1, rows.shape[0], device=device)
-        changes = (ranks_of(scores.rows(variants), targets) - base_ranks[None]).T.cpu()
-        return replace(influence, rank_changes=changes)
-    return _with_listed_ranks(influence, scores, base_ranks, listed, question)
+        block = scores.rows(torch.arange(rows.shape[0], device=device))
+        ranks = ranks_of(block, targets)  # [E + 1, T]
+        changes = (ranks[1:] - ranks[:1]).T.cpu()
+        return replace(influence, ranks=ranks[0].cpu(), rank_changes=changes)
+    return _with_listed_ranks(influence, scores, listed, question, device)
 
 
 def _with_listed_ranks(
     influence: Influence,
     scores: VariantScores,
-    base_ranks: Tensor,
     listed: int,
     question: Question,
+    device: torch.device,
 ) -> Influence:
-    """``influence`` with rank changes of each target's ``listed`` top events that raise
-    it and bottom events that lower it (the events an explanation lists; either side
-    only if ``question`` asks for it): the distinct variant rows they need are scored once
-    (``V x C``) and compared with their targets, instead of ``E x T x C``."""
+    """``influence`` with the targets' ranks and the rank changes of each target's
+    ``listed`` top events that raise it and bottom events that lower it (the events an
+    explanation lists; either side only if ``question`` asks for it).
+
+    The whole history's row and the distinct variant rows the listed events need are
+    scored together (one ``[1 + V, C]`` product); each (row, target) pair is then one
+    comparison of its row with the target's score in it, instead of ``E x T x C``."""
     drops = influence.drops
     n_targets, n_events = drops.shape
     ranked = torch.zeros(n_targets, n_events, dtype=torch.bool)
@@ -443,13 +465,13 @@ def _with_listed_ranks(
         bottom = influence.bottom_columns(listed)
         ranked |= torch.zeros_like(ranked).scatter_(1, bottom, drops.gather(1, bottom) < 0)
     pair_targets, pair_columns = ranked.nonzero(as_tuple=True)
+    needed, local = torch.unique(pair_columns, return_inverse=True)
+    targets = influence.targets
+    block = scores.rows(torch.cat([torch.zeros(1, dtype=torch.long), needed + 1]).to(device))
+    # the whole history's rank of every target, then each listed pair's
+    row_of = torch.cat([torch.zeros(n_targets, dtype=torch.long), local + 1]).to(device)
+    target_of = torch.cat([targets, targets[pair_targets]]).to(device)
+    ranks = (counts_above(block, row_of, block[row_of, target_of]) + 1).cpu()
     changes = torch.zeros(n_targets, n_events, dtype=torch.long)
-    if pair_targets.numel():
-        device = base_ranks.device
-        needed, local = torch.unique(pair_columns, return_inverse=True)
-        block = scores.rows(needed.to(device) + 1)  # [V, C]
-        local, chosen = local.to(device), pair_targets.to(device)
-        thresholds = block[local, influence.targets.to(device)[chosen]]
-        ranks = ranks_at(block[local], thresholds) - base_ranks[chosen]
-        changes[pair_targets, pair_columns] = ranks.cpu()
-    return replace(influence, rank_changes=changes, ranked=ranked)
+    changes[pair_targets, pair_columns] = ranks[n_targets:] - ranks[pair_targets]
+    return replace(influence, ranks=ranks[:n_targets], rank_changes=changes, ranked=ranked)

@@ -10,7 +10,9 @@ suffix ``j..n-2`` (the later events, each moved one position back) is recomputed
 the full history's cached keys and values for the prefix; and of the last block only the
 last position is needed (the representation that scores the next item). That is about
 ``n^2 / 2`` positions in the lower blocks and one per variant in the last, instead of
-``n^2`` in every block.
+``n^2`` in every block. In the first block a suffix row's query is the same in every
+variant, so its logits are computed once (:func:`_first_block_attention`); in the last
+block the suffix rows' keys and values are never projected (:func:`_last_row_attention`).
 
 With positions counted from the most recent event (``positions_from: last``) every
 earlier event's position id changes when a later one is deleted, so nothing can be
@@ -113,7 +115,7 @@ def _variants(
     (n_questions, n), n_events = histories.shape, positions.shape[0]
     steps = torch.arange(n - 1, device=histories.device)
     layout = suffix_rows(n_questions, n, positions)
-    suffix, question, variant, row = layout.mask, layout.question, layout.variant, layout.row
+    question, variant, row = layout.question, layout.variant, layout.row
     # a suffix row holds the event one place later in the full history; in the first block
     # it is the same in every variant (item p + 1 at position p), so is its projection
     kinds = None if events is None else events[:, 1:]
@@ -122,25 +124,107 @@ def _variants(
     causal = torch.ones(n - 1, n - 1, dtype=torch.bool, device=histories.device).tril()
     blocks = _blocks(encoder)
     for depth, block in enumerate(blocks):
-        if depth == 0:
-            fresh = block.project_qkv(shifted)[:, None]  # [Q, 1, n - 1, 3D]
-            merged = torch.where(suffix[None, :, :, None], fresh, keys[0][:, None, : n - 1])
-            merged = merged.flatten(0, 1)
-        else:
-            merged = keys[depth][:, : n - 1].repeat_interleave(n_events, dim=0)
-            merged[variant, row] = block.project_qkv(x)
         if depth < len(blocks) - 1:
-            attended = block.mix(merged, merged, causal)[variant, row]
+            if depth == 0:
+                fresh = block.project_qkv(shifted)
+                attended = _first_block_attention(block, keys[0], fresh, layout, positions)
+            else:
+                merged = keys[depth][:, : n - 1].repeat_interleave(n_events, dim=0)
+                merged[variant, row] = block.project_qkv(x)
+                attended = block.mix(merged, merged, causal)[variant, row]
             context = _suffix_context(block, inputs[depth], x, layout, None)
             x = block.finish(x, block.drop(block.proj(attended)), context)
             continue
         last = inputs[depth][:, n - 2].repeat_interleave(n_events, dim=0)
         at_end = row == n - 2
         last[variant[at_end]] = x[at_end]
-        attended = block.drop(block.proj(block.mix(merged[:, -1:], merged, None)))
+        attended = _last_row_attention(block, keys[depth], last, x, layout)
         context = _suffix_context(block, inputs[depth], x, layout, 1)
         return block.finish(last[:, None], attended, context).view(n_questions, n_events, -1)
     raise AssertionError("a Transformer encoder has at least one block")
+
+
+def _last_row_attention(
+    block: TransformerBlock, keys: Tensor, last: Tensor, rows: Tensor, layout: SuffixRows
+) -> Tensor:
+    """``[V, 1, D]`` last-block attention (after the output projection) at each variant's
+    last row (its layer input ``last [V, D]``), reading the full histories' keys and
+    values ``keys [Q, n, 3D]`` before the deleted event and those of the packed suffix rows
+    (layer inputs ``rows [N, D]``) after it.
+
+    No variant's keys are built, and the suffix rows are never projected: a logit is
+    ``q . (W_k x + b_k) = (W_k^T q) . x + q . b_k`` and a weighted sum of values is
+    ``W_v (sum p x) + b_v sum p``, so each packed row costs a dot product and a weighted
+    add of its ``D`` inputs (per head) instead of a ``D x 2D`` projection."""
+    n_questions, n, width = keys.shape
+    n_events, m, heads = layout.mask.shape[0], n - 1, block.heads
+    dim = width // 3
+    size = dim // heads
+    query = block.project_qkv(last)[:, :dim].unflatten(-1, (heads, size))  # [V, H, d]
+    weight = block.qkv.weight.unflatten(0, (3, heads, size))  # [3, H, d, D]
+    bias = block.qkv.bias.unflatten(0, (3, heads, size))  # [3, H, d]
+    inputs = block.norm1(rows) if block.norm_first else rows  # [N, D] what they project
+    _, key_prefix, value_prefix = _heads(keys[:, :m], heads)  # [Q, H, m, d]
+    by_question = query.view(n_questions, n_events, heads, size).transpose(1, 2)
+    logits = by_question @ key_prefix.transpose(-1, -2)  # [Q, H, E, m]
+    reads = torch.einsum("vhd,hdk->vhk", query, weight[1])  # [V, H, D]: W_k^T q
+    at = (layout.question, slice(None), layout.variant % n_events, layout.row)
+    offsets = (query * bias[1]).sum(-1)  # [V, H]: q . b_k
+    logits[at] = (reads[layout.variant] @ inputs[:, :, None])[..., 0] + offsets[layout.variant]
+    weights = (logits * size**-0.5).softmax(-1)
+    prefix = weights.masked_fill(layout.mask, 0.0) @ value_prefix  # [Q, H, E, d]
+    from_suffix = weights[at]  # [N, H]
+    mixed = torch.zeros(
+        last.shape[0], heads, inputs.shape[1], dtype=inputs.dtype, device=inputs.device
+    )
+    mixed.index_add_(0, layout.variant, from_suffix[..., None] * inputs[:, None])  # [V, H, D]
+    mass = torch.zeros(last.shape[0], heads, dtype=inputs.dtype, device=inputs.device)
+    mass.index_add_(0, layout.variant, from_suffix)
+    values = torch.einsum("vhk,hdk->vhd", mixed, weight[2]) + mass[..., None] * bias[2]
+    attended = prefix.transpose(1, 2).flatten(0, 1) + values  # [V, H, d]
+    return block.drop(block.proj(attended.flatten(1)))[:, None]
+
+
+def _first_block_attention(
+    block: TransformerBlock, keys: Tensor, fresh: Tensor, layout: SuffixRows, positions: Tensor
+) -> Tensor:
+    """``[N, D]`` first-block attention (before the output projection) at every variant's
+    suffix rows, without building any variant's keys or logits.
+
+    In the first block a suffix row ``r`` (the full history's event ``r + 1`` at position
+    ``r``) has the same query in every variant: the shifted history's (``fresh [Q, n - 1,
+    3D]``). Deleting ``j`` makes it read the full history's keys ``keys [Q, n, 3D]`` at
+    ``c < j`` and the shifted ones at ``j <= c <= r``. So its logits against both key sets
+    are two ``[n - 1, n - 1]`` matrices per head shared by all variants (``n`` times fewer
+    query-key products than attending in every variant); a packed row takes its weights
+    from one or the other by ``c < j`` and mixes the matching values. One stabiliser per
+    row (its largest logit over both sets) keeps every exponent <= 0 (a variant's own
+    largest logit would have to trail it by more than float32's exponent range, about 87,
+    for its weights to underflow)."""
+    n_questions, m, width = fresh.shape
+    heads = block.heads
+    query, key_new, value_new = _heads(fresh, heads)  # [Q, H, m, D / H]
+    _, key_old, value_old = _heads(keys[:, :m], heads)
+    scale = (width // 3 // heads) ** -0.5
+    future = torch.ones(m, m, dtype=torch.bool, device=fresh.device).triu(1)
+    logits = torch.cat([query @ key_old.transpose(-1, -2), query @ key_new.transpose(-1, -2)], -1)
+    logits = (logits * scale).masked_fill(future.repeat(1, 2), float("-inf"))  # [Q, H, r, 2m]
+    weights = (logits - logits.amax(-1, keepdim=True)).exp().transpose(1, 2)  # [Q, r, H, 2m]
+    deleted = positions[layout.variant % positions.shape[0]]  # [N] j of each packed row
+    columns = torch.arange(m, device=fresh.device)
+    old = torch.cat([columns[None] < deleted[:, None], columns[None] >= deleted[:, None]], 1)
+    chosen = weights[layout.question, layout.row] * old[:, None]  # [N, H, 2m]
+    # packed rows are question-major, the same number per question
+    per_question = chosen.view(n_questions, -1, heads, 2 * m).transpose(1, 2)
+    mixed = per_question @ torch.cat([value_old, value_new], 2)  # [Q, H, N / Q, D / H]
+    out = mixed.transpose(1, 2).flatten(0, 1) / chosen.sum(-1)[..., None]  # [N, H, D / H]
+    return out.flatten(1)
+
+
+def _heads(qkv: Tensor, heads: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Queries, keys and values ``[Q, H, L, D / H]`` of projections ``qkv [Q, L, 3D]``."""
+    parts = qkv.unflatten(-1, (3, heads, qkv.shape[-1] // 3 // heads)).permute(2, 0, 3, 1, 4)
+    return parts[0], parts[1], parts[2]
 
 
 def _suffix_context(

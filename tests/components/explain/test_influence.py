@@ -11,6 +11,7 @@ from torch import Tensor
 from components.data.prepare import PreparedData
 from components.explain.influence import (
     Question,
+    counts_above,
     deletion_influence,
     deletion_rows,
     is_explainable,
@@ -110,6 +111,25 @@ def test_only_the_most_recent_events_are_deleted_and_width_truncates() -> None:
 def test_ranks_count_items_scored_strictly_higher() -> None:
     scores = torch.tensor([[float("-inf"), 0.5, 0.9, 0.5, 0.1]])
     assert ranks_of(scores, torch.tensor([2, 1, 3, 4])).tolist() == [[1, 2, 2, 4]]
+
+
+@pytest.mark.parametrize("ranked_far_down", [False, True])
+def test_counts_above_equals_comparing_whole_rows(ranked_far_down: bool) -> None:
+    """Both branches (few candidates above each row's lowest threshold, or many) count
+    exactly the entries of the query's own row strictly above its threshold, ties and
+    ``-inf`` padding included."""
+    generator = torch.Generator().manual_seed(3)
+    block = torch.randint(0, 50, (6, 400), generator=generator).float()  # many ties
+    block[:, 0] = float("-inf")
+    rows = torch.tensor([0, 0, 1, 3, 3, 5, 1])
+    # thresholds are entries of their rows: near the top, or (far down) anywhere
+    order = block.argsort(dim=1, descending=True)
+    depth = 300 if ranked_far_down else 4
+    columns = order[rows, torch.randint(0, depth, (7,), generator=generator)]
+    thresholds = block[rows, columns]
+    expected = (block[rows] > thresholds[:, None]).sum(dim=1)
+    assert torch.equal(counts_above(block, rows, thresholds), expected)
+    assert torch.equal(expected + 1, ranks_of(block[rows], columns).diagonal())
 
 
 def test_top_events_break_ties_towards_the_most_recent() -> None:
