@@ -7,6 +7,7 @@ validation (the batch itself) and the peak during validation (sampled every 50 m
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -18,29 +19,42 @@ import psutil
 
 
 class _PeakRss:
-    """Samples this process's RSS in a thread; ``peak`` is the maximum seen (bytes)."""
+    """Samples this process's RSS in a thread; ``peak`` is the maximum seen (bytes), and
+    ``children_peak`` that of its child processes together (Spark's JVM)."""
 
     def __init__(self, interval: float = 0.05) -> None:
         self.interval = interval
         self.peak = 0
+        self.children_peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._process = psutil.Process()
 
+    def _children_rss(self) -> int:
+        total = 0
+        for child in self._process.children(recursive=True):
+            with contextlib.suppress(psutil.Error):  # exited between listing and reading
+                total += child.memory_info().rss
+        return total
+
+    def _sample(self) -> None:
+        self.peak = max(self.peak, self._process.memory_info().rss)
+        self.children_peak = max(self.children_peak, self._children_rss())
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._process.memory_info().rss)
+            self._sample()
             time.sleep(self.interval)
 
     def __enter__(self) -> _PeakRss:
-        self.peak = self._process.memory_info().rss
+        self._sample()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._process.memory_info().rss)
+        self._sample()
 
 
 def _events(n_events: int):
@@ -77,6 +91,54 @@ def _validate_stream(
     return report, rss_before, seconds, peak.peak
 
 
+def _validate_spark(
+    n_events: int, cfg, ws, events_per_file: int, master: str
+) -> tuple[Any, int, float, _PeakRss, dict[str, Any]]:
+    """The stream engine's files validated by GX's Spark datasource at ``master`` (the
+    session started, untimed, first); returns (report, RSS before, seconds, peaks, extra
+    figures: the session start and whether the stream engine's report is the same)."""
+    from benchmarks.data import bench_synthetic
+    from components.data.spark import spark_session
+    from components.data.stream import write_events_dataset
+    from components.validation.runner import validate_event_files
+    from components.validation.spark import validate_spark_files
+
+    folder = ws.root / "bench-events"
+    write_events_dataset(bench_synthetic(n_events), folder, events_per_file)
+    started = time.perf_counter()
+    spark_session(master)
+    session_s = time.perf_counter() - started
+    # a warm-up run on a small batch: the JVM compiles Spark's and GX's code paths on
+    # first use (minutes on a loaded 2-core machine), a fixed cost, not the batch's
+    warmup = ws.root / "bench-warmup"
+    write_events_dataset(bench_synthetic(2_000), warmup, 1_000)
+    validate_spark_files(warmup, cfg, ws, batch_id="bench-spark-warmup", master=master)
+    warmup_s = time.perf_counter() - started - session_s
+    rss_before = psutil.Process().memory_info().rss
+    with _PeakRss() as peak:
+        started = time.perf_counter()
+        report = validate_spark_files(
+            folder, cfg, ws, batch_id=f"bench-spark-{n_events}", master=master
+        )
+        seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    streamed = validate_event_files(
+        folder, cfg, ws, batch_id=f"bench-stream-{n_events}", memory_budget_mb=2048
+    )
+    extra = {
+        "spark_master": master,
+        "spark_session_start_s": round(session_s, 3),
+        "spark_warmup_s": round(warmup_s, 3),
+        "stream_validation_s": round(time.perf_counter() - started, 3),
+        "same_results_as_stream": _outcome(report) == _outcome(streamed),
+    }
+    return report, rss_before, seconds, peak, extra
+
+
+def _outcome(report) -> dict[str, tuple[bool, Any]]:
+    return {r.name: (r.success, r.observed) for r in report.results}
+
+
 def run_validation_benchmark(
     n_events: int,
     *,
@@ -85,12 +147,15 @@ def run_validation_benchmark(
     engine: str = "memory",
     budget_mb: int = 2048,
     events_per_file: int = 1_000_000,
+    spark_master: str = "local[2]",
 ) -> dict[str, Any]:
     """Validate ``n_events`` synthetic events with the full suite; return the figures.
 
     ``engine="stream"`` validates a partitioned Parquet folder in hash passes planned
     from ``budget_mb`` (:func:`components.validation.runner.validate_event_files`); the
-    events are never one frame in this process."""
+    events are never one frame in this process. ``engine="spark"``: the same folder
+    through GX's Spark datasource at ``spark_master``; the peak RSS then counts Spark's
+    JVM too (``jvm_peak_rss_mib``), and the stream engine's report is compared."""
     mib = 1024 * 1024
     started = time.perf_counter()
     import great_expectations  # noqa: F401
@@ -113,10 +178,17 @@ def run_validation_benchmark(
     validate_events(small, cfg, ws, batch_id="bench-overhead")
     overhead_s = time.perf_counter() - started
 
+    extra: dict[str, Any] = {}
+    jvm_peak = 0
     if engine == "stream":
         report, rss_before, seconds, peak_rss = _validate_stream(
             n_events, cfg, ws, budget_mb, events_per_file
         )
+    elif engine == "spark":
+        report, rss_before, seconds, peaks, extra = _validate_spark(
+            n_events, cfg, ws, events_per_file, spark_master
+        )
+        peak_rss, jvm_peak = peaks.peak, peaks.children_peak
     else:
         events = _events(n_events)
         rss_before = psutil.Process().memory_info().rss
@@ -141,6 +213,8 @@ def run_validation_benchmark(
         "rss_before_mib": round(rss_before / mib, 1),
         "peak_rss_mib": round(peak_rss / mib, 1),
         "peak_minus_before_mib": round((peak_rss - rss_before) / mib, 1),
+        "jvm_peak_rss_mib": round(jvm_peak / mib, 1) if engine == "spark" else None,
+        **extra,
         "cpu_count": os.cpu_count(),
         "workspace": str(root),
     }

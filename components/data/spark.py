@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -30,6 +31,7 @@ from components.data.schema import EVENT, ITEM, TIME, USER, VALUE
 from components.data.sequences import Sequences, Vocabulary
 from components.data.splits import leave_one_out
 from components.data.stream import (
+    EventFiles,
     csr_sequences,
     list_event_files,
     require_leave_one_out,
@@ -99,9 +101,23 @@ def _nanos(frame: DataFrame, column: str):
     return F.unix_micros(F.try_to_timestamp(F.col(column))) * 1000
 
 
+def _event_files(source: str | Path | Sequence[Path]) -> EventFiles:
+    """:func:`list_event_files` of a file or folder, or of several files in the given
+    order (a dataset version's batches)."""
+    if isinstance(source, (str, Path)):
+        return list_event_files(source)
+    parts = [list_event_files(path) for path in source]
+    if not parts:
+        raise DataError("no event files to read")
+    return EventFiles(
+        tuple(p for part in parts for p in part.paths),
+        tuple(r for part in parts for r in part.rows),
+    )
+
+
 def spark_events(
     spark: SparkSession,
-    path: str | Path,
+    path: str | Path | Sequence[Path],
     columns: ColumnMapping | None = None,
     default_event_type: str = "interaction",
 ) -> DataFrame:
@@ -110,7 +126,7 @@ def spark_events(
     named by :func:`components.data.stream.list_event_files` before Spark reads them."""
     from pyspark.sql import functions as F
 
-    files = list_event_files(path)
+    files = _event_files(path)
     mapping = (columns or ColumnMapping()).model_dump()
     raw = spark.read.parquet(*[str(p) for p in files.paths])
     missing = [c for c in (USER, ITEM, TIME) if mapping[c] not in raw.columns]
@@ -171,7 +187,7 @@ def spark_sequences(events: DataFrame, vocab: Vocabulary, keep: int) -> Sequence
 
 
 def spark_prepare(
-    path: str | Path,
+    path: str | Path | Sequence[Path],
     cfg: DataConfig,
     catalogue: pd.DataFrame | None = None,
 ) -> PreparedData:

@@ -72,13 +72,18 @@ def prepare_version(
 
     The catalogue is the version's own (accepted with it, see
     :func:`components.lifecycle.ingest.ingest_catalogue`), else ``data.items`` when set,
-    else none."""
+    else none. With ``data.engine=spark`` Spark reads the version's files (the other
+    engines read the version as one frame)."""
     from components.data.catalogue import load_catalogue
 
     store = DatasetStore(ws, versioning_cfg)
     catalogue = store.load_catalogue(version)
     if catalogue is None and data_cfg.items:
         catalogue = load_catalogue(data_cfg.items, data_cfg.item_columns)
+    if data_cfg.engine == "spark":
+        from components.data.spark import spark_prepare
+
+        return spark_prepare(store.event_files(version), data_cfg, catalogue)
     events = store.load_events(version)
     return prepare(events, data_cfg, catalogue)
 

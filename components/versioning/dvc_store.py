@@ -476,6 +476,12 @@ class DatasetStore:
         merged = pd.concat(frames, ignore_index=True)
         return merged.drop_duplicates(ITEM, keep="last").reset_index(drop=True)
 
+    def event_files(self, version: str | None = None) -> list[Path]:
+        """The Parquet files of the current (or given) version's event batches, in batch
+        order (for engines that read files themselves: ``data.engine=spark``)."""
+        chosen = self.current() if version is None else self.show(version)
+        return [] if chosen is None else self._version_files(chosen)
+
     def load_events(self, version: str | None = None) -> pd.DataFrame:
         """Accepted events of the current (or given) version, in batch order, contract dtypes."""
         import pyarrow as pa

@@ -256,7 +256,9 @@ def bench_validation(
     engine: Annotated[
         str,
         typer.Option(
-            "--engine", help="memory (one frame) or stream (Parquet folder in hash passes)."
+            "--engine",
+            help="memory (one frame), stream (Parquet folder in hash passes) or spark "
+            "(the same folder through GX's Spark datasource at --spark-master).",
         ),
     ] = "memory",
     budget_mb: Annotated[
@@ -265,6 +267,9 @@ def bench_validation(
     events_per_file: Annotated[
         int, typer.Option("--events-per-file", help="Events per Parquet part (stream engine).")
     ] = 1_000_000,
+    spark_master: Annotated[
+        str, typer.Option("--spark-master", help="Spark master for --engine spark.")
+    ] = "local[2]",
     json_out: JsonOutOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -281,6 +286,7 @@ def bench_validation(
         engine=engine,
         budget_mb=budget_mb,
         events_per_file=events_per_file,
+        spark_master=spark_master,
     )
     print_table(figures, console)
     write_json(json_out, figures)
