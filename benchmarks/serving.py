@@ -340,10 +340,16 @@ def run_serving_benchmark(
 
 
 def run_self_contained(
-    n_items: int, levels: list[int], duration_s: float, device: str = "cpu", seed: int = 0
+    n_items: int,
+    levels: list[int],
+    duration_s: float,
+    device: str = "cpu",
+    seed: int = 0,
+    serve: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Deploy an untrained SASRec over ``n_items`` items in a scratch workspace, measure
-    it like :func:`run_serving_benchmark`, stop it and delete the workspace."""
+    """Deploy an untrained SASRec over ``n_items`` items in a scratch workspace (``serve``:
+    settings of its serve config, e.g. the scorer), measure it like
+    :func:`run_serving_benchmark`, stop it and delete the workspace."""
     from components.config import RecopsConfig
     from components.deploy.local import deploy_version, stop_local
     from components.features.config import FeaturesConfig
@@ -353,7 +359,9 @@ def run_self_contained(
     workspace = Workspace.at(root).activate()
     try:
         version = _register_untrained(workspace, n_items, seed)
-        serve_cfg = ServeConfig.model_validate({"port": free_port(), "device": device})
+        serve_cfg = ServeConfig.model_validate(
+            {**(serve or {}), "port": free_port(), "device": device}
+        )
         deploy_cfg = LocalDeployConfig(readiness_timeout_s=300, switch_drain_s=0.0)
         features_cfg = FeaturesConfig(enabled=False)
         started = time.perf_counter()

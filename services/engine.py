@@ -240,7 +240,6 @@ class Engine:
         return self._index.get(item_id)
 
     # 2. score -------------------------------------------------------------------------
-    @torch.inference_mode()
     def score(self, queries: list[ScoreQuery]) -> list[Scored]:
         """One forward pass for all queries; each gets its own ``k`` and exclusions."""
         if not queries:
@@ -253,26 +252,40 @@ class Engine:
         excluded = _right_padded([q.exclude or [PAD] for q in queries])
         top = min(max(q.k for q in queries), self.n_items)
         events = None
-        if any(q.events is not None for q in queries):
+        if self.bundle.uses_events and any(q.events is not None for q in queries):
             rows = [q.events if q.events is not None else [PAD] * len(q.history) for q in queries]
-            events = _left_padded(rows, width).to(self.device)
-        histories, excluded = histories.to(self.device), excluded.to(self.device)
-        events = events if self.bundle.uses_events else None
+            events = _left_padded(rows, width)
         if self.ann is not None:
-            found = ann_recommend(self.bundle.model, self.ann, histories, top, excluded, events)
-            indices, scores = found[0].cpu().numpy(), found[1].float().cpu().numpy()
+            indices, scores = self._ann_top_k(histories, excluded, top, events)
         else:  # scores and top-k in one compiled call (components/models/compiled.py)
             indices, scores = self.scorer.top_k(histories, excluded, top, events)
         out: list[Scored] = []
         for row, query in enumerate(queries):
             keep = np.isfinite(scores[row, : query.k]) & (indices[row, : query.k] != PAD)
             out.append(
-                Scored(
+                Scored.model_construct(  # plain ints and floats from numpy: nothing to check
                     items=indices[row, : query.k][keep].tolist(),
                     scores=scores[row, : query.k][keep].tolist(),
+                    influence=None,
                 )
             )
         return out
+
+    @torch.inference_mode()
+    def _ann_top_k(
+        self, histories: torch.Tensor, excluded: torch.Tensor, k: int, events: torch.Tensor | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        assert self.ann is not None
+        device = self.device
+        found = ann_recommend(
+            self.bundle.model,
+            self.ann,
+            histories.to(device),
+            k,
+            excluded.to(device),
+            events.to(device) if events is not None else None,
+        )
+        return found[0].cpu().numpy(), found[1].float().cpu().numpy()
 
     def explain_job(self, query: ScoreQuery, scored: Scored | None) -> ExplainJob:
         """What explaining ``query`` takes: its ``targets`` (default: the recommended items,

@@ -102,11 +102,13 @@ def eager_top_k(
 class ServingScorer:
     """``scorer.top_k(histories [B, L], exclude [B, E], k, events [B, L] | None)`` ->
     ``(items [B, k], scores [B, k])``, as :func:`eager_top_k` computes them (users are not
-    served). Rows must hold at least one item: an empty history is a cold start, answered
-    from popularity before the model is called."""
+    served). Inputs are CPU tensors (moved to :attr:`device` here); rows must hold at least
+    one item: an empty history is a cold start, answered from popularity before the model
+    is called."""
 
     model: Recommender
     with_events: bool
+    device: torch.device = torch.device("cpu")
     run: RankCall | None = None  # the compiled call; None: the model itself
     kind: ScorerKind = "eager"  # what ``/metadata`` reports, with :attr:`reason`
     reason: str = "serve.scorer is eager"
@@ -118,9 +120,16 @@ class ServingScorer:
             events = None
         elif events is None:  # the model reads event types: "none" for every position
             events = torch.zeros_like(histories)
-        if self.run is None:
-            return eager_top_k(self.model, histories, exclude, k, events)
-        return self.run(histories, exclude, k, events)
+        if self.kind == "onnx":  # numpy in, numpy out: no torch op, no grad mode to set
+            assert self.run is not None
+            return self.run(histories, exclude, k, events)
+        with torch.inference_mode():
+            device = self.device
+            histories, exclude = histories.to(device), exclude.to(device)
+            events = events.to(device) if events is not None else None
+            if self.run is None:
+                return eager_top_k(self.model, histories, exclude, k, events)
+            return self.run(histories, exclude, k, events)
 
 
 def serving_scorer(
@@ -129,10 +138,14 @@ def serving_scorer(
     """The fastest form from ``kind`` down (:data:`FALLBACK`) that stands for ``model``
     (eval mode, on ``device``, where its weights are); each refusal is logged and named
     in the scorer's :attr:`~ServingScorer.reason`."""
-    scorer = ServingScorer(model, with_events)
+    scorer = ServingScorer(model, with_events, device)
     if kind == "eager":
         return scorer
     model.eval()
+    with torch.no_grad():  # fill the model's eval-mode caches (its item table, LightGCN's
+        # propagation) first, so a recording holds them as constants, not their computation
+        warm = probe(model, *PROBE_SHAPES[0], seed=0, device=device)
+        model.score_all(warm.histories, None, warm.events if with_events else None)
     refused: list[str] = []
     for candidate in FALLBACK[FALLBACK.index(kind) :]:
         if candidate == "eager":
@@ -216,9 +229,24 @@ def probe_k(model: Recommender) -> int:
     return min(PROBE_K, model.n_items)
 
 
+#: (file, message start) of tracer warnings that do not change what a recording computes:
+#: ``nn.GRU``/``nn.LSTM`` compare their input's and state's sizes with the module's in
+#: Python only to raise on a misshapen input (``check_input``, ``check_hidden_size``)
+BENIGN_TRACER_WARNINGS = (("torch/nn/modules/rnn.py", "Converting a tensor to a Python boolean"),)
+
+
 def raise_on_tracer_warning(caught: list[warnings.WarningMessage]) -> None:
-    """:class:`Unservable` when recording read a tensor value back into Python."""
-    tracer = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+    """:class:`Unservable` when recording read a tensor value back into Python (apart from
+    :data:`BENIGN_TRACER_WARNINGS`; the probes check the recording either way)."""
+    tracer = [
+        w
+        for w in caught
+        if issubclass(w.category, torch.jit.TracerWarning)
+        and not any(
+            w.filename.endswith(where) and str(w.message).startswith(message)
+            for where, message in BENIGN_TRACER_WARNINGS
+        )
+    ]
     if tracer:
         where = f"{tracer[0].filename.rsplit('/', 1)[-1]}:{tracer[0].lineno}"
         raise Unservable(f"the trace reads tensor values in Python ({where})")

@@ -20,6 +20,8 @@ Departures from the paper:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from pydantic import Field
@@ -65,15 +67,32 @@ class LightGCN(Recommender):
         nn.init.normal_(self.embeddings.weight, std=0.1)
         self.register_buffer("edge_index", torch.zeros(2, 0, dtype=torch.long))
         self.register_buffer("edge_weight", torch.zeros(0))
+        self._propagated: tuple[Tensor, Tensor] | None = None
 
     def fit_data(self, train: Sequences) -> None:
         index, weight = normalized_edges(train, self.n_users, self.n_items)
         device = self.embeddings.weight.device
         self.edge_index = index.to(device)
         self.edge_weight = weight.to(device)
+        self._propagated = None
 
     def propagate(self) -> tuple[Tensor, Tensor]:
-        """``(users [U, D], items [n_items + 1, D])`` after mean-over-layers smoothing."""
+        """``(users [U, D], items [n_items + 1, D])`` after mean-over-layers smoothing.
+
+        In eval mode without gradients computed once and cached (dropped by ``train()``,
+        a device move, loading weights or new graph data), as ``ItemInput`` caches its
+        table: scoring a request is then a fold-in and one matrix product, and a recording
+        of it (components/models/compiled.py) holds the tables as constants instead of a
+        sparse product per request."""
+        frozen = not self.training and not torch.is_grad_enabled()
+        if frozen and self._propagated is not None:
+            return self._propagated
+        tables = self._propagate()
+        if frozen:
+            self._propagated = tables
+        return tables
+
+    def _propagate(self) -> tuple[Tensor, Tensor]:
         n_nodes = self.embeddings.num_embeddings
         adjacency = torch.sparse_coo_tensor(
             self.edge_index,
@@ -91,6 +110,21 @@ class LightGCN(Recommender):
                 total = total + layer
         final = total / (self.params.num_layers + 1)
         return final[: self.n_users], final[self.n_users :]
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> LightGCN:
+        self._propagated = None  # .to(device) / .half(): the cached tables are of the old kind
+        return super()._apply(fn, *args, **kwargs)
+
+    def train(self, mode: bool = True) -> LightGCN:
+        # valid while the module stays in eval mode (weights change in training or by a
+        # state-dict load, which also drops it)
+        if mode or self.training:
+            self._propagated = None
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._propagated = None
+        super()._load_from_state_dict(*args, **kwargs)
 
     def training_items(self, users: Tensor) -> Tensor:
         """``[B, H]`` each user's training items (0-padded), read from the user->item edges:

@@ -63,10 +63,17 @@ class LRURecParams(ItemInputParams):
 
 
 def parallel_scan(
-    u_re: Tensor, u_im: Tensor, lam_re: Tensor, lam_im: Tensor
+    u_re: Tensor, u_im: Tensor, lam_re: Tensor, lam_im: Tensor, steps: int | None = None
 ) -> tuple[Tensor, Tensor]:
     """States of ``h_t = lambda * h_{t-1} + u_t`` (``h_{-1} = 0``) for ``u [B, L, H]`` as
-    real/imaginary parts, in ``ceil(log2 L)`` vectorised steps (Hillis-Steele scan)."""
+    real/imaginary parts, in ``ceil(log2 L)`` vectorised steps (Hillis-Steele scan).
+
+    With ``steps``, exactly that many steps whatever ``L`` (at least ``ceil(log2 L)``):
+    a step that reaches back beyond the sequence adds exact zeros, so the states are the
+    same bit for bit, and one recording of the computation (a trace or an ONNX export,
+    components/models/compiled.py) holds for every length up to ``2 ** steps``."""
+    if steps is not None:
+        return _fixed_scan(u_re, u_im, lam_re, lam_im, steps)
     length = u_re.shape[1]
     h_re, h_im = u_re, u_im
     p_re, p_im = lam_re, lam_im  # lambda ** (2 ** k)
@@ -80,6 +87,25 @@ def parallel_scan(
         h_im = h_im + torch.cat([zeros, add_im], dim=1)
         p_re, p_im = p_re * p_re - p_im * p_im, 2 * p_re * p_im
         shift *= 2
+    return h_re, h_im
+
+
+def _fixed_scan(
+    u_re: Tensor, u_im: Tensor, lam_re: Tensor, lam_im: Tensor, steps: int
+) -> tuple[Tensor, Tensor]:
+    """:func:`parallel_scan` in ``steps`` steps, each shape-independent: the states
+    ``shift`` places back are the sequence shifted right by ``shift`` (zeros first) and cut
+    to its length, which is all zeros once ``shift >= L``."""
+    length = u_re.shape[1]
+    h_re, h_im = u_re, u_im
+    p_re, p_im = lam_re, lam_im
+    for step in range(steps):
+        zeros = h_re.new_zeros(h_re.shape[0], 2**step, h_re.shape[2])
+        prev_re = torch.cat([zeros, h_re], dim=1)[:, :length]
+        prev_im = torch.cat([zeros, h_im], dim=1)[:, :length]
+        h_re = h_re + (p_re * prev_re - p_im * prev_im)
+        h_im = h_im + (p_re * prev_im + p_im * prev_re)
+        p_re, p_im = p_re * p_re - p_im * p_im, 2 * p_re * p_im
     return h_re, h_im
 
 
@@ -110,6 +136,8 @@ class LRULayer(nn.Module):
         theta_log = torch.log(torch.rand(state) * 2 * math.pi)
         gamma_log = torch.log(torch.sqrt(1 - radius_sq))
         self.params_log = nn.Parameter(torch.stack([nu_log, theta_log, gamma_log]))
+        #: scan steps of a recording (enough for the model's longest history: LRURec sets it)
+        self.scan_steps = 6
         self.in_proj = nn.Linear(dim, 2 * state)
         self.out_proj = nn.Linear(2 * state, dim)
         self.drop = nn.Dropout(dropout)
@@ -118,19 +146,24 @@ class LRULayer(nn.Module):
     def forward(self, x: Tensor, real: Tensor, recurrent: bool = False) -> Tensor:
         """``x [B, L, D]``; ``real [B, L, 1]`` is 0 at padding, whose input is dropped so it
         never enters a state."""
-        scan = sequential_scan if recurrent else parallel_scan
-        h_re, h_im = scan(*self.inputs(x, real), *self.decay())
+        inputs, decay = self.inputs(x, real), self.decay()
+        if recurrent:
+            h_re, h_im = sequential_scan(*inputs, *decay)
+        else:  # a recording (trace, ONNX export) takes the fixed-step scan: every length
+            steps = self.scan_steps if torch.jit.is_tracing() else None
+            h_re, h_im = parallel_scan(*inputs, *decay, steps=steps)
         return self.output(x, h_re, h_im)
 
     def decay(self) -> tuple[Tensor, Tensor]:
         """``lambda`` (real, imaginary parts, ``[state]``): ``exp(-nu + i theta)``."""
-        nu, theta, _ = torch.exp(self.params_log)
+        # unbind, not tuple unpacking: iterating a tensor would freeze a recording of it
+        nu, theta, _ = torch.exp(self.params_log).unbind(0)
         magnitude = torch.exp(-nu)
         return magnitude * torch.cos(theta), magnitude * torch.sin(theta)
 
     def decay_powers(self, powers: Tensor) -> tuple[Tensor, Tensor]:
         """``lambda ** powers`` (``[P]`` integer powers): ``[P, state]`` real, imaginary."""
-        nu, theta, _ = torch.exp(self.params_log)
+        nu, theta, _ = torch.exp(self.params_log).unbind(0)
         magnitude = torch.exp(-nu[None] * powers[:, None])
         angle = theta[None] * powers[:, None]
         return magnitude * torch.cos(angle), magnitude * torch.sin(angle)
@@ -183,6 +216,9 @@ class LRURec(CausalRecommender):
         self.drop = nn.Dropout(params.dropout)
         self.norm = nn.LayerNorm(dim)
         self.blocks = nn.ModuleList(LRUBlock(params) for _ in range(params.num_layers))
+        for block in self.blocks:  # hidden_states keeps at most max_len positions
+            if isinstance(block, LRUBlock):
+                block.lru.scan_steps = max(1, math.ceil(math.log2(max_len)))
         self._init_weights(params.init_std)
 
     def _init_weights(self, std: float) -> None:

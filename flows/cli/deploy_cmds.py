@@ -319,6 +319,14 @@ def bench_serving(
     device: Annotated[
         str, typer.Option("--device", help="cpu (default) or cuda: where the bento serves.")
     ] = "cpu",
+    scorer: Annotated[
+        str | None,
+        typer.Option(
+            "--scorer",
+            help="--items: serve.scorer of the scratch deployments (onnx, traced or eager; "
+            "default: serve.scorer's default), to compare them back to back.",
+        ),
+    ] = None,
     shadow: Annotated[
         bool,
         typer.Option(
@@ -343,6 +351,8 @@ def bench_serving(
 
     if device not in ("cpu", "cuda"):
         raise ConfigError(f"--device must be cpu or cuda, not {device!r}")
+    if scorer not in (None, "onnx", "traced", "eager"):
+        raise ConfigError(f"--scorer must be onnx, traced or eager, not {scorer!r}")
     if shadow:
         from benchmarks.shadow import render_table as shadow_table
         from benchmarks.shadow import run_shadow_benchmark
@@ -357,7 +367,8 @@ def bench_serving(
         return
     levels = concurrency or [1, 8, 32]
     if items:
-        results = [run_self_contained(n, levels, duration, device) for n in items]
+        serve = {"scorer": scorer} if scorer else {}
+        results = [run_self_contained(n, levels, duration, device, serve=serve) for n in items]
     else:
         cfg, ws = prologue(config, set_, workspace)
         results = [run_serving_benchmark(ws, cfg, levels, duration, device)]

@@ -4,6 +4,8 @@
 # Run from a checkout on a machine with CUDA and recops installed (`make install`):
 #   bash infra/gpu/serve_bench.sh                  # cuda, tiny + Beauty-sized catalogue
 #   DEVICE=cpu DURATION=3 bash infra/gpu/serve_bench.sh   # the same on CPU (dry run)
+#   SCORER=traced bash infra/gpu/serve_bench.sh    # serve.scorer (onnx is CPU only: on
+#                                                  # cuda it falls back to the trace)
 # For each catalogue size it builds a bento of an untrained SASRec (configs/models/sasrec
 # sizes) in a scratch workspace, serves it with serve.device=$DEVICE, measures it and the
 # echo service back to back at concurrency 1/8/32 with wrk (installed best effort), and
@@ -15,6 +17,7 @@ DEVICE="${DEVICE:-cuda}"
 ITEMS="${ITEMS:-40 12101}"
 DURATION="${DURATION:-8}"
 OUT_DIR="${OUT_DIR:-./bench-results}"
+SCORER="${SCORER:-}"
 PYTHON="${PYTHON:-$(command -v python3 || command -v python)}"
 [ -x .venv/bin/python ] && PYTHON="${PYTHON_OVERRIDE:-.venv/bin/python}"
 mkdir -p "$OUT_DIR"
@@ -31,6 +34,7 @@ fi
 
 args=()
 for n in $ITEMS; do args+=(--items "$n"); done
+[ -n "$SCORER" ] && args+=(--scorer "$SCORER")
 "$PYTHON" -c 'from flows.cli.app import main; main()' bench serving "${args[@]}" \
   --device "$DEVICE" --duration "$DURATION" --json "$OUT_DIR/serving-$DEVICE.json" \
   | tee "$OUT_DIR/serving-$DEVICE.txt"

@@ -73,6 +73,10 @@ def _assert_answers_as_the_model(
         ("sasrec", {"event_types": True, "n_event_types": 3}),
         ("bsarec", {}),
         ("bert4rec", {}),
+        # nn.GRU's shape checks are benign tracer warnings; the GRU itself records
+        ("gru4rec", {}),
+        # a fixed number of scan steps while recording (exact: the extra steps add zeros)
+        ("lrurec", {}),
     ],
 )
 def test_a_compiled_model_answers_as_the_model_does(
@@ -82,11 +86,51 @@ def test_a_compiled_model_answers_as_the_model_does(
     _assert_answers_as_the_model(model, kind, bool(params.get("event_types")))
 
 
-@pytest.mark.parametrize("name", ["gru4rec", "lrurec"])
-def test_a_model_whose_trace_reads_tensor_values_is_served_eagerly(name: str) -> None:
-    """GRU4Rec packs sequences by their lengths and LRURec scans by length: both read
-    tensors back into Python while tracing, so a trace would freeze one input's lengths."""
-    model = build_model(name, {}, N_ITEMS, 4, 12).eval()
+@pytest.mark.parametrize("kind", ["onnx", "traced"])
+def test_lightgcn_is_compiled_from_its_propagated_tables(kind: ScorerKind) -> None:
+    """Serving LightGCN is a fold-in and a matrix product over tables propagated once over
+    its training graph (cached in eval mode): the compiled form answers as the model."""
+    from components.data.sequences import Sequences
+
+    model = build_model("lightgcn", {}, N_ITEMS, 4, 12)
+    generator = np.random.default_rng(0)
+    values = generator.integers(1, N_ITEMS + 1, 24)
+    model.fit_data(Sequences(values, np.array([0, 5, 11, 20, 24])))
+    model.eval()
+    with torch.no_grad():  # the graph is used: propagation moves the item table
+        assert not torch.equal(model.propagate()[1], model.embeddings.weight[4:])
+    _assert_answers_as_the_model(model, kind, False)
+    model.train()  # training drops the cached tables
+    assert model._propagated is None
+
+
+def test_the_fixed_step_scan_equals_the_scan_bit_for_bit() -> None:
+    """LRURec's recording scans a fixed number of steps; the steps beyond the sequence's
+    own add exact zeros."""
+    from components.models.lrurec import parallel_scan
+
+    generator = torch.Generator().manual_seed(0)
+    lam = torch.rand(2, 6, generator=generator) * 0.9
+    for length in (1, 2, 3, 7, 12):
+        u = torch.randn(2, 3, length, 6, generator=generator)
+        want = parallel_scan(u[0], u[1], lam[0], lam[1])
+        got = parallel_scan(u[0], u[1], lam[0], lam[1], steps=4)
+        assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+
+
+class _ReadsValues(Pop):
+    """Scores by how many distinct items the history has, read back into Python."""
+
+    def score_all(
+        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
+        scores = super().score_all(histories, users, events)
+        return mask_padding_column(scores * int(histories.unique().numel()))
+
+
+def test_a_model_whose_recording_reads_tensor_values_is_served_eagerly() -> None:
+    model = _ReadsValues(Pop.Params(), N_ITEMS, 4, 12)
+    model.counts.copy_(torch.arange(N_ITEMS + 1, dtype=torch.float32))
     scorer = serving_scorer(model, "onnx", False, CPU)
     assert scorer.kind == "eager"
     assert "not onnx" in scorer.reason and "not traced" in scorer.reason
