@@ -114,6 +114,43 @@ class MaterializeResult(BaseModel):
         return sum(view.rows for view in self.views)
 
 
+# --- importing Feast -------------------------------------------------------------------
+_IMPORT_LOCK = threading.Lock()
+
+
+def _unchecked(target: Any = None, **_options: Any) -> Any:
+    """``typeguard.typechecked`` as it is under ``python -O``: the target unchanged."""
+    return (lambda found: found) if target is None else target
+
+
+def import_feast() -> ModuleType:
+    """``import feast`` without typeguard instrumenting Feast's classes on the way in.
+
+    Feast decorates its public classes with ``typeguard.typechecked``, which re-parses and
+    recompiles a whole module's source once per decorated method: 3.9 of the 4.2 CPU s
+    that importing Feast adds to a process that already holds torch (measured). Under
+    ``python -O`` the decorator is a no-op (typeguard's documented behaviour for
+    production); this gives Feast's import exactly that, and nothing else: the decorator
+    is restored as soon as the import returns, so only the run-time argument type checks
+    of Feast's own API are skipped.
+    """
+    import sys
+
+    found = sys.modules.get("feast")
+    if found is not None:
+        return found
+    with _IMPORT_LOCK:
+        import typeguard
+
+        decorator = typeguard.typechecked
+        typeguard.typechecked = _unchecked
+        try:
+            import feast
+        finally:
+            typeguard.typechecked = decorator
+    return feast
+
+
 # --- repo and configuration -----------------------------------------------------------
 def repo_dir(cfg: FeaturesConfig) -> Path:
     """The Feast repo holding the declarations and the store YAML files."""
@@ -222,12 +259,11 @@ def store_settings(workspace: Workspace, cfg: FeaturesConfig) -> dict[str, Any]:
 
 def repo_config(workspace: Workspace, cfg: FeaturesConfig) -> feast.RepoConfig:
     """A validated Feast RepoConfig rooted at ``workspace.features_dir``."""
-    from feast import RepoConfig
-
+    feast = import_feast()
     workspace.features_dir.mkdir(parents=True, exist_ok=True)
     settings = store_settings(workspace, cfg)
     try:
-        return RepoConfig(repo_path=workspace.features_dir, **settings)
+        return feast.RepoConfig(repo_path=workspace.features_dir, **settings)
     except Exception as exc:  # pydantic errors from Feast's config classes
         raise FeatureStoreError(f"invalid feature store settings: {exc}") from exc
 
@@ -253,8 +289,7 @@ class Definitions:
 
 @lru_cache(maxsize=8)
 def _load_definitions(path: Path) -> Definitions:
-    from feast import Entity, FeatureService, FeatureView
-
+    feast = import_feast()
     spec = importlib.util.spec_from_file_location("recops_feature_repo_definitions", path)
     if spec is None or spec.loader is None:
         raise FeatureStoreError(f"cannot import Feast definitions from {path}")
@@ -263,9 +298,9 @@ def _load_definitions(path: Path) -> Definitions:
     values = list(vars(module).values())
     return Definitions(
         module=module,
-        entities=[v for v in values if isinstance(v, Entity)],
-        feature_views=[v for v in values if isinstance(v, FeatureView)],
-        feature_services=[v for v in values if isinstance(v, FeatureService)],
+        entities=[v for v in values if isinstance(v, feast.Entity)],
+        feature_views=[v for v in values if isinstance(v, feast.FeatureView)],
+        feature_services=[v for v in values if isinstance(v, feast.FeatureService)],
     )
 
 
@@ -302,13 +337,13 @@ def feature_store(workspace: Workspace, cfg: FeaturesConfig) -> feast.FeatureSto
     with _STORES_LOCK:
         store = _STORES.get(key)
         if store is None:
-            from feast import FeatureStore
-
             if cfg.offline_store == "spark":
                 _start_spark(cfg)
             config = repo_config(workspace, cfg)
             try:
-                store = FeatureStore(repo_path=str(workspace.features_dir), config=config)
+                store = import_feast().FeatureStore(
+                    repo_path=str(workspace.features_dir), config=config
+                )
             except Exception as exc:  # a SQL registry that cannot be reached (timeouts above)
                 raise FeatureStoreError(
                     f"cannot open the feature registry ({cfg.registry}): {first_line(exc)}",

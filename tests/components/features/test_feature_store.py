@@ -197,3 +197,27 @@ def test_arrow_and_feast_materialize_engines_agree(tmp_path, tiny_events):
         store = feature_store(workspace, cfg)
         assert store.get_feature_view("user_features").most_recent_end_time == result.end
     assert answers[0] == answers[1]
+
+
+def test_feast_imports_without_typeguard_instrumentation_and_leaves_typeguard_as_it_was():
+    """Feast's classes come in uninstrumented (typeguard's ``-O`` behaviour: 3.9 of the
+    4.2 CPU s Feast's import costs), and ``typeguard.typechecked`` is the real decorator
+    again afterwards, for every other library. Checked in a fresh interpreter: this one
+    may have imported Feast already."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import typeguard\n"
+        "decorator = typeguard.typechecked\n"
+        "from components.features.store import import_feast\n"
+        "feast = import_feast()\n"
+        "assert typeguard.typechecked is decorator\n"
+        "assert import_feast() is feast\n"
+        "print(' '.join(feast.FeatureView.__init__.__code__.co_names))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "check_argument_types_internal" not in done.stdout.split()
