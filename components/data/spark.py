@@ -85,12 +85,25 @@ def stop_spark_sessions() -> None:
         _SESSIONS.clear()
 
 
-def _nanos(frame: DataFrame, column: str):
+def _nanosecond_stamps(path: Path, column: str) -> bool:
+    """Whether ``column`` of the Parquet file is a nanosecond timestamp (which Spark reads
+    as int64 nanoseconds, indistinguishable from an int64 column of unix seconds)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    if column not in schema.names:
+        return False
+    kind = schema.field(column).type
+    return bool(pa.types.is_timestamp(kind) and kind.unit == "ns")
+
+
+def _nanos(frame: DataFrame, column: str, nanosecond_stamps: bool):
     from pyspark.sql import functions as F
     from pyspark.sql.types import LongType, NumericType, TimestampType
 
     kind = frame.schema[column].dataType
-    if isinstance(kind, LongType):  # TIMESTAMP(NANOS) read as nanoseconds
+    if isinstance(kind, LongType) and nanosecond_stamps:  # TIMESTAMP(NANOS), as int64 ns
         return F.col(column)
     if isinstance(kind, TimestampType):
         return F.unix_micros(F.col(column)) * 1000
@@ -137,7 +150,7 @@ def spark_events(
     return raw.select(
         F.col(mapping[USER]).cast("string").alias(USER),
         F.col(mapping[ITEM]).cast("string").alias(ITEM),
-        _nanos(raw, mapping[TIME]).alias(TIME),
+        _nanos(raw, mapping[TIME], _nanosecond_stamps(files.paths[0], mapping[TIME])).alias(TIME),
         (
             F.coalesce(F.lower(F.col(event).cast("string")), F.lit(default_event_type))
             if event in raw.columns

@@ -82,3 +82,17 @@ def test_unreadable_part_is_named_before_spark_reads(parts: Path, tmp_path: Path
     (folder / "part-00001.parquet").write_bytes(b"not parquet")
     with pytest.raises(DataError, match="part-00001.parquet: not a readable Parquet file"):
         spark_prepare(folder, CFG)
+
+
+def test_integer_unix_seconds_are_read_as_seconds(tmp_path: Path) -> None:
+    """An int64 time column is unix seconds (as the other engines read it), not the
+    nanoseconds Spark makes of a Parquet nanosecond timestamp."""
+    frame = pd.DataFrame({"user_id": ["u1", "u2"], "item_id": ["i1", "i2"]})
+    frame["timestamp"] = np.array([1_700_000_000, 1_700_000_060], dtype=np.int64)
+    frame.to_parquet(tmp_path / "seconds.parquet", index=False)
+    stamped = frame.assign(timestamp=pd.to_datetime(frame["timestamp"], unit="s", utc=True))
+    stamped.to_parquet(tmp_path / "stamped.parquet", index=False)
+    spark = spark_session(CFG.spark_master)
+    for name in ("seconds", "stamped"):
+        rows = spark_events(spark, tmp_path / f"{name}.parquet").select("timestamp").collect()
+        assert [r[0] for r in rows] == [1_700_000_000 * 10**9, 1_700_000_060 * 10**9], name
