@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 #: seconds between two looks at the owner (a psutil lookup: microseconds)
 OWNER_POLL_S = 0.5
+#: seconds after the SIGTERM before the watch kills the process outright (uvicorn's own
+#: shutdown is bounded by ``--timeout-graceful-shutdown``; this is the last resort)
+KILL_AFTER_S = 30.0
 
 
 def _watch_owner(marker: str) -> None:
@@ -38,6 +41,8 @@ def _watch_owner(marker: str) -> None:
         time.sleep(OWNER_POLL_S)
     log.warning("the recops process that started this temporary server is gone; stopping")
     os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's graceful shutdown
+    time.sleep(KILL_AFTER_S)  # a daemon thread: only still here if the shutdown hung
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def stop_with_owner(marker: str | None) -> threading.Thread | None:

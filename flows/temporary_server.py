@@ -45,6 +45,10 @@ HOST = "127.0.0.1"
 SERVER_ENV = {"PREFECT_UI_ENABLED": "0"}
 READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 5.0
+#: seconds uvicorn waits for open connections after a SIGTERM before it closes them: a
+#: connection held open by a dead owner's surviving child (an inherited socket) otherwise
+#: kept a "stopping" server alive for good (seen once in a fault test at load 15)
+GRACEFUL_SHUTDOWN_S = 3
 
 
 @dataclass
@@ -114,6 +118,8 @@ def server_command(port: int) -> list[str]:
         "error",
         "--lifespan",
         "on",
+        "--timeout-graceful-shutdown",
+        str(GRACEFUL_SHUTDOWN_S),
     ]
 
 

@@ -102,10 +102,14 @@ def test_the_server_stops_itself_when_its_owner_is_terminated() -> None:
     )
     assert owner.stdout is not None
     server = psutil.Process(int(owner.stdout.readline()))
-    assert server.is_running()
-    owner.terminate()
-    owner.wait(timeout=30)
-    server.wait(timeout=60)  # psutil.TimeoutExpired: it outlived its owner
+    try:
+        assert server.is_running()
+        owner.terminate()
+        owner.wait(timeout=30)
+        server.wait(timeout=60)  # psutil.TimeoutExpired: it outlived its owner
+    finally:
+        if server.is_running():
+            server.kill()
 
 
 @pytest.mark.slow  # starts a Prefect server
