@@ -301,6 +301,15 @@ def reject(
     )
 
 
+def reject_unreadable(
+    ws: Workspace, source: Path, exc: DataError, validation_cfg: ValidationConfig, batch_id: str
+) -> NoReturn:
+    """A file of the batch cannot be read: the whole batch is rejected as a load failure
+    naming the file and its batch row (:func:`reject`); nothing is versioned."""
+    empty = validate_events(pd.DataFrame(), validation_cfg, ws, batch_id=batch_id)
+    reject(ws, source, with_load_failure(empty, exc), batch_id)
+
+
 def _accept(
     store: DatasetStore, events: pd.DataFrame | FileBatch, batch_id: str, report: ValidationReport
 ) -> Ingested:
@@ -339,8 +348,7 @@ def _validate_and_accept_files(
     try:
         files = list_event_files(source)
     except DataError as exc:
-        empty = validate_events(pd.DataFrame(), validation_cfg, ws, batch_id=batch_id)
-        reject(ws, source, with_load_failure(empty, exc), batch_id)
+        reject_unreadable(ws, source, exc, validation_cfg, batch_id)
     with ExitStack() as stack:
         buckets = None
         if _needs_passes(files.n_rows, data_cfg.memory_budget_mb):
@@ -415,8 +423,7 @@ def _validate_and_accept_on_spark(
             previous=store.stats(),
         )
     except DataError as exc:
-        empty = validate_events(pd.DataFrame(), validation_cfg, ws, batch_id=batch_id)
-        reject(ws, source, with_load_failure(empty, exc), batch_id)
+        reject_unreadable(ws, source, exc, validation_cfg, batch_id)
     if not report.passed:
         reject(ws, source, report, batch_id)
     return _accept_files(store, source, data_cfg, report, batch_id)
