@@ -20,6 +20,12 @@ else from ``benchmarks.loadgen`` (a Python client, slower than the servers it me
 the result says so). ``--items N`` measures a self-contained deployment of an untrained
 SASRec over an ``N``-item catalogue in a scratch workspace (e.g. 40 and 12101, Beauty's
 size) instead of the workspace's running deployment.
+
+``--kill-backend-after S`` adds a fault run: load on the public port at the highest level
+while the backend's BentoML arbiter is ``SIGKILL``ed after ``S`` seconds. The supervisor
+starts the bento again and the proxy holds new connections until it answers, so what the
+kill costs should be the requests in flight at that moment (at most the concurrency);
+the row says how many failed, how many timed out and when the public port answered again.
 """
 
 from __future__ import annotations
@@ -30,9 +36,11 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -50,6 +58,9 @@ log = logging.getLogger(__name__)
 BODY_K = 10
 TARGET_RPS_RATIO = 0.8
 TARGET_P99_RATIO = 2.0
+#: a request's time limit in the fault run: one held by the proxy through a backend
+#: restart (a few seconds) is slow, not lost
+KILL_REQUEST_TIMEOUT_S = 30
 WRK_SCRIPT = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = os.getenv("RECOPS_BENCH_BODY")
@@ -58,20 +69,33 @@ wrk.body = os.getenv("RECOPS_BENCH_BODY")
 
 # --- load generation --------------------------------------------------------------------
 def load(
-    url: str, concurrency: int, duration: float, body: dict[str, Any], headers: dict[str, str]
+    url: str,
+    concurrency: int,
+    duration: float,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    timeout_s: int | None = None,
 ) -> dict[str, Any]:
-    """One closed-loop run against ``url``: requests, errors, req/s, p50/p90/p99 ms, tool."""
+    """One closed-loop run against ``url``: requests, errors, req/s, p50/p90/p99 ms, tool
+    (``timeout_s``: a request's time limit; wrk's own 2 s, the Python client's 30 s)."""
     if shutil.which("wrk"):
-        return _wrk(url, concurrency, duration, body, headers)
+        return _wrk(url, concurrency, duration, body, headers, timeout_s)
     return _python_loadgen(url, concurrency, duration, body, headers)
 
 
 def _wrk(
-    url: str, concurrency: int, duration: float, body: dict[str, Any], headers: dict[str, str]
+    url: str,
+    concurrency: int,
+    duration: float,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    timeout_s: int | None = None,
 ) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         fh.write(WRK_SCRIPT)
     cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{duration:.0f}s", "--latency", "-s", fh.name]
+    if timeout_s is not None:
+        cmd.append(f"--timeout={timeout_s}s")
     for name, value in headers.items():
         cmd += ["-H", f"{name}: {value}"]
     env = {**os.environ, "RECOPS_BENCH_BODY": json.dumps(body)}
@@ -339,6 +363,65 @@ def run_serving_benchmark(
     }
 
 
+def _answering_after(url: str, headers: dict[str, str], body: dict[str, Any]) -> float:
+    """Seconds until ``POST url`` answers 200 (the proxy holds a connection while the
+    backend restarts; a refusal or error is retried every 50 ms, for at most 300 s)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < 300:
+        try:
+            if httpx.post(url, json=body, headers=headers, timeout=60).status_code == 200:
+                return round(time.perf_counter() - started, 2)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RecopsError(f"{url} did not answer within 300 s of the backend kill")
+
+
+def measure_backend_kill(
+    workspace: Workspace, cfg: RecopsConfig, concurrency: int, duration_s: float, after_s: float
+) -> dict[str, Any]:
+    """Load on the running deployment's public port; after ``after_s`` seconds its
+    backend's arbiter is ``SIGKILL``ed (see module doc). Returns the load row plus
+    ``answering_again_s`` (kill -> first 200 on the public port: BentoML's orphaned worker
+    may answer until the supervisor stops it) and ``restarted_s`` (kill -> the supervisor
+    recorded the restarted backend, ready and switched to)."""
+    from components.deploy.local import auth_headers, read_state
+
+    state = read_state(workspace)
+    if state is None or state.backend is None or not state.backend.alive():
+        raise RecopsError("no local deployment with a live backend is running")
+    if after_s >= duration_s:
+        raise RecopsError(f"--kill-backend-after {after_s} must be below the {duration_s} s run")
+    url = f"http://{state.host}:{state.public_port}/recommend"
+    headers = auth_headers(cfg.serve)
+    meta = httpx.get(f"{url.rsplit('/', 1)[0]}/metadata", headers=headers, timeout=10).json()
+    body = {"history": list(meta.get("sample_items") or []), "k": BODY_K}
+    row: dict[str, Any] = {}
+
+    def run_load() -> None:
+        row.update(load(url, concurrency, duration_s, body, headers, KILL_REQUEST_TIMEOUT_S))
+
+    loader = threading.Thread(target=run_load, name="kill-load")
+    loader.start()
+    time.sleep(after_s)  # the scenario's schedule, not a synchronisation
+    os.kill(state.backend.pid, signal.SIGKILL)
+    killed = time.perf_counter()
+    again = _answering_after(url, headers, body)
+    while (now := read_state(workspace)) is None or now.restarts <= state.restarts:
+        if time.perf_counter() - killed > 300:
+            raise RecopsError("the supervisor did not restart the killed backend in 300 s")
+        time.sleep(0.05)
+    restarted_s = round(time.perf_counter() - killed, 2)
+    loader.join()
+    return {
+        "target": "kill-backend",
+        "kill_after_s": after_s,
+        "answering_again_s": again,
+        "restarted_s": restarted_s,
+        **row,
+    }
+
+
 def run_self_contained(
     n_items: int,
     levels: list[int],
@@ -346,6 +429,7 @@ def run_self_contained(
     device: str = "cpu",
     seed: int = 0,
     serve: dict[str, Any] | None = None,
+    kill_backend_after_s: float | None = None,
 ) -> dict[str, Any]:
     """Deploy an untrained SASRec over ``n_items`` items in a scratch workspace (``serve``:
     settings of its serve config, e.g. the scorer), measure it like
@@ -377,6 +461,10 @@ def run_self_contained(
         result["switch_over"] = deployed.timings
         result["switch_over_redeploy"] = {"mode": swapped.mode, **swapped.timings}
         result["model"] = f"untrained sasrec (configs/models/sasrec.yaml sizes), {n_items} items"
+        if kill_backend_after_s is not None:
+            result["backend_kill"] = measure_backend_kill(
+                workspace, cfg, max(levels), duration_s, kill_backend_after_s
+            )
         return result
     finally:
         stop_local(workspace)
@@ -438,6 +526,14 @@ def render_table(result: dict[str, Any]) -> str:
         lines.append(f"first deploy (build -> answering): {result['switch_over']}")
     if "switch_over_redeploy" in result:
         lines.append(f"redeploy, new version: {result['switch_over_redeploy']}")
+    if "backend_kill" in result:
+        kill = result["backend_kill"]
+        lines.append(
+            f"backend SIGKILLed {kill['kill_after_s']} s into c={kill['concurrency']} load: "
+            f"restarted after {kill['restarted_s']} s, {kill['requests']} "
+            f"requests, {kill['errors']} errors ({kill['non_2xx']} non-2xx, "
+            f"{kill.get('timeouts', 0)} timeouts), p99 {kill['p99_ms']} ms"
+        )
     lines.append("")
     lines.append(f"bento/echo (targets: req/s >= {TARGET_RPS_RATIO}, p99 <= {TARGET_P99_RATIO}x)")
     for s in result["summary"]:

@@ -5,7 +5,11 @@ client connection is piped to the backend port named in a small JSON *target fil
 (``{"host": ..., "port": ...}``), re-read when its mtime changes. A switch-over is an
 atomic rewrite of that file: new connections go to the new backend at once, open ones
 finish on the old backend until it is stopped after a drain period. The public port is
-never closed, so clients never see a refused connection during a switch.
+never closed, so clients never see a refused connection during a switch. A backend that
+refuses connections (killed, being restarted by the supervisor on a fresh port) does not
+fail the new connections at once: each retries for ``--connect-retry-s`` seconds,
+re-reading the target file, so a restart costs only the requests that were in flight;
+past that window the answer is a 503 with ``Retry-After``.
 
 Bytes are piped unchanged (HTTP/1.1 keep-alive, any payload), so the proxy adds one
 loopback hop and no parsing; the pipe is a pair of asyncio protocols writing to each
@@ -30,6 +34,7 @@ import json
 import logging
 import os
 import signal
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, cast
@@ -39,6 +44,11 @@ from components.deploy.split import Splitter
 log = logging.getLogger("recops.proxy")
 CHUNK = 64 * 1024
 STATS_FILE = "split-stats.json"
+#: seconds a new connection waits for a backend that refuses connections (a supervisor
+#: restart takes a few seconds) before it is answered 503
+CONNECT_RETRY_S = 15.0
+#: first and longest pause between two connection attempts
+RETRY_PAUSE_S = (0.05, 0.5)
 
 
 class Target:
@@ -103,13 +113,30 @@ class _Relay(asyncio.Protocol):
             self.peer.transport.close()
 
 
+_last_refused_note = [0.0]
+
+
+def _note_refused(address: tuple[str, int], retry_s: float) -> None:
+    """Log (at most once a second) that the backend refuses and connections are held."""
+    now = time.monotonic()
+    if now - _last_refused_note[0] >= 1.0:
+        _last_refused_note[0] = now
+        log.info("backend %s:%d refused a connection; holding it up to %.0fs", *address, retry_s)
+
+
 class _Client(_Relay):
     """A public-port connection: piped to the live backend, or handed to the per-request
     :class:`Splitter` (stream based) while a challenger is attached."""
 
-    def __init__(self, target: Target, splitter: Splitter, tasks: set[asyncio.Task[None]]) -> None:
+    def __init__(
+        self,
+        target: Target,
+        splitter: Splitter,
+        tasks: set[asyncio.Task[None]],
+        retry_s: float = CONNECT_RETRY_S,
+    ) -> None:
         super().__init__()
-        self.target, self.splitter, self.tasks = target, splitter, tasks
+        self.target, self.splitter, self.tasks, self.retry_s = target, splitter, tasks, retry_s
         self.early: list[bytes] = []  # received before the backend connection was open
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -134,12 +161,29 @@ class _Client(_Relay):
         else:
             super().data_received(data)
 
-    async def _connect(self, address: tuple[str, int]) -> None:
+    async def _open_backend(self, address: tuple[str, int]) -> _Relay | None:
+        """A connection to the backend; while it refuses, retried for :attr:`retry_s`
+        against the target file's current address (None: gave up, or the client left)."""
         loop = asyncio.get_running_loop()
-        try:
-            _, backend = await loop.create_connection(_Relay, *address)
-        except OSError:
-            self._refuse(502, b"backend unavailable")
+        deadline, pause = loop.time() + self.retry_s, RETRY_PAUSE_S[0]
+        while True:
+            try:
+                _, backend = await loop.create_connection(_Relay, *address)
+                return backend
+            except OSError:
+                assert self.transport is not None
+                if loop.time() + pause > deadline or self.transport.is_closing():
+                    return None
+                self.transport.pause_reading()  # the request waits in the kernel, not here
+                _note_refused(address, self.retry_s)
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, RETRY_PAUSE_S[1])
+            address = self.target.address() or address
+
+    async def _connect(self, address: tuple[str, int]) -> None:
+        backend = await self._open_backend(address)
+        if backend is None:
+            self._refuse(503, b"backend unavailable")
             return
         assert self.transport is not None and backend.transport is not None
         if self.transport.is_closing():
@@ -149,26 +193,33 @@ class _Client(_Relay):
         for data in self.early:
             backend.transport.write(data)
         self.early.clear()
+        cast(asyncio.ReadTransport, self.transport).resume_reading()
 
     def _refuse(self, status: int, reason: bytes) -> None:
         assert self.transport is not None
+        if self.transport.is_closing():
+            return
         body = b'{"error": "%s"}\n' % reason
         phrase = b"Service Unavailable" if status == 503 else b"Bad Gateway"
         self.transport.write(
-            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (status, phrase, len(body), body)
         )
         self.transport.close()
 
 
-async def serve(host: str, port: int, target_file: Path) -> None:
+async def serve(host: str, port: int, target_file: Path, retry_s: float = CONNECT_RETRY_S) -> None:
     """Accept connections on ``host:port`` until SIGTERM/SIGINT."""
     target = Target(target_file)
     splitter = Splitter(target_file.with_name(STATS_FILE), lambda: (target.address(), target.raw))
     tasks: set[asyncio.Task[None]] = set()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: _Client(target, splitter, tasks), host, port, reuse_address=True, backlog=1024
+        lambda: _Client(target, splitter, tasks, retry_s),
+        host,
+        port,
+        reuse_address=True,
+        backlog=1024,
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -186,9 +237,10 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--target-file", type=Path, required=True)
+    parser.add_argument("--connect-retry-s", type=float, default=CONNECT_RETRY_S)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    run_loop(serve(args.host, args.port, args.target_file))
+    run_loop(serve(args.host, args.port, args.target_file, args.connect_retry_s))
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:

@@ -338,6 +338,15 @@ def bench_serving(
     repeats: Annotated[
         int, typer.Option(help="--shadow: back-to-back repeats of every state per level.")
     ] = 2,
+    kill_backend_after: Annotated[
+        float | None,
+        typer.Option(
+            "--kill-backend-after",
+            help="Also a fault run: load at the highest level while the backend is "
+            "SIGKILLed after this many seconds (the supervisor restarts it); reports the "
+            "failed requests and when the public port answered again.",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     workspace: WorkspaceOpt = None,
@@ -346,7 +355,12 @@ def bench_serving(
     """Throughput and latency of the bento vs a bare BentoML echo service (back to back,
     wrk when installed) vs the in-process model call, at concurrency 1, 8 and 32, with
     the bento/echo ratios; on the running deployment or on scratch ones (--items)."""
-    from benchmarks.serving import render_table, run_self_contained, run_serving_benchmark
+    from benchmarks.serving import (
+        measure_backend_kill,
+        render_table,
+        run_self_contained,
+        run_serving_benchmark,
+    )
     from components.errors import ConfigError
 
     if device not in ("cpu", "cuda"):
@@ -368,10 +382,19 @@ def bench_serving(
     levels = concurrency or [1, 8, 32]
     if items:
         serve = {"scorer": scorer} if scorer else {}
-        results = [run_self_contained(n, levels, duration, device, serve=serve) for n in items]
+        results = [
+            run_self_contained(
+                n, levels, duration, device, serve=serve, kill_backend_after_s=kill_backend_after
+            )
+            for n in items
+        ]
     else:
         cfg, ws = prologue(config, set_, workspace)
         results = [run_serving_benchmark(ws, cfg, levels, duration, device)]
+        if kill_backend_after is not None:
+            results[0]["backend_kill"] = measure_backend_kill(
+                ws, cfg, max(levels), duration, kill_backend_after
+            )
     for result in results:
         console.print(render_table(result))
     write_json(json_out, results[0] if len(results) == 1 else {"runs": results})

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -77,14 +78,21 @@ def backends() -> Iterator[tuple[Backend, Backend, Backend, Backend]]:
 
 @pytest.fixture
 def proxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    with started_proxy(tmp_path, retry_s=1.0) as found:
+        yield found
+
+
+@contextmanager
+def started_proxy(tmp_path: Path, retry_s: float) -> Iterator[tuple[str, Path]]:
+    """The real proxy process on a free port, its target file not written yet."""
     port = free_port()
     target = tmp_path / "backend.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "components.deploy.proxy", "--port", str(port)]
-        + ["--target-file", str(target)],
+        + ["--target-file", str(target), "--connect-retry-s", str(retry_s)],
         cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=(tmp_path / "proxy.log").open("w"),
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -92,9 +100,11 @@ def proxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 break
         time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}", target
-    proc.terminate()
-    proc.wait(10)
+    try:
+        yield f"http://127.0.0.1:{port}", target
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def point(target: Path, champion: Backend, challenger: Backend | None, **settings: object) -> None:
@@ -195,7 +205,8 @@ def test_without_a_challenger_bytes_are_piped_and_failures_are_one_line(
 ) -> None:
     """The plain path (no challenger): no target yet is a 503, a keep-alive connection is
     piped to the champion request after request (no request id added: bytes unchanged),
-    and a backend that is gone is a 502 with a one-line JSON error."""
+    and a backend that stays gone past the retry window is a 503 with Retry-After and a
+    one-line JSON error."""
     champion, *_ = backends
     url, target = proxy
     gone = httpx.post(f"{url}/recommend", json={}, timeout=5)
@@ -207,7 +218,34 @@ def test_without_a_challenger_bytes_are_piped_and_failures_are_one_line(
     assert {a.json()["request_id"] for a in answers} == {""}  # piped, not parsed
     target.write_text(json.dumps({"host": "127.0.0.1", "port": free_port(), "version": "v0"}))
     refused = httpx.post(f"{url}/recommend", json={}, timeout=5)
-    assert refused.status_code == 502 and refused.json() == {"error": "backend unavailable"}
+    assert refused.status_code == 503 and refused.json() == {"error": "backend unavailable"}
+    assert refused.headers["retry-after"] == "1"
+
+
+def test_a_restarting_backend_costs_no_new_request(
+    backends: tuple[Backend, Backend, Backend, Backend], tmp_path: Path
+) -> None:
+    """The supervisor restarts a killed backend on a fresh port and then rewrites the
+    target file: a request that arrives in between waits for it instead of failing."""
+    champion, *_ = backends
+    request = b"POST /recommend HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}"
+    with started_proxy(tmp_path, retry_s=60.0) as (url, target):
+        dead = free_port()  # the killed backend's port: connections are refused
+        target.write_text(json.dumps({"host": "127.0.0.1", "port": dead, "version": "v1"}))
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+            client.sendall(request)
+            log = tmp_path / "proxy.log"
+            deadline = time.monotonic() + 30
+            while b"refused a connection" not in log.read_bytes():  # held, not failed
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
+            point(target, champion, None)  # the restarted backend is ready
+            answer = b""
+            while not answer.endswith(b"}") and (chunk := client.recv(65536)):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["who"] == "champion"
 
 
 def test_a_gated_shadow_gets_copies_only_while_live_traffic_is_quiet(
