@@ -99,7 +99,11 @@ def test_requests_and_feedback_are_logged_and_join(served_workspace, deployed) -
         assert "event_type" in bad.json()["error"]
         empty = client.post("/feedback", json={"events": []})
         assert 400 <= empty.status_code < 500
-        metrics = client.get("/metrics").text
+        written = 'recops_serving_log_rows_total{log="served",outcome="written"}'
+        deadline = time.monotonic() + 30  # the log is written off the request path
+        while written not in (metrics := client.get("/metrics").text):
+            assert time.monotonic() < deadline, f"no {written} in /metrics"
+            time.sleep(0.2)
     served = _wait_rows(
         ws.serving_log_dir,
         SERVED,
@@ -125,7 +129,7 @@ def test_requests_and_feedback_are_logged_and_join(served_workspace, deployed) -
     )
     assert v1.hit_rate.hits == 2  # the user's click (user + window) and the purchase (request id)
     assert unknown_request_ids(served, feedback) == 1
-    assert 'recops_serving_log_rows_total{log="served",outcome="written"}' in metrics
+    assert written in metrics
 
 
 def _version_with_event_types(served: ServedWorkspace, event_types: list[str]) -> str:
