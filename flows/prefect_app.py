@@ -14,7 +14,6 @@ for a server that could not stop itself.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
@@ -27,7 +26,6 @@ from flows.reaper import OWNER_ENV
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-log = logging.getLogger(__name__)
 
 #: seconds between two looks at the owner (a psutil lookup: microseconds)
 OWNER_POLL_S = 0.5
@@ -37,9 +35,11 @@ KILL_AFTER_S = 30.0
 
 
 def _watch_owner(marker: str) -> None:
+    # Nothing is logged here: this process's stderr is its owner's, and when the owner is
+    # gone it may be a pipe nobody reads any more (full: a write blocks) or nobody holds
+    # (a write raises and ended this thread before it stopped anything).
     while owner_alive(marker):
         time.sleep(OWNER_POLL_S)
-    log.warning("the recops process that started this temporary server is gone; stopping")
     os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's graceful shutdown
     time.sleep(KILL_AFTER_S)  # a daemon thread: only still here if the shutdown hung
     os.kill(os.getpid(), signal.SIGKILL)

@@ -98,12 +98,14 @@ def test_the_server_stops_itself_when_its_owner_is_terminated() -> None:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        text=True,
+        stderr=subprocess.PIPE,  # the server inherits it: closed below, as a killed
+        text=True,  # test harness or shell leaves it
     )
-    assert owner.stdout is not None
+    assert owner.stdout is not None and owner.stderr is not None
     server = psutil.Process(int(owner.stdout.readline()))
     try:
         assert server.is_running()
+        owner.stderr.close()  # nobody reads the server's stderr any more
         owner.terminate()
         owner.wait(timeout=30)
         server.wait(timeout=60)  # psutil.TimeoutExpired: it outlived its owner
