@@ -288,6 +288,11 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # --- the benchmark ----------------------------------------------------------------------
+def request_body(meta: dict[str, Any]) -> dict[str, Any]:
+    """The benchmark's request: the deployment's own sample history (``/metadata``), k=10."""
+    return {"history": list(meta.get("sample_items") or []), "k": BODY_K}
+
+
 def run_serving_benchmark(
     workspace: Workspace,
     cfg: RecopsConfig,
@@ -310,8 +315,7 @@ def run_serving_benchmark(
             f"the deployment serves on {served_on}, not {device}",
             hint=f"deploy with --set serve.device={device}",
         )
-    history = list(meta.get("sample_items") or [])
-    body = {"history": history, "k": BODY_K}
+    body = request_body(meta)
     rows: list[dict[str, Any]] = []
     # a deployment older than serve.access_log logs every request: so does echo then
     echo = _start_echo(workspace, bool(meta.get("access_log", True)))
@@ -392,10 +396,10 @@ def measure_backend_kill(
         raise RecopsError("no local deployment with a live backend is running")
     if after_s >= duration_s:
         raise RecopsError(f"--kill-backend-after {after_s} must be below the {duration_s} s run")
-    url = f"http://{state.host}:{state.public_port}/recommend"
+    base = f"http://{state.host}:{state.public_port}"
+    url = f"{base}/recommend"
     headers = auth_headers(cfg.serve)
-    meta = httpx.get(f"{url.rsplit('/', 1)[0]}/metadata", headers=headers, timeout=10).json()
-    body = {"history": list(meta.get("sample_items") or []), "k": BODY_K}
+    body = request_body(httpx.get(f"{base}/metadata", headers=headers, timeout=10).json())
     row: dict[str, Any] = {}
 
     def run_load() -> None:
