@@ -149,7 +149,7 @@ class _Client(_Relay):
             return
         super().connection_made(transport)
         if address is None:
-            self._refuse(503, b"no backend deployed")
+            self._refuse(b"no backend deployed")
             return
         task = asyncio.get_running_loop().create_task(self._connect(address))
         self.tasks.add(task)
@@ -183,7 +183,7 @@ class _Client(_Relay):
     async def _connect(self, address: tuple[str, int]) -> None:
         backend = await self._open_backend(address)
         if backend is None:
-            self._refuse(503, b"backend unavailable")
+            self._refuse(b"backend unavailable")
             return
         assert self.transport is not None and backend.transport is not None
         if self.transport.is_closing():
@@ -195,15 +195,16 @@ class _Client(_Relay):
         self.early.clear()
         cast(asyncio.ReadTransport, self.transport).resume_reading()
 
-    def _refuse(self, status: int, reason: bytes) -> None:
+    def _refuse(self, reason: bytes) -> None:
+        """503 with ``Retry-After`` and a one-line JSON error (no backend to pipe to)."""
         assert self.transport is not None
         if self.transport.is_closing():
             return
         body = b'{"error": "%s"}\n' % reason
-        phrase = b"Service Unavailable" if status == 503 else b"Bad Gateway"
         self.transport.write(
-            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (status, phrase, len(body), body)
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+            b"retry-after: 1\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+            % (len(body), body)
         )
         self.transport.close()
 
