@@ -67,6 +67,10 @@ def deploy_cfg() -> LocalDeployConfig:
         restart_backoff_s=0.5,
         max_restarts=2,
         crash_window_s=600,
+        # a supervisor pass holds the deploy lock while it restarts a backend (several
+        # seconds under load): these tests' own deploy commands wait it out rather than
+        # getting DeployBusy (the busy answer itself is tested in test_local_checks.py)
+        lock_wait_s=120,
     )
 
 
