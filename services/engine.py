@@ -123,7 +123,9 @@ class Engine:
         bundle.model.eval()  # serving only: the explanation path calls the model directly
         # the model call of a plain request (components/models/compiled.py); explanations
         # and the ANN path call the model itself
-        self.scorer = serving_scorer(bundle.model, scorer, bundle.uses_events, device)
+        self.scorer = serving_scorer(
+            bundle.model, scorer, bundle.uses_events, device, stored=bundle.source
+        )
         self.explain_limits = explain or ExplainLimits()
         self.vocab = bundle.vocab
         self.version = version

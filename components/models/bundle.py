@@ -56,6 +56,9 @@ class ModelBundle:
     params: dict[str, Any]
     max_len: int
     item_popularity: np.ndarray  # [n_items + 1] training counts; index 0 is 0
+    #: the folder :meth:`load` read it from (its stored serving graph is opened from
+    #: there: components/models/onnx_scorer.py); None for a bundle built in memory
+    source: Path | None = None
 
     @property
     def device(self) -> torch.device:
@@ -113,7 +116,9 @@ class ModelBundle:
         )
         model.load_state_dict(state)
         model.to(device).eval()
-        return cls(model, vocab, meta["model_name"], params, int(meta["max_len"]), popularity)
+        return cls(
+            model, vocab, meta["model_name"], params, int(meta["max_len"]), popularity, directory
+        )
 
     # --- inference --------------------------------------------------------------------
     @torch.no_grad()

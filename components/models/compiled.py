@@ -42,6 +42,7 @@ import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -133,48 +134,67 @@ class ServingScorer:
 
 
 def serving_scorer(
-    model: Recommender, kind: ScorerKind, with_events: bool, device: torch.device
+    model: Recommender,
+    kind: ScorerKind,
+    with_events: bool,
+    device: torch.device,
+    stored: Path | None = None,
 ) -> ServingScorer:
     """The fastest form from ``kind`` down (:data:`FALLBACK`) that stands for ``model``
     (eval mode, on ``device``, where its weights are); each refusal is logged and named
-    in the scorer's :attr:`~ServingScorer.reason`."""
+    in the scorer's :attr:`~ServingScorer.reason`. ``stored``: the model's registered
+    folder, whose ONNX graph (written once at registration,
+    :func:`components.models.onnx_scorer.store_graph`) is opened instead of exporting one
+    when it was recorded from these weights."""
     scorer = ServingScorer(model, with_events, device)
     if kind == "eager":
         return scorer
     model.eval()
-    with torch.no_grad():  # fill the model's eval-mode caches (its item table, LightGCN's
-        # propagation) first, so a recording holds them as constants, not their computation
-        warm = probe(model, *PROBE_SHAPES[0], seed=0, device=device)
-        model.score_all(warm.histories, None, warm.events if with_events else None)
+    fill_eval_caches(model, with_events, device)
     refused: list[str] = []
     for candidate in FALLBACK[FALLBACK.index(kind) :]:
         if candidate == "eager":
             break
+        note = ""
         try:
-            run = _compile(model, candidate, with_events, device)
-            mismatch = _mismatch(model, run, with_events, device)
+            run, note = _compile(model, candidate, with_events, device, stored)
+            found = mismatch(model, run, with_events, device)
         except Unservable as exc:
-            mismatch = str(exc)
+            found = str(exc)
         except Exception as exc:  # a model the compiler cannot record: try the next form
-            mismatch = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
-        if mismatch is None:
+            found = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        if found is None:
             scorer.run, scorer.kind = run, candidate
-            scorer.reason = "; ".join([*refused, candidate])
+            scorer.reason = "; ".join([*refused, f"{candidate}{note}"])
             return scorer
-        refused.append(f"not {candidate}: {mismatch}")
-        log.warning("not serving %s as %s: %s", type(model).__name__, candidate, mismatch)
+        refused.append(f"not {candidate}: {found}")
+        log.warning("not serving %s as %s: %s", type(model).__name__, candidate, found)
     scorer.reason = "; ".join(refused)
     return scorer
 
 
+def fill_eval_caches(model: Recommender, with_events: bool, device: torch.device) -> None:
+    """One eval-mode call under ``no_grad``: the model's eval caches (its item table,
+    LightGCN's propagation) are filled, so a recording holds them as constants, not their
+    computation."""
+    with torch.no_grad():
+        warm = probe(model, *PROBE_SHAPES[0], seed=0, device=device)
+        model.score_all(warm.histories, None, warm.events if with_events else None)
+
+
 def _compile(
-    model: Recommender, kind: ScorerKind, with_events: bool, device: torch.device
-) -> RankCall:
+    model: Recommender,
+    kind: ScorerKind,
+    with_events: bool,
+    device: torch.device,
+    stored: Path | None,
+) -> tuple[RankCall, str]:
+    """The compiled call and a note on where it came from (for the scorer's reason)."""
     if kind == "onnx":
         from components.models.onnx_scorer import onnx_call  # onnxruntime only when asked
 
-        return onnx_call(model, with_events, device)
-    return _traced_call(_frozen_trace(model, with_events, device), with_events)
+        return onnx_call(model, with_events, device, stored)
+    return _traced_call(_frozen_trace(model, with_events, device), with_events), ""
 
 
 def _traced_call(traced: torch.jit.ScriptModule, with_events: bool) -> RankCall:
@@ -266,7 +286,7 @@ def _frozen_trace(
     return traced
 
 
-def _mismatch(
+def mismatch(
     model: Recommender, run: RankCall, with_events: bool, device: torch.device
 ) -> str | None:
     """Why ``run`` does not stand for ``model`` on the probes (None when it does): its

@@ -10,12 +10,21 @@ fusing what the eager model runs as dozens of small dispatched ops: 140-160 us p
 trace (components/models/compiled.py checks the result against the model and falls back
 to the trace when it does not stand for it).
 
+The graph is exported once, when the model version is registered (:func:`store_graph`,
+called by the registry): checked there against the model, and stored beside the weights
+with their digest, so a process start or hot swap only opens it (and checks it again on
+the probes, a few ms); a version registered without one, or whose weights differ from the
+digest, is exported at load as before.
+
 CPU only: the ``onnxruntime`` wheel has no CUDA provider, so a CUDA deployment serves the
 trace (recorded on its own device).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import tempfile
 import warnings
 from pathlib import Path
@@ -31,30 +40,121 @@ from components.models.compiled import (
     RankAll,
     RankCall,
     Unservable,
+    fill_eval_caches,
+    mismatch,
     probe,
     probe_k,
     raise_on_tracer_warning,
 )
 
+log = logging.getLogger(__name__)
+
 OPSET = 17
 INPUTS = ("histories", "exclude", "width", "events")
+#: the serving graph and its record, beside a registered model's weights (store_graph)
+GRAPH_FILE = "serving.onnx"
+RECORD_FILE = "serving.json"
 
 
-def onnx_call(model: Recommender, with_events: bool, device: torch.device) -> RankCall:
-    """``run(histories, exclude, k, events) -> (items, scores)`` through an ONNX Runtime
-    session of ``model`` (one intra-op thread per torch thread); :class:`Unservable` when
-    this machine or model cannot have one."""
+def onnx_call(
+    model: Recommender, with_events: bool, device: torch.device, stored: Path | None = None
+) -> tuple[RankCall, str]:
+    """``(run, note)``: ``run(histories, exclude, k, events) -> (items, scores)`` through an
+    ONNX Runtime session of ``model`` (one intra-op thread per torch thread), and where its
+    graph came from. The graph :func:`store_graph` wrote into ``stored`` is opened when it
+    was recorded from these weights (a refusal recorded there is final); otherwise it is
+    exported now. :class:`Unservable` when this machine or model cannot have one."""
     if device.type != "cpu":
         raise Unservable(f"ONNX Runtime here has no {device.type} provider")
     try:
         import onnxruntime
     except ImportError:
         raise Unservable("onnxruntime is not installed (pip install 'recops[serving]')") from None
-    graph = ort_compatible(export(model, with_events))
+    graph, note = _stored_graph(model, with_events, stored), " (graph stored at registration)"
+    if graph is None:
+        graph, note = ort_compatible(export(model, with_events)), " (graph exported at load)"
     session = onnxruntime.InferenceSession(
         graph, _options(onnxruntime, torch.get_num_threads()), providers=["CPUExecutionProvider"]
     )
-    return _session_call(session, with_events)
+    return _session_call(session, with_events), note
+
+
+def store_graph(model: Recommender, with_events: bool, directory: Path) -> str | None:
+    """Export ``model``'s serving graph once, check it against the model on the probes,
+    and write it (:data:`GRAPH_FILE`) with its record (:data:`RECORD_FILE`: the weights'
+    digest, and the refusal when it does not stand for the model) into ``directory``,
+    so serving opens it instead of exporting (0.4-1 s per process start or hot swap).
+    Returns the refusal (None when the graph was written); writes nothing on a machine
+    without ONNX Runtime or for a model off the CPU, where serving decides at load."""
+    if next(iter(model.parameters()), torch.empty(0)).device.type != "cpu":
+        return "the model is not on the CPU"
+    try:
+        import onnxruntime
+    except ImportError:
+        return "onnxruntime is not installed"
+    cpu, training = torch.device("cpu"), model.training
+    model.eval()
+    graph = b""
+    try:
+        fill_eval_caches(model, with_events, cpu)
+        graph = ort_compatible(export(model, with_events))
+        session = onnxruntime.InferenceSession(
+            graph, _options(onnxruntime, 1), providers=["CPUExecutionProvider"]
+        )
+        refused = mismatch(model, _session_call(session, with_events), with_events, cpu)
+    except Unservable as exc:
+        refused = str(exc)
+    except Exception as exc:  # a model the exporter cannot record: serving takes the trace
+        refused = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+    finally:
+        model.train(training)
+    if refused is None:
+        (directory / GRAPH_FILE).write_bytes(graph)
+    record = {
+        "format": 1,
+        "weights": weights_digest(model),
+        "with_events": with_events,
+        "opset": OPSET,
+        "refused": refused,
+    }
+    (directory / RECORD_FILE).write_text(json.dumps(record, indent=2))
+    return refused
+
+
+def _stored_graph(model: Recommender, with_events: bool, stored: Path | None) -> bytes | None:
+    """The graph :func:`store_graph` wrote into ``stored`` for exactly these weights (None
+    when there is none or it was recorded from others: it is then exported again);
+    :class:`Unservable` when the export was refused there."""
+    if stored is None:
+        return None
+    try:
+        record = json.loads((stored / RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if (
+        not isinstance(record, dict)
+        or record.get("with_events") != with_events
+        or record.get("weights") != weights_digest(model)
+    ):
+        log.warning("the stored serving graph in %s is not this model's: exporting", stored)
+        return None
+    if record.get("refused"):
+        raise Unservable(f"{record['refused']} (checked at registration)")
+    try:
+        return (stored / GRAPH_FILE).read_bytes()
+    except OSError:
+        return None
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 over ``model``'s state dict (names, dtypes, shapes and bytes, in name
+    order): which weights a stored graph was recorded from (a few ms per 10 MB)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def export(model: Recommender, with_events: bool) -> bytes:

@@ -240,6 +240,7 @@ class ModelRegistry:
         staging.mkdir(parents=True)
         (staging / OWNER_FILE).write_text(owner_marker())
         bundle.save(staging)
+        _store_serving_graph(bundle, staging)
         stored = record.model_copy(update={"model_version": version, "status": "candidate"})
         stored.save(staging / RECORD_FILE)
         write_json_atomic(
@@ -573,6 +574,21 @@ class ModelRegistry:
                 write_json_atomic(path, info)
             except (OSError, ValueError) as exc:
                 log.warning("registry: could not mirror status into %s: %s", path, exc)
+
+
+def _store_serving_graph(bundle: Any, directory: Path) -> None:
+    """The bundle's ONNX serving graph, exported and checked once here rather than at
+    every process start or hot swap (components/models/onnx_scorer.py); a model that
+    cannot have one is recorded as such, and serving takes the trace."""
+    from components.models.bundle import ModelBundle
+
+    if not isinstance(bundle, ModelBundle):
+        return
+    from components.models.onnx_scorer import store_graph
+
+    refused = store_graph(bundle.model, bundle.uses_events, directory)
+    if refused is not None:
+        log.info("no ONNX serving graph for %s: %s", bundle.model_name, refused)
 
 
 def _age_s(path: Path) -> float:

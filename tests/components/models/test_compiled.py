@@ -3,6 +3,8 @@ where it stands for every input; otherwise the model itself."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from torch import Tensor
 from components.models.base import mask_padding_column
 from components.models.bundle import build_model
 from components.models.compiled import TOLERANCE, ScorerKind, eager_top_k, serving_scorer
+from components.models.onnx_scorer import store_graph
 from components.models.pop import Pop
 
 CPU = torch.device("cpu")
@@ -35,9 +38,10 @@ def _exclude(seed: int, batch: int, width: int) -> Tensor:
 
 
 def _assert_answers_as_the_model(
-    model: torch.nn.Module, kind: ScorerKind, with_events: bool
-) -> None:
-    scorer = serving_scorer(model, kind, with_events, CPU)
+    model: torch.nn.Module, kind: ScorerKind, with_events: bool, stored: Path | None = None
+) -> str:
+    """The scorer's reason, once its answers are checked against the model's."""
+    scorer = serving_scorer(model, kind, with_events, CPU, stored=stored)
     assert scorer.kind == kind, scorer.reason
     for seed, (batch, length, banned, k) in enumerate(
         [(1, 5, 1, 10), (3, 12, 4, 7), (4, 9, 2, N_ITEMS), (2, 4, 1, 1)]
@@ -62,6 +66,7 @@ def _assert_answers_as_the_model(
             rank = {int(i): r for r, i in enumerate(got_items[row])}
             last_allowed = max(r for i, r in rank.items() if i not in exclude[row].tolist())
             assert all(rank[i] > last_allowed for i in exclude[row].tolist() if i in rank)
+    return scorer.reason
 
 
 @pytest.mark.parametrize("kind", ["onnx", "traced"])
@@ -192,3 +197,57 @@ def test_a_compiled_form_that_does_not_hold_for_other_shapes_is_refused() -> Non
             got = scorer.top_k(histories, exclude, 5)
             want = eager_top_k(model, histories, exclude, 5, None)
         assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+
+
+def _no_export(*args, **kwargs):  # type: ignore[no-untyped-def]
+    raise AssertionError("exported at load")
+
+
+def test_the_graph_stored_at_registration_is_opened_not_exported(tmp_path, monkeypatch) -> None:
+    """Registering a version exports and checks its ONNX graph once; serving it opens that
+    graph (no export on the switch-over path) and answers as the model."""
+    from components.data.sequences import Vocabulary
+    from components.models import onnx_scorer
+    from components.models.bundle import ModelBundle
+    from components.records import RunRecord
+    from components.registry.store import ModelRegistry
+    from components.workspace import Workspace
+
+    model = build_model("sasrec", {}, N_ITEMS, 4, 12)
+    vocab = Vocabulary(users=("u0",), items=tuple(f"i{j}" for j in range(N_ITEMS)))
+    bundle = ModelBundle(model, vocab, "sasrec", {}, 12, np.ones(N_ITEMS + 1))
+    record = RunRecord(
+        run_id="r", model_name="sasrec", config={}, config_hash="h", code_rev="c", metrics_test={}
+    )
+    registry = ModelRegistry(Workspace.at(tmp_path / "ws"))
+    version = registry.register(bundle, record).version
+    assert model.training  # registering leaves the model as it was
+    loaded = registry.load_bundle(version)
+    assert loaded.source is not None and (loaded.source / onnx_scorer.GRAPH_FILE).is_file()
+    monkeypatch.setattr(onnx_scorer, "export", _no_export)
+    reason = _assert_answers_as_the_model(loaded.model, "onnx", False, loaded.source)
+    assert reason == "onnx (graph stored at registration)"
+
+
+def test_a_stored_graph_of_other_weights_is_exported_again(tmp_path) -> None:
+    recorded = build_model("sasrec", {}, N_ITEMS, 4, 12)
+    assert store_graph(recorded, False, tmp_path) is None
+    torch.manual_seed(1)
+    served = build_model("sasrec", {}, N_ITEMS, 4, 12).eval()
+    reason = _assert_answers_as_the_model(served, "onnx", False, tmp_path)
+    assert reason == "onnx (graph exported at load)"
+
+
+def test_a_refusal_checked_at_registration_is_final(tmp_path, monkeypatch) -> None:
+    """A model whose graph failed its check when registered is served by the trace at
+    once: no second export at load."""
+    from components.models import onnx_scorer
+
+    model = _ShapeBranching(Pop.Params(), N_ITEMS, 4, 12)
+    model.counts.copy_(torch.arange(N_ITEMS + 1, dtype=torch.float32))
+    refused = str(store_graph(model, False, tmp_path))
+    assert refused.startswith("the trace reads tensor values")
+    assert not (tmp_path / onnx_scorer.GRAPH_FILE).exists()
+    monkeypatch.setattr(onnx_scorer, "export", _no_export)
+    scorer = serving_scorer(model, "onnx", False, CPU, stored=tmp_path)
+    assert scorer.reason.startswith(f"not onnx: {refused} (checked at registration)")
