@@ -58,7 +58,16 @@ def _memory_stages(synth: SyntheticConfig, folder: Path, cfg: DataConfig) -> lis
 
 #: the stream engine's stages, in order; ``--stages`` runs a subset, each reusing what
 #: the earlier stages left in ``--keep-dir`` (so a long run is measured stage by stage)
-STREAM_STAGES = ("generate", "load", "bucket", "vocabulary", "validate", "version", "sequences")
+STREAM_STAGES = (
+    "generate",
+    "load",
+    "bucket",
+    "vocabulary",
+    "validate",
+    "version",
+    "features",
+    "sequences",
+)
 
 
 def _stream_stages(
@@ -91,12 +100,14 @@ def _stream_stages(
     fig.extra = {"files": len(files.paths)}
     if "load" in only:
         stages.append(fig)
-    if not {"bucket", "validate", "version", "sequences"} & set(only):
+    if not {"bucket", "validate", "version", "features", "sequences"} & set(only):
         return stages
     buckets, figure = _bucket_stage(lazy, files.n_rows, folder, "bucket" in only)
     stages += figure
     if "validate" in only or "version" in only:
         stages += _ingest_stages(folder, cfg, buckets, only)
+    if "features" in only:
+        stages += _feature_stages(lazy, buckets, folder, cfg)
     if "vocabulary" in only or "sequences" in only:
         stages += _sequence_stages(lazy, files.n_rows, buckets, cfg, only)
     return stages
@@ -118,6 +129,43 @@ def _bucket_stage(
     done.write_text(str(buckets.n_buckets))
     fig.extra = {"buckets": buckets.n_buckets}
     return buckets, [fig]
+
+
+def _feature_stages(
+    lazy: Any, buckets: UserBuckets, folder: Path, cfg: DataConfig
+) -> list[StageFigures]:
+    """Feast's offline tables built in passes (user passes over the user buckets, item
+    passes over the files) within ``data.memory_budget_mb``, written as day partitions
+    into a fresh workspace under ``folder``; then ``apply`` and a full materialization
+    into the SQLite online store (one pass's files at a time)."""
+    from components.features.config import FeaturesConfig
+    from components.features.store import apply_repo, definitions, forget_stores, materialize
+    from components.features.streamed import write_feature_tables_streamed
+    from components.workspace import Workspace
+
+    shutil.rmtree(folder / "features-ws", ignore_errors=True)
+    ws = Workspace.at(folder / "features-ws").ensure()
+    features = FeaturesConfig()
+    definitions(features)  # importing Feast is a fixed cost, not the stage's
+    gc.collect()
+    with measure("feature tables (passes, day partitions)") as tables:
+        write_feature_tables_streamed(lazy, ws, features, cfg.memory_budget_mb, buckets=buckets)
+    files = list(ws.features_dir.rglob("part-*.parquet"))
+    tables.extra = {
+        "files": len(files),
+        "days": len({f.parent for f in files}),
+        "bytes_on_disk": sum(f.stat().st_size for f in files),
+    }
+    gc.collect()
+    with measure("materialize (apply + full, SQLite online)") as mat:
+        apply_repo(ws, features)
+        result = materialize(ws, features, incremental=False)
+    mat.extra = {
+        "rows": {v.view: v.rows for v in result.views},
+        "entities": {v.view: v.entities for v in result.views},
+    }
+    forget_stores()
+    return [tables, mat]
 
 
 def _sequence_stages(

@@ -1,7 +1,8 @@
 """``recops bench features``: materialization time and online lookup latency.
 
-For each dataset (ml-100k when its files are present, and N synthetic events) and each
-online store (SQLite, and Redis when ``redis-server`` is installed): time building the
+For each dataset (ml-100k when its files are present, as one frame; and N synthetic
+events, written as partitioned Parquet with their tables built in passes within a memory
+budget: :mod:`components.features.streamed`) and each online store (SQLite, and Redis when ``redis-server`` is installed): time building the
 feature tables of the first 90 % of the days, ``apply`` and a full materialization; then
 the whole data as a second batch: the tables again (only the new days' partitions are
 written) and an incremental materialization (only the new interval); then the latency of
@@ -14,8 +15,9 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -47,23 +49,61 @@ def default_ml100k() -> Path | None:
     return path if path.exists() else None
 
 
-def _datasets(
-    n_events: int, ml100k: Path | None
-) -> Iterator[tuple[str, pd.DataFrame, pd.DataFrame | None]]:
-    """(name, events, item side table) for ml-100k (when present) and synthetic events."""
-    if ml100k is not None and ml100k.exists():
-        from components.data.loaders import load_events, load_side_tables
+@dataclass(frozen=True)
+class _Dataset:
+    """A benchmark dataset: its two batches' table writers and its users."""
 
-        yield "ml-100k", load_events(ml100k, "recbole"), load_side_tables(ml100k).items
-    elif ml100k is not None:
-        log.warning("skipping ml-100k: %s not found", ml100k)
-    if n_events > 0:
-        from components.data.synthetic import generate_events
+    name: str
+    events: int
+    first_events: int
+    cut: datetime  # the first batch is materialized up to here
+    write_first: Callable[[Workspace, FeaturesConfig], object]
+    write_all: Callable[[Workspace, FeaturesConfig], object]
+    users: np.ndarray
 
-        synth = SyntheticConfig(
-            n_users=max(1, n_events // 50), n_items=max(100, n_events // 200), n_events=n_events
-        )
-        yield f"synthetic-{n_events:,}", generate_events(synth), None
+
+def _ml100k_dataset(path: Path) -> _Dataset:
+    """ml-100k as one frame (the small-data path: one table per view, one file a day)."""
+    from components.data.loaders import load_events, load_side_tables
+
+    events, side = load_events(path, "recbole"), load_side_tables(path).items
+    first, cut = first_batch(events)
+    return _Dataset(
+        "ml-100k",
+        len(events),
+        len(first),
+        cut,
+        lambda ws, cfg: write_feature_tables(first, ws, cfg, side),
+        lambda ws, cfg: write_feature_tables(events, ws, cfg, side),
+        events[USER].astype(str).unique(),
+    )
+
+
+def _synthetic_dataset(n_events: int, folder: Path, budget_mb: int) -> _Dataset:
+    """``n_events`` synthetic events as partitioned Parquet (written in bounded memory),
+    their tables built in passes within ``budget_mb`` (components.features.streamed)."""
+    import polars as pl
+
+    from components.data.stream import scan_events, write_events_dataset
+    from components.features.streamed import write_feature_tables_streamed
+
+    synth = SyntheticConfig(
+        n_users=max(1, n_events // 50), n_items=max(100, n_events // 200), n_events=n_events
+    )
+    lazy = scan_events(write_events_dataset(synth, folder / "events"))
+    times = lazy.select(pl.col(TIME).quantile(0.9)).collect(engine="streaming")
+    cut = pd.Timestamp(times.item()).floor("D")
+    first = lazy.filter(pl.col(TIME) < cut)
+    users = lazy.select(pl.col(USER).unique()).collect(engine="streaming")[USER]
+    return _Dataset(
+        f"synthetic-{n_events:,}",
+        n_events,
+        int(first.select(pl.len()).collect(engine="streaming").item()),
+        cut.to_pydatetime(),
+        lambda ws, cfg: write_feature_tables_streamed(first, ws, cfg, budget_mb),
+        lambda ws, cfg: write_feature_tables_streamed(lazy, ws, cfg, budget_mb),
+        users.to_numpy(),
+    )
 
 
 def first_batch(events: pd.DataFrame, share: float = 0.9) -> tuple[pd.DataFrame, datetime]:
@@ -93,29 +133,26 @@ def _latencies_ms(call: Any, batches: list[list[str]], warmup: int = 20) -> dict
 
 
 def _bench_one(
-    name: str,
-    events: pd.DataFrame,
-    item_side: pd.DataFrame | None,
+    data: _Dataset,
     cfg: FeaturesConfig,
     lookups: int,
     batch_size: int,
     seed: int,
 ) -> dict[str, Any]:
-    figures: dict[str, Any] = {"dataset": name, "online_store": cfg.online_store}
-    figures["events"] = len(events)
-    first, cut = first_batch(events)
-    figures["first_batch_events"] = len(first)
+    figures: dict[str, Any] = {"dataset": data.name, "online_store": cfg.online_store}
+    figures["events"] = data.events
+    figures["first_batch_events"] = data.first_events
     with tempfile.TemporaryDirectory(prefix="recops-bench-features-") as tmp:
         workspace = Workspace.at(tmp).ensure()
         definitions(cfg)  # import Feast and the repo outside the timed stages
         with measure("tables") as tables:
-            write_feature_tables(first, workspace, cfg, item_side)
+            data.write_first(workspace, cfg)
         with measure("apply") as applied:
             apply_repo(workspace, cfg)
         with measure("materialize") as mat:
-            result = materialize(workspace, cfg, end=cut, incremental=False)
+            result = materialize(workspace, cfg, end=data.cut, incremental=False)
         with measure("tables, new days") as tables_new:
-            write_feature_tables(events, workspace, cfg, item_side)
+            data.write_all(workspace, cfg)
         with measure("materialize, new days") as mat_new:
             added = materialize(workspace, cfg, incremental=True)
         figures |= {
@@ -137,14 +174,15 @@ def _bench_one(
                 for stage in (tables, applied, mat, tables_new, mat_new)
             },
         }
-        users = events[USER].astype(str).unique()
         rng = np.random.default_rng(seed)
 
         def lookup(batch: list[str]) -> None:
             online_recent_items(workspace, cfg, batch)
 
-        singles = [[str(u)] for u in rng.choice(users, size=lookups)]
-        many = [list(map(str, rng.choice(users, size=batch_size))) for _ in range(lookups // 4)]
+        singles = [[str(u)] for u in rng.choice(data.users, size=lookups)]
+        many = [
+            list(map(str, rng.choice(data.users, size=batch_size))) for _ in range(lookups // 4)
+        ]
         figures["single"] = _latencies_ms(lookup, singles)
         figures[f"batch{batch_size}"] = _latencies_ms(lookup, many)
         forget_stores()
@@ -160,10 +198,14 @@ def run_features_benchmark(
     use_redis: bool = True,
     json_out: Path | None = None,
     seed: int = 7,
+    budget_mb: int = 2048,
 ) -> dict[str, Any]:
-    """Measure every (dataset, online store) pair; print a table; write JSON when asked."""
+    """Measure every (dataset, online store) pair; print a table; write JSON when asked.
+    The synthetic events' tables are built in passes within ``budget_mb``
+    (``data.memory_budget_mb``)."""
     results: list[dict[str, Any]] = []
     with ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="recops-bf-")))
         stores = [FeaturesConfig(history_length=history_length)]
         if use_redis and redis_server_binary() is not None:
             url = stack.enter_context(local_redis())
@@ -176,10 +218,17 @@ def run_features_benchmark(
             )
         elif use_redis:
             log.warning("redis-server not on PATH: Redis figures skipped")
-        for name, events, side in _datasets(n_events, ml100k):
+        datasets = []
+        if ml100k is not None and ml100k.exists():
+            datasets.append(_ml100k_dataset(ml100k))
+        elif ml100k is not None:
+            log.warning("skipping ml-100k: %s not found", ml100k)
+        if n_events > 0:
+            datasets.append(_synthetic_dataset(n_events, scratch, budget_mb))
+        for data in datasets:
             for cfg in stores:
                 with _quiet_feast():
-                    results.append(_bench_one(name, events, side, cfg, lookups, batch_size, seed))
+                    results.append(_bench_one(data, cfg, lookups, batch_size, seed))
     key = f"batch{batch_size}"
     rows = [
         (
@@ -222,7 +271,12 @@ def run_features_benchmark(
     return write_report(
         json_out,
         "features",
-        {"history_length": history_length, "batch_size": batch_size, "results": results},
+        {
+            "history_length": history_length,
+            "batch_size": batch_size,
+            "memory_budget_mb": budget_mb,
+            "results": results,
+        },
     )
 
 

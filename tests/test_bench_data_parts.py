@@ -25,11 +25,13 @@ def test_stages_run_one_at_a_time_reuse_the_kept_folder(tmp_path: Path) -> None:
     first = run("generate", "bucket", "validate")
     assert _stage_names(first) == ["generate+write", "bucket", "validate"]
     assert first["stages"][2]["passed"] and (keep / "report.json").exists()
-    # the next command versions and splits what the first one left (no regeneration)
-    second = run("version", "sequences")
-    assert _stage_names(second) == ["version", "sequences+split"]
-    assert second["stages"][1]["passes"] > 1  # the small budget needs several passes
-    assert second["stages"][1]["test_users"] > 0
+    # the next command versions, featurizes and splits what the first one left
+    second = run("version", "features", "sequences")
+    assert _stage_names(second) == ["version", "feature", "materialize", "sequences+split"]
+    assert second["stages"][1]["files"] > 2 * second["stages"][1]["days"]  # several passes
+    assert second["stages"][2]["entities"]["user_features"] == 20_000 // 50
+    assert second["stages"][3]["passes"] > 1  # the small budget needs several passes
+    assert second["stages"][3]["test_users"] > 0
 
 
 def test_split_only_reports_the_split_of_every_user(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
 """Offline feature sources as daily partitions, rewritten from the first changed day only.
 
-A partitioned source is a folder of Hive partitions, ``<root>/day=YYYY-MM-DD/part-0.parquet``
-(UTC day of each snapshot's ``event_timestamp``), declared to Feast as the glob
+A partitioned source is a folder of Hive partitions, ``<root>/day=YYYY-MM-DD/part-<k>.parquet``
+(UTC day of each snapshot's ``event_timestamp``; one file per day, ``part-0``, when the
+tables are built in one piece, one per pass when they are built in passes over the
+entities: :mod:`components.features.streamed`), declared to Feast as the glob
 ``<root>/day=*/*.parquet`` (DuckDB and Dask read it natively). Rows stay one per
 (entity, event time) snapshot: a point-in-time join needs the state at every label time.
 
@@ -20,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +41,9 @@ log = logging.getLogger(__name__)
 DAY = "day"
 PARTITION_GLOB = f"{DAY}=*/*.parquet"
 PART_FILE = "part-0.parquet"
+PART_GLOB = "part-*.parquet"
+#: a pass's file for a day, written beside the live ones until every pass is done
+PENDING_SUFFIX = ".pending"
 MANIFEST = "_days.json"
 _DAY_NS = 86_400 * 1_000_000_000
 
@@ -145,8 +151,33 @@ def written_days(root: Path) -> list[str]:
     return sorted(
         p.name[len(prefix) :]
         for p in root.iterdir()
-        if p.name.startswith(prefix) and (p / PART_FILE).exists()
+        if p.name.startswith(prefix) and any(p.glob(PART_GLOB))
     )
+
+
+def day_files(root: Path, day: str) -> list[Path]:
+    """The partition files of one day (``part-0`` first, then the other passes')."""
+    return sorted((root / f"{DAY}={day}").glob(PART_GLOB), key=_part_number)
+
+
+def _part_number(path: Path) -> int:
+    digits = path.name[len("part-") : -len(".parquet")]
+    return int(digits) if digits.isdigit() else -1
+
+
+def _day_slices(table: pa.Table, first_day: str) -> Iterator[tuple[str, pa.Table]]:
+    """(day, rows) for each UTC day of ``table``'s snapshots from ``first_day`` on, oldest
+    first; the rows of a day keep their order in ``table``."""
+    ns = table[EVENT_TS].cast(pa.timestamp("ns", "UTC")).to_numpy().view("int64")
+    day_numbers = ns // _DAY_NS
+    first = int(np.datetime64(first_day, "D").astype(np.int64))
+    chosen = np.flatnonzero(day_numbers >= first)
+    chosen = chosen[np.argsort(day_numbers[chosen], kind="stable")]  # rows keep their order
+    ordered_days = day_numbers[chosen]
+    bounds = np.flatnonzero(np.r_[True, ordered_days[1:] != ordered_days[:-1], True])
+    ordered = table.take(pa.array(chosen))  # one copy in day order, then zero-copy slices
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        yield str(np.datetime64(int(ordered_days[lo]), "D")), ordered.slice(lo, hi - lo)
 
 
 def write_partitions(table: pa.Table, root: Path, manifest: Manifest) -> list[str]:
@@ -159,33 +190,77 @@ def write_partitions(table: pa.Table, root: Path, manifest: Manifest) -> list[st
     if start is None:
         log.info("%s: no day changed, partitions kept", root.name)
         return []
-    ns = table[EVENT_TS].cast(pa.timestamp("ns", "UTC")).to_numpy().view("int64")
-    day_numbers = ns // _DAY_NS
-    first = int(np.datetime64(start, "D").astype(np.int64))
-    chosen = np.flatnonzero(day_numbers >= first)
-    chosen = chosen[np.argsort(day_numbers[chosen], kind="stable")]  # rows keep their order
-    ordered_days = day_numbers[chosen]
-    bounds = np.flatnonzero(np.r_[True, ordered_days[1:] != ordered_days[:-1], True])
-    ordered = table.take(pa.array(chosen))  # one copy in day order, then zero-copy slices
     written = []
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        day = str(np.datetime64(int(ordered_days[lo]), "D"))
-        _replace_partition(ordered.slice(lo, hi - lo), root / f"{DAY}={day}")
+    for day, rows in _day_slices(table, start):
+        _replace_partition(rows, root / f"{DAY}={day}")
         written.append(day)
-    for day in written_days(root):
-        if day >= start and day not in set(written):
-            shutil.rmtree(root / f"{DAY}={day}")
+    _drop_days(root, start, keep=set(written))
     manifest.write(root)
     log.info("%s: %d partitions written from %s on", root.name, len(written), start)
     return written
 
 
+def _drop_days(root: Path, start: str, keep: set[str]) -> None:
+    """Remove the partitions of days from ``start`` on that are not in ``keep``."""
+    for folder in root.glob(f"{DAY}=*"):
+        day = folder.name[len(DAY) + 1 :]
+        if day >= start and day not in keep:
+            shutil.rmtree(folder)
+
+
 def _replace_partition(rows: pa.Table, folder: Path) -> None:
-    """Write one day's file beside the old one, then rename it over (readers see either)."""
+    """Write one day's file beside the old one, then rename it over (readers see either);
+    other passes' files of that day (an earlier build in passes) are removed."""
     folder.mkdir(exist_ok=True)
     tmp = folder / f".{PART_FILE}.{os.getpid()}.tmp"
     pq.write_table(rows, tmp)
     tmp.replace(folder / PART_FILE)
+    for stale in folder.glob(PART_GLOB):
+        if stale.name != PART_FILE:
+            stale.unlink()
+
+
+def discard_pending(root: Path) -> None:
+    """Remove the pending files an interrupted build in passes left under ``root``."""
+    for leftover in root.glob(f"{DAY}=*/*{PENDING_SUFFIX}"):
+        leftover.unlink()
+
+
+def stage_pass(table: pa.Table, root: Path, start: str, part: int) -> int:
+    """Write pass ``part``'s rows of the days from ``start`` on as pending files
+    (``day=D/part-<part>.parquet.pending``, which Feast's glob does not read); returns the
+    number of days written. :func:`commit_passes` makes them live."""
+    days = 0
+    for day, rows in _day_slices(table, start):
+        folder = root / f"{DAY}={day}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(rows, folder / f"part-{part}.parquet{PENDING_SUFFIX}")
+        days += 1
+    return days
+
+
+def commit_passes(root: Path, start: str, manifest: Manifest) -> list[str]:
+    """Make every pass's pending files live: each day from ``start`` on is replaced by its
+    pending files (renames; stale files of that day removed, a day without pending files
+    removed), then the manifest is written. Returns the days now live from ``start`` on."""
+    live = []
+    for folder in sorted(root.glob(f"{DAY}=*")):
+        day = folder.name[len(DAY) + 1 :]
+        if day < start:
+            continue
+        pending = sorted(folder.glob(f"*{PENDING_SUFFIX}"))
+        names = {path.name[: -len(PENDING_SUFFIX)] for path in pending}
+        for path in pending:
+            path.replace(folder / path.name[: -len(PENDING_SUFFIX)])
+        for stale in folder.glob(PART_GLOB):
+            if stale.name not in names:
+                stale.unlink()
+        if names:
+            live.append(day)
+    _drop_days(root, start, keep=set(live))
+    manifest.write(root)
+    log.info("%s: %d partitions written from %s on, in passes", root.name, len(live), start)
+    return live
 
 
 def read_window(
@@ -201,7 +276,7 @@ def read_window(
         for day in written_days(root)
         if (start is None or day >= day_of(start)) and (end is None or day <= day_of(end))
     ]
-    files = [str(root / f"{DAY}={day}" / PART_FILE) for day in days]
+    files = [str(path) for day in days for path in day_files(root, day)]
     if not files:
         return _empty(root, columns)
     return window_rows(ds.dataset(files, format="parquet"), columns, start, end)
@@ -228,7 +303,7 @@ def _empty(root: Path, columns: list[str] | None) -> pa.Table:
     days = written_days(root)
     if not days:
         return pa.table({name: pa.array([], pa.null()) for name in columns or []})
-    schema = pq.read_schema(root / f"{DAY}={days[0]}" / PART_FILE)
+    schema = pq.read_schema(day_files(root, days[0])[0])
     names = columns or schema.names
     return pa.table({n: pa.array([], schema.field(n).type) for n in names})
 
@@ -238,7 +313,7 @@ def edge_timestamp(root: Path, newest: bool) -> pd.Timestamp | None:
     days = written_days(root)
     if not days:
         return None
-    path = root / f"{DAY}={days[-1] if newest else days[0]}" / PART_FILE
-    ts = pq.read_table(path, columns=[EVENT_TS])[EVENT_TS]
+    files = [str(path) for path in day_files(root, days[-1] if newest else days[0])]
+    ts = ds.dataset(files, format="parquet").to_table(columns=[EVENT_TS])[EVENT_TS]
     value = (pc.max(ts) if newest else pc.min(ts)).as_py()
     return pd.Timestamp(value) if value is not None else None

@@ -45,12 +45,15 @@ from components.features.partitions import (
     DAY,
     MANIFEST,
     Manifest,
+    day_files,
+    day_of,
     edge_timestamp,
     event_day_digests,
     partition_root,
     read_window,
     window_rows,
     write_partitions,
+    written_days,
 )
 from components.features.tables import (
     CATEGORY,
@@ -312,7 +315,7 @@ def definitions(cfg: FeaturesConfig) -> Definitions:
     return _load_definitions(path)
 
 
-def _check_windows(cfg: FeaturesConfig) -> Definitions:
+def check_windows(cfg: FeaturesConfig) -> Definitions:
     defs = definitions(cfg)
     if sorted(cfg.windows_days) != defs.windows_days:
         raise FeatureStoreError(
@@ -392,7 +395,7 @@ def write_feature_tables(
     concurrent reader never sees a half-written source. (The ``item_content`` source is
     written by :func:`publish_item_content` from a catalogue.)
     """
-    _check_windows(cfg)
+    check_windows(cfg)
     paths = source_paths(workspace, cfg)
     tables = {
         USER_VIEW: user_feature_table(events, cfg.history_length, cfg.windows_days),
@@ -450,7 +453,7 @@ def _table_basis(cfg: FeaturesConfig, view: str, table: pd.DataFrame) -> str:
 # --- apply / materialize --------------------------------------------------------------
 def apply_repo(workspace: Workspace, cfg: FeaturesConfig) -> None:
     """Register the repo's entities, feature views and services (a programmatic ``feast apply``)."""
-    defs = _check_windows(cfg)
+    defs = check_windows(cfg)
     store = feature_store(workspace, cfg)
     try:
         with _feast_output_to_log():
@@ -505,12 +508,32 @@ def spark_source(workspace: Workspace, declared: Any) -> Any:
 def _source_window(
     path: Path, key: str, start: datetime | None, end: datetime
 ) -> tuple[int, int, datetime | None]:
-    """(rows, distinct entities, earliest timestamp) of a source within [start, end]."""
+    """(rows, distinct entities, earliest timestamp) of a source within [start, end],
+    read one group of files at a time (:func:`_file_groups`)."""
     earliest = _edge_timestamp(path, newest=False)
     if earliest is None:
         return 0, 0, None
-    inside = source_rows(path, [key], start, end)
-    return inside.num_rows, pc.count_distinct(inside[key]).as_py(), earliest.to_pydatetime()
+    rows, keys = 0, []
+    for files in _file_groups(path, start, end):
+        inside = window_rows(ds.dataset(files, format="parquet"), [key], start, end)
+        rows += inside.num_rows
+        keys.append(pc.unique(inside[key]))
+    entities = pc.count_distinct(pa.chunked_array(keys)).as_py() if keys else 0
+    return rows, entities, earliest.to_pydatetime()
+
+
+def _file_groups(path: Path, start: datetime | None, end: datetime | None) -> list[list[str]]:
+    """A source's files of the days in [start, end], grouped by pass (``part-<k>`` across
+    the days; a source built in one piece is one group), so a group is what one pass of
+    the build held; a plain file is one group."""
+    if not path.is_dir():
+        return [[str(path)]] if path.exists() else []
+    groups: dict[str, list[str]] = {}
+    for day in written_days(path):
+        if (start is None or day >= day_of(start)) and (end is None or day <= day_of(end)):
+            for file in day_files(path, day):
+                groups.setdefault(file.name, []).append(str(file))
+    return list(groups.values())
 
 
 def _edge_timestamp(path: Path, newest: bool) -> pd.Timestamp | None:
@@ -547,15 +570,32 @@ def _default_end(paths: dict[str, Path]) -> datetime:
     return end
 
 
-def latest_snapshots(path: Path, key: str, start: datetime, end: datetime) -> pd.DataFrame:
-    """Each entity's newest snapshot with ``start <= event_timestamp <= end`` (pyarrow;
-    only the partitions of the days in the window are read)."""
-    inside = source_rows(path, None, start, end)
-    if not len(inside):
-        return inside.to_pandas()
-    keys = inside.select([key, EVENT_TS]).to_pandas()
-    newest = keys.groupby(key, sort=False)[EVENT_TS].idxmax().to_numpy()
-    return inside.take(pa.array(newest)).to_pandas()
+def latest_snapshot_chunks(
+    path: Path, key: str, start: datetime, end: datetime
+) -> Iterator[pd.DataFrame]:
+    """Each entity's newest snapshot with ``start <= event_timestamp <= end``, one frame
+    per group of files (:func:`_file_groups`): only the days in the window are read, and
+    only one group's rows are held. The newest time of each entity is found over all
+    groups first (keys and times only), so an entity whose days were written by builds
+    in different passes still gets its newest row once."""
+    groups = _file_groups(path, start, end)
+    newest = []
+    for number, files in enumerate(groups):
+        keys = window_rows(ds.dataset(files, format="parquet"), [key, EVENT_TS], start, end)
+        frame = keys.to_pandas().groupby(key, sort=False)[EVENT_TS].max().reset_index()
+        newest.append(frame.assign(_group=number))
+    if not newest:
+        return
+    winners = pd.concat(newest, ignore_index=True).sort_values(EVENT_TS, kind="stable")
+    winners = winners.drop_duplicates(key, keep="last")
+    for number, files in enumerate(groups):
+        mine = winners[winners["_group"] == number]
+        if mine.empty:
+            continue
+        inside = window_rows(ds.dataset(files, format="parquet"), None, start, end)
+        keys = inside.select([key, EVENT_TS]).to_pandas().reset_index()
+        chosen = keys.merge(mine[[key, EVENT_TS]], on=[key, EVENT_TS])["index"].to_numpy()
+        yield inside.take(pa.array(chosen)).to_pandas()
 
 
 def _materialize_view(
@@ -578,8 +618,7 @@ def _materialize_view(
             else:
                 store.materialize(start_date=start, end_date=end, feature_views=[view])
         return
-    rows = latest_snapshots(path, key, start, end)
-    if len(rows):
+    for rows in latest_snapshot_chunks(path, key, start, end):
         with warnings.catch_warnings():
             # the online store keeps microseconds; nanosecond clocks lose nothing we read
             warnings.filterwarnings("ignore", "Discarding nonzero nanoseconds", UserWarning)

@@ -177,6 +177,12 @@ def _item_side(events: pd.DataFrame, item_side: pd.DataFrame | None) -> pd.DataF
     return out.drop_duplicates(ITEM, keep="last")
 
 
+def item_side_table(item_side: pd.DataFrame) -> pd.DataFrame:
+    """``item_side`` as the item table reads it: ``item_id``, ``category``, ``title``
+    (strings, one row per item)."""
+    return _item_side(pd.DataFrame(columns=[ITEM]), item_side)
+
+
 def _as_text(value: object) -> str:
     """Side values as one string: lists (RecBole token_seq) are space-joined, nulls ""."""
     if isinstance(value, (list, tuple, np.ndarray)):

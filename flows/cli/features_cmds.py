@@ -142,6 +142,13 @@ def bench_features(
     lookups: Annotated[int, typer.Option("--lookups", help="Single-user lookups timed.")] = 2000,
     batch: Annotated[int, typer.Option("--batch", help="Users per batched lookup.")] = 64,
     redis: Annotated[bool, typer.Option("--redis/--no-redis", help="Also bench Redis.")] = True,
+    budget_mb: Annotated[
+        int,
+        typer.Option(
+            "--budget-mb",
+            help="data.memory_budget_mb for the synthetic events' tables (built in passes).",
+        ),
+    ] = 2048,
     pit: Annotated[
         int,
         typer.Option(
@@ -167,6 +174,7 @@ def bench_features(
         batch_size=batch,
         use_redis=redis,
         json_out=json_out,
+        budget_mb=budget_mb,
     )
 
 

@@ -58,7 +58,7 @@ def bench_data(
         typer.Option(
             "--stages",
             help="Stream engine, with --keep-dir: only these stages (comma-separated: "
-            "generate,load,bucket,vocabulary,validate,version,sequences), each reusing "
+            "generate,load,bucket,vocabulary,validate,version,features,sequences), each reusing "
             "what earlier runs left there.",
         ),
     ] = None,
