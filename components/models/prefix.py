@@ -154,8 +154,10 @@ def _last_row_attention(
 
     No variant's keys are built, and the suffix rows are never projected: a logit is
     ``q . (W_k x + b_k) = (W_k^T q) . x + q . b_k`` and a weighted sum of values is
-    ``W_v (sum p x) + b_v sum p``, so each packed row costs a dot product and a weighted
-    add of its ``D`` inputs (per head) instead of a ``D x 2D`` projection."""
+    ``W_v (sum p x) + b_v sum p``, so each suffix row costs a dot product and a weighted
+    add of its ``D`` inputs (per head) instead of a ``D x 2D`` projection. The suffix rows
+    are laid out densely (``[V, n - 1, D]``, zero before the deleted event), so both are
+    one batched product per variant and no packed row is gathered or scattered."""
     n_questions, n, width = keys.shape
     n_events, m, heads = layout.mask.shape[0], n - 1, block.heads
     dim = width // 3
@@ -164,23 +166,21 @@ def _last_row_attention(
     weight = block.qkv.weight.unflatten(0, (3, heads, size))  # [3, H, d, D]
     bias = block.qkv.bias.unflatten(0, (3, heads, size))  # [3, H, d]
     inputs = block.norm1(rows) if block.norm_first else rows  # [N, D] what they project
+    dense = inputs.new_zeros(last.shape[0], m, inputs.shape[1])
+    dense[layout.variant, layout.row] = inputs  # [V, m, D]
     _, key_prefix, value_prefix = _heads(keys[:, :m], heads)  # [Q, H, m, d]
     by_question = query.view(n_questions, n_events, heads, size).transpose(1, 2)
-    logits = by_question @ key_prefix.transpose(-1, -2)  # [Q, H, E, m]
+    from_prefix = (by_question @ key_prefix.transpose(-1, -2)).transpose(1, 2)  # [Q, E, H, m]
     reads = torch.einsum("vhd,hdk->vhk", query, weight[1])  # [V, H, D]: W_k^T q
-    at = (layout.question, slice(None), layout.variant % n_events, layout.row)
-    offsets = (query * bias[1]).sum(-1)  # [V, H]: q . b_k
-    logits[at] = (reads[layout.variant] @ inputs[:, :, None])[..., 0] + offsets[layout.variant]
-    weights = (logits * size**-0.5).softmax(-1)
-    prefix = weights.masked_fill(layout.mask, 0.0) @ value_prefix  # [Q, H, E, d]
-    from_suffix = weights[at]  # [N, H]
-    mixed = torch.zeros(
-        last.shape[0], heads, inputs.shape[1], dtype=inputs.dtype, device=inputs.device
-    )
-    mixed.index_add_(0, layout.variant, from_suffix[..., None] * inputs[:, None])  # [V, H, D]
-    mass = torch.zeros(last.shape[0], heads, dtype=inputs.dtype, device=inputs.device)
-    mass.index_add_(0, layout.variant, from_suffix)
-    values = torch.einsum("vhk,hdk->vhd", mixed, weight[2]) + mass[..., None] * bias[2]
+    offsets = (query * bias[1]).sum(-1, keepdim=True)  # [V, H, 1]: q . b_k
+    from_suffix = (reads @ dense.transpose(1, 2) + offsets).view(n_questions, n_events, heads, m)
+    suffix = layout.mask[:, None]  # [E, 1, m]
+    logits = torch.where(suffix, from_suffix, from_prefix) * size**-0.5
+    weights = logits.softmax(-1)  # [Q, E, H, m]
+    on_suffix = weights.masked_fill(~suffix, 0.0).view(-1, heads, m)  # [V, H, m]
+    prefix = weights.masked_fill(suffix, 0.0).transpose(1, 2) @ value_prefix  # [Q, H, E, d]
+    mixed = on_suffix @ dense  # [V, H, D]
+    values = torch.einsum("vhk,hdk->vhd", mixed, weight[2]) + on_suffix.sum(-1)[..., None] * bias[2]
     attended = prefix.transpose(1, 2).flatten(0, 1) + values  # [V, H, d]
     return block.drop(block.proj(attended.flatten(1)))[:, None]
 
