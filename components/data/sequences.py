@@ -13,13 +13,19 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 
-from components.data.schema import EVENT, ITEM, TIME, USER, sort_events
 from components.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# pandas (and components.data.schema, which needs it) is imported where a table is read,
+# not here: the serving worker imports this module for PAD and Vocabulary, and pandas
+# would be ~0.3 s of its start-up (the switch-over) for nothing it calls
 
 PAD = 0
 
@@ -44,6 +50,8 @@ class Vocabulary:
     @classmethod
     def from_events(cls, events: pd.DataFrame) -> Vocabulary:
         """Vocabulary of the users and items in ``events`` (sorted tokens, deterministic)."""
+        from components.data.schema import EVENT, ITEM, USER
+
         users = np.sort(events[USER].astype(str).unique())
         items = np.sort(events[ITEM].astype(str).unique())
         kinds: list[str] = []
@@ -85,6 +93,8 @@ class Vocabulary:
 def _lookup(
     vocab: Sequence[str], tokens: Iterable[str], *, offset: int, missing: int
 ) -> np.ndarray:
+    import pandas as pd
+
     keys = pd.Index(vocab)
     positions = keys.get_indexer(pd.Index([str(t) for t in tokens]))
     return np.where(positions >= 0, positions + offset, missing).astype(np.int64)
@@ -229,6 +239,8 @@ def build_sequences(events: pd.DataFrame, vocab: Vocabulary) -> Sequences:
     Users in ``vocab`` without events get empty sequences; events whose user or item is
     not in ``vocab`` raise :class:`DataError` (callers filter unknowns explicitly).
     """
+    from components.data.schema import EVENT, ITEM, TIME, USER, sort_events
+
     ordered = sort_events(events)
     users = vocab.user_index(ordered[USER].astype(str))
     items = vocab.item_index(ordered[ITEM].astype(str))

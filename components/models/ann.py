@@ -99,11 +99,11 @@ class AnnIndex:
     @classmethod
     def load(cls, directory: Path, nprobe: int) -> AnnIndex | None:
         """The index in ``directory`` (None when there is none)."""
+        path = Path(directory) / INDEX_FILE
+        if not path.exists():  # the common case: no faiss import on the start-up path
+            return None
         import faiss
 
-        path = Path(directory) / INDEX_FILE
-        if not path.exists():
-            return None
         return cls(faiss.read_index(str(path)), nprobe)
 
     def candidates(self, queries: np.ndarray, n: int) -> np.ndarray:

@@ -12,7 +12,6 @@ and only the top ``neighbours`` similarities are kept so memory grows as ``n_ite
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from pydantic import Field
 from torch import Tensor
@@ -36,6 +35,8 @@ def top_neighbours(
     train: Sequences, n_items: int, k: int, shrink: float, chunk: int = 2048
 ) -> tuple[Tensor, Tensor]:
     """``(indices, weights)``, each ``[n_items + 1, k]``: the ``k`` most cosine-similar items."""
+    import scipy.sparse as sp  # here: serving imports the zoo, and never fits a model
+
     users = np.repeat(np.arange(len(train)), train.lengths)
     matrix = sp.csr_matrix(
         (np.ones(len(users), dtype=np.float32), (users, train.values)),
