@@ -357,6 +357,17 @@ def _loadgen(url: str, concurrency: int, duration: float, body: dict[str, Any]) 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def warm_up(url: str, body: dict[str, Any], timeout_s: float = 120.0) -> None:
+    """One request, answered before any is measured."""
+    import urllib.request
+
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=timeout_s) as answer:
+        answer.read()
+
+
 def http_latency(
     bundle: ModelBundle,
     history: list[str],
@@ -400,6 +411,10 @@ def http_latency(
             state = read_state(ws)
             roles = [] if state is None else [state.proxy, state.backend]
             pids = [info.pid for info in roles if info is not None]
+            # the first explanation exports the deletion graph (components/explain/compiled.py)
+            warm_up(
+                f"{deployed.url}/recommend", {"history": history, "k": LATENCY_K, "explain": True}
+            )
             for level in levels:
                 for explain in (False, True):
                     body = {"history": history, "k": LATENCY_K, "explain": explain}

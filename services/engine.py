@@ -27,6 +27,7 @@ import torch
 from pydantic import BaseModel
 
 from components.data.sequences import PAD
+from components.explain.compiled import DeletionEncoder
 from components.models.ann import AnnIndex, ann_recommend
 from components.models.compiled import ScorerKind, serving_scorer
 from services.explanations import (
@@ -127,6 +128,9 @@ class Engine:
             bundle.model, scorer, bundle.uses_events, device, stored=bundle.source
         )
         self.explain_limits = explain or ExplainLimits()
+        # the deletion encodings of explanations through ONNX Runtime, exported and checked
+        # at the first explanation (components/explain/compiled.py), so never on start-up
+        self.deletions = DeletionEncoder(bundle.model, bundle.uses_events)
         self.vocab = bundle.vocab
         self.version = version
         self.device = device
@@ -321,6 +325,7 @@ class Engine:
             [j.method for j in jobs],
             [j.events for j in jobs],
             [j.against for j in jobs],
+            self.deletions,
         )
 
     def popular(self, k: int, exclude: list[int]) -> Scored:

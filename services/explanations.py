@@ -29,7 +29,12 @@ import torch
 from pydantic import BaseModel, Field
 
 from components.explain.group import GroupDeletion, greedy_group_deletion
-from components.explain.influence import Influence, Question, deletion_influence
+from components.explain.influence import (
+    EncodeDeletions,
+    Influence,
+    Question,
+    deletion_influence,
+)
 from components.explain.search import searched_group_deletion
 from components.models.base import Recommender
 from services.wire import Because, Method
@@ -88,6 +93,7 @@ def explain_queries(
     methods: Sequence[Method] | None = None,
     events: Sequence[list[int] | None] | None = None,
     against: Sequence[bool] | None = None,
+    deletions: EncodeDeletions | None = None,
 ) -> list[QueryInfluence]:
     """Influence of each history's most recent events on its targets: single-event
     deletion for all queries in one batched pass, then greedy group deletion (one batched
@@ -96,7 +102,8 @@ def explain_queries(
     ``histories[q]`` for a model that reads them (a deleted event takes its type along).
     Rank changes are computed only for events the answer lists: the single-deletion
     support of ``deletion`` queries and, where ``against[q]`` (default all), the events
-    against each item."""
+    against each item. ``deletions`` stands for the model's ``encode_deletions`` (the
+    engine's compiled form, components/explain/compiled.py)."""
     kinds = list(events) if events is not None else [None] * len(histories)
     opposed = list(against) if against is not None else [True] * len(histories)
     chosen = list(methods) if methods is not None else ["deletion"] * len(histories)
@@ -111,7 +118,9 @@ def explain_queries(
         for h, t, e, m, a in zip(histories, targets, kinds, chosen, opposed, strict=True)
     ]
     listed = max(tops, default=limits.top_events)
-    influences = deletion_influence(model, questions, width, limits.max_history, listed=listed)
+    influences = deletion_influence(
+        model, questions, width, limits.max_history, listed=listed, deletions=deletions
+    )
     out = [_query_influence(i, top) for i, top in zip(influences, tops, strict=True)]
     grouped = [q for q, m in enumerate(chosen) if m == "group"]
     if grouped:

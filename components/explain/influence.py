@@ -32,7 +32,7 @@ the output would have been without the event.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -45,6 +45,10 @@ METHOD = "deletion"
 #: Rows per forward pass when many histories are explained together (whole histories
 #: only: one history's variants are never split across passes).
 MAX_ROWS_PER_PASS = 4096
+#: ``(histories [Q, n], positions [E], events) -> [Q, E + 1, D] | None``: a model's
+#: :meth:`~Recommender.encode_deletions`, or a compiled form of it
+#: (:class:`components.explain.compiled.DeletionEncoder`)
+EncodeDeletions = Callable[[Tensor, Tensor, "Tensor | None"], "Tensor | None"]
 
 
 @dataclass(frozen=True)
@@ -225,12 +229,14 @@ def deletion_influence(
     max_events: int,
     max_rows: int = MAX_ROWS_PER_PASS,
     listed: int | None = None,
+    deletions: EncodeDeletions | None = None,
 ) -> list[Influence]:
     """The :class:`Influence` of each question, scoring every question's variants in
     batched forward passes (one pass unless the rows exceed ``max_rows``). ``width`` is
     the model's history length (``max_len``). With ``listed``, rank changes are computed
     only for each target's ``listed`` top and bottom events
-    (:meth:`Influence.top_events` / :meth:`Influence.bottom_events`).
+    (:meth:`Influence.top_events` / :meth:`Influence.bottom_events`). ``deletions``
+    stands for ``model.encode_deletions`` (the serving engine's compiled form).
 
     A model that scores by a dot product with its item table (it keeps the base
     ``score_all``) is encoded instead (its :meth:`~Recommender.encode_deletions` shortcut
@@ -243,7 +249,7 @@ def deletion_influence(
     built = [deletion_rows(q.history.to(device), width, events) for q in questions]
     kinds = [event_rows(q, width, events, None, device) for q in questions]
     if explainable and scores_by_dot_product(model):
-        hidden = _encodings(model, questions, built, kinds, width, max_rows)
+        hidden = _encodings(model, questions, built, kinds, width, max_rows, deletions)
         scorers: list[VariantScores] = [
             EncodedScores(model, h, rows, kind)
             for h, (rows, _), kind in zip(hidden, built, kinds, strict=True)
@@ -334,13 +340,16 @@ def _encodings(
     kinds: Sequence[Tensor | None],
     width: int,
     max_rows: int,
+    encode: EncodeDeletions | None = None,
 ) -> list[Tensor]:
     """``[R_q, D]`` encodings of every question's rows: the model's
-    :meth:`~Recommender.encode_deletions` shortcut where it has one (questions with
-    equally long histories together), the others' rows in batched ``encode`` passes."""
+    :meth:`~Recommender.encode_deletions` shortcut (or ``encode``, standing for it) where
+    it has one (questions with equally long histories together), the others' rows in
+    batched ``encode`` passes."""
+    shortcut = encode if encode is not None else model.encode_deletions
     found: list[Tensor | None] = [None] * len(questions)
     for members in _same_shape(built, max_rows):
-        hidden = _shortcut(model, [questions[i] for i in members], [built[i] for i in members])
+        hidden = _shortcut(shortcut, [questions[i] for i in members], [built[i] for i in members])
         if hidden is not None:
             for index, states in zip(members, hidden, strict=True):
                 found[index] = states
@@ -371,9 +380,12 @@ def _same_shape(built: Sequence[tuple[Tensor, Tensor]], max_rows: int) -> list[l
 
 
 def _shortcut(
-    model: Recommender, questions: Sequence[Question], built: Sequence[tuple[Tensor, Tensor]]
+    encode: EncodeDeletions,
+    questions: Sequence[Question],
+    built: Sequence[tuple[Tensor, Tensor]],
 ) -> Tensor | None:
-    """``[Q, E + 1, D]`` from ``model.encode_deletions`` for questions of one shape."""
+    """``[Q, E + 1, D]`` from ``encode`` (a model's ``encode_deletions``) for questions of
+    one shape."""
     histories = torch.stack([rows[0][rows[0] != 0] for rows, _ in built])
     if histories.shape[1] == 0:
         return None
@@ -387,7 +399,7 @@ def _shortcut(
                 for q in questions
             ]
         ).to(histories.device)
-    return model.encode_deletions(histories, built[0][1], events)
+    return encode(histories, built[0][1], events)
 
 
 def _joined(

@@ -13,6 +13,7 @@ Departures from the paper:
 
 from __future__ import annotations
 
+import torch
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -68,7 +69,7 @@ class GRU4Rec(CausalRecommender):
         """One-event deletions from the shared state before each deleted event
         (:func:`~components.models.prefix.gru_deletion_states`; exact: leading padding
         leaves a bias-free GRU at zero). None in training mode (dropout)."""
-        if self.training or histories.shape[1] > self.max_len:
+        if self.training or (not torch.jit.is_tracing() and histories.shape[1] > self.max_len):
             return None
         inputs = self.items(histories, self.items.table(), events)
         return self.project(gru_deletion_states(self.gru, inputs, positions))

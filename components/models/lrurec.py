@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from components.models.base import CausalRecommender
 from components.models.layers import ItemInput, ItemInputParams
-from components.models.prefix import SuffixRows, suffix_rows
+from components.models.prefix import SuffixRows, deletable, suffix_rows
 from components.models.zoo import register
 
 
@@ -257,7 +257,7 @@ class LRURec(CausalRecommender):
         """One-event deletions from the states before each deleted event
         (:func:`lru_deletion_states`). None in training mode (dropout) and for fewer than
         two events."""
-        if self.training or not 2 <= histories.shape[1] <= self.max_len:
+        if self.training or not deletable(histories, self.max_len):
             return None
         x = self.norm(self.items(histories, self.items.table(), events))
         blocks = [block for block in self.blocks if isinstance(block, LRUBlock)]

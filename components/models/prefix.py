@@ -60,6 +60,13 @@ def suffix_rows(n_questions: int, n: int, positions: Tensor) -> SuffixRows:
     return SuffixRows(mask, question, question * positions.shape[0] + event, row)
 
 
+def deletable(histories: Tensor, max_len: int) -> bool:
+    """Whether a deletion shortcut takes ``histories [Q, n]`` (``2 <= n <= max_len``). While
+    one is recorded into a graph (components/explain/compiled.py) the shapes stay symbolic:
+    the caller checks them before each call, and the recording is checked on probes."""
+    return torch.jit.is_tracing() or 2 <= histories.shape[1] <= max_len
+
+
 def prefix_reusable(encoder: TransformerEncoder) -> bool:
     """Whether :func:`deletion_states` is exact for ``encoder`` (eval mode, positions from
     the oldest event, blocks that compute as :meth:`TransformerBlock.forward`: attention
@@ -91,7 +98,7 @@ def deletion_states(
         attended = block.drop(block.proj(block.mix(qkv, qkv, causal)))
         x = block.finish(x, attended, block.context(x, None))
     full = x[:, -1:]
-    if positions.numel() == 0:
+    if not torch.jit.is_tracing() and positions.numel() == 0:  # a recording deletes some
         return _final(encoder, full)
     variants = _variants(encoder, histories, positions, events, inputs, keys)
     return _final(encoder, torch.cat([full, variants], dim=1))

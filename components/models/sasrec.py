@@ -30,7 +30,7 @@ from torch import Tensor
 
 from components.models.base import CausalRecommender
 from components.models.layers import ItemInput, TransformerEncoder, TransformerParams
-from components.models.prefix import deletion_states, prefix_reusable
+from components.models.prefix import deletable, deletion_states, prefix_reusable
 from components.models.zoo import register
 
 
@@ -84,5 +84,5 @@ class SASRec(CausalRecommender):
     ) -> Tensor | None:
         """One-event deletions by prefix reuse (:mod:`components.models.prefix`): exact
         for a causal encoder whose positions count from the oldest event."""
-        usable = 2 <= histories.shape[1] <= self.max_len and prefix_reusable(self.encoder)
+        usable = deletable(histories, self.max_len) and prefix_reusable(self.encoder)
         return deletion_states(self.encoder, histories, positions, events) if usable else None
