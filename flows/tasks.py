@@ -109,18 +109,15 @@ def _features_cache_key(context: Any, parameters: dict[str, Any]) -> str:
 )
 def materialize_features(cfg: RecopsConfig, ws: Workspace, data_version: str) -> MaterializeResult:
     """Feast: write feature tables of ``data_version`` (with its item catalogue's content:
-    text vectors and categories), apply the repo, materialize online.
+    text vectors and categories), apply the repo, materialize online (lifecycle.features:
+    with data.engine=stream the tables are built in passes from the version's files).
 
     Cached by (workspace, data version, feature settings): the same version is never
     materialized twice.
     """
-    from components.features.store import refresh_features
-    from components.lifecycle.prepare import load_version
-    from components.versioning.dvc_store import DatasetStore
+    from components.lifecycle.features import refresh_version_features
 
-    events = load_version(ws, cfg.versioning, data_version)
-    catalogue = DatasetStore(ws, cfg.versioning).load_catalogue(data_version)
-    result = refresh_features(events, ws, cfg.features, catalogue=catalogue)
+    result = refresh_version_features(ws, cfg.data, cfg.features, cfg.versioning, data_version)
     get_run_logger().info("features materialized for dataset version %s", data_version)
     return result
 

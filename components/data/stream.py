@@ -130,6 +130,12 @@ def list_event_files(path: str | Path) -> EventFiles:
     )
     if not candidates:
         raise DataError(f"{path}: no .parquet files in the directory")
+    return files_of(candidates)
+
+
+def files_of(candidates: Sequence[Path]) -> EventFiles:
+    """``candidates`` (Parquet files, in batch order) with their row counts; a file whose
+    footer cannot be read raises :class:`DataError` naming it and its batch row."""
     rows: list[int] = []
     for index, file in enumerate(candidates):
         try:

@@ -740,6 +740,17 @@ def refresh_features(
     """Write the tables from ``events`` (and ``catalogue``'s item content), apply the repo,
     materialize incrementally."""
     write_feature_tables(events, workspace, cfg, item_side)
+    return publish_and_materialize(workspace, cfg, end, catalogue)
+
+
+def publish_and_materialize(
+    workspace: Workspace,
+    cfg: FeaturesConfig,
+    end: datetime | None = None,
+    catalogue: pd.DataFrame | None = None,
+) -> MaterializeResult:
+    """After the tables are written: ``catalogue``'s item content published (or the repo
+    applied), then an incremental materialization."""
     if catalogue is None or not publish_item_content(workspace, cfg, catalogue):
         apply_repo(workspace, cfg)  # (publishing applies it)
     return materialize(workspace, cfg, end=end, incremental=True)

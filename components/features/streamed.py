@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +51,13 @@ from components.features.store import (
     repo_digest,
     source_paths,
 )
-from components.features.tables import item_feature_table, item_side_table, user_feature_table
+from components.features.tables import (
+    CATEGORY_ALIASES,
+    TITLE_ALIASES,
+    item_feature_table,
+    item_side_table,
+    user_feature_table,
+)
 from components.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -107,6 +113,21 @@ def streamed_day_digests(lazy: pl.LazyFrame, batch_rows: int = 1_000_000) -> dic
         str(np.datetime64(number, "D")): f"{n}:{mixed[number]:016x}:{sums[number]:016x}"
         for number, n in sorted(counts.items())
     }
+
+
+def side_columns_of(paths: Sequence[Path]) -> pd.DataFrame | None:
+    """The item side columns (category, title: :data:`CATEGORY_ALIASES`,
+    :data:`TITLE_ALIASES`) carried by event files, one row per item (its last value in
+    file order), as the one-frame path takes them from its events; None without any."""
+    if not paths:
+        return None
+    names = pl.scan_parquet(paths[0]).collect_schema().names()
+    found = [c for c in (*CATEGORY_ALIASES, *TITLE_ALIASES) if c in names]
+    if not found:
+        return None
+    lazy = pl.scan_parquet([str(p) for p in paths]).select(ITEM, *found)
+    side = lazy.unique(ITEM, keep="last", maintain_order=True).collect(engine="streaming")
+    return side.with_columns(pl.col(ITEM).cast(pl.String)).to_pandas()
 
 
 def _pass_events(chosen: pl.LazyFrame) -> pd.DataFrame:
