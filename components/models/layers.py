@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
+from components.data.sequences import Sequences
 from components.models.base import SeenBiasParams
 
 ItemFeature = Literal["id", "text", "category"]
@@ -57,6 +58,12 @@ class ItemInputParams(SeenBiasParams):
         description="ages (0 = the item read last) at which the seen-item offset starts a new "
         "recency bucket, e.g. [1, 5, 20]; [] = one offset whatever the age (see "
         "components.models.base: with event_types the offset is also learned per event type)",
+    )
+    item_init: Literal["normal", "transitions"] = Field(
+        "normal",
+        description="initial id embeddings: normal = N(0, 0.02); transitions = a spectral "
+        "embedding of the training data's item-transition graph at the same scale "
+        "(components.models.warm_start), computed once before training",
     )
     text_dim: int = Field(0, ge=0, description="text vector width (set from the catalogue)")
     n_categories: int = Field(0, ge=0, description="distinct categories (set from the catalogue)")
@@ -108,6 +115,7 @@ class ItemInput(nn.Module):
         rows = n_items + 1
         self.n_items = n_items
         self.id_dropout = params.id_dropout
+        self.item_init = params.item_init
         self.ids = nn.Embedding(rows, dim, padding_idx=0) if "id" in features else None
         has_id = torch.ones(rows, dtype=torch.bool)
         has_id[0] = False
@@ -162,6 +170,16 @@ class ItemInput(nn.Module):
             mask[0] = False
             self.has_id = mask
         self._cached = None
+
+    def fit_data(self, train: Sequences) -> None:
+        """Data-dependent initialisation: with ``item_init: transitions``, the id table
+        starts from the training data's item-transition graph (see
+        :mod:`components.models.warm_start`)."""
+        if self.item_init == "transitions" and self.ids is not None:
+            from components.models.warm_start import warm_start_ids  # scipy only when asked
+
+            warm_start_ids(self.ids.weight, train, self.n_items)
+            self._cached = None
 
     def training_candidates(self) -> Tensor | None:
         """Items a training loss may rank: with content features, those with an id

@@ -25,7 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from components.models.base import SeenItems, TrainingPairs, add_seen_offset_, seen_offset_at
+from components.models.base import (
+    SeenItems,
+    TrainingPairs,
+    add_seen_offset_,
+    seen_offset_at,
+    seen_offset_shared,
+)
 
 
 def full_cross_entropy(pairs: TrainingPairs) -> Tensor:
@@ -39,10 +45,14 @@ def full_cross_entropy(pairs: TrainingPairs) -> Tensor:
 
 
 def _seen_offset(pairs: TrainingPairs, candidates: Tensor) -> Tensor | float:
-    """Seen-item offset ``[N, C]`` for candidate items ``[N, C]`` (per row) or ``[1, C]`` (shared)."""
+    """Seen-item offset ``[N, C]`` for candidate items ``[N, C]`` (one set per row) or
+    ``[C]`` (shared by every row)."""
     if pairs.seen is None or pairs.seen_offsets is None:
         return 0.0
-    return seen_offset_at(SeenItems(pairs.seen, pairs.seen_offsets), candidates)
+    seen = SeenItems(pairs.seen, pairs.seen_offsets)
+    if candidates.dim() == 1:
+        return seen_offset_shared(seen, candidates, pairs.item_table.shape[0])
+    return seen_offset_at(seen, candidates)
 
 
 def _positive_logits(pairs: TrainingPairs) -> Tensor:
@@ -55,7 +65,7 @@ def _shared_negatives(pairs: TrainingPairs, num_negatives: int) -> tuple[Tensor,
     """``(negative logits [N, K], accidental-hit mask [N, K])`` for K uniform negatives."""
     n_items = pairs.item_table.shape[0] - 1
     negatives = torch.randint(1, n_items + 1, (num_negatives,), device=pairs.hidden.device)
-    logits = pairs.hidden @ pairs.item_table[negatives].T + _seen_offset(pairs, negatives[None, :])
+    logits = pairs.hidden @ pairs.item_table[negatives].T + _seen_offset(pairs, negatives)
     hit = negatives[None, :] == pairs.targets[:, None]
     if pairs.candidates is not None:  # items outside the candidates count as hits (masked)
         hit = hit | ~pairs.candidates[negatives][None, :]

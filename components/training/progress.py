@@ -146,6 +146,10 @@ class EpochProgress(pl.Callback):
             f"hr@{k}": float(metrics.get(f"valid_hr@{k}", float("nan"))),
             "elapsed_s": elapsed,
             "cpu_s": time.process_time() - self._cpu_started,
+            # absolute clocks, for callers that count from before training started (the
+            # accuracy benchmark counts data-dependent setup such as a warm start)
+            "clock_s": time.perf_counter(),
+            "process_cpu_s": time.process_time(),
         }
         if trainer.optimizers:
             entry["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])

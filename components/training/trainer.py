@@ -35,7 +35,12 @@ from components.models.bundle import ModelBundle
 from components.models.config import ModelConfig
 from components.models.zoo import get_model_class, validate_params
 from components.training.config import TrainConfig, resolved_precision, validation_interval
-from components.training.datamodules import RecDataModule, training_kind
+from components.training.datamodules import (
+    RecDataModule,
+    prefix_cost,
+    resolved_samples,
+    training_kind,
+)
 from components.training.module import RecommenderModule
 from components.training.progress import EpochProgress
 from components.training.shards import gathered, require_rank_local_state, summed
@@ -117,7 +122,7 @@ class _PauseMidEpoch(pl.Callback):
 
 
 def _trainer(
-    train_cfg: TrainConfig, monitor: str, run_dir: Path
+    train_cfg: TrainConfig, monitor: str, run_dir: Path, reload_every_epoch: bool = False
 ) -> tuple[pl.Trainer, ModelCheckpoint, EpochProgress]:
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
@@ -164,6 +169,8 @@ def _trainer(
         use_distributed_sampler=False,
         default_root_dir=str(run_dir),
         log_every_n_steps=10,
+        # a curriculum (train.positions_first_epochs) changes the examples between epochs
+        reload_dataloaders_every_n_epochs=1 if reload_every_epoch else 0,
     )
     return trainer, checkpoint, progress
 
@@ -176,8 +183,21 @@ def _fit(
     run_dir: Path,
 ) -> _FitOutcome:
     model = bundle.model
+    split = prepared.split
+    samples = resolved_samples(
+        train_cfg.samples, model.input_kind, split.train, split.max_len, train_cfg.prefix_cost_limit
+    )
+    if samples != train_cfg.samples:
+        log.info(
+            "train.samples=%s: %s (prefixes cost %.1fx the tokens of positions here, limit %g)",
+            train_cfg.samples,
+            samples,
+            prefix_cost(split.train, split.max_len),
+            train_cfg.prefix_cost_limit,
+        )
+    first_epochs = train_cfg.positions_first_epochs if samples == "prefixes" else 0
     data = RecDataModule(
-        training_kind(model.input_kind, train_cfg.samples),
+        training_kind(model.input_kind, samples),
         prepared.split.train,
         prepared.split.valid,
         prepared.split.max_len,
@@ -186,6 +206,8 @@ def _fit(
         train_cfg.seed,
         train_cfg.num_workers,
         sharded=prepared.sharded,
+        first_kind=model.input_kind,
+        first_epochs=first_epochs,
     )
     if data.n_train_examples == 0:
         raise TrainingError(
@@ -196,7 +218,9 @@ def _fit(
         update={"val_every_steps": validation_interval(train_cfg, steps_per_epoch)}
     )
     module = RecommenderModule(model, train_cfg, exclude_seen=eval_cfg.exclude_seen)
-    trainer, checkpoint, progress = _trainer(train_cfg, module.monitor, run_dir)
+    trainer, checkpoint, progress = _trainer(
+        train_cfg, module.monitor, run_dir, reload_every_epoch=data.first_epochs > 0
+    )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*sync_dist.*")
