@@ -164,6 +164,10 @@ def serving_scorer(
         except Exception as exc:  # a model the compiler cannot record: try the next form
             found = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
         if found is None:
+            if candidate == "onnx":
+                from components.models.onnx_scorer import arm
+
+                arm(run)  # single requests may build fixed-shape sessions from now on
             scorer.run, scorer.kind = run, candidate
             scorer.reason = "; ".join([*refused, f"{candidate}{note}"])
             return scorer

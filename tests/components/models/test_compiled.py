@@ -251,3 +251,60 @@ def test_a_refusal_checked_at_registration_is_final(tmp_path, monkeypatch) -> No
     monkeypatch.setattr(onnx_scorer, "export", _no_export)
     scorer = serving_scorer(model, "onnx", False, CPU, stored=tmp_path)
     assert scorer.reason.startswith(f"not onnx: {refused} (checked at registration)")
+
+
+def _twins(run: object) -> dict:
+    from components.models import onnx_scorer
+
+    static = onnx_scorer._STATIC[run]  # type: ignore[index]
+    assert static is not None
+    return static.sessions
+
+
+def _until(condition, what: str, deadline_s: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {deadline_s} s: {what}"
+        time.sleep(0.02)
+
+
+def test_a_single_request_is_answered_by_a_checked_fixed_shape_session() -> None:
+    """Single requests move to a fixed-shape ONNX session for their padded shape, built in
+    the background and kept once it answers as the dynamic one; the load-time check's
+    probes build none."""
+    model = build_model("sasrec", {}, N_ITEMS, 4, 12).eval()
+    scorer = serving_scorer(model, "onnx", False, CPU)
+    assert _twins(scorer.run) == {}  # the probes built no twin
+    histories, exclude = _histories(4, 1, 5), _exclude(4, 1, 2)
+    want_items, want = scorer.top_k(histories, exclude, 7)  # dynamic, and offers the twin
+    _until(lambda: _twins(scorer.run).get((8, 4, 7)) is not None, "a fixed-shape twin")
+    with torch.inference_mode():
+        got_items, got = scorer.top_k(histories, exclude, 7)
+        eager_items, _ = eager_top_k(model, histories, exclude, 7, None)
+    assert np.array_equal(got_items, want_items) and np.array_equal(got_items, eager_items)
+    assert np.allclose(got, want, rtol=0, atol=TOLERANCE * (1 + np.abs(want).max()))
+    assert list(_twins(scorer.run)) == [(8, 4, 7)]  # a batch of two stays dynamic
+    scorer.top_k(_histories(5, 2, 5), _exclude(5, 2, 2), 7)
+    assert list(_twins(scorer.run)) == [(8, 4, 7)]
+
+
+def test_a_fixed_shape_session_that_answers_otherwise_is_not_kept() -> None:
+    import onnxruntime
+
+    from components.models.onnx_scorer import StaticShapes, export, ort_compatible
+
+    other = build_model("sasrec", {}, N_ITEMS, 4, 12).eval()  # not the model answered for
+    static = StaticShapes(ort_compatible(export(other, False)), onnxruntime, 1)
+    static.armed = True
+    model = build_model("sasrec", {}, N_ITEMS, 4, 12).eval()
+    histories, exclude = _histories(6, 1, 3), _exclude(6, 1, 1)
+    with torch.inference_mode():
+        items, scores = eager_top_k(model, histories, exclude, 10, None)
+    width = np.zeros(10, dtype=np.int64)
+    feed = {"histories": histories.numpy(), "exclude": exclude.numpy(), "width": width}
+    static.offer(feed, items, scores)
+    _until(lambda: (4, 4, 10) in static.refused, "the twin's check")
+    assert static.refused[(4, 4, 10)] == "differs" and static.sessions == {(4, 4, 10): None}
+    assert static.run(feed) is None  # the dynamic session keeps answering this shape
