@@ -362,8 +362,8 @@ class StaticShapes:
                 return
             self.sessions[key] = None
         thread = threading.Thread(
-            target=self._build, args=(key, feed, items, scores), name="onnx-static", daemon=True
-        )
+            target=self._build, args=(key, feed, items, scores), name="onnx-static"
+        )  # not a daemon: an interpreter exiting mid-build would abort in ONNX Runtime's C++
         thread.start()
 
     def _build(
