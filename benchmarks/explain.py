@@ -266,6 +266,7 @@ def faithfulness(
             "beats_recent3_share": float((drops[name][:, at] > drops["recent"][:, at]).mean()),
             "beats_random3_share": float((drops[name][:, at] > drops["random"][:, at]).mean()),
             "ties_recent3_share": float((drops[name][:, at] == drops["recent"][:, at]).mean()),
+            "ties_random3_share": float((drops[name][:, at] == drops["random"][:, at]).mean()),
         }
         if name in beyond:
             methods[name]["top3_beyond_cap_share"] = beyond[name]
@@ -591,7 +592,7 @@ def format_tables(result: dict[str, Any]) -> str:
     """The faithfulness and latency tables (same figures as the JSON)."""
     lines = [
         f"{'data':<16}{'model':<9}{'epochs':>7}{'NDCG@10':>9}{'users':>7}  {'method':<10}"
-        f"{'>recent3':>9}{'>random3':>9}{'=recent3':>9}{'AOPC':>9}"
+        f"{'>recent3':>9}{'>random3':>9}{'=recent3':>9}{'=random3':>9}{'AOPC':>9}"
         f"{'score drop @1..' + str(CURVE):>36}{'rank drop @3':>13}{'ms/user':>9}"
         f"{'top3 older':>11}"
     ]
@@ -606,7 +607,7 @@ def format_tables(result: dict[str, Any]) -> str:
             lines.append(
                 f"{head}  {name:<10}{m['beats_recent3_share']:>9.1%}"
                 f"{m['beats_random3_share']:>9.1%}{m['ties_recent3_share']:>9.1%}"
-                f"{m['aopc']:>9.3f}{curve:>36}{m['mean_rank_drop'][N_DELETE - 1]:>13.1f}{cost:>9}"
+                f"{m.get('ties_random3_share', float('nan')):>9.1%}{m['aopc']:>9.3f}{curve:>36}{m['mean_rank_drop'][N_DELETE - 1]:>13.1f}{cost:>9}"
                 f"{beyond:>11}"
             )
             head = " " * len(head)

@@ -62,6 +62,7 @@ def test_on_an_additive_model_deletion_is_the_best_deletion() -> None:
             assert best >= methods[other]["mean_score_drop"][m] - 1e-5
     assert methods["shapley"]["mean_score_drop"] == methods["deletion"]["mean_score_drop"]
     assert methods["recent"]["ties_recent3_share"] == 1.0
+    assert methods["random"]["ties_random3_share"] == 1.0
     # additive: the most damaging triple is the top 3 single drops, in the same order
     assert np.allclose(
         methods["search"]["mean_score_drop"], methods["deletion"]["mean_score_drop"], atol=1e-5
