@@ -102,12 +102,12 @@ def test_warm_start_and_auto_curriculum_train_through_lightning(
     tiny_events: pd.DataFrame, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """``samples: auto`` picks prefixes here (a limit above the data's cost); with
-    ``positions_first_epochs: 1`` epoch 1 takes one step per 64 sequences, epoch 2 one
-    per 64 prefixes."""
+    ``positions_first_epochs: 1`` epoch 1 takes one step per 256 sequences, epoch 2 one
+    per 256 prefixes."""
     prepared = prepare(tiny_events, DataConfig(max_len=20))
     cfg = TrainConfig(
         max_epochs=2,
-        batch_size=64,
+        batch_size=256,
         progress_bar=False,
         seed=0,
         val_every_steps=None,
@@ -127,5 +127,5 @@ def test_warm_start_and_auto_curriculum_train_through_lightning(
     prefixes = len(training_dataset("session_graph", prepared.split.train, 20)[0])
     assert prefixes > 2 * sequences
     steps = [int(entry["step"]) for entry in result.history]
-    assert steps == [-(-sequences // 64), -(-sequences // 64) + -(-prefixes // 64)]
+    assert steps == [-(-sequences // 256), -(-sequences // 256) + -(-prefixes // 256)]
     assert result.history[-1]["ndcg@10"] > 0
