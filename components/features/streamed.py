@@ -65,8 +65,9 @@ log = logging.getLogger(__name__)
 #: bytes one event costs while its pass's user table is built: the pass's events as
 #: polars then pandas, the sort, and the snapshot rows with their two lists of up to
 #: ``history_length`` strings (as pandas/Arrow, then the Arrow table written); measured
-#: with ``recops bench features`` at history 50
-USER_ROW_BYTES = 1600
+#: with ``recops bench features`` at history 50 (1.6 kB at 1M-event passes; 4.3M-event
+#: passes at 100M events took about 1.75 kB)
+USER_ROW_BYTES = 1800
 #: the same for the item table (no lists)
 ITEM_ROW_BYTES = 500
 #: the process before a pass: the interpreter with pandas, pyarrow, polars, Feast and the
