@@ -8,6 +8,7 @@ and an optional hint. The CLI prints ``error: <message>`` (plus the hint) and ex
 from __future__ import annotations
 
 import errno
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -99,6 +100,24 @@ class StorageFull(RecopsError):
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
+def _full_disk_file(exc: BaseException) -> str | None:
+    """The file a full-disk ``exc`` was writing ("" when unnamed), None when ``exc`` is not
+    a full disk. ``shutil.copytree`` (BentoML moving a saved model into its store) gathers
+    its per-file failures into one :class:`shutil.Error` of ``(src, dst, "[Errno N] ...")``
+    strings, so those are read from the message."""
+    if isinstance(exc, shutil.Error):
+        failures = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+        for failure in failures:
+            if len(failure) == 3 and any(
+                str(failure[2]).startswith(f"[Errno {code}]") for code in _FULL
+            ):
+                return str(failure[1])
+        return None
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        return str(exc.filename) if exc.filename else ""
+    return None
+
+
 def storage_full(exc: BaseException) -> StorageFull | None:
     """A :class:`StorageFull` when ``exc`` or any exception it wraps (``__cause__`` /
     ``__context__``: GX, DVC and Prefect re-raise their own types) is a full disk."""
@@ -108,8 +127,9 @@ def storage_full(exc: BaseException) -> StorageFull | None:
         seen.add(id(current))
         if isinstance(current, StorageFull):
             return current
-        if isinstance(current, OSError) and current.errno in _FULL:
-            where = f" writing {current.filename}" if current.filename else ""
+        filename = _full_disk_file(current)
+        if filename is not None:
+            where = f" writing {filename}" if filename else ""
             return StorageFull(
                 f"no space left on device{where}",
                 hint="free disk space (or move the workspace: --workspace / $RECOPS_HOME) and "

@@ -14,15 +14,21 @@ depends only on the training data and the seed.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from components.data.sequences import Sequences
 
+if TYPE_CHECKING:  # scipy is imported where a warm start runs: the zoo imports this module,
+    import scipy.sparse as sp  # and a serving worker the zoo (test_worker_imports.py)
+
 
 def transition_counts(train: Sequences, n_items: int) -> sp.csr_matrix:
     """``[n_items + 1, n_items + 1]`` symmetric counts of consecutive item pairs."""
+    import scipy.sparse as sp
+
     values = np.asarray(train.values, dtype=np.int64)
     follows = np.ones(len(values), dtype=bool)
     follows[np.asarray(train.offsets[:-1], dtype=np.int64)] = False  # a sequence's first item
@@ -58,6 +64,8 @@ def spectral_item_embeddings(
     transition graph's top-``dim`` singular vectors scaled by the square roots of their
     singular values, rescaled to standard deviation ``std`` over the items that have
     transitions (their rows; other rows are 0 and flagged False)."""
+    import scipy.sparse as sp
+
     graph = transition_counts(train, n_items)
     degree = np.asarray(graph.sum(axis=1)).ravel()
     connected = degree > 0
