@@ -29,19 +29,16 @@ SASRec on this shared machine), never on the plain path's start-up or switch-ove
 from __future__ import annotations
 
 import logging
-import tempfile
 import threading
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from components.models.base import Recommender
-from components.models.compiled import TOLERANCE, Unservable, raise_on_tracer_warning
+from components.models.compiled import TOLERANCE, Unservable
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +107,7 @@ class DeletionEncoder:
 def deletion_graph(model: Recommender, with_events: bool) -> bytes:
     """The ONNX graph of :class:`EncodeDeletions` over ``model`` (eval mode), every
     dimension dynamic, fixed up for ONNX Runtime's CPU kernels."""
-    from components.models.onnx_scorer import OPSET, ort_compatible
+    from components.models.onnx_scorer import ort_compatible, record_graph
 
     inputs = _probe(model, *PROBES[0], with_events)
     names = ["histories", "positions", "events"][: len(inputs)]
@@ -120,25 +117,7 @@ def deletion_graph(model: Recommender, with_events: bool) -> bytes:
         "events": {0: "questions", 1: "length"},
         "states": {0: "questions", 1: "rows"},
     }
-    with (
-        tempfile.TemporaryDirectory(prefix="recops-deletions-") as scratch,
-        warnings.catch_warnings(record=True) as caught,
-        torch.no_grad(),
-    ):
-        path = Path(scratch) / "deletions.onnx"
-        warnings.simplefilter("always")
-        torch.onnx.export(
-            EncodeDeletions(model, with_events).eval(),
-            inputs,
-            path,
-            dynamo=False,
-            input_names=names,
-            output_names=["states"],
-            dynamic_axes={name: dynamic[name] for name in [*names, "states"]},
-            opset_version=OPSET,
-        )
-        graph = path.read_bytes()
-    raise_on_tracer_warning(caught)
+    graph = record_graph(EncodeDeletions(model, with_events), inputs, names, ["states"], dynamic)
     return ort_compatible(graph)
 
 

@@ -200,21 +200,35 @@ def export(model: Recommender, with_events: bool) -> bytes:
         "items": {0: "batch", 1: "k"},
         "scores": {0: "batch", 1: "k"},
     }
+    return record_graph(RankAll(model, with_events), inputs, names, ["items", "scores"], dynamic)
+
+
+def record_graph(
+    module: torch.nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    input_names: list[str],
+    output_names: list[str],
+    dynamic: dict[str, dict[int, str]],
+) -> bytes:
+    """``module`` (eval mode) recorded into an ONNX graph by the TorchScript-based exporter
+    (0.5 s against the dynamo exporter's 16 s), the named axes of ``dynamic`` left dynamic;
+    :class:`Unservable` when the recording emits a ``TracerWarning`` (a value read back
+    into Python would be frozen into the graph)."""
     with (
         tempfile.TemporaryDirectory(prefix="recops-onnx-") as scratch,
         warnings.catch_warnings(record=True) as caught,
         torch.no_grad(),
     ):
-        path = Path(scratch) / "rank.onnx"
+        path = Path(scratch) / "graph.onnx"
         warnings.simplefilter("always")
         torch.onnx.export(
-            RankAll(model, with_events).eval(),
+            module.eval(),
             inputs,
             path,
             dynamo=False,
-            input_names=names,
-            output_names=["items", "scores"],
-            dynamic_axes={name: dynamic[name] for name in [*names, "items", "scores"]},
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes={name: dynamic[name] for name in [*input_names, *output_names]},
             opset_version=OPSET,
         )
         graph = path.read_bytes()
