@@ -304,14 +304,25 @@ def mismatch(
             for k in sorted({1, probe_k(model)}):
                 want_items, want = eager_top_k(model, p.histories, p.exclude, k, events)
                 got_items, got = run(p.histories, p.exclude, k, events)
-                where = f"top-{k} of a {batch}x{length} probe"
-                if not np.array_equal(got_items, want_items):
-                    return f"{where} differs"
-                finite = np.isfinite(want)
-                if not np.array_equal(finite, np.isfinite(got)):
-                    return f"{where}: banned items differ"
-                scale = 1.0 + float(np.abs(want[finite]).max(initial=0.0))
-                worst = float(np.abs(got[finite] - want[finite]).max(initial=0.0))
-                if worst > TOLERANCE * scale:
-                    return f"{where}: scores differ by {worst:.2e}"
+                differs = answer_differs(want_items, want, got_items, got)
+                if differs is not None:
+                    return f"top-{k} of a {batch}x{length} probe: {differs}"
+    return None
+
+
+def answer_differs(
+    want_items: np.ndarray, want: np.ndarray, got_items: np.ndarray, got: np.ndarray
+) -> str | None:
+    """Why a top-k answer ``(got_items, got)`` is not ``(want_items, want)`` (None when it
+    is): the same items in the same order, the same banned (non-finite) scores, and the
+    other scores within :data:`TOLERANCE` of the largest one's magnitude."""
+    if not np.array_equal(got_items, want_items):
+        return "the items differ"
+    finite = np.isfinite(want)
+    if not np.array_equal(finite, np.isfinite(got)):
+        return "banned items differ"
+    scale = 1.0 + float(np.abs(want[finite]).max(initial=0.0))
+    worst = float(np.abs(got[finite] - want[finite]).max(initial=0.0))
+    if worst > TOLERANCE * scale:
+        return f"scores differ by {worst:.2e}"
     return None

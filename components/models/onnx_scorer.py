@@ -46,10 +46,10 @@ from torch import Tensor
 from components.models.base import Recommender
 from components.models.compiled import (
     PROBE_SHAPES,
-    TOLERANCE,
     RankAll,
     RankCall,
     Unservable,
+    answer_differs,
     fill_eval_caches,
     mismatch,
     probe,
@@ -396,16 +396,11 @@ class StaticShapes:
             log.exception("no static-shape ONNX session for %s", key)
             self.refused[key] = f"failed: {type(exc).__name__}"
             return
-        finite = np.isfinite(scores)
-        scale = 1.0 + float(np.abs(scores[finite]).max(initial=0.0))
-        if (
-            np.array_equal(got_items, items)
-            and np.array_equal(np.isfinite(got), finite)
-            and float(np.abs(got[finite] - scores[finite]).max(initial=0.0)) <= TOLERANCE * scale
-        ):
+        differs = answer_differs(items, scores, got_items, got)
+        if differs is None:
             self.sessions[key] = session
         else:
-            log.warning("the static-shape ONNX session for %s differs: kept dynamic", key)
+            log.warning("the static-shape ONNX session for %s: %s; kept dynamic", key, differs)
             self.refused[key] = "differs"
 
 
