@@ -75,8 +75,13 @@ def _from_numbers(numbers: pd.Series, unit: str) -> pd.Series:
     (year 1677..2262, e.g. milliseconds read as seconds) become NaT. pandas raises
     OutOfBoundsDatetime or, under its own overflow check, FloatingPointError for those."""
     limit = np.iinfo(np.int64).max / pd.Timedelta(1, unit=unit).value
-    in_range = numbers.where(numbers.abs() < limit)
-    return pd.to_datetime(in_range, unit=unit, utc=True)
+    in_range = (numbers.abs() < limit).to_numpy()  # NaN compares False
+    parsed = pd.Series(pd.NaT, index=numbers.index, dtype="datetime64[ns, UTC]")
+    if in_range.any():
+        # Only finite numbers reach pandas: with NaN among them pandas 2.x rounds an
+        # uninitialised buffer and may raise FloatingPointError at random (pandas #58419).
+        parsed[in_range] = pd.to_datetime(numbers[in_range], unit=unit, utc=True)
+    return parsed
 
 
 def _raise_on_missing(parsed: pd.Series, series: pd.Series, source: str) -> None:

@@ -80,7 +80,12 @@ def test_recommend_by_user_id_reads_the_online_store(served_workspace, client) -
     by_user = client.post("/recommend", json={"user_id": user, "k": 5}).json()
     by_history = client.post("/recommend", json={"history": recent, "k": 5}).json()
     assert by_user["source"] == "model" and len(by_user["items"]) == 5
-    assert by_user["items"] == by_history["items"]
+    # Same items in the same order; scores equal up to float32 rounding (the second call
+    # may be answered by a fixed-shape ONNX session built after the first).
+    assert [i["item_id"] for i in by_user["items"]] == [i["item_id"] for i in by_history["items"]]
+    assert [i["score"] for i in by_user["items"]] == pytest.approx(
+        [i["score"] for i in by_history["items"]], rel=1e-5
+    )
     assert not {i["item_id"] for i in by_user["items"]} & set(recent)
     assert by_user["model_version"] == served_workspace.v1.version
 
