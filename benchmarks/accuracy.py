@@ -13,7 +13,9 @@ less (on an otherwise idle machine wall ~= CPU / threads at best).
 
 from __future__ import annotations
 
+import json
 import os
+import statistics
 import tempfile
 import threading
 import time
@@ -241,5 +243,147 @@ def format_table(rows: list[dict[str, Any]], target_ndcg: float) -> str:
     )
     lines.append(
         "'(CPU s)': this process's CPU seconds (all threads) by the two targets' first hit"
+    )
+    return "\n".join(lines)
+
+
+#: figures a seed summary reports, each as mean ± sd over the runs of one configuration
+#: ("kept" / "excluded": test figures with history items ranked / removed)
+SEED_FIGURES = (
+    "valid_ndcg@10",
+    "hr@10 kept",
+    "hr@10 excluded",
+    "ndcg@10 kept",
+    "ndcg@10 excluded",
+    "mrr kept",
+    "mrr excluded",
+    "epochs",
+    "cpu_seconds_to_target",
+    "cpu_seconds_to_high_target",
+)
+#: settings that may differ between the seeds of one configuration
+_PER_RUN_SETTINGS = frozenset({"seed", "progress_bar"})
+
+
+def configuration(row: dict[str, Any], payload: dict[str, Any]) -> str:
+    """A row's configuration without its seed, as a canonical string: the runs a seed
+    summary averages must agree on it (data, targets, model, params, training, protocol)."""
+    train = {k: v for k, v in row.get("train", {}).items() if k not in _PER_RUN_SETTINGS}
+    return json.dumps(
+        {
+            "data": payload.get("data"),
+            "targets": [payload.get("target_ndcg"), row.get("high_target_ndcg")],
+            "model": row["model"],
+            "params": row.get("params"),
+            "train": train,
+            "exclude_seen": row.get("exclude_seen"),
+        },
+        sort_keys=True,
+    )
+
+
+def protocol_figures(row: dict[str, Any]) -> dict[str, float | None]:
+    """One run's figures under :data:`SEED_FIGURES` names (test figures per protocol)."""
+    other = row.get("other_protocol") or {}
+    own, flipped = ("excluded", "kept") if row.get("exclude_seen") else ("kept", "excluded")
+    figures: dict[str, float | None] = {
+        "valid_ndcg@10": row.get("valid_ndcg@10"),
+        "epochs": row.get("epochs"),
+        "cpu_seconds_to_target": row.get("cpu_seconds_to_target"),
+        "cpu_seconds_to_high_target": row.get("cpu_seconds_to_high_target"),
+    }
+    for metric in ("hr@10", "ndcg@10", "mrr"):
+        figures[f"{metric} {own}"] = row.get(metric)
+        figures[f"{metric} {flipped}"] = other.get(metric)
+    return figures
+
+
+def mean_sd(values: list[float | None]) -> dict[str, Any]:
+    """Mean and sample sd of the values present; ``n`` counts them (a run that never
+    reached a target has no time, and is counted out rather than as zero)."""
+    present = [float(v) for v in values if v is not None]
+    if not present:
+        return {"mean": None, "sd": None, "n": 0}
+    sd = statistics.stdev(present) if len(present) > 1 else None
+    return {"mean": statistics.fmean(present), "sd": sd, "n": len(present)}
+
+
+def read_runs(paths: list[Path]) -> list[dict[str, Any]]:
+    """The payloads of ``recops bench accuracy --json`` files; a file that is missing, not
+    JSON or holds no benchmark rows is a one-line :class:`DataError` naming it."""
+    from components.errors import DataError
+
+    payloads = []
+    for path in paths:
+        try:
+            payload = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: not a readable JSON file ({exc})") from None
+        rows = payload.get("rows") if isinstance(payload, dict) else None
+        if not rows or not all(isinstance(r, dict) and "ndcg@10" in r for r in rows):
+            raise DataError(f"{path}: not a `recops bench accuracy --json` file (no rows)")
+        payloads.append(payload)
+    return payloads
+
+
+def summarise_seeds(payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean ± sd over seeds per configuration. ``payloads``: the contents of ``recops
+    bench accuracy --json`` files (one run each, or several); rows whose configurations
+    differ in anything but the seed are summarised apart, in the order first seen."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for payload in payloads:
+        for row in payload["rows"]:
+            groups.setdefault(configuration(row, payload), []).append(row)
+    summary = []
+    for key, rows in groups.items():
+        figures = [protocol_figures(r) for r in rows]
+        summary.append(
+            {
+                "model": rows[0]["model"],
+                "configuration": json.loads(key),
+                "seeds": [r.get("train", {}).get("seed") for r in rows],
+                **{name: mean_sd([f[name] for f in figures]) for name in SEED_FIGURES},
+            }
+        )
+    return summary
+
+
+def _cell(stat: dict[str, Any], spec: str, runs: int) -> str:
+    """``mean ± sd`` (``(n/N)`` where only n of the N runs have the figure)."""
+    if stat["mean"] is None:
+        return "-"
+    text = format(stat["mean"], spec)
+    if stat["sd"] is not None:
+        text += f" ± {format(stat['sd'], spec)}"
+    return text if stat["n"] == runs else f"{text} ({stat['n']}/{runs})"
+
+
+def format_seed_table(summary: list[dict[str, Any]]) -> str:
+    """One line per configuration: the :data:`SEED_FIGURES` as mean ± sd."""
+    low, high = summary[0]["configuration"]["targets"] if summary else (None, None)
+    header = (
+        f"{'model':<10}{'seeds':<16}{'valid NDCG@10':>18}{'HR@10 kept':>18}{'HR@10 excl':>18}"
+        f"{'NDCG@10 kept':>18}{'NDCG@10 excl':>18}{'epochs':>12}"
+        f"{f'CPU s to {low}':>18}{f'CPU s to {high}':>18}"
+    )
+    lines = [header]
+    for entry in summary:
+        runs = len(entry["seeds"])
+        seeds = ",".join(str(s) for s in entry["seeds"])
+        lines.append(
+            f"{entry['model']:<10}{seeds:<16}{_cell(entry['valid_ndcg@10'], '.4f', runs):>18}"
+            f"{_cell(entry['hr@10 kept'], '.4f', runs):>18}"
+            f"{_cell(entry['hr@10 excluded'], '.4f', runs):>18}"
+            f"{_cell(entry['ndcg@10 kept'], '.4f', runs):>18}"
+            f"{_cell(entry['ndcg@10 excluded'], '.4f', runs):>18}"
+            f"{_cell(entry['epochs'], '.1f', runs):>12}"
+            f"{_cell(entry['cpu_seconds_to_target'], '.0f', runs):>18}"
+            f"{_cell(entry['cpu_seconds_to_high_target'], '.0f', runs):>18}"
+        )
+    lines.append(
+        "mean ± sd over the seeds of one configuration (same data, model, params, training "
+        "and protocol); test split, full ranking over all items; kept / excl = history "
+        "items ranked / removed; CPU s to X = process CPU seconds until valid NDCG@10 first "
+        "reached X ((n/N): only n of the N runs reached it)"
     )
     return "\n".join(lines)

@@ -313,6 +313,23 @@ def _bench_content(
     report(rows, quiet=False)
 
 
+@bench_app.command("accuracy-summary")
+def bench_accuracy_summary(
+    runs: Annotated[
+        list[Path],
+        typer.Argument(help="`recops bench accuracy --json` files, e.g. one per seed."),
+    ],
+    json_out: JsonOutOpt = None,
+) -> None:
+    """Mean ± sd over seeds of `bench accuracy` runs, one line per configuration (runs
+    that differ in anything but the seed are kept apart)."""
+    from benchmarks.accuracy import format_seed_table, read_runs, summarise_seeds
+
+    summary = summarise_seeds(read_runs(runs))
+    typer.echo(format_seed_table(summary))
+    write_json(json_out, {"runs": [str(p) for p in runs], "summary": summary})
+
+
 @bench_app.command("step")
 def bench_step(
     data: Annotated[Path, typer.Option("--data", "-d", help="Event file to benchmark on.")],

@@ -115,6 +115,17 @@ def test_bench_accuracy_prints_and_writes_one_row_per_model(
     assert "(CPU s)" in table and "cpu_seconds_to_target" in sasrec
     assert all(entry["cpu_s"] > 0 for entry in sasrec["history"])
     assert any(line.startswith("sasrec") for line in table.splitlines())
+    # the seed summary reads the run back: the same file twice = two runs of one seed
+    summary_out = tmp_path / "summary.json"
+    result = recops("bench", "accuracy-summary", str(out), str(out), "--json", str(summary_out))
+    summary = json.loads(summary_out.read_text())["summary"]
+    assert [(s["model"], s["seeds"]) for s in summary] == [("pop", [42, 42]), ("sasrec", [42, 42])]
+    kept = summary[1]["ndcg@10 kept"]
+    assert kept["mean"] == pytest.approx(sasrec["ndcg@10"]) and kept["sd"] == 0.0
+    assert summary[1]["ndcg@10 excluded"]["mean"] == pytest.approx(
+        sasrec["other_protocol"]["ndcg@10"]
+    )
+    assert "valid NDCG@10" in result.output and "NDCG@10 excl" in result.output
 
 
 def test_bench_step_times_each_phase_per_variant(recops, seq_file: Path, tmp_path: Path) -> None:
