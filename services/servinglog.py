@@ -14,15 +14,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from components.data.config import EVENT_TYPES
+from components.monitoring import servelog
 from components.monitoring.config import ServingLogConfig
-from components.monitoring.servelog import (
-    FEEDBACK,
-    FEEDBACK_SCHEMA,
-    SERVED,
-    SERVED_SCHEMA,
-    ParquetLog,
-    now_us,
-)
+from components.monitoring.servelog import FEEDBACK, SERVED, ParquetLog, now_us
 from components.workspace import Workspace
 from services import metrics
 
@@ -80,8 +74,9 @@ class ServiceLogs:
         folder = Path(cfg.dir) if cfg.dir else workspace.serving_log_dir
         self.rows = metrics.SERVING_LOG_ROWS  # bounded labels, services/metrics.py
         self.errors = metrics.SERVING_LOG_ERRORS
-        self.served_log = self._open(folder, SERVED, SERVED_SCHEMA) if cfg.enabled else None
-        self.feedback_log = self._open(folder / FEEDBACK, FEEDBACK, FEEDBACK_SCHEMA)
+        served, feedback = servelog.SERVED_SCHEMA, servelog.FEEDBACK_SCHEMA  # pyarrow from here
+        self.served_log = self._open(folder, SERVED, served) if cfg.enabled else None
+        self.feedback_log = self._open(folder / FEEDBACK, FEEDBACK, feedback)
 
     def _open(self, folder: Path, name: str, schema) -> ParquetLog:
         def count(kind: str, n: int) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from benchmarks.serving import parse_wrk, summarise
+from benchmarks.serving import StallMeter, parse_wrk, summarise
 
 WRK_OUTPUT = """Running 4s test @ http://127.0.0.1:40289/recommend
   1 threads and 8 connections
@@ -36,6 +36,14 @@ def test_summary_compares_bento_with_echo_at_each_level() -> None:
     rows = [
         {"target": "bento", "concurrency": 1, "rps": 400.0, "p99_ms": 5.0, "errors": 0},
         {"target": "echo", "concurrency": 1, "rps": 500.0, "p99_ms": 4.0, "errors": 0},
+        {
+            "target": "backend",
+            "concurrency": 1,
+            "rps": 450.0,
+            "p99_ms": 4.0,
+            "errors": 0,
+            "stall_ms": 120.0,
+        },
         {"target": "bento", "concurrency": 8, "rps": 300.0, "p99_ms": 30.0, "errors": 0},
         {"target": "echo", "concurrency": 8, "rps": 500.0, "p99_ms": 10.0, "errors": 0},
         {"target": "in-process", "concurrency": 8, "rps": 9000.0, "p99_ms": 1.0, "errors": 0},
@@ -43,6 +51,25 @@ def test_summary_compares_bento_with_echo_at_each_level() -> None:
     one, eight = summarise(rows)
     assert (one["rps_ratio"], one["p99_ratio"], one["meets_target"]) == (0.8, 1.25, True)
     assert (eight["rps_ratio"], eight["p99_ratio"], eight["meets_target"]) == (0.6, 3.0, False)
+    assert (one["stall_ms"], eight["stall_ms"]) == (120.0, 0.0)  # the level's worst target
+
+
+def test_the_stall_meter_sees_a_thread_kept_from_running() -> None:
+    """A busy thread that keeps the GIL (switch interval 1 s) for 0.2 s keeps the meter's
+    1 ms sleeper waiting as long: a stall of a ready thread, which it reports."""
+    import sys
+    import time
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)
+    try:
+        with StallMeter() as meter:
+            end = time.perf_counter() + 0.2
+            while time.perf_counter() < end:
+                pass
+    finally:
+        sys.setswitchinterval(interval)
+    assert 150 <= meter.max_ms < 5_000
 
 
 def test_server_cpu_counts_a_process_and_its_children() -> None:

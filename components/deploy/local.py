@@ -70,6 +70,7 @@ LOCK_FILE = "deploy.lock"
 OWNER_FILE = "deploy.lock.owner"  # who holds it (pid, what, since): named in the refusal
 STOP_LOCK_WAIT_S = 60.0  # `recops serve stop` waits for a deploy in progress this long
 STOP_TIMEOUT_S = 15.0
+PROXY_POLL_S = 0.02  # while a new proxy opens its port
 READY_POLL_S = 0.05  # /readyz polls while a new backend starts (a local GET and a log scan)
 LEDGER_FILE = "processes.jsonl"
 LEDGER_GRACE_S = 60.0  # a ledger line younger than this is kept (its process may be starting)
@@ -439,6 +440,14 @@ def start_backend(workspace: Workspace, bento_tag: str, host: str) -> ProcessInf
 
 
 def start_proxy(workspace: Workspace, host: str, port: int) -> ProcessInfo:
+    """The proxy on ``host:port``, returned once the port accepts connections."""
+    return proxy_listening(spawn_proxy(workspace, host, port), host)
+
+
+def spawn_proxy(workspace: Workspace, host: str, port: int) -> ProcessInfo:
+    """The proxy process started on ``host:port`` (not yet listening: see
+    :func:`proxy_listening`); a first deploy starts it beside the new backend so its
+    interpreter start overlaps the backend's."""
     log_path = workspace.deploy_dir / "logs" / "proxy.log"
     cmd = [
         sys.executable,
@@ -451,16 +460,22 @@ def start_proxy(workspace: Workspace, host: str, port: int) -> ProcessInfo:
         "--target-file",
         str(workspace.deploy_dir / TARGET_FILE),
     ]
-    info = _spawn(cmd, log_path, port, _child_env(workspace), REPO_ROOT, "proxy")
-    deadline = time.monotonic() + 30
+    return _spawn(cmd, log_path, port, _child_env(workspace), REPO_ROOT, "proxy")
+
+
+def proxy_listening(info: ProcessInfo, host: str, timeout: float = 30.0) -> ProcessInfo:
+    """``info`` once its port accepts connections; DeployFailed (the process stopped)
+    when it dies or does not listen within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if port_in_use(host, port):
+        if port_in_use(host, info.port):
             return info
+        _reap(info.pid)
         if not info.alive():
             break
-        time.sleep(0.1)
+        time.sleep(PROXY_POLL_S)
     stop_process(info)
-    raise DeployFailed(f"the proxy did not open {host}:{port} (see {log_path})")
+    raise DeployFailed(f"the proxy did not open {host}:{info.port} (see {info.log})")
 
 
 # --- checks ---------------------------------------------------------------------------
@@ -834,24 +849,24 @@ def _switch_by_process(
     if backend is None:
         backend = start_backend(workspace, tag, host)
         log.info("started %s on port %d (pid %d)", tag, backend.port, backend.pid)
-    started_proxy = False
+    new_proxy = spawn_proxy(workspace, host, port) if proxy is None else None
     try:
         wait_ready(backend, host, deploy_cfg.readiness_timeout_s)
         clock.lap("start_to_ready_s")
         smoke_test(f"http://{host}:{backend.port}", version, serve_cfg)
-        if proxy is None:
-            proxy = start_proxy(workspace, host, port)
-            started_proxy = True
+        if new_proxy is not None:
+            proxy = proxy_listening(new_proxy, host)
         _write_target(workspace, host, backend.port, version)
         smoke_test(f"http://{host}:{port}", version, serve_cfg)
         clock.lap("checks_and_switch_s")
     except BaseException:
         stop_process(backend)
-        if started_proxy:
-            stop_process(proxy)
+        if new_proxy is not None:
+            stop_process(new_proxy)
         if old_backend is not None:  # the proxy may already point at the new port
             _write_target(workspace, host, old_backend.port, state.version if state else None)
         raise
+    assert proxy is not None
     return backend, proxy
 
 

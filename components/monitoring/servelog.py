@@ -26,43 +26,84 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from components.monitoring.config import ServingLogConfig
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
 log = logging.getLogger(__name__)
 
-TS = pa.timestamp("us", tz="UTC")
-SERVED_SCHEMA = pa.schema(
-    [
-        ("request_id", pa.string()),
-        ("ts", TS),
-        ("user_id", pa.string()),
-        ("history_len", pa.int32()),
-        ("unknown_items", pa.int32()),
-        ("source", pa.string()),
-        ("model_version", pa.string()),
-        ("items", pa.list_(pa.string())),
-        ("scores", pa.list_(pa.float32())),
-        # the most recent ``serve.log.history_items`` history item ids (null in parts
-        # written before the column existed)
-        ("history", pa.list_(pa.string())),
-    ]
-)
-FEEDBACK_SCHEMA = pa.schema(
-    [
-        ("user_id", pa.string()),
-        ("item_id", pa.string()),
-        ("timestamp", TS),
-        ("event_type", pa.string()),
-        ("value", pa.float64()),
-        ("request_id", pa.string()),
-        ("received_at", TS),
-    ]
-)
+# The Arrow schemas are built on first use (module ``__getattr__``): pyarrow is ~0.15 s
+# of import that BentoML's arbiter and the bento build pay only to throw away (both import
+# the service module, which imports this one); the worker builds them when it opens its
+# logs.
+TS: pa.DataType
+SERVED_SCHEMA: pa.Schema
+FEEDBACK_SCHEMA: pa.Schema
+
+
+def _served_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("request_id", pa.string()),
+            ("ts", _timestamp()),
+            ("user_id", pa.string()),
+            ("history_len", pa.int32()),
+            ("unknown_items", pa.int32()),
+            ("source", pa.string()),
+            ("model_version", pa.string()),
+            ("items", pa.list_(pa.string())),
+            ("scores", pa.list_(pa.float32())),
+            # the most recent ``serve.log.history_items`` history item ids (null in parts
+            # written before the column existed)
+            ("history", pa.list_(pa.string())),
+        ]
+    )
+
+
+def _feedback_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("user_id", pa.string()),
+            ("item_id", pa.string()),
+            ("timestamp", _timestamp()),
+            ("event_type", pa.string()),
+            ("value", pa.float64()),
+            ("request_id", pa.string()),
+            ("received_at", _timestamp()),
+        ]
+    )
+
+
+def _timestamp() -> pa.DataType:
+    import pyarrow as pa
+
+    return pa.timestamp("us", tz="UTC")
+
+
+_LAZY: dict[str, Callable[[], Any]] = {
+    "TS": _timestamp,
+    "SERVED_SCHEMA": _served_schema,
+    "FEEDBACK_SCHEMA": _feedback_schema,
+}
+
+
+def __getattr__(name: str) -> Any:
+    """:data:`TS`, :data:`SERVED_SCHEMA`, :data:`FEEDBACK_SCHEMA`, built once on first use."""
+    build = _LAZY.get(name)
+    if build is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = globals()[name] = build()
+    return value
+
+
 SERVED = "served"
 HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:63] or "host"
 FEEDBACK = "feedback"
@@ -105,6 +146,8 @@ class _Part:
 
 def rows_to_table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
     """Row tuples (timestamps as integer microseconds) as an Arrow table of ``schema``."""
+    import pyarrow as pa
+
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
     arrays = []
     for values, fld in zip(columns, schema, strict=True):
@@ -204,6 +247,8 @@ class ParquetLog:
                 log.warning("%s log: could not close %s after a write error", self.name, part.tmp)
 
     def _open_part(self) -> _Part:
+        import pyarrow.parquet as pq
+
         self.folder.mkdir(parents=True, exist_ok=True)
         self._seq += 1
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
@@ -263,6 +308,8 @@ def read_log(
     folder: Path, name: str, schema: pa.Schema, columns: list[str] | None = None
 ) -> pa.Table:
     """Every closed part of log ``name`` as one table (empty with ``schema`` when none)."""
+    import pyarrow.parquet as pq
+
     files = part_files(folder, name)
     if not files:
         table = schema.empty_table()
