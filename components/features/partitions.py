@@ -263,6 +263,19 @@ def commit_passes(root: Path, start: str, manifest: Manifest) -> list[str]:
     return live
 
 
+def days_within(root: Path, start: datetime | None, end: datetime | None) -> list[str]:
+    """Written days under ``root`` that the window [start, end] touches (bounds optional),
+    oldest first. The bounds' days are computed once (not once per partition: at ml-100k's
+    ~1,500 days that was a quarter of the features stage's CPU)."""
+    first = day_of(start) if start is not None else None
+    last = day_of(end) if end is not None else None
+    return [
+        day
+        for day in written_days(root)
+        if (first is None or day >= first) and (last is None or day <= last)
+    ]
+
+
 def read_window(
     root: Path,
     columns: list[str] | None = None,
@@ -271,12 +284,7 @@ def read_window(
 ) -> pa.Table:
     """Rows with ``start <= event_timestamp <= end`` (either bound optional), reading only
     the partitions of the days the window touches."""
-    days = [
-        day
-        for day in written_days(root)
-        if (start is None or day >= day_of(start)) and (end is None or day <= day_of(end))
-    ]
-    files = [str(path) for day in days for path in day_files(root, day)]
+    files = [str(path) for day in days_within(root, start, end) for path in day_files(root, day)]
     if not files:
         return _empty(root, columns)
     return window_rows(ds.dataset(files, format="parquet"), columns, start, end)

@@ -46,14 +46,13 @@ from components.features.partitions import (
     MANIFEST,
     Manifest,
     day_files,
-    day_of,
+    days_within,
     edge_timestamp,
     event_day_digests,
     partition_root,
     read_window,
     window_rows,
     write_partitions,
-    written_days,
 )
 from components.features.tables import (
     CATEGORY,
@@ -87,6 +86,8 @@ TRAINING_SERVICE = "recommender_training"
 # Feast joins the newest row with timestamp <= the entity time; we ask for one tick
 # earlier so a label event is never part of its own features.
 PIT_EPSILON = timedelta(microseconds=1)
+#: the digest of the last successful apply in this workspace (:func:`ensure_applied`)
+APPLIED_FILE = ".applied"
 
 
 class ViewMaterialization(BaseModel):
@@ -142,16 +143,47 @@ def import_feast() -> ModuleType:
     found = sys.modules.get("feast")
     if found is not None:
         return found
+    with _typeguard_off():
+        import feast
+    return feast
+
+
+#: Feast modules imported lazily inside calls recops makes, with ``typechecked`` classes:
+#: Feast's ibis offline stores (DuckDB) import the MLflow source at every historical read
+#: (0.37 CPU s of typeguard's recompiling in the first training-features read, measured)
+LAZY_TYPECHECKED = ("feast.infra.data_sources.mlflow.mlflow_dataset_source",)
+
+
+@contextlib.contextmanager
+def _typeguard_off() -> Iterator[None]:
+    """Imports inside see ``typeguard.typechecked`` as under ``python -O`` (the target
+    unchanged); restored on exit. Serialised: the decorator is process-wide."""
     with _IMPORT_LOCK:
         import typeguard
 
         decorator = typeguard.typechecked
         typeguard.typechecked = _unchecked
         try:
-            import feast
+            yield
         finally:
             typeguard.typechecked = decorator
-    return feast
+
+
+def import_lazy_feast_modules() -> None:
+    """Import :data:`LAZY_TYPECHECKED` the way :func:`import_feast` imports Feast (a
+    module missing from this Feast version is skipped: Feast then does not import it)."""
+    import importlib
+    import sys
+
+    missing = [name for name in LAZY_TYPECHECKED if name not in sys.modules]
+    if not missing:
+        return
+    with _typeguard_off():
+        for name in missing:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                log.debug("feast module %s not importable; skipped", name)
 
 
 # --- repo and configuration -----------------------------------------------------------
@@ -461,12 +493,50 @@ def apply_repo(workspace: Workspace, cfg: FeaturesConfig) -> None:
             store.apply([*defs.entities, *views, *defs.feature_services])
     except Exception as exc:
         raise FeatureStoreError(f"feast apply failed: {first_line(exc)}") from exc
+    _record_apply(workspace, cfg)
     log.info(
         "applied %d entities, %d feature views, %d services",
         len(defs.entities),
         len(defs.feature_views),
         len(defs.feature_services),
     )
+
+
+def ensure_applied(workspace: Workspace, cfg: FeaturesConfig) -> bool:
+    """:func:`apply_repo` unless this workspace's file registry already holds what it
+    would register: the last apply recorded the same digest (repo declarations, store
+    YAML, features config, workspace) and the registry still has the user view. Returns
+    whether it applied. A SQL registry (shared beyond this workspace) is always applied."""
+    if (
+        cfg.registry == "file"
+        and _last_apply(workspace) == apply_digest(workspace, cfg)
+        and _registered(workspace, cfg, USER_VIEW)
+    ):
+        log.info("feature repo unchanged since the last apply: not applied again")
+        return False
+    apply_repo(workspace, cfg)
+    return True
+
+
+def apply_digest(workspace: Workspace, cfg: FeaturesConfig) -> str:
+    """What an apply registers: :func:`repo_digest`, the features config, the workspace."""
+    import hashlib
+
+    blob = f"{repo_digest(cfg)}\0{cfg.model_dump_json()}\0{workspace.features_dir}"
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _last_apply(workspace: Workspace) -> str | None:
+    path = workspace.features_dir / APPLIED_FILE
+    return path.read_text().strip() if path.exists() else None
+
+
+def _record_apply(workspace: Workspace, cfg: FeaturesConfig) -> None:
+    path = workspace.features_dir / APPLIED_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{APPLIED_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(apply_digest(workspace, cfg))
+    tmp.replace(path)
 
 
 def workspace_views(workspace: Workspace, defs: Definitions, spark: bool = False) -> list[Any]:
@@ -529,10 +599,9 @@ def _file_groups(path: Path, start: datetime | None, end: datetime | None) -> li
     if not path.is_dir():
         return [[str(path)]] if path.exists() else []
     groups: dict[str, list[str]] = {}
-    for day in written_days(path):
-        if (start is None or day >= day_of(start)) and (end is None or day <= day_of(end)):
-            for file in day_files(path, day):
-                groups.setdefault(file.name, []).append(str(file))
+    for day in days_within(path, start, end):
+        for file in day_files(path, day):
+            groups.setdefault(file.name, []).append(str(file))
     return list(groups.values())
 
 
@@ -752,7 +821,7 @@ def publish_and_materialize(
     """After the tables are written: ``catalogue``'s item content published (or the repo
     applied), then an incremental materialization."""
     if catalogue is None or not publish_item_content(workspace, cfg, catalogue):
-        apply_repo(workspace, cfg)  # (publishing applies it)
+        ensure_applied(workspace, cfg)  # (publishing applies it)
     return materialize(workspace, cfg, end=end, incremental=True)
 
 
@@ -824,6 +893,7 @@ def item_content_rows(workspace: Workspace, cfg: FeaturesConfig, items: list[str
     the online one: training must not depend on what serving's store holds). Items the
     catalogue lacks come back with nulls. Columns: ``item_id`` plus the feature names."""
     store = feature_store(workspace, cfg)
+    import_lazy_feast_modules()
     service = store.get_feature_service(CONTENT_SERVICE)
     entity = pd.DataFrame(
         {
@@ -922,6 +992,7 @@ def historical_features(
     view only. Feature columns are named ``<view>__<feature>``.
     """
     store = feature_store(workspace, cfg)
+    import_lazy_feast_modules()
     frame = entity_df.copy()
     if EVENT_TS not in frame.columns and TIME in frame.columns:
         frame = frame.rename(columns={TIME: EVENT_TS})

@@ -12,7 +12,9 @@ from components.errors import FeatureStoreError
 from components.features.config import FeaturesConfig
 from components.features.store import (
     apply_repo,
+    ensure_applied,
     feature_store,
+    forget_stores,
     historical_features,
     is_reachable,
     materialize,
@@ -21,6 +23,7 @@ from components.features.store import (
     refresh_features,
     repo_config,
 )
+from components.workspace import Workspace
 
 
 def test_online_store_returns_every_users_last_n_items(
@@ -221,3 +224,25 @@ def test_feast_imports_without_typeguard_instrumentation_and_leaves_typeguard_as
     )
     assert done.returncode == 0, done.stderr
     assert "check_argument_types_internal" not in done.stdout.split()
+
+
+def test_an_unchanged_repo_is_applied_once_and_again_when_it_changes(tmp_path, tiny_events):
+    workspace = Workspace.at(tmp_path / "ws").ensure()
+    cfg = FeaturesConfig(history_length=2)
+    registry = workspace.features_dir / "registry.db"
+    try:
+        assert ensure_applied(workspace, cfg) is True
+        written = registry.stat().st_mtime_ns
+        assert ensure_applied(workspace, cfg) is False  # same repo, config, workspace
+        assert registry.stat().st_mtime_ns == written  # nothing was written
+        refresh_features(tiny_events, workspace, cfg)  # the flow's path skips the apply too
+        assert is_reachable(workspace, cfg)
+        assert ensure_applied(workspace, FeaturesConfig(history_length=3)) is True
+        forget_stores()
+        registry.unlink()  # the registry lost: applied again although the digest matches
+        assert ensure_applied(workspace, FeaturesConfig(history_length=3)) is True
+        assert feature_store(workspace, FeaturesConfig(history_length=3)).get_feature_view(
+            "user_features"
+        )
+    finally:
+        forget_stores()
