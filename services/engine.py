@@ -128,9 +128,10 @@ class Engine:
             bundle.model, scorer, bundle.uses_events, device, stored=bundle.source
         )
         self.explain_limits = explain or ExplainLimits()
-        # the deletion encodings of explanations through ONNX Runtime, exported and checked
-        # at the first explanation (components/explain/compiled.py), so never on start-up
-        self.deletions = DeletionEncoder(bundle.model, bundle.uses_events)
+        # the deletion encodings of explanations through ONNX Runtime: the graph stored at
+        # registration (else exported), opened and checked at the first explanation
+        # (components/explain/compiled.py), so never on start-up
+        self.deletions = DeletionEncoder(bundle.model, bundle.uses_events, bundle.source)
         self.vocab = bundle.vocab
         self.version = version
         self.device = device

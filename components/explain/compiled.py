@@ -22,8 +22,15 @@ A recording only stands for the inputs it was checked on, so, as the plain path'
 
 Otherwise (no shortcut, an op the exporter cannot record, a model off the CPU, no
 ``onnxruntime``) the eager shortcut is used and :attr:`DeletionEncoder.reason` says why.
-The graph is exported and checked at a model's first explanation (1.3-2.7 s for that
-SASRec on this shared machine), never on the plain path's start-up or switch-over.
+
+The graph is exported and checked once, when the model version is registered
+(:func:`store_deletion_graph`, called by the registry beside the serving graph's
+:func:`components.models.onnx_scorer.store_graph`, through the same stored-graph record:
+the weights' digest, or the refusal), and written beside the weights as
+:data:`GRAPH_FILE`. A process opens it at its first explanation and checks it again on
+the probes; only a bundle without a stored graph for these weights (one built in memory,
+or registered before this) exports it there (1.3-2.7 s for that SASRec on this shared
+machine). Neither happens on the plain path's start-up or switch-over.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,6 +53,11 @@ log = logging.getLogger(__name__)
 #: (histories, events in each, events deleted: the most recent ones) of the probes; the
 #: graph is recorded on the first (no dimension 1, fewer deletions than events)
 PROBES = ((2, 12, 5), (1, 50, 50), (1, 7, 7), (3, 20, 20), (1, 50, 20), (2, 2, 2))
+
+#: the deletion graph and its record, beside a registered model's weights
+#: (:func:`store_deletion_graph`; the serving graph's are ``serving.onnx`` / ``.json``)
+GRAPH_FILE = "deletions.onnx"
+RECORD_FILE = "deletions.json"
 
 #: ``run(histories [Q, n], positions [E], events [Q, n] | None) -> [Q, E + 1, D]``
 DeletionRun = Callable[[Tensor, Tensor, "Tensor | None"], np.ndarray]
@@ -75,16 +88,19 @@ class DeletionEncoder:
 
     model: Recommender
     with_events: bool
+    #: the registered model's folder, where :func:`store_deletion_graph` wrote the graph
+    #: (None, or no graph there for these weights: it is exported at :meth:`prepare`)
+    stored: Path | None = None
     run: DeletionRun | None = None
     reason: str = "not prepared yet: eager"
     prepared: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def prepare(self) -> DeletionEncoder:
-        """Export the graph and check it (once; thread-safe)."""
+        """Open the stored graph, or export one, and check it (once; thread-safe)."""
         with self._lock:
             if not self.prepared:
-                self.run, self.reason = _compiled(self.model, self.with_events)
+                self.run, self.reason = _compiled(self.model, self.with_events, self.stored)
                 self.prepared = True
         return self
 
@@ -159,21 +175,75 @@ def _probe(
     return (*head, torch.zeros_like(histories)) if with_events else head
 
 
-def _compiled(model: Recommender, with_events: bool) -> tuple[DeletionRun | None, str]:
-    """``(run, reason)``: the checked graph's call, or None and why not."""
-    if next(iter(model.parameters()), torch.empty(0)).device.type != "cpu":
-        return None, "eager: ONNX Runtime here has no GPU provider"
+def store_deletion_graph(model: Recommender, with_events: bool, directory: Path) -> str | None:
+    """Export ``model``'s deletion graph once, check it on the probes, and write it
+    (:data:`GRAPH_FILE`) with its record (:data:`RECORD_FILE`: the weights' digest, or why
+    the model is explained eagerly) into ``directory``, so serving opens it instead of
+    exporting at its first explanation. Returns the refusal (None when the graph was
+    written); writes nothing without ONNX Runtime or for a model off the CPU."""
+    from components.models.onnx_scorer import write_stored
+
+    if _device(model) != "cpu":
+        return "the model is not on the CPU"
     try:
-        run = _session_run(deletion_graph(model, with_events), torch.get_num_threads(), with_events)
-        refused = mismatch(model, run, with_events)
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "onnxruntime is not installed"
+    training = model.training
+    model.eval()
+    try:
+        graph, _, refused = _checked(model, with_events, None)
+    finally:
+        model.train(training)
+    write_stored(directory, model, with_events, graph, refused, (GRAPH_FILE, RECORD_FILE))
+    return refused
+
+
+def _device(model: Recommender) -> str:
+    return next(iter(model.parameters()), torch.empty(0)).device.type
+
+
+def _compiled(
+    model: Recommender, with_events: bool, stored: Path | None = None
+) -> tuple[DeletionRun | None, str]:
+    """``(run, reason)``: the checked graph's call (the one stored in ``stored`` for these
+    weights, else one exported now), or None and why not."""
+    if _device(model) != "cpu":
+        return None, "eager: ONNX Runtime here has no GPU provider"
+    from components.models.onnx_scorer import stored_graph
+
+    note = " (graph stored at registration)"
+    try:
+        graph = stored_graph(model, with_events, stored, (GRAPH_FILE, RECORD_FILE))
+    except Unservable as exc:  # refused when registered: explained eagerly, no export
+        return _refused(model, str(exc))
+    if graph is None:
+        note = " (graph exported at the first explanation)"
+    _, run, refused = _checked(model, with_events, graph)
+    if run is None or refused is not None:
+        return _refused(model, refused or "no graph")
+    return run, f"onnx{note}"
+
+
+def _checked(
+    model: Recommender, with_events: bool, graph: bytes | None
+) -> tuple[bytes, DeletionRun | None, str | None]:
+    """``(graph, run, refusal)``: ``graph`` (exported now when None), its session's call,
+    and why it does not stand for ``model``'s shortcut on the probes (None when it does)."""
+    try:
+        if graph is None:
+            graph = deletion_graph(model, with_events)
+        run = _session_run(graph, torch.get_num_threads(), with_events)
+        return graph, run, mismatch(model, run, with_events)
     except Unservable as exc:
-        refused = str(exc)
+        return graph or b"", None, str(exc)
     except Exception as exc:  # a model the exporter cannot record: explained eagerly
-        refused = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
-    if refused is not None:
-        log.warning("explaining %s eagerly: %s", type(model).__name__, refused)
-        return None, f"eager: {refused}"
-    return run, "onnx"
+        return graph or b"", None, f"failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+
+
+def _refused(model: Recommender, refused: str) -> tuple[None, str]:
+    log.warning("explaining %s eagerly: %s", type(model).__name__, refused)
+    return None, f"eager: {refused}"
 
 
 def _session_run(graph: bytes, threads: int, with_events: bool) -> DeletionRun:

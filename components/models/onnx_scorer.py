@@ -80,7 +80,7 @@ def onnx_call(
         import onnxruntime
     except ImportError:
         raise Unservable("onnxruntime is not installed (pip install 'recops[serving]')") from None
-    graph, note = _stored_graph(model, with_events, stored), " (graph stored at registration)"
+    graph, note = stored_graph(model, with_events, stored), " (graph stored at registration)"
     if graph is None:
         graph, note = ort_compatible(export(model, with_events)), " (graph exported at load)"
     threads = torch.get_num_threads()
@@ -136,8 +136,24 @@ def store_graph(model: Recommender, with_events: bool, directory: Path) -> str |
         refused = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
     finally:
         model.train(training)
+    write_stored(directory, model, with_events, graph, refused)
+    return refused
+
+
+def write_stored(
+    directory: Path,
+    model: Recommender,
+    with_events: bool,
+    graph: bytes,
+    refused: str | None,
+    files: tuple[str, str] = (GRAPH_FILE, RECORD_FILE),
+) -> None:
+    """Write ``graph`` (unless ``refused``) and its record (the weights' digest, the
+    refusal) into ``directory`` as ``files`` (graph, record): the serving graph's by
+    default, also the explanation path's deletion graph (components/explain/compiled.py)."""
+    graph_file, record_file = files
     if refused is None:
-        (directory / GRAPH_FILE).write_bytes(graph)
+        (directory / graph_file).write_bytes(graph)
     record = {
         "format": 1,
         "weights": weights_digest(model),
@@ -145,18 +161,23 @@ def store_graph(model: Recommender, with_events: bool, directory: Path) -> str |
         "opset": OPSET,
         "refused": refused,
     }
-    (directory / RECORD_FILE).write_text(json.dumps(record, indent=2))
-    return refused
+    (directory / record_file).write_text(json.dumps(record, indent=2))
 
 
-def _stored_graph(model: Recommender, with_events: bool, stored: Path | None) -> bytes | None:
-    """The graph :func:`store_graph` wrote into ``stored`` for exactly these weights (None
-    when there is none or it was recorded from others: it is then exported again);
-    :class:`Unservable` when the export was refused there."""
+def stored_graph(
+    model: Recommender,
+    with_events: bool,
+    stored: Path | None,
+    files: tuple[str, str] = (GRAPH_FILE, RECORD_FILE),
+) -> bytes | None:
+    """The graph :func:`write_stored` wrote into ``stored`` as ``files`` for exactly these
+    weights (None when there is none or it was recorded from others: it is then exported
+    again); :class:`Unservable` when the export was refused there."""
     if stored is None:
         return None
+    graph_file, record_file = files
     try:
-        record = json.loads((stored / RECORD_FILE).read_text())
+        record = json.loads((stored / record_file).read_text())
     except (OSError, ValueError):
         return None
     if (
@@ -164,12 +185,12 @@ def _stored_graph(model: Recommender, with_events: bool, stored: Path | None) ->
         or record.get("with_events") != with_events
         or record.get("weights") != weights_digest(model)
     ):
-        log.warning("the stored serving graph in %s is not this model's: exporting", stored)
+        log.warning("the stored graph %s in %s is not this model's: exporting", graph_file, stored)
         return None
     if record.get("refused"):
         raise Unservable(f"{record['refused']} (checked at registration)")
     try:
-        return (stored / GRAPH_FILE).read_bytes()
+        return (stored / graph_file).read_bytes()
     except OSError:
         return None
 

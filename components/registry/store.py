@@ -589,6 +589,12 @@ def _store_serving_graph(bundle: Any, directory: Path) -> None:
     refused = store_graph(bundle.model, bundle.uses_events, directory)
     if refused is not None:
         log.info("no ONNX serving graph for %s: %s", bundle.model_name, refused)
+    # the explanation path's deletion graph likewise (components/explain/compiled.py)
+    from components.explain.compiled import store_deletion_graph
+
+    refused = store_deletion_graph(bundle.model, bundle.uses_events, directory)
+    if refused is not None:
+        log.info("no ONNX deletion graph for %s: %s", bundle.model_name, refused)
 
 
 def _age_s(path: Path) -> float:
