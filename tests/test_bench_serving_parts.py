@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 
-from benchmarks.serving import StallMeter, parse_wrk, summarise
+from benchmarks.serving import parse_wrk, summarise
 
 WRK_OUTPUT = """Running 4s test @ http://127.0.0.1:40289/recommend
   1 threads and 8 connections
@@ -51,25 +52,38 @@ def test_summary_compares_bento_with_echo_at_each_level() -> None:
     one, eight = summarise(rows)
     assert (one["rps_ratio"], one["p99_ratio"], one["meets_target"]) == (0.8, 1.25, True)
     assert (eight["rps_ratio"], eight["p99_ratio"], eight["meets_target"]) == (0.6, 3.0, False)
-    assert (one["stall_ms"], eight["stall_ms"]) == (120.0, 0.0)  # the level's worst target
 
 
-def test_the_stall_meter_sees_a_thread_kept_from_running() -> None:
-    """A busy thread that keeps the GIL (switch interval 1 s) for 0.2 s keeps the meter's
-    1 ms sleeper waiting as long: a stall of a ready thread, which it reports."""
+def test_run_queue_wait_counts_the_time_a_process_tree_waited_for_a_cpu() -> None:
+    """Two busy processes pinned to one CPU take turns: each waits for the CPU about as
+    long as the other runs, and ``run_queue_seconds`` of their parent counts it."""
+    import subprocess
     import sys
     import time
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1.0)
+    from benchmarks.serving import run_queue_seconds
+
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    burn = (
+        f"import os, time\nos.sched_setaffinity(0, {{{cpu}}})\n"
+        "end = time.process_time() + 0.4\nwhile time.process_time() < end: pass\n"
+        "time.sleep(30)\n"
+    )
+    spawn = f"import subprocess, sys\nfor _ in range(2): subprocess.Popen([sys.executable, '-c', {burn!r}])\n"
+    parent = subprocess.Popen([sys.executable, "-c", spawn + "import time; time.sleep(30)"])
     try:
-        with StallMeter() as meter:
-            end = time.perf_counter() + 0.2
-            while time.perf_counter() < end:
-                pass
+        deadline = time.monotonic() + 20
+        while run_queue_seconds([parent.pid]) < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert run_queue_seconds([parent.pid]) >= 0.3
     finally:
-        sys.setswitchinterval(interval)
-    assert 150 <= meter.max_ms < 5_000
+        import psutil
+
+        for child in psutil.Process(parent.pid).children(recursive=True):
+            child.kill()
+        parent.kill()
+        parent.wait()
+    assert run_queue_seconds([parent.pid]) == 0.0  # gone: nothing to count, no error
 
 
 def test_server_cpu_counts_a_process_and_its_children() -> None:
