@@ -37,13 +37,18 @@ STRING_DTYPE = pd.ArrowDtype(__import__("pyarrow").string())
 
 
 def _as_string(series: pd.Series, column: str, source: str) -> pd.Series:
-    missing = series.isna() | (series.astype(str).str.strip() == "")
+    missing = series.isna()
+    numeric = pd.api.types.is_numeric_dtype(series)
+    text = None if numeric else series.astype(str)
+    if text is not None:  # numbers cannot be blank: their text is made once, below
+        missing |= text.str.strip() == ""
     if missing.any():
         row = int(np.flatnonzero(missing.to_numpy())[0])
         raise DataError(f"{source}: column {column!r} is empty at data row {row + 1}")
-    if pd.api.types.is_float_dtype(series) and (series % 1 == 0).all():
-        series = series.astype("int64")
-    return series.astype(str).astype(STRING_DTYPE)
+    if text is None:
+        whole = pd.api.types.is_float_dtype(series) and bool((series % 1 == 0).all())
+        text = (series.astype("int64") if whole else series).astype(str)
+    return text.astype(STRING_DTYPE)
 
 
 def parse_timestamps(series: pd.Series, source: str, unit: str | None = None) -> pd.Series:
