@@ -195,9 +195,12 @@ def test_metadata_and_metrics(served_workspace, client) -> None:
     assert 'recops_http_requests_total{code="200",endpoint="/metadata"}' in metrics
 
 
-def test_the_bentoml_parent_process_does_not_load_torch(served_workspace, client) -> None:
+def test_the_bentoml_parent_process_loads_neither_torch_nor_pyarrow(
+    served_workspace, client
+) -> None:
     """``bentoml serve`` imports the service module before it starts the worker: with torch
-    kept to the worker (services/wire.py), a process start does not pay for it twice."""
+    kept to the worker (services/wire.py) and the serving log's Arrow schemas built when the
+    worker opens its logs, a process start does not pay for either twice."""
     # the worker opened the graph stored at registration: no export on the start-up path
     scorer = {"kind": "onnx", "reason": "onnx (graph stored at registration)"}
     assert client.get("/metadata").json()["scorer"] == scorer
@@ -205,11 +208,13 @@ def test_the_bentoml_parent_process_does_not_load_torch(served_workspace, client
     assert state is not None and state.backend is not None
     parent = psutil.Process(state.backend.pid)
 
-    def loads_torch(process: psutil.Process) -> bool:
-        return any("libtorch" in m.path for m in process.memory_maps())
+    def loads(process: psutil.Process, library: str) -> bool:
+        return any(library in m.path for m in process.memory_maps())
 
-    assert not loads_torch(parent)
-    assert any(loads_torch(child) for child in parent.children(recursive=True))
+    workers = parent.children(recursive=True)
+    for library in ("libtorch", "/pyarrow/"):
+        assert not loads(parent, library), library
+        assert any(loads(worker, library) for worker in workers), library
 
 
 def _merged_batches(metrics: str) -> tuple[float, float]:
