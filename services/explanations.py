@@ -192,8 +192,9 @@ def _query_influence(influence: Influence, top: int) -> QueryInfluence:
     for row, item in enumerate(influence.targets.tolist()):
         listed = [(positions[c], drops[row][c], changes[row][c]) for c in tops[row]]
         lowered = [(positions[c], drops[row][c], changes[row][c]) for c in bottoms[row]]
+        # built from tensors' own ints and floats: not validated again (per request path)
         items.append(
-            ItemInfluence(
+            ItemInfluence.model_construct(
                 item=int(item),
                 score=float(scores[row]),
                 rank=int(ranks[row]),
@@ -212,7 +213,7 @@ def _events(listed: list[tuple[int, float, int]], positive: bool) -> list[EventI
     """``(position, drop, rank change)`` of listed events as :class:`EventInfluence`, the
     ones on the wrong side (or with no effect) left out."""
     return [
-        EventInfluence(position=position, influence=drop, rank_change=change)
+        EventInfluence.model_construct(position=position, influence=drop, rank_change=change)
         for position, drop, change in listed
         if drop != 0 and (drop > 0) == positive
     ]
