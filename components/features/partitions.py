@@ -265,8 +265,7 @@ def commit_passes(root: Path, start: str, manifest: Manifest) -> list[str]:
 
 def days_within(root: Path, start: datetime | None, end: datetime | None) -> list[str]:
     """Written days under ``root`` that the window [start, end] touches (bounds optional),
-    oldest first. The bounds' days are computed once (not once per partition: at ml-100k's
-    ~1,500 days that was a quarter of the features stage's CPU)."""
+    oldest first. The bounds' days are computed once, not once per partition."""
     first = day_of(start) if start is not None else None
     last = day_of(end) if end is not None else None
     return [
