@@ -214,6 +214,11 @@ def test_shadow_logs_both_answers_under_one_id_and_the_client_sees_the_champion(
         return seen == {(i, v) for i in ids for v in (champion, challenger)}
 
     wait_for("champion and shadow rows under the same request ids", both_logged)
+    # the proxy writes its counters to the stats file a moment after it counts them
+    wait_for(
+        "the proxy's stats file counts every mirrored request",
+        lambda: split_stats(ws).get("mirrored", 0) - mirrored_before == len(ids),
+    )
     stats = split_stats(ws)
     assert stats["mode"] == "shadow" and stats["mirrored"] - mirrored_before == len(ids), stats
     assert ("shadow", challenger) in [a[:2] for a in actions(served)]
@@ -340,11 +345,13 @@ def test_a_canary_answers_a_sticky_share_of_users_and_is_stopped_over_its_error_
     # an unreachable canary: the champion answers its users, and the errors trip it
     assert {a["model_version"] for a in answers} == {v1}
 
-    def stopped() -> bool:
+    def stopped_and_recorded() -> bool:
+        # the supervisor saves the deployment state first, then appends to the history
         current = read_state(ws)
-        return current is not None and current.challenger is None
+        last = ModelRegistry(ws).history()[-1]
+        return current is not None and current.challenger is None and last.action != "canary"
 
-    wait_for("the supervisor stops the tripped canary", stopped)
+    wait_for("the supervisor stops the tripped canary and records it", stopped_and_recorded)
     last = ModelRegistry(ws).history()[-1]
     assert (last.action, last.version, last.actor) == ("challenger_stop", v2, "supervisor")
     assert "error rate" in last.reason and last.metrics["proxy"]["tripped"]
