@@ -199,41 +199,42 @@ def cpu_seconds(pids: list[int]) -> float:
     import psutil
 
     total = 0.0
+    for proc in process_trees(pids):
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        # children_*: descendants that exited and were reaped (a restarted worker)
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def process_trees(pids: list[int]) -> list[Any]:
+    """The live processes of ``pids`` and all their descendants (psutil.Process; a pid
+    that has gone is skipped)."""
+    import psutil
+
+    procs: list[Any] = []
     for pid in pids:
         try:
             root = psutil.Process(pid)
-            procs = [root, *root.children(recursive=True)]
+            procs += [root, *root.children(recursive=True)]
         except psutil.Error:
             continue
-        for proc in procs:
-            try:
-                times = proc.cpu_times()
-            except psutil.Error:
-                continue
-            # children_*: descendants that exited and were reaped (a restarted worker)
-            total += times.user + times.system + times.children_user + times.children_system
-    return total
+    return procs
 
 
 def run_queue_seconds(pids: list[int]) -> float:
     """Time ``pids`` and their descendants' threads spent runnable but waiting for a CPU
     (the second field of ``/proc/<pid>/task/<tid>/schedstat``; 0.0 where it is not
     readable): the machine's share of their latency."""
-    import psutil
-
     total_ns = 0
-    for pid in pids:
-        try:
-            root = psutil.Process(pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            continue
-        for proc in procs:
-            for stat in Path(f"/proc/{proc.pid}/task").glob("*/schedstat"):
-                try:
-                    total_ns += int(stat.read_text().split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue
+    for proc in process_trees(pids):
+        for stat in Path(f"/proc/{proc.pid}/task").glob("*/schedstat"):
+            try:
+                total_ns += int(stat.read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
     return total_ns / 1e9
 
 
