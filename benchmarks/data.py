@@ -11,16 +11,22 @@ from __future__ import annotations
 import gc
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from benchmarks.common import StageFigures, measure, print_table, write_report
+from benchmarks.common import StageFigures, measure, measurement_lock, print_table, write_report
 from components.data.config import DataConfig, SyntheticConfig
 
 if TYPE_CHECKING:
+    from components.data.sequences import Sequences, Vocabulary
+    from components.data.splits import Split
     from components.data.stream import UserBuckets
+    from components.workspace import Workspace
 
 ENGINES = ("memory", "stream", "spark")
 
@@ -197,39 +203,249 @@ def _sequence_stages(
     return stages
 
 
+#: the Spark engine's stages, in order; ``compare`` runs the stream engine on the same
+#: files and checks the results are equal (same verdict, accepted rows and sequences)
+SPARK_STAGES = ("generate", "load", "validate", "version", "sequences", "compare")
+
+
+@contextmanager
+def _stage(name: str, lock: Path | None, children: bool = False) -> Iterator[StageFigures]:
+    """:func:`measure` holding the shared measurement ``lock`` (when given), one stage at a
+    time, so a long run leaves the machine's other measurements room between its stages;
+    the load average when the lock was taken goes into the figures."""
+    with measurement_lock(lock) as load, measure(name, children=children) as fig:
+        fig.extra["load_avg"] = load
+        yield fig
+
+
+@dataclass
+class EngineRun:
+    """What one engine made of the batch: its validation report, the version it stored,
+    and the prepared vocabulary, sequences and split."""
+
+    report: Any = None
+    version: Any = None
+    vocab: Vocabulary | None = None
+    sequences: Sequences | None = None
+    split: Split | None = None
+
+
 def _spark_stages(
-    synth: SyntheticConfig, folder: Path, cfg: DataConfig, events_per_file: int
+    synth: SyntheticConfig,
+    folder: Path,
+    cfg: DataConfig,
+    events_per_file: int,
+    only: tuple[str, ...] = SPARK_STAGES[1:],
+    lock: Path | None = None,
+) -> tuple[list[StageFigures], dict[str, Any]]:
+    """The stream engine's files through Spark at ``cfg.spark_master``: load + normalise +
+    vocabulary, GX validation on Spark, versioning (as ingest's spark branch does), and
+    sequences + split by a Spark window; with ``compare``, the stream engine's stages on
+    the same files and a comparison of the outputs. Peak RSS and CPU count Spark's JVM (a
+    child process) beside this process. Returns the figures and the comparison."""
+    from components.data.spark import spark_session
+    from components.data.stream import write_events_dataset
+
+    stages: list[StageFigures] = []
+    if "generate" in only or not (folder / "events").exists():
+        shutil.rmtree(folder / "events", ignore_errors=True)
+        with _stage("generate+write parquet (partitioned)", lock) as fig:
+            write_events_dataset(synth, folder / "events", events_per_file)
+        stages.append(fig)
+    with _stage("spark session start", lock, children=True) as fig:
+        spark_session(cfg.spark_master)
+    stages.append(fig)
+    stages.append(_spark_warmup(folder, cfg, lock))
+    ours = EngineRun()
+    stages += _spark_engine(folder, cfg, only, lock, ours)
+    if "compare" not in only:
+        return stages, {}
+    theirs = EngineRun()
+    stages += stream_reference(folder, cfg, lock, theirs)
+    return stages, same_outputs(ours, theirs)
+
+
+def _spark_warmup(folder: Path, cfg: DataConfig, lock: Path | None) -> StageFigures:
+    """Every Spark stage once on 2,000 events: the JVM compiles Spark's and GX's code on
+    first use (a fixed cost, tens of seconds on two shared cores, not the batch's)."""
+    from components.data.spark import spark_prepare
+    from components.data.stream import write_events_dataset
+    from components.validation.config import ValidationConfig
+    from components.validation.spark import validate_spark_files
+    from components.workspace import Workspace
+
+    warm = folder / "warmup"
+    shutil.rmtree(warm, ignore_errors=True)
+    write_events_dataset(bench_synthetic(2_000), warm / "events", 1_000)
+    ws = Workspace.at(warm / "ws").ensure()
+    with _stage("warm-up (2,000 events, every spark stage)", lock, children=True) as fig:
+        validate_spark_files(
+            warm / "events", ValidationConfig(), ws, batch_id="warmup", master=cfg.spark_master
+        )
+        spark_prepare(warm / "events", cfg)
+    return fig
+
+
+def _spark_engine(
+    folder: Path, cfg: DataConfig, only: tuple[str, ...], lock: Path | None, out: EngineRun
 ) -> list[StageFigures]:
-    """The stream engine's files through Spark (``cfg.spark_master``); peak RSS is this
-    process's plus Spark's JVM (a child process)."""
     from components.data.spark import (
         spark_events,
         spark_sequences,
         spark_session,
         spark_vocabulary,
     )
-    from components.data.splits import leave_one_out
-    from components.data.stream import tail_length, write_events_dataset
+    from components.data.stream import tail_length
+    from components.validation.config import ValidationConfig
+    from components.validation.spark import validate_spark_files
 
     stages = []
-    if not (folder / "events").exists():
-        with measure("generate+write parquet (partitioned)") as fig:
-            write_events_dataset(synth, folder / "events", events_per_file)
-        stages.append(fig)
-    with measure("spark session start", children=True) as fig:
-        spark = spark_session(cfg.spark_master)
-    stages.append(fig)
-    with measure("load+normalise+vocabulary (spark)", children=True) as fig:
+    spark = spark_session(cfg.spark_master)
+    with _stage("load+normalise+vocabulary (spark)", lock, children=True) as fig:
         events = spark_events(spark, folder / "events").cache()
-        vocab = spark_vocabulary(events)
+        out.vocab = spark_vocabulary(events)
+    fig.extra = {**fig.extra, "users": out.vocab.n_users, "items": out.vocab.n_items}
     stages.append(fig)
-    with measure("sequences+split (spark window)", children=True) as fig:
-        seqs = spark_sequences(events, vocab, tail_length(cfg))
-        split = leave_one_out(seqs, vocab.n_items, cfg.max_len, cfg.min_user_events)
-    fig.extra = {**split.summary(), "master": cfg.spark_master}
-    stages.append(fig)
-    events.unpersist()
+    try:
+        if {"validate", "version", "compare"} & set(only):
+            ws = _fresh_workspace(folder / "ws-spark")
+            with _stage("validate (GX on spark)", lock, children=True) as fig:
+                out.report = validate_spark_files(
+                    folder / "events",
+                    ValidationConfig(),
+                    ws,
+                    batch_id="bench",
+                    master=cfg.spark_master,
+                )
+            fig.extra = {**fig.extra, "passed": out.report.passed}
+            stages.append(fig)
+            if {"version", "compare"} & set(only):
+                stages.append(_version_stage("version (spark engine)", folder, ws, cfg, out, lock))
+        if {"sequences", "compare"} & set(only):
+            with _stage("sequences+split (spark window)", lock, children=True) as fig:
+                out.sequences = spark_sequences(events, out.vocab, tail_length(cfg))
+                out.split = _split(out.sequences, out.vocab, cfg)
+            fig.extra = {**fig.extra, **out.split.summary(), "master": cfg.spark_master}
+            stages.append(fig)
+    finally:
+        events.unpersist()
     return stages
+
+
+def _fresh_workspace(root: Path) -> Workspace:
+    from components.workspace import Workspace
+
+    shutil.rmtree(root, ignore_errors=True)
+    return Workspace.at(root).ensure()
+
+
+def _version_stage(
+    name: str, folder: Path, ws: Workspace, cfg: DataConfig, out: EngineRun, lock: Path | None
+) -> StageFigures:
+    """Version the validated folder as ingest does for a file batch (polars' streaming
+    sink in as many passes as the budget needs for the digest, then DVC)."""
+    from components.data.stream import GX_ROW_BYTES, plan_passes
+    from components.versioning.config import VersioningConfig
+    from components.versioning.dvc_store import DatasetStore, FileBatch
+
+    report = out.report
+    passes = plan_passes(
+        report.n_rows, report.n_users, report.n_items, 0, cfg.memory_budget_mb, GX_ROW_BYTES
+    ).passes
+    with _stage(name, lock) as fig:
+        out.version = DatasetStore(ws, VersioningConfig(push=False)).accept(
+            FileBatch(folder / "events", passes), "bench", report
+        )
+    fig.extra = {**fig.extra, "passes": passes, "version": out.version.short}
+    return fig
+
+
+def _split(seqs: Sequences, vocab: Vocabulary, cfg: DataConfig) -> Split:
+    from components.data.splits import leave_one_out
+
+    return leave_one_out(seqs, vocab.n_items, cfg.max_len, cfg.min_user_events)
+
+
+def stream_reference(
+    folder: Path, cfg: DataConfig, lock: Path | None, out: EngineRun
+) -> list[StageFigures]:
+    """The stream engine on the same files (validate in passes, version, prepare), for
+    the comparison."""
+    from components.data.stream import stream_prepare
+    from components.validation.config import ValidationConfig
+    from components.validation.runner import gx_context, validate_event_files
+
+    ws = _fresh_workspace(folder / "ws-stream")
+    gx_context(ws)
+    with _stage("stream engine: validate (GX, passes)", lock) as fig:
+        out.report = validate_event_files(
+            folder / "events",
+            ValidationConfig(),
+            ws,
+            batch_id="bench",
+            memory_budget_mb=cfg.memory_budget_mb,
+        )
+    stages = [fig, _version_stage("stream engine: version", folder, ws, cfg, out, lock)]
+    with _stage("stream engine: load+sequences+split", lock) as fig:
+        prepared = stream_prepare(folder / "events", cfg)
+    out.vocab, out.sequences, out.split = prepared.vocab, prepared.sequences, prepared.split
+    return [*stages, fig]
+
+
+def same_outputs(ours: EngineRun, theirs: EngineRun) -> dict[str, Any]:
+    """Which outputs of two engines on the same batch are equal: the validation verdict
+    with every check's outcome and the batch statistics; the accepted rows (the stored
+    version's row, user and item counts and its content digest); the vocabulary; the
+    per-user sequences (items, times, event types, offsets); the split's training
+    sequences and evaluation tensors. Each is compared in full, element by element."""
+    checks = {
+        "validation_verdict": ours.report.passed == theirs.report.passed,
+        "validation_checks": _outcomes(ours.report) == _outcomes(theirs.report),
+        "batch_stats": _stats(ours.report) == _stats(theirs.report),
+        "accepted_rows": _accepted(ours.version) == _accepted(theirs.version),
+        "vocabulary": ours.vocab == theirs.vocab,
+        "sequences": _same_sequences(ours.sequences, theirs.sequences),
+        "split": _same_split(ours.split, theirs.split),
+    }
+    return {"all_equal": all(checks.values()), **checks}
+
+
+def _outcomes(report: Any) -> dict[str, tuple[bool, Any]]:
+    return {r.name: (r.success, r.observed) for r in report.results}
+
+
+def _stats(report: Any) -> tuple[Any, ...]:
+    return (report.n_rows, report.n_users, report.n_items)
+
+
+def _accepted(version: Any) -> tuple[Any, ...]:
+    return (version.n_rows, version.n_users, version.n_items, version.batch_digests)
+
+
+def _same_sequences(a: Sequences | None, b: Sequences | None) -> bool:
+    if a is None or b is None:
+        return False
+    return all(
+        _same_array(getattr(a, name), getattr(b, name))
+        for name in ("offsets", "values", "timestamps", "events")
+    )
+
+
+def _same_array(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+
+
+def _same_split(a: Split | None, b: Split | None) -> bool:
+    if a is None or b is None:
+        return False
+    evals = all(
+        _same_array(getattr(getattr(a, part), name), getattr(getattr(b, part), name))
+        for part in ("valid", "test")
+        for name in ("users", "histories", "targets", "events", "target_events")
+    )
+    return evals and _same_sequences(a.train, b.train)
 
 
 def _ingest_stages(
@@ -335,16 +551,22 @@ def run_data_benchmark(
     events_per_file: int = 1_000_000,
     keep_dir: Path | None = None,
     stages: tuple[str, ...] | None = None,
+    spark_master: str = "local[2]",
+    lock: Path | None = None,
 ) -> dict[str, Any]:
     """Measure each data stage on ``n_events`` synthetic events with ``engine``.
 
-    With ``keep_dir`` (stream engine) the partitioned files, user buckets, workspace and
-    validation report are kept there, and a later run with the same folder skips
-    generating the events; ``stages`` (a subset of :data:`STREAM_STAGES`) then measures
-    only those stages, each reusing what the earlier ones left (so a long run is
-    measured stage by stage)."""
+    With ``keep_dir`` (stream and spark engines) the partitioned files, user buckets,
+    workspace and validation report are kept there, and a later run with the same folder
+    skips generating the events; ``stages`` (a subset of :data:`STREAM_STAGES`, or of
+    :data:`SPARK_STAGES` for spark) then measures only those stages, each reusing what the
+    earlier ones left (so a long run is measured stage by stage). ``lock``: each stage is
+    measured holding this shared lock file (the other stages run without it)."""
     synth = bench_synthetic(n_events, seed)
-    cfg = DataConfig(max_len=50, engine=engine, memory_budget_mb=budget_mb)
+    cfg = DataConfig(
+        max_len=50, engine=engine, memory_budget_mb=budget_mb, spark_master=spark_master
+    )
+    compared: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="recops-bench-") as tmp:
         if engine in ("stream", "spark"):
             folder = keep_dir or Path(tmp)
@@ -354,26 +576,12 @@ def run_data_benchmark(
                     synth, folder, cfg, events_per_file, stages or STREAM_STAGES[1:]
                 )
             else:
-                figures = _spark_stages(synth, folder, cfg, events_per_file)
+                figures, compared = _spark_stages(
+                    synth, folder, cfg, events_per_file, stages or SPARK_STAGES[1:], lock
+                )
         else:
             figures = _memory_stages(synth, Path(tmp), cfg)
-    rows = [
-        (
-            s.name,
-            s.seconds,
-            n_events / s.seconds if s.seconds else 0.0,
-            s.cpu_seconds,
-            n_events / s.cpu_seconds if s.cpu_seconds else 0.0,
-            s.peak_rss_mb,
-        )
-        for s in figures
-    ]
-    print_table(
-        f"bench data: {n_events:,} synthetic events, engine {engine}"
-        + (f", budget {budget_mb} MB" if engine == "stream" else ""),
-        ["stage", "seconds", "events/s", "CPU s", "events/CPU s", "peak RSS MB"],
-        rows,
-    )
+    _print_stages(n_events, engine, budget_mb, figures, compared)
     return write_report(
         json_out,
         "data",
@@ -381,18 +589,75 @@ def run_data_benchmark(
             "events": n_events,
             "users": synth.n_users,
             "engine": engine,
-            "memory_budget_mb": budget_mb if engine == "stream" else None,
-            "stages": [
-                {
-                    "stage": s.name,
-                    "seconds": s.seconds,
-                    "events_per_s": n_events / s.seconds if s.seconds else None,
-                    "cpu_seconds": s.cpu_seconds,
-                    "events_per_cpu_s": n_events / s.cpu_seconds if s.cpu_seconds else None,
-                    "peak_rss_mb": s.peak_rss_mb,
-                    **s.extra,
-                }
-                for s in figures
-            ],
+            "memory_budget_mb": budget_mb if engine != "memory" else None,
+            "spark_master": spark_master if engine == "spark" else None,
+            "stages": [_stage_json(s, n_events) for s in figures],
+            **({"equal_to_stream": compared} if compared else {}),
         },
     )
+
+
+def _stage_json(s: StageFigures, n_events: int) -> dict[str, Any]:
+    return {
+        "stage": s.name,
+        "seconds": s.seconds,
+        "events_per_s": n_events / s.seconds if s.seconds else None,
+        "cpu_seconds": s.cpu_seconds,
+        "children_cpu_seconds": s.children_cpu_seconds,
+        "events_per_cpu_s": n_events / s.cpu_seconds if s.cpu_seconds else None,
+        "peak_rss_mb": s.peak_rss_mb,
+        **s.extra,
+    }
+
+
+def _print_stages(
+    n_events: int,
+    engine: str,
+    budget_mb: int,
+    figures: list[StageFigures],
+    compared: dict[str, Any],
+) -> None:
+    title = f"bench data: {n_events:,} synthetic events, engine {engine}" + (
+        f", budget {budget_mb} MB" if engine == "stream" else ""
+    )
+    if engine != "spark":
+        rows = [
+            (
+                s.name,
+                s.seconds,
+                n_events / s.seconds if s.seconds else 0.0,
+                s.cpu_seconds,
+                n_events / s.cpu_seconds if s.cpu_seconds else 0.0,
+                s.peak_rss_mb,
+            )
+            for s in figures
+        ]
+        columns = ["stage", "seconds", "events/s", "CPU s", "events/CPU s", "peak RSS MB"]
+        print_table(title, columns, rows)
+        return
+    rows = [
+        (
+            s.name,
+            s.seconds,
+            s.cpu_seconds,
+            s.children_cpu_seconds,
+            s.peak_rss_mb,
+            s.extra.get("load_avg", ""),
+        )
+        for s in figures
+    ]
+    columns = [
+        "stage",
+        "seconds",
+        "CPU s (python)",
+        "CPU s (JVM)",
+        "peak RSS MB (python + JVM)",
+        "load avg",
+    ]
+    print_table(title, columns, rows)
+    if compared:
+        print_table(
+            "equal to the stream engine on the same files",
+            ["output", "equal"],
+            [(name, "yes" if same else "NO") for name, same in compared.items()],
+        )

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.data import run_data_benchmark, run_split_benchmark
+from benchmarks.data import (
+    EngineRun,
+    bench_synthetic,
+    run_data_benchmark,
+    run_split_benchmark,
+    same_outputs,
+    stream_reference,
+)
+from components.data.config import DataConfig
+from components.data.stream import write_events_dataset
 
 
 def _stage_names(report: dict) -> list[str]:
@@ -44,3 +54,44 @@ def test_split_only_reports_the_split_of_every_user(tmp_path: Path) -> None:
     assert written["valid_users"] == written["test_users"] == 500
     assert written["train_events"] == 500 * 8  # two held out per user
     assert written["peak_rss_mb"] > 0
+
+
+def test_the_engine_comparison_finds_any_differing_output(tmp_path: Path) -> None:
+    """``bench data --engine spark``'s equality check compares outputs element by element:
+    the stream engine's own run equals itself, and one changed item, one changed check
+    or one changed accepted count is found."""
+    write_events_dataset(bench_synthetic(3_000), tmp_path / "events", 1_000)
+    cfg = DataConfig(max_len=5, engine="stream")
+    ran = EngineRun()
+    stream_reference(tmp_path, cfg, None, ran)
+    assert ran.report.passed and ran.sequences is not None and ran.split is not None
+    assert same_outputs(ran, ran) == {"all_equal": True, **dict.fromkeys(_OUTPUTS, True)}
+
+    values = ran.sequences.values.copy()
+    values[len(values) // 2] += 1
+    changed = replace(ran, sequences=replace(ran.sequences, values=values))
+    assert _unequal(same_outputs(changed, ran)) == ["sequences"]
+
+    results = [r.model_copy() for r in ran.report.results]
+    results[-1] = results[-1].model_copy(update={"observed": 0.5})
+    other_report = ran.report.model_copy(update={"results": results})
+    assert _unequal(same_outputs(replace(ran, report=other_report), ran)) == ["validation_checks"]
+
+    fewer = ran.version.model_copy(update={"n_rows": ran.version.n_rows - 1})
+    assert _unequal(same_outputs(replace(ran, version=fewer), ran)) == ["accepted_rows"]
+
+
+_OUTPUTS = (
+    "validation_verdict",
+    "validation_checks",
+    "batch_stats",
+    "accepted_rows",
+    "vocabulary",
+    "sequences",
+    "split",
+)
+
+
+def _unequal(compared: dict[str, bool]) -> list[str]:
+    assert compared["all_equal"] is False
+    return [name for name, same in compared.items() if not same and name != "all_equal"]

@@ -50,16 +50,30 @@ def bench_data(
         Path | None,
         typer.Option(
             "--keep-dir",
-            help="Stream engine: keep the Parquet parts here; a rerun with it skips generating.",
+            help="Stream and spark engines: keep the Parquet parts here; a rerun with it "
+            "skips generating.",
         ),
     ] = None,
     stages: Annotated[
         str | None,
         typer.Option(
             "--stages",
-            help="Stream engine, with --keep-dir: only these stages (comma-separated: "
-            "generate,load,bucket,vocabulary,validate,version,features,sequences), each reusing "
-            "what earlier runs left there.",
+            help="With --keep-dir: only these stages (comma-separated; stream: "
+            "generate,load,bucket,vocabulary,validate,version,features,sequences, each reusing "
+            "what earlier runs left there; spark: generate,load,validate,version,sequences,"
+            "compare, where compare runs the stream engine on the same files and checks the "
+            "outputs are equal).",
+        ),
+    ] = None,
+    spark_master: Annotated[
+        str, typer.Option("--spark-master", help="data.spark_master for --engine spark.")
+    ] = "local[2]",
+    lock: Annotated[
+        Path | None,
+        typer.Option(
+            "--lock",
+            help="Spark engine: measure each stage holding this shared lock file (flock), so a long run "
+            "never overlaps another measurement and leaves room between its stages.",
         ),
     ] = None,
     split_only: Annotated[
@@ -73,7 +87,13 @@ def bench_data(
     json_out: JsonOutOpt = None,
 ) -> None:
     """Wall time and peak RSS of generating, loading, normalising and splitting events."""
-    from benchmarks.data import ENGINES, STREAM_STAGES, run_data_benchmark, run_split_benchmark
+    from benchmarks.data import (
+        ENGINES,
+        SPARK_STAGES,
+        STREAM_STAGES,
+        run_data_benchmark,
+        run_split_benchmark,
+    )
 
     if split_only:
         run_split_benchmark(events, json_out)
@@ -81,10 +101,11 @@ def bench_data(
     if engine not in ENGINES:
         raise typer.BadParameter(f"choose one of {', '.join(ENGINES)}", param_hint="--engine")
     chosen = tuple(s.strip() for s in stages.split(",")) if stages else None
-    unknown = sorted(set(chosen or ()) - set(STREAM_STAGES))
+    known = SPARK_STAGES if engine == "spark" else STREAM_STAGES
+    unknown = sorted(set(chosen or ()) - set(known))
     if unknown:
         raise typer.BadParameter(
-            f"unknown stage {', '.join(unknown)}; choose from {', '.join(STREAM_STAGES)}",
+            f"unknown stage {', '.join(unknown)}; choose from {', '.join(known)}",
             param_hint="--stages",
         )
     run_data_benchmark(
@@ -95,4 +116,6 @@ def bench_data(
         events_per_file=events_per_file,
         keep_dir=keep_dir,
         stages=chosen,
+        spark_master=spark_master,
+        lock=lock,
     )
