@@ -35,6 +35,7 @@ from services.explanations import (
     ExplainLimits,
     ItemInfluence,
     QueryInfluence,
+    because_rows,
     explain_queries,
     render_because,
 )
@@ -339,24 +340,46 @@ class Engine:
 
     # 3. respond -----------------------------------------------------------------------
     def render(self, plan: Plan, scored: Scored | None) -> dict[str, Any]:
-        """The public answer as JSON-ready data, the shape of :class:`RecommendResponse`.
-        The service serialises this directly; without ``explain`` no response model is
-        built per request (the hot path), with it :meth:`respond` builds one."""
-        if plan.explain:
-            return self.respond(plan, scored).model_dump(mode="json")
+        """The public answer as JSON-ready data, the shape of :class:`RecommendResponse`
+        (what :meth:`respond` dumps, without its ``request_id``, which the service sets).
+        The service serialises this directly: no response model is built per request (the
+        hot path, explained or not)."""
         if scored is None:
             scored = self.popular(plan.k, plan.exclude)
         tokens = self._tokens
+        because = self._because_rows(plan, scored) if plan.explain else None
         items = [
-            {"item_id": tokens[i], "score": _finite(s), "because": None}
+            {
+                "item_id": tokens[i],
+                "score": _finite(s),
+                "because": None if because is None else because.get(i, []),
+            }
             for i, s in zip(scored.items, scored.scores, strict=True)
         ]
+        explanation = None
+        if plan.explain:
+            explanation = self._explanation(plan, scored.influence).model_dump(mode="json")
         return {
             "items": items,
             "model_version": self.version,
             "source": plan.source,
             "warnings": plan.warnings,
-            "explanation": None,
+            "explanation": explanation,
+        }
+
+    def _because_rows(self, plan: Plan, scored: Scored) -> dict[int, list[dict[str, Any]]]:
+        """Each explained item's ``because`` as JSON-ready rows, by item index."""
+        if scored.influence is None:
+            return {}
+        return {
+            item.item: because_rows(
+                item.support,
+                plan.history_tokens,
+                plan.positions,
+                plan.given_length,
+                plan.event_types,
+            )
+            for item in scored.influence.items
         }
 
     def respond(self, plan: Plan, scored: Scored | None) -> RecommendResponse:

@@ -25,7 +25,7 @@ go through ``score_all`` together (one forward pass per round unless they exceed
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -80,33 +80,47 @@ def greedy_group_deletion(
     max_events: int,
     size: int,
     max_rows: int = MAX_ROWS_PER_PASS,
+    beam: int = 1,
 ) -> list[list[GroupDeletion]]:
     """Per question, per target: the first ``size`` greedy picks among the ``max_events``
     most recent events (fewer when the history is shorter; none for a model whose scores
-    do not depend on the history). ``width`` is the model's history length."""
+    do not depend on the history). ``width`` is the model's history length.
+
+    With ``beam > 1`` each (history, target) keeps the ``beam`` removed sets that lower its
+    score most after each round (every one extended by every remaining event, distinct
+    sets only), and the picks are those of the set that lowers it most after the last
+    round: a beam search over joint deletions, of which greedy is width 1. A beam path's
+    later pick may raise the score (its influence is then negative) where the set as a
+    whole lowers it most."""
     device = model_device(model)
     histories = [q.history.to(device)[-width:] for q in questions]
     kinds = [None if q.events is None else q.events.to(device)[-width:] for q in questions]
-    paths = [
-        _Path(q, int(t), torch.zeros(len(histories[q]), dtype=torch.bool, device=device))
+    beams = [
+        [_Path(q, int(t), torch.zeros(len(histories[q]), dtype=torch.bool, device=device))]
         for q, question in enumerate(questions)
         for t in question.targets.tolist()
     ]
     rounds = min(size, max_events) if is_explainable(model) else 0
     for _ in range(rounds):
-        live = [p for p in paths if _has_candidates(p, max_events)]
+        live = [p for paths in beams for p in paths if _has_candidates(p, max_events)]
         if not live:
             break
-        _score_round(model, live, histories, kinds, width, max_events, max_rows, pick=True)
-    unscored = [p for p in paths if p.base_rank == 0]
+        found = _score_round(model, live, histories, kinds, width, max_events, max_rows, pick=True)
+        beams = [_kept(paths, found, max(1, beam)) for paths in beams]
+    best = [paths[0] for paths in beams]
+    unscored = [p for p in best if p.base_rank == 0]
     if unscored:  # no pick was possible: score the whole history alone
         _score_round(model, unscored, histories, kinds, width, max_events, max_rows, pick=False)
-    return _results(questions, paths)
+    return _results(questions, best)
 
 
 def _has_candidates(path: _Path, max_events: int) -> bool:
     window = path.removed[max(0, len(path.removed) - max_events) :]
     return bool((~window).any())
+
+
+#: a scored round of one path: its block of rows, the target's column, candidate positions
+_Round = tuple[Tensor, Tensor, Tensor]
 
 
 def _score_round(
@@ -119,11 +133,11 @@ def _score_round(
     max_rows: int,
     *,
     pick: bool,
-) -> None:
+) -> dict[int, _Round]:
     """Score each path's remaining one-event deletions (rows shared by paths of one
-    history with the same removed set) and, with ``pick``, take each path's best one;
-    without, only score the history as it stands. Row 0 of the first round is the whole
-    history: each path's score and rank before any deletion."""
+    history with the same removed set); without ``pick``, only the history as it stands.
+    Row 0 of the first round is the whole history: each path's score and rank before any
+    deletion. Returns each path's round by its ``id``: what :func:`_kept` extends it with."""
     groups: dict[tuple[int, bytes], list[_Path]] = {}
     for path in paths:
         key = (path.question, bytes(path.removed.cpu().numpy().tobytes()))
@@ -142,28 +156,59 @@ def _score_round(
         )
     typed = any(k is not None for k in kinds)
     blocks = _score_rows(model, [rows for rows, _ in built], types if typed else None, max_rows)
+    found: dict[int, _Round] = {}
     for members, (_, positions), block in zip(groups.values(), built, blocks, strict=True):
         for path in members:
             column = block[:, path.target]
             if path.base_rank == 0:
                 path.base_score = float(column[0])
                 path.base_rank = int(ranks_at(block[:1], column[:1])[0])
-            if pick:
-                _take_best(path, block, column, positions)
+            found[id(path)] = (block, column, positions)
+    return found
 
 
-def _take_best(path: _Path, block: Tensor, column: Tensor, positions: Tensor) -> None:
-    """Record the candidate whose removal lowers ``path.target``'s score most (ties: the
-    most recent event)."""
-    drops = column[0] - column[1:]
-    best = int(positions.shape[0] - 1 - torch.argmax(drops.flip(0)))
-    row = best + 1
+def _kept(paths: list[_Path], found: dict[int, _Round], beam: int) -> list[_Path]:
+    """The ``beam`` distinct removed sets, each a path of ``paths`` (one target's beam)
+    extended by one event, that lower the target's score most in total (ties: the earlier
+    path, then the most recent event; with one path, its best extension: greedy). Paths
+    not scored this round (no candidate left) are kept as they are."""
+    steps: list[tuple[float, int, int]] = []  # (-total drop, path, -candidate)
+    for order, path in enumerate(paths):
+        if id(path) in found:
+            _, column, _ = found[id(path)]
+            before = sum(path.drops)
+            marginal = (column[0] - column[1:]).tolist()
+            steps += [(-(before + drop), order, -c) for c, drop in enumerate(marginal)]
+    steps.sort()
+    kept: list[_Path] = []
+    seen: set[bytes] = set()
+    for _, order, negated in steps:
+        path, candidate = paths[order], -negated
+        block, _, positions = found[id(path)]
+        removed = path.removed.clone()
+        removed[int(positions[candidate])] = True
+        key = bytes(removed.cpu().numpy().tobytes())
+        if key not in seen:
+            seen.add(key)
+            kept.append(_extended(path, block, candidate, int(positions[candidate]), removed))
+        if len(kept) == beam:
+            break
+    return kept or paths
+
+
+def _extended(path: _Path, block: Tensor, candidate: int, position: int, removed: Tensor) -> _Path:
+    """``path`` with ``position`` (row ``candidate + 1`` of its round's ``block``) removed
+    too: its marginal drop and the target's rank change with it gone."""
+    row = candidate + 1
+    column = block[:, path.target]
     rank = int(ranks_at(block[row : row + 1], column[row : row + 1])[0])
-    path.picks.append(int(positions[best]))
-    path.drops.append(float(drops[best]))
-    path.ranks.append(rank - path.base_rank)
-    path.removed = path.removed.clone()
-    path.removed[int(positions[best])] = True
+    return replace(
+        path,
+        removed=removed,
+        picks=[*path.picks, position],
+        drops=[*path.drops, float(column[0] - column[row])],
+        ranks=[*path.ranks, rank - path.base_rank],
+    )
 
 
 def _score_rows(

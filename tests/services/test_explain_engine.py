@@ -40,6 +40,28 @@ def test_explaining_never_changes_the_recommendations(engine: Engine) -> None:
         assert all(i.because is not None for i in b.items)
 
 
+def test_the_served_answer_is_the_response_model_as_data(engine: Engine) -> None:
+    # the service renders explained answers as plain data (no model per event): it must be
+    # what the validated response model gives, field for field (request_id: set by the service)
+    history = [*engine.vocab.items[:6], "not-an-item"]
+    types = ["view", "click", "view", "cart", "view", "purchase", "view"]
+    plans = [
+        engine.plan(history, 3, True, [], explain=True, event_types=types),
+        engine.plan(history[2:6], 4, False, [], explain=True),
+        engine.plan(["nope"], 2, True, [], explain=True),  # cold start
+        engine.plan(history, 3, True, []),  # not explained
+    ]
+    queries = [p.query for p in plans if p.query is not None]
+    answers = iter(engine.score(queries))
+    scored = [next(answers) if p.query is not None else None for p in plans]
+    engine.explain_plans(plans, scored)
+    assert any(i.support for s in scored if s and s.influence for i in s.influence.items)
+    for plan, found in zip(plans, scored, strict=True):
+        expected = engine.respond(plan, found).model_dump(mode="json")
+        del expected["request_id"]
+        assert engine.render(plan, found) == expected
+
+
 def test_because_names_history_events_by_position_type_and_influence(engine: Engine) -> None:
     history = [*engine.vocab.items[:6], "not-an-item"]
     types = ["view", "click", "view", "cart", "view", "purchase", "view"]

@@ -59,6 +59,25 @@ class _SaturatingModel(Recommender):
         return mask_padding_column(scores)
 
 
+class _PairModel(Recommender):
+    """Item 8 scores ``0.5 [item 1] + 0.45 [item 2] + 0.45 [item 3] + 0.3 [item 2 or 3]``:
+    item 1 is worth most alone (0.5), but items 2 and 3 together are worth 1.2."""
+
+    name: ClassVar[str] = "pair-test"
+    Params = ModelParams
+    input_kind = "none"
+    trainable = False
+
+    def score_all(
+        self, histories: Tensor, users: Tensor | None = None, events: Tensor | None = None
+    ) -> Tensor:
+        scores = torch.full((histories.shape[0], N_ITEMS + 1), 0.5)
+        has = [(histories == item).any(dim=1).float() for item in (1, 2, 3)]
+        either = torch.maximum(has[1], has[2])
+        scores[:, 8] = 0.5 * has[0] + 0.45 * has[1] + 0.45 * has[2] + 0.3 * either
+        return mask_padding_column(scores)
+
+
 def _model(cls: type[Recommender]) -> Recommender:
     return cls(ModelParams(), N_ITEMS, 0, 10)
 
@@ -216,3 +235,19 @@ def test_searched_group_deletion_gives_marginal_drops_of_the_searched_set() -> N
     assert found.drops.tolist() == pytest.approx([0.0, 0.0, 1.0])
     assert found.rank_changes.tolist()[-1] > 0
     assert found.score == pytest.approx(1.25)
+
+
+def test_a_beam_over_joint_deletions_finds_the_pair_that_greedy_misses() -> None:
+    question = Question(torch.tensor([1, 2, 3, 5, 6]), torch.tensor([8]))
+    model = _model(_PairModel)
+    ((greedy,),) = greedy_group_deletion(model, [question], 10, 10, 2)
+    assert greedy.positions.tolist() == [0, 2]  # item 1, then item 3 (the most recent tie)
+    assert float(greedy.drops.sum()) == pytest.approx(0.95)
+    ((beam,),) = greedy_group_deletion(model, [question], 10, 10, 2, beam=2)
+    assert sorted(beam.positions.tolist()) == [1, 2]
+    # each pick's drop is a re-scoring with the earlier picks gone: 0.45, then 0.45 + 0.3
+    assert beam.drops.tolist() == pytest.approx([0.45, 0.75])
+    assert beam.score == pytest.approx(1.7) and beam.rank == 1
+    assert beam.rank_changes.tolist() == [0, 0]  # 1.25, then 0.5: no other item scores higher
+    ((same,),) = greedy_group_deletion(model, [question], 10, 10, 2, beam=1)
+    assert same.positions.tolist() == greedy.positions.tolist()
