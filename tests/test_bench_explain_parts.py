@@ -55,7 +55,7 @@ def test_on_an_additive_model_deletion_is_the_best_deletion() -> None:
     figures = faithfulness(bundle, histories, seed=0)
     assert figures["users"] == 2
     methods = figures["methods"]
-    assert set(methods) == {"deletion", "group", "search", "shapley", "recent", "random"}  # no IG
+    assert set(methods) == {"deletion", "group", "beam", "search", "shapley", "recent", "random"}
     for other in ("recent", "random", "group", "shapley"):
         for m in range(5):
             best = methods["deletion"]["mean_score_drop"][m]

@@ -302,7 +302,8 @@ class EncodedScores:
         scores = (self.hidden @ self.model.output_embeddings()[targets].T).float()
         # only seen items get an offset, and every row's items are the whole history's (its
         # row 0): targets outside it (recommended items, history excluded) get none
-        if not bool(torch.isin(targets, self.histories[0]).any()):
+        # (one broadcast comparison: ``torch.isin`` sorts, ~0.1 ms per explained request)
+        if not bool((targets[:, None] == self.histories[0][None]).any()):
             return scores
         offsets = self.model.seen_offsets_at(self.histories, targets[None, :], self.events)
         return scores if offsets is None else scores + offsets.float()

@@ -10,9 +10,11 @@ suffix ``j..n-2`` (the later events, each moved one position back) is recomputed
 the full history's cached keys and values for the prefix; and of the last block only the
 last position is needed (the representation that scores the next item). That is about
 ``n^2 / 2`` positions in the lower blocks and one per variant in the last, instead of
-``n^2`` in every block. In the first block a suffix row's query is the same in every
-variant, so its logits are computed once (:func:`_first_block_attention`); in the last
-block the suffix rows' keys and values are never projected (:func:`_last_row_attention`).
+``n^2`` in every block (the full history's last block, too, runs attention and the
+feed-forward at its last position only). In the first block a suffix row's query is the
+same in every variant, so its logits are computed once (:func:`_first_block_attention`);
+in the last block the suffix rows' keys and values are never projected
+(:func:`_last_row_attention`).
 
 With positions counted from the most recent event (``positions_from: last``) every
 earlier event's position id changes when a later one is deleted, so nothing can be
@@ -91,12 +93,19 @@ def deletion_states(
     causal = torch.ones(n, n, dtype=torch.bool, device=device).tril()
     x = _embedded(encoder, histories, events, torch.arange(n, device=device))
     inputs, keys = [], []
-    for block in _blocks(encoder):
+    blocks = _blocks(encoder)
+    for depth, block in enumerate(blocks):
         qkv = block.project_qkv(x)
         inputs.append(x)
         keys.append(qkv)
-        attended = block.drop(block.proj(block.mix(qkv, qkv, causal)))
-        x = block.finish(x, attended, block.context(x, None))
+        if depth < len(blocks) - 1:
+            attended = block.drop(block.proj(block.mix(qkv, qkv, causal)))
+            x = block.finish(x, attended, block.context(x, None))
+            continue
+        # of the last block only the last position is read (the state that scores): its
+        # keys and values at every position (the variants read them), the rest there only
+        attended = block.drop(block.proj(block.mix(qkv[:, -1:], qkv, causal[-1:])))
+        x = block.finish(x[:, -1:], attended, block.context(x, None, 1))
     full = x[:, -1:]
     if not torch.jit.is_tracing() and positions.numel() == 0:  # a recording deletes some
         return _final(encoder, full)
