@@ -17,6 +17,7 @@ the tails travel to the driver.
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -228,8 +229,24 @@ def spark_tails(events: DataFrame, vocab: Vocabulary, keep: int) -> pd.DataFrame
     ranked = events.withColumn(RANK, F.row_number().over(newest_first))
     tails = ranked.filter(F.col(RANK) <= keep).select(USER, ITEM, TIME, EVENT, RANK)
     indexed = _indexed(events.sparkSession, tails, vocab)
-    frame = cast(pd.DataFrame, indexed.select(USER_IDX, ITEM_IDX, TIME, EVENT_IDX, RANK).toPandas())
+    frame = _to_driver(indexed.select(USER_IDX, ITEM_IDX, TIME, EVENT_IDX, RANK))
     return frame.sort_values([USER_IDX, RANK], ascending=[True, False], kind="stable")
+
+
+def _to_driver(frame: DataFrame) -> pd.DataFrame:
+    """A large result on the driver. In local mode the executors write it as Parquet to
+    a temporary folder that pyarrow reads: collected through the JVM (``toPandas``) the
+    task results of 10M tails (about 100 MB a task) sit in the block manager of a 1 GB
+    heap beside the cached events, and a run at 10M failed with ``TaskResultLost``. On a
+    cluster the executors cannot write to the driver's disk: ``toPandas``."""
+    import pyarrow.parquet as pq
+
+    master = frame.sparkSession.sparkContext.master or ""
+    if not master.startswith("local"):
+        return cast(pd.DataFrame, frame.toPandas())
+    with tempfile.TemporaryDirectory(prefix="recops-spark-") as spill:
+        frame.write.parquet(f"{spill}/part")
+        return pq.read_table(f"{spill}/part").to_pandas()
 
 
 def spark_sequences(events: DataFrame, vocab: Vocabulary, keep: int) -> Sequences:
