@@ -44,7 +44,6 @@ from services.wire import (
     ExplainResponse,
     Explanation,
     Method,
-    RecommendedItem,
     RecommendResponse,
     Source,
 )
@@ -383,28 +382,10 @@ class Engine:
         }
 
     def respond(self, plan: Plan, scored: Scored | None) -> RecommendResponse:
-        """The public answer for a planned request (``scored`` is None for cold starts)."""
-        if scored is None:
-            scored = self.popular(plan.k, plan.exclude)
-        tokens = self.vocab.item_tokens(scored.items)
-        items = [
-            RecommendedItem(item_id=t, score=_finite(s))
-            for t, s in zip(tokens, scored.scores, strict=True)
-        ]
-        explanation = None
-        if plan.explain:
-            explanation = self._explanation(plan, scored.influence)
-            by_item = {i.item: i for i in scored.influence.items} if scored.influence else {}
-            for item, index in zip(items, scored.items, strict=True):
-                found = by_item.get(index)
-                item.because = self._because(plan, found.support) if found else []
-        return RecommendResponse(
-            items=items,
-            model_version=self.version,
-            source=plan.source,
-            warnings=plan.warnings,
-            explanation=explanation,
-        )
+        """The public answer for a planned request (``scored`` is None for cold starts) as
+        the validated response model: :meth:`render`'s data, so the in-process path
+        (benchmarks, tests) and the service give one answer."""
+        return RecommendResponse.model_validate(self.render(plan, scored))
 
     def respond_explain(self, plan: Plan, scored: Scored | None, item_id: str) -> ExplainResponse:
         """The public ``/explain`` answer for a planned request with one target."""
