@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 # would be ~0.3 s of its start-up (the switch-over) for nothing it calls
 
 PAD = 0
+#: :meth:`Vocabulary.user_index` of a user the vocabulary does not hold
+UNKNOWN_USER = -1
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class Vocabulary:
 
     def user_index(self, tokens: Iterable[str]) -> np.ndarray:
         """Index per user token; -1 for unknown users."""
-        return _lookup(self.users, tokens, offset=0, missing=-1)
+        return _lookup(self.users, tokens, offset=0, missing=UNKNOWN_USER)
 
     def item_index(self, tokens: Iterable[str]) -> np.ndarray:
         """Index per item token (1-based); 0 (padding) for unknown items."""

@@ -29,7 +29,7 @@ import pandas as pd
 from components.data.config import ColumnMapping, DataConfig
 from components.data.prepare import PreparedData, checked_catalogue
 from components.data.schema import EVENT, ITEM, TIME, USER, VALUE
-from components.data.sequences import Sequences, Vocabulary
+from components.data.sequences import PAD, UNKNOWN_USER, Sequences, Vocabulary
 from components.data.splits import leave_one_out
 from components.data.stream import (
     EventFiles,
@@ -186,31 +186,27 @@ USER_IDX, ITEM_IDX, EVENT_IDX, RANK = "_user_idx", "_item_idx", "_event_idx", "_
 
 
 def _token_index(
-    spark: SparkSession, tokens: tuple[str, ...], column: str, index: str, offset: int
+    spark: SparkSession, tokens: tuple[str, ...], indices: np.ndarray, column: str, index: str
 ) -> DataFrame:
-    """(token, index) pairs of a vocabulary part, the indices from ``offset`` on."""
-    frame = pd.DataFrame(
-        {
-            column: pd.Series(tokens, dtype=object),
-            index: np.arange(offset, offset + len(tokens), dtype=np.int64),
-        }
-    )
+    """(token, index) pairs of a vocabulary part."""
+    frame = pd.DataFrame({column: pd.Series(tokens, dtype=object), index: indices.astype(np.int64)})
     return spark.createDataFrame(frame, schema=f"{column} string, {index} long")
 
 
 def _indexed(spark: SparkSession, frame: DataFrame, vocab: Vocabulary) -> DataFrame:
     """``frame`` with the vocabulary's user, item and event-type indices beside the
-    tokens, joined on the executors (broadcast): :meth:`Vocabulary.user_index` and the
-    others, with their values for an unknown token (-1 user, 0 item or type)."""
+    tokens, joined on the executors (broadcast). The indices are the vocabulary's own
+    (:meth:`Vocabulary.user_index` and the others), and so is the value of an unknown
+    token (``UNKNOWN_USER``, ``PAD``)."""
     from pyspark.sql import functions as F
 
     parts = (
-        (USER, USER_IDX, vocab.users, 0, -1),
-        (ITEM, ITEM_IDX, vocab.items, 1, 0),
-        (EVENT, EVENT_IDX, vocab.event_types, 1, 0),
+        (USER, USER_IDX, vocab.users, vocab.user_index, UNKNOWN_USER),
+        (ITEM, ITEM_IDX, vocab.items, vocab.item_index, PAD),
+        (EVENT, EVENT_IDX, vocab.event_types, vocab.event_index, PAD),
     )
-    for column, index, tokens, offset, missing in parts:
-        known = F.broadcast(_token_index(spark, tokens, column, index, offset))
+    for column, index, tokens, lookup, missing in parts:
+        known = F.broadcast(_token_index(spark, tokens, lookup(tokens), column, index))
         frame = frame.join(known, on=column, how="left")
         frame = frame.withColumn(index, F.coalesce(F.col(index), F.lit(missing).cast("long")))
     return frame
