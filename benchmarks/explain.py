@@ -137,16 +137,17 @@ def method_orders(
     searched, search_ms = _timed(
         lambda: best_deletion_sets(model, questions, width, N_DELETE, search_pool, picks), n
     )
+    by_single = [ranked_positions(i.drops[0].numpy()) for i in single]
     orders = {
-        "deletion": [ranked_positions(i.drops[0].numpy()) for i in single],
+        "deletion": by_single,
         "group": [g[0].positions.tolist() for g in group],
         "beam": [
-            searched_order(b[0].positions.tolist(), ranked_positions(i.drops[0].numpy()))
-            for b, i in zip(beamed, single, strict=True)
+            searched_order(b[0].positions.tolist(), order)
+            for b, order in zip(beamed, by_single, strict=True)
         ],
         "search": [
-            searched_order(s[0].positions.tolist(), ranked_positions(i.drops[0].numpy()))
-            for s, i in zip(searched, single, strict=True)
+            searched_order(s[0].positions.tolist(), order)
+            for s, order in zip(searched, by_single, strict=True)
         ],
         "shapley": [ranked_positions(v.values[0].numpy()) for v in values],
     }
