@@ -53,7 +53,8 @@ _GUARD = threading.Lock()
 
 def spark_session(master: str) -> SparkSession:
     """One Spark session per master per process (UTC, few shuffle partitions, Arrow
-    transfers, Parquet nanosecond timestamps read as int64 nanoseconds)."""
+    transfers, Parquet nanosecond timestamps read as int64 nanoseconds, timestamps written
+    as Parquet microseconds, not INT96)."""
     try:
         from pyspark.sql import SparkSession
     except ImportError:
@@ -70,6 +71,7 @@ def spark_session(master: str) -> SparkSession:
                 .config("spark.sql.shuffle.partitions", "4")
                 .config("spark.sql.execution.arrow.pyspark.enabled", "true")
                 .config("spark.sql.legacy.parquet.nanosAsLong", "true")
+                .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
                 .config("spark.ui.enabled", "false")
                 .config("spark.ui.showConsoleProgress", "false")
                 .getOrCreate()

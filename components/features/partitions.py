@@ -324,3 +324,96 @@ def edge_timestamp(root: Path, newest: bool) -> pd.Timestamp | None:
     ts = ds.dataset(files, format="parquet").to_table(columns=[EVENT_TS])[EVENT_TS]
     value = (pc.max(ts) if newest else pc.min(ts)).as_py()
     return pd.Timestamp(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class SourceComparison:
+    """Two day-partitioned sources compared row by row (rows sorted by entity and time,
+    one day at a time): which days, columns and value types each has, and per column the
+    rows that differ (floats within a relative tolerance)."""
+
+    days: tuple[int, int]  # days written in each
+    same_days: bool
+    same_columns: bool  # names and value types (list field names, nullability aside)
+    rows: tuple[int, int]
+    differing: dict[str, int]  # column -> rows that differ
+    max_float_difference: float
+    rel_tol: float
+
+    @property
+    def equal(self) -> bool:
+        rows_match = self.rows[0] == self.rows[1]
+        return (
+            self.same_days and self.same_columns and rows_match and not any(self.differing.values())
+        )
+
+
+def compare_sources(a: Path, b: Path, key: str, rel_tol: float = 1e-9) -> SourceComparison:
+    """Compare the sources under ``a`` and ``b`` (``key``: the entity column) day by day,
+    holding one day of each; timestamps are compared in microseconds (the Spark offline
+    store's resolution)."""
+    days_a, days_b = written_days(a), written_days(b)
+    differing: dict[str, int] = {}
+    rows = [0, 0]
+    types: list[dict[str, str]] = []
+    worst = 0.0
+    for day in sorted(set(days_a) & set(days_b)):
+        left, right = (_day_rows(root, day, key) for root in (a, b))
+        rows[0] += left.num_rows
+        rows[1] += right.num_rows
+        if not types:
+            types = [_value_types(left), _value_types(right)]
+        for name in left.column_names:
+            if name not in right.column_names:
+                continue
+            count, gap = _differences(left[name], right[name], rel_tol)
+            differing[name] = differing.get(name, 0) + count
+            worst = max(worst, gap)
+    return SourceComparison(
+        days=(len(days_a), len(days_b)),
+        same_days=days_a == days_b,
+        same_columns=bool(types) and types[0] == types[1],
+        rows=(rows[0], rows[1]),
+        differing=differing,
+        max_float_difference=worst,
+        rel_tol=rel_tol,
+    )
+
+
+def _day_rows(root: Path, day: str, key: str) -> pa.Table:
+    table = ds.dataset([str(p) for p in day_files(root, day)], format="parquet").to_table()
+    stamps = table[EVENT_TS].cast(pa.timestamp("us", "UTC"), safe=False)
+    table = table.set_column(table.schema.get_field_index(EVENT_TS), EVENT_TS, stamps)
+    return table.sort_by([(key, "ascending"), (EVENT_TS, "ascending")])
+
+
+def _value_types(table: pa.Table) -> dict[str, str]:
+    def kind(value: pa.DataType) -> str:
+        if pa.types.is_list(value) or pa.types.is_large_list(value):
+            return f"list<{kind(value.value_type)}>"
+        return str(value)
+
+    return {field.name: kind(field.type) for field in table.schema}
+
+
+def _differences(a: pa.ChunkedArray, b: pa.ChunkedArray, rel_tol: float) -> tuple[int, float]:
+    """(rows that differ, largest absolute float difference) of two aligned columns."""
+    if len(a) != len(b):
+        return max(len(a), len(b)), 0.0
+    if pa.types.is_list(a.type) or pa.types.is_large_list(a.type):
+        lengths = [pc.list_value_length(x).to_numpy(zero_copy_only=False) for x in (a, b)]
+        if not np.array_equal(lengths[0], lengths[1]):
+            return int((lengths[0] != lengths[1]).sum()), 0.0
+        values = [
+            pc.list_flatten(x).cast(pa.string()).to_numpy(zero_copy_only=False) for x in (a, b)
+        ]
+        owner = np.repeat(np.arange(len(a)), lengths[0])
+        return len(np.unique(owner[values[0] != values[1]])), 0.0
+    if pa.types.is_floating(a.type):
+        x, y = (col.to_numpy(zero_copy_only=False).astype(np.float64) for col in (a, b))
+        gap = np.abs(x - y)
+        bad = ~((x == y) | (gap <= rel_tol * np.maximum(np.abs(x), np.abs(y))))
+        return int(bad.sum()), float(gap.max(initial=0.0))
+    left, right = a.cast(b.type) if a.type != b.type else a, b
+    same = pc.fill_null(pc.equal(left, right), False).to_numpy(zero_copy_only=False)
+    return int((~same).sum()), 0.0

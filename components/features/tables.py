@@ -28,7 +28,20 @@ TITLE = "title"
 # Side-table column names we accept for an item's category and title, first match wins.
 CATEGORY_ALIASES = ("category", "class", "genre", "genres")
 TITLE_ALIASES = ("title", "movie_title", "name")
-_DAY_S = 86_400
+#: Both table builders (this module's numpy one and the Spark one in
+#: :mod:`components.features.spark_tables`) share these definitions: the column names
+#: and order, the windows' unit (whole seconds: a window of ``w`` days counts the events
+#: with ``second > t_second - w * DAY_S`` up to the snapshot), the first snapshot's gap
+#: and the trend's floor.
+DAY_S = 86_400
+SECOND_NS = 1_000_000_000
+#: ``seconds_since_prev`` of an entity's first snapshot
+FIRST_GAP_S = -1.0
+#: the trend's denominator floor (the rate over the longest window)
+TREND_FLOOR = 1e-12
+RECENT_ITEMS = "recent_items"
+RECENT_TYPES = "recent_event_types"
+N_EVENTS = "n_events"
 
 
 def user_window_column(days: int) -> str:
@@ -41,6 +54,19 @@ def item_window_column(days: int) -> str:
     return f"pop_{days}d"
 
 
+def user_columns(windows_days: list[int]) -> list[str]:
+    """The user table's columns, in order."""
+    windows = [user_window_column(days) for days in windows_days]
+    head = [USER, EVENT_TS, RECENT_ITEMS, RECENT_TYPES, N_EVENTS]
+    return [*head, *windows, "distinct_items", "last_event_unix", "seconds_since_prev"]
+
+
+def item_columns(windows_days: list[int]) -> list[str]:
+    """The item table's columns, in order."""
+    windows = [item_window_column(days) for days in windows_days]
+    return [ITEM, EVENT_TS, N_EVENTS, *windows, "trend", "first_seen_unix", CATEGORY, TITLE]
+
+
 class _Snapshots:
     """Events sorted by (entity, time) plus the index of each snapshot's last event."""
 
@@ -51,7 +77,7 @@ class _Snapshots:
         self.codes, self.entities = pd.factorize(self.frame[entity], sort=False)
         ts = pd.to_datetime(self.frame[TIME], utc=True)
         self.ts_ns = ts.to_numpy(dtype="datetime64[ns]").view("int64")
-        self.ts_s = self.ts_ns // 1_000_000_000
+        self.ts_s = self.ts_ns // SECOND_NS
         n = len(self.frame)
         boundary = np.ones(n, dtype=bool)
         if n:
@@ -72,12 +98,12 @@ class _Snapshots:
         if not len(self.frame):
             return {w: np.zeros(0, dtype=np.int64) for w in windows_days}
         span = int(self.ts_s.max() - self.ts_s.min())
-        stride = span + max(windows_days, default=0) * _DAY_S + 2
+        stride = span + max(windows_days, default=0) * DAY_S + 2
         # one sortable int64 key per event: entity block, then seconds inside the block
         key = self.codes.astype(np.int64) * stride + (self.ts_s - self.ts_s.min())
         at = key[self.last]
         return {
-            w: self.last - np.searchsorted(key, at - w * _DAY_S, side="right") + 1
+            w: self.last - np.searchsorted(key, at - w * DAY_S, side="right") + 1
             for w in windows_days
         }
 
@@ -131,21 +157,21 @@ def user_feature_table(
     cum_first = np.cumsum(first_pair)
     start = snaps.entity_start[last]
     distinct = cum_first[last] - cum_first[start] + first_pair[start]
-    prev_gap = np.full(len(last), -1.0)
+    prev_gap = np.full(len(last), FIRST_GAP_S)
     same_user = np.zeros(len(last), dtype=bool)
     if len(last) > 1:
         same_user[1:] = snaps.codes[last[1:]] == snaps.codes[last[:-1]]
-        gaps = (snaps.ts_ns[last[1:]] - snaps.ts_ns[last[:-1]]) / 1e9
-        prev_gap[1:] = np.where(same_user[1:], gaps, -1.0)
+        gaps = (snaps.ts_ns[last[1:]] - snaps.ts_ns[last[:-1]]) / SECOND_NS
+        prev_gap[1:] = np.where(same_user[1:], gaps, FIRST_GAP_S)
     table = pd.DataFrame(
         {
             USER: pd.Series(np.asarray(snaps.entities, dtype=object)[snaps.codes[last]]),
             EVENT_TS: snaps.event_ts(),
-            "recent_items": _recent_column(frame[ITEM], snaps, history_length),
-            "recent_event_types": _recent_column(
+            RECENT_ITEMS: _recent_column(frame[ITEM], snaps, history_length),
+            RECENT_TYPES: _recent_column(
                 frame[EVENT].fillna("") if EVENT in frame.columns else None, snaps, history_length
             ),
-            "n_events": (last - start + 1).astype(np.int64),
+            N_EVENTS: (last - start + 1).astype(np.int64),
         }
     )
     table[USER] = table[USER].astype(pd.ArrowDtype(pa.string()))
@@ -211,7 +237,7 @@ def item_feature_table(
         {
             ITEM: pd.Series(np.asarray(snaps.entities, dtype=object)[snaps.codes[last]]),
             EVENT_TS: snaps.event_ts(),
-            "n_events": (last - start + 1).astype(np.int64),
+            N_EVENTS: (last - start + 1).astype(np.int64),
         }
     )
     counts = snaps.window_counts(windows_days)
@@ -221,7 +247,9 @@ def item_feature_table(
         short, long = min(windows_days), max(windows_days)
         rate_short = counts[short] / short
         rate_long = counts[long] / long
-        table["trend"] = np.where(rate_long > 0, rate_short / np.maximum(rate_long, 1e-12), 0.0)
+        table["trend"] = np.where(
+            rate_long > 0, rate_short / np.maximum(rate_long, TREND_FLOOR), 0.0
+        )
     else:
         table["trend"] = 0.0
     table["first_seen_unix"] = snaps.ts_s[start].astype(np.int64)

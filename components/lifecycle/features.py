@@ -3,7 +3,9 @@ materialized (the one path the flow's materialize task and other front doors cal
 
 With ``data.engine=stream`` the tables are built in passes from the version's own
 Parquet files within ``data.memory_budget_mb`` (:mod:`components.features.streamed`:
-no frame of all events); the other engines build them from the version as one frame.
+no frame of all events); with ``data.engine=spark`` Spark builds and writes them from
+those files (:mod:`components.features.spark_tables`); ``memory`` builds them from the
+version as one frame.
 Either way the version's item catalogue (when it has one) is published as item content,
 and the materialization is incremental.
 """
@@ -11,6 +13,7 @@ and the materialization is incremental.
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from components.data.config import DataConfig
@@ -37,9 +40,12 @@ def refresh_version_features(
 
     store = DatasetStore(ws, versioning_cfg)
     catalogue = store.load_catalogue(version)
-    if data_cfg.engine != "stream":
+    if data_cfg.engine == "memory":
         events = store.load_events(version)
         return refresh_features(events, ws, features_cfg, end=end, catalogue=catalogue)
+    if data_cfg.engine == "spark":
+        _write_spark_tables(ws, data_cfg, features_cfg, store.event_files(version))
+        return publish_and_materialize(ws, features_cfg, end, catalogue)
     from components.data.stream import files_of, scan_events
     from components.features.streamed import side_columns_of, write_feature_tables_streamed
 
@@ -48,3 +54,19 @@ def refresh_version_features(
     lazy = scan_events(files)
     write_feature_tables_streamed(lazy, ws, features_cfg, data_cfg.memory_budget_mb, side)
     return publish_and_materialize(ws, features_cfg, end, catalogue)
+
+
+def _write_spark_tables(
+    ws: Workspace, data_cfg: DataConfig, features_cfg: FeaturesConfig, files: list[Path]
+) -> None:
+    """The version's feature tables built and written by Spark at ``data.spark_master``."""
+    from components.data.spark import spark_events, spark_session
+    from components.features.spark_tables import spark_side_columns, write_feature_tables_spark
+
+    spark = spark_session(data_cfg.spark_master)
+    side = spark_side_columns(spark, files)  # category/title columns the events carry
+    events = spark_events(spark, files).cache()  # the version's files: the event contract
+    try:
+        write_feature_tables_spark(events, ws, features_cfg, data_cfg.memory_budget_mb, side)
+    finally:
+        events.unpersist()

@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -150,3 +151,26 @@ def test_the_dask_offline_store_is_refused_with_the_reason(tmp_path):
     workspace = Workspace.at(tmp_path / "ws").ensure()
     with pytest.raises(FeatureStoreError, match=r"offline_store=file .*partition"):
         feature_store(workspace, FeaturesConfig(offline_store="file"))
+
+
+def test_compare_sources_finds_a_changed_value_and_a_changed_list(tmp_path, tiny_events):
+    from components.features.partitions import Manifest, compare_sources, write_partitions
+    from components.features.tables import user_feature_table
+
+    table = user_feature_table(tiny_events, 5, [1, 7, 30])
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    write_partitions(arrow, tmp_path / "a", Manifest("b", {"1970-01-01": "x"}))
+    assert compare_sources(tmp_path / "a", tmp_path / "a", USER).equal
+    changed = table.copy()
+    changed.loc[3, "seconds_since_prev"] += 1e-3
+    changed.loc[5, "recent_items"] = ["nope"]
+    write_partitions(
+        pa.Table.from_pandas(changed, preserve_index=False),
+        tmp_path / "b",
+        Manifest("b", {"1970-01-01": "x"}),
+    )
+    found = compare_sources(tmp_path / "a", tmp_path / "b", USER)
+    assert not found.equal
+    assert found.differing["seconds_since_prev"] == 1 and found.differing["recent_items"] == 1
+    assert found.max_float_difference == pytest.approx(1e-3)
+    assert found.rows[0] == found.rows[1] == len(table)
