@@ -23,9 +23,12 @@ from benchmarks.common import StageFigures, measure, measurement_lock, print_tab
 from components.data.config import DataConfig, SyntheticConfig
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from components.data.sequences import Sequences, Vocabulary
     from components.data.splits import Split
     from components.data.stream import UserBuckets
+    from components.features.config import FeaturesConfig
     from components.workspace import Workspace
 
 ENGINES = ("memory", "stream", "spark")
@@ -204,8 +207,13 @@ def _sequence_stages(
 
 
 #: the Spark engine's stages, in order; ``compare`` runs the stream engine on the same
-#: files and checks the results are equal (same verdict, accepted rows and sequences)
-SPARK_STAGES = ("generate", "load", "validate", "version", "sequences", "compare")
+#: files and checks the results are equal (same verdict, accepted rows, sequences, every
+#: feature value and Feast's point-in-time answers)
+SPARK_STAGES = ("generate", "load", "validate", "version", "sequences", "features", "compare")
+#: entity rows (events drawn evenly from every file) of the point-in-time comparison
+PIT_SAMPLE = 2_000
+#: relative tolerance of the float features' comparison (seconds_since_prev, trend)
+FEATURE_REL_TOL = 1e-9
 
 
 @contextmanager
@@ -228,6 +236,8 @@ class EngineRun:
     vocab: Vocabulary | None = None
     sequences: Sequences | None = None
     split: Split | None = None
+    features: Workspace | None = None  # where its Feast offline tables were written
+    features_cfg: FeaturesConfig | None = None
 
 
 def _spark_stages(
@@ -261,8 +271,18 @@ def _spark_stages(
     if "compare" not in only:
         return stages, {}
     theirs = EngineRun()
-    stages += stream_reference(folder, cfg, lock, theirs)
-    return stages, same_outputs(ours, theirs)
+    stages += stream_reference(folder, cfg, lock, theirs, features=ours.features is not None)
+    compared = same_outputs(ours, theirs)
+    if ours.features is not None:
+        checks, details, figures = same_features(ours, theirs, folder / "events", lock)
+        stages += figures
+        compared = {
+            **compared,
+            **checks,
+            "all_equal": compared["all_equal"] and all(checks.values()),
+        }
+        compared["feature_details"] = details
+    return stages, compared
 
 
 def _spark_warmup(folder: Path, cfg: DataConfig, lock: Path | None) -> StageFigures:
@@ -283,7 +303,29 @@ def _spark_warmup(folder: Path, cfg: DataConfig, lock: Path | None) -> StageFigu
             warm / "events", ValidationConfig(), ws, batch_id="warmup", master=cfg.spark_master
         )
         spark_prepare(warm / "events", cfg)
+        _spark_feature_tables(warm / "events", ws, cfg, _spark_features_cfg(cfg))
     return fig
+
+
+def _spark_feature_tables(
+    events_dir: Path, ws: Workspace, cfg: DataConfig, features: FeaturesConfig
+) -> None:
+    """Feast's offline tables of the files, built and written by Spark into ``ws``."""
+    from components.data.spark import spark_events, spark_session
+    from components.features.spark_tables import write_feature_tables_spark
+
+    events = spark_events(spark_session(cfg.spark_master), events_dir).cache()
+    try:
+        write_feature_tables_spark(events, ws, features, cfg.memory_budget_mb)
+    finally:
+        events.unpersist()
+
+
+def _spark_features_cfg(cfg: DataConfig) -> FeaturesConfig:
+    """Feast's Spark offline store on the bench's Spark session."""
+    from components.features.config import FeaturesConfig
+
+    return FeaturesConfig(offline_store="spark", spark_master=cfg.spark_master)
 
 
 def _spark_engine(
@@ -329,7 +371,36 @@ def _spark_engine(
             stages.append(fig)
     finally:
         events.unpersist()
+    if {"features", "compare"} & set(only):
+        stages.append(_spark_feature_stage(folder, cfg, lock, out))
     return stages
+
+
+def _spark_feature_stage(
+    folder: Path, cfg: DataConfig, lock: Path | None, out: EngineRun
+) -> StageFigures:
+    """Feast's offline tables built and written by Spark (day partitions, as many files
+    a day as the stream engine's passes) into a fresh workspace, from a fresh read of
+    the files (cached as the flow's feature task does)."""
+    from components.features.store import definitions
+
+    ws = _fresh_workspace(folder / "features-spark")
+    features = _spark_features_cfg(cfg)
+    definitions(features)  # importing Feast is a fixed cost, not the stage's
+    with _stage("feature tables (spark, day partitions)", lock, children=True) as fig:
+        _spark_feature_tables(folder / "events", ws, cfg, features)
+    out.features, out.features_cfg = ws, features
+    fig.extra = {**fig.extra, **_files_written(ws)}
+    return fig
+
+
+def _files_written(ws: Workspace) -> dict[str, Any]:
+    files = list(ws.features_dir.rglob("part-*.parquet"))
+    return {
+        "files": len(files),
+        "days": len({f.parent for f in files}),
+        "bytes_on_disk": sum(f.stat().st_size for f in files),
+    }
 
 
 def _fresh_workspace(root: Path) -> Workspace:
@@ -367,10 +438,11 @@ def _split(seqs: Sequences, vocab: Vocabulary, cfg: DataConfig) -> Split:
 
 
 def stream_reference(
-    folder: Path, cfg: DataConfig, lock: Path | None, out: EngineRun
+    folder: Path, cfg: DataConfig, lock: Path | None, out: EngineRun, features: bool = False
 ) -> list[StageFigures]:
-    """The stream engine on the same files (validate in passes, version, prepare), for
-    the comparison."""
+    """The stream engine on the same files (validate in passes, version, prepare; with
+    ``features`` its Feast offline tables in passes, DuckDB offline store), for the
+    comparison."""
     from components.data.stream import stream_prepare
     from components.validation.config import ValidationConfig
     from components.validation.runner import gx_context, validate_event_files
@@ -389,7 +461,113 @@ def stream_reference(
     with _stage("stream engine: load+sequences+split", lock) as fig:
         prepared = stream_prepare(folder / "events", cfg)
     out.vocab, out.sequences, out.split = prepared.vocab, prepared.sequences, prepared.split
-    return [*stages, fig]
+    stages.append(fig)
+    if features:
+        stages.append(_stream_feature_stage(folder, cfg, lock, out))
+    return stages
+
+
+def _stream_feature_stage(
+    folder: Path, cfg: DataConfig, lock: Path | None, out: EngineRun
+) -> StageFigures:
+    from components.data.stream import list_event_files, scan_events
+    from components.features.config import FeaturesConfig
+    from components.features.store import definitions
+    from components.features.streamed import write_feature_tables_streamed
+
+    ws = _fresh_workspace(folder / "features-stream")
+    features = FeaturesConfig()
+    definitions(features)  # importing Feast is a fixed cost, not the stage's
+    lazy = scan_events(list_event_files(folder / "events"))
+    with _stage("stream engine: feature tables (passes)", lock) as fig:
+        write_feature_tables_streamed(lazy, ws, features, cfg.memory_budget_mb)
+    out.features, out.features_cfg = ws, features
+    fig.extra = {**fig.extra, **_files_written(ws)}
+    return fig
+
+
+def same_features(
+    ours: EngineRun, theirs: EngineRun, events_dir: Path, lock: Path | None
+) -> tuple[dict[str, bool], dict[str, Any], list[StageFigures]]:
+    """Every value of both engines' feature tables (day by day, rows sorted by entity and
+    time; floats within :data:`FEATURE_REL_TOL`), and Feast's point-in-time features for
+    :data:`PIT_SAMPLE` entity rows through each engine's offline store (Spark's for
+    ``ours``). Returns the checks, their details and the retrievals' figures."""
+    from components.data.schema import ITEM, USER
+    from components.features.partitions import compare_sources
+    from components.features.store import ITEM_VIEW, USER_VIEW, source_paths
+
+    assert ours.features and theirs.features and ours.features_cfg and theirs.features_cfg
+    checks: dict[str, bool] = {}
+    details: dict[str, Any] = {"rel_tol": FEATURE_REL_TOL}
+    mine = source_paths(ours.features, ours.features_cfg)
+    other = source_paths(theirs.features, theirs.features_cfg)
+    for view, key in ((USER_VIEW, USER), (ITEM_VIEW, ITEM)):
+        found = compare_sources(other[view], mine[view], key, FEATURE_REL_TOL)
+        checks[f"feature_values_{view}"] = found.equal
+        details[view] = found.__dict__
+    labels = pit_sample(events_dir, PIT_SAMPLE)
+    frames, figures = [], []
+    for name, run in (("spark offline store", ours), ("stream engine's duckdb store", theirs)):
+        frame, fig = _pit_retrieval(run, labels, name, lock)
+        frames.append(frame)
+        figures.append(fig)
+    checks["pit_retrieval"], details["pit_retrieval"] = _same_frames(frames[0], frames[1])
+    details["pit_rows"] = len(labels)
+    return checks, details, figures
+
+
+def pit_sample(events_dir: Path, n: int, seed: int = 11) -> pd.DataFrame:
+    """``n`` events (user, item, time) drawn evenly from every file of the batch."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from components.data.schema import ITEM, TIME, USER
+    from components.data.stream import list_event_files
+
+    files = list_event_files(events_dir)
+    rng = np.random.default_rng(seed)
+    share = max(1, n // len(files.paths))
+    parts = []
+    for path, rows in zip(files.paths, files.rows, strict=True):
+        table = pq.read_table(path, columns=[USER, ITEM, TIME])
+        parts.append(table.take(rng.choice(rows, size=min(share, rows), replace=False)))
+    sample = pa.concat_tables(parts).to_pandas()
+    return sample.rename(columns={TIME: "event_timestamp"})
+
+
+def _pit_retrieval(
+    run: EngineRun, labels: pd.DataFrame, name: str, lock: Path | None
+) -> tuple[pd.DataFrame, StageFigures]:
+    from components.features.store import apply_repo, historical_features
+
+    assert run.features is not None and run.features_cfg is not None
+    apply_repo(run.features, run.features_cfg)
+    with _stage(f"Feast point-in-time, {len(labels):,} rows ({name})", lock, children=True) as fig:
+        frame = historical_features(run.features, run.features_cfg, labels)
+    return frame, fig
+
+
+def _same_frames(a: pd.DataFrame, b: pd.DataFrame) -> tuple[bool, str]:
+    """Whether two point-in-time frames hold the same rows and values (array features as
+    lists, floats within :data:`FEATURE_REL_TOL`), and the first difference."""
+    import pandas as pd
+
+    def comparable(frame: pd.DataFrame) -> pd.DataFrame:
+        out = frame.copy()
+        for column in out.columns:
+            if out[column].map(lambda v: hasattr(v, "__len__") and not isinstance(v, str)).any():
+                out[column] = out[column].map(lambda v: None if v is None else list(v))
+        keys = [c for c in ("user_id", "item_id", "event_timestamp") if c in out.columns]
+        return out.sort_values(keys).reset_index(drop=True)
+
+    try:
+        pd.testing.assert_frame_equal(
+            comparable(a), comparable(b), check_dtype=False, rtol=FEATURE_REL_TOL
+        )
+    except AssertionError as exc:
+        return False, str(exc).splitlines()[0]
+    return True, ""
 
 
 def same_outputs(ours: EngineRun, theirs: EngineRun) -> dict[str, Any]:
@@ -659,5 +837,9 @@ def _print_stages(
         print_table(
             "equal to the stream engine on the same files",
             ["output", "equal"],
-            [(name, "yes" if same else "NO") for name, same in compared.items()],
+            [
+                (name, "yes" if same else "NO")
+                for name, same in compared.items()
+                if isinstance(same, bool)
+            ],
         )

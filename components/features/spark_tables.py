@@ -92,31 +92,55 @@ def _floor_div(column: str, unit: int) -> Column:
     return F.expr(f"(`{column}` - pmod(`{column}`, {unit})) div {unit}")
 
 
-def _window_counts(
-    snaps: DataFrame, key: str, windows_days: Sequence[int], name: Callable[[int], str]
+def _before_windows(
+    frame: DataFrame, key: str, counted: Column, windows_days: Sequence[int]
 ) -> DataFrame:
-    """Per snapshot and window ``w``: the entity's events with ``second > t_second - w``
-    days, up to the snapshot: ``n_events`` minus the events of its snapshots at or before
-    ``t_second - w`` days (a range frame over whole seconds)."""
+    """Per row and window ``w``: the sum of ``counted`` over the entity's rows at or
+    before ``second - w`` days (``_before_<w>``, a range frame over whole seconds)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     by_second = Window.partitionBy(key).orderBy(SECOND)
-    for days in windows_days:
-        frame = by_second.rangeBetween(Window.unboundedPreceding, -days * DAY_S)
-        before = F.coalesce(F.max(N_EVENTS).over(frame), F.lit(0))
-        snaps = snaps.withColumn(name(days), (F.col(N_EVENTS) - before).cast("long"))
-    return snaps
+    return frame.withColumns(
+        {
+            f"_before_{days}": F.coalesce(
+                F.sum(counted).over(
+                    by_second.rangeBetween(Window.unboundedPreceding, -days * DAY_S)
+                ),
+                F.lit(0),
+            )
+            for days in windows_days
+        }
+    )
+
+
+def _window_counts(
+    frame: DataFrame, windows_days: Sequence[int], name: Callable[[int], str]
+) -> DataFrame:
+    """Per snapshot and window ``w``: the entity's events with ``second > t_second - w``
+    days up to the snapshot: ``n_events`` minus those at or before ``t_second - w`` days."""
+    from pyspark.sql import functions as F
+
+    return frame.withColumns(
+        {
+            name(days): (F.col(N_EVENTS) - F.col(f"_before_{days}")).cast("long")
+            for days in windows_days
+        }
+    )
+
+
+def _seconds(frame: DataFrame) -> DataFrame:
+    """``frame`` with each row's whole second (``_second``)."""
+    return frame.withColumn(SECOND, _floor_div(TIME, SECOND_NS))
 
 
 def _stamped(snaps: DataFrame) -> DataFrame:
-    """The snapshot's ``event_timestamp`` (microseconds, UTC), its whole second and day."""
+    """The snapshot's ``event_timestamp`` (microseconds, UTC) and UTC day."""
     from pyspark.sql import functions as F
 
     return snaps.select(
         "*",
         F.timestamp_micros(_floor_div(TIME, 1000)).alias(EVENT_TS),
-        _floor_div(TIME, SECOND_NS).alias(SECOND),
         F.date_from_unix_date(_floor_div(TIME, _DAY_NS).cast("int")).alias(DAY),
     )
 
@@ -133,13 +157,17 @@ def spark_user_table(
     in_order = Window.partitionBy(USER).orderBy(TIME, FILE, POS)
     recent = in_order.rowsBetween(1 - history_length, Window.currentRow)
     pair_order = Window.partitionBy(USER, ITEM).orderBy(TIME, FILE, POS)
-    narrow = events.select(USER, ITEM, TIME, EVENT, FILE, POS).repartition(tasks, USER)
+    # every window but the last runs on narrow rows; the lists come last
+    narrow = _seconds(events.select(USER, ITEM, TIME, EVENT, FILE, POS).repartition(tasks, USER))
     flagged = narrow.withColumn(
         "_first", (F.row_number().over(pair_order) == 1).cast("long")
     )  # the user's first event of this item
+    flagged = _before_windows(flagged, USER, F.lit(1), windows_days)
     per_event = flagged.select(
         USER,
         TIME,
+        SECOND,
+        *[f"_before_{days}" for days in windows_days],
         F.row_number().over(in_order).cast("long").alias(N_EVENTS),
         F.collect_list(ITEM).over(recent).alias(RECENT_ITEMS),
         F.collect_list(F.coalesce(F.col(EVENT), F.lit(""))).over(recent).alias(RECENT_TYPES),
@@ -156,7 +184,7 @@ def spark_user_table(
             "seconds_since_prev": F.coalesce(gap, F.lit(FIRST_GAP_S)),
         }
     )
-    snaps = _window_counts(snaps, USER, windows_days, user_window_column)
+    snaps = _window_counts(snaps, windows_days, user_window_column)
     return snaps.select(*user_columns(list(windows_days)), DAY)
 
 
@@ -172,19 +200,20 @@ def spark_item_table(
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    counted = (
+    counted = _seconds(
         events.select(ITEM, TIME)
         .repartition(tasks, ITEM)
         .groupBy(ITEM, TIME)
         .agg(F.count(F.lit(1)).alias("_at"))
     )
     by_time = Window.partitionBy(ITEM).orderBy(TIME)
+    counted = _before_windows(counted, ITEM, F.col("_at"), windows_days)
     snaps = _stamped(
         counted.withColumn(N_EVENTS, F.sum("_at").over(by_time).cast("long")).withColumn(
-            "first_seen_unix", F.min(_floor_div(TIME, SECOND_NS)).over(Window.partitionBy(ITEM))
+            "first_seen_unix", F.min(SECOND).over(Window.partitionBy(ITEM))
         )
     )
-    snaps = _window_counts(snaps, ITEM, windows_days, item_window_column)
+    snaps = _window_counts(snaps, windows_days, item_window_column)
     trend = F.lit(0.0)
     if windows_days:
         short, long = min(windows_days), max(windows_days)

@@ -60,9 +60,10 @@ def bench_data(
             "--stages",
             help="With --keep-dir: only these stages (comma-separated; stream: "
             "generate,load,bucket,vocabulary,validate,version,features,sequences, each reusing "
-            "what earlier runs left there; spark: generate,load,validate,version,sequences,"
+            "what earlier runs left there; spark: generate,load,validate,version,sequences,features,"
             "compare, where compare runs the stream engine on the same files and checks the "
-            "outputs are equal).",
+            "outputs are equal, every feature value and Feast's point-in-time answers "
+            "included).",
         ),
     ] = None,
     spark_master: Annotated[
