@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from components.errors import FeatureStoreError
 from components.features.tables import EVENT_TS
 
 log = logging.getLogger(__name__)
@@ -218,6 +219,17 @@ def _replace_partition(rows: pa.Table, folder: Path) -> None:
     for stale in folder.glob(PART_GLOB):
         if stale.name != PART_FILE:
             stale.unlink()
+
+
+def check_partitioned(root: Path, how: str) -> None:
+    """Create ``root``, the folder of a day-partitioned source; raises
+    :class:`FeatureStoreError` for a source declared as one file (built ``how``)."""
+    if root.suffix == ".parquet":
+        raise FeatureStoreError(
+            f"{root.name}: a source declared as one file cannot be built {how}",
+            hint="declare it as <folder>/day=*/*.parquet in feature_repo/definitions.py",
+        )
+    root.mkdir(parents=True, exist_ok=True)
 
 
 def discard_pending(root: Path) -> None:

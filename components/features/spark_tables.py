@@ -40,6 +40,7 @@ from components.features.partitions import (
     DAY,
     PENDING_SUFFIX,
     Manifest,
+    check_partitioned,
     commit_passes,
     discard_pending,
     first_changed_day,
@@ -292,7 +293,7 @@ def _write_view(root: Path, manifest: Manifest, table: DataFrame, key: str) -> l
     from there on (none when no day changed)."""
     from pyspark.sql import functions as F
 
-    root.mkdir(parents=True, exist_ok=True)
+    check_partitioned(root, "by Spark")
     start = first_changed_day(Manifest.read(root), manifest)
     if start is None:
         log.info("%s: no day changed, partitions kept", root.name)

@@ -34,10 +34,11 @@ import pyarrow as pa
 
 from components.data.schema import EVENT, ITEM, TIME, USER
 from components.data.stream import BUDGET_KEY, ROW, UserBuckets, user_passes
-from components.errors import DataError, FeatureStoreError
+from components.errors import DataError
 from components.features.config import FeaturesConfig
 from components.features.partitions import (
     Manifest,
+    check_partitioned,
     commit_passes,
     discard_pending,
     first_changed_day,
@@ -167,12 +168,7 @@ def _write_view(
 ) -> list[str]:
     """Build ``frames`` one pass at a time into ``root``'s day partitions (the days from
     the first changed one on); returns the days now live from there on."""
-    if root.suffix == ".parquet":
-        raise FeatureStoreError(
-            f"{root.name}: a source declared as one file cannot be built in passes",
-            hint="declare it as <folder>/day=*/*.parquet in feature_repo/definitions.py",
-        )
-    root.mkdir(parents=True, exist_ok=True)
+    check_partitioned(root, "in passes")
     start = first_changed_day(Manifest.read(root), manifest)
     if start is None:
         log.info("%s: no day changed, partitions kept", root.name)
