@@ -331,13 +331,7 @@ def _spark_features_cfg(cfg: DataConfig) -> FeaturesConfig:
 def _spark_engine(
     folder: Path, cfg: DataConfig, only: tuple[str, ...], lock: Path | None, out: EngineRun
 ) -> list[StageFigures]:
-    from components.data.spark import (
-        spark_events,
-        spark_sequences,
-        spark_session,
-        spark_vocabulary,
-    )
-    from components.data.stream import tail_length
+    from components.data.spark import spark_events, spark_session, spark_vocabulary
     from components.validation.config import ValidationConfig
     from components.validation.spark import validate_spark_files
 
@@ -364,11 +358,7 @@ def _spark_engine(
             if {"version", "compare"} & set(only):
                 stages.append(_version_stage("version (spark engine)", folder, ws, cfg, out, lock))
         if {"sequences", "compare"} & set(only):
-            with _stage("sequences+split (spark window)", lock, children=True) as fig:
-                out.sequences = spark_sequences(events, out.vocab, tail_length(cfg))
-                out.split = _split(out.sequences, out.vocab, cfg)
-            fig.extra = {**fig.extra, **out.split.summary(), "master": cfg.spark_master}
-            stages.append(fig)
+            stages += _spark_sequence_stages(events, folder, cfg, lock, out)
     finally:
         events.unpersist()
     if {"features", "compare"} & set(only):
@@ -401,6 +391,40 @@ def _files_written(ws: Workspace) -> dict[str, Any]:
         "days": len({f.parent for f in files}),
         "bytes_on_disk": sum(f.stat().st_size for f in files),
     }
+
+
+#: the sharded read is measured as rank 0 of this many data-parallel ranks
+RANKS = 4
+
+
+def _spark_sequence_stages(
+    events: Any, folder: Path, cfg: DataConfig, lock: Path | None, out: EngineRun
+) -> list[StageFigures]:
+    """Sequences + split from the tails Spark writes bucketed by user into
+    ``folder/spark-tails``: first as rank 0 of :data:`RANKS` (Spark writes every user's
+    tail, the rank reads only its buckets), then for every user on the driver (all the
+    buckets, in passes: what ``compare`` checks)."""
+    from components.data.spark import spark_sequences
+    from components.data.stream import Shard, list_event_files
+
+    assert out.vocab is not None
+    tails = folder / "spark-tails"
+    shutil.rmtree(tails, ignore_errors=True)
+    n_rows = list_event_files(folder / "events").n_rows
+    name = f"sequences+split, rank 0 of {RANKS} (spark writes the tails by bucket)"
+    with _stage(name, lock, children=True) as rank:
+        seqs = spark_sequences(
+            events, out.vocab, n_rows, cfg, shard=Shard(0, RANKS), bucket_dir=tails
+        )
+        split = _split(seqs, out.vocab, cfg)
+    rank.extra = {**rank.extra, **split.summary(), "master": cfg.spark_master}
+    del seqs, split
+    gc.collect()
+    with _stage("sequences+split, every user (reads all the buckets)", lock, children=True) as fig:
+        out.sequences = spark_sequences(events, out.vocab, n_rows, cfg, bucket_dir=tails)
+        out.split = _split(out.sequences, out.vocab, cfg)
+    fig.extra = {**fig.extra, **out.split.summary(), "master": cfg.spark_master}
+    return [rank, fig]
 
 
 def _fresh_workspace(root: Path) -> Workspace:

@@ -10,12 +10,14 @@ its local file store (measured slow in round 1), not a cluster engine.
 JVM: what the tests and a single machine use). The work mirrors
 :mod:`components.data.stream` so the results are equal: the vocabulary is every distinct
 user and item (sorted), and each user's last ``max_len + 3`` events come from a window
-ranked by (time, file, position in file) newest first, computed on the executors; only
-the tails travel to the driver.
+ranked by (time, file, position in file) newest first, computed on the executors and
+written by them as Parquet in the stream engine's user-bucket layout: the driver (or each
+data-parallel rank) reads its buckets in passes, never every tail at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import threading
@@ -32,11 +34,22 @@ from components.data.schema import EVENT, ITEM, TIME, USER, VALUE
 from components.data.sequences import PAD, UNKNOWN_USER, Sequences, Vocabulary
 from components.data.splits import leave_one_out
 from components.data.stream import (
+    BUCKET,
+    EVENT_IDX,
+    ITEM_IDX,
+    RANK,
+    TAIL_SCHEMA,
+    USER_IDX,
     EventFiles,
-    csr_sequences,
+    Shard,
     list_event_files,
+    plan_passes,
+    require_bucket_dir,
     require_leave_one_out,
+    shared_buckets,
     tail_length,
+    tail_sequences,
+    user_buckets_of,
 )
 from components.errors import DataError
 
@@ -184,100 +197,142 @@ def spark_vocabulary(events: DataFrame) -> Vocabulary:
     )
 
 
-USER_IDX, ITEM_IDX, EVENT_IDX, RANK = "_user_idx", "_item_idx", "_event_idx", "_rank"
-
-
 def _token_index(
-    spark: SparkSession, tokens: tuple[str, ...], indices: np.ndarray, column: str, index: str
+    spark: SparkSession,
+    tokens: tuple[str, ...],
+    indices: np.ndarray,
+    column: str,
+    index: str,
+    buckets: np.ndarray | None = None,
 ) -> DataFrame:
-    """(token, index) pairs of a vocabulary part."""
+    """(token, index) pairs of a vocabulary part, with each token's user bucket when
+    ``buckets`` is given."""
     frame = pd.DataFrame({column: pd.Series(tokens, dtype=object), index: indices.astype(np.int64)})
-    return spark.createDataFrame(frame, schema=f"{column} string, {index} long")
+    schema = f"{column} string, {index} long"
+    if buckets is not None:
+        frame[BUCKET] = buckets.astype(np.int64)
+        schema += f", {BUCKET} long"
+    return spark.createDataFrame(frame, schema=schema)
 
 
-def _indexed(spark: SparkSession, frame: DataFrame, vocab: Vocabulary) -> DataFrame:
-    """``frame`` with the vocabulary's user, item and event-type indices beside the
-    tokens, joined on the executors (broadcast). The indices are the vocabulary's own
-    (:meth:`Vocabulary.user_index` and the others), and so is the value of an unknown
-    token (``UNKNOWN_USER``, ``PAD``)."""
+def _indexed(frame: DataFrame, parts: Sequence[tuple[str, str, DataFrame, int]]) -> DataFrame:
+    """``frame`` joined (broadcast, on the executors) to each part's (token, index)
+    table; a token the table lacks gets the part's unknown value."""
     from pyspark.sql import functions as F
 
-    parts = (
-        (USER, USER_IDX, vocab.users, vocab.user_index, UNKNOWN_USER),
-        (ITEM, ITEM_IDX, vocab.items, vocab.item_index, PAD),
-        (EVENT, EVENT_IDX, vocab.event_types, vocab.event_index, PAD),
-    )
-    for column, index, tokens, lookup, missing in parts:
-        known = F.broadcast(_token_index(spark, tokens, lookup(tokens), column, index))
-        frame = frame.join(known, on=column, how="left")
+    for column, index, known, missing in parts:
+        frame = frame.join(F.broadcast(known), on=column, how="left")
         frame = frame.withColumn(index, F.coalesce(F.col(index), F.lit(missing).cast("long")))
     return frame
 
 
-def spark_tails(events: DataFrame, vocab: Vocabulary, keep: int) -> pd.DataFrame:
-    """Each user's last ``keep`` events as vocabulary indices (user, item, event type)
-    and time in ns, oldest first per user. Tokens become indices on the executors, so
-    only four int64 columns reach the driver (not two string columns per event)."""
+def write_spark_tails(
+    events: DataFrame, vocab: Vocabulary, keep: int, directory: Path, n_buckets: int
+) -> None:
+    """Each user's last ``keep`` events, written by the executors into ``directory`` as
+    Parquet partitioned by the user's bucket: the stream engine's layout
+    (``_bucket=<k>/``, the bucket :func:`components.data.stream.write_user_buckets` gives
+    the user), with :data:`components.data.stream.TAIL_SCHEMA`'s columns.
+
+    The indices are the vocabulary's own (:meth:`Vocabulary.user_index` and the others,
+    ``UNKNOWN_USER`` and ``PAD`` for an unknown token), joined on the executors from
+    broadcast tables. The events are shuffled once, by bucket: the window ranking each
+    user's events (time, file, position; newest first) runs within a bucket's
+    partition, and the write finds each bucket in one partition (one file a bucket)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    newest_first = Window.partitionBy(USER).orderBy(
+    spark = events.sparkSession
+    users = _token_index(
+        spark,
+        vocab.users,
+        vocab.user_index(vocab.users),
+        USER,
+        USER_IDX,
+        user_buckets_of(vocab.users, n_buckets),
+    )
+    keyed = _indexed(events, [(USER, USER_IDX, users, UNKNOWN_USER)])
+    newest_first = Window.partitionBy(BUCKET, USER_IDX).orderBy(
         F.col(TIME).desc(), F.col(FILE).desc(), F.col(POS).desc()
     )
-    ranked = events.withColumn(RANK, F.row_number().over(newest_first))
-    tails = ranked.filter(F.col(RANK) <= keep).select(USER, ITEM, TIME, EVENT, RANK)
-    indexed = _indexed(events.sparkSession, tails, vocab)
-    frame = _to_driver(indexed.select(USER_IDX, ITEM_IDX, TIME, EVENT_IDX, RANK))
-    return frame.sort_values([USER_IDX, RANK], ascending=[True, False], kind="stable")
-
-
-def _to_driver(frame: DataFrame) -> pd.DataFrame:
-    """A large result on the driver. In local mode the executors write it as Parquet to
-    a temporary folder that pyarrow reads: collected through the JVM (``toPandas``) the
-    task results of 10M tails (about 100 MB a task) sit in the block manager of a 1 GB
-    heap beside the cached events, and a run at 10M failed with ``TaskResultLost``. On a
-    cluster the executors cannot write to the driver's disk: ``toPandas``."""
-    import pyarrow.parquet as pq
-
-    master = frame.sparkSession.sparkContext.master or ""
-    if not master.startswith("local"):
-        return cast(pd.DataFrame, frame.toPandas())
-    with tempfile.TemporaryDirectory(prefix="recops-spark-") as spill:
-        frame.write.parquet(f"{spill}/part")
-        return pq.read_table(f"{spill}/part").to_pandas()
-
-
-def spark_sequences(events: DataFrame, vocab: Vocabulary, keep: int) -> Sequences:
-    """CSR sequences of every vocabulary user's last ``keep`` events."""
-    tails = spark_tails(events, vocab, keep)
-    return csr_sequences(
-        tails[USER_IDX].to_numpy(dtype=np.int64),
-        tails[ITEM_IDX].to_numpy(dtype=np.int64),
-        tails[TIME].to_numpy(dtype=np.int64),
-        tails[EVENT_IDX].to_numpy(dtype=np.int64),
-        vocab,
+    ranked = keyed.repartition(BUCKET).withColumn(RANK, F.row_number().over(newest_first))
+    tails = ranked.filter(F.col(RANK) <= keep)
+    others = [
+        (column, index, _token_index(spark, tokens, lookup(tokens), column, index), PAD)
+        for column, index, tokens, lookup in (
+            (ITEM, ITEM_IDX, vocab.items, vocab.item_index),
+            (EVENT, EVENT_IDX, vocab.event_types, vocab.event_index),
+        )
+    ]
+    out = _indexed(tails, others).select(
+        BUCKET, USER_IDX, ITEM_IDX, F.col(TIME).cast("long").alias(TIME), EVENT_IDX, RANK
     )
+    out.write.partitionBy(BUCKET).parquet(str(directory))
+
+
+def spark_sequences(
+    events: DataFrame,
+    vocab: Vocabulary,
+    n_rows: int,
+    cfg: DataConfig,
+    *,
+    shard: Shard | None = None,
+    bucket_dir: str | Path | None = None,
+) -> Sequences:
+    """CSR sequences of the vocabulary users' last ``max_len + 3`` events (``shard``'s
+    users only, when given): Spark writes every user's tail bucketed
+    (:func:`write_spark_tails`, once for all the ranks into ``bucket_dir``), and this
+    process reads only its buckets, in as many passes as ``data.memory_budget_mb``
+    requires (:func:`components.data.stream.tail_sequences`): never every tail at once.
+
+    Without ``shard`` the tails go to a temporary folder, which a cluster's executors
+    cannot reach: there ``bucket_dir`` must be storage they share with the driver."""
+    keep = tail_length(cfg)
+    plan = plan_passes(n_rows, vocab.n_users, vocab.n_items, keep, cfg.memory_budget_mb)
+    master = events.sparkSession.sparkContext.master or ""
+    if bucket_dir is None and not master.startswith("local"):
+        raise DataError(
+            f"data.spark_master={master}: the executors write the tails where the driver "
+            "reads them; pass a folder on storage they share (bucket_dir)"
+        )
+
+    def write(directory: Path, n_buckets: int) -> None:
+        write_spark_tails(events, vocab, keep, directory, n_buckets)
+
+    with contextlib.ExitStack() as stack:
+        if bucket_dir is None:
+            temporary = stack.enter_context(tempfile.TemporaryDirectory(prefix="recops-spark-"))
+            bucket_dir = Path(temporary) / "tails"
+        mine = shared_buckets(write, n_rows, bucket_dir, shard or Shard(0, 1), TAIL_SCHEMA)
+        return tail_sequences(mine, vocab, plan.passes)
 
 
 def spark_prepare(
     path: str | Path | Sequence[Path],
     cfg: DataConfig,
     catalogue: pd.DataFrame | None = None,
+    *,
+    shard: Shard | None = None,
+    bucket_dir: str | Path | None = None,
 ) -> PreparedData:
-    """:func:`components.data.stream.stream_prepare` on Spark (``data.spark_master``)."""
+    """:func:`components.data.stream.stream_prepare` on Spark (``data.spark_master``),
+    with ``shard`` and ``bucket_dir`` as there: the tails are bucketed once for all the
+    ranks and each rank reads only its buckets."""
     require_leave_one_out(cfg, "spark")
+    require_bucket_dir(shard, bucket_dir)
     spark = spark_session(cfg.spark_master)
+    n_rows = _event_files(path).n_rows
     events = spark_events(spark, path, cfg.columns, cfg.default_event_type).cache()
     try:
         vocab = spark_vocabulary(events)
         if vocab.n_users == 0:
             raise DataError(f"{path}: the dataset has no events")
         vocab, catalogue, report = checked_catalogue(vocab, catalogue)
-        seqs = spark_sequences(events, vocab, tail_length(cfg))
+        seqs = spark_sequences(events, vocab, n_rows, cfg, shard=shard, bucket_dir=bucket_dir)
     finally:
         events.unpersist()
     split = leave_one_out(seqs, vocab.n_items, cfg.max_len, cfg.min_user_events)
-    return PreparedData(vocab, seqs, split, catalogue, report)
+    return PreparedData(vocab, seqs, split, catalogue, report, sharded=shard is not None)
 
 
 def spark_duplicate_rows(events: DataFrame) -> int:

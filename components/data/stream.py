@@ -31,9 +31,10 @@ import logging
 import math
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -302,16 +303,46 @@ def _index_frame(tokens: tuple[str, ...], name: str, column: str, offset: int) -
     return frame.with_row_index(name, offset=offset).lazy()
 
 
+CONTRACT_SCHEMA = pl.Schema(
+    [
+        (USER, pl.String()),
+        (ITEM, pl.String()),
+        (TIME, pl.Datetime("ns", "UTC")),
+        (EVENT, pl.String()),
+        (VALUE, pl.Float64()),
+        (ROW, pl.UInt32()),
+    ]
+)
+
+
+#: each user's newest event is rank 1 (an engine that computes the tails itself, Spark,
+#: writes the rank so a reader restores each user's order without the input order)
+RANK = "_rank"
+#: a bucket of tails computed by an engine (:mod:`components.data.spark`): vocabulary
+#: indices, time in ns and the rank
+TAIL_SCHEMA = pl.Schema(
+    [
+        (USER_IDX, pl.Int64()),
+        (ITEM_IDX, pl.Int64()),
+        (TIME, pl.Int64()),
+        (EVENT_IDX, pl.Int64()),
+        (RANK, pl.Int32()),
+    ]
+)
+
+
 @dataclass(frozen=True)
 class UserBuckets:
     """A batch's events in contract form (plus ``_row``) written once by user hash:
     ``_bucket=<k>/*.parquet`` under ``directory``, ``files[k]`` the files of bucket ``k``
     and ``rows[k]`` its row count (from the footers). A user's events are all in one
-    bucket, in input order."""
+    bucket, in input order. With ``schema`` :data:`TAIL_SCHEMA` the buckets hold tails an
+    engine computed (:func:`tail_sequences`), in the same layout."""
 
     directory: Path
     files: tuple[tuple[Path, ...], ...]
     rows: tuple[int, ...]
+    schema: pl.Schema = field(default_factory=lambda: CONTRACT_SCHEMA)
 
     @property
     def n_buckets(self) -> int:
@@ -326,20 +357,8 @@ class UserBuckets:
         chosen = range(self.n_buckets) if buckets is None else buckets
         paths = [str(path) for k in chosen for path in self.files[k]]
         if not paths:
-            return pl.LazyFrame(schema=_CONTRACT_SCHEMA)
-        return pl.scan_parquet(paths, schema=_CONTRACT_SCHEMA)
-
-
-_CONTRACT_SCHEMA = pl.Schema(
-    [
-        (USER, pl.String()),
-        (ITEM, pl.String()),
-        (TIME, pl.Datetime("ns", "UTC")),
-        (EVENT, pl.String()),
-        (VALUE, pl.Float64()),
-        (ROW, pl.UInt32()),
-    ]
-)
+            return pl.LazyFrame(schema=self.schema)
+        return pl.scan_parquet(paths, schema=self.schema)
 
 
 def bucket_count(n_rows: int) -> int:
@@ -349,6 +368,13 @@ def bucket_count(n_rows: int) -> int:
 
 def _user_hash() -> pl.Expr:
     return pl.col(USER).hash(seed=0)
+
+
+def user_buckets_of(tokens: Sequence[str], n_buckets: int) -> np.ndarray:
+    """The bucket of each user token, as :func:`write_user_buckets` assigns it (for an
+    engine that writes per-user output in the same layout)."""
+    frame = pl.DataFrame({USER: pl.Series(tokens, dtype=pl.String)})
+    return frame.select(_user_hash() % n_buckets)[USER].to_numpy().astype(np.int64)
 
 
 def write_user_buckets(lazy: pl.LazyFrame, directory: str | Path, n_buckets: int) -> UserBuckets:
@@ -365,7 +391,10 @@ def write_user_buckets(lazy: pl.LazyFrame, directory: str | Path, n_buckets: int
 
 
 def read_user_buckets(
-    directory: str | Path, n_buckets: int, only: Sequence[int] | None = None
+    directory: str | Path,
+    n_buckets: int,
+    only: Sequence[int] | None = None,
+    schema: pl.Schema = CONTRACT_SCHEMA,
 ) -> UserBuckets:
     """The buckets written by :func:`write_user_buckets` in ``directory`` (``only`` those
     buckets when given: the others read as empty and their files are never opened)."""
@@ -376,7 +405,7 @@ def read_user_buckets(
         for k in range(n_buckets)
     )
     rows = tuple(sum(pq.ParquetFile(path).metadata.num_rows for path in bucket) for bucket in files)
-    return UserBuckets(directory, files, rows)
+    return UserBuckets(directory, files, rows, schema)
 
 
 @contextmanager
@@ -409,12 +438,17 @@ class Shard:
 
 
 def shared_buckets(
-    lazy: pl.LazyFrame, n_rows: int, directory: str | Path, shard: Shard
+    write: Callable[[Path, int], object],
+    n_rows: int,
+    directory: str | Path,
+    shard: Shard,
+    schema: pl.Schema = CONTRACT_SCHEMA,
 ) -> UserBuckets:
-    """``shard``'s buckets of ``lazy``, bucketed into ``directory`` once for all the ranks
-    (a multiple of ``shard.world`` buckets, so the shares are even): the first rank
-    writes under a file lock, the others wait and read what it wrote (``_done`` marks a
-    complete folder). Only the shard's own bucket files are opened."""
+    """``shard``'s buckets, written into ``directory`` once for all the ranks by
+    ``write(directory, n_buckets)`` (:func:`write_user_buckets` of the events, or an
+    engine's tails) with a multiple of ``shard.world`` buckets, so the shares are even:
+    the first rank writes under a file lock, the others wait and read what it wrote
+    (``_done`` marks a complete folder). Only the shard's own bucket files are opened."""
     from filelock import FileLock
 
     directory = Path(directory)
@@ -424,10 +458,10 @@ def shared_buckets(
     with FileLock(str(directory) + ".lock"):
         if not done.exists():
             shutil.rmtree(directory, ignore_errors=True)
-            write_user_buckets(lazy, directory, n_buckets)
+            write(directory, n_buckets)
             done.write_text(str(n_buckets))
     n_buckets = int(done.read_text())
-    return read_user_buckets(directory, n_buckets, only=shard.buckets(n_buckets))
+    return read_user_buckets(directory, n_buckets, shard.buckets(n_buckets), schema)
 
 
 def user_passes(source: pl.LazyFrame | UserBuckets, passes: int) -> Iterator[pl.LazyFrame]:
@@ -501,6 +535,24 @@ def stream_sequences(
         _index_frame(vocab.event_types, EVENT_IDX, EVENT, 1),
     )
     tails = (_tails_of_pass(chosen, frames, keep) for chosen in user_passes(source, passes))
+    return _assembled(tails, vocab)
+
+
+def tail_sequences(tails: UserBuckets, vocab: Vocabulary, passes: int) -> Sequences:
+    """CSR sequences from tails an engine computed and wrote in the user-bucket layout
+    (:data:`TAIL_SCHEMA`), read in at most ``passes`` passes of whole buckets: each pass
+    is ordered by user, oldest event first (highest rank first), then assembled as
+    :func:`stream_sequences` does. Users with no tails read get empty sequences."""
+    chosen = user_passes(tails, max(1, min(passes, tails.n_buckets)))
+    oldest_first = (
+        group.sort([USER_IDX, RANK], descending=[False, True]).collect() for group in chosen
+    )
+    return _assembled(oldest_first, vocab)
+
+
+def _assembled(tails: Iterator[pl.DataFrame], vocab: Vocabulary) -> Sequences:
+    """Per-pass tails (each ordered by user then time, every user in one pass) spilled
+    to a temporary folder one pass at a time, then copied into the result."""
     with tempfile.TemporaryDirectory(prefix="recops-tails-") as spill:
         stored = [
             _spill(_tail_arrays(pass_tails), Path(spill), n) for n, pass_tails in enumerate(tails)
@@ -570,6 +622,12 @@ def require_leave_one_out(cfg: DataConfig, engine: str) -> None:
         )
 
 
+def require_bucket_dir(shard: Shard | None, bucket_dir: str | Path | None) -> None:
+    """A data-parallel rank's read (``shard``) needs the folder the ranks share."""
+    if shard is not None and bucket_dir is None:
+        raise DataError("a sharded read needs the folder the ranks share (bucket_dir)")
+
+
 def tail_length(cfg: DataConfig) -> int:
     """Events kept per user: leave-one-out's two targets plus a training window of
     ``max_len + 1`` items."""
@@ -614,10 +672,9 @@ def stream_prepare(
         BUDGET_KEY,
         cfg.memory_budget_mb,
     )
-    if shard is not None:
-        if bucket_dir is None:
-            raise DataError("a sharded read needs the folder the ranks share (bucket_dir)")
-        mine = shared_buckets(lazy, files.n_rows, bucket_dir, shard)
+    require_bucket_dir(shard, bucket_dir)
+    if shard is not None and bucket_dir is not None:
+        mine = shared_buckets(partial(write_user_buckets, lazy), files.n_rows, bucket_dir, shard)
         seqs = stream_sequences(mine, vocab, keep, plan.passes)
     elif plan.passes == 1:
         seqs = stream_sequences(lazy, vocab, keep, 1)

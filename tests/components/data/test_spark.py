@@ -20,7 +20,13 @@ from components.data.spark import (
     spark_session,
     stop_spark_sessions,
 )
-from components.data.stream import stream_prepare, write_events_dataset
+from components.data.stream import (
+    TAIL_SCHEMA,
+    Shard,
+    read_user_buckets,
+    stream_prepare,
+    write_events_dataset,
+)
 from components.errors import DataError
 from tests.conftest import service_unavailable
 
@@ -60,6 +66,43 @@ def test_spark_prepare_equals_the_single_machine_path(parts: Path) -> None:
         assert torch.equal(ours.targets, theirs.targets)
         assert ours.events is not None and theirs.events is not None
         assert torch.equal(ours.events, theirs.events)
+
+
+def test_each_rank_reads_its_own_bucket_of_the_spark_tails(parts: Path, tmp_path: Path) -> None:
+    """Spark writes every user's tail once, in the stream engine's user-bucket layout;
+    each data-parallel rank reads only its buckets and gets what the stream engine's
+    sharded read gives that rank."""
+    shared = tmp_path / "spark-tails"
+    ranks = [spark_prepare(parts, CFG, shard=Shard(rank, 2), bucket_dir=shared) for rank in (0, 1)]
+    n_buckets = int((shared / "_done").read_text())
+    assert sorted(p.name for p in shared.glob("_bucket=*")) == sorted(
+        f"_bucket={k}" for k in range(n_buckets)
+    )
+    for rank, on_spark in enumerate(ranks):
+        local = stream_prepare(parts, CFG, shard=Shard(rank, 2), bucket_dir=tmp_path / "stream")
+        assert on_spark.sharded and on_spark.vocab == local.vocab
+        for name in ("offsets", "values", "timestamps", "events"):
+            ours, theirs = getattr(on_spark.sequences, name), getattr(local.sequences, name)
+            np.testing.assert_array_equal(ours, theirs)
+        for name in ("valid", "test"):
+            ours, theirs = getattr(on_spark.split, name), getattr(local.split, name)
+            np.testing.assert_array_equal(ours.users, theirs.users)
+            assert torch.equal(ours.histories, theirs.histories)
+            assert torch.equal(ours.targets, theirs.targets)
+    users = [set(r.split.test.users.tolist()) for r in ranks]
+    assert users[0] and users[1] and not users[0] & users[1]
+    # rank 1 never opens rank 0's buckets
+    tails = read_user_buckets(shared, n_buckets, schema=TAIL_SCHEMA)
+    for k in Shard(0, 2).buckets(n_buckets):
+        for path in tails.files[k]:
+            path.write_bytes(b"not parquet")
+    again = spark_prepare(parts, CFG, shard=Shard(1, 2), bucket_dir=shared)
+    np.testing.assert_array_equal(again.sequences.values, ranks[1].sequences.values)
+
+
+def test_a_budget_too_small_for_the_tails_names_the_key(parts: Path) -> None:
+    with pytest.raises(DataError, match="data.memory_budget_mb=64 is too small"):
+        spark_prepare(parts, CFG.model_copy(update={"memory_budget_mb": 64}))
 
 
 def test_duplicates_are_counted_by_the_engine(parts: Path, tmp_path: Path) -> None:
