@@ -567,36 +567,41 @@ def _tail_arrays(tails: pl.DataFrame) -> dict[str, np.ndarray]:
     return {name: tails[name].to_numpy() for name in _TAIL_COLUMNS}
 
 
-def _spill(arrays: dict[str, np.ndarray], folder: Path, part: int) -> dict[str, np.ndarray]:
-    """Save one pass's tail arrays and give them back memory-mapped (read-only)."""
+def _spill(arrays: dict[str, np.ndarray], folder: Path, part: int) -> dict[str, Path]:
+    """Save one pass's tail arrays; their files, each mapped only while it is read
+    (:func:`_mapped`), so no pass stays resident beside the result."""
     out = {}
     for name, values in arrays.items():
-        path = folder / f"{part}{name}.npy"
-        np.save(path, values)
-        out[name] = np.load(path, mmap_mode="r")
+        out[name] = folder / f"{part}{name}.npy"
+        np.save(out[name], values)
     log.debug("pass %d: %d tail events spilled", part, len(arrays[USER_IDX]))
     return out
 
 
-def _fill_sequences(parts: list[dict[str, np.ndarray]], vocab: Vocabulary) -> Sequences:
+def _mapped(part: dict[str, Path], name: str) -> np.ndarray:
+    """One spilled column, memory-mapped read-only (unmapped when the array is dropped)."""
+    return np.load(part[name], mmap_mode="r")
+
+
+def _fill_sequences(parts: list[dict[str, Path]], vocab: Vocabulary) -> Sequences:
     """CSR sequences from per-pass tails, each sorted by user (then time), every user in
     one pass: the result arrays are allocated once and each pass is copied into place."""
     counts = np.zeros(vocab.n_users, dtype=np.int64)
     for part in parts:
-        counts += np.bincount(part[USER_IDX], minlength=vocab.n_users)
+        counts += np.bincount(_mapped(part, USER_IDX), minlength=vocab.n_users)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     total = int(offsets[-1])
     values = np.empty(total, dtype=np.int64)
     times = np.empty(total, dtype=np.int64)
     kinds = np.empty(total, dtype=np.int64) if vocab.event_types else None
     for part in parts:
-        users = np.asarray(part[USER_IDX])
-        run_start = np.searchsorted(users, users, side="left")
-        at = offsets[users] + np.arange(len(users)) - run_start
-        values[at] = part[ITEM_IDX]
-        times[at] = part[TIME]
+        users = _mapped(part, USER_IDX)
+        at = offsets[users] + np.arange(len(users)) - np.searchsorted(users, users, side="left")
+        del users
+        values[at] = _mapped(part, ITEM_IDX)
+        times[at] = _mapped(part, TIME)
         if kinds is not None:
-            kinds[at] = part[EVENT_IDX]
+            kinds[at] = _mapped(part, EVENT_IDX)
     return Sequences(values, offsets, times, kinds)
 
 
