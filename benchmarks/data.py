@@ -263,7 +263,7 @@ def _spark_stages(
             write_events_dataset(synth, folder / "events", events_per_file)
         stages.append(fig)
     with _stage("spark session start", lock, children=True) as fig:
-        spark_session(cfg.spark_master)
+        spark_session(cfg.spark_master, cfg.spark_driver_memory_mb)
     stages.append(fig)
     stages.append(_spark_warmup(folder, cfg, lock))
     ours = EngineRun()

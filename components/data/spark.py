@@ -51,7 +51,7 @@ from components.data.stream import (
     tail_sequences,
     user_buckets_of,
 )
-from components.errors import DataError
+from components.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -64,10 +64,15 @@ _SESSIONS: dict[str, SparkSession] = {}
 _GUARD = threading.Lock()
 
 
-def spark_session(master: str) -> SparkSession:
+#: the config key of the driver's heap, named by the error when a session stops
+DRIVER_MEMORY_KEY = "data.spark_driver_memory_mb"
+
+
+def spark_session(master: str, driver_memory_mb: int = 1024) -> SparkSession:
     """One Spark session per master per process (UTC, few shuffle partitions, Arrow
     transfers, Parquet nanosecond timestamps read as int64 nanoseconds, timestamps written
-    as Parquet microseconds, not INT96)."""
+    as Parquet microseconds, not INT96). ``driver_memory_mb`` (``data.spark_driver_memory_mb``)
+    is the JVM's heap, set when the process's first session starts the JVM."""
     try:
         from pyspark.sql import SparkSession
     except ImportError:
@@ -87,10 +92,25 @@ def spark_session(master: str) -> SparkSession:
                 .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
                 .config("spark.ui.enabled", "false")
                 .config("spark.ui.showConsoleProgress", "false")
+                .config("spark.driver.memory", f"{driver_memory_mb}m")
                 .getOrCreate()
             )
             _SESSIONS[master].sparkContext.setLogLevel("ERROR")
         return _SESSIONS[master]
+
+
+def stopped_session_error(spark: SparkSession, work: str) -> ConfigError | None:
+    """The error to raise when ``spark``'s context has stopped during ``work`` (a task out
+    of heap stops a local session: its jobs then fail with unrelated messages), naming
+    the config key; None while the session runs. Not a :class:`DataError`: the batch is
+    not at fault (ingest would reject it as unreadable)."""
+    if not spark.sparkContext._jsc.sc().isStopped():
+        return None
+    heap = spark.sparkContext.getConf().get("spark.driver.memory", "1g")
+    return ConfigError(
+        f"Spark stopped while {work} (the driver's heap of {heap} ran out?)",
+        hint=f"raise {DRIVER_MEMORY_KEY} (a new process starts the JVM with it)",
+    )
 
 
 def stop_spark_sessions() -> None:
@@ -297,7 +317,13 @@ def spark_sequences(
         )
 
     def write(directory: Path, n_buckets: int) -> None:
-        write_spark_tails(events, vocab, keep, directory, n_buckets)
+        try:
+            write_spark_tails(events, vocab, keep, directory, n_buckets)
+        except Exception as exc:
+            stopped = stopped_session_error(events.sparkSession, "writing the tails")
+            if stopped is None:
+                raise
+            raise stopped from exc
 
     with contextlib.ExitStack() as stack:
         if bucket_dir is None:
@@ -320,7 +346,7 @@ def spark_prepare(
     ranks and each rank reads only its buckets."""
     require_leave_one_out(cfg, "spark")
     require_bucket_dir(shard, bucket_dir)
-    spark = spark_session(cfg.spark_master)
+    spark = spark_session(cfg.spark_master, cfg.spark_driver_memory_mb)
     n_rows = _event_files(path).n_rows
     events = spark_events(spark, path, cfg.columns, cfg.default_event_type).cache()
     try:

@@ -63,7 +63,7 @@ def _write_spark_tables(
     from components.data.spark import spark_events, spark_session
     from components.features.spark_tables import spark_side_columns, write_feature_tables_spark
 
-    spark = spark_session(data_cfg.spark_master)
+    spark = spark_session(data_cfg.spark_master, data_cfg.spark_driver_memory_mb)
     side = spark_side_columns(spark, files)  # category/title columns the events carry
     events = spark_events(spark, files).cache()  # the version's files: the event contract
     try:

@@ -421,6 +421,7 @@ def _validate_and_accept_on_spark(
             default_event_type=data_cfg.default_event_type,
             catalogue_items=catalogue_items,
             previous=store.stats(),
+            driver_memory_mb=data_cfg.spark_driver_memory_mb,
         )
     except DataError as exc:
         reject_unreadable(ws, source, exc, validation_cfg, batch_id)

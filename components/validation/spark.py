@@ -108,6 +108,7 @@ def validate_spark_files(
     default_event_type: str = "interaction",
     catalogue_items: set[str] | None = None,
     previous: BatchStats | None = None,
+    driver_memory_mb: int = 1024,
 ) -> ValidationReport:
     """:func:`components.validation.runner.validate_events` for a Parquet file or folder,
     run by Spark at ``master`` (``data.spark_master``) through GX's Spark datasource.
@@ -116,10 +117,10 @@ def validate_spark_files(
     :class:`~components.errors.DataError` naming it (before Spark reads anything)."""
     from pyspark import StorageLevel
 
-    from components.data.spark import spark_events, spark_session
+    from components.data.spark import spark_events, spark_session, stopped_session_error
 
     started = time.perf_counter()
-    spark = spark_session(master)
+    spark = spark_session(master, driver_memory_mb)
     events = spark_events(spark, path, columns, default_event_type)
     workspace.lock_dir.mkdir(parents=True, exist_ok=True)
     context = gx_context(workspace)
@@ -141,6 +142,8 @@ def validate_spark_files(
             )
             _add_drift(context, stats, previous, cfg, batch_id, results, pages)
     finally:
+        if (stopped := stopped_session_error(spark, f"validating batch {batch_id}")) is not None:
+            raise stopped  # GX would report every check as failed: not the data's fault
         rows.unpersist()
     docs = pages[0] if len(pages) == 1 else _site_index(pages)
     return _events_report(batch_id, stats, results, pages, docs, 1, started)

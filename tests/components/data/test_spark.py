@@ -19,6 +19,7 @@ from components.data.spark import (
     spark_prepare,
     spark_session,
     stop_spark_sessions,
+    stopped_session_error,
 )
 from components.data.stream import (
     TAIL_SCHEMA,
@@ -27,14 +28,14 @@ from components.data.stream import (
     stream_prepare,
     write_events_dataset,
 )
-from components.errors import DataError
+from components.errors import ConfigError, DataError
 from tests.conftest import service_unavailable
 
 # starts a JVM (one Spark session for the module): tens of seconds on 2 shared cores
 pytestmark = pytest.mark.slow
 
 SYNTH = SyntheticConfig(n_users=120, n_items=50, n_events=4_000, start="2024-01-01T00:00:00Z")
-CFG = DataConfig(max_len=5, engine="spark", spark_master="local[1]")
+CFG = DataConfig(max_len=5, engine="spark", spark_master="local[1]", spark_driver_memory_mb=768)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -113,7 +114,7 @@ def test_duplicates_are_counted_by_the_engine(parts: Path, tmp_path: Path) -> No
     folder.mkdir()
     (folder / "a.parquet").write_bytes(first.read_bytes())
     (folder / "b.parquet").write_bytes((tmp_path / "repeat.parquet").read_bytes())
-    events = spark_events(spark_session(CFG.spark_master), folder)
+    events = spark_events(spark_session(CFG.spark_master, CFG.spark_driver_memory_mb), folder)
     assert spark_duplicate_rows(events) == 7
 
 
@@ -135,7 +136,23 @@ def test_integer_unix_seconds_are_read_as_seconds(tmp_path: Path) -> None:
     frame.to_parquet(tmp_path / "seconds.parquet", index=False)
     stamped = frame.assign(timestamp=pd.to_datetime(frame["timestamp"], unit="s", utc=True))
     stamped.to_parquet(tmp_path / "stamped.parquet", index=False)
-    spark = spark_session(CFG.spark_master)
+    spark = spark_session(CFG.spark_master, CFG.spark_driver_memory_mb)
     for name in ("seconds", "stamped"):
         rows = spark_events(spark, tmp_path / f"{name}.parquet").select("timestamp").collect()
         assert [r[0] for r in rows] == [1_700_000_000 * 10**9, 1_700_000_060 * 10**9], name
+
+
+def test_a_session_that_stops_is_an_error_naming_the_heap_key() -> None:
+    """A task out of heap stops a local session's context in the JVM (its later jobs fail
+    with unrelated messages): the error names the key that sets the heap."""
+    spark = spark_session(CFG.spark_master, CFG.spark_driver_memory_mb)
+    assert spark.sparkContext.getConf().get("spark.driver.memory") == "768m"
+    assert stopped_session_error(spark, "testing") is None
+    spark.sparkContext._jsc.sc().stop()  # what the JVM does after an OutOfMemoryError
+    try:
+        error = stopped_session_error(spark, "testing")
+        assert isinstance(error, ConfigError)
+        assert "data.spark_driver_memory_mb" in str(error.hint)
+        assert "768m" in str(error)
+    finally:
+        stop_spark_sessions()  # the next test starts a fresh session
