@@ -211,7 +211,8 @@ def spark_item_table(
     counted = _before_windows(counted, ITEM, F.col("_at"), windows_days)
     snaps = _stamped(
         counted.withColumn(N_EVENTS, F.sum("_at").over(by_time).cast("long")).withColumn(
-            "first_seen_unix", F.min(SECOND).over(Window.partitionBy(ITEM))
+            "first_seen_unix",
+            F.min(SECOND).over(by_time),  # a running min: no group frame
         )
     )
     snaps = _window_counts(snaps, windows_days, item_window_column)
