@@ -314,7 +314,9 @@ def _spark_feature_tables(
     from components.data.spark import spark_events, spark_session
     from components.features.spark_tables import write_feature_tables_spark
 
-    events = spark_events(spark_session(cfg.spark_master), events_dir).cache()
+    events = spark_events(
+        spark_session(cfg.spark_master, cfg.spark_driver_memory_mb), events_dir
+    ).cache()
     try:
         write_feature_tables_spark(events, ws, features, cfg.memory_budget_mb)
     finally:
