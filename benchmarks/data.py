@@ -771,6 +771,7 @@ def run_data_benchmark(
     keep_dir: Path | None = None,
     stages: tuple[str, ...] | None = None,
     spark_master: str = "local[2]",
+    spark_driver_memory_mb: int = 1024,
     lock: Path | None = None,
 ) -> dict[str, Any]:
     """Measure each data stage on ``n_events`` synthetic events with ``engine``.
@@ -783,7 +784,11 @@ def run_data_benchmark(
     measured holding this shared lock file (the other stages run without it)."""
     synth = bench_synthetic(n_events, seed)
     cfg = DataConfig(
-        max_len=50, engine=engine, memory_budget_mb=budget_mb, spark_master=spark_master
+        max_len=50,
+        engine=engine,
+        memory_budget_mb=budget_mb,
+        spark_master=spark_master,
+        spark_driver_memory_mb=spark_driver_memory_mb,
     )
     compared: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="recops-bench-") as tmp:

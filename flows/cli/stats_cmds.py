@@ -69,6 +69,14 @@ def bench_data(
     spark_master: Annotated[
         str, typer.Option("--spark-master", help="data.spark_master for --engine spark.")
     ] = "local[2]",
+    spark_driver_memory_mb: Annotated[
+        int,
+        typer.Option(
+            "--spark-driver-memory-mb",
+            help="data.spark_driver_memory_mb for --engine spark: the driver's JVM heap "
+            "(GX on Spark at 100M events needs more than the default).",
+        ),
+    ] = 1024,
     lock: Annotated[
         Path | None,
         typer.Option(
@@ -118,5 +126,6 @@ def bench_data(
         keep_dir=keep_dir,
         stages=chosen,
         spark_master=spark_master,
+        spark_driver_memory_mb=spark_driver_memory_mb,
         lock=lock,
     )
