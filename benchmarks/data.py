@@ -311,16 +311,12 @@ def _spark_feature_tables(
     events_dir: Path, ws: Workspace, cfg: DataConfig, features: FeaturesConfig
 ) -> None:
     """Feast's offline tables of the files, built and written by Spark into ``ws``."""
-    from components.data.spark import spark_events, spark_session
+    from components.data.spark import cached, spark_events, spark_session
     from components.features.spark_tables import write_feature_tables_spark
 
-    events = spark_events(
-        spark_session(cfg.spark_master, cfg.spark_driver_memory_mb), events_dir
-    ).cache()
-    try:
+    spark = spark_session(cfg.spark_master, cfg.spark_driver_memory_mb)
+    with cached(spark_events(spark, events_dir), "building the feature tables") as events:
         write_feature_tables_spark(events, ws, features, cfg.memory_budget_mb)
-    finally:
-        events.unpersist()
 
 
 def _spark_features_cfg(cfg: DataConfig) -> FeaturesConfig:
@@ -333,18 +329,17 @@ def _spark_features_cfg(cfg: DataConfig) -> FeaturesConfig:
 def _spark_engine(
     folder: Path, cfg: DataConfig, only: tuple[str, ...], lock: Path | None, out: EngineRun
 ) -> list[StageFigures]:
-    from components.data.spark import spark_events, spark_session, spark_vocabulary
+    from components.data.spark import cached, spark_events, spark_session, spark_vocabulary
     from components.validation.config import ValidationConfig
     from components.validation.spark import validate_spark_files
 
     stages = []
-    spark = spark_session(cfg.spark_master)
-    with _stage("load+normalise+vocabulary (spark)", lock, children=True) as fig:
-        events = spark_events(spark, folder / "events").cache()
-        out.vocab = spark_vocabulary(events)
-    fig.extra = {**fig.extra, "users": out.vocab.n_users, "items": out.vocab.n_items}
-    stages.append(fig)
-    try:
+    spark = spark_session(cfg.spark_master, cfg.spark_driver_memory_mb)
+    with cached(spark_events(spark, folder / "events"), "the bench's stages") as events:
+        with _stage("load+normalise+vocabulary (spark)", lock, children=True) as fig:
+            out.vocab = spark_vocabulary(events)
+        fig.extra = {**fig.extra, "users": out.vocab.n_users, "items": out.vocab.n_items}
+        stages.append(fig)
         if {"validate", "version", "compare"} & set(only):
             ws = _fresh_workspace(folder / "ws-spark")
             with _stage("validate (GX on spark)", lock, children=True) as fig:
@@ -361,8 +356,6 @@ def _spark_engine(
                 stages.append(_version_stage("version (spark engine)", folder, ws, cfg, out, lock))
         if {"sequences", "compare"} & set(only):
             stages += _spark_sequence_stages(events, folder, cfg, lock, out, only)
-    finally:
-        events.unpersist()
     if {"features", "compare"} & set(only):
         stages.append(_spark_feature_stage(folder, cfg, lock, out))
     return stages

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -111,6 +111,25 @@ def stopped_session_error(spark: SparkSession, work: str) -> ConfigError | None:
         f"Spark stopped while {work} (the driver's heap of {heap} ran out?)",
         hint=f"raise {DRIVER_MEMORY_KEY} (a new process starts the JVM with it)",
     )
+
+
+@contextlib.contextmanager
+def cached(frame: DataFrame, work: str) -> Iterator[DataFrame]:
+    """``frame`` cached for the block and released after it. A block that fails because
+    the session stopped (a task out of heap stops a local context; its later calls fail
+    with unrelated Py4J errors) raises :func:`stopped_session_error` naming the heap's
+    key; after a stop nothing is left to release (``unpersist`` would raise over it)."""
+    kept = frame.cache()
+    try:
+        yield kept
+    except Exception as exc:
+        stopped = stopped_session_error(frame.sparkSession, work)
+        if stopped is None:
+            raise
+        raise stopped from exc
+    finally:
+        if stopped_session_error(frame.sparkSession, work) is None:
+            kept.unpersist()
 
 
 def stop_spark_sessions() -> None:
@@ -348,15 +367,13 @@ def spark_prepare(
     require_bucket_dir(shard, bucket_dir)
     spark = spark_session(cfg.spark_master, cfg.spark_driver_memory_mb)
     n_rows = _event_files(path).n_rows
-    events = spark_events(spark, path, cfg.columns, cfg.default_event_type).cache()
-    try:
+    read = spark_events(spark, path, cfg.columns, cfg.default_event_type)
+    with cached(read, "preparing the sequences") as events:
         vocab = spark_vocabulary(events)
         if vocab.n_users == 0:
             raise DataError(f"{path}: the dataset has no events")
         vocab, catalogue, report = checked_catalogue(vocab, catalogue)
         seqs = spark_sequences(events, vocab, n_rows, cfg, shard=shard, bucket_dir=bucket_dir)
-    finally:
-        events.unpersist()
     split = leave_one_out(seqs, vocab.n_items, cfg.max_len, cfg.min_user_events)
     return PreparedData(vocab, seqs, split, catalogue, report, sharded=shard is not None)
 

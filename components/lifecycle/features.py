@@ -60,13 +60,11 @@ def _write_spark_tables(
     ws: Workspace, data_cfg: DataConfig, features_cfg: FeaturesConfig, files: list[Path]
 ) -> None:
     """The version's feature tables built and written by Spark at ``data.spark_master``."""
-    from components.data.spark import spark_events, spark_session
+    from components.data.spark import cached, spark_events, spark_session
     from components.features.spark_tables import spark_side_columns, write_feature_tables_spark
 
     spark = spark_session(data_cfg.spark_master, data_cfg.spark_driver_memory_mb)
     side = spark_side_columns(spark, files)  # category/title columns the events carry
-    events = spark_events(spark, files).cache()  # the version's files: the event contract
-    try:
+    # the version's files in the event contract
+    with cached(spark_events(spark, files), "building the feature tables") as events:
         write_feature_tables_spark(events, ws, features_cfg, data_cfg.memory_budget_mb, side)
-    finally:
-        events.unpersist()

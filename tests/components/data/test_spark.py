@@ -14,6 +14,7 @@ import torch
 
 from components.data.config import DataConfig, SyntheticConfig
 from components.data.spark import (
+    cached,
     spark_duplicate_rows,
     spark_events,
     spark_prepare,
@@ -154,5 +155,27 @@ def test_a_session_that_stops_is_an_error_naming_the_heap_key() -> None:
         assert isinstance(error, ConfigError)
         assert "data.spark_driver_memory_mb" in str(error.hint)
         assert "768m" in str(error)
+    finally:
+        stop_spark_sessions()  # the next test starts a fresh session
+
+
+def test_a_cached_frame_is_released_and_a_stop_inside_its_block_names_the_heap_key() -> None:
+    """``cached`` releases the frame after its block; when the block fails because the
+    JVM stopped the context (out of heap), the error is the one naming the heap key, not
+    the Py4J error of a job or of ``unpersist`` on a stopped context."""
+    spark = spark_session(CFG.spark_master, CFG.spark_driver_memory_mb)
+    with cached(spark.range(10), "counting") as kept:
+        assert kept.count() == 10
+        assert kept.is_cached
+    assert not kept.is_cached
+    try:
+        with (
+            pytest.raises(ConfigError, match="while counting") as raised,
+            cached(spark.range(10), "counting") as kept,
+        ):
+            spark.sparkContext._jsc.sc().stop()  # what the JVM does after an OutOfMemoryError
+            kept.count()
+        assert "data.spark_driver_memory_mb" in str(raised.value.hint)
+        assert raised.value.__cause__ is not None  # Spark's own error stays attached
     finally:
         stop_spark_sessions()  # the next test starts a fresh session
