@@ -238,6 +238,19 @@ def discard_pending(root: Path) -> None:
         leftover.unlink()
 
 
+def start_build(root: Path, manifest: Manifest, how: str) -> str | None:
+    """Begin a build of ``root``'s day partitions ``how`` (in passes, by Spark): the
+    first day whose events changed since the last build (None, and nothing touched, when
+    no day did), with the pending files an interrupted build left removed."""
+    check_partitioned(root, how)
+    start = first_changed_day(Manifest.read(root), manifest)
+    if start is None:
+        log.info("%s: no day changed, partitions kept", root.name)
+        return None
+    discard_pending(root)
+    return start
+
+
 def stage_pass(table: pa.Table, root: Path, start: str, part: int) -> int:
     """Write pass ``part``'s rows of the days from ``start`` on as pending files
     (``day=D/part-<part>.parquet.pending``, which Feast's glob does not read); returns the

@@ -40,10 +40,8 @@ from components.features.partitions import (
     DAY,
     PENDING_SUFFIX,
     Manifest,
-    check_partitioned,
     commit_passes,
-    discard_pending,
-    first_changed_day,
+    start_build,
 )
 from components.features.store import (
     ITEM_VIEW,
@@ -294,12 +292,9 @@ def _write_view(root: Path, manifest: Manifest, table: DataFrame, key: str) -> l
     from there on (none when no day changed)."""
     from pyspark.sql import functions as F
 
-    check_partitioned(root, "by Spark")
-    start = first_changed_day(Manifest.read(root), manifest)
+    start = start_build(root, manifest, "by Spark")
     if start is None:
-        log.info("%s: no day changed, partitions kept", root.name)
         return []
-    discard_pending(root)
     staging = root / STAGING
     shutil.rmtree(staging, ignore_errors=True)
     chosen = table.filter(F.col(DAY) >= F.lit(start).cast("date"))

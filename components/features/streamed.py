@@ -38,11 +38,9 @@ from components.errors import DataError
 from components.features.config import FeaturesConfig
 from components.features.partitions import (
     Manifest,
-    check_partitioned,
     commit_passes,
-    discard_pending,
-    first_changed_day,
     stage_pass,
+    start_build,
 )
 from components.features.store import (
     ITEM_VIEW,
@@ -168,12 +166,9 @@ def _write_view(
 ) -> list[str]:
     """Build ``frames`` one pass at a time into ``root``'s day partitions (the days from
     the first changed one on); returns the days now live from there on."""
-    check_partitioned(root, "in passes")
-    start = first_changed_day(Manifest.read(root), manifest)
+    start = start_build(root, manifest, "in passes")
     if start is None:
-        log.info("%s: no day changed, partitions kept", root.name)
         return []
-    discard_pending(root)
     for part, chosen in enumerate(frames):
         events = _pass_events(chosen)
         if events.empty:
