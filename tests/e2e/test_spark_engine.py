@@ -5,9 +5,7 @@ costs 10-30 s on two shared cores."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,11 +15,9 @@ import pytest
 from components.config import load_config
 from components.data.config import DataConfig
 from components.data.schema import ITEM, TIME, USER
-from components.data.spark import stop_spark_sessions
 from components.errors import ValidationFailed
 from components.features.config import FeaturesConfig
 from components.features.store import (
-    forget_stores,
     historical_features,
     online_user_features,
     refresh_features,
@@ -35,25 +31,12 @@ from components.versioning.config import VersioningConfig
 from components.versioning.dvc_store import DatasetStore
 from components.workspace import Workspace
 from tests.components.validation.conftest import make_events
-from tests.conftest import service_unavailable
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_spark")]
 
 MASTER = "local[1]"
 SPARK = DataConfig(engine="spark", spark_master=MASTER)
 STREAM = DataConfig(engine="stream")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _spark() -> Iterator[None]:
-    if importlib.util.find_spec("pyspark") is None or shutil.which("java") is None:
-        service_unavailable("Spark needs pyspark (dev extra) and Java 17+ on PATH")
-    with pytest.MonkeyPatch.context() as patch:
-        # C1-compiled JVM: half the start-up of a local session; these jobs are tiny
-        patch.setenv("JAVA_TOOL_OPTIONS", "-XX:TieredStopAtLevel=1")
-        yield
-        forget_stores()
-        stop_spark_sessions()
 
 
 def _parts(frame: pd.DataFrame, folder: Path, rows: int = 300) -> Path:

@@ -4,42 +4,27 @@ ties in time and item side columns included, and rewrites only the changed days.
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from components.data.schema import ITEM, TIME, USER
-from components.data.spark import spark_events, spark_session, stop_spark_sessions
+from components.data.spark import spark_events, spark_session
 from components.data.stream import list_event_files, scan_events
 from components.features.config import FeaturesConfig
 from components.features.partitions import compare_sources, day_files, written_days
 from components.features.spark_tables import spark_side_columns, write_feature_tables_spark
-from components.features.store import ITEM_VIEW, USER_VIEW, forget_stores
+from components.features.store import ITEM_VIEW, USER_VIEW
 from components.features.streamed import side_columns_of, write_feature_tables_streamed
 from components.workspace import Workspace
-from tests.conftest import service_unavailable
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_spark")]
 
 MASTER = "local[1]"
 CFG = FeaturesConfig(history_length=5, offline_store="spark", spark_master=MASTER)
 #: the stream engine in 3 passes, Spark with 3 files a day
 BUDGET_MB = 905
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _spark() -> Iterator[None]:
-    if importlib.util.find_spec("pyspark") is None or shutil.which("java") is None:
-        service_unavailable("Spark needs pyspark (dev extra) and Java 17+ on PATH")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("JAVA_TOOL_OPTIONS", "-XX:TieredStopAtLevel=1")
-        yield
-        forget_stores()
-        stop_spark_sessions()
 
 
 def _events(tiny_events: pd.DataFrame) -> pd.DataFrame:
