@@ -325,7 +325,9 @@ def spark_sequences(
     requires (:func:`components.data.stream.tail_sequences`): never every tail at once.
 
     Without ``shard`` the tails go to a temporary folder, which a cluster's executors
-    cannot reach: there ``bucket_dir`` must be storage they share with the driver."""
+    cannot reach: there ``bucket_dir`` must be storage they share with the driver.
+    ``events`` is held by :func:`cached`, whose block names the heap's key when the
+    session stops."""
     keep = tail_length(cfg)
     plan = plan_passes(n_rows, vocab.n_users, vocab.n_items, keep, cfg.memory_budget_mb)
     master = events.sparkSession.sparkContext.master or ""
@@ -336,13 +338,7 @@ def spark_sequences(
         )
 
     def write(directory: Path, n_buckets: int) -> None:
-        try:
-            write_spark_tails(events, vocab, keep, directory, n_buckets)
-        except Exception as exc:
-            stopped = stopped_session_error(events.sparkSession, "writing the tails")
-            if stopped is None:
-                raise
-            raise stopped from exc
+        write_spark_tails(events, vocab, keep, directory, n_buckets)
 
     with contextlib.ExitStack() as stack:
         if bucket_dir is None:
