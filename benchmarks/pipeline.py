@@ -18,11 +18,22 @@ child processes (the temporary Prefect server; a deploy's processes while they a
 children) is sampled four times a second and read at each task's start and end (the
 tasks run one after another). On a shared machine the CPU columns are what compare
 across runs; wall time says what a user waited.
+
+The **library floor** is what no change to recops can cut: after the run, a fresh
+interpreter imports every third-party package the run loaded (read from
+``sys.modules``: those whose files are under the environment's site-packages) and
+reports its own CPU seconds. Its share of the run's CPU is the overhead left before
+recops does any work of its own; the deploy's new server process and the Prefect server
+come on top of it.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import sysconfig
 import threading
 import time
 from datetime import datetime, timezone
@@ -119,6 +130,48 @@ def process_age_s() -> float:
     return time.time() - psutil.Process().create_time()
 
 
+def third_party_packages() -> list[str]:
+    """The top-level packages this process has imported from the environment's
+    site-packages (not the standard library, not recops's own packages), sorted."""
+    roots = {Path(sysconfig.get_paths()[key]).resolve() for key in ("purelib", "platlib")}
+    found: set[str] = set()
+    for name, module in list(sys.modules.items()):
+        top = name.partition(".")[0]
+        where = getattr(module, "__file__", None)
+        if "." in name or top in found or not where:
+            continue
+        if any(root in Path(where).resolve().parents for root in roots):
+            found.add(top)
+    return sorted(found)
+
+
+_IMPORT_PROBE = """
+import importlib, json, resource, sys
+failed = []
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except Exception:
+        failed.append(name)
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"cpu_seconds": usage.ru_utime + usage.ru_stime, "failed": failed}))
+"""
+
+
+def import_cpu_seconds(packages: list[str]) -> tuple[float, list[str]]:
+    """CPU seconds a fresh interpreter spends starting and importing ``packages`` (what
+    any process that uses them pays), and the ones it could not import alone."""
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_PROBE, *packages],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    probe = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(probe["cpu_seconds"]), list(probe["failed"])
+
+
 def _share(seconds: float, total: float) -> tuple[float, float]:
     return seconds, seconds / total
 
@@ -181,6 +234,15 @@ def run_pipeline_benchmark(
         f"  without the influence report (model work): {(total - work - model) / total:.1%} "
         f"wall; {(total_cpu - work_cpu - model_cpu) / total_cpu:.1%} CPU"
     )
+    packages = third_party_packages()
+    floor_cpu, unimportable = import_cpu_seconds(packages)
+    print(
+        f"library floor: a fresh interpreter importing the {len(packages)} third-party "
+        f"packages this run loaded costs {floor_cpu:.1f} CPU s = {floor_cpu / total_cpu:.1%} "
+        f"of the run's CPU, before any recops work (the deploy's server process and the "
+        f"Prefect server come on top)"
+        + (f"; not importable alone: {', '.join(unimportable)}" if unimportable else "")
+    )
     print(
         f"  flow call only (as measured before start-up counted): "
         f"{(flow_total - work) / flow_total:.1%} of {flow_total:.1f} s; "
@@ -209,6 +271,9 @@ def run_pipeline_benchmark(
             "model_cpu_seconds": model_cpu,
             "overhead_share_cpu": overhead_cpu,
             "overhead_share_cpu_without_model": (total_cpu - work_cpu - model_cpu) / total_cpu,
+            "library_packages": packages,
+            "library_floor_cpu_seconds": floor_cpu,
+            "library_floor_share_cpu": floor_cpu / total_cpu,
             "load_average": list(os.getloadavg()),
             "stages": [{"stage": n, "seconds": s, "cpu_seconds": c} for n, s, c in stages],
         },
