@@ -27,6 +27,7 @@ from components.config import RecopsConfig, config_from_mapping
 from components.errors import ValidationFailed
 from components.evaluation.gate import GateDecision
 from components.lifecycle.ingest import Ingested
+from components.lifecycle.prepare import require_whole_data
 from components.lifecycle.promote import Promotion, gate_and_promote, promotion_lock
 from components.lifecycle.train import new_run_id
 from components.quiet import quiet_third_party, show_recops_progress
@@ -69,6 +70,7 @@ def retrain_flow(
     show_recops_progress()
     logger = get_run_logger()
     cfg = resolve_config(config)
+    require_whole_data(cfg, "the retrain flow")
     ws = Workspace.at(cfg.workspace).activate()
     run_id = new_run_id()
 

@@ -86,3 +86,7 @@ class DataConfig(BaseModel):
     # it): set by the first session of the process. GX on Spark ran out of 1024 MB at
     # 100M events; a session that stops out of heap is an error naming this key
     spark_driver_memory_mb: int = Field(1024, ge=512)
+    # where bucketed events and tails are written (null: the system's temporary folder,
+    # and <workspace>/buckets for train.shard_data): storage every data-parallel rank
+    # and, on a Spark cluster, the executors and the driver share
+    bucket_dir: str | None = None

@@ -324,17 +324,19 @@ def spark_sequences(
     process reads only its buckets, in as many passes as ``data.memory_budget_mb``
     requires (:func:`components.data.stream.tail_sequences`): never every tail at once.
 
-    Without ``shard`` the tails go to a temporary folder, which a cluster's executors
-    cannot reach: there ``bucket_dir`` must be storage they share with the driver.
+    Without ``shard`` the tails go to a temporary folder under ``data.bucket_dir`` (the
+    system's when unset, which a cluster's executors cannot reach: there the key must
+    name storage they share with the driver).
     ``events`` is held by :func:`cached`, whose block names the heap's key when the
     session stops."""
     keep = tail_length(cfg)
     plan = plan_passes(n_rows, vocab.n_users, vocab.n_items, keep, cfg.memory_budget_mb)
     master = events.sparkSession.sparkContext.master or ""
-    if bucket_dir is None and not master.startswith("local"):
-        raise DataError(
+    if bucket_dir is None and cfg.bucket_dir is None and not master.startswith("local"):
+        raise ConfigError(
             f"data.spark_master={master}: the executors write the tails where the driver "
-            "reads them; pass a folder on storage they share (bucket_dir)"
+            "reads them, and data.bucket_dir is unset",
+            hint="set data.bucket_dir to a folder on storage they share",
         )
 
     def write(directory: Path, n_buckets: int) -> None:
@@ -342,7 +344,11 @@ def spark_sequences(
 
     with contextlib.ExitStack() as stack:
         if bucket_dir is None:
-            temporary = stack.enter_context(tempfile.TemporaryDirectory(prefix="recops-spark-"))
+            if cfg.bucket_dir is not None:
+                Path(cfg.bucket_dir).mkdir(parents=True, exist_ok=True)
+            temporary = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="recops-spark-", dir=cfg.bucket_dir)
+            )
             bucket_dir = Path(temporary) / "tails"
         mine = shared_buckets(write, n_rows, bucket_dir, shard or Shard(0, 1), TAIL_SCHEMA)
         return tail_sequences(mine, vocab, plan.passes)

@@ -684,7 +684,7 @@ def stream_prepare(
     elif plan.passes == 1:
         seqs = stream_sequences(lazy, vocab, keep, 1)
     else:
-        with staged_buckets(lazy, files.n_rows) as buckets:
+        with staged_buckets(lazy, files.n_rows, cfg.bucket_dir) as buckets:
             seqs = stream_sequences(buckets, vocab, keep, plan.passes)
     split = leave_one_out(seqs, vocab.n_items, cfg.max_len, cfg.min_user_events)
     return PreparedData(vocab, seqs, split, catalogue, report, sharded=shard is not None)

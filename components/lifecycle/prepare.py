@@ -7,14 +7,20 @@ path, so ``recops stage prepare``, ``recops train`` and the flow read files alik
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from components.config import RecopsConfig
 from components.data.config import DataConfig
 from components.data.prepare import PreparedData, prepare
 from components.data.schema import ITEM, USER
+from components.errors import ConfigError
 from components.features.config import FeaturesConfig
 from components.features.tables import EVENT_TS
 from components.versioning.config import VersioningConfig
@@ -22,6 +28,7 @@ from components.versioning.dvc_store import DatasetStore
 from components.workspace import Workspace
 
 if TYPE_CHECKING:
+    from components.data.stream import Shard
     from components.features.store import TrainingSet
 
 
@@ -41,19 +48,86 @@ def load_dataset(data_cfg: DataConfig) -> pd.DataFrame:
     )
 
 
-def prepare_dataset(data_cfg: DataConfig) -> PreparedData:
-    """:func:`load_dataset` with its item catalogue (when there is one), prepared and split."""
+@dataclass(frozen=True)
+class RankRead:
+    """One data-parallel rank's read (``train.shard_data``): its share of the users and
+    the folder of this data's buckets, written once for every rank."""
+
+    shard: Shard
+    folder: Path
+
+    def discard(self) -> None:
+        """Remove the buckets (rank 0, once training is over: every rank read its own
+        before the ranks could start training together)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        Path(f"{self.folder}.lock").unlink(missing_ok=True)
+
+
+def rank_read(cfg: RecopsConfig, ws: Workspace) -> RankRead | None:
+    """This process's :class:`RankRead` when ``train.shard_data`` is on and the run is
+    data-parallel (:func:`components.training.ranks.data_shard`), else None.
+
+    The buckets go to ``data.bucket_dir`` (else ``<workspace>/buckets``), in a folder
+    named by a digest of the files (paths, sizes, times), the data settings and the
+    number of ranks: ranks started apart (torchrun) agree on it, and a changed file gets
+    a new one. Raises :class:`ConfigError` for what cannot be sharded: the memory engine
+    or the synthetic generator (no files to bucket) and a model with state from the
+    whole training data."""
+    from components.data.stream import list_event_files
+    from components.training.ranks import data_shard
+    from components.training.shards import require_rank_local_state
+
+    if not cfg.train.shard_data:
+        return None
+    if cfg.data.engine == "memory" or not cfg.data.path:
+        raise ConfigError(
+            "train.shard_data reads each rank's users from data.path's Parquet files with "
+            f"data.engine=stream or spark (data.engine={cfg.data.engine}, "
+            f"data.path={cfg.data.path or 'unset'})",
+            hint="set data.engine=stream and data.path, or train.shard_data=false",
+        )
+    require_rank_local_state(cfg.model)
+    shard = data_shard(cfg.train)
+    if shard is None:
+        return None
+    files = list_event_files(cfg.data.path)
+    digest = hashlib.sha256(cfg.data.model_dump_json().encode())
+    for path in files.paths:
+        stat = path.stat()
+        digest.update(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    digest.update(f"world={shard.world}".encode())
+    root = Path(cfg.data.bucket_dir) if cfg.data.bucket_dir else ws.root / "buckets"
+    return RankRead(shard, root / f"{cfg.data.engine}-{digest.hexdigest()[:16]}")
+
+
+def require_whole_data(cfg: RecopsConfig, where: str) -> None:
+    """Refuse ``train.shard_data`` in ``where``, which prepares every user in one process
+    (the retrain flow's gate, reports and training features read them all)."""
+    if cfg.train.shard_data:
+        raise ConfigError(
+            f"train.shard_data applies to `recops train`; {where} prepares every user",
+            hint="set train.shard_data=false here",
+        )
+
+
+def prepare_dataset(data_cfg: DataConfig, read: RankRead | None = None) -> PreparedData:
+    """:func:`load_dataset` with its item catalogue (when there is one), prepared and split;
+    with ``read`` (:func:`rank_read`) only that rank's users."""
     from components.data.catalogue import catalogue_from_config
 
     catalogue = catalogue_from_config(data_cfg)
+    shard = read.shard if read else None
+    bucket_dir = read.folder if read else None
     if data_cfg.path and data_cfg.engine == "stream":
         from components.data.stream import stream_prepare
 
-        return stream_prepare(data_cfg.path, data_cfg, catalogue)
+        return stream_prepare(
+            data_cfg.path, data_cfg, catalogue, shard=shard, bucket_dir=bucket_dir
+        )
     if data_cfg.path and data_cfg.engine == "spark":
         from components.data.spark import spark_prepare
 
-        return spark_prepare(data_cfg.path, data_cfg, catalogue)
+        return spark_prepare(data_cfg.path, data_cfg, catalogue, shard=shard, bucket_dir=bucket_dir)
     return prepare(load_dataset(data_cfg), data_cfg, catalogue)
 
 

@@ -37,6 +37,7 @@ from components.records import (
     code_revision,
     recover_interrupted,
 )
+from components.training.ranks import is_rank_zero
 from components.training.trainer import TrainResult, content_features, train_model
 from components.workspace import Workspace
 
@@ -72,8 +73,13 @@ def train(
     so a run killed mid-training is found by the next reader (``recops status``, the next
     training) and marked ``interrupted``, its half-written files deleted
     (:func:`components.records.recover_interrupted`). The next run starts from scratch:
-    checkpoints hold weights only, and the next run's data version may differ."""
-    recover_runs(run_dir.parent)
+    checkpoints hold weights only, and the next run's data version may differ.
+
+    Under data-parallel training every rank runs this; only rank 0 recovers and writes
+    records (the bundle too: :func:`components.training.trainer.train_model`)."""
+    rank_zero = is_rank_zero()
+    if rank_zero:
+        recover_runs(run_dir.parent)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = RunRecord(
         run_id=run_dir.name,
@@ -87,17 +93,18 @@ def train(
         status=RUNNING,
         owner=owner_marker(),
     )
-    started.save(run_dir / RUN_RECORD)
+    _save(started, run_dir, rank_zero)
     try:
         content = item_features(ws or Workspace.at(cfg.workspace), cfg, prepared)
         result = train_model(prepared, cfg.model, cfg.train, cfg.eval, run_dir, content)
     except BaseException as exc:
         ended = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED
         with contextlib.suppress(OSError):  # a full disk may refuse this write too
-            started.model_copy(update={"status": ended, "owner": None}).save(run_dir / RUN_RECORD)
+            _save(started.model_copy(update={"status": ended, "owner": None}), run_dir, rank_zero)
         raise
     record = started.model_copy(
         update=dict(
+            split=result.split_summary,
             train_seconds=result.train_seconds,
             epochs=result.epochs,
             metrics_valid=result.metrics_valid,
@@ -109,8 +116,14 @@ def train(
             owner=None,
         )
     )
-    record.save(run_dir / RUN_RECORD)
+    _save(record, run_dir, rank_zero)
     return TrainedRun(result, record)
+
+
+def _save(record: RunRecord, run_dir: Path, rank_zero: bool) -> None:
+    """Write ``record`` into ``run_dir`` from the run's first process only."""
+    if rank_zero:
+        record.save(run_dir / RUN_RECORD)
 
 
 def recover_runs(runs_dir: Path) -> list[RunRecord]:
@@ -156,9 +169,9 @@ def record_breakdowns(
     prepared: PreparedData, result: TrainResult
 ) -> dict[str, list[dict[str, Any]]]:
     """Test metrics by history length, item popularity and target event type, as plain
-    rows for the record."""
+    rows for the record (over the evaluated test set: every rank's users when sharded)."""
     tables = breakdowns(
-        prepared.split.test,
+        result.test_set,
         result.per_user_test,
         result.bundle.item_popularity,
         prepared.split.max_len,

@@ -66,6 +66,12 @@ class TrainConfig(BaseModel):
     accelerator: str = "auto"
     devices: int | str = "auto"
     strategy: str = "auto"
+    #: machines of a multi-node run (Lightning's ``num_nodes``; ``devices`` is per node)
+    num_nodes: int = Field(1, ge=1)
+    #: under ``strategy: ddp`` with more than one process (``devices`` x ``num_nodes``),
+    #: each rank prepares only its own users (``data.engine`` stream or spark; the batch
+    #: is bucketed once into ``data.bucket_dir``): see :mod:`components.training.ranks`
+    shard_data: bool = False
     precision: Precision = "32-true"
     num_workers: int = Field(0, ge=0)
     eval_batch_size: int = Field(1024, ge=1)

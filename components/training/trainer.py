@@ -26,6 +26,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from lightning.pytorch.loggers import CSVLogger
 
 from components.data.prepare import PreparedData
+from components.data.splits import EvalSet
 from components.errors import ConfigError, TrainingError
 from components.evaluation.config import EvalConfig
 from components.evaluation.metrics import evaluate
@@ -43,7 +44,12 @@ from components.training.datamodules import (
 )
 from components.training.module import RecommenderModule
 from components.training.progress import EpochProgress
-from components.training.shards import gathered, require_rank_local_state, summed
+from components.training.shards import (
+    gathered,
+    require_rank_local_state,
+    summed,
+    whole_summary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,10 @@ class TrainResult:
     metrics_valid: dict[str, float]
     metrics_test: dict[str, float]
     per_user_test: dict[str, np.ndarray]
+    #: the evaluated test set ``per_user_test`` is aligned with (sharded: every rank's users)
+    test_set: EvalSet
+    #: the split's summary (sharded: counted over every rank's users)
+    split_summary: dict[str, int | str]
     epochs: int
     train_seconds: float
     samples_per_second: float
@@ -153,6 +163,7 @@ def _trainer(
         else None,
         accelerator=train_cfg.accelerator,
         devices=train_cfg.devices,
+        num_nodes=train_cfg.num_nodes,
         strategy=_strategy(train_cfg.strategy),
         precision=resolved_precision(train_cfg.precision, _eval_device(train_cfg).type == "cuda"),
         gradient_clip_val=train_cfg.grad_clip,
@@ -355,9 +366,9 @@ def train_model(
     rank's evaluation users (gathered in rank order) and the bundle's popularity sums all
     ranks' training counts.
 
-    Raises :class:`ConfigError` for unknown models/hyperparameters and
-    :class:`TrainingError` when there is nothing to train on (or, sharded, for a model
-    that builds state from the whole training data).
+    Raises :class:`ConfigError` for unknown models/hyperparameters (or, sharded, for a
+    model that builds state from the whole training data) and :class:`TrainingError`
+    when there is nothing to train on.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -365,9 +376,9 @@ def train_model(
     if train_cfg.num_threads is not None:
         torch.set_num_threads(train_cfg.num_threads)
     started = time.perf_counter()
-    bundle = build_bundle(prepared, model_cfg, content)
     if prepared.sharded:
-        require_rank_local_state(bundle)
+        require_rank_local_state(model_cfg)
+    bundle = build_bundle(prepared, model_cfg, content)
     if bundle.model.trainable:
         outcome = _fit(bundle, prepared, train_cfg, eval_cfg, run_dir)
     else:
@@ -378,9 +389,11 @@ def train_model(
         )
     bundle.model.to(_eval_device(train_cfg)).eval()
     eval_sets = (prepared.split.valid, prepared.split.test)
+    split_summary = prepared.split.summary()
     if prepared.sharded:  # every rank evaluates (and rank 0 saves) what all ranks hold
         eval_sets = (gathered(prepared.split.valid), gathered(prepared.split.test))
         bundle.item_popularity = summed(bundle.item_popularity)
+        split_summary = whole_summary(prepared)
     valid, test = (
         evaluate(
             bundle,
@@ -407,6 +420,8 @@ def train_model(
         metrics_valid=valid.summary,
         metrics_test=test.summary,
         per_user_test=test.per_user,
+        test_set=eval_sets[1],
+        split_summary=split_summary,
         epochs=outcome.epochs,
         train_seconds=outcome.train_seconds,
         samples_per_second=outcome.samples_per_second,

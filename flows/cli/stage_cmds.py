@@ -146,9 +146,11 @@ def stage_train(
     import pandas as pd
 
     from components.data.prepare import prepare
+    from components.lifecycle.prepare import require_whole_data
     from components.lifecycle.train import train
 
     cfg, ws = prologue(config, overrides, workspace)
+    require_whole_data(cfg, "`recops stage train`")
     prepared = prepare(pd.read_parquet(events_path), cfg.data, _read_catalogue(items))
     with tempfile.TemporaryDirectory(prefix="recops-stage-") as tmp:
         result = train(prepared, cfg, Path(tmp) / "run", ws=ws).result

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -104,8 +105,10 @@ def train(
     json_out: JsonOutOpt = None,
 ) -> None:
     """Train the configured model, restore its best epoch, print validation and test metrics."""
+    from components.lifecycle.prepare import prepare_dataset, rank_read
     from components.lifecycle.train import train as train_run
     from components.quiet import ensure_console_handler
+    from components.training.ranks import is_rank_zero, shared_run_id
 
     ensure_console_handler()  # per-epoch lines (and a progress bar on a terminal)
 
@@ -115,11 +118,14 @@ def train(
     if max_epochs:
         overrides.append(f"train.max_epochs={max_epochs}")
     cfg, ws = prologue(config, overrides, workspace)
-    prepared = load_prepared(cfg)
-    run_id = f"{cfg.model.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{cfg.fingerprint()[:6]}"
-    run_dir = ws.runs_dir / run_id
-    console.print(f"training {cfg.model.name} on {prepared.split.summary()}")
-    result = train_run(prepared, cfg, run_dir, ws=ws).result
+    read = rank_read(cfg, ws)  # train.shard_data under DDP: this rank's users only
+    prepared = prepare_dataset(cfg.data, read)
+    users = f" (rank {read.shard.rank} of {read.shard.world}: its users)" if read else ""
+    console.print(f"training {cfg.model.name} on {prepared.split.summary()}{users}")
+    with shared_run_id(partial(train_run_id, cfg)) as run_id:
+        result = train_run(prepared, cfg, ws.runs_dir / run_id, ws=ws).result
+    if read is not None and read.shard.rank == 0:
+        read.discard()  # every rank read its buckets before training started
     protocol = "history items excluded" if cfg.eval.exclude_seen else "history items NOT excluded"
     print_metrics(
         f"{cfg.model.name}: {result.epochs} epochs, {result.train_seconds:.1f}s training; "
@@ -132,7 +138,7 @@ def train(
         console.print(f"learned offset for items already in the history: {seen_bias:+.2f} (logits)")
     console.print(f"model bundle: {result.bundle_dir}")
     write_json(
-        json_out,
+        json_out if is_rank_zero() else None,  # every DDP rank gets here: one writes
         {
             "run_id": run_id,
             "model": cfg.model.name,
@@ -146,9 +152,14 @@ def train(
             "test": result.metrics_test,
             "history": result.history,
             "bundle_dir": str(result.bundle_dir),
-            "split": prepared.split.summary(),
+            "split": result.split_summary,
         },
     )
+
+
+def train_run_id(cfg: RecopsConfig) -> str:
+    """``<model>-<UTC time>-<config fingerprint>``: the run folder of ``recops train``."""
+    return f"{cfg.model.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{cfg.fingerprint()[:6]}"
 
 
 @app.command("evaluate")
