@@ -92,10 +92,10 @@ def _validate_stream(
 
 
 def _validate_spark(
-    n_events: int, cfg, ws, events_per_file: int, master: str
+    n_events: int, cfg, ws, events_per_file: int, master: str, driver_memory_mb: int
 ) -> tuple[Any, int, float, _PeakRss, dict[str, Any]]:
     """The stream engine's files validated by GX's Spark datasource at ``master`` (the
-    session started, untimed, first); returns (report, RSS before, seconds, peaks, extra
+    session started, untimed, first, with a ``driver_memory_mb`` heap); returns (report, RSS before, seconds, peaks, extra
     figures: the session start and whether the stream engine's report is the same)."""
     from benchmarks.data import bench_synthetic
     from components.data.spark import spark_session
@@ -106,7 +106,7 @@ def _validate_spark(
     folder = ws.root / "bench-events"
     write_events_dataset(bench_synthetic(n_events), folder, events_per_file)
     started = time.perf_counter()
-    spark_session(master)
+    spark = spark_session(master, driver_memory_mb)
     session_s = time.perf_counter() - started
     # a warm-up run on a small batch: the JVM compiles Spark's and GX's code paths on
     # first use (minutes on a loaded 2-core machine), a fixed cost, not the batch's
@@ -127,6 +127,7 @@ def _validate_spark(
     )
     extra = {
         "spark_master": master,
+        "spark_driver_memory": spark.sparkContext.getConf().get("spark.driver.memory"),
         "spark_session_start_s": round(session_s, 3),
         "spark_warmup_s": round(warmup_s, 3),
         "stream_validation_s": round(time.perf_counter() - started, 3),
@@ -148,13 +149,15 @@ def run_validation_benchmark(
     budget_mb: int = 2048,
     events_per_file: int = 1_000_000,
     spark_master: str = "local[2]",
+    spark_driver_memory_mb: int = 1024,
 ) -> dict[str, Any]:
     """Validate ``n_events`` synthetic events with the full suite; return the figures.
 
     ``engine="stream"`` validates a partitioned Parquet folder in hash passes planned
     from ``budget_mb`` (:func:`components.validation.runner.validate_event_files`); the
     events are never one frame in this process. ``engine="spark"``: the same folder
-    through GX's Spark datasource at ``spark_master``; the peak RSS then counts Spark's
+    through GX's Spark datasource at ``spark_master`` (the driver's heap
+    ``spark_driver_memory_mb``, as ``data.spark_driver_memory_mb``); the peak RSS then counts Spark's
     JVM too (``jvm_peak_rss_mib``), and the stream engine's report is compared."""
     mib = 1024 * 1024
     started = time.perf_counter()
@@ -186,7 +189,7 @@ def run_validation_benchmark(
         )
     elif engine == "spark":
         report, rss_before, seconds, peaks, extra = _validate_spark(
-            n_events, cfg, ws, events_per_file, spark_master
+            n_events, cfg, ws, events_per_file, spark_master, spark_driver_memory_mb
         )
         peak_rss, jvm_peak = peaks.peak, peaks.children_peak
     else:

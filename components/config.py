@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from components.data.config import DataConfig
 from components.deploy.config import DeployConfig, LocalDeployConfig, ServeConfig
@@ -50,6 +50,13 @@ class RecopsConfig(BaseModel):
     deploy: DeployConfig = LocalDeployConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     explain: ExplainConfig = ExplainConfig()
+
+    @model_validator(mode="after")
+    def _one_spark_heap(self) -> RecopsConfig:
+        """A process has one JVM: a Spark session the feature store starts gets the heap
+        of ``data.spark_driver_memory_mb`` too."""
+        self.features._spark_driver_memory_mb = self.data.spark_driver_memory_mb
+        return self
 
     def fingerprint(self) -> str:
         """Stable short hash of the settings that affect a trained model."""

@@ -53,6 +53,17 @@ def _recops(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120)
 
 
+def test_the_feature_stores_spark_session_gets_the_data_heap_key() -> None:
+    """One JVM per process: a Spark session the Feast store starts has the heap of
+    ``data.spark_driver_memory_mb`` (there is no features key for it)."""
+    cfg = load_config(overrides=["data.spark_driver_memory_mb=3072"])
+    assert cfg.features.spark_driver_memory_mb == 3072
+    assert cfg.features.model_copy().spark_driver_memory_mb == 3072
+    assert "spark_driver_memory_mb" not in cfg.features.model_dump()
+    with pytest.raises(ConfigError, match="features.spark_driver_memory_mb"):
+        load_config(overrides=["features.spark_driver_memory_mb=3072"])
+
+
 def test_cli_help_lists_the_command_tree() -> None:
     result = _recops("--help")
     assert result.returncode == 0

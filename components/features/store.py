@@ -392,10 +392,11 @@ def feature_store(workspace: Workspace, cfg: FeaturesConfig) -> feast.FeatureSto
 def _start_spark(cfg: FeaturesConfig) -> None:
     """Start (or reuse) recops' Spark session at ``features.spark_master`` before Feast
     looks for one: Feast's Spark store takes the active session, and ours runs in UTC
-    (Feast writes its time bounds as UTC literals)."""
+    (Feast writes its time bounds as UTC literals). The JVM's heap is
+    ``data.spark_driver_memory_mb``."""
     from components.data.spark import spark_session
 
-    spark_session(cfg.spark_master)
+    spark_session(cfg.spark_master, cfg.spark_driver_memory_mb)
 
 
 def forget_stores() -> None:

@@ -85,6 +85,14 @@ FormatOpt = Annotated[
 JsonOutOpt = Annotated[
     Path | None, typer.Option("--json", help="Also write the figures as JSON to this file.")
 ]
+SparkDriverMemoryOpt = Annotated[
+    int,
+    typer.Option(
+        "--spark-driver-memory-mb",
+        help="data.spark_driver_memory_mb for --engine spark: the driver's JVM heap "
+        "(GX on Spark at 100M events needs more than the default).",
+    ),
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -16,6 +16,7 @@ from flows.cli.app import (
     ConfigOpt,
     JsonOutOpt,
     SetOpt,
+    SparkDriverMemoryOpt,
     WorkspaceOpt,
     bench_app,
     console,
@@ -270,6 +271,7 @@ def bench_validation(
     spark_master: Annotated[
         str, typer.Option("--spark-master", help="Spark master for --engine spark.")
     ] = "local[2]",
+    spark_driver_memory_mb: SparkDriverMemoryOpt = 1024,
     json_out: JsonOutOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -287,6 +289,7 @@ def bench_validation(
         budget_mb=budget_mb,
         events_per_file=events_per_file,
         spark_master=spark_master,
+        spark_driver_memory_mb=spark_driver_memory_mb,
     )
     print_table(figures, console)
     write_json(json_out, figures)

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.app import FormatOpt, JsonOutOpt, bench_app, console, data_app, write_json
+from flows.cli.app import (
+    FormatOpt,
+    JsonOutOpt,
+    SparkDriverMemoryOpt,
+    bench_app,
+    console,
+    data_app,
+    write_json,
+)
 
 
 @data_app.command("stats")
@@ -69,14 +77,7 @@ def bench_data(
     spark_master: Annotated[
         str, typer.Option("--spark-master", help="data.spark_master for --engine spark.")
     ] = "local[2]",
-    spark_driver_memory_mb: Annotated[
-        int,
-        typer.Option(
-            "--spark-driver-memory-mb",
-            help="data.spark_driver_memory_mb for --engine spark: the driver's JVM heap "
-            "(GX on Spark at 100M events needs more than the default).",
-        ),
-    ] = 1024,
+    spark_driver_memory_mb: SparkDriverMemoryOpt = 1024,
     lock: Annotated[
         Path | None,
         typer.Option(

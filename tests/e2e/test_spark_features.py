@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from components.data.config import DataConfig
 from components.data.schema import ITEM, TIME, USER
 from components.data.spark import spark_events, spark_session
 from components.data.stream import list_event_files, scan_events
@@ -45,7 +46,7 @@ def _build_both(folder: Path, stream_ws: Workspace, spark_ws: Workspace) -> None
     files = list_event_files(folder)
     side = side_columns_of(files.paths)
     write_feature_tables_streamed(scan_events(files), stream_ws, CFG, BUDGET_MB, side)
-    spark = spark_session(MASTER)
+    spark = spark_session(MASTER, DataConfig().spark_driver_memory_mb)
     events = spark_events(spark, folder).cache()
     try:
         write_feature_tables_spark(
