@@ -68,11 +68,12 @@ _GUARD = threading.Lock()
 DRIVER_MEMORY_KEY = "data.spark_driver_memory_mb"
 
 
-def spark_session(master: str, driver_memory_mb: int = 1024) -> SparkSession:
+def spark_session(master: str, driver_memory_mb: int) -> SparkSession:
     """One Spark session per master per process (UTC, few shuffle partitions, Arrow
     transfers, Parquet nanosecond timestamps read as int64 nanoseconds, timestamps written
     as Parquet microseconds, not INT96). ``driver_memory_mb`` (``data.spark_driver_memory_mb``)
-    is the JVM's heap, set when the process's first session starts the JVM."""
+    is the JVM's heap, set when the process's first session starts the JVM: every session
+    recops starts (the data stages, the Feast store's, the benchmarks') comes here."""
     try:
         from pyspark.sql import SparkSession
     except ImportError:
@@ -99,12 +100,36 @@ def spark_session(master: str, driver_memory_mb: int = 1024) -> SparkSession:
         return _SESSIONS[master]
 
 
+#: the JVM's message for any call on a stopped SparkContext (``assertNotStopped``)
+_STOPPED = "Cannot call methods on a stopped SparkContext"
+
+
+def context_stopped(spark: SparkSession) -> bool:
+    """Whether ``spark``'s context has stopped (the JVM stops it after a task runs out of
+    heap; PySpark's side does not know).
+
+    PySpark has no public ``isStopped`` (Scala's ``SparkContext.isStopped`` is reached
+    only through the private ``_jsc``, and ``SparkSession.getActiveSession`` is per
+    thread). ``SparkContext.defaultParallelism`` is public and asks the JVM's context,
+    which first asserts that it is not stopped: one Py4J call, no job. Any other failure
+    of the call is raised as it is."""
+    from py4j.protocol import Py4JJavaError
+
+    try:
+        _ = spark.sparkContext.defaultParallelism
+    except Py4JJavaError as exc:
+        if _STOPPED in str(exc):
+            return True
+        raise
+    return False
+
+
 def stopped_session_error(spark: SparkSession, work: str) -> ConfigError | None:
     """The error to raise when ``spark``'s context has stopped during ``work`` (a task out
     of heap stops a local session: its jobs then fail with unrelated messages), naming
     the config key; None while the session runs. Not a :class:`DataError`: the batch is
     not at fault (ingest would reject it as unreadable)."""
-    if not spark.sparkContext._jsc.sc().isStopped():
+    if not context_stopped(spark):
         return None
     heap = spark.sparkContext.getConf().get("spark.driver.memory", "1g")
     return ConfigError(

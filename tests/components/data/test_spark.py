@@ -15,6 +15,7 @@ import torch
 from components.data.config import DataConfig, SyntheticConfig
 from components.data.spark import (
     cached,
+    context_stopped,
     spark_duplicate_rows,
     spark_events,
     spark_prepare,
@@ -148,9 +149,10 @@ def test_a_session_that_stops_is_an_error_naming_the_heap_key() -> None:
     with unrelated messages): the error names the key that sets the heap."""
     spark = spark_session(CFG.spark_master, CFG.spark_driver_memory_mb)
     assert spark.sparkContext.getConf().get("spark.driver.memory") == "768m"
-    assert stopped_session_error(spark, "testing") is None
+    assert stopped_session_error(spark, "testing") is None and not context_stopped(spark)
     spark.sparkContext._jsc.sc().stop()  # what the JVM does after an OutOfMemoryError
     try:
+        assert context_stopped(spark)  # told by a public call, not the private handle
         error = stopped_session_error(spark, "testing")
         assert isinstance(error, ConfigError)
         assert "data.spark_driver_memory_mb" in str(error.hint)
