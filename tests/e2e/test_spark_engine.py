@@ -26,7 +26,12 @@ from components.lifecycle.ingest import ingest_events
 from components.validation.config import ValidationConfig
 from components.validation.report import BatchStats
 from components.validation.runner import validate_event_files
-from components.validation.spark import validate_spark_files
+from components.validation.spark import (
+    validate_spark_files,
+    validation_partitions,
+    with_spark_derived_columns,
+)
+from components.validation.suite import IS_DUP, duplicate_flags
 from components.versioning.config import VersioningConfig
 from components.versioning.dvc_store import DatasetStore
 from components.workspace import Workspace
@@ -88,6 +93,34 @@ def test_spark_suite_gives_the_stream_engines_verdicts(tmp_path: Path) -> None:
         "unknown_item_share_below_threshold",
         "volume_change_within_bounds",
     } <= failed | {r.name for r in on_spark.warnings}
+
+
+def test_a_batch_in_several_partitions_keeps_the_stream_engines_duplicates(
+    tmp_path: Path,
+) -> None:
+    """The suite's frame is shuffled by the duplicate key into partitions of at most
+    ``chunk_rows`` rows (the bounded heap): every duplicate, across files and
+    partitions, is flagged as the stream engine flags it, and the verdicts are equal."""
+    from components.data.spark import spark_events, spark_session
+
+    clean = make_events(2_600, seed=5)
+    batch = pd.concat([clean, clean.iloc[::17], clean.iloc[2_000:2_150]], ignore_index=True)
+    folder = _parts(batch, tmp_path / "batch", rows=700)  # duplicates span files
+    cfg = ValidationConfig(chunk_rows=1_000)
+    partitions = validation_partitions(len(batch), cfg.chunk_rows)
+    assert partitions == 3
+
+    spark = spark_session(MASTER)
+    rows = with_spark_derived_columns(spark, spark_events(spark, folder), None, partitions)
+    assert rows.rdd.getNumPartitions() == partitions
+    flagged = rows.filter(rows[IS_DUP]).count()
+    assert flagged == int(duplicate_flags(batch).sum()) == 153 + 150
+
+    ws = Workspace.at(tmp_path / "ws").ensure()
+    on_spark = validate_spark_files(folder, cfg, ws, batch_id="parts", master=MASTER)
+    streamed = validate_event_files(folder, cfg, ws, batch_id="parts", memory_budget_mb=2048)
+    assert _outcome(on_spark) == _outcome(streamed)
+    assert not on_spark.passed  # 303 of 2,903 rows repeat one: over the 5 % allowed
 
 
 def test_spark_ingest_versions_the_stream_engines_events(tmp_path: Path) -> None:
