@@ -110,7 +110,7 @@ def test_a_batch_in_several_partitions_keeps_the_stream_engines_duplicates(
     partitions = validation_partitions(len(batch), cfg.chunk_rows)
     assert partitions == 3
 
-    spark = spark_session(MASTER)
+    spark = spark_session(MASTER, SPARK.spark_driver_memory_mb)
     rows = with_spark_derived_columns(spark, spark_events(spark, folder), None, partitions)
     assert rows.rdd.getNumPartitions() == partitions
     flagged = rows.filter(rows[IS_DUP]).count()
