@@ -413,3 +413,19 @@ def bench_funnel(
         json_out,
         {"model": model, "seeds": seed_list, "size": size, "summary": summary, "rows": rows},
     )
+
+
+@bench_app.command("shard")
+def bench_shard(
+    events: Annotated[int, typer.Option("--events", "-n", help="Synthetic events.")] = 1_000_000,
+    lock: Annotated[
+        Path | None,
+        typer.Option("--lock", help="Measure each run holding this shared lock file (flock)."),
+    ] = None,
+    json_out: JsonOutOpt = None,
+) -> None:
+    """`recops train` under DDP on 2 CPU ranks, every rank reading all users vs each rank
+    its own (train.shard_data): wall time, CPU seconds and peak RSS per rank."""
+    from benchmarks.shard import run_shard_benchmark
+
+    run_shard_benchmark(events, json_out, lock)
