@@ -5,7 +5,9 @@ then (``train.shard_data``) each rank only its own users.
 Each run is the product's command in a subprocess; its ranks (the launcher's process,
 rank 0, and the rank it starts) are watched every 0.2 s: peak RSS is the kernel's
 high-water mark (``VmHWM``, exact whenever it is read) and CPU seconds the last reading
-before the rank exits (so up to 0.2 s short).
+before the rank exits (so up to 0.2 s short). Before them, each rank's data preparation
+alone (``stream_prepare`` as ``recops train`` calls it, one fresh process per rank, the
+ranks one after the other): the data side of a rank's cost, without training.
 """
 
 from __future__ import annotations
@@ -80,6 +82,41 @@ def _watch(proc: subprocess.Popen, interval_s: float = 0.2) -> dict[int, dict[st
     return ranks
 
 
+_PREPARE = """
+import json, resource, sys, time
+from components.data.config import DataConfig
+from components.data.stream import Shard, stream_prepare
+parts, rank, world, buckets = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+wall, cpu = time.perf_counter(), time.process_time()
+shard = Shard(rank, world) if world > 1 else None
+split = stream_prepare(parts, DataConfig(max_len=20), shard=shard, bucket_dir=buckets).split
+print(json.dumps({
+    "wall_s": round(time.perf_counter() - wall, 2),
+    "cpu_s": round(time.process_time() - cpu, 2),
+    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    "train_users": int((split.train.lengths > 0).sum()),
+}))
+"""
+
+
+def run_prepare(parts: Path, buckets: Path, world: int, lock: Path | None) -> dict[str, Any]:
+    """Each rank's ``stream_prepare`` alone (``world`` 1: every user, as an unsharded rank
+    reads them), in a fresh process per rank, rank 0 first (it writes the buckets)."""
+    ranks = {}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with measurement_lock(lock) as load:
+        for rank in range(world):
+            done = subprocess.run(
+                [sys.executable, "-c", _PREPARE, str(parts), str(rank), str(world), str(buckets)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            ranks[str(rank)] = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"shard_data": world > 1, "load_at_start": load, "ranks": ranks}
+
+
 def run_train(parts: Path, workspace: Path, shard: bool, lock: Path | None) -> dict[str, Any]:
     """One ``recops train`` (``train.shard_data=shard``) measured under ``lock``."""
     out = workspace / "train.json"
@@ -111,16 +148,35 @@ def run_train(parts: Path, workspace: Path, shard: bool, lock: Path | None) -> d
 
 
 def run_shard_benchmark(
-    n_events: int, json_out: Path | None, lock: Path | None, events_per_file: int = 250_000
+    n_events: int,
+    json_out: Path | None,
+    lock: Path | None,
+    train: bool = True,
+    events_per_file: int = 250_000,
 ) -> dict[str, Any]:
-    """Both runs on ``n_events`` synthetic events; print the table, write the JSON."""
+    """Both preparations and (``train``) both runs on ``n_events`` synthetic events;
+    print the tables, write the JSON."""
     from benchmarks.data import bench_synthetic
     from components.data.stream import write_events_dataset
 
     with tempfile.TemporaryDirectory(prefix="recops-bench-shard-") as tmp:
         parts = Path(tmp) / "parts"
         write_events_dataset(bench_synthetic(n_events), parts, events_per_file)
-        runs = [run_train(parts, Path(tmp) / f"ws-{shard}", shard, lock) for shard in (False, True)]
+        prepares = [run_prepare(parts, Path(tmp) / "buckets", world, lock) for world in (1, 2)]
+        runs = (
+            [run_train(parts, Path(tmp) / f"ws-{shard}", shard, lock) for shard in (False, True)]
+            if train
+            else []
+        )
+    print_table(
+        f"one rank's data preparation (stream_prepare), {n_events:,} events",
+        ["data", "rank", "wall s", "CPU s", "peak MB", "train users"],
+        [
+            ["sharded" if run["shard_data"] else "whole", int(rank), *figures.values()]
+            for run in prepares
+            for rank, figures in run["ranks"].items()
+        ],
+    )
     rows = [
         [
             "sharded" if run["shard_data"] else "whole",
@@ -132,5 +188,6 @@ def run_shard_benchmark(
         for run in runs
     ]
     columns = ["data", "wall s", "CPU s r0", "CPU s r1", "peak MB r0", "peak MB r1", "ndcg@10"]
-    print_table(f"recops train, DDP 2 CPU ranks, {n_events:,} events", columns, rows)
-    return write_report(json_out, "shard", {"events": n_events, "runs": runs})
+    if rows:
+        print_table(f"recops train, DDP 2 CPU ranks, {n_events:,} events", columns, rows)
+    return write_report(json_out, "shard", {"events": n_events, "prepare": prepares, "runs": runs})

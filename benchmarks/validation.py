@@ -112,13 +112,25 @@ def _validate_spark(
     # first use (minutes on a loaded 2-core machine), a fixed cost, not the batch's
     warmup = ws.root / "bench-warmup"
     write_events_dataset(bench_synthetic(2_000), warmup, 1_000)
-    validate_spark_files(warmup, cfg, ws, batch_id="bench-spark-warmup", master=master)
+    validate_spark_files(
+        warmup,
+        cfg,
+        ws,
+        batch_id="bench-spark-warmup",
+        master=master,
+        driver_memory_mb=driver_memory_mb,
+    )
     warmup_s = time.perf_counter() - started - session_s
     rss_before = psutil.Process().memory_info().rss
     with _PeakRss() as peak:
         started = time.perf_counter()
         report = validate_spark_files(
-            folder, cfg, ws, batch_id=f"bench-spark-{n_events}", master=master
+            folder,
+            cfg,
+            ws,
+            batch_id=f"bench-spark-{n_events}",
+            master=master,
+            driver_memory_mb=driver_memory_mb,
         )
         seconds = time.perf_counter() - started
     started = time.perf_counter()

@@ -422,10 +422,14 @@ def bench_shard(
         Path | None,
         typer.Option("--lock", help="Measure each run holding this shared lock file (flock)."),
     ] = None,
+    train: Annotated[
+        bool, typer.Option("--train/--prepare-only", help="Also time the two recops train runs.")
+    ] = True,
     json_out: JsonOutOpt = None,
 ) -> None:
     """`recops train` under DDP on 2 CPU ranks, every rank reading all users vs each rank
-    its own (train.shard_data): wall time, CPU seconds and peak RSS per rank."""
+    its own (train.shard_data): wall time, CPU seconds and peak RSS per rank, and each
+    rank's data preparation alone."""
     from benchmarks.shard import run_shard_benchmark
 
-    run_shard_benchmark(events, json_out, lock)
+    run_shard_benchmark(events, json_out, lock, train)
