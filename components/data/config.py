@@ -83,8 +83,9 @@ class DataConfig(BaseModel):
     memory_budget_mb: int = Field(2048, ge=64)
     spark_master: str = "local[2]"
     # the Spark driver's JVM heap (spark.driver.memory; in local mode the executors share
-    # it): set by the first session of the process. GX on Spark ran out of 1024 MB at
-    # 100M events; a session that stops out of heap is an error naming this key
+    # it): set by the first session of the process. GX on Spark validates 100M events in
+    # 512 MB; Spark's feature tables needed 3 GB at 10M; a session that stops out of heap
+    # is an error naming this key
     spark_driver_memory_mb: int = Field(1024, ge=512)
     # where bucketed events and tails are written (null: the system's temporary folder,
     # and <workspace>/buckets for train.shard_data): storage every data-parallel rank

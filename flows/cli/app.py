@@ -90,7 +90,7 @@ SparkDriverMemoryOpt = Annotated[
     typer.Option(
         "--spark-driver-memory-mb",
         help="data.spark_driver_memory_mb for --engine spark: the driver's JVM heap "
-        "(GX on Spark at 100M events needs more than the default).",
+        "(Spark's feature tables at 10M events need more than the default).",
     ),
 ]
 
