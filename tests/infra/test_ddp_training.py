@@ -19,18 +19,19 @@ from tests.conftest import service_unavailable
 SCRIPT = Path(__file__).with_name("ddp_train.py")
 
 
-def _train_two_ranks(out: Path, *extra: str) -> dict[str, dict]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), str(out), "ddp", "2", *extra],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+def _run_two_ranks(command: list[str], timeout: int, **env: str) -> str:
+    """Run ``command`` (one process that Lightning's launcher makes two gloo ranks) to
+    its end; its output."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", **env}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]
     assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log
+    return log
+
+
+def _train_two_ranks(out: Path, *extra: str) -> dict[str, dict]:
+    _run_two_ranks([sys.executable, str(SCRIPT), str(out), "ddp", "2", *extra], timeout=240)
     ranks = {p.name: json.loads(p.read_text()) for p in out.glob("rank*.json")}
     assert set(ranks) == {"rank0.json", "rank1.json"}  # both processes trained to the end
     return ranks
@@ -93,27 +94,15 @@ def _recops_train(workspace: Path, parts: Path, engine: str) -> str:
         "train.progress_bar=false",
         "train.num_threads=1",
     ]
-    env = {
-        **os.environ,
-        "JAVA_TOOL_OPTIONS": "-XX:TieredStopAtLevel=1",  # C1 JVM: half a session's start-up
-        "OMP_NUM_THREADS": "1",
-        "PYTHONWARNINGS": "ignore",
-        "PYTHONPATH": str(root),
-        "COLUMNS": "400",
-    }
     command = [str(Path(sys.executable).with_name("recops")), "train", "-w", str(workspace)]
     command += ["--data", str(parts), "--json", str(workspace / "train.json")]
-    done = subprocess.run(
+    return _run_two_ranks(
         command + [arg for setting in settings for arg in ("--set", setting)],
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
+        JAVA_TOOL_OPTIONS="-XX:TieredStopAtLevel=1",  # C1 JVM: half a session's start-up
+        PYTHONPATH=str(root),
+        COLUMNS="400",
     )
-    log = done.stdout + done.stderr
-    assert done.returncode == 0, log[-3000:]
-    assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log
-    return log
 
 
 def _rank_summaries(log: str) -> dict[int, dict]:
