@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from components.data.splits import Split
     from components.data.stream import UserBuckets
     from components.features.config import FeaturesConfig
+    from components.validation.report import ValidationReport
     from components.workspace import Workspace
 
 ENGINES = ("memory", "stream", "spark")
@@ -285,13 +286,29 @@ def _spark_stages(
     return stages, compared
 
 
+def _validate_on_spark(
+    events_dir: Path, ws: Workspace, cfg: DataConfig, batch_id: str
+) -> ValidationReport:
+    """The files validated by GX on Spark as ingest does (the default suite, the
+    session at ``data.spark_master`` with ``data.spark_driver_memory_mb``)."""
+    from components.validation.config import ValidationConfig
+    from components.validation.spark import validate_spark_files
+
+    return validate_spark_files(
+        events_dir,
+        ValidationConfig(),
+        ws,
+        batch_id=batch_id,
+        master=cfg.spark_master,
+        driver_memory_mb=cfg.spark_driver_memory_mb,
+    )
+
+
 def _spark_warmup(folder: Path, cfg: DataConfig, lock: Path | None) -> StageFigures:
     """Every Spark stage once on 2,000 events: the JVM compiles Spark's and GX's code on
     first use (a fixed cost, tens of seconds on two shared cores, not the batch's)."""
     from components.data.spark import spark_prepare
     from components.data.stream import write_events_dataset
-    from components.validation.config import ValidationConfig
-    from components.validation.spark import validate_spark_files
     from components.workspace import Workspace
 
     warm = folder / "warmup"
@@ -299,9 +316,7 @@ def _spark_warmup(folder: Path, cfg: DataConfig, lock: Path | None) -> StageFigu
     write_events_dataset(bench_synthetic(2_000), warm / "events", 1_000)
     ws = Workspace.at(warm / "ws").ensure()
     with _stage("warm-up (2,000 events, every spark stage)", lock, children=True) as fig:
-        validate_spark_files(
-            warm / "events", ValidationConfig(), ws, batch_id="warmup", master=cfg.spark_master
-        )
+        _validate_on_spark(warm / "events", ws, cfg, "warmup")
         spark_prepare(warm / "events", cfg)
         _spark_feature_tables(warm / "events", ws, cfg, _spark_features_cfg(cfg))
     return fig
@@ -330,21 +345,13 @@ def _spark_engine(
     folder: Path, cfg: DataConfig, only: tuple[str, ...], lock: Path | None, out: EngineRun
 ) -> list[StageFigures]:
     from components.data.spark import cached, spark_events, spark_session, spark_vocabulary
-    from components.validation.config import ValidationConfig
-    from components.validation.spark import validate_spark_files
 
     stages = []
     if {"validate", "version", "compare"} & set(only):
         # as ingest does: GX reads the files itself, with no other cached frame in the heap
         ws = _fresh_workspace(folder / "ws-spark")
         with _stage("validate (GX on spark)", lock, children=True) as fig:
-            out.report = validate_spark_files(
-                folder / "events",
-                ValidationConfig(),
-                ws,
-                batch_id="bench",
-                master=cfg.spark_master,
-            )
+            out.report = _validate_on_spark(folder / "events", ws, cfg, "bench")
         fig.extra = {**fig.extra, "passed": out.report.passed}
         stages.append(fig)
         if {"version", "compare"} & set(only):

@@ -119,14 +119,15 @@ def validate_spark_files(
     *,
     batch_id: str,
     master: str,
+    driver_memory_mb: int,
     columns: ColumnMapping | None = None,
     default_event_type: str = "interaction",
     catalogue_items: set[str] | None = None,
     previous: BatchStats | None = None,
-    driver_memory_mb: int = 1024,
 ) -> ValidationReport:
     """:func:`components.validation.runner.validate_events` for a Parquet file or folder,
-    run by Spark at ``master`` (``data.spark_master``) through GX's Spark datasource.
+    run by Spark at ``master`` (``data.spark_master``; the driver's heap
+    ``driver_memory_mb``, ``data.spark_driver_memory_mb``) through GX's Spark datasource.
 
     Never raises for bad rows; a file that is not readable Parquet raises
     :class:`~components.errors.DataError` naming it (before Spark reads anything)."""

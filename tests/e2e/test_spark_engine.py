@@ -77,7 +77,9 @@ def test_spark_suite_gives_the_stream_engines_verdicts(tmp_path: Path) -> None:
     ):
         folder = _parts(frame, tmp_path / name)
         kwargs = {"batch_id": name, "catalogue_items": known, "previous": previous}
-        on_spark = validate_spark_files(folder, cfg, ws, master=MASTER, **kwargs)
+        on_spark = validate_spark_files(
+            folder, cfg, ws, master=MASTER, driver_memory_mb=SPARK.spark_driver_memory_mb, **kwargs
+        )
         streamed = validate_event_files(folder, cfg, ws, memory_budget_mb=2048, **kwargs)
         assert _outcome(on_spark) == _outcome(streamed), name
         assert on_spark.passed == streamed.passed == (name == "good")
@@ -117,7 +119,14 @@ def test_a_batch_in_several_partitions_keeps_the_stream_engines_duplicates(
     assert flagged == int(duplicate_flags(batch).sum()) == 153 + 150
 
     ws = Workspace.at(tmp_path / "ws").ensure()
-    on_spark = validate_spark_files(folder, cfg, ws, batch_id="parts", master=MASTER)
+    on_spark = validate_spark_files(
+        folder,
+        cfg,
+        ws,
+        batch_id="parts",
+        master=MASTER,
+        driver_memory_mb=SPARK.spark_driver_memory_mb,
+    )
     streamed = validate_event_files(folder, cfg, ws, batch_id="parts", memory_budget_mb=2048)
     assert _outcome(on_spark) == _outcome(streamed)
     assert not on_spark.passed  # 303 of 2,903 rows repeat one: over the 5 % allowed
