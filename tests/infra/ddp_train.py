@@ -29,6 +29,18 @@ def _prepared(cfg, parts: Path | None, out: Path, devices: int):
     return stream_prepare(parts, cfg.data, shard=Shard(rank, devices), bucket_dir=out / "buckets")
 
 
+#: the tiny model every DDP test trains (with ``train.devices`` and ``train.strategy``)
+TINY_SASREC = [
+    "model.name=sasrec",
+    "model.params={hidden_size: 16, num_layers: 1, num_heads: 1}",
+    "data.max_len=20",
+    "train.max_epochs=2",
+    "train.batch_size=64",
+    "train.accelerator=cpu",
+    "train.progress_bar=false",
+    "train.num_threads=1",
+]
+
 SYNTHETIC = SyntheticConfig(
     n_users=120, n_items=40, n_events=2400, n_clusters=3, seed=5, start="2026-01-01T00:00:00Z"
 )
@@ -57,18 +69,7 @@ def main(out: Path, strategy: str, devices: int, parts: Path | None = None) -> N
 
     torch.set_num_threads(1)
     cfg = load_config(
-        overrides=[
-            "model.name=sasrec",
-            "model.params={hidden_size: 16, num_layers: 1, num_heads: 1}",
-            "data.max_len=20",
-            "train.max_epochs=2",
-            "train.batch_size=64",
-            "train.accelerator=cpu",
-            f"train.devices={devices}",
-            f"train.strategy={strategy}",
-            "train.progress_bar=false",
-            "train.num_threads=1",
-        ]
+        overrides=[*TINY_SASREC, f"train.devices={devices}", f"train.strategy={strategy}"]
     )
     prepared = _prepared(cfg, parts, out, devices)
     result = train_model(prepared, cfg.model, cfg.train, cfg.eval, out / "run")

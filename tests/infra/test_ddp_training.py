@@ -78,21 +78,17 @@ def test_ddp_ranks_read_only_their_own_users_through_train_model(tmp_path: Path)
 def _recops_train(workspace: Path, parts: Path, engine: str) -> str:
     """``recops train`` (the console script, a subprocess) with ``strategy: ddp`` on two
     CPU ranks (gloo), each rank reading only its own users with ``engine``."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    from ddp_train import TINY_SASREC
+
     root = Path(__file__).resolve().parents[2]
     settings = [
         f"data.engine={engine}",
         "data.spark_master=local[1]",  # each rank's own session (spark only)
         "train.shard_data=true",
-        "model.name=sasrec",
-        "model.params={hidden_size: 16, num_layers: 1, num_heads: 1}",
-        "data.max_len=20",
-        "train.max_epochs=2",
-        "train.batch_size=64",
-        "train.accelerator=cpu",
+        *TINY_SASREC,
         "train.devices=2",
         "train.strategy=ddp",
-        "train.progress_bar=false",
-        "train.num_threads=1",
     ]
     command = [str(Path(sys.executable).with_name("recops")), "train", "-w", str(workspace)]
     command += ["--data", str(parts), "--json", str(workspace / "train.json")]
