@@ -54,6 +54,7 @@ from components.data.stream import (
 from components.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
+    from pyspark import StorageLevel
     from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
@@ -139,12 +140,15 @@ def stopped_session_error(spark: SparkSession, work: str) -> ConfigError | None:
 
 
 @contextlib.contextmanager
-def cached(frame: DataFrame, work: str) -> Iterator[DataFrame]:
-    """``frame`` cached for the block and released after it. A block that fails because
-    the session stopped (a task out of heap stops a local context; its later calls fail
-    with unrelated Py4J errors) raises :func:`stopped_session_error` naming the heap's
-    key; after a stop nothing is left to release (``unpersist`` would raise over it)."""
-    kept = frame.cache()
+def cached(frame: DataFrame, work: str, level: StorageLevel | None = None) -> Iterator[DataFrame]:
+    """``frame`` cached (or persisted at ``level``) for the block and released after it.
+    A block that ran while the session stopped (a task out of heap stops a local
+    context; its later calls fail with unrelated Py4J errors, or are swallowed: GX then
+    reports every check failed) raises :func:`stopped_session_error` naming the heap's
+    key, whether the block failed or returned; after a stop nothing is left to release
+    (``unpersist`` would raise over it)."""
+    kept = frame.cache() if level is None else frame.persist(level)
+    stopped: ConfigError | None = None
     try:
         yield kept
     except Exception as exc:
@@ -152,8 +156,12 @@ def cached(frame: DataFrame, work: str) -> Iterator[DataFrame]:
         if stopped is None:
             raise
         raise stopped from exc
+    else:
+        stopped = stopped_session_error(frame.sparkSession, work)
+        if stopped is not None:
+            raise stopped
     finally:
-        if stopped_session_error(frame.sparkSession, work) is None:
+        if stopped is None:
             kept.unpersist()
 
 

@@ -133,7 +133,7 @@ def validate_spark_files(
     :class:`~components.errors.DataError` naming it (before Spark reads anything)."""
     from pyspark import StorageLevel
 
-    from components.data.spark import spark_events, spark_session, stopped_session_error
+    from components.data.spark import cached, spark_events, spark_session
 
     started = time.perf_counter()
     spark = spark_session(master, driver_memory_mb)
@@ -150,17 +150,16 @@ def validate_spark_files(
         value_type=value_type,
     )
     partitions = validation_partitions(stats.n_rows, cfg.chunk_rows)
-    rows = with_spark_derived_columns(spark, events, catalogue_items, partitions)
-    rows = rows.persist(StorageLevel.DISK_ONLY)  # every expectation reads it: module doc
-    try:
-        with FileLock(str(workspace.lock_dir / "gx.lock")):
-            results, pages = _validate_chunks(
-                context, expectations, [rows], batch_id, source_name=SPARK_DATASOURCE
-            )
-            _add_drift(context, stats, previous, cfg, batch_id, results, pages)
-    finally:
-        if (stopped := stopped_session_error(spark, f"validating batch {batch_id}")) is not None:
-            raise stopped  # GX would report every check as failed: not the data's fault
-        rows.unpersist()
+    derived = with_spark_derived_columns(spark, events, catalogue_items, partitions)
+    # every expectation reads it, from disk (module doc); a session that stopped meanwhile
+    # is the heap's error, not GX's "every check failed"
+    with (
+        cached(derived, f"validating batch {batch_id}", StorageLevel.DISK_ONLY) as rows,
+        FileLock(str(workspace.lock_dir / "gx.lock")),
+    ):
+        results, pages = _validate_chunks(
+            context, expectations, [rows], batch_id, source_name=SPARK_DATASOURCE
+        )
+        _add_drift(context, stats, previous, cfg, batch_id, results, pages)
     docs = pages[0] if len(pages) == 1 else _site_index(pages)
     return _events_report(batch_id, stats, results, pages, docs, 1, started)
